@@ -1,0 +1,291 @@
+"""App: binds a URL to an engine and holds the queues, consumers, lifespan and env."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from conveyor import limits as L
+from conveyor.backends import Backend, from_url, redact
+from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.consumer.spec import ConsumerSpec, Handler
+from conveyor.env import Env
+from conveyor.errors import AppClosed, QueueNotFound, QueuePaused
+from conveyor.group_commit import GroupCommitter
+from conveyor.producer import Queue
+from conveyor.sync_portal import SyncPortal
+from conveyor.types import OutgoingMessage, QueueInfo, QueueSettings
+
+log = logging.getLogger("conveyor")
+T = TypeVar("T")
+H = TypeVar("H", bound=Handler)
+Lifespan = Callable[[Env], contextlib.AbstractAsyncContextManager[Any]]
+
+
+class App:
+    """A conveyor application.
+
+    `App()` takes its URL from CONVEYOR_URL, else `sqlite:///conveyor.db`. Connections open on
+    first use; `async with App(url) as app:` or `await app.close()` releases them.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        auto_create: bool = True,
+        limits: L.Limits | None = None,
+        clock: Clock | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.clock = clock or SYSTEM_CLOCK
+        if backend is None:
+            backend = from_url(url or os.environ.get(L.URL_ENV_VAR) or L.DEFAULT_URL, clock=self.clock)
+        self.backend = backend
+        self.auto_create = auto_create
+        self.limits = limits or L.Limits()
+        self.consumers: list[ConsumerSpec] = []
+        self.env = Env(self)
+        self._lifespan: Lifespan | None = None
+        self._known_queues: set[str] = set()
+        self._connect_lock = asyncio.Lock()
+        self._connected_flag = False
+        self._closed = False
+        self._committer = GroupCommitter(self._write_now)
+        self._portal: SyncPortal | None = None
+        self._sync_app: App | None = None
+
+    @property
+    def url(self) -> str:
+        """The engine URL with any password hidden."""
+        return redact(self.backend.url)
+
+    def __repr__(self) -> str:
+        return f"App({self.url!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> App:
+        await self._connected()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _connected(self) -> Backend:
+        if self._closed:
+            raise AppClosed("this App is closed")
+        if not self._connected_flag:
+            async with self._connect_lock:
+                if not self._connected_flag:
+                    await self.backend.connect()
+                    self._connected_flag = True
+        return self.backend
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._sync_app is not None and self._portal is not None:
+            self._portal.run(self._sync_app.close())
+        if self._portal is not None:
+            self._portal.stop()
+        await self.backend.close()
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def queue(self, name: str, *, schema: Any = None) -> Queue:
+        """A producer handle; with `schema` (a pydantic type) every send is validated first."""
+        return Queue(self, name, schema)
+
+    def known_queue_names(self) -> list[str]:
+        return sorted(self._known_queues | {c.queue for c in self.consumers})
+
+    async def create_queue(
+        self,
+        name: str,
+        *,
+        delivery_delay: float = 0,
+        retention_seconds: float = L.DEFAULT_RETENTION_SECONDS,
+        exist_ok: bool = False,
+    ) -> QueueInfo:
+        L.validate_queue_name(name)
+        settings = QueueSettings(
+            delivery_delay=float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
+            retention_seconds=float(L.check_retention(retention_seconds, self.limits)),
+        )
+        backend = await self._connected()
+        info = await backend.create_queue(name, settings, exist_ok=exist_ok)
+        self._known_queues.add(name)
+        return info
+
+    async def get_queue(self, name: str) -> QueueInfo:
+        L.validate_queue_name(name)
+        backend = await self._connected()
+        info = await backend.get_queue(name)
+        if info is None:
+            raise QueueNotFound(name)
+        return info
+
+    async def update_queue(
+        self, name: str, *, delivery_delay: float | None = None, retention_seconds: float | None = None
+    ) -> QueueInfo:
+        current = (await self.get_queue(name)).settings
+        settings = QueueSettings(
+            delivery_delay=current.delivery_delay
+            if delivery_delay is None
+            else float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
+            retention_seconds=current.retention_seconds
+            if retention_seconds is None
+            else float(L.check_retention(retention_seconds, self.limits)),
+        )
+        return await self.backend.update_queue(name, settings)
+
+    async def delete_queue(self, name: str) -> bool:
+        L.validate_queue_name(name)
+        backend = await self._connected()
+        self._known_queues.discard(name)
+        return await backend.delete_queue(name)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        backend = await self._connected()
+        return await backend.list_queues()
+
+    async def ensure_queue(self, name: str) -> None:
+        """Create `name` with default settings if it does not exist (or raise when auto_create is off)."""
+        if name in self._known_queues:
+            return
+        backend = await self._connected()
+        if self.auto_create:
+            await backend.create_queue(name, QueueSettings(), exist_ok=True)
+        elif await backend.get_queue(name) is None:
+            raise QueueNotFound(name)
+        self._known_queues.add(name)
+
+    async def replay(self, dead_letter_queue: str, *, to: str, limit: int | None = None) -> int:
+        """Move dead letters back to `to`; they keep body and content type and start again at attempt 1."""
+        L.validate_queue_name(dead_letter_queue)
+        L.validate_queue_name(to)
+        if limit is not None:
+            L.check_int_range("limit", limit, 1, 10_000_000)
+        backend = await self._connected()
+        if await backend.get_queue(dead_letter_queue) is None:
+            raise QueueNotFound(dead_letter_queue)
+        await self.ensure_queue(to)
+        return await backend.move_messages(dead_letter_queue, to, limit)
+
+    async def sweep(self) -> int:
+        """Delete messages past their queue's retention now (workers also do this every minute)."""
+        backend = await self._connected()
+        return await backend.sweep()
+
+    async def _check_not_paused(self, name: str) -> None:
+        info = await self.backend.get_queue(name)
+        if info is None:
+            if not self.auto_create:
+                raise QueueNotFound(name)
+        elif info.paused:
+            raise QueuePaused(name)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        await self._connected()
+        if connection is not None:
+            await self._write_now(messages, connection=connection)
+        else:
+            await self._committer.submit(messages)
+
+    async def _write_now(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        # Unknown queues are created on first use; the common case pays no extra round trip.
+        for _ in range(len(messages) + 1):
+            try:
+                await self.backend.send_many(messages, connection=connection)
+                return
+            except QueueNotFound as exc:
+                self._known_queues.discard(exc.queue)
+                if not self.auto_create:
+                    raise
+                await self.ensure_queue(exc.queue)
+        raise RuntimeError("queues kept disappearing while sending")  # pragma: no cover
+
+    def _run_sync(self, call: Callable[[App], Awaitable[T]]) -> T:
+        """Run `call` on a sibling App living on a private event loop (the blocking facade)."""
+        if self._closed:
+            raise AppClosed("this App is closed")
+        if self._portal is None:
+            self._portal = SyncPortal()
+        if self._sync_app is None:
+            self._sync_app = App(
+                backend=self.backend.sibling(), auto_create=self.auto_create, limits=self.limits, clock=self.clock
+            )
+
+        async def run() -> T:
+            assert self._sync_app is not None
+            return await call(self._sync_app)
+
+        return self._portal.run(run())
+
+    # -- consumers ---------------------------------------------------------------------------
+
+    def consumer(
+        self,
+        queue: str,
+        *,
+        max_batch_size: int = L.DEFAULT_MAX_BATCH_SIZE,
+        max_batch_timeout: float = L.DEFAULT_MAX_BATCH_TIMEOUT,
+        max_retries: int = L.DEFAULT_MAX_RETRIES,
+        retry_delay: float = L.DEFAULT_RETRY_DELAY,
+        dead_letter_queue: str | None = None,
+        max_concurrency: int | None = None,
+        visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
+    ) -> Callable[[H], H]:
+        """Register `handler(batch, env)` as the consumer of `queue`."""
+
+        def register(handler: H) -> H:
+            if any(spec.queue == queue for spec in self.consumers):
+                raise ValueError(f"queue {queue!r} already has a consumer")
+            self.consumers.append(
+                ConsumerSpec(
+                    queue=queue,
+                    handler=handler,
+                    max_batch_size=max_batch_size,
+                    max_batch_timeout=max_batch_timeout,
+                    max_retries=max_retries,
+                    retry_delay=retry_delay,
+                    dead_letter_queue=dead_letter_queue,
+                    max_concurrency=max_concurrency,
+                    visibility_timeout=visibility_timeout,
+                )
+            )
+            return handler
+
+        return register
+
+    def lifespan(self, function: Callable[[Env], AsyncIterator[None]]) -> Callable[[Env], AsyncIterator[None]]:
+        """Register an async generator that sets up `env` resources for the worker and tears them down."""
+        self._lifespan = contextlib.asynccontextmanager(function)
+        return function
+
+    @contextlib.asynccontextmanager
+    async def running_lifespan(self) -> AsyncIterator[Env]:
+        if self._lifespan is None:
+            yield self.env
+            return
+        async with self._lifespan(self.env):
+            yield self.env
+
+    async def run_consumers(
+        self,
+        *,
+        shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """Run every registered consumer until cancelled or until `stop` is set, then shut down gracefully."""
+        from conveyor.consumer.worker import Worker
+
+        await Worker(self, self.consumers, shutdown_grace=shutdown_grace).run(stop=stop)

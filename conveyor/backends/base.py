@@ -1,0 +1,148 @@
+"""The engine boundary: a handful of batched async operations every engine implements.
+
+Policy (retry counting, dead-letter decisions, batching, lease renewal) lives in the core; an
+engine only stores, leases and moves messages, atomically and in batches. Every operation on a
+batch is one statement, transaction or script, never a loop of round trips.
+"""
+
+from __future__ import annotations
+
+import abc
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.types import (
+    LeasedMessage,
+    OutgoingMessage,
+    QueueInfo,
+    QueueSettings,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    StoredMessage,
+)
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def make_lease_id(message_id: str, token: str) -> str:
+    """A lease id names one delivery of one message: the message id and that delivery's token."""
+    return f"{message_id}.{token}"
+
+
+def parse_lease_id(lease_id: str) -> tuple[str, str] | None:
+    message_id, dot, token = lease_id.rpartition(".")
+    if not dot or not message_id or not token:
+        return None
+    return message_id, token
+
+
+class Backend(abc.ABC):
+    """One engine bound to one URL. Instances are used from one event loop."""
+
+    #: the engine's name as shown to users ("sqlite", "postgresql", ...)
+    engine: str = ""
+    #: True when the engine takes time from `clock` (so a fake clock drives it in tests);
+    #: False when it uses its server's clock.
+    uses_local_clock: bool = True
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.url = url
+        self.clock = clock
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open connections and create or migrate the schema. Idempotent."""
+
+    async def close(self) -> None:
+        """Release every connection. Idempotent."""
+
+    @abc.abstractmethod
+    def sibling(self) -> Backend:
+        """A new, unconnected instance on the same storage, for use from another event loop."""
+
+    # -- queues ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_queue(self, name: str, settings: QueueSettings, *, exist_ok: bool) -> QueueInfo:
+        """Create a queue; an existing one raises QueueAlreadyExists unless `exist_ok`."""
+
+    @abc.abstractmethod
+    async def get_queue(self, name: str) -> QueueInfo | None: ...
+
+    @abc.abstractmethod
+    async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
+        """Replace a queue's settings; QueueNotFound if it does not exist."""
+
+    @abc.abstractmethod
+    async def delete_queue(self, name: str) -> bool:
+        """Delete a queue and its messages; False if there was none."""
+
+    @abc.abstractmethod
+    async def list_queues(self) -> list[QueueInfo]: ...
+
+    @abc.abstractmethod
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume delivery; QueueNotFound if the queue does not exist."""
+
+    # -- messages ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        """Store every message, all or none (they may name several queues).
+
+        Raises QueueNotFound, storing nothing, when a named queue does not exist. `connection`
+        is an engine-specific open transaction to write in (PostgreSQL); others reject it.
+        """
+
+    @abc.abstractmethod
+    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+        """Lease up to `limit` visible messages, oldest first, each for `visibility_timeout` seconds.
+
+        Each leased message's attempts grow by one. A paused or missing queue leases nothing.
+        """
+
+    @abc.abstractmethod
+    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+        """Push the deadline of live leases to now + `visibility_timeout`; returns how many were live."""
+
+    @abc.abstractmethod
+    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+        """Give leased messages back at once, as if never delivered (their attempts shrink by one)."""
+
+    @abc.abstractmethod
+    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
+        """Write one batch's outcomes in one transaction: delete acks, delay retries, and move
+        dead letters to their queue (or delete them). Leases that expired or are unknown are
+        returned in `stale` and change nothing."""
+
+    @abc.abstractmethod
+    async def stats(self, queue: str) -> QueueStats:
+        """QueueNotFound if the queue does not exist."""
+
+    @abc.abstractmethod
+    async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
+        """Look at up to `limit` messages, oldest visible first, without leasing them."""
+
+    @abc.abstractmethod
+    async def purge(self, queue: str) -> int:
+        """Delete every message of the queue; returns how many."""
+
+    @abc.abstractmethod
+    async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
+        """Move up to `limit` unleased messages atomically (for DLQ replay): they keep id, body and
+        content type, start again at attempts 0, are visible at once and lose dead-letter info."""
+
+    @abc.abstractmethod
+    async def sweep(self) -> int:
+        """Delete messages older than their queue's retention; returns how many."""
+
+    @abc.abstractmethod
+    async def wait_for_messages(self, queue: str, timeout: float) -> None:
+        """Return when `queue` may have deliverable messages (a send, a retry, a delayed message
+        coming due, a lease expiring) or after `timeout` seconds, whichever is first."""

@@ -1,0 +1,400 @@
+"""memory:// — a complete in-process engine for tests and examples (not a mock).
+
+State lives in a `MemoryStore` shared by sibling backends (one per event loop), guarded by a
+lock; no operation awaits while holding it, so every batch operation is atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor.backends.base import Backend, make_lease_id, new_token, parse_lease_id
+from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.errors import QueueAlreadyExists, QueueNotFound
+from conveyor.types import (
+    ContentType,
+    DeadLetterInfo,
+    LeasedMessage,
+    OutgoingMessage,
+    QueueInfo,
+    QueueSettings,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    StoredMessage,
+)
+
+
+@dataclass(slots=True)
+class _Message:
+    id: str
+    body: bytes
+    content_type: ContentType
+    timestamp: float
+    visible_at: float
+    seq: int
+    attempts: int = 0
+    lease_token: str | None = None
+    version: int = 0
+    dead_letter: DeadLetterInfo | None = None
+
+    def stored(self, queue: str, now: float) -> StoredMessage:
+        return StoredMessage(
+            id=self.id,
+            queue=queue,
+            body=self.body,
+            content_type=self.content_type,
+            timestamp=self.timestamp,
+            attempts=self.attempts,
+            visible_at=self.visible_at,
+            leased=self.lease_token is not None and self.visible_at > now,
+            dead_letter=self.dead_letter,
+        )
+
+
+@dataclass(slots=True)
+class _Queue:
+    info: QueueInfo
+    messages: dict[str, _Message] = field(default_factory=dict)
+    # (visible_at, seq, id, version); entries whose version is stale are skipped.
+    heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+
+    def schedule(self, message: _Message) -> None:
+        message.version += 1
+        heapq.heappush(self.heap, (message.visible_at, message.seq, message.id, message.version))
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queues: dict[str, _Queue] = {}
+        self.seq = itertools.count()
+        self.waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+
+    def notify(self, queue: str) -> None:
+        for loop, future in self.waiters.pop(queue, []):
+            loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class MemoryBackend(Backend):
+    engine = "memory"
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK, store: MemoryStore | None = None) -> None:
+        super().__init__(url, clock=clock)
+        self.store = store if store is not None else MemoryStore()
+
+    def sibling(self) -> MemoryBackend:
+        return MemoryBackend(self.url, clock=self.clock, store=self.store)
+
+    def _queue(self, name: str) -> _Queue:
+        queue = self.store.queues.get(name)
+        if queue is None:
+            raise QueueNotFound(name)
+        return queue
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def create_queue(self, name: str, settings: QueueSettings, *, exist_ok: bool) -> QueueInfo:
+        with self.store.lock:
+            existing = self.store.queues.get(name)
+            if existing is not None:
+                if exist_ok:
+                    return existing.info
+                raise QueueAlreadyExists(name)
+            info = QueueInfo(name=name, settings=settings, paused=False, created_at=self.clock.now())
+            self.store.queues[name] = _Queue(info)
+            return info
+
+    async def get_queue(self, name: str) -> QueueInfo | None:
+        with self.store.lock:
+            queue = self.store.queues.get(name)
+            return None if queue is None else queue.info
+
+    async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
+        with self.store.lock:
+            queue = self._queue(name)
+            queue.info = QueueInfo(name, settings, queue.info.paused, queue.info.created_at)
+            return queue.info
+
+    async def delete_queue(self, name: str) -> bool:
+        with self.store.lock:
+            return self.store.queues.pop(name, None) is not None
+
+    async def list_queues(self) -> list[QueueInfo]:
+        with self.store.lock:
+            return sorted((q.info for q in self.store.queues.values()), key=lambda info: info.name)
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        with self.store.lock:
+            queue = self._queue(name)
+            queue.info = QueueInfo(name, queue.info.settings, paused, queue.info.created_at)
+            if not paused:
+                self.store.notify(name)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        if connection is not None:
+            raise TypeError("the memory engine does not take a connection")
+        with self.store.lock:
+            targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
+            now = self.clock.now()
+            for outgoing in messages:
+                queue = targets[outgoing.queue]
+                delay = outgoing.delay_seconds
+                if delay is None:
+                    delay = queue.info.settings.delivery_delay
+                message = _Message(
+                    id=outgoing.id,
+                    body=outgoing.body,
+                    content_type=outgoing.content_type,
+                    timestamp=now,
+                    visible_at=now + delay,
+                    seq=next(self.store.seq),
+                    dead_letter=outgoing.dead_letter,
+                )
+                queue.messages[message.id] = message
+                queue.schedule(message)
+            for name in targets:
+                self.store.notify(name)
+
+    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+        with self.store.lock:
+            state = self.store.queues.get(queue)
+            if state is None or state.info.paused:
+                return []
+            now = self.clock.now()
+            token = new_token()
+            leased: list[LeasedMessage] = []
+            heap = state.heap
+            while heap and len(leased) < limit and heap[0][0] <= now:
+                _, _, message_id, version = heapq.heappop(heap)
+                message = state.messages.get(message_id)
+                if message is None or message.version != version:
+                    continue
+                message.attempts += 1
+                message.lease_token = token
+                message.visible_at = now + visibility_timeout
+                state.schedule(message)
+                leased.append(
+                    LeasedMessage(
+                        id=message.id,
+                        queue=queue,
+                        body=message.body,
+                        content_type=message.content_type,
+                        timestamp=message.timestamp,
+                        attempts=message.attempts,
+                        lease_id=make_lease_id(message.id, token),
+                        dead_letter=message.dead_letter,
+                    )
+                )
+            return leased
+
+    def _live(self, state: _Queue, lease_id: str, now: float) -> _Message | None:
+        parsed = parse_lease_id(lease_id)
+        if parsed is None:
+            return None
+        message = state.messages.get(parsed[0])
+        if message is None or message.lease_token != parsed[1] or message.visible_at <= now:
+            return None
+        return message
+
+    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+        with self.store.lock:
+            state = self.store.queues.get(queue)
+            if state is None:
+                return 0
+            now = self.clock.now()
+            renewed = 0
+            for lease_id in lease_ids:
+                message = self._live(state, lease_id, now)
+                if message is not None:
+                    message.visible_at = now + visibility_timeout
+                    state.schedule(message)
+                    renewed += 1
+            return renewed
+
+    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+        with self.store.lock:
+            state = self.store.queues.get(queue)
+            if state is None:
+                return 0
+            now = self.clock.now()
+            released = 0
+            for lease_id in lease_ids:
+                message = self._live(state, lease_id, now)
+                if message is not None:
+                    message.attempts -= 1
+                    message.lease_token = None
+                    message.visible_at = now
+                    state.schedule(message)
+                    released += 1
+            if released:
+                self.store.notify(queue)
+            return released
+
+    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
+        with self.store.lock:
+            state = self._queue(queue)
+            for dead in settlement.dead_letters:
+                if dead.dead_letter_queue is not None:
+                    self._queue(dead.dead_letter_queue)  # missing DLQ: fail before changing anything
+            now = self.clock.now()
+            stale: list[str] = []
+            acked = retried = dead_lettered = 0
+            for lease_id in settlement.acks:
+                message = self._live(state, lease_id, now)
+                if message is None:
+                    stale.append(lease_id)
+                    continue
+                del state.messages[message.id]
+                acked += 1
+            for retry in settlement.retries:
+                message = self._live(state, retry.lease_id, now)
+                if message is None:
+                    stale.append(retry.lease_id)
+                    continue
+                message.lease_token = None
+                message.visible_at = now + retry.delay_seconds
+                state.schedule(message)
+                retried += 1
+            for dead in settlement.dead_letters:
+                message = self._live(state, dead.lease_id, now)
+                if message is None:
+                    stale.append(dead.lease_id)
+                    continue
+                del state.messages[message.id]
+                dead_lettered += 1
+                if dead.dead_letter_queue is None:
+                    continue
+                target = self.store.queues[dead.dead_letter_queue]
+                copy = _Message(
+                    id=dead.new_id,
+                    body=message.body,
+                    content_type=message.content_type,
+                    timestamp=now,
+                    visible_at=now,
+                    seq=next(self.store.seq),
+                    dead_letter=DeadLetterInfo(message.id, queue, message.attempts, dead.error, now),
+                )
+                target.messages[copy.id] = copy
+                target.schedule(copy)
+                self.store.notify(dead.dead_letter_queue)
+            if retried:
+                self.store.notify(queue)
+            return SettleResult(acked, retried, dead_lettered, stale)
+
+    async def stats(self, queue: str) -> QueueStats:
+        with self.store.lock:
+            state = self._queue(queue)
+            now = self.clock.now()
+            ready = delayed = in_flight = size = 0
+            oldest = now
+            for message in state.messages.values():
+                size += len(message.body)
+                oldest = min(oldest, message.timestamp)
+                if message.visible_at <= now:
+                    ready += 1
+                elif message.lease_token is not None:
+                    in_flight += 1
+                else:
+                    delayed += 1
+            return QueueStats(queue, ready, delayed, in_flight, max(0.0, now - oldest), size, state.info.paused)
+
+    async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
+        with self.store.lock:
+            state = self._queue(queue)
+            now = self.clock.now()
+            ordered = sorted(state.messages.values(), key=lambda m: (m.visible_at, m.seq))
+            return [m.stored(queue, now) for m in ordered[:limit]]
+
+    async def purge(self, queue: str) -> int:
+        with self.store.lock:
+            state = self._queue(queue)
+            count = len(state.messages)
+            state.messages.clear()
+            state.heap.clear()
+            return count
+
+    async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
+        with self.store.lock:
+            src = self._queue(source)
+            dst = self._queue(destination)
+            now = self.clock.now()
+            movable = sorted(
+                (m for m in src.messages.values() if m.lease_token is None or m.visible_at <= now),
+                key=lambda m: (m.visible_at, m.seq),
+            )
+            if limit is not None:
+                movable = movable[:limit]
+            for message in movable:
+                del src.messages[message.id]
+                moved = _Message(
+                    id=message.id,
+                    body=message.body,
+                    content_type=message.content_type,
+                    timestamp=message.timestamp,
+                    visible_at=now,
+                    seq=next(self.store.seq),
+                )
+                dst.messages[moved.id] = moved
+                dst.schedule(moved)
+            if movable:
+                self.store.notify(destination)
+            return len(movable)
+
+    async def sweep(self) -> int:
+        with self.store.lock:
+            now = self.clock.now()
+            removed = 0
+            for state in self.store.queues.values():
+                cutoff = now - state.info.settings.retention_seconds
+                expired = [m.id for m in state.messages.values() if m.timestamp < cutoff]
+                for message_id in expired:
+                    del state.messages[message_id]
+                removed += len(expired)
+            return removed
+
+    def _next_due(self, state: _Queue, now: float) -> float | None:
+        heap = state.heap
+        while heap:
+            visible_at, _, message_id, version = heap[0]
+            message = state.messages.get(message_id)
+            if message is None or message.version != version:
+                heapq.heappop(heap)
+                continue
+            return visible_at
+        return None
+
+    async def wait_for_messages(self, queue: str, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self.store.lock:
+            state = self.store.queues.get(queue)
+            if state is not None and not state.info.paused:
+                due = self._next_due(state, self.clock.now())
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - self.clock.now()))
+            if timeout <= 0:
+                return
+            self.store.waiters.setdefault(queue, []).append((loop, future))
+        sleeper = asyncio.ensure_future(self.clock.sleep(timeout))
+        try:
+            await asyncio.wait([future, sleeper], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            with self.store.lock:
+                waiters = self.store.waiters.get(queue)
+                if waiters is not None and (loop, future) in waiters:
+                    waiters.remove((loop, future))

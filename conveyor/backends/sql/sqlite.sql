@@ -1,0 +1,114 @@
+-- The SQLite engine's statements. Times are seconds since the epoch (REAL), from the app's clock.
+-- A message is deliverable when visible_at <= now; a lease pushes visible_at to the lease's
+-- deadline, so an expired lease needs no sweep: the message is simply visible again.
+
+-- name: schema_v1
+CREATE TABLE IF NOT EXISTS conveyor_queues (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    delivery_delay REAL NOT NULL,
+    retention_seconds REAL NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conveyor_messages (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue_id INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    content_type TEXT NOT NULL,
+    enqueued_at REAL NOT NULL,
+    visible_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_token TEXT,
+    dead_letter TEXT
+);
+-- leasing walks this index from its start: cost stays flat however long the backlog
+CREATE INDEX IF NOT EXISTS conveyor_messages_ready ON conveyor_messages (queue_id, visible_at);
+-- retention sweeps and the oldest message's age
+CREATE INDEX IF NOT EXISTS conveyor_messages_age ON conveyor_messages (queue_id, enqueued_at);
+
+-- name: queue_by_name
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues WHERE name = ?
+
+-- name: list_queues
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues ORDER BY name
+
+-- name: insert_queue
+INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, paused, created_at) VALUES (?, ?, ?, 0, ?)
+
+-- name: update_queue
+UPDATE conveyor_queues SET delivery_delay = ?, retention_seconds = ? WHERE name = ?
+
+-- name: set_paused
+UPDATE conveyor_queues SET paused = ? WHERE name = ?
+
+-- name: delete_queue_messages
+DELETE FROM conveyor_messages WHERE queue_id = ?
+
+-- name: delete_queue
+DELETE FROM conveyor_queues WHERE id = ?
+
+-- name: insert_message
+INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+
+-- name: lease
+UPDATE conveyor_messages
+SET attempts = attempts + 1, lease_token = :token, visible_at = :deadline
+WHERE seq IN (
+    SELECT seq FROM conveyor_messages
+    WHERE queue_id = :queue_id AND visible_at <= :now
+    ORDER BY visible_at LIMIT :limit
+)
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter
+
+-- name: extend_lease
+UPDATE conveyor_messages SET visible_at = :deadline
+WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+
+-- name: release
+UPDATE conveyor_messages SET visible_at = :now, lease_token = NULL, attempts = attempts - 1
+WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+
+-- name: ack
+DELETE FROM conveyor_messages
+WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+
+-- name: retry
+UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL
+WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+
+-- name: take_dead
+DELETE FROM conveyor_messages
+WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+RETURNING body, content_type, attempts
+
+-- name: stats
+SELECT
+    coalesce(sum(visible_at <= :now), 0),
+    coalesce(sum(visible_at > :now AND lease_token IS NULL), 0),
+    coalesce(sum(visible_at > :now AND lease_token IS NOT NULL), 0),
+    min(enqueued_at),
+    coalesce(sum(length(body)), 0)
+FROM conveyor_messages WHERE queue_id = :queue_id
+
+-- name: peek
+SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter
+FROM conveyor_messages WHERE queue_id = ? ORDER BY visible_at, seq LIMIT ?
+
+-- name: move
+UPDATE conveyor_messages
+SET queue_id = :destination, attempts = 0, visible_at = :now, lease_token = NULL, dead_letter = NULL
+WHERE seq IN (
+    SELECT seq FROM conveyor_messages
+    WHERE queue_id = :source AND (lease_token IS NULL OR visible_at <= :now)
+    ORDER BY visible_at, seq LIMIT :limit
+)
+
+-- name: sweep
+DELETE FROM conveyor_messages WHERE queue_id = ? AND enqueued_at < ?
+
+-- name: wake_state
+SELECT q.paused, (SELECT min(visible_at) FROM conveyor_messages m WHERE m.queue_id = q.id)
+FROM conveyor_queues q WHERE q.name = ?

@@ -1,0 +1,524 @@
+"""sqlite:///path.db — embedded and durable; several processes on one machine share the file.
+
+WAL journal, `BEGIN IMMEDIATE` with a busy timeout so writers from several processes queue up
+instead of failing, and `synchronous=FULL` so a message is on disk when `send` returns.
+URL options: `?synchronous=normal` (faster; a power cut may lose the last transactions, never
+corrupt the file), `?busy_timeout=5000` (ms), `?poll_interval=0.05` (s).
+
+Each backend owns one connection on one thread; every operation is one transaction there.
+Wake-ups: consumers in the same process are woken at once by the writer; other processes notice
+a commit by polling `PRAGMA data_version` every `poll_interval` seconds (the bound on their
+wake-up latency), which costs microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from conveyor.backends.base import Backend, make_lease_id, new_token, parse_lease_id
+from conveyor.backends.sql import load_queries
+from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.types import (
+    ContentType,
+    DeadLetterInfo,
+    LeasedMessage,
+    OutgoingMessage,
+    QueueInfo,
+    QueueSettings,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    StoredMessage,
+)
+
+T = TypeVar("T")
+Q = load_queries("sqlite.sql")
+SCHEMA_VERSION = 1
+MIGRATIONS = {1: Q["schema_v1"]}
+
+DEFAULT_BUSY_TIMEOUT_MS = 5_000
+DEFAULT_POLL_INTERVAL = 0.05
+SYNCHRONOUS_MODES = ("full", "normal")
+
+# In-process wake-ups between backends on the same file: path -> notify callbacks.
+_listeners: dict[str, set[Callable[[str], None]]] = {}
+_listeners_lock = threading.Lock()
+
+
+def _notify_local(path: str, queues: set[str]) -> None:
+    with _listeners_lock:
+        callbacks = list(_listeners.get(path, ()))
+    for callback in callbacks:
+        for queue in queues:
+            callback(queue)
+
+
+def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(url)
+    if parts.netloc:
+        raise InvalidURL(f"invalid SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute.db")
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise InvalidURL(f"invalid SQLite URL {url!r}: no file path (e.g. sqlite:///conveyor.db)")
+    options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    known = {"synchronous", "busy_timeout", "poll_interval"}
+    unknown = set(options) - known
+    if unknown:
+        raise InvalidURL(f"unknown SQLite URL option(s) {sorted(unknown)}; known: {sorted(known)}")
+    if options.get("synchronous", "full").lower() not in SYNCHRONOUS_MODES:
+        raise InvalidURL(f"synchronous must be one of {SYNCHRONOUS_MODES}, got {options['synchronous']!r}")
+    return path, options
+
+
+def _info(row: tuple[Any, ...]) -> QueueInfo:
+    return QueueInfo(
+        name=row[1],
+        settings=QueueSettings(delivery_delay=row[2], retention_seconds=row[3]),
+        paused=bool(row[4]),
+        created_at=row[5],
+    )
+
+
+def _dead_letter(text: str | None) -> DeadLetterInfo | None:
+    return None if text is None else DeadLetterInfo.from_dict(json.loads(text))
+
+
+class SQLiteBackend(Backend):
+    engine = "sqlite"
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(url, clock=clock)
+        self.path, options = parse_sqlite_url(url)
+        self.synchronous = options.get("synchronous", "full").upper()
+        self.busy_timeout_ms = int(options.get("busy_timeout", DEFAULT_BUSY_TIMEOUT_MS))
+        self.poll_interval = float(options.get("poll_interval", DEFAULT_POLL_INTERVAL))
+        self._key = self.path if self.path == ":memory:" else os.path.abspath(self.path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+        self._waiters_lock = threading.Lock()
+
+    def sibling(self) -> SQLiteBackend:
+        return SQLiteBackend(self.url, clock=self.clock)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._executor is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-sqlite")
+        await self._run(self._open)
+        with _listeners_lock:
+            _listeners.setdefault(self._key, set()).add(self._wake)
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self._conn = conn
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has conveyor schema v{version}, newer than this conveyor (v{SCHEMA_VERSION})"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {target}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        with _listeners_lock:
+            _listeners.get(self._key, set()).discard(self._wake)
+        await self._run(self._close_connection)
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _run(self, function: Callable[[], T]) -> T:
+        if self._executor is None:
+            raise RuntimeError("the SQLite backend is not connected")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    async def _transaction(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            conn = self._conn
+            assert conn is not None
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = function(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(run)
+
+    async def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        def run() -> T:
+            assert self._conn is not None
+            return function(self._conn)
+
+        return await self._run(run)
+
+    @staticmethod
+    def _queue_row(conn: sqlite3.Connection, name: str) -> tuple[Any, ...]:
+        row = conn.execute(Q["queue_by_name"], (name,)).fetchone()
+        if row is None:
+            raise QueueNotFound(name)
+        return tuple(row)
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    def _wake(self, queue: str) -> None:
+        with self._waiters_lock:
+            waiters = self._waiters.pop(queue, [])
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def _notify(self, *queues: str) -> None:
+        _notify_local(self._key, set(queues))
+
+    async def wait_for_messages(self, queue: str, timeout: float) -> None:
+        def state(conn: sqlite3.Connection) -> tuple[bool, float | None, int]:
+            row = conn.execute(Q["wake_state"], (queue,)).fetchone()
+            data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if row is None:
+                return False, None, data_version
+            return bool(row[0]), row[1], data_version
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._waiters_lock:
+            self._waiters.setdefault(queue, []).append((loop, future))
+        try:
+            paused, due, version = await self._read(state)
+            if due is not None and not paused:
+                timeout = min(timeout, due - self.clock.now())
+            deadline = loop.time() + max(0.0, timeout)
+            while not future.done():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                await asyncio.wait([future], timeout=min(self.poll_interval, remaining))
+                if future.done():
+                    return
+                current = await self._read(lambda conn: conn.execute("PRAGMA data_version").fetchone()[0])
+                if current != version:
+                    return  # another process committed: look again
+        finally:
+            with self._waiters_lock:
+                waiters = self._waiters.get(queue)
+                if waiters is not None and (loop, future) in waiters:
+                    waiters.remove((loop, future))
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def create_queue(self, name: str, settings: QueueSettings, *, exist_ok: bool) -> QueueInfo:
+        def create(conn: sqlite3.Connection) -> QueueInfo:
+            row = conn.execute(Q["queue_by_name"], (name,)).fetchone()
+            if row is not None:
+                if exist_ok:
+                    return _info(row)
+                raise QueueAlreadyExists(name)
+            conn.execute(
+                Q["insert_queue"], (name, settings.delivery_delay, settings.retention_seconds, self.clock.now())
+            )
+            return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
+
+        return await self._transaction(create)
+
+    async def get_queue(self, name: str) -> QueueInfo | None:
+        row = await self._read(lambda conn: conn.execute(Q["queue_by_name"], (name,)).fetchone())
+        return None if row is None else _info(row)
+
+    async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
+        def update(conn: sqlite3.Connection) -> QueueInfo:
+            self._queue_row(conn, name)
+            conn.execute(Q["update_queue"], (settings.delivery_delay, settings.retention_seconds, name))
+            return _info(self._queue_row(conn, name))
+
+        return await self._transaction(update)
+
+    async def delete_queue(self, name: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(Q["queue_by_name"], (name,)).fetchone()
+            if row is None:
+                return False
+            conn.execute(Q["delete_queue_messages"], (row[0],))
+            conn.execute(Q["delete_queue"], (row[0],))
+            return True
+
+        return await self._transaction(delete)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        rows = await self._read(lambda conn: conn.execute(Q["list_queues"]).fetchall())
+        return [_info(row) for row in rows]
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        def pause(conn: sqlite3.Connection) -> None:
+            self._queue_row(conn, name)
+            conn.execute(Q["set_paused"], (int(paused), name))
+
+        await self._transaction(pause)
+        if not paused:
+            self._notify(name)
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        if connection is not None:
+            raise TypeError("the SQLite engine does not take a connection")
+
+        def send(conn: sqlite3.Connection) -> None:
+            queues = {name: self._queue_row(conn, name) for name in {m.queue for m in messages}}
+            now = self.clock.now()
+            conn.executemany(
+                Q["insert_message"],
+                [
+                    (
+                        m.id,
+                        queues[m.queue][0],
+                        m.body,
+                        m.content_type,
+                        now,
+                        now + (queues[m.queue][2] if m.delay_seconds is None else m.delay_seconds),
+                        None if m.dead_letter is None else json.dumps(m.dead_letter.to_dict()),
+                    )
+                    for m in messages
+                ],
+            )
+
+        await self._transaction(send)
+        self._notify(*{m.queue for m in messages})
+
+    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+        token = new_token()
+
+        def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
+            if row is None or row[4]:
+                return []
+            now = self.clock.now()
+            params = {
+                "token": token,
+                "deadline": now + visibility_timeout,
+                "queue_id": row[0],
+                "now": now,
+                "limit": limit,
+            }
+            return conn.execute(Q["lease"], params).fetchall()
+
+        rows = await self._transaction(lease)
+        rows.sort()  # by seq: oldest first
+        return [
+            LeasedMessage(
+                id=r[1],
+                queue=queue,
+                body=r[2],
+                content_type=r[3],
+                timestamp=r[4],
+                attempts=r[5],
+                lease_id=make_lease_id(r[1], token),
+                dead_letter=_dead_letter(r[6]),
+            )
+            for r in rows
+        ]
+
+    def _lease_params(self, queue_id: int, lease_ids: Sequence[str], now: float) -> list[dict[str, Any]]:
+        params = []
+        for lease_id in lease_ids:
+            parsed = parse_lease_id(lease_id)
+            if parsed is not None:
+                params.append({"id": parsed[0], "token": parsed[1], "queue_id": queue_id, "now": now})
+        return params
+
+    async def _update_leases(self, statement: str, queue: str, lease_ids: Sequence[str], **extra: Any) -> int:
+        def update(conn: sqlite3.Connection) -> int:
+            row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
+            if row is None:
+                return 0
+            params = self._lease_params(row[0], lease_ids, self.clock.now())
+            for item in params:
+                item.update(extra)
+                if "visibility_timeout" in extra:
+                    item["deadline"] = item["now"] + extra["visibility_timeout"]
+            return conn.executemany(statement, params).rowcount
+
+        return await self._transaction(update)
+
+    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+        return await self._update_leases(Q["extend_lease"], queue, lease_ids, visibility_timeout=visibility_timeout)
+
+    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+        released = await self._update_leases(Q["release"], queue, lease_ids)
+        if released:
+            self._notify(queue)
+        return released
+
+    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
+        def settle(conn: sqlite3.Connection) -> SettleResult:
+            queue_id = self._queue_row(conn, queue)[0]
+            dlq_ids = {
+                name: self._queue_row(conn, name)[0]
+                for name in {d.dead_letter_queue for d in settlement.dead_letters}
+                if name is not None
+            }
+            now = self.clock.now()
+            stale: list[str] = []
+
+            def apply(statement: str, lease_id: str, **extra: Any) -> sqlite3.Cursor | None:
+                parsed = parse_lease_id(lease_id)
+                if parsed is None:
+                    stale.append(lease_id)
+                    return None
+                params = {"id": parsed[0], "token": parsed[1], "queue_id": queue_id, "now": now, **extra}
+                return conn.execute(statement, params)
+
+            acked = retried = dead_lettered = 0
+            for lease_id in settlement.acks:
+                cursor = apply(Q["ack"], lease_id)
+                if cursor is not None and cursor.rowcount == 1:
+                    acked += 1
+                elif cursor is not None:
+                    stale.append(lease_id)
+            for retry in settlement.retries:
+                cursor = apply(Q["retry"], retry.lease_id, delay=retry.delay_seconds)
+                if cursor is not None and cursor.rowcount == 1:
+                    retried += 1
+                elif cursor is not None:
+                    stale.append(retry.lease_id)
+            dead_rows = []
+            for dead in settlement.dead_letters:
+                cursor = apply(Q["take_dead"], dead.lease_id)
+                if cursor is None:
+                    continue
+                taken = cursor.fetchone()
+                if taken is None:
+                    stale.append(dead.lease_id)
+                    continue
+                dead_lettered += 1
+                if dead.dead_letter_queue is None:
+                    continue
+                original_id = parse_lease_id(dead.lease_id)[0]  # type: ignore[index]
+                info = DeadLetterInfo(original_id, queue, taken[2], dead.error, now)
+                dead_rows.append(
+                    (
+                        dead.new_id,
+                        dlq_ids[dead.dead_letter_queue],
+                        taken[0],
+                        taken[1],
+                        now,
+                        now,
+                        json.dumps(info.to_dict()),
+                    )
+                )
+            conn.executemany(Q["insert_message"], dead_rows)
+            return SettleResult(acked, retried, dead_lettered, stale)
+
+        result = await self._transaction(settle)
+        woken = {d.dead_letter_queue for d in settlement.dead_letters if d.dead_letter_queue is not None}
+        if result.retried:
+            woken.add(queue)
+        if woken:
+            self._notify(*woken)
+        return result
+
+    async def stats(self, queue: str) -> QueueStats:
+        def stats(conn: sqlite3.Connection) -> QueueStats:
+            row = self._queue_row(conn, queue)
+            now = self.clock.now()
+            ready, delayed, in_flight, oldest, size = conn.execute(
+                Q["stats"], {"now": now, "queue_id": row[0]}
+            ).fetchone()
+            age = 0.0 if oldest is None else max(0.0, now - oldest)
+            return QueueStats(queue, ready, delayed, in_flight, age, size, bool(row[4]))
+
+        return await self._read(stats)
+
+    async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
+        def peek(conn: sqlite3.Connection) -> list[StoredMessage]:
+            row = self._queue_row(conn, queue)
+            now = self.clock.now()
+            content_type: ContentType
+            result = []
+            for r in conn.execute(Q["peek"], (row[0], limit)).fetchall():
+                content_type = r[2]
+                result.append(
+                    StoredMessage(
+                        id=r[0],
+                        queue=queue,
+                        body=r[1],
+                        content_type=content_type,
+                        timestamp=r[3],
+                        attempts=r[4],
+                        visible_at=r[5],
+                        leased=r[6] is not None and r[5] > now,
+                        dead_letter=_dead_letter(r[7]),
+                    )
+                )
+            return result
+
+        return await self._read(peek)
+
+    async def purge(self, queue: str) -> int:
+        def purge(conn: sqlite3.Connection) -> int:
+            return conn.execute(Q["delete_queue_messages"], (self._queue_row(conn, queue)[0],)).rowcount
+
+        return await self._transaction(purge)
+
+    async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
+        def move(conn: sqlite3.Connection) -> int:
+            params = {
+                "source": self._queue_row(conn, source)[0],
+                "destination": self._queue_row(conn, destination)[0],
+                "now": self.clock.now(),
+                "limit": -1 if limit is None else limit,
+            }
+            return conn.execute(Q["move"], params).rowcount
+
+        moved = await self._transaction(move)
+        if moved:
+            self._notify(destination)
+        return moved
+
+    async def sweep(self) -> int:
+        def sweep(conn: sqlite3.Connection) -> int:
+            now = self.clock.now()
+            removed = 0
+            for row in conn.execute(Q["list_queues"]).fetchall():
+                removed += conn.execute(Q["sweep"], (row[0], now - row[3])).rowcount
+            return removed
+
+        return await self._transaction(sweep)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

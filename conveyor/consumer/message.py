@@ -1,0 +1,125 @@
+"""Message and MessageBatch: what a consumer handler receives and marks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.codec import decode_body
+from conveyor.limits import MAX_DELAY_SECONDS, check_range
+from conveyor.types import ContentType, DeadLetterInfo, LeasedMessage, QueueStats
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+
+
+class Message:
+    """One delivered message. Mark it with `ack()`, `retry()` or `dead_letter()`; the first call wins."""
+
+    __slots__ = ("_body", "_decoded", "_leased", "outcome", "reason", "retry_delay")
+
+    def __init__(self, leased: LeasedMessage) -> None:
+        self._leased = leased
+        self._body: Any = None
+        self._decoded = False
+        self.outcome: Outcome | None = None
+        self.retry_delay: float | None = None
+        self.reason: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self._leased.id
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        """When the message was sent (UTC)."""
+        return dt.datetime.fromtimestamp(self._leased.timestamp, dt.UTC)
+
+    @property
+    def attempts(self) -> int:
+        """1 on first delivery."""
+        return self._leased.attempts
+
+    @property
+    def content_type(self) -> ContentType:
+        return self._leased.content_type
+
+    @property
+    def raw(self) -> bytes:
+        """The body as stored."""
+        return self._leased.body
+
+    @property
+    def body(self) -> Any:
+        """The decoded body (JSON value, str or bytes), decoded once on first access."""
+        if not self._decoded:
+            self._body = decode_body(self._leased.body, self._leased.content_type)
+            self._decoded = True
+        return self._body
+
+    @property
+    def lease_id(self) -> str:
+        return self._leased.lease_id
+
+    @property
+    def dead_letter_info(self) -> DeadLetterInfo | None:
+        """For a message in a dead-letter queue: where it came from and its last error."""
+        return self._leased.dead_letter
+
+    def ack(self) -> None:
+        """Mark as done; it is deleted when the batch settles."""
+        self._mark(Outcome.ACK)
+
+    def retry(self, *, delay_seconds: float | None = None) -> None:
+        """Deliver again later (after `delay_seconds`, else the consumer's `retry_delay`)."""
+        if delay_seconds is not None:
+            check_range("delay_seconds", delay_seconds, 0, MAX_DELAY_SECONDS)
+        self._mark(Outcome.RETRY, delay_seconds=delay_seconds)
+
+    def dead_letter(self, reason: str) -> None:
+        """Never retry: move to the consumer's dead-letter queue now (dropped if it has none)."""
+        self._mark(Outcome.DEAD_LETTER, reason=reason)
+
+    def _mark(self, outcome: Outcome, *, delay_seconds: float | None = None, reason: str | None = None) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.retry_delay = delay_seconds
+            self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Message(id={self.id!r}, attempts={self.attempts}, outcome={self.outcome})"
+
+
+class MessageBatch:
+    """The messages of one delivery, all from `queue`."""
+
+    __slots__ = ("messages", "queue", "stats")
+
+    def __init__(self, queue: str, messages: Sequence[Message], stats: QueueStats | None = None) -> None:
+        self.queue = queue
+        self.messages = list(messages)
+        #: the queue's last known stats (refreshed by the worker about once a second), for metrics
+        self.stats = stats
+
+    @property
+    def backlog_count(self) -> int | None:
+        return None if self.stats is None else self.stats.backlog
+
+    def ack_all(self) -> None:
+        for message in self.messages:
+            message.ack()
+
+    def retry_all(self, *, delay_seconds: float | None = None) -> None:
+        for message in self.messages:
+            message.retry(delay_seconds=delay_seconds)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+    def __repr__(self) -> str:
+        return f"MessageBatch(queue={self.queue!r}, size={len(self.messages)})"

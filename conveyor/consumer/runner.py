@@ -1,0 +1,273 @@
+"""One consumer's loop: lease batches, run the handler, renew leases, settle outcomes in one call."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from conveyor import limits as L
+from conveyor.consumer.concurrency import ConcurrencyLimit
+from conveyor.consumer.message import Message, MessageBatch, Outcome
+from conveyor.consumer.spec import ConsumerSpec
+from conveyor.ids import new_message_id
+from conveyor.types import DeadLetter, LeasedMessage, QueueStats, Retry, Settlement
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+
+log = logging.getLogger("conveyor.consumer")
+
+# Longest error text kept with a dead letter.
+MAX_ERROR_CHARS = 2_000
+# Settling a batch is retried this many times (with backoff) when the engine fails; after that
+# the leases expire and the messages are delivered again.
+SETTLE_ATTEMPTS = 5
+# How often the queue's stats are refreshed (in the background) for `batch.stats`.
+STATS_INTERVAL_SECONDS = 5.0
+
+
+def error_text(exc: BaseException | None, fallback: str) -> str:
+    if exc is None:
+        return fallback
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
+
+class ConsumerRunner:
+    def __init__(self, app: App, spec: ConsumerSpec, *, hand_over_when_drained: bool = False) -> None:
+        self.app = app
+        self.spec = spec
+        self.backend = app.backend
+        self.slots = ConcurrencyLimit(spec.max_concurrency)
+        # testing.drain sets this: a partial batch is handed over as soon as the queue runs dry
+        self.hand_over_when_drained = hand_over_when_drained
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.processed = 0
+        self._stats: QueueStats | None = None
+        self._stats_at = 0.0
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- the fetch loop ----------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event, shutdown_grace: float) -> None:
+        await self.app.ensure_queue(self.spec.queue)
+        if self.spec.dead_letter_queue is not None:
+            await self.app.ensure_queue(self.spec.dead_letter_queue)
+        try:
+            while not stopping.is_set():
+                if not self.slots.try_acquire() and not await self._until(self.slots.acquire(), stopping):
+                    break
+                try:
+                    leased = await self._collect(stopping)
+                except Exception:
+                    await self.slots.release()
+                    log.exception("leasing from %s failed; backing off", self.spec.queue)
+                    await self._until(asyncio.sleep(1.0), stopping)
+                    continue
+                if not leased:
+                    await self.slots.release()
+                    continue
+                if stopping.is_set():
+                    await self.slots.release()
+                    await self._release([m.lease_id for m in leased])
+                    break
+                task = asyncio.create_task(self._process(leased))
+                self.in_flight.add(task)
+                task.add_done_callback(self.in_flight.discard)
+        finally:
+            await self._finish_in_flight(shutdown_grace)
+            for task in self._background:
+                task.cancel()
+
+    async def _until(self, awaitable: Awaitable[object], stopping: asyncio.Event) -> bool:
+        """Await `awaitable` unless `stopping` is set first; True if it completed."""
+        task = asyncio.ensure_future(awaitable)
+        stopper = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([task, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if task.cancelled():
+            return False
+        task.result()  # re-raise its error; one that finished just as it was cancelled still counts
+        return True
+
+    async def _collect(self, stopping: asyncio.Event) -> list[LeasedMessage]:
+        """Lease until the batch is full or `max_batch_timeout` passed since its first message."""
+        spec = self.spec
+        size = spec.max_batch_size
+        leased: list[LeasedMessage] = []
+        deadline: float | None = None
+        renewed_at = time.monotonic()
+        renew_every = spec.visibility_timeout / 3
+        while len(leased) < size and not stopping.is_set():
+            wanted = size - len(leased)
+            got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
+            if got:
+                if deadline is None:
+                    deadline = time.monotonic() + spec.max_batch_timeout
+                    await self.slots.observe(
+                        fresh=sum(1 for m in got if m.attempts == 1), batch_size=size, drained=len(got) < size
+                    )
+                leased.extend(got)
+            elif deadline is None:
+                await self.slots.observe(fresh=0, batch_size=size, drained=True)
+            if len(leased) >= size or (got and len(got) == wanted):
+                continue
+            if leased and (spec.max_batch_timeout == 0 or self.hand_over_when_drained):
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wait = L.IDLE_POLL_SECONDS if deadline is None else deadline - now
+            if leased:
+                wait = min(wait, renew_every)
+                if now - renewed_at >= renew_every:
+                    await self.backend.extend_leases(
+                        spec.queue, [m.lease_id for m in leased], spec.visibility_timeout
+                    )
+                    renewed_at = now
+            await self._until(self.backend.wait_for_messages(spec.queue, wait), stopping)
+        if stopping.is_set() and leased:
+            await self._release([m.lease_id for m in leased])
+            return []
+        return leased
+
+    async def _release(self, lease_ids: list[str]) -> None:
+        try:
+            await self.backend.release(self.spec.queue, lease_ids)
+        except Exception:
+            log.exception("releasing %d leases on %s failed; they return when they expire", len(lease_ids), self.spec.queue)
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _process(self, leased: list[LeasedMessage]) -> None:
+        messages = [Message(m) for m in leased]
+        batch = MessageBatch(self.spec.queue, messages, self._current_stats())
+        heartbeat = asyncio.create_task(self._heartbeat(messages))
+        error: BaseException | None = None
+        try:
+            await self.spec.handler(batch, self.app.env)
+        except asyncio.CancelledError:
+            # the shutdown grace ran out: give the messages back at once
+            heartbeat.cancel()
+            await self._release([m.lease_id for m in messages])
+            await self.slots.release()
+            raise
+        except Exception as exc:
+            error = exc
+            log.exception("handler %s failed on a batch of %d from %s", self.spec.name, len(messages), self.spec.queue)
+        finally:
+            heartbeat.cancel()
+        try:
+            await self._settle(messages, error)
+        finally:
+            await self.slots.release()
+
+    async def _heartbeat(self, messages: list[Message]) -> None:
+        interval = self.spec.visibility_timeout / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.backend.extend_leases(
+                    self.spec.queue, [m.lease_id for m in messages], self.spec.visibility_timeout
+                )
+            except Exception:
+                log.exception("renewing leases on %s failed", self.spec.queue)
+
+    def _settlement(self, messages: list[Message], error: BaseException | None) -> Settlement:
+        spec = self.spec
+        settlement = Settlement()
+        for message in messages:
+            outcome = message.outcome
+            if outcome is None:
+                outcome = Outcome.ACK if error is None else Outcome.RETRY
+            if outcome is Outcome.ACK:
+                settlement.acks.append(message.lease_id)
+            elif outcome is Outcome.DEAD_LETTER or message.attempts > spec.max_retries:
+                reason = message.reason or error_text(error, "retried by the handler")
+                settlement.dead_letters.append(
+                    DeadLetter(message.lease_id, new_message_id(), reason, spec.dead_letter_queue)
+                )
+            else:
+                delay = message.retry_delay if message.retry_delay is not None else spec.retry_delay
+                settlement.retries.append(Retry(message.lease_id, delay))
+        return settlement
+
+    async def _settle(self, messages: list[Message], error: BaseException | None) -> None:
+        settlement = self._settlement(messages, error)
+        for attempt in range(SETTLE_ATTEMPTS):
+            try:
+                result = await self.backend.settle(self.spec.queue, settlement)
+                break
+            except Exception:
+                log.exception("settling a batch on %s failed (try %d)", self.spec.queue, attempt + 1)
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        else:
+            return
+        self.processed += len(messages)
+        self._log_outcome(messages, settlement, result.stale)
+
+    def _log_outcome(self, messages: list[Message], settlement: Settlement, stale: list[str]) -> None:
+        spec = self.spec
+        level = logging.INFO if settlement.retries or settlement.dead_letters or stale else logging.DEBUG
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "batch queue=%s size=%d acked=%d retried=%d dead_lettered=%d stale=%d ids=%s attempts=%s",
+                spec.queue,
+                len(messages),
+                len(settlement.acks),
+                len(settlement.retries),
+                len(settlement.dead_letters),
+                len(stale),
+                ",".join(m.id for m in messages),
+                ",".join(str(m.attempts) for m in messages),
+            )
+        by_lease = {m.lease_id: m for m in messages}
+        for dead in settlement.dead_letters:
+            message = by_lease[dead.lease_id]
+            if dead.lease_id in stale:
+                continue
+            log.warning(
+                "dead_letter queue=%s id=%s attempts=%d to=%s error=%s",
+                spec.queue,
+                message.id,
+                message.attempts,
+                spec.dead_letter_queue or "(dropped: no dead-letter queue)",
+                dead.error,
+            )
+
+    def _current_stats(self) -> QueueStats | None:
+        """The last stats snapshot; a stale one is refreshed in the background, off the hot path."""
+        now = time.monotonic()
+        if now - self._stats_at >= STATS_INTERVAL_SECONDS:
+            self._stats_at = now
+            task = asyncio.create_task(self._refresh_stats())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return self._stats
+
+    async def _refresh_stats(self) -> None:
+        try:
+            self._stats = await self.backend.stats(self.spec.queue)
+        except Exception:
+            log.debug("stats for %s unavailable", self.spec.queue, exc_info=True)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def _finish_in_flight(self, grace: float) -> None:
+        if not self.in_flight:
+            return
+        pending = set(self.in_flight)
+        _, still_running = await asyncio.wait(pending, timeout=grace)
+        for task in still_running:
+            task.cancel()
+        if still_running:
+            log.warning("%d batches on %s outran the shutdown grace; released", len(still_running), self.spec.queue)
+            await asyncio.gather(*still_running, return_exceptions=True)

@@ -1,0 +1,48 @@
+"""A consumer's settings, validated once when it is registered."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conveyor import limits as L
+
+if TYPE_CHECKING:
+    from conveyor.consumer.message import MessageBatch
+    from conveyor.env import Env
+
+Handler = Callable[["MessageBatch", "Env"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    queue: str
+    handler: Handler
+    max_batch_size: int = L.DEFAULT_MAX_BATCH_SIZE
+    max_batch_timeout: float = L.DEFAULT_MAX_BATCH_TIMEOUT
+    max_retries: int = L.DEFAULT_MAX_RETRIES
+    retry_delay: float = L.DEFAULT_RETRY_DELAY
+    dead_letter_queue: str | None = None
+    max_concurrency: int | None = None
+    visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT
+
+    def __post_init__(self) -> None:
+        L.validate_queue_name(self.queue)
+        if not callable(self.handler):
+            raise TypeError(f"consumer handler for {self.queue!r} is not callable: {self.handler!r}")
+        L.check_int_range("max_batch_size", self.max_batch_size, 1, L.MAX_BATCH_SIZE)
+        L.check_range("max_batch_timeout", self.max_batch_timeout, 0, L.MAX_BATCH_TIMEOUT)
+        L.check_int_range("max_retries", self.max_retries, 0, L.MAX_RETRIES)
+        L.check_range("retry_delay", self.retry_delay, 0, L.MAX_DELAY_SECONDS)
+        L.check_visibility_timeout(self.visibility_timeout)
+        if self.max_concurrency is not None:
+            L.check_int_range("max_concurrency", self.max_concurrency, 1, L.MAX_CONCURRENCY)
+        if self.dead_letter_queue is not None:
+            L.validate_queue_name(self.dead_letter_queue)
+            if self.dead_letter_queue == self.queue:
+                raise ValueError(f"queue {self.queue!r} cannot be its own dead-letter queue")
+
+    @property
+    def name(self) -> str:
+        return getattr(self.handler, "__qualname__", type(self.handler).__name__)

@@ -1,0 +1,113 @@
+"""One exception hierarchy rooted at ConveyorError; every error carries a stable code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Base of every error conveyor raises on purpose."""
+
+    code = "conveyor_error"
+
+
+class ConveyorValueError(ConveyorError, ValueError):
+    """A bad value: nothing was changed."""
+
+    code = "invalid_value"
+
+
+class InvalidQueueName(ConveyorValueError):
+    code = "invalid_queue_name"
+
+
+class LimitExceeded(ConveyorValueError):
+    """A value outside a named limit; the message names the limit and the value."""
+
+    code = "limit_exceeded"
+
+    def __init__(self, message: str, *, limit: str = "", value: Any = None, maximum: Any = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.maximum = maximum
+
+
+class MessageTooLarge(LimitExceeded):
+    code = "message_too_large"
+
+
+class BatchTooLarge(LimitExceeded):
+    """The batch's total size in bytes is over the limit."""
+
+    code = "batch_too_large"
+
+
+class BatchCountTooLarge(LimitExceeded):
+    """The batch holds more messages than the limit."""
+
+    code = "batch_count_too_large"
+
+
+class InvalidURL(ConveyorValueError):
+    code = "invalid_url"
+
+
+class InvalidContentType(ConveyorValueError):
+    code = "invalid_content_type"
+
+
+class QueueNotFound(ConveyorValueError, LookupError):
+    code = "queue_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"queue {name!r} does not exist")
+        self.queue = name
+
+
+class QueueAlreadyExists(ConveyorValueError):
+    code = "queue_already_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"queue {name!r} already exists")
+        self.queue = name
+
+
+class QueuePaused(ConveyorError):
+    """Raised by pull on a paused queue (the HTTP API answers 409)."""
+
+    code = "queue_paused"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"queue {name!r} is paused: delivery is stopped until it is resumed")
+        self.queue = name
+
+
+class MessageValidationError(ConveyorValueError):
+    """A body refused by the queue's pydantic schema; `errors` is pydantic's error list."""
+
+    code = "message_validation_failed"
+
+    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class BodyNotSerializable(ConveyorError, TypeError):
+    code = "body_not_serializable"
+
+
+class MissingDependency(ConveyorError, ImportError):
+    """An optional engine was chosen but its extra is not installed."""
+
+    code = "missing_dependency"
+
+
+class BackendUnavailable(ConveyorError, ConnectionError):
+    """The engine's server could not be reached."""
+
+    code = "backend_unavailable"
+
+
+class AppClosed(ConveyorError, RuntimeError):
+    code = "app_closed"

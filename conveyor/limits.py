@@ -1,0 +1,106 @@
+"""Every default and limit, named once and validated in one place (Cloudflare Queues' values)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from conveyor.errors import InvalidQueueName, LimitExceeded
+
+QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
+
+DEFAULT_URL = "sqlite:///conveyor.db"
+URL_ENV_VAR = "CONVEYOR_URL"
+
+# Message and batch sizes, in bytes of the serialised body.
+MAX_MESSAGE_BYTES = 128_000
+MAX_BATCH_MESSAGES = 100
+MAX_BATCH_BYTES = 256_000
+
+# Delays, in seconds: `send(delay_seconds=)`, `retry(delay_seconds=)`, a queue's delivery delay.
+MAX_DELAY_SECONDS = 86_400
+
+# Consumer settings.
+DEFAULT_MAX_BATCH_SIZE = 10
+MAX_BATCH_SIZE = 100
+DEFAULT_MAX_BATCH_TIMEOUT = 5.0
+MAX_BATCH_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 3
+MAX_RETRIES = 100
+DEFAULT_RETRY_DELAY = 0.0
+# None means autoscale from 1 up to this many concurrent batches per consumer.
+AUTOSCALE_MAX_CONCURRENCY = 10
+MAX_CONCURRENCY = 250
+
+# Leases: a delivered message stays invisible this long unless renewed.
+DEFAULT_VISIBILITY_TIMEOUT = 30.0
+MIN_VISIBILITY_TIMEOUT = 0.05
+MAX_VISIBILITY_TIMEOUT = 43_200.0
+# Pull consumers (Queue.pull / HTTP): batch size default and bound.
+DEFAULT_PULL_BATCH_SIZE = 5
+
+# Retention: messages older than this are deleted.
+DEFAULT_RETENTION_SECONDS = 345_600  # 4 days
+MIN_RETENTION_SECONDS = 60
+MAX_RETENTION_SECONDS = 1_209_600  # 14 days
+
+# Worker shutdown: how long batches in flight may take to finish after SIGTERM.
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+# How often a worker deletes messages past retention.
+SWEEP_INTERVAL_SECONDS = 60.0
+# The longest an idle consumer sleeps before it looks again on its own (the fallback poll).
+IDLE_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-app limits; the defaults are Cloudflare Queues'."""
+
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    max_batch_messages: int = MAX_BATCH_MESSAGES
+    max_batch_bytes: int = MAX_BATCH_BYTES
+    max_delay_seconds: float = MAX_DELAY_SECONDS
+    min_retention_seconds: float = MIN_RETENTION_SECONDS
+    max_retention_seconds: float = MAX_RETENTION_SECONDS
+
+
+def validate_queue_name(name: object) -> str:
+    if not isinstance(name, str) or QUEUE_NAME_PATTERN.fullmatch(name) is None:
+        raise InvalidQueueName(
+            f"invalid queue name {name!r}: use 1 to 63 characters of A-Z, a-z, 0-9, '_' and '-'"
+        )
+    return name
+
+
+def check_range(what: str, value: object, low: float, high: float) -> float:
+    """Return `value` as a number if `low <= value <= high`, else raise LimitExceeded naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LimitExceeded(f"{what} must be a number, got {value!r}", limit=what, value=value)
+    if math.isnan(value) or not low <= value <= high:
+        raise LimitExceeded(
+            f"{what} is {value:,}; it must be between {low:,} and {high:,}",
+            limit=what,
+            value=value,
+            maximum=high,
+        )
+    return value
+
+
+def check_int_range(what: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LimitExceeded(f"{what} must be a whole number, got {value!r}", limit=what, value=value)
+    check_range(what, value, low, high)
+    return value
+
+
+def check_delay(what: str, value: object, limits: Limits) -> float:
+    return check_range(what, value, 0, limits.max_delay_seconds)
+
+
+def check_retention(value: object, limits: Limits) -> float:
+    return check_range("retention_seconds", value, limits.min_retention_seconds, limits.max_retention_seconds)
+
+
+def check_visibility_timeout(value: object) -> float:
+    return check_range("visibility_timeout", value, MIN_VISIBILITY_TIMEOUT, MAX_VISIBILITY_TIMEOUT)

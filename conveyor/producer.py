@@ -1,0 +1,287 @@
+"""The producer handle: `app.queue(name)` → Queue with send, send_batch, pull, stats and management."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from conveyor import limits as L
+from conveyor.codec import check_content_type, decode_body, encode_body
+from conveyor.errors import BatchCountTooLarge, BatchTooLarge, MessageTooLarge, MessageValidationError
+from conveyor.ids import new_message_id
+from conveyor.types import (
+    ContentType,
+    DeadLetterInfo,
+    LeasedMessage,
+    OutgoingMessage,
+    QueueStats,
+    Retry,
+    Settlement,
+    StoredMessage,
+)
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """One message of a `send_batch`, with its own delay and content type."""
+
+    body: Any
+    delay_seconds: float | None = None
+    content_type: ContentType = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class PeekedMessage:
+    """A message looked at without leasing it (`Queue.peek`)."""
+
+    id: str
+    body: Any
+    content_type: ContentType
+    timestamp: dt.datetime
+    attempts: int
+    leased: bool
+    dead_letter: DeadLetterInfo | None
+
+    @classmethod
+    def from_stored(cls, stored: StoredMessage) -> PeekedMessage:
+        return cls(
+            id=stored.id,
+            body=_decode_or_raw(stored.body, stored.content_type),
+            content_type=stored.content_type,
+            timestamp=dt.datetime.fromtimestamp(stored.timestamp, dt.UTC),
+            attempts=stored.attempts,
+            leased=stored.leased,
+            dead_letter=stored.dead_letter,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PulledMessage:
+    """A message leased by `Queue.pull`; settle it with `Queue.ack` by its `lease_id`."""
+
+    id: str
+    body: Any
+    content_type: ContentType
+    timestamp: dt.datetime
+    attempts: int
+    lease_id: str
+    dead_letter: DeadLetterInfo | None
+
+    @classmethod
+    def from_leased(cls, leased: LeasedMessage) -> PulledMessage:
+        return cls(
+            id=leased.id,
+            body=_decode_or_raw(leased.body, leased.content_type),
+            content_type=leased.content_type,
+            timestamp=dt.datetime.fromtimestamp(leased.timestamp, dt.UTC),
+            attempts=leased.attempts,
+            lease_id=leased.lease_id,
+            dead_letter=leased.dead_letter,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    ack_count: int
+    retry_count: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _decode_or_raw(body: bytes, content_type: ContentType) -> Any:
+    try:
+        return decode_body(body, content_type)
+    except ValueError:
+        return body  # a body stored by a foreign writer that does not parse: show the bytes
+
+
+class Queue:
+    """A named queue of one App. Cheap to create; holds no connection of its own."""
+
+    def __init__(self, app: App, name: str, schema: Any = None) -> None:
+        self.app = app
+        self.name = L.validate_queue_name(name)
+        self.schema = schema
+        self._adapter: pydantic.TypeAdapter[Any] | None = (
+            None if schema is None else pydantic.TypeAdapter(schema)
+        )
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _encode(self, body: Any, content_type: ContentType) -> bytes:
+        if self._adapter is not None and content_type == "json":
+            try:
+                value = self._adapter.validate_python(body)
+            except pydantic.ValidationError as exc:
+                raise MessageValidationError(
+                    f"body does not match the schema of queue {self.name!r}: {exc}",
+                    exc.errors(include_url=False),
+                ) from None
+            data = self._adapter.dump_json(value)
+        else:
+            data = encode_body(body, content_type)
+        limit = self.app.limits.max_message_bytes
+        if len(data) > limit:
+            raise MessageTooLarge(
+                f"body is {len(data):,} bytes; the limit is {limit:,}",
+                limit="max_message_bytes",
+                value=len(data),
+                maximum=limit,
+            )
+        return data
+
+    def _outgoing(self, request: SendRequest, default_delay: float | None) -> OutgoingMessage:
+        content_type = check_content_type(request.content_type)
+        delay = request.delay_seconds if request.delay_seconds is not None else default_delay
+        if delay is not None:
+            delay = L.check_delay("delay_seconds", delay, self.app.limits)
+        return OutgoingMessage(
+            queue=self.name,
+            id=new_message_id(),
+            body=self._encode(request.body, content_type),
+            content_type=content_type,
+            delay_seconds=delay,
+        )
+
+    async def send(
+        self,
+        body: Any,
+        *,
+        delay_seconds: float | None = None,
+        content_type: ContentType = "json",
+        connection: Any = None,
+    ) -> str:
+        """Send one message; returns its id once it is durable.
+
+        `delay_seconds=None` uses the queue's delivery delay. `connection` (PostgreSQL only)
+        writes inside the caller's open transaction instead.
+        """
+        message = self._outgoing(SendRequest(body, delay_seconds, content_type), None)
+        await self.app._write([message], connection=connection)
+        return message.id
+
+    async def send_batch(
+        self,
+        messages: Sequence[Any],
+        *,
+        delay_seconds: float | None = None,
+        connection: Any = None,
+    ) -> list[str]:
+        """Send up to 100 messages (256 KB in all) atomically; returns their ids in order.
+
+        Items are bodies or `SendRequest`s; a `SendRequest`'s own delay wins over `delay_seconds`.
+        """
+        outgoing = self._prepare_batch(messages, delay_seconds)
+        await self.app._write(outgoing, connection=connection)
+        return [message.id for message in outgoing]
+
+    def _prepare_batch(self, messages: Sequence[Any], delay_seconds: float | None) -> list[OutgoingMessage]:
+        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
+            raise TypeError("send_batch takes a list of bodies or SendRequests")
+        limits = self.app.limits
+        if len(messages) > limits.max_batch_messages:
+            raise BatchCountTooLarge(
+                f"batch has {len(messages):,} messages; the limit is {limits.max_batch_messages:,}",
+                limit="max_batch_messages",
+                value=len(messages),
+                maximum=limits.max_batch_messages,
+            )
+        if delay_seconds is not None:
+            L.check_delay("delay_seconds", delay_seconds, limits)
+        outgoing = [
+            self._outgoing(item if isinstance(item, SendRequest) else SendRequest(item), delay_seconds)
+            for item in messages
+        ]
+        total = sum(len(message.body) for message in outgoing)
+        if total > limits.max_batch_bytes:
+            raise BatchTooLarge(
+                f"batch is {total:,} bytes; the limit is {limits.max_batch_bytes:,}",
+                limit="max_batch_bytes",
+                value=total,
+                maximum=limits.max_batch_bytes,
+            )
+        return outgoing
+
+    def send_sync(
+        self, body: Any, *, delay_seconds: float | None = None, content_type: ContentType = "json"
+    ) -> str:
+        """Blocking `send` for code with no event loop (Flask, Django, scripts)."""
+        name, schema = self.name, self.schema
+        return self.app._run_sync(
+            lambda app: app.queue(name, schema=schema).send(
+                body, delay_seconds=delay_seconds, content_type=content_type
+            )
+        )
+
+    def send_batch_sync(self, messages: Sequence[Any], *, delay_seconds: float | None = None) -> list[str]:
+        """Blocking `send_batch`."""
+        name, schema = self.name, self.schema
+        return self.app._run_sync(
+            lambda app: app.queue(name, schema=schema).send_batch(messages, delay_seconds=delay_seconds)
+        )
+
+    # -- pull consumers ----------------------------------------------------------------------
+
+    async def pull(
+        self, batch_size: int = L.DEFAULT_PULL_BATCH_SIZE, visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT
+    ) -> list[PulledMessage]:
+        """Lease up to `batch_size` messages for `visibility_timeout` seconds (a pull consumer).
+
+        Raises QueuePaused while the queue is paused.
+        """
+        L.check_int_range("batch_size", batch_size, 1, L.MAX_BATCH_SIZE)
+        L.check_visibility_timeout(visibility_timeout)
+        backend = await self.app._connected()
+        leased = await backend.lease_many(self.name, batch_size, visibility_timeout)
+        if not leased:
+            await self.app._check_not_paused(self.name)
+        return [PulledMessage.from_leased(message) for message in leased]
+
+    async def ack(
+        self, acks: Sequence[str] = (), retries: Sequence[str | tuple[str, float]] = ()
+    ) -> AckResult:
+        """Settle pulled messages by lease id: ack them, or retry them (optionally delayed).
+
+        An expired or unknown lease id is reported in `warnings` and changes nothing.
+        """
+        retry_items: list[Retry] = []
+        for item in retries:
+            lease_id, delay = (item, 0.0) if isinstance(item, str) else item
+            retry_items.append(Retry(lease_id, L.check_delay("delay_seconds", delay, self.app.limits)))
+        backend = await self.app._connected()
+        result = await backend.settle(self.name, Settlement(acks=list(acks), retries=retry_items))
+        warnings = [f"lease {lease_id!r} is unknown or has expired" for lease_id in result.stale]
+        return AckResult(result.acked, result.retried, warnings)
+
+    # -- inspection and management ---------------------------------------------------------
+
+    async def stats(self) -> QueueStats:
+        backend = await self.app._connected()
+        return await backend.stats(self.name)
+
+    async def peek(self, limit: int = 10) -> list[PeekedMessage]:
+        """Look at up to `limit` messages, oldest visible first, without leasing them."""
+        L.check_int_range("limit", limit, 1, 1_000)
+        backend = await self.app._connected()
+        return [PeekedMessage.from_stored(stored) for stored in await backend.peek(self.name, limit)]
+
+    async def purge(self) -> int:
+        backend = await self.app._connected()
+        return await backend.purge(self.name)
+
+    async def pause(self) -> None:
+        backend = await self.app._connected()
+        await backend.set_paused(self.name, True)
+
+    async def resume(self) -> None:
+        backend = await self.app._connected()
+        await backend.set_paused(self.name, False)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from conveyor.limits import Limits
+from conveyor.testing import FakeClock
+from tests.engines import ENGINES, EngineSetup
+
+# Tests may set retention as low as this, so retention runs in seconds on every engine.
+TEST_LIMITS = Limits(min_retention_seconds=1)
+
+
+class TimeMachine:
+    """Moves time forward: instantly on engines that obey the app's clock, by sleeping on engines
+    that use their server's clock. Tests keep their delays short for the second kind."""
+
+    def __init__(self, clock: FakeClock | None) -> None:
+        self.clock = clock
+
+    async def advance(self, seconds: float) -> None:
+        if self.clock is not None:
+            self.clock.advance(seconds)
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(seconds)
+
+
+@pytest.fixture(params=ENGINES, ids=lambda engine: engine.name)
+def engine(request: pytest.FixtureRequest) -> EngineSetup:
+    setup: EngineSetup = request.param
+    setup.check()
+    return setup
+
+
+@pytest.fixture
+async def url(engine: EngineSetup, tmp_path: Path) -> AsyncIterator[str]:
+    async with engine.storage(tmp_path) as storage_url:
+        yield storage_url
+
+
+@pytest.fixture
+def clock(engine: EngineSetup) -> FakeClock | None:
+    return FakeClock() if engine.local_clock else None
+
+
+@pytest.fixture
+def time_machine(clock: FakeClock | None) -> TimeMachine:
+    return TimeMachine(clock)
+
+
+AppFactory = Callable[..., Awaitable[conveyor.App]]
+
+
+@pytest.fixture
+async def make_app(url: str, clock: FakeClock | None) -> AsyncIterator[AppFactory]:
+    """Make apps on the test's storage (all share it); each is closed at the end of the test."""
+    apps: list[conveyor.App] = []
+
+    async def make(*, real_clock: bool = False, **options: object) -> conveyor.App:
+        options.setdefault("limits", TEST_LIMITS)
+        app = conveyor.App(url, clock=None if real_clock else clock, **options)  # type: ignore[arg-type]
+        apps.append(app)
+        await app._connected()
+        return app
+
+    yield make
+    for app in apps:
+        await app.close()
+
+
+@pytest.fixture
+async def app(make_app: AppFactory) -> conveyor.App:
+    return await make_app()

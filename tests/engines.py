@@ -1,0 +1,94 @@
+"""Every engine the conformance suite runs against, and how a test gets a fresh, isolated one.
+
+An engine joins the suite by adding an `EngineSetup` to ENGINES: a URL factory giving each test
+its own storage (a file, a schema, a key prefix) and a cleanup that removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_URL, REDIS_HOST, REDIS_PORT, REDIS_URL, need, port_open
+
+
+@dataclass(frozen=True)
+class EngineSetup:
+    name: str
+    #: True when the engine takes time from the app's clock (a FakeClock drives it)
+    local_clock: bool
+    #: (tmp_path) -> async context manager yielding a fresh URL, cleaned up on exit
+    storage: Callable[[Path], contextlib.AbstractAsyncContextManager[str]]
+    #: raises Skipped (or fails in CI) when the engine's service or driver is missing
+    check: Callable[[], None] = lambda: None
+
+
+@contextlib.asynccontextmanager
+async def memory_storage(tmp_path: Path) -> AsyncIterator[str]:
+    yield "memory://"
+
+
+@contextlib.asynccontextmanager
+async def sqlite_storage(tmp_path: Path) -> AsyncIterator[str]:
+    yield f"sqlite:///{tmp_path / 'conveyor.db'}"
+
+
+def unique_name(prefix: str = "conveyor_test") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def postgres_storage(tmp_path: Path) -> AsyncIterator[str]:
+    schema = unique_name()
+    try:
+        yield f"{POSTGRES_URL}?schema={schema}"
+    finally:
+        import psycopg
+
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.asynccontextmanager
+async def redis_storage(tmp_path: Path) -> AsyncIterator[str]:
+    prefix = unique_name()
+    try:
+        yield f"{REDIS_URL}?prefix={prefix}"
+    finally:
+        import redis.asyncio as redis
+
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        try:
+            keys = [key async for key in client.scan_iter(match=f"*{prefix}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        finally:
+            await client.aclose()
+
+
+def check_postgres() -> None:
+    need("the PostgreSQL engine", importlib.util.find_spec("psycopg") is not None, "pip install 'conveyor[postgres]'")
+    need("PostgreSQL", port_open(POSTGRES_HOST, POSTGRES_PORT), f"nothing listens on {POSTGRES_HOST}:{POSTGRES_PORT}")
+
+
+def check_redis() -> None:
+    need("the Redis engine", importlib.util.find_spec("redis") is not None, "pip install 'conveyor[redis]'")
+    need("Redis", port_open(REDIS_HOST, REDIS_PORT), f"nothing listens on {REDIS_HOST}:{REDIS_PORT}")
+
+
+def _engine_available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+ENGINES: list[EngineSetup] = [
+    EngineSetup("memory", True, memory_storage),
+    EngineSetup("sqlite", True, sqlite_storage),
+]
+if _engine_available("conveyor.backends.postgres"):
+    ENGINES.append(EngineSetup("postgres", False, postgres_storage, check_postgres))
+if _engine_available("conveyor.backends.redis"):
+    ENGINES.append(EngineSetup("redis", False, redis_storage, check_redis))
