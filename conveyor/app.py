@@ -221,7 +221,10 @@ class App:
             self._portal = SyncPortal()
         if self._sync_app is None:
             self._sync_app = App(
-                backend=self.backend.sibling(), auto_create=self.auto_create, limits=self.limits, clock=self.clock
+                backend=self.backend.sibling(),
+                auto_create=self.auto_create,
+                limits=self.limits,
+                clock=self.clock,
             )
 
         async def run() -> T:
@@ -266,7 +269,9 @@ class App:
 
         return register
 
-    def lifespan(self, function: Callable[[Env], AsyncIterator[None]]) -> Callable[[Env], AsyncIterator[None]]:
+    def lifespan(
+        self, function: Callable[[Env], AsyncIterator[None]]
+    ) -> Callable[[Env], AsyncIterator[None]]:
         """Register an async generator that sets up `env` resources for the worker and tears them down."""
         self._lifespan = contextlib.asynccontextmanager(function)
         return function

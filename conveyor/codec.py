@@ -15,7 +15,7 @@ def check_content_type(content_type: object) -> ContentType:
         raise InvalidContentType(
             f"content_type must be one of {', '.join(CONTENT_TYPES)}; got {content_type!r}"
         )
-    return content_type  # type: ignore[return-value]
+    return content_type
 
 
 def encode_body(body: Any, content_type: ContentType) -> bytes:

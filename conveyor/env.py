@@ -34,6 +34,4 @@ class Env:
         self.queues = QueueBindings(app)
 
     def __getattr__(self, name: str) -> Any:
-        raise AttributeError(
-            f"env has no binding {name!r}: set it in the app's lifespan (env.{name} = ...)"
-        )
+        raise AttributeError(f"env has no binding {name!r}: set it in the app's lifespan (env.{name} = ...)")

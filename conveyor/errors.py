@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -88,9 +89,9 @@ class MessageValidationError(ConveyorValueError):
 
     code = "message_validation_failed"
 
-    def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
+    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]]) -> None:
         super().__init__(message)
-        self.errors = errors
+        self.errors = [dict(error) for error in errors]
 
 
 class BodyNotSerializable(ConveyorError, TypeError):

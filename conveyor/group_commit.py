@@ -42,7 +42,7 @@ class GroupCommitter:
             self._flusher = None
 
     def _take_group(self) -> list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]]:
-        group = []
+        group: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]] = []
         count = 0
         while self._pending and (not group or count + len(self._pending[0][0]) <= self._max):
             request = self._pending.pop(0)

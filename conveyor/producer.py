@@ -232,7 +232,9 @@ class Queue:
     # -- pull consumers ----------------------------------------------------------------------
 
     async def pull(
-        self, batch_size: int = L.DEFAULT_PULL_BATCH_SIZE, visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT
+        self,
+        batch_size: int = L.DEFAULT_PULL_BATCH_SIZE,
+        visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
     ) -> list[PulledMessage]:
         """Lease up to `batch_size` messages for `visibility_timeout` seconds (a pull consumer).
 

@@ -1,10 +1,10 @@
 """Helpers for users' tests: a fake clock and running consumers until the queues are drained.
 
-    clock = FakeClock()
-    async with App("memory://", clock=clock) as app:
-        await app.queue("q").send({"n": 1}, delay_seconds=60)
-        clock.advance(60)                    # no sleeping
-        await drain(app)                     # runs every consumer until nothing is left to do
+clock = FakeClock()
+async with App("memory://", clock=clock) as app:
+    await app.queue("q").send({"n": 1}, delay_seconds=60)
+    clock.advance(60)                    # no sleeping
+    await drain(app)                     # runs every consumer until nothing is left to do
 """
 
 from __future__ import annotations

@@ -26,6 +26,20 @@ class QueueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Subscription:
+    """A durable topic subscription: every message published to `topic` whose `type` is in
+    `types` (or any type, when `types` is None) is copied into `queue`."""
+
+    topic: str
+    queue: str
+    types: tuple[str, ...] | None
+    created_at: float
+
+    def matches(self, message_type: str | None) -> bool:
+        return self.types is None or (message_type is not None and message_type in self.types)
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     """A queue's contents at one moment.
 

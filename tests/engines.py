@@ -13,7 +13,16 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_URL, REDIS_HOST, REDIS_PORT, REDIS_URL, need, port_open
+from tests.services import (
+    POSTGRES_HOST,
+    POSTGRES_PORT,
+    POSTGRES_URL,
+    REDIS_HOST,
+    REDIS_PORT,
+    REDIS_URL,
+    need,
+    port_open,
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,16 @@ async def redis_storage(tmp_path: Path) -> AsyncIterator[str]:
 
 
 def check_postgres() -> None:
-    need("the PostgreSQL engine", importlib.util.find_spec("psycopg") is not None, "pip install 'conveyor[postgres]'")
-    need("PostgreSQL", port_open(POSTGRES_HOST, POSTGRES_PORT), f"nothing listens on {POSTGRES_HOST}:{POSTGRES_PORT}")
+    need(
+        "the PostgreSQL engine",
+        importlib.util.find_spec("psycopg") is not None,
+        "pip install 'conveyor[postgres]'",
+    )
+    need(
+        "PostgreSQL",
+        port_open(POSTGRES_HOST, POSTGRES_PORT),
+        f"nothing listens on {POSTGRES_HOST}:{POSTGRES_PORT}",
+    )
 
 
 def check_redis() -> None:

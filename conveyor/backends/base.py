@@ -22,6 +22,7 @@ from conveyor.types import (
     Settlement,
     SettleResult,
     StoredMessage,
+    Subscription,
 )
 
 
@@ -56,10 +57,10 @@ class Backend(abc.ABC):
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def connect(self) -> None:
+    async def connect(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Open connections and create or migrate the schema. Idempotent."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
         """Release every connection. Idempotent."""
 
     @abc.abstractmethod
@@ -81,7 +82,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def delete_queue(self, name: str) -> bool:
-        """Delete a queue and its messages; False if there was none."""
+        """Delete a queue, its messages and its topic subscriptions; False if there was none."""
 
     @abc.abstractmethod
     async def list_queues(self) -> list[QueueInfo]: ...
@@ -89,6 +90,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def set_paused(self, name: str, paused: bool) -> None:
         """Pause or resume delivery; QueueNotFound if the queue does not exist."""
+
+    # -- topic subscriptions (durable fan-out; publishing is a send_many of one copy per match) --
+
+    @abc.abstractmethod
+    async def add_subscription(self, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
+        """Subscribe `queue` to `topic`, replacing the type filter of an existing subscription.
+        The queue need not exist yet (the core creates it)."""
+
+    @abc.abstractmethod
+    async def remove_subscription(self, topic: str, queue: str) -> bool:
+        """Unsubscribe; False if there was no such subscription."""
+
+    @abc.abstractmethod
+    async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        """Every subscription (of one topic, when given), ordered by topic then queue."""
 
     # -- messages ----------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from conveyor.types import (
     Settlement,
     SettleResult,
     StoredMessage,
+    Subscription,
 )
 
 
@@ -74,6 +75,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.queues: dict[str, _Queue] = {}
+        self.subscriptions: dict[tuple[str, str], Subscription] = {}
         self.seq = itertools.count()
         self.waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
 
@@ -129,6 +131,8 @@ class MemoryBackend(Backend):
 
     async def delete_queue(self, name: str) -> bool:
         with self.store.lock:
+            for key in [key for key in self.store.subscriptions if key[1] == name]:
+                del self.store.subscriptions[key]
             return self.store.queues.pop(name, None) is not None
 
     async def list_queues(self) -> list[QueueInfo]:
@@ -141,6 +145,28 @@ class MemoryBackend(Backend):
             queue.info = QueueInfo(name, queue.info.settings, paused, queue.info.created_at)
             if not paused:
                 self.store.notify(name)
+
+    # -- topic subscriptions ------------------------------------------------------------------
+
+    async def add_subscription(self, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
+        with self.store.lock:
+            existing = self.store.subscriptions.get((topic, queue))
+            created_at = existing.created_at if existing is not None else self.clock.now()
+            subscription = Subscription(topic, queue, None if types is None else tuple(types), created_at)
+            self.store.subscriptions[(topic, queue)] = subscription
+            return subscription
+
+    async def remove_subscription(self, topic: str, queue: str) -> bool:
+        with self.store.lock:
+            return self.store.subscriptions.pop((topic, queue), None) is not None
+
+    async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        with self.store.lock:
+            return [
+                subscription
+                for key, subscription in sorted(self.store.subscriptions.items())
+                if topic is None or key[0] == topic
+            ]
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -310,7 +336,9 @@ class MemoryBackend(Backend):
                     in_flight += 1
                 else:
                     delayed += 1
-            return QueueStats(queue, ready, delayed, in_flight, max(0.0, now - oldest), size, state.info.paused)
+            return QueueStats(
+                queue, ready, delayed, in_flight, max(0.0, now - oldest), size, state.info.paused
+            )
 
     async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
         with self.store.lock:

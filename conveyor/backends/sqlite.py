@@ -38,6 +38,7 @@ from conveyor.types import (
     Settlement,
     SettleResult,
     StoredMessage,
+    Subscription,
 )
 
 T = TypeVar("T")
@@ -88,6 +89,11 @@ def _info(row: tuple[Any, ...]) -> QueueInfo:
     )
 
 
+def _subscription(row: tuple[Any, ...]) -> Subscription:
+    types = None if row[2] is None else tuple(json.loads(row[2]))
+    return Subscription(topic=row[0], queue=row[1], types=types, created_at=row[3])
+
+
 def _dead_letter(text: str | None) -> DeadLetterInfo | None:
     return None if text is None else DeadLetterInfo.from_dict(json.loads(text))
 
@@ -134,7 +140,8 @@ class SQLiteBackend(Backend):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise RuntimeError(
-                    f"{self.path} has conveyor schema v{version}, newer than this conveyor (v{SCHEMA_VERSION})"
+                    f"{self.path} has conveyor schema v{version}, "
+                    f"newer than this conveyor (v{SCHEMA_VERSION})"
                 )
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target].split(";"):
@@ -248,7 +255,8 @@ class SQLiteBackend(Backend):
                     return _info(row)
                 raise QueueAlreadyExists(name)
             conn.execute(
-                Q["insert_queue"], (name, settings.delivery_delay, settings.retention_seconds, self.clock.now())
+                Q["insert_queue"],
+                (name, settings.delivery_delay, settings.retention_seconds, self.clock.now()),
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
 
@@ -273,6 +281,7 @@ class SQLiteBackend(Backend):
                 return False
             conn.execute(Q["delete_queue_messages"], (row[0],))
             conn.execute(Q["delete_queue"], (row[0],))
+            conn.execute(Q["delete_queue_subscriptions"], (name,))
             return True
 
         return await self._transaction(delete)
@@ -289,6 +298,27 @@ class SQLiteBackend(Backend):
         await self._transaction(pause)
         if not paused:
             self._notify(name)
+
+    # -- topic subscriptions ------------------------------------------------------------------
+
+    async def add_subscription(self, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
+        types_json = None if types is None else json.dumps(list(types))
+        row = await self._transaction(
+            lambda conn: conn.execute(
+                Q["upsert_subscription"], (topic, queue, types_json, self.clock.now())
+            ).fetchone()
+        )
+        return _subscription(row)
+
+    async def remove_subscription(self, topic: str, queue: str) -> bool:
+        count = await self._transaction(
+            lambda conn: conn.execute(Q["delete_subscription"], (topic, queue)).rowcount
+        )
+        return bool(count)
+
+    async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        rows = await self._read(lambda conn: conn.execute(Q["list_subscriptions"], (topic, topic)).fetchall())
+        return [_subscription(row) for row in rows]
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -374,7 +404,9 @@ class SQLiteBackend(Backend):
         return await self._transaction(update)
 
     async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
-        return await self._update_leases(Q["extend_lease"], queue, lease_ids, visibility_timeout=visibility_timeout)
+        return await self._update_leases(
+            Q["extend_lease"], queue, lease_ids, visibility_timeout=visibility_timeout
+        )
 
     async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
         released = await self._update_leases(Q["release"], queue, lease_ids)

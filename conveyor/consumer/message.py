@@ -85,7 +85,9 @@ class Message:
         """Never retry: move to the consumer's dead-letter queue now (dropped if it has none)."""
         self._mark(Outcome.DEAD_LETTER, reason=reason)
 
-    def _mark(self, outcome: Outcome, *, delay_seconds: float | None = None, reason: str | None = None) -> None:
+    def _mark(
+        self, outcome: Outcome, *, delay_seconds: float | None = None, reason: str | None = None
+    ) -> None:
         if self.outcome is None:
             self.outcome = outcome
             self.retry_delay = delay_seconds

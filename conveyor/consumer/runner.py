@@ -142,7 +142,11 @@ class ConsumerRunner:
         try:
             await self.backend.release(self.spec.queue, lease_ids)
         except Exception:
-            log.exception("releasing %d leases on %s failed; they return when they expire", len(lease_ids), self.spec.queue)
+            log.exception(
+                "releasing %d leases on %s failed; they return when they expire",
+                len(lease_ids),
+                self.spec.queue,
+            )
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -161,7 +165,9 @@ class ConsumerRunner:
             raise
         except Exception as exc:
             error = exc
-            log.exception("handler %s failed on a batch of %d from %s", self.spec.name, len(messages), self.spec.queue)
+            log.exception(
+                "handler %s failed on a batch of %d from %s", self.spec.name, len(messages), self.spec.queue
+            )
         finally:
             heartbeat.cancel()
         try:
@@ -269,5 +275,7 @@ class ConsumerRunner:
         for task in still_running:
             task.cancel()
         if still_running:
-            log.warning("%d batches on %s outran the shutdown grace; released", len(still_running), self.spec.queue)
+            log.warning(
+                "%d batches on %s outran the shutdown grace; released", len(still_running), self.spec.queue
+            )
             await asyncio.gather(*still_running, return_exceptions=True)

@@ -47,7 +47,9 @@ class Worker:
         await self.app._connected()
         async with self.app.running_lifespan():
             tasks = [
-                asyncio.create_task(runner.run(self.stopping, self.shutdown_grace), name=f"consumer:{runner.spec.queue}")
+                asyncio.create_task(
+                    runner.run(self.stopping, self.shutdown_grace), name=f"consumer:{runner.spec.queue}"
+                )
                 for runner in self.runners
             ]
             sweeper = asyncio.create_task(self._sweep_forever())

@@ -27,6 +27,14 @@ CREATE TABLE IF NOT EXISTS conveyor_messages (
 CREATE INDEX IF NOT EXISTS conveyor_messages_ready ON conveyor_messages (queue_id, visible_at);
 -- retention sweeps and the oldest message's age
 CREATE INDEX IF NOT EXISTS conveyor_messages_age ON conveyor_messages (queue_id, enqueued_at);
+-- durable topic subscriptions: types is a JSON array of message types, NULL for every type
+CREATE TABLE IF NOT EXISTS conveyor_subscriptions (
+    topic TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    types TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (topic, queue)
+);
 
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues WHERE name = ?
@@ -48,6 +56,21 @@ DELETE FROM conveyor_messages WHERE queue_id = ?
 
 -- name: delete_queue
 DELETE FROM conveyor_queues WHERE id = ?
+
+-- name: delete_queue_subscriptions
+DELETE FROM conveyor_subscriptions WHERE queue = ?
+
+-- name: upsert_subscription
+INSERT INTO conveyor_subscriptions (topic, queue, types, created_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (topic, queue) DO UPDATE SET types = excluded.types
+RETURNING topic, queue, types, created_at
+
+-- name: delete_subscription
+DELETE FROM conveyor_subscriptions WHERE topic = ? AND queue = ?
+
+-- name: list_subscriptions
+SELECT topic, queue, types, created_at FROM conveyor_subscriptions
+WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 
 -- name: insert_message
 INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
