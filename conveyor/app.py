@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -24,6 +25,10 @@ log = logging.getLogger("conveyor")
 T = TypeVar("T")
 H = TypeVar("H", bound=Handler)
 Lifespan = Callable[[Env], contextlib.AbstractAsyncContextManager[Any]]
+
+
+async def _unset_handler(batch: Any, env: Any) -> None:
+    raise RuntimeError("placeholder handler called")  # pragma: no cover
 
 
 class App:
@@ -247,24 +252,26 @@ class App:
         max_concurrency: int | None = None,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
     ) -> Callable[[H], H]:
-        """Register `handler(batch, env)` as the consumer of `queue`."""
+        """Register `handler(batch, env)` as the consumer of `queue`.
+
+        The settings are checked here, so a bad value fails at the decorator, not at start-up.
+        """
+        settings = ConsumerSpec(
+            queue=queue,
+            handler=_unset_handler,
+            max_batch_size=max_batch_size,
+            max_batch_timeout=max_batch_timeout,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            dead_letter_queue=dead_letter_queue,
+            max_concurrency=max_concurrency,
+            visibility_timeout=visibility_timeout,
+        )
 
         def register(handler: H) -> H:
             if any(spec.queue == queue for spec in self.consumers):
                 raise ValueError(f"queue {queue!r} already has a consumer")
-            self.consumers.append(
-                ConsumerSpec(
-                    queue=queue,
-                    handler=handler,
-                    max_batch_size=max_batch_size,
-                    max_batch_timeout=max_batch_timeout,
-                    max_retries=max_retries,
-                    retry_delay=retry_delay,
-                    dead_letter_queue=dead_letter_queue,
-                    max_concurrency=max_concurrency,
-                    visibility_timeout=visibility_timeout,
-                )
-            )
+            self.consumers.append(dataclasses.replace(settings, handler=handler))
             return handler
 
         return register

@@ -1,0 +1,579 @@
+"""The producer and engine contract (DESIGN.md §1-2), run unchanged on every engine in ENGINES.
+
+Time moves with `time_machine.advance`: instantly where the engine takes the app's (fake) clock,
+by sleeping where it uses its server's clock, so delays here stay around a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+import conveyor
+from conveyor.backends import from_url
+from conveyor.errors import (
+    BatchCountTooLarge,
+    BatchTooLarge,
+    BodyNotSerializable,
+    ConveyorError,
+    InvalidContentType,
+    InvalidQueueName,
+    LimitExceeded,
+    MessageTooLarge,
+    QueueAlreadyExists,
+    QueueNotFound,
+    QueuePaused,
+)
+from conveyor.ids import new_message_id
+from conveyor.types import DeadLetter, QueueSettings, Retry, Settlement
+from tests.conftest import AppFactory, TimeMachine
+from tests.engines import EngineSetup
+
+# -- sending and looking -----------------------------------------------------------------------
+
+
+async def test_send_returns_an_id_and_peek_shows_the_message(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    before = dt.datetime.now(dt.UTC)
+    message_id = await queue.send({"order": 1, "items": ["tea"]})
+    [peeked] = await queue.peek()
+    assert peeked.id == message_id
+    assert peeked.body == {"order": 1, "items": ["tea"]}
+    assert peeked.content_type == "json"
+    assert peeked.attempts == 0
+    assert not peeked.leased
+    assert abs((peeked.timestamp - before).total_seconds()) < 60
+
+
+async def test_send_batch_returns_ids_in_order_and_stores_every_message(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    ids = await queue.send_batch([{"n": n} for n in range(50)])
+    assert len(ids) == len(set(ids)) == 50
+    pulled = await queue.pull(batch_size=100)
+    assert sorted(message.body["n"] for message in pulled) == list(range(50))
+    assert {message.id for message in pulled} == set(ids)
+
+
+async def test_content_types_round_trip(app: conveyor.App) -> None:
+    queue = app.queue("mixed")
+    await queue.send({"a": [1, 2.5, None, "é"]})
+    await queue.send("plain text ✓", content_type="text")
+    await queue.send(b"\x00\xffbinary", content_type="bytes")
+    pulled = {message.content_type: message.body for message in await queue.pull(batch_size=10)}
+    assert pulled == {"json": {"a": [1, 2.5, None, "é"]}, "text": "plain text ✓", "bytes": b"\x00\xffbinary"}
+
+
+async def test_send_request_carries_its_own_delay_and_content_type(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("mixed")
+    await queue.send_batch(
+        ["now", conveyor.SendRequest("later", delay_seconds=1, content_type="text")],
+        delay_seconds=0,
+    )
+    [ready] = await queue.pull(batch_size=10)
+    assert ready.body == "now"
+    await time_machine.advance(1.2)
+    [later] = await queue.pull(batch_size=10)
+    assert (later.body, later.content_type) == ("later", "text")
+
+
+async def test_peek_does_not_lease(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    await queue.peek()
+    await queue.peek()
+    [pulled] = await queue.pull()
+    assert pulled.attempts == 1
+
+
+async def test_oldest_visible_message_is_delivered_first(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    for n in range(5):
+        await queue.send({"n": n})
+    pulled = await queue.pull(batch_size=2)
+    assert [message.body["n"] for message in pulled] == [0, 1]
+
+
+async def test_concurrent_sends_are_all_stored_once(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    ids = await asyncio.gather(*(queue.send({"n": n}) for n in range(200)))
+    assert len(set(ids)) == 200
+    assert (await queue.stats()).backlog == 200
+
+
+async def test_send_sync_works_without_an_event_loop(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    message_id = await asyncio.to_thread(queue.send_sync, {"from": "thread"})
+    ids = await asyncio.to_thread(queue.send_batch_sync, [{"n": 1}, {"n": 2}])
+    pulled = await queue.pull(batch_size=10)
+    assert {message.id for message in pulled} == {message_id, *ids}
+
+
+# -- leases, acks and retries ------------------------------------------------------------------
+
+
+async def test_a_leased_message_is_invisible_until_acked(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    [pulled] = await queue.pull()
+    assert pulled.attempts == 1
+    assert await queue.pull() == []
+    stats = await queue.stats()
+    assert (stats.backlog, stats.in_flight) == (0, 1)
+    result = await queue.ack(acks=[pulled.lease_id])
+    assert (result.ack_count, result.warnings) == (1, [])
+    assert (await queue.stats()).total == 0
+
+
+async def test_acking_a_settled_or_unknown_lease_is_a_warning_that_changes_nothing(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    await queue.send({"n": 2})
+    [first] = await queue.pull(batch_size=1)
+    await queue.ack(acks=[first.lease_id])
+    result = await queue.ack(acks=[first.lease_id, "nonsense", f"{new_message_id()}.token"])
+    assert result.ack_count == 0
+    assert len(result.warnings) == 3
+    assert (await queue.stats()).backlog == 1
+
+
+async def test_retry_with_delay_hides_the_message_then_redelivers_it(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    [pulled] = await queue.pull()
+    result = await queue.ack(retries=[(pulled.lease_id, 1.0)])
+    assert result.retry_count == 1
+    stats = await queue.stats()
+    assert (stats.backlog, stats.delayed, stats.in_flight) == (0, 1, 0)
+    assert await queue.pull() == []
+    await time_machine.advance(1.2)
+    [again] = await queue.pull()
+    assert (again.id, again.attempts) == (pulled.id, 2)
+
+
+async def test_retry_without_delay_redelivers_at_once(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    [pulled] = await queue.pull()
+    await queue.ack(retries=[pulled.lease_id])
+    [again] = await queue.pull()
+    assert again.attempts == 2
+
+
+async def test_an_expired_lease_returns_the_message_and_its_old_lease_goes_stale(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    [first] = await queue.pull(visibility_timeout=0.5)
+    await time_machine.advance(0.8)
+    [second] = await queue.pull(visibility_timeout=30)
+    assert (second.id, second.attempts) == (first.id, 2)
+    stale = await queue.ack(acks=[first.lease_id])
+    assert (stale.ack_count, len(stale.warnings)) == (0, 1)
+    assert (await queue.stats()).in_flight == 1
+    assert (await queue.ack(acks=[second.lease_id])).ack_count == 1
+
+
+async def test_extending_a_lease_keeps_the_message_hidden(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    [pulled] = await queue.pull(visibility_timeout=0.5)
+    assert await app.backend.extend_leases("orders", [pulled.lease_id, "unknown.lease"], 30) == 1
+    await time_machine.advance(0.8)
+    assert await queue.pull() == []
+    assert (await queue.ack(acks=[pulled.lease_id])).ack_count == 1
+
+
+async def test_released_messages_come_back_at_once_as_if_never_delivered(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    [pulled] = await queue.pull()
+    assert await app.backend.release("orders", [pulled.lease_id]) == 1
+    [again] = await queue.pull()
+    assert again.attempts == 1
+    assert (await queue.ack(acks=[pulled.lease_id])).ack_count == 0
+
+
+async def test_settle_writes_acks_retries_and_dead_letters_together(app: conveyor.App) -> None:
+    queue = app.queue("work")
+    await app.create_queue("work-dlq")
+    await queue.send_batch([{"n": n} for n in range(4)])
+    pulled = sorted(await queue.pull(batch_size=10), key=lambda message: message.body["n"])
+    dead_id = new_message_id()
+    result = await app.backend.settle(
+        "work",
+        Settlement(
+            acks=[pulled[0].lease_id],
+            retries=[Retry(pulled[1].lease_id, 0)],
+            dead_letters=[
+                DeadLetter(pulled[2].lease_id, dead_id, "ValueError: boom", "work-dlq"),
+                DeadLetter(pulled[3].lease_id, new_message_id(), "dropped", None),
+            ],
+        ),
+    )
+    assert (result.acked, result.retried, result.dead_lettered, result.stale) == (1, 1, 2, [])
+    [retried] = await queue.peek()
+    assert retried.body == {"n": 1}
+    [dead] = await app.queue("work-dlq").peek()
+    assert dead.id == dead_id
+    assert dead.body == {"n": 2}
+    assert dead.content_type == "json"
+    assert dead.dead_letter is not None
+    assert dead.dead_letter.original_id == pulled[2].id
+    assert dead.dead_letter.source_queue == "work"
+    assert dead.dead_letter.attempts == 1
+    assert dead.dead_letter.error == "ValueError: boom"
+    assert (await queue.stats()).total == 1
+
+
+async def test_settling_a_stale_lease_changes_nothing(app: conveyor.App, time_machine: TimeMachine) -> None:
+    queue = app.queue("work")
+    await app.create_queue("work-dlq")
+    await queue.send({"n": 1})
+    [pulled] = await queue.pull(visibility_timeout=0.5)
+    await time_machine.advance(0.8)
+    result = await app.backend.settle(
+        "work", Settlement(dead_letters=[DeadLetter(pulled.lease_id, new_message_id(), "late", "work-dlq")])
+    )
+    assert (result.dead_lettered, result.stale) == (0, [pulled.lease_id])
+    assert (await app.queue("work-dlq").stats()).total == 0
+    assert (await queue.stats()).backlog == 1
+
+
+# -- delays, pause, purge, stats ------------------------------------------------------------------
+
+
+async def test_a_delayed_message_becomes_visible_on_time(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("later")
+    await queue.send({"n": 1}, delay_seconds=1)
+    stats = await queue.stats()
+    assert (stats.backlog, stats.delayed) == (0, 1)
+    assert await queue.pull() == []
+    await time_machine.advance(1.2)
+    [pulled] = await queue.pull()
+    assert pulled.body == {"n": 1}
+
+
+async def test_a_queue_delivery_delay_applies_unless_the_send_overrides_it(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    await app.create_queue("slow", delivery_delay=1)
+    queue = app.queue("slow")
+    await queue.send({"n": "default"})
+    await queue.send({"n": "now"}, delay_seconds=0)
+    [immediate] = await queue.pull(batch_size=10)
+    assert immediate.body == {"n": "now"}
+    await time_machine.advance(1.2)
+    [delayed] = await queue.pull(batch_size=10)
+    assert delayed.body == {"n": "default"}
+
+
+async def test_a_paused_queue_accepts_sends_and_delivers_nothing_until_resumed(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": 1})
+    await queue.pause()
+    await queue.send({"n": 2})
+    assert (await queue.stats()).paused
+    assert await app.backend.lease_many("orders", 10, 30) == []
+    with pytest.raises(QueuePaused):
+        await queue.pull()
+    await queue.resume()
+    assert not (await queue.stats()).paused
+    assert len(await queue.pull(batch_size=10)) == 2
+
+
+async def test_purge_deletes_every_message(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send_batch([{"n": n} for n in range(10)])
+    await queue.send({"n": "delayed"}, delay_seconds=60)
+    await queue.pull(batch_size=3)
+    assert await queue.purge() == 11
+    assert (await queue.stats()).total == 0
+
+
+async def test_stats_count_ready_delayed_and_in_flight(app: conveyor.App, time_machine: TimeMachine) -> None:
+    queue = app.queue("orders")
+    await queue.send_batch([{"n": n} for n in range(5)])
+    await queue.send({"n": "later"}, delay_seconds=60)
+    await queue.pull(batch_size=2)
+    await time_machine.advance(0.2)
+    stats = await queue.stats()
+    assert (stats.queue, stats.backlog, stats.delayed, stats.in_flight, stats.total) == ("orders", 3, 1, 2, 6)
+    assert stats.bytes >= 6 * len(b'{"n":0}')
+    assert stats.oldest_age_seconds >= 0.1
+    assert not stats.paused
+
+
+async def test_stats_of_an_empty_queue(app: conveyor.App) -> None:
+    await app.create_queue("empty")
+    stats = await app.queue("empty").stats()
+    assert (stats.total, stats.bytes, stats.oldest_age_seconds) == (0, 0, 0)
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+
+async def test_messages_past_retention_are_swept(app: conveyor.App, time_machine: TimeMachine) -> None:
+    await app.create_queue("short", retention_seconds=1)
+    await app.create_queue("long")
+    await app.queue("short").send({"n": "old"})
+    await app.queue("long").send({"n": "kept"})
+    await time_machine.advance(1.5)
+    await app.queue("short").send({"n": "young"})
+    assert await app.sweep() == 1
+    assert [message.body for message in await app.queue("short").peek()] == [{"n": "young"}]
+    assert (await app.queue("long").stats()).total == 1
+
+
+# -- dead-letter replay ----------------------------------------------------------------------------
+
+
+async def _dead_letter_all(app: conveyor.App, source: str, dlq: str) -> list[str]:
+    pulled = await app.queue(source).pull(batch_size=100)
+    await app.backend.settle(
+        source,
+        Settlement(dead_letters=[DeadLetter(m.lease_id, new_message_id(), "boom", dlq) for m in pulled]),
+    )
+    return [message.id for message in pulled]
+
+
+async def test_replay_moves_dead_letters_back_with_body_content_type_and_fresh_attempts(
+    app: conveyor.App,
+) -> None:
+    await app.create_queue("jobs-dlq")
+    await app.queue("jobs").send({"n": 1})
+    await app.queue("jobs").send("text body", content_type="text")
+    await _dead_letter_all(app, "jobs", "jobs-dlq")
+    assert await app.replay("jobs-dlq", to="jobs") == 2
+    assert (await app.queue("jobs-dlq").stats()).total == 0
+    replayed = await app.queue("jobs").pull(batch_size=10)
+    assert sorted((m.content_type, str(m.body)) for m in replayed) == [
+        ("json", "{'n': 1}"),
+        ("text", "text body"),
+    ]
+    assert all(message.attempts == 1 and message.dead_letter is None for message in replayed)
+
+
+async def test_replay_respects_its_limit_and_leaves_leased_dead_letters(app: conveyor.App) -> None:
+    await app.create_queue("jobs-dlq")
+    await app.queue("jobs").send_batch([{"n": n} for n in range(5)])
+    await _dead_letter_all(app, "jobs", "jobs-dlq")
+    await app.queue("jobs-dlq").pull(batch_size=1)  # someone is inspecting one of them
+    assert await app.replay("jobs-dlq", to="jobs", limit=2) == 2
+    assert await app.replay("jobs-dlq", to="jobs") == 2
+    stats = await app.queue("jobs-dlq").stats()
+    assert (stats.backlog, stats.in_flight) == (0, 1)
+
+
+async def test_replay_from_a_missing_queue_is_an_error(app: conveyor.App) -> None:
+    with pytest.raises(QueueNotFound):
+        await app.replay("no-such-dlq", to="jobs")
+
+
+# -- queue management ---------------------------------------------------------------------------
+
+
+async def test_queue_lifecycle(app: conveyor.App) -> None:
+    info = await app.create_queue("a", delivery_delay=5, retention_seconds=3600)
+    assert (info.name, info.settings, info.paused) == ("a", QueueSettings(5, 3600), False)
+    with pytest.raises(QueueAlreadyExists):
+        await app.create_queue("a")
+    assert (await app.create_queue("a", exist_ok=True)).settings.delivery_delay == 5
+    await app.create_queue("b")
+    assert [queue.name for queue in await app.list_queues()] == ["a", "b"]
+    updated = await app.update_queue("a", retention_seconds=7200)
+    assert updated.settings == QueueSettings(5, 7200)
+    assert (await app.get_queue("a")).settings == QueueSettings(5, 7200)
+    await app.queue("a").send({"n": 1})
+    assert await app.delete_queue("a") is True
+    assert await app.delete_queue("a") is False
+    with pytest.raises(QueueNotFound):
+        await app.get_queue("a")
+    with pytest.raises(QueueNotFound):
+        await app.update_queue("a", delivery_delay=1)
+    assert [queue.name for queue in await app.list_queues()] == ["b"]
+    await app.create_queue("a")
+    assert (await app.queue("a").stats()).total == 0  # the old messages went with the old queue
+
+
+async def test_queues_are_created_on_first_send(app: conveyor.App) -> None:
+    await app.queue("fresh").send({"n": 1})
+    info = await app.get_queue("fresh")
+    assert info.settings == QueueSettings()
+
+
+async def test_with_auto_create_off_an_unknown_queue_is_an_error(make_app: AppFactory) -> None:
+    app = await make_app(auto_create=False)
+    with pytest.raises(QueueNotFound) as raised:
+        await app.queue("unknown").send({"n": 1})
+    assert raised.value.queue == "unknown"
+    with pytest.raises(QueueNotFound):
+        await app.queue("unknown").send_batch([{"n": 1}])
+    assert await app.list_queues() == []
+    await app.create_queue("unknown")
+    await app.queue("unknown").send({"n": 1})
+    assert (await app.queue("unknown").stats()).backlog == 1
+
+
+async def test_send_many_across_queues_is_all_or_nothing(app: conveyor.App) -> None:
+    await app.create_queue("exists")
+    from conveyor.types import OutgoingMessage
+
+    messages = [
+        OutgoingMessage("exists", new_message_id(), b"{}", "json"),
+        OutgoingMessage("missing", new_message_id(), b"{}", "json"),
+    ]
+    with pytest.raises(QueueNotFound):
+        await app.backend.send_many(messages)
+    assert (await app.queue("exists").stats()).total == 0
+
+
+# -- bad input gets a clear error and changes nothing ----------------------------------------------
+
+BAD_SENDS = [
+    pytest.param(
+        lambda q: q.send("x" * 128_001, content_type="text"), MessageTooLarge, id="message-too-large"
+    ),
+    pytest.param(lambda q: q.send({"n": 1}, delay_seconds=86_401), LimitExceeded, id="delay-too-long"),
+    pytest.param(lambda q: q.send({"n": 1}, delay_seconds=-1), LimitExceeded, id="negative-delay"),
+    pytest.param(lambda q: q.send({"n": object()}), BodyNotSerializable, id="not-serialisable"),
+    pytest.param(lambda q: q.send(b"raw"), BodyNotSerializable, id="bytes-as-json"),
+    pytest.param(
+        lambda q: q.send({"n": 1}, content_type="pickle"), InvalidContentType, id="bad-content-type"
+    ),
+    pytest.param(
+        lambda q: q.send_batch([{"n": n} for n in range(101)]), BatchCountTooLarge, id="101-messages"
+    ),
+    pytest.param(
+        lambda q: q.send_batch(["x" * 100_000 for _ in range(3)], delay_seconds=0),
+        BatchTooLarge,
+        id="batch-too-large",
+    ),
+    pytest.param(
+        lambda q: q.send_batch([{"n": 1}, {"n": object()}]), BodyNotSerializable, id="one-bad-body-in-a-batch"
+    ),
+    pytest.param(
+        lambda q: q.send_batch([{"n": 1}, conveyor.SendRequest({"n": 2}, delay_seconds=10**6)]),
+        LimitExceeded,
+        id="one-bad-delay-in-a-batch",
+    ),
+]
+
+
+@pytest.mark.parametrize(("send", "error"), BAD_SENDS)
+async def test_bad_sends_raise_clear_errors_and_store_nothing(
+    app: conveyor.App, send: object, error: type[Exception]
+) -> None:
+    queue = app.queue("strict")
+    await app.create_queue("strict")
+    with pytest.raises(error) as raised:
+        await send(queue)  # type: ignore[operator]
+    assert isinstance(raised.value, ConveyorError)
+    assert raised.value.code
+    assert str(raised.value)
+    assert (await queue.stats()).total == 0
+
+
+def test_limit_errors_are_value_errors_naming_the_limit() -> None:
+    assert issubclass(MessageTooLarge, ValueError)
+    assert issubclass(BodyNotSerializable, TypeError)
+    with pytest.raises(LimitExceeded, match="max_batch_size"):
+        conveyor.App("memory://").consumer("q", max_batch_size=101)
+
+
+@pytest.mark.parametrize("name", ["", "has space", "x" * 64, "dots.not.allowed", "ünïcode"])
+async def test_invalid_queue_names_are_refused(app: conveyor.App, name: str) -> None:
+    with pytest.raises(InvalidQueueName):
+        app.queue(name)
+    with pytest.raises(InvalidQueueName):
+        await app.create_queue(name)
+    assert await app.list_queues() == []
+
+
+async def test_out_of_range_queue_settings_are_refused(app: conveyor.App) -> None:
+    with pytest.raises(LimitExceeded, match="retention"):
+        await app.create_queue("q", retention_seconds=10**9)
+    with pytest.raises(LimitExceeded, match="delivery_delay"):
+        await app.create_queue("q", delivery_delay=-5)
+    assert await app.list_queues() == []
+
+
+async def test_default_limits_refuse_retention_under_a_minute() -> None:
+    async with conveyor.App("memory://") as app:
+        with pytest.raises(LimitExceeded, match="retention"):
+            await app.create_queue("q", retention_seconds=30)
+
+
+# -- durable topic subscriptions (the storage half; fan-out is tested with topics) ----------------
+
+
+async def test_subscriptions_are_stored_replaced_listed_and_removed(app: conveyor.App) -> None:
+    backend = app.backend
+    await backend.add_subscription("orders", "kitchen", ["FOOD"])
+    await backend.add_subscription("orders", "bar", ["DRINK", "SNACK"])
+    await backend.add_subscription("payments", "ledger", None)
+    replaced = await backend.add_subscription("orders", "kitchen", ["FOOD", "DESSERT"])
+    assert replaced.types == ("FOOD", "DESSERT")
+    orders = await backend.list_subscriptions("orders")
+    assert [(s.queue, s.types) for s in orders] == [
+        ("bar", ("DRINK", "SNACK")),
+        ("kitchen", ("FOOD", "DESSERT")),
+    ]
+    assert [s.topic for s in await backend.list_subscriptions()] == ["orders", "orders", "payments"]
+    assert await backend.remove_subscription("orders", "bar") is True
+    assert await backend.remove_subscription("orders", "bar") is False
+    assert [s.queue for s in await backend.list_subscriptions("orders")] == ["kitchen"]
+
+
+async def test_deleting_a_queue_removes_its_subscriptions(app: conveyor.App) -> None:
+    await app.create_queue("kitchen")
+    await app.backend.add_subscription("orders", "kitchen", None)
+    await app.delete_queue("kitchen")
+    assert await app.backend.list_subscriptions("orders") == []
+
+
+# -- several apps on one storage ---------------------------------------------------------------
+
+
+async def test_two_apps_on_one_storage_share_queues(make_app: AppFactory, engine: EngineSetup) -> None:
+    if engine.name == "memory":
+        pytest.skip("each memory:// App has its own store")
+    producer, consumer = await make_app(), await make_app()
+    await producer.queue("shared").send({"n": 1})
+    [pulled] = await consumer.queue("shared").pull()
+    assert pulled.body == {"n": 1}
+    assert await producer.queue("shared").pull() == []
+
+
+async def test_wait_for_messages_wakes_on_a_send_from_this_process(app: conveyor.App) -> None:
+    await app.create_queue("wake")
+    waiter = asyncio.create_task(app.backend.wait_for_messages("wake", 60))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await app.queue("wake").send({"n": 1})
+    async with asyncio.timeout(10):
+        await waiter
+
+
+async def test_wait_for_messages_returns_at_its_timeout(app: conveyor.App, time_machine: TimeMachine) -> None:
+    await app.create_queue("idle")
+    waiter = asyncio.create_task(app.backend.wait_for_messages("idle", 0.1))
+    await asyncio.sleep(0.05)  # let the waiter start its clock
+    await time_machine.advance(0.2)
+    async with asyncio.timeout(10):
+        await waiter
+
+
+def test_an_unknown_url_scheme_is_a_clear_error() -> None:
+    with pytest.raises(ConveyorError, match="scheme"):
+        from_url("kafka://localhost")
