@@ -110,7 +110,8 @@ class ConsumerRunner:
             got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
             if got:
                 if deadline is None:
-                    deadline = time.monotonic() + spec.max_batch_timeout
+                    # the batch timeout runs on the app's clock, so a FakeClock drives it in tests
+                    deadline = self.app.clock.now() + spec.max_batch_timeout
                     await self.slots.observe(
                         fresh=sum(1 for m in got if m.attempts == 1), batch_size=size, drained=len(got) < size
                     )
@@ -121,17 +122,17 @@ class ConsumerRunner:
                 continue
             if leased and (spec.max_batch_timeout == 0 or self.hand_over_when_drained):
                 break
-            now = time.monotonic()
+            now = self.app.clock.now()
             if deadline is not None and now >= deadline:
                 break
             wait = L.IDLE_POLL_SECONDS if deadline is None else deadline - now
             if leased:
                 wait = min(wait, renew_every)
-                if now - renewed_at >= renew_every:
+                if time.monotonic() - renewed_at >= renew_every:
                     await self.backend.extend_leases(
                         spec.queue, [m.lease_id for m in leased], spec.visibility_timeout
                     )
-                    renewed_at = now
+                    renewed_at = time.monotonic()
             await self._until(self.backend.wait_for_messages(spec.queue, wait), stopping)
         if stopping.is_set() and leased:
             await self._release([m.lease_id for m in leased])

@@ -1,0 +1,531 @@
+"""The consumer contract (DESIGN.md §1-2): outcome rules, retries, dead letters, batching, leases,
+concurrency, env and lifespan. Runs unchanged on every engine in ENGINES."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import conveyor
+from conveyor.testing import drain
+from tests.conftest import AppFactory, TimeMachine
+from tests.polling import eventually
+
+Handler = Callable[[conveyor.MessageBatch, conveyor.Env], Awaitable[None]]
+
+
+class Recorder:
+    """Remembers every batch a handler saw: message bodies and attempts."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[Any, int]]] = []
+
+    def record(self, batch: conveyor.MessageBatch) -> None:
+        self.batches.append([(message.body, message.attempts) for message in batch.messages])
+
+    @property
+    def deliveries(self) -> Counter[str]:
+        return Counter(str(body) for batch in self.batches for body, _ in batch)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+async def queue_is_empty(queue: conveyor.Queue) -> bool:
+    return (await queue.stats()).total == 0
+
+
+async def bodies(queue: conveyor.Queue) -> list[Any]:
+    return [message.body for message in await queue.peek(100)]
+
+
+# -- outcome rules -----------------------------------------------------------------------------
+
+
+async def test_a_handler_that_returns_acks_every_message(app: conveyor.App, recorder: Recorder) -> None:
+    @app.consumer("jobs")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+
+    await app.queue("jobs").send_batch([{"n": n} for n in range(25)])
+    assert await drain(app) == 25
+    assert sorted(recorder.deliveries.values()) == [1] * 25
+    assert all(attempts == 1 for batch in recorder.batches for _, attempts in batch)
+    assert (await app.queue("jobs").stats()).total == 0
+
+
+async def test_a_handler_that_raises_retries_unmarked_messages_and_explicit_marks_stand(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    @app.consumer("jobs", max_batch_size=10, max_retries=5)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        for message in batch.messages:
+            seen.append((message.body, message.attempts))
+        if len(batch.messages) == 3:
+            by_body = {message.body: message for message in batch.messages}
+            by_body["acked"].ack()
+            by_body["delayed"].retry(delay_seconds=60)
+            raise RuntimeError("the rest fails")
+
+    await app.queue("jobs").send_batch(["acked", "delayed", "unmarked"])
+    await drain(app)
+    # "acked" stood despite the error; "unmarked" was retried at once and then acked;
+    # "delayed" waits for its own delay.
+    assert Counter(body for body, _ in seen) == {"acked": 1, "delayed": 1, "unmarked": 2}
+    assert ("unmarked", 2) in seen
+    assert await bodies(app.queue("jobs")) == ["delayed"]
+    assert (await app.queue("jobs").stats()).delayed == 1
+
+
+async def test_the_first_call_on_a_message_wins(app: conveyor.App, recorder: Recorder) -> None:
+    @app.consumer("jobs", max_retries=5, max_batch_size=1)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+        [message] = batch.messages
+        if message.body == "ack-then-retry":
+            message.ack()
+            message.retry()
+        else:
+            message.retry(delay_seconds=60)
+            message.ack()
+
+    await app.queue("jobs").send("ack-then-retry")
+    await app.queue("jobs").send("retry-then-ack")
+    await drain(app)
+    assert await bodies(app.queue("jobs")) == ["retry-then-ack"]
+    assert recorder.deliveries == {"ack-then-retry": 1, "retry-then-ack": 1}
+
+
+async def test_ack_all_and_retry_all(app: conveyor.App, time_machine: TimeMachine) -> None:
+    calls = 0
+
+    @app.consumer("jobs", max_retries=5)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            batch.retry_all(delay_seconds=1)
+            raise RuntimeError("ignored: every message is already marked")
+        batch.ack_all()
+
+    await app.queue("jobs").send_batch([1, 2, 3])
+    await drain(app)
+    assert (await app.queue("jobs").stats()).delayed == 3
+    await time_machine.advance(1.2)
+    await drain(app)
+    assert (await app.queue("jobs").stats()).total == 0
+    assert calls == 2
+
+
+@pytest.mark.parametrize(
+    ("explicit", "consumer_default", "expected"),
+    [(1.0, 60.0, 1.0), (None, 1.0, 1.0), (None, 0.0, 0.0)],
+    ids=["message-delay-wins", "consumer-retry-delay", "no-delay"],
+)
+async def test_retry_delay_precedence(
+    app: conveyor.App,
+    time_machine: TimeMachine,
+    explicit: float | None,
+    consumer_default: float,
+    expected: float,
+) -> None:
+    deliveries = 0
+
+    @app.consumer("jobs", retry_delay=consumer_default, max_retries=5)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        nonlocal deliveries
+        deliveries += 1
+        if deliveries == 1:
+            batch.messages[0].retry(delay_seconds=explicit)
+
+    await app.queue("jobs").send("x")
+    await drain(app)
+    stats = await app.queue("jobs").stats()
+    if expected == 0:
+        assert (deliveries, stats.total) == (2, 0)
+        return
+    assert (deliveries, stats.delayed) == (1, 1)
+    await time_machine.advance(expected + 0.2)
+    await drain(app)
+    assert (deliveries, (await app.queue("jobs").stats()).total) == (2, 0)
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+
+
+async def test_after_max_retries_a_failing_message_moves_to_the_dead_letter_queue(
+    app: conveyor.App, recorder: Recorder
+) -> None:
+    @app.consumer("jobs", max_retries=2, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+        for message in batch.messages:
+            if message.body == "ok":
+                message.ack()
+        raise ValueError("cannot handle poison")
+
+    [poison_id, _] = await app.queue("jobs").send_batch(["poison", "ok"])
+    await app.queue("jobs").send(b"\x00raw", content_type="bytes")
+    await drain(app)
+    assert recorder.deliveries == {"poison": 3, "ok": 1, str(b"\x00raw"): 3}
+    assert (await app.queue("jobs").stats()).total == 0
+    dead = {str(message.body): message for message in await app.queue("jobs-dlq").peek()}
+    assert set(dead) == {"poison", str(b"\x00raw")}
+    assert dead[str(b"\x00raw")].content_type == "bytes"
+    info = dead["poison"].dead_letter
+    assert info is not None
+    assert (info.original_id, info.source_queue, info.attempts) == (poison_id, "jobs", 3)
+    assert info.error == "ValueError: cannot handle poison"
+
+
+async def test_max_retries_zero_dead_letters_on_the_first_failure(app: conveyor.App) -> None:
+    @app.consumer("jobs", max_retries=0, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        batch.retry_all()
+
+    await app.queue("jobs").send("x")
+    await drain(app)
+    [dead] = await app.queue("jobs-dlq").peek()
+    assert dead.dead_letter is not None
+    assert dead.dead_letter.attempts == 1
+    assert dead.dead_letter.error == "retried by the handler"
+
+
+async def test_without_a_dead_letter_queue_a_failing_message_is_deleted_and_logged(
+    app: conveyor.App, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.consumer("jobs", max_retries=1)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        raise RuntimeError("always")
+
+    message_id = await app.queue("jobs").send("x")
+    with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
+        await drain(app)
+    assert (await app.queue("jobs").stats()).total == 0
+    assert [q.name for q in await app.list_queues()] == ["jobs"]
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dead_letter")]
+    assert message_id in line
+    assert "dropped" in line
+    assert "RuntimeError: always" in line
+
+
+async def test_an_explicit_dead_letter_skips_the_remaining_retries(app: conveyor.App) -> None:
+    @app.consumer("jobs", max_retries=10, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        batch.messages[0].dead_letter("malformed order")
+
+    await app.queue("jobs").send("x")
+    await drain(app)
+    [dead] = await app.queue("jobs-dlq").peek()
+    assert dead.dead_letter is not None
+    assert (dead.dead_letter.attempts, dead.dead_letter.error) == (1, "malformed order")
+
+
+async def test_replayed_dead_letters_are_consumed_again_from_attempt_one(app: conveyor.App) -> None:
+    fail = True
+    attempts: list[int] = []
+
+    @app.consumer("jobs", max_retries=0, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        attempts.extend(message.attempts for message in batch.messages)
+        if fail:
+            raise RuntimeError("down")
+
+    await app.queue("jobs").send({"order": 7})
+    await drain(app)
+    fail = False
+    assert await app.replay("jobs-dlq", to="jobs") == 1
+    await drain(app)
+    assert attempts == [1, 1]
+    assert (await app.queue("jobs-dlq").stats()).total == 0
+
+
+# -- batching -------------------------------------------------------------------------------------
+
+
+async def test_batches_hold_at_most_max_batch_size_messages(app: conveyor.App, recorder: Recorder) -> None:
+    @app.consumer("jobs", max_batch_size=10)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+
+    await app.queue("jobs").send_batch(list(range(25)))
+    await drain(app)
+    sizes = [len(batch) for batch in recorder.batches]
+    assert sum(sizes) == 25
+    assert max(sizes) == 10
+
+
+async def test_a_full_batch_is_handed_over_at_once(make_app: AppFactory) -> None:
+    app = await make_app()
+    handed: asyncio.Queue[int] = asyncio.Queue()
+
+    @app.consumer("jobs", max_batch_size=5, max_batch_timeout=60)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        handed.put_nowait(len(batch))
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    await app.queue("jobs").send_batch(list(range(5)))
+    async with asyncio.timeout(20):
+        assert await handed.get() == 5
+    stop.set()
+    await worker
+
+
+async def test_a_partial_batch_waits_for_max_batch_timeout(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    handed: asyncio.Queue[int] = asyncio.Queue()
+
+    @app.consumer("jobs", max_batch_size=10, max_batch_timeout=1)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        handed.put_nowait(len(batch))
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    await app.queue("jobs").send_batch([1, 2, 3])
+    await asyncio.sleep(0.2)
+    assert handed.empty()
+    await time_machine.advance(1.2)
+    async with asyncio.timeout(20):
+        assert await handed.get() == 3
+    stop.set()
+    await worker
+
+
+async def test_max_batch_timeout_zero_hands_over_whatever_is_there(make_app: AppFactory) -> None:
+    app = await make_app()
+    handed: asyncio.Queue[int] = asyncio.Queue()
+
+    @app.consumer("jobs", max_batch_size=100, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        handed.put_nowait(len(batch))
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    await app.queue("jobs").send("one")
+    async with asyncio.timeout(20):
+        assert await handed.get() == 1
+    stop.set()
+    await worker
+
+
+# -- leases ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_long_handler_keeps_its_lease(make_app: AppFactory) -> None:
+    app = await make_app(real_clock=True)
+    deliveries: list[int] = []
+
+    @app.consumer("jobs", visibility_timeout=0.3, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        deliveries.extend(message.attempts for message in batch.messages)
+        await asyncio.sleep(1.2)  # four times the lease: renewed by the heartbeat
+
+    other = await make_app(real_clock=True)
+    await app.queue("jobs").send("slow")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    await asyncio.sleep(0.6)
+    assert await other.queue("jobs").pull() == []  # still leased to the worker
+    await eventually(lambda: queue_is_empty(app.queue("jobs")), "the slow message was acked")
+    stop.set()
+    await worker
+    assert deliveries == [1]
+
+
+async def test_paused_queues_deliver_nothing_until_resumed(app: conveyor.App, recorder: Recorder) -> None:
+    @app.consumer("jobs", max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+
+    await app.create_queue("jobs")
+    await app.queue("jobs").pause()
+    await app.queue("jobs").send("waiting")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    await asyncio.sleep(0.3)
+    assert recorder.batches == []
+    await app.queue("jobs").resume()
+    await eventually(lambda: bool(recorder.batches), "the message was delivered")
+    stop.set()
+    await worker
+    assert recorder.deliveries == {"waiting": 1}
+
+
+async def test_delayed_messages_are_consumed_when_due(
+    app: conveyor.App, time_machine: TimeMachine, recorder: Recorder
+) -> None:
+    @app.consumer("jobs")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+
+    await app.queue("jobs").send("later", delay_seconds=1)
+    await app.queue("jobs").send("now")
+    assert await drain(app) == 1
+    await time_machine.advance(1.2)
+    assert await drain(app) == 1
+    assert recorder.deliveries == {"now": 1, "later": 1}
+
+
+async def test_a_running_worker_picks_up_a_delayed_message_when_it_comes_due(
+    app: conveyor.App, time_machine: TimeMachine, recorder: Recorder
+) -> None:
+    @app.consumer("jobs", max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    await app.queue("jobs").send("later", delay_seconds=1)
+    await asyncio.sleep(0.1)
+    assert recorder.batches == []
+    await time_machine.advance(1.2)
+    await eventually(lambda: bool(recorder.batches), "the message was delivered")
+    stop.set()
+    await worker
+
+
+# -- concurrency -----------------------------------------------------------------------------------
+
+
+class ConcurrencyProbe:
+    def __init__(self) -> None:
+        self.running = 0
+        self.peak = 0
+
+    async def hold(self, seconds: float) -> None:
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.running -= 1
+
+
+@pytest.mark.parametrize("bound", [1, 3])
+async def test_max_concurrency_bounds_batches_in_flight(make_app: AppFactory, bound: int) -> None:
+    app = await make_app(real_clock=True)
+    probe = ConcurrencyProbe()
+
+    @app.consumer("jobs", max_batch_size=1, max_concurrency=bound, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        await probe.hold(0.1)
+
+    await app.queue("jobs").send_batch(list(range(12)))
+    assert await drain(app) == 12
+    assert probe.peak == bound
+
+
+async def test_autoscaling_grows_while_the_backlog_grows(make_app: AppFactory) -> None:
+    app = await make_app(real_clock=True)
+    probe = ConcurrencyProbe()
+
+    @app.consumer("jobs", max_batch_size=1, max_concurrency=None, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        await probe.hold(0.05)
+
+    await app.queue("jobs").send_batch(list(range(60)))
+    assert await drain(app) == 60
+    assert 1 < probe.peak <= conveyor.limits.AUTOSCALE_MAX_CONCURRENCY
+
+
+async def test_autoscaling_stays_at_one_for_a_trickle(make_app: AppFactory) -> None:
+    app = await make_app(real_clock=True)
+    probe = ConcurrencyProbe()
+
+    @app.consumer("jobs", max_batch_size=10, max_concurrency=None, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        await probe.hold(0.01)
+
+    for n in range(5):
+        await app.queue("jobs").send(n)
+        await drain(app)
+    assert probe.peak == 1
+
+
+# -- env and lifespan -----------------------------------------------------------------------------
+
+
+async def test_env_has_every_queue_and_what_the_lifespan_set_up(app: conveyor.App) -> None:
+    events: list[str] = []
+
+    @app.lifespan
+    async def resources(env: conveyor.Env) -> AsyncIterator[None]:
+        env.db = {"rows": []}
+        events.append("open")
+        yield
+        events.append("close")
+
+    @app.consumer("orders")
+    async def take_order(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        for message in batch.messages:
+            env.db["rows"].append(message.body)
+            await env.queues["kitchen"].send({"cook": message.body})
+
+    @app.consumer("kitchen")
+    async def cook(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        env.db["rows"].extend(message.body for message in batch.messages)
+
+    await app.queue("orders").send("soup")
+    await drain(app)
+    assert events == ["open", "close"]
+    assert app.env.db["rows"] == ["soup", {"cook": "soup"}]
+
+
+async def test_a_missing_env_binding_names_the_lifespan(app: conveyor.App) -> None:
+    with pytest.raises(AttributeError, match="lifespan"):
+        _ = app.env.database
+
+
+def test_bad_consumer_settings_fail_at_the_decorator() -> None:
+    app = conveyor.App("memory://")
+    with pytest.raises(ValueError, match="max_batch_timeout"):
+        app.consumer("q", max_batch_timeout=61)
+    with pytest.raises(ValueError, match="max_retries"):
+        app.consumer("q", max_retries=101)
+    with pytest.raises(ValueError, match="own dead-letter"):
+        app.consumer("q", dead_letter_queue="q")
+    register: Callable[[Handler], Handler] = app.consumer("q")
+    register(lambda batch, env: asyncio.sleep(0))
+    with pytest.raises(ValueError, match="already has a consumer"):
+        register(lambda batch, env: asyncio.sleep(0))
+
+
+async def test_a_worker_with_no_consumers_is_an_error(app: conveyor.App) -> None:
+    with pytest.raises(ValueError, match="no consumers"):
+        await app.run_consumers()
+
+
+async def test_a_message_body_that_does_not_decode_fails_only_that_message(app: conveyor.App) -> None:
+    from conveyor.ids import new_message_id
+    from conveyor.types import OutgoingMessage
+
+    handled: list[Any] = []
+
+    @app.consumer("jobs", max_retries=0, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        for message in batch.messages:
+            try:
+                handled.append(message.body)
+            except ValueError as exc:
+                message.dead_letter(f"undecodable: {exc}")
+
+    await app.create_queue("jobs")
+    await app.backend.send_many([OutgoingMessage("jobs", new_message_id(), b"{not json", "json")])
+    await app.queue("jobs").send({"fine": True})
+    await drain(app)
+    assert handled == [{"fine": True}]
+    [dead] = await app.queue("jobs-dlq").peek()
+    assert dead.dead_letter is not None
+    assert dead.dead_letter.error.startswith("undecodable")

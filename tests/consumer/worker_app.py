@@ -1,0 +1,35 @@
+"""A worker process for the crash and shutdown tests: `python -m tests.consumer.worker_app`.
+
+Configured by environment: CONVEYOR_URL (the queue), WORKER_LOG (a file that gets one line per
+message: "start|done <id> <attempts>"), WORKER_HANDLER_SECONDS (time each batch takes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import conveyor
+from conveyor.consumer.worker import run_worker
+
+app = conveyor.App()
+LOG_PATH = os.environ["WORKER_LOG"]
+HANDLER_SECONDS = float(os.environ.get("WORKER_HANDLER_SECONDS", "0"))
+
+
+def _log(kind: str, batch: conveyor.MessageBatch) -> None:
+    lines = "".join(f"{kind} {message.id} {message.attempts}\n" for message in batch.messages)
+    with open(LOG_PATH, "a") as log:  # one write per batch: a SIGKILL cannot split a line
+        log.write(lines)
+
+
+@app.consumer("jobs", max_batch_size=50, max_batch_timeout=0.05, max_concurrency=4, visibility_timeout=2)
+async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+    _log("start", batch)
+    await asyncio.sleep(HANDLER_SECONDS)
+    _log("done", batch)
+
+
+if __name__ == "__main__":
+    print("worker ready", flush=True)
+    asyncio.run(run_worker(app, shutdown_grace=20))
