@@ -1,0 +1,115 @@
+"""What only the SQLite engine promises: several processes share one file safely, URL options,
+durability settings and a versioned schema."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from conveyor.backends import from_url
+from conveyor.backends.sqlite import SCHEMA_VERSION
+from conveyor.errors import InvalidURL
+
+ROOT = Path(__file__).resolve().parents[2]
+SENDER = """
+import asyncio, sys
+import conveyor
+
+async def main(url: str, tag: str, count: int) -> None:
+    async with conveyor.App(url) as app:
+        queue = app.queue("shared")
+        half = count // 2
+        await asyncio.gather(*(queue.send({"tag": tag, "n": n}) for n in range(half)))
+        for start in range(half, count, 50):
+            await queue.send_batch([{"tag": tag, "n": n} for n in range(start, min(start + 50, count))])
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+@pytest.mark.slow
+async def test_two_processes_sending_to_one_file_lose_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    per_process = 2_000
+    senders = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SENDER, url, tag, str(per_process), cwd=ROOT
+        )
+        for tag in ("a", "b")
+    ]
+    try:
+        async with asyncio.timeout(120):
+            assert [await sender.wait() for sender in senders] == [0, 0]
+    finally:
+        for sender in senders:
+            if sender.returncode is None:
+                sender.kill()
+                await sender.wait()
+    async with conveyor.App(url) as app:
+        queue = app.queue("shared")
+        assert (await queue.stats()).backlog == 2 * per_process
+        seen: set[tuple[str, int]] = set()
+        while pulled := await queue.pull(batch_size=100):
+            seen.update((message.body["tag"], message.body["n"]) for message in pulled)
+            await queue.ack(acks=[message.lease_id for message in pulled])
+    assert seen == {(tag, n) for tag in ("a", "b") for n in range(per_process)}
+
+
+@pytest.mark.parametrize(
+    ("option", "pragma"), [("", 2), ("?synchronous=normal", 1), ("?synchronous=full", 2)]
+)
+async def test_synchronous_defaults_to_full_and_normal_is_an_option(
+    tmp_path: Path, option: str, pragma: int
+) -> None:
+    path = tmp_path / "q.db"
+    async with conveyor.App(f"sqlite:///{path}{option}") as app:
+        await app.queue("q").send({"n": 1})
+        backend = app.backend
+        conn = backend._conn  # type: ignore[attr-defined]
+        value = await backend._run(lambda: conn.execute("PRAGMA synchronous").fetchone()[0])  # type: ignore[attr-defined]
+    assert value == pragma
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://host/x.db",
+        "sqlite:///",
+        "sqlite:///x.db?synchronous=sometimes",
+        "sqlite:///x.db?journal=off",
+    ],
+)
+def test_bad_sqlite_urls_are_clear_errors(url: str) -> None:
+    with pytest.raises(InvalidURL):
+        from_url(url)
+
+
+async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    async with conveyor.App(f"sqlite:///{path}") as app:
+        await app.queue("q").send({"n": 1})
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.commit()
+    finally:
+        conn.close()
+    app = conveyor.App(f"sqlite:///{path}")
+    with pytest.raises(RuntimeError, match="newer than this conveyor"):
+        await app.queue("q").send({"n": 2})
+    await app.close()
+
+
+async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    async with conveyor.App(url) as app:
+        await app.queue("q").send({"kept": True})
+    async with conveyor.App(url) as app:
+        [pulled] = await app.queue("q").pull()
+        assert pulled.body == {"kept": True}
