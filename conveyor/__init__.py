@@ -21,6 +21,7 @@ from conveyor.errors import (
 )
 from conveyor.limits import Limits
 from conveyor.producer import AckResult, PeekedMessage, PulledMessage, Queue, SendRequest
+from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats
 
 __version__ = "0.1.0"
@@ -53,5 +54,8 @@ __all__ = [
     "QueuePaused",
     "QueueSettings",
     "QueueStats",
+    "Router",
+    "RouterStats",
     "SendRequest",
+    "TypeCounters",
 ]

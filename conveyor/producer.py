@@ -11,7 +11,13 @@ import pydantic
 
 from conveyor import limits as L
 from conveyor.codec import check_content_type, decode_body, encode_body
-from conveyor.errors import BatchCountTooLarge, BatchTooLarge, MessageTooLarge, MessageValidationError
+from conveyor.errors import (
+    BatchCountTooLarge,
+    BatchTooLarge,
+    InvalidContentType,
+    MessageTooLarge,
+    MessageValidationError,
+)
 from conveyor.ids import new_message_id
 from conveyor.types import (
     ContentType,
@@ -118,7 +124,11 @@ class Queue:
     # -- sending -----------------------------------------------------------------------------
 
     def _encode(self, body: Any, content_type: ContentType) -> bytes:
-        if self._adapter is not None and content_type == "json":
+        if self._adapter is not None:
+            if content_type != "json":
+                raise InvalidContentType(
+                    f"queue {self.name!r} has a schema: its bodies are json, not {content_type!r}"
+                )
             try:
                 value = self._adapter.validate_python(body)
             except pydantic.ValidationError as exc:
@@ -126,7 +136,8 @@ class Queue:
                     f"body does not match the schema of queue {self.name!r}: {exc}",
                     exc.errors(include_url=False),
                 ) from None
-            data = self._adapter.dump_json(value)
+            # by alias: the wire format is what the schema validates (camelCase aliases included)
+            data = self._adapter.dump_json(value, by_alias=True)
         else:
             data = encode_body(body, content_type)
         limit = self.app.limits.max_message_bytes
