@@ -1,0 +1,85 @@
+"""`conveyor messages peek|replay`: look at messages without leasing them; redrive dead letters."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from conveyor.app import App
+from conveyor.cli.output import emit_json, message_document, messages_table, out, progress_bar
+from conveyor.cli.state import current, run
+from conveyor.producer import PeekedMessage
+
+messages = typer.Typer(
+    name="messages", help="Inspect messages and replay dead letters.", no_args_is_help=True
+)
+
+# Replay moves this many messages per call, so progress shows and each step stays a short transaction.
+REPLAY_CHUNK = 1_000
+
+
+def register(cli: typer.Typer) -> None:
+    cli.add_typer(messages)
+
+
+@messages.command("peek")
+def peek(
+    queue: Annotated[str, typer.Argument(help="The queue (often a dead-letter queue).", show_default=False)],
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=1_000, help="How many messages, oldest first.")
+    ] = 10,
+) -> None:
+    """Show messages without leasing them: attempts, age, body, and where dead letters came from."""
+
+    async def work(app: App) -> list[PeekedMessage]:
+        await app.get_queue(queue)
+        return await app.queue(queue).peek(limit)
+
+    found = run(work)
+    now = time.time()
+    if current().json:
+        emit_json([message_document(message, now) for message in found])
+    elif not found:
+        out().print(f"Queue {queue!r} is empty.", markup=False)
+    else:
+        out().print(messages_table(queue, found, now))
+
+
+@messages.command("replay")
+def replay(
+    dead_letter_queue: Annotated[str, typer.Argument(help="The dead-letter queue.", show_default=False)],
+    to: Annotated[str, typer.Option("--to", help="The queue to move them to.", show_default=False)],
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Move at most this many (default: all).", show_default=False),
+    ] = None,
+) -> None:
+    """Move dead letters back to a queue: they keep body and content type and start again at attempt 1."""
+    as_json = current().json
+
+    async def work(app: App) -> int:
+        await app.get_queue(to)
+        stats = await app.queue(dead_letter_queue).stats()
+        # leased messages stay where they are; the total is what can move now
+        movable = stats.backlog + stats.delayed
+        total = movable if limit is None else min(limit, movable)
+        moved = 0
+        progress = progress_bar("replaying", enabled=not as_json)
+        with progress:
+            task = progress.add_task("replay", total=total)
+            while limit is None or moved < limit:
+                step = REPLAY_CHUNK if limit is None else min(REPLAY_CHUNK, limit - moved)
+                count = await app.replay(dead_letter_queue, to=to, limit=step)
+                moved += count
+                progress.update(task, completed=moved)
+                if count < step:
+                    break
+        return moved
+
+    moved = run(work)
+    if as_json:
+        emit_json({"from": dead_letter_queue, "to": to, "replayed": moved})
+    else:
+        out().print(f"Replayed {moved:,} message(s) from {dead_letter_queue!r} to {to!r}.", markup=False)

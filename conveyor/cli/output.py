@@ -1,0 +1,250 @@
+"""Rendering for the CLI: rich consoles, JSON documents, human-friendly numbers, and error lines."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from conveyor.errors import ConveyorError
+from conveyor.producer import PeekedMessage
+from conveyor.types import QueueInfo, QueueStats
+
+# Shown in a table cell that has no value.
+NO_VALUE = "-"
+
+# Errors whose message says it all; any other is likely a bug and is shown with its type.
+EXPECTED_ERRORS = (ConveyorError, ValueError, OSError, ImportError)
+
+
+class CommandError(ConveyorError):
+    """A problem with what the user asked for (a bad body, a missing file): one line, exit 1."""
+
+    def __init__(self, message: str, *, code: str = "invalid_input") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Consoles are made per call so they write to the streams current at that moment (CliRunner swaps them)
+# and detect colour support for those streams.
+def out() -> Console:
+    return Console(highlight=False)
+
+
+def err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def progress_bar(label: str, *, enabled: bool = True) -> Progress:
+    """A transient progress bar on stderr, shown only to a person at a terminal."""
+    console = err()
+    return Progress(
+        TextColumn(f"[bold]{label}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not (enabled and console.is_terminal),
+        transient=True,
+    )
+
+
+def emit_json(document: Any, *, compact: bool = False) -> None:
+    """Write one JSON document to stdout (compact ones are a line each, for streams)."""
+    text = json.dumps(document, separators=(",", ":")) if compact else json.dumps(document, indent=2)
+    out().out(text, highlight=False)
+
+
+def error_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())  # one line, whatever the message holds
+    if isinstance(exc, ConveyorError):
+        return f"{message} [{exc.code}]"
+    if isinstance(exc, EXPECTED_ERRORS):
+        return message or type(exc).__name__
+    return f"{type(exc).__name__}: {message} (run with --debug for the traceback)"
+
+
+def report_error(exc: BaseException, *, as_json: bool, debug: bool) -> None:
+    console = err()
+    if debug:
+        console.print_exception()
+    if as_json:
+        code = exc.code if isinstance(exc, ConveyorError) else "error"
+        document = {
+            "error": {"code": code, "type": type(exc).__name__, "message": " ".join(str(exc).split())}
+        }
+        console.out(json.dumps(document), highlight=False)
+        return
+    console.print(Text.assemble(("Error: ", "bold red"), (error_line(exc), "red")), soft_wrap=True)
+
+
+# -- numbers ----------------------------------------------------------------------------------
+
+
+def seconds_text(seconds: float) -> str:
+    """12.3s, 5m 30s, 2h 5m, 4d — for ages and durations."""
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 and seconds != int(seconds) else f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{value}{unit}" for value, unit in parts if value][:2]
+    return " ".join(shown)
+
+
+def bytes_text(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def parse_seconds(value: str | float) -> float:
+    """'90', '90s', '5m', '2h', '4d' → seconds (a typer parser; defaults arrive as numbers)."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = value.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
+    scale = units.get(text[-1:])
+    number = text[:-1] if scale is not None else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a duration: use seconds or a number with s, m, h or d") from None
+    if seconds < 0:
+        raise ValueError(f"{value!r}: a duration cannot be negative")
+    return seconds
+
+
+def iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
+
+
+# -- queues -----------------------------------------------------------------------------------
+
+
+def queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "backlog": stats.backlog,
+        "delayed": stats.delayed,
+        "in_flight": stats.in_flight,
+        "oldest_age_seconds": stats.oldest_age_seconds,
+        "bytes": stats.bytes,
+        "paused": stats.paused,
+        "delivery_delay": info.settings.delivery_delay,
+        "retention_seconds": info.settings.retention_seconds,
+        "created_at": iso(info.created_at),
+    }
+
+
+def queues_table(rows: Iterable[tuple[QueueInfo, QueueStats]]) -> Table:
+    table = Table(title="Queues", title_justify="left")
+    table.add_column("queue", style="bold")
+    for column in ("backlog", "delayed", "in flight", "oldest", "bytes"):
+        table.add_column(column, justify="right")
+    table.add_column("paused")
+    for info, stats in rows:
+        table.add_row(
+            Text(info.name),
+            f"{stats.backlog:,}",
+            f"{stats.delayed:,}",
+            f"{stats.in_flight:,}",
+            seconds_text(stats.oldest_age_seconds) if stats.total else NO_VALUE,
+            bytes_text(stats.bytes),
+            Text("paused", style="yellow") if stats.paused else "no",
+        )
+    return table
+
+
+def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
+    table = Table(title=Text(f"Queue {info.name}"), title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    rows = [
+        ("backlog", f"{stats.backlog:,}"),
+        ("delayed", f"{stats.delayed:,}"),
+        ("in flight", f"{stats.in_flight:,}"),
+        ("oldest", seconds_text(stats.oldest_age_seconds) if stats.total else NO_VALUE),
+        ("bytes", bytes_text(stats.bytes)),
+        ("paused", "yes (sends accepted, no delivery)" if stats.paused else "no"),
+        ("delivery delay", seconds_text(info.settings.delivery_delay)),
+        ("retention", seconds_text(info.settings.retention_seconds)),
+        ("created", iso(info.created_at)),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def body_document(message: PeekedMessage) -> Any:
+    """The body as JSON can carry it: JSON as itself, text as a string, bytes as base64."""
+    if isinstance(message.body, bytes):
+        return base64.b64encode(message.body).decode()
+    return message.body
+
+
+def message_document(message: PeekedMessage, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    return {
+        "id": message.id,
+        "attempts": message.attempts,
+        "timestamp": message.timestamp.isoformat(),
+        "age_seconds": max(0.0, now - message.timestamp.timestamp()),
+        "leased": message.leased,
+        "content_type": message.content_type,
+        "body": body_document(message),
+        "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
+    }
+
+
+def preview(body: Any, width: int = 60) -> str:
+    if isinstance(body, bytes):
+        text = f"<{len(body):,} bytes> {body[:16].hex()}"
+    elif isinstance(body, str):
+        text = body
+    else:
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def messages_table(queue: str, messages: list[PeekedMessage], now: float | None = None) -> Table:
+    """One row per message; a dead letter's origin and last error go under its body, so the table
+    stays readable in 80 columns."""
+    now = time.time() if now is None else now
+    dead_letters = any(message.dead_letter is not None for message in messages)
+    table = Table(title=Text(f"{queue}: {len(messages)} message(s), oldest first"), title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("attempts", justify="right")
+    table.add_column("age", justify="right")
+    table.add_column("body / dead letter" if dead_letters else "body", overflow="fold")
+    for message in messages:
+        body = Text(preview(message.body))
+        info = message.dead_letter
+        if info is not None:
+            body.append(
+                f"\nfrom {info.source_queue} after {info.attempts} attempt(s), id {info.original_id}", "dim"
+            )
+            body.append(f"\n{preview(info.error, 120)}", "red")
+        table.add_row(
+            Text(message.id, style="dim" if message.leased else ""),
+            str(message.attempts),
+            seconds_text(max(0.0, now - message.timestamp.timestamp())),
+            body,
+        )
+    return table

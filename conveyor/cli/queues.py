@@ -1,0 +1,180 @@
+"""`conveyor queues …`: create, list, inspect, update, delete, purge, pause and resume queues."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from conveyor import limits as L
+from conveyor.app import App
+from conveyor.cli.output import (
+    emit_json,
+    out,
+    parse_seconds,
+    queue_document,
+    queue_info_table,
+    queues_table,
+    seconds_text,
+)
+from conveyor.cli.state import current, run
+from conveyor.types import QueueInfo, QueueStats
+
+queues = typer.Typer(name="queues", help="Create, inspect and manage queues.", no_args_is_help=True)
+
+Name = Annotated[str, typer.Argument(help="The queue's name.", show_default=False)]
+Force = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]
+DeliveryDelay = Annotated[
+    float | None,
+    typer.Option(
+        "--delivery-delay",
+        parser=parse_seconds,
+        metavar="DURATION",
+        help="Delay every message by this long (seconds, or 30s, 5m, 2h, 1d; at most 1d).",
+        show_default=False,
+    ),
+]
+Retention = Annotated[
+    float | None,
+    typer.Option(
+        "--retention",
+        parser=parse_seconds,
+        metavar="DURATION",
+        help="Delete messages older than this (60s to 14d; default 4d).",
+        show_default=False,
+    ),
+]
+
+
+def register(cli: typer.Typer) -> None:
+    cli.add_typer(queues)
+
+
+async def _described(app: App, name: str) -> tuple[QueueInfo, QueueStats]:
+    info = await app.get_queue(name)
+    return info, await app.queue(name).stats()
+
+
+def _show(info: QueueInfo, stats: QueueStats, done: str | None = None) -> None:
+    if current().json:
+        emit_json(queue_document(info, stats))
+        return
+    if done is not None:
+        out().print(done, markup=False, soft_wrap=True)
+    else:
+        out().print(queue_info_table(info, stats))
+
+
+def _settings_text(info: QueueInfo) -> str:
+    return (
+        f"delivery delay {seconds_text(info.settings.delivery_delay)}, "
+        f"retention {seconds_text(info.settings.retention_seconds)}"
+    )
+
+
+@queues.command("create")
+def create(name: Name, delivery_delay: DeliveryDelay = None, retention: Retention = None) -> None:
+    """Create a queue (an error if it exists)."""
+
+    async def work(app: App) -> tuple[QueueInfo, QueueStats]:
+        await app.create_queue(
+            name,
+            delivery_delay=delivery_delay or 0.0,
+            retention_seconds=L.DEFAULT_RETENTION_SECONDS if retention is None else retention,
+        )
+        return await _described(app, name)
+
+    info, stats = run(work)
+    _show(info, stats, f"Created queue {name!r} ({_settings_text(info)}).")
+
+
+@queues.command("list")
+def list_queues() -> None:
+    """Every queue with its backlog, delayed, in-flight and oldest message."""
+
+    async def work(app: App) -> list[tuple[QueueInfo, QueueStats]]:
+        return [(info, await app.queue(info.name).stats()) for info in await app.list_queues()]
+
+    rows = run(work)
+    if current().json:
+        emit_json([queue_document(info, stats) for info, stats in rows])
+    elif not rows:
+        out().print("No queues yet: create one with `conveyor queues create NAME`.", markup=False)
+    else:
+        out().print(queues_table(rows))
+
+
+@queues.command("info")
+def info(name: Name) -> None:
+    """One queue's contents and settings."""
+    queue_info, stats = run(lambda app: _described(app, name))
+    _show(queue_info, stats)
+
+
+@queues.command("update")
+def update(name: Name, delivery_delay: DeliveryDelay = None, retention: Retention = None) -> None:
+    """Change a queue's delivery delay or retention."""
+    if delivery_delay is None and retention is None:
+        raise typer.BadParameter("give --delivery-delay and/or --retention")
+
+    async def work(app: App) -> tuple[QueueInfo, QueueStats]:
+        await app.update_queue(name, delivery_delay=delivery_delay, retention_seconds=retention)
+        return await _described(app, name)
+
+    queue_info, stats = run(work)
+    _show(queue_info, stats, f"Updated queue {name!r} ({_settings_text(queue_info)}).")
+
+
+def _confirm(question: str, force: bool) -> None:
+    if not force:
+        typer.confirm(question, abort=True, err=True)
+
+
+@queues.command("delete")
+def delete(name: Name, force: Force = False) -> None:
+    """Delete a queue and every message in it."""
+    _, stats = run(lambda app: _described(app, name))
+    _confirm(f"Delete queue {name!r} and its {stats.total:,} message(s)?", force)
+    run(lambda app: app.delete_queue(name))
+    if current().json:
+        emit_json({"name": name, "deleted": True, "messages": stats.total})
+    else:
+        out().print(f"Deleted queue {name!r} ({stats.total:,} message(s)).", markup=False)
+
+
+@queues.command("purge")
+def purge(name: Name, force: Force = False) -> None:
+    """Delete every message of a queue, keeping the queue."""
+    _, stats = run(lambda app: _described(app, name))
+    _confirm(f"Delete all {stats.total:,} message(s) of queue {name!r}?", force)
+    removed = run(lambda app: app.queue(name).purge())
+    if current().json:
+        emit_json({"name": name, "purged": removed})
+    else:
+        out().print(f"Purged {removed:,} message(s) from {name!r}.", markup=False)
+
+
+def _set_paused(name: str, paused: bool) -> None:
+    async def work(app: App) -> None:
+        queue = app.queue(name)
+        await (queue.pause() if paused else queue.resume())
+
+    run(work)
+    if current().json:
+        emit_json({"name": name, "paused": paused})
+    elif paused:
+        out().print(f"Paused delivery on {name!r}: sends are still accepted.", markup=False)
+    else:
+        out().print(f"Resumed delivery on {name!r}.", markup=False)
+
+
+@queues.command("pause-delivery")
+def pause_delivery(name: Name) -> None:
+    """Stop delivering a queue's messages (sends are still accepted)."""
+    _set_paused(name, True)
+
+
+@queues.command("resume-delivery")
+def resume_delivery(name: Name) -> None:
+    """Deliver a paused queue's messages again."""
+    _set_paused(name, False)

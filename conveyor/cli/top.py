@@ -1,0 +1,162 @@
+"""`conveyor top`: a live view of every queue, refreshed every second until Ctrl-C.
+
+Rates come from successive stats: a queue reports only how many messages it holds, not how many
+passed through, so `send/s` is the growth of its total (backlog + delayed + in flight) per second
+between two samples and `ack/s` its shrinking (acks, dead letters, purges). They are net rates,
+lower bounds of the true ones: a queue drained exactly as fast as it fills shows 0 for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from conveyor.app import App
+from conveyor.cli.output import NO_VALUE, emit_json, out, seconds_text
+from conveyor.cli.state import current, run
+from conveyor.config import ConveyorConfig
+from conveyor.types import QueueStats
+
+DLQ_SUFFIX = "-dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    at: float  # time.monotonic()
+    stats: dict[str, QueueStats]
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    stats: QueueStats
+    dead_letter_queue: str | None
+    dead_letters: int | None
+    send_rate: float | None
+    ack_rate: float | None
+
+    def document(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "name": s.queue,
+            "backlog": s.backlog,
+            "delayed": s.delayed,
+            "in_flight": s.in_flight,
+            "oldest_age_seconds": s.oldest_age_seconds,
+            "bytes": s.bytes,
+            "paused": s.paused,
+            "dead_letter_queue": self.dead_letter_queue,
+            "dead_letters": self.dead_letters,
+            "send_rate": self.send_rate,
+            "ack_rate": self.ack_rate,
+        }
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command("top")(top)
+
+
+def dead_letter_queues(names: list[str], config: ConveyorConfig | None) -> dict[str, str]:
+    """queue -> its dead-letter queue: a consumer's dead_letter_queue in conveyor.toml, else `<q>-dlq`."""
+    known = set(names)
+    mapping = {name: name + DLQ_SUFFIX for name in names if name + DLQ_SUFFIX in known}
+    if config is not None:
+        for consumer in config.consumers:
+            if consumer.dead_letter_queue in known:
+                mapping[consumer.queue] = consumer.dead_letter_queue
+    return mapping
+
+
+def rows(previous: Sample | None, sample: Sample, dlqs: dict[str, str]) -> list[Row]:
+    result = []
+    for name, stats in sample.stats.items():
+        send_rate = ack_rate = None
+        before = previous.stats.get(name) if previous is not None else None
+        if previous is not None and before is not None and sample.at > previous.at:
+            flow = (stats.total - before.total) / (sample.at - previous.at)
+            send_rate, ack_rate = max(0.0, flow), max(0.0, -flow)
+        dlq = dlqs.get(name)
+        dlq_stats = sample.stats.get(dlq) if dlq is not None else None
+        result.append(Row(stats, dlq, None if dlq_stats is None else dlq_stats.total, send_rate, ack_rate))
+    return result
+
+
+def _rate(value: float | None) -> str:
+    return NO_VALUE if value is None else f"{value:,.1f}"
+
+
+def render(table_rows: list[Row], url: str, interval: float) -> Group:
+    table = Table(title_justify="left", expand=False)
+    table.add_column("queue", style="bold")
+    for column in ("backlog", "delayed", "in flight", "oldest", "DLQ", "send/s", "ack/s"):
+        table.add_column(column, justify="right")
+    for row in table_rows:
+        s = row.stats
+        table.add_row(
+            Text.assemble(s.queue, (" paused", "yellow") if s.paused else ""),
+            f"{s.backlog:,}",
+            f"{s.delayed:,}",
+            f"{s.in_flight:,}",
+            seconds_text(s.oldest_age_seconds) if s.total else NO_VALUE,
+            NO_VALUE
+            if row.dead_letters is None
+            else Text(f"{row.dead_letters:,}", style="red" if row.dead_letters else ""),
+            _rate(row.send_rate),
+            _rate(row.ack_rate),
+        )
+    clock = dt.datetime.now().strftime("%H:%M:%S")
+    header = Text.assemble(
+        ("conveyor top", "bold"), f" · {url} · {clock} · every {interval:g}s · Ctrl-C ends"
+    )
+    footer = Text(
+        "send/s and ack/s: net growth and shrinking of each queue's total between samples (lower bounds).",
+        style="dim",
+    )
+    return Group(header, table, footer)
+
+
+def top(
+    once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", min=0.1, help="Seconds between refreshes.")] = 1.0,
+) -> None:
+    """Live backlog, in flight, delayed, dead letters and rates of every queue."""
+    state = current()
+    config = state.config()
+
+    async def sample(app: App) -> Sample:
+        names = [info.name for info in await app.list_queues()]
+        stats = {name: await app.queue(name).stats() for name in names}
+        return Sample(time.monotonic(), stats)
+
+    async def watch(app: App) -> None:
+        previous: Sample | None = None
+        with contextlib.ExitStack() as stack:
+            live = None
+            if not (once or state.json):
+                live = stack.enter_context(Live(console=out(), auto_refresh=False))
+            while True:
+                latest = await sample(app)
+                table_rows = rows(previous, latest, dead_letter_queues(list(latest.stats), config))
+                if state.json:
+                    document = {"time": time.time(), "queues": [row.document() for row in table_rows]}
+                    emit_json(document, compact=True)
+                elif live is None:
+                    out().print(render(table_rows, app.url, interval))
+                else:
+                    live.update(render(table_rows, app.url, interval), refresh=True)
+                if once:
+                    return
+                previous = latest
+                await asyncio.sleep(interval)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how top ends
+        run(watch)

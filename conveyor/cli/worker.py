@@ -1,0 +1,201 @@
+"""`conveyor worker [APP]`: run an app's consumers (from `module:app` and/or conveyor.toml) until
+SIGTERM or Ctrl-C, then drain the batches in flight and exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from conveyor import limits as L
+from conveyor.app import App
+from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
+from conveyor.cli.state import CliState, current
+from conveyor.config import ConveyorConfig, apply_queues, load_app, register_consumers
+from conveyor.consumer.spec import ConsumerSpec
+from conveyor.consumer.worker import run_worker
+
+
+class LogLevel(enum.StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command("worker")(worker)
+
+
+def worker(
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[APP]",
+            help="module:attribute of a conveyor.App with consumers. Default: `app` in conveyor.toml, "
+            "else an App built from its [[consumers]].",
+            show_default=False,
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=1,
+            max=L.MAX_CONCURRENCY,
+            help="Batches each consumer may run at once (overrides max_concurrency; default: autoscale).",
+            show_default=False,
+        ),
+    ] = None,
+    shutdown_grace: Annotated[
+        float,
+        typer.Option(
+            "--shutdown-grace",
+            parser=parse_seconds,
+            metavar="DURATION",
+            help="After SIGTERM/Ctrl-C, how long batches in flight may take to finish.",
+        ),
+    ] = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level on stderr.")] = LogLevel.info,
+) -> None:
+    """Run consumers until SIGTERM or Ctrl-C (graceful: batches in flight finish, the rest is released).
+
+    With --url (or conveyor.toml's url), an imported App() that names no URL uses it too.
+    """
+    # SIGTERM during start-up (imports, queue set-up) stops cleanly too; run_worker then installs
+    # its own graceful handler for the rest of the run.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _run(target, concurrency, shutdown_grace, log_level)
+    except KeyboardInterrupt:
+        pass  # stopped before the consumers started: nothing was leased
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if current().json:
+        emit_json({"event": "stopped", "pid": os.getpid()}, compact=True)
+    else:
+        out().print("conveyor worker stopped.", markup=False)
+
+
+def _run(target: str | None, concurrency: int | None, shutdown_grace: float, log_level: LogLevel) -> None:
+    state = current()
+    _configure_logging(log_level)
+    config = state.config()
+    app, handlers = _build_app(state, config, target)
+    if concurrency is not None:
+        app.consumers[:] = [replace(spec, max_concurrency=concurrency) for spec in app.consumers]
+    if not app.consumers:
+        raise CommandError(
+            f"{target or 'the app'} has no consumers: register one with @app.consumer(queue) "
+            "or declare [[consumers]] in conveyor.toml",
+            code="no_consumers",
+        )
+
+    async def serve() -> None:
+        try:
+            if config is not None:
+                await apply_queues(app, config)
+        except BaseException:
+            await app.close()
+            raise
+        _banner(state, app, config, handlers)
+        await run_worker(app, shutdown_grace=shutdown_grace)
+
+    asyncio.run(serve())
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _configure_logging(level: LogLevel) -> None:
+    # plain lines, not rich: a worker's log usually goes to a file, journald or a container log
+    logging.getLogger("conveyor").setLevel(level.value.upper())
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=level.value.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+
+
+def _build_app(
+    state: CliState, config: ConveyorConfig | None, target: str | None
+) -> tuple[App, dict[str, str]]:
+    """The App to run and, per consumed queue, the handler's name for the banner."""
+    search: list[Path] = [state.config_folder()] if config is not None else []
+    app_path = target or (config.app if config is not None else None)
+    if app_path is not None:
+        if state.url_option or (config is not None and config.url):
+            os.environ[L.URL_ENV_VAR] = state.url()  # for an App() in the module that names no URL
+        app = load_app(app_path, search=search)
+    elif config is not None and config.consumers:
+        app = App(state.url())
+    else:
+        where = f"{state.config_path} declares no consumers" if config is not None else "no conveyor.toml"
+        raise CommandError(
+            f"nothing to run: give APP (module:app), or declare [[consumers]] in conveyor.toml ({where})",
+            code="no_consumers",
+        )
+    handlers = {spec.queue: _handler_name(spec) for spec in app.consumers}
+    if config is not None:
+        register_consumers(app, config, search=search)
+        handlers.update({consumer.queue: consumer.handler for consumer in config.consumers})
+    return app, handlers
+
+
+def _handler_name(spec: ConsumerSpec) -> str:
+    module: Any = getattr(spec.handler, "__module__", None)
+    return f"{module}:{spec.name}" if module else spec.name
+
+
+def _banner(state: CliState, app: App, config: ConveyorConfig | None, handlers: dict[str, str]) -> None:
+    queues = set(config.queue_names() if config is not None else [])
+    for spec in app.consumers:
+        queues.add(spec.queue)
+        if spec.dead_letter_queue is not None:
+            queues.add(spec.dead_letter_queue)
+    if state.json:
+        emit_json(
+            {
+                "event": "started",
+                "engine": app.url,
+                "queues": sorted(queues),
+                "consumers": [
+                    {
+                        "queue": spec.queue,
+                        "handler": handlers.get(spec.queue, spec.name),
+                        "max_batch_size": spec.max_batch_size,
+                        "max_concurrency": spec.max_concurrency,
+                        "dead_letter_queue": spec.dead_letter_queue,
+                    }
+                    for spec in app.consumers
+                ],
+                "pid": os.getpid(),
+            },
+            compact=True,
+        )
+    else:
+        consumers = ", ".join(
+            f"{spec.queue} → {handlers.get(spec.queue, spec.name)}"
+            f" (batch {spec.max_batch_size}, concurrency {spec.max_concurrency or 'auto'}"
+            + (f", dlq {spec.dead_letter_queue})" if spec.dead_letter_queue else ")")
+            for spec in app.consumers
+        )
+        out().print(
+            f"conveyor worker · engine {app.url} · queues: {', '.join(sorted(queues))} · "
+            f"consumers: {consumers} · pid {os.getpid()} · Ctrl-C or SIGTERM stops",
+            markup=False,
+            soft_wrap=True,
+        )
+    sys.stdout.flush()

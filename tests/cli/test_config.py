@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conveyor.config import ConfigError, load_config, parse_config
+from tests.cli.conftest import Cli, assert_one_error_line
+
+FULL = """
+url = "sqlite:///x.db"
+app = "myapp.main:app"
+
+[[queues]]
+name = "jobs"
+delivery_delay = 5
+retention_seconds = 86400
+
+[[consumers]]
+queue = "jobs"
+handler = "handlers:handle"
+max_batch_size = 50
+max_batch_timeout = 1
+max_retries = 0
+retry_delay = 2.5
+dead_letter_queue = "jobs-dlq"
+max_concurrency = 4
+visibility_timeout = 60
+"""
+
+
+def test_every_key_is_read() -> None:
+    config = parse_config(FULL)
+    assert (config.url, config.app) == ("sqlite:///x.db", "myapp.main:app")
+    [queue] = config.queues
+    assert (queue.name, queue.delivery_delay, queue.retention_seconds) == ("jobs", 5.0, 86_400.0)
+    [consumer] = config.consumers
+    assert consumer.model_dump() == {
+        "queue": "jobs",
+        "handler": "handlers:handle",
+        "max_batch_size": 50,
+        "max_batch_timeout": 1.0,
+        "max_retries": 0,
+        "retry_delay": 2.5,
+        "dead_letter_queue": "jobs-dlq",
+        "max_concurrency": 4,
+        "visibility_timeout": 60.0,
+    }
+    assert config.queue_names() == ["jobs", "jobs-dlq"]
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    config = parse_config('[[consumers]]\nqueue = "q"\nhandler = "h:f"\n')
+    [consumer] = config.consumers
+    assert (consumer.max_batch_size, consumer.max_batch_timeout, consumer.max_retries) == (10, 5.0, 3)
+    assert (consumer.dead_letter_queue, consumer.max_concurrency) == (None, None)
+    assert config.url is None and config.queues == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batch_size = 101\n',
+            "conveyor.toml: consumers[0].max_batch_size: Input should be less than or equal to 100",
+        ),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batchsize = 5\n',
+            "conveyor.toml: consumers[0].max_batchsize: Extra inputs are not permitted",
+        ),
+        ('urls = "x"\n', "conveyor.toml: urls: Extra inputs are not permitted"),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_retries = "3"\n',
+            "conveyor.toml: consumers[0].max_retries: Input should be a valid integer",
+        ),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "handle"\n',
+            "consumers[0].handler: expected 'module:attribute'",
+        ),
+        ('[[queues]]\nname = "a b"\n', "conveyor.toml: queues[0].name: invalid queue name 'a b'"),
+        ('[[queues]]\nname = "q"\nretention_seconds = 10\n', "queues[0].retention_seconds: Input should be"),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\ndead_letter_queue = "q"\n',
+            "consumers[0]: queue 'q' cannot be its own dead_letter_queue",
+        ),
+        ('[[queues]]\nname = "q"\n[[queues]]\nname = "q"\n', "queues: 'q' declared more than once"),
+        ('[[consumers]]\nhandler = "h:f"\n', "consumers[0].queue: Field required"),
+        ("url = \n", "conveyor.toml: not valid TOML"),
+    ],
+)
+def test_errors_name_the_file_and_the_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(text)
+    assert message in str(raised.value)
+    assert raised.value.code == "invalid_config"
+
+
+def test_load_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "conveyor.toml"
+    path.write_text("[[queues]]\nnme = 'x'\n")
+    with pytest.raises(ConfigError, match=r"conveyor\.toml: queues\[0\]\.name: Field required"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_a_bad_key_fails_a_command_with_one_line(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "conveyor.toml").write_text(
+        "[[consumers]]\nqueue = 'q'\nhandler = 'h:f'\nmax_batch_size = 500\n"
+    )
+    result = cli("queues", "list", url=False)
+    assert_one_error_line(
+        result,
+        "conveyor.toml: consumers[0].max_batch_size: Input should be less than or equal to 100",
+        "[invalid_config]",
+    )
+
+
+def test_url_comes_from_conveyor_toml(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "conveyor.toml").write_text(f'url = "{cli.url}"\n')
+    cli.ok("queues", "create", "from-flag")  # with --url
+    assert [q["name"] for q in cli.json("queues", "list")] == ["from-flag"]
+    listed = cli("--json", "queues", "list", url=False)
+    assert listed.exit_code == 0, listed.output
+    assert "from-flag" in listed.stdout
+
+
+def test_explicit_config_path_must_exist(cli: Cli) -> None:
+    assert_one_error_line(
+        cli("--config", "other.toml", "queues", "list", url=False), "other.toml: no such file"
+    )

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from conveyor.config import load_config, parse_config
+from tests.cli.conftest import Cli, assert_one_error_line
+
+
+def test_init_writes_a_valid_commented_config(cli: Cli, tmp_path: Path) -> None:
+    result = cli.ok("init")
+    assert "Wrote conveyor.toml" in result.stdout
+    path = tmp_path / "conveyor.toml"
+    assert path.read_text().startswith("# conveyor.toml")
+    config = load_config(path)
+    assert [queue.name for queue in config.queues] == ["jobs", "jobs-dlq"]
+    assert config.consumers == []
+
+
+def test_the_commented_consumer_is_valid_once_uncommented(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("init")
+    text = (tmp_path / "conveyor.toml").read_text()
+    head, _, tail = text.partition("# [[consumers]]")
+    uncommented = head + "[[consumers]]" + "\n".join(line.removeprefix("# ") for line in tail.splitlines())
+    [consumer] = parse_config(uncommented).consumers
+    assert (consumer.queue, consumer.handler, consumer.dead_letter_queue) == (
+        "jobs",
+        "handlers:handle",
+        "jobs-dlq",
+    )
+
+
+def test_init_refuses_to_overwrite_without_force(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "conveyor.toml"
+    path.write_text("# mine\n")
+    assert_one_error_line(cli("init"), "conveyor.toml already exists", "--force")
+    assert path.read_text() == "# mine\n"
+    assert cli.json("init", "--force") == {"path": "conveyor.toml", "written": True}
+    assert path.read_text().startswith("# conveyor.toml")
+
+
+def test_init_writes_to_the_config_path(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    cli.ok("--config", "deploy/conveyor.toml", "init")
+    assert (tmp_path / "deploy" / "conveyor.toml").exists()
