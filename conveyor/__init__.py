@@ -9,6 +9,7 @@ from conveyor.errors import (
     BodyNotSerializable,
     ConveyorError,
     ConveyorValueError,
+    EventBusClosed,
     InvalidQueueName,
     InvalidURL,
     LimitExceeded,
@@ -19,10 +20,12 @@ from conveyor.errors import (
     QueueNotFound,
     QueuePaused,
 )
+from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
 from conveyor.producer import AckResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
-from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats
+from conveyor.topics import PublishResult, Topic
+from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
 
 __version__ = "0.1.0"
 
@@ -36,6 +39,9 @@ __all__ = [
     "ConveyorValueError",
     "DeadLetterInfo",
     "Env",
+    "Event",
+    "EventBus",
+    "EventBusClosed",
     "InvalidQueueName",
     "InvalidURL",
     "LimitExceeded",
@@ -46,6 +52,7 @@ __all__ = [
     "MessageValidationError",
     "MissingDependency",
     "PeekedMessage",
+    "PublishResult",
     "PulledMessage",
     "Queue",
     "QueueAlreadyExists",
@@ -57,5 +64,7 @@ __all__ = [
     "Router",
     "RouterStats",
     "SendRequest",
+    "Subscription",
+    "Topic",
     "TypeCounters",
 ]

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from conveyor import limits as L
+from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
 from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.consumer.spec import ConsumerSpec, Handler
@@ -19,7 +20,7 @@ from conveyor.errors import AppClosed, QueueNotFound, QueuePaused
 from conveyor.group_commit import GroupCommitter
 from conveyor.producer import Queue
 from conveyor.sync_portal import SyncPortal
-from conveyor.types import OutgoingMessage, QueueInfo, QueueSettings
+from conveyor.types import OutgoingMessage, QueueInfo, QueueSettings, Subscription
 
 log = logging.getLogger("conveyor")
 T = TypeVar("T")
@@ -63,6 +64,7 @@ class App:
         self._committer = GroupCommitter(self._write_now)
         self._portal: SyncPortal | None = None
         self._sync_app: App | None = None
+        self._topics: dict[str, topics.Topic] = {}
 
     @property
     def url(self) -> str:
@@ -195,6 +197,26 @@ class App:
                 raise QueueNotFound(name)
         elif info.paused:
             raise QueuePaused(name)
+
+    # -- topics (durable fan-out; the logic lives in conveyor/topics.py) ------------------------
+
+    def topic(self, name: str) -> topics.Topic:
+        """A durable topic handle; the same one for the same name, so its counters add up."""
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = topics.Topic(self, name)
+        return topic
+
+    async def subscribe(self, topic: str, *, queue: str, types: Sequence[str] | None = None) -> Subscription:
+        """Copy every message published to `topic` whose type is in `types` (any, when None) into
+        `queue`; stored in the engine, so it survives restarts. Creates the queue if auto_create."""
+        return await topics.subscribe(self, topic, queue, types)
+
+    async def unsubscribe(self, topic: str, queue: str) -> bool:
+        return await topics.unsubscribe(self, topic, queue)
+
+    async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        return await topics.list_subscriptions(self, topic)
 
     # -- writing -----------------------------------------------------------------------------
 

@@ -35,3 +35,7 @@ class Env:
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(f"env has no binding {name!r}: set it in the app's lifespan (env.{name} = ...)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # declared so that type checkers accept `env.db = ...` in a lifespan
+        super().__setattr__(name, value)

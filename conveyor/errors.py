@@ -112,3 +112,9 @@ class BackendUnavailable(ConveyorError, ConnectionError):
 
 class AppClosed(ConveyorError, RuntimeError):
     code = "app_closed"
+
+
+class EventBusClosed(ConveyorError, RuntimeError):
+    """`EventBus.publish` after `close()`."""
+
+    code = "event_bus_closed"

@@ -52,6 +52,13 @@ SWEEP_INTERVAL_SECONDS = 60.0
 # The longest an idle consumer sleeps before it looks again on its own (the fallback poll).
 IDLE_POLL_SECONDS = 1.0
 
+# In-process EventBus: events each subscriber may hold unread, and how long a publisher waits
+# for room in a full subscriber queue before dropping the event for it (overflow="wait").
+DEFAULT_EVENT_BUS_MAXSIZE = 1_000
+MAX_EVENT_BUS_MAXSIZE = 10_000_000
+DEFAULT_EVENT_BUS_PUT_TIMEOUT = 1.0
+MAX_EVENT_BUS_PUT_TIMEOUT = 3_600.0
+
 
 @dataclass(frozen=True)
 class Limits:

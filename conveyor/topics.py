@@ -1,0 +1,258 @@
+"""Durable topics: publish once, and a copy lands in every subscription queue whose type filter matches.
+
+orders = app.topic("orders")
+await app.subscribe("orders", queue="kitchen", types=["ORDER_UP"])   # stored in the engine
+await orders.publish({"type": "ORDER_UP", "table": 4})             # one atomic write of every copy
+
+A subscription is an ordinary queue: consumers, retries and dead-letter queues work as usual.
+Subscriptions are read from the engine for every publish rather than cached, so a subscription
+made by another process applies to the very next publish; concurrent publishes to one topic
+share reads (see `CoalescedRead`), which never makes what they see staler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from conveyor import limits as L
+from conveyor.codec import check_content_type, encode_body
+from conveyor.errors import ConveyorValueError, MessageTooLarge
+from conveyor.ids import new_message_id
+from conveyor.types import ContentType, OutgoingMessage, Subscription
+
+if TYPE_CHECKING:
+    from conveyor.app import App
+
+log = logging.getLogger("conveyor.topics")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What one `Topic.publish` wrote: `ids` maps each subscription queue to the id of its copy.
+
+    Empty (and falsy) when no subscription matched the message's type.
+    """
+
+    topic: str
+    type: str | None
+    ids: dict[str, str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def queues(self) -> list[str]:
+        return list(self.ids)
+
+
+class Topic:
+    """A durable topic of one App (`app.topic(name)`); its counters cover this process only.
+
+    `published` counts successful publishes, `unrouted` those no subscription matched (not an
+    error: the message is simply not stored), `copies` the messages written to subscription queues.
+    """
+
+    def __init__(self, app: App, name: str) -> None:
+        self.app = app
+        self.name = L.validate_queue_name(name)
+        self.published = 0
+        self.unrouted = 0
+        self.copies = 0
+        self._read_subscriptions = CoalescedRead(self._fetch_subscriptions)
+
+    def __repr__(self) -> str:
+        return f"Topic({self.name!r})"
+
+    async def _fetch_subscriptions(self) -> list[Subscription]:
+        backend = await self.app._connected()
+        return await backend.list_subscriptions(self.name)
+
+    async def publish(
+        self,
+        body: Any,
+        *,
+        delay_seconds: float | None = None,
+        content_type: ContentType = "json",
+        connection: Any = None,
+    ) -> PublishResult:
+        """Write one copy of `body` into every subscription queue that matches its type, all or none.
+
+        The type is `body["type"]` for a mapping, else the body's `type` attribute (a pydantic
+        model's); a body without one matches only subscriptions with no type filter. Returns once
+        every copy is durable. `connection` (PostgreSQL only) writes inside the caller's transaction.
+        """
+        result = await publish(
+            self.app, self.name, self._read_subscriptions, body, delay_seconds, content_type, connection
+        )
+        self._count(result)
+        return result
+
+    def publish_sync(
+        self, body: Any, *, delay_seconds: float | None = None, content_type: ContentType = "json"
+    ) -> PublishResult:
+        """Blocking `publish` for code with no event loop (Flask, Django, scripts)."""
+        name = self.name
+        result = self.app._run_sync(
+            lambda app: app.topic(name).publish(body, delay_seconds=delay_seconds, content_type=content_type)
+        )
+        self._count(result)
+        return result
+
+    async def subscribe(self, queue: str, *, types: Sequence[str] | None = None) -> Subscription:
+        return await subscribe(self.app, self.name, queue, types)
+
+    async def unsubscribe(self, queue: str) -> bool:
+        return await unsubscribe(self.app, self.name, queue)
+
+    async def subscriptions(self) -> list[Subscription]:
+        return await list_subscriptions(self.app, self.name)
+
+    def _count(self, result: PublishResult) -> None:
+        self.published += 1
+        self.copies += len(result)
+        if not result:
+            self.unrouted += 1
+
+
+def message_type(body: Any) -> str | None:
+    """The `type` a topic routes `body` by, or None when it has none."""
+    value = body.get("type") if isinstance(body, Mapping) else getattr(body, "type", None)
+    if isinstance(value, enum.Enum):
+        value = value.value
+    return value if isinstance(value, str) else None
+
+
+async def publish(
+    app: App,
+    topic: str,
+    read_subscriptions: Callable[[], Awaitable[list[Subscription]]],
+    body: Any,
+    delay_seconds: float | None,
+    content_type: ContentType,
+    connection: Any,
+) -> PublishResult:
+    content_type = check_content_type(content_type)
+    if delay_seconds is not None:
+        delay_seconds = L.check_delay("delay_seconds", delay_seconds, app.limits)
+    data = _encode(body, content_type, app.limits)
+    kind = message_type(body) if content_type == "json" else None
+    matching = [s for s in await read_subscriptions() if s.matches(kind)]
+    if not matching:
+        log.debug("topic %s: no subscription matches type %r; nothing written", topic, kind)
+        return PublishResult(topic, kind, {})
+    copies = [
+        OutgoingMessage(
+            queue=subscription.queue,
+            id=new_message_id(),
+            body=data,
+            content_type=content_type,
+            delay_seconds=delay_seconds,
+        )
+        for subscription in matching
+    ]
+    # One engine write for every copy (send_many is atomic across queues); concurrent publishes
+    # and sends are group-committed together, and a missing queue is created when auto_create is on.
+    await app._write(copies, connection=connection)
+    log.debug("topic %s: %r copied to %d queue(s)", topic, kind, len(copies))
+    return PublishResult(topic, kind, {copy.queue: copy.id for copy in copies})
+
+
+async def subscribe(app: App, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
+    """Store the subscription in the engine, creating `queue` first (QueueNotFound when auto_create
+    is off and it does not exist). Subscribing again replaces the type filter."""
+    L.validate_queue_name(topic)
+    L.validate_queue_name(queue)
+    wanted = normalize_types(types)
+    await app.ensure_queue(queue)
+    backend = await app._connected()
+    return await backend.add_subscription(topic, queue, wanted)
+
+
+async def unsubscribe(app: App, topic: str, queue: str) -> bool:
+    """Remove the subscription (the queue and its messages stay); False if there was none."""
+    L.validate_queue_name(topic)
+    L.validate_queue_name(queue)
+    backend = await app._connected()
+    return await backend.remove_subscription(topic, queue)
+
+
+async def list_subscriptions(app: App, topic: str | None) -> list[Subscription]:
+    if topic is not None:
+        L.validate_queue_name(topic)
+    backend = await app._connected()
+    return await backend.list_subscriptions(topic)
+
+
+class CoalescedRead(Generic[T]):
+    """Concurrent callers share reads, yet each gets a read that started after it asked.
+
+    Group commit for reads: while a read is under way, callers wait for the next one, which
+    starts as soon as it ends and serves all of them. So N concurrent publishes cost about two
+    reads, and none sees subscriptions older than a read of its own would have shown.
+    """
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+        self._running: asyncio.Task[T] | None = None
+        self._queued: asyncio.Task[T] | None = None
+
+    async def __call__(self) -> T:
+        if self._running is None:
+            task = self._running = asyncio.create_task(self._run(None))
+            task.add_done_callback(self._finished)
+        elif self._queued is None:
+            task = self._queued = asyncio.create_task(self._run(self._running))
+            task.add_done_callback(self._finished)
+        else:
+            task = self._queued
+        # shield: a caller that gives up must not cancel the read the others wait for
+        return await asyncio.shield(task)
+
+    async def _run(self, previous: asyncio.Task[T] | None) -> T:
+        if previous is not None:
+            await asyncio.wait([previous])  # its outcome belongs to its own callers
+        return await self._read()
+
+    def _finished(self, task: asyncio.Task[T]) -> None:
+        if self._running is task:
+            # promote the queued read; callers arriving from now on queue behind it
+            self._running, self._queued = self._queued, None
+
+
+def normalize_types(types: Sequence[str] | None) -> tuple[str, ...] | None:
+    """A subscription's type filter: None (or one "*") means every message, types without one included."""
+    if types is None:
+        return None
+    if isinstance(types, str | bytes) or not isinstance(types, Sequence):
+        raise TypeError(f"types takes a list of message types, got {types!r}")
+    if not types:
+        raise ConveyorValueError(
+            'types is empty, so nothing would match: pass None (or ["*"]) for every type'
+        )
+    for kind in types:
+        if not isinstance(kind, str) or not kind:
+            raise ConveyorValueError(f"a message type is a non-empty str, got {kind!r}")
+    if "*" in types:
+        return None
+    return tuple(sorted(set(types)))
+
+
+def _encode(body: Any, content_type: ContentType, limits: L.Limits) -> bytes:
+    data = encode_body(body, content_type)
+    if len(data) > limits.max_message_bytes:
+        raise MessageTooLarge(
+            f"body is {len(data):,} bytes; the limit is {limits.max_message_bytes:,}",
+            limit="max_message_bytes",
+            value=len(data),
+            maximum=limits.max_message_bytes,
+        )
+    return data
+
+
+__all__ = ["PublishResult", "Topic", "message_type"]
