@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/python -m examples.linkclicks $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check conveyor tests examples
@@ -27,6 +27,10 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Benchmarks (see bench/README.md): `make bench BENCH_ARGS="--quick --engines sqlite"`.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
