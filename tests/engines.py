@@ -79,6 +79,26 @@ async def redis_storage(tmp_path: Path) -> AsyncIterator[str]:
             await client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def redis_cluster_storage(tmp_path: Path) -> AsyncIterator[str]:
+    """A key prefix on a local 3-master Redis Cluster shared by the session (see tests/redis_cluster.py)."""
+    from tests.redis_cluster import delete_keys, shared_cluster
+
+    cluster = shared_cluster()  # on the main thread: its servers die with it (PR_SET_PDEATHSIG)
+    prefix = unique_name()
+    try:
+        yield f"{cluster.url}&prefix={prefix}"
+    finally:
+        await delete_keys(cluster.ports, prefix)
+
+
+def check_redis_cluster() -> None:
+    from tests.redis_cluster import check_redis_binaries
+
+    need("the Redis engine", importlib.util.find_spec("redis") is not None, "pip install 'conveyor[redis]'")
+    check_redis_binaries()
+
+
 def check_postgres() -> None:
     need(
         "the PostgreSQL engine",
@@ -109,3 +129,4 @@ if _engine_available("conveyor.backends.postgres"):
     ENGINES.append(EngineSetup("postgres", False, postgres_storage, check_postgres))
 if _engine_available("conveyor.backends.redis"):
     ENGINES.append(EngineSetup("redis", False, redis_storage, check_redis))
+    ENGINES.append(EngineSetup("redis-cluster", False, redis_cluster_storage, check_redis_cluster))

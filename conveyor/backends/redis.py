@@ -1,0 +1,727 @@
+"""redis:// and rediss:// — Redis >= 6.2 (or Redis Cluster) through redis-py's asyncio client.
+
+URL: `redis://[user:password@]host:port/db?prefix=conveyor&cluster=auto`. `prefix` starts every
+key (default `conveyor`); `cluster` is `1`, `0` or `auto` (ask the server: INFO cluster). Every
+other query option goes to redis-py (e.g. `socket_timeout=`, `ssl_cert_reqs=`).
+
+Storage. The keys of one queue share the hash tag `{<prefix>:<queue>}` (so one Cluster slot):
+message hashes, a `ready` sorted set scored by visible time, an `inflight` sorted set scored by
+lease deadline, an `age` set for retention, a settings hash and a wake-up list. All of it, and
+every script, is in `lua/redis.lua`. Every batch operation on one queue (send, lease, extend,
+release, settle, stats, peek, purge, sweep) is ONE Lua script (EVALSHA), atomic, timed by the
+server's clock (`TIME`); the worker's clock is never used. The queue registry and the topic
+subscriptions are two keys under the tag `{<prefix>}`.
+
+Operations that span queues:
+- Single Redis: one script over every queue's keys, so they are atomic: `send_many` naming
+  several queues (durable topic fan-out), a dead-letter move within `settle`, a replay `move`.
+- Redis Cluster: no script may touch two slots, so these become idempotent two-phase moves that
+  can duplicate but never lose:
+  * send_many first checks that every queue exists (QueueNotFound, nothing stored), then writes
+    one script per queue. Writes are idempotent by message id, so when a queue vanishes between
+    the check and the write (the core then recreates it and sends everything again) or a write is
+    retried, nothing is stored twice.
+  * settle applies acks and retries at once and reads the dead letters it must move to another
+    slot; it copies them into their dead-letter queue (new id, idempotent), then deletes each
+    original still held under its lease. If that lease was lost meanwhile the copy is deleted
+    again; a crash between copy and delete leaves the original to be redelivered when its lease
+    expires (a duplicate dead letter, never a lost one).
+  * replay leases a chunk of messages to the mover (no attempt counted, held for MOVE_HOLD_SECONDS),
+    copies them to the destination with the same ids, then deletes the originals still held. A
+    crash in between lets the hold expire: the messages are back in the source as well (at least
+    once).
+
+Wake-ups without polling: every script that makes a message deliverable pushes up to 4 tokens on
+the queue's `wake` list; `wait_for_messages` BLPOPs it (on a pooled connection of its own) with a
+timeout bounded by the next due time in `ready`/`inflight` (a delayed message or an expiring
+lease), so idle consumers cost nothing. A token left by a send nobody waited for makes one
+spurious wake-up, which is harmless.
+
+Failures: redis-py reconnects with exponential backoff; while Redis is unreachable every
+operation raises BackendUnavailable and the worker backs off and tries again. Redis keeps data in
+memory: with persistence off (`save ""`, `appendonly no`) a restart loses every queue, message and
+subscription (queues are recreated on the next send; messages sent before are gone). With AOF
+(`appendfsync always`) nothing acknowledged is lost; with `everysec`, up to a second of writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as redis_errors
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
+from redis.crc import key_slot
+
+from conveyor.backends import redact
+from conveyor.backends.base import Backend, make_lease_id, new_token, parse_lease_id
+from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.types import (
+    CONTENT_TYPES,
+    ContentType,
+    DeadLetterInfo,
+    LeasedMessage,
+    OutgoingMessage,
+    QueueInfo,
+    QueueSettings,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    StoredMessage,
+    Subscription,
+)
+
+DEFAULT_PREFIX = "conveyor"
+PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+CLUSTER_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "auto": None}
+# The per-queue keys, in the order the scripts expect them (see lua/redis.lua).
+QUEUE_KEY_SUFFIXES = ("meta", "body", "info", "attempts", "lease", "dead", "ready", "inflight", "age", "wake")
+META, READY, INFLIGHT, WAKE = (
+    QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "wake")
+)
+# The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
+INFO_FIELDS = ("delay", "retention", "paused", "created")
+# Messages moved or swept per script call: bounds how long one script holds the server.
+CHUNK = 1_000
+# How long a cross-slot replay holds the messages it is copying before they return to the source.
+MOVE_HOLD_SECONDS = 60.0
+# TCP keepalive: a peer silent for 10 s is probed every 5 s and dropped after 3 misses (Linux).
+KEEPALIVE_OPTIONS = {
+    getattr(socket, name): value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if hasattr(socket, name)
+}
+# One BLPOP blocks at most this long; the caller simply waits again.
+MAX_BLOCK_SECONDS = 5.0
+# Below this a blocking pop is not worth a round trip: sleep instead.
+MIN_BLOCK_SECONDS = 0.01
+UNAVAILABLE = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.ClusterError,
+    redis_errors.SlotNotCoveredError,
+)
+
+AnyRedis = aioredis.Redis | RedisCluster
+
+
+def _load_scripts() -> dict[str, str]:
+    text = resources.files("conveyor.backends").joinpath("lua/redis.lua").read_text()
+    parts = re.split(r"^--\s*name:\s*(\w+)\s*$", text, flags=re.MULTILINE)
+    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    lib = sections.pop("lib")
+    return {name: f"{lib}\n{body}" for name, body in sections.items()}
+
+
+SCRIPTS = _load_scripts()
+
+
+@dataclass(frozen=True)
+class RedisURL:
+    """A conveyor Redis URL split into what redis-py gets and conveyor's own options."""
+
+    client_url: str
+    prefix: str
+    cluster: bool | None  # None: ask the server
+
+    @property
+    def where(self) -> str:
+        """host:port, without credentials, for error messages."""
+        parts = urlsplit(self.client_url)
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+def parse_redis_url(url: str) -> RedisURL:
+    parts = urlsplit(url)
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    mine = {key: value for key, value in options if key in ("prefix", "cluster")}
+    prefix = mine.get("prefix", DEFAULT_PREFIX)
+    if PREFIX_PATTERN.fullmatch(prefix) is None:
+        raise InvalidURL(
+            f"invalid prefix {prefix!r} in {redact(url)!r}: use 1 to 100 characters of A-Z, a-z, 0-9, _ . : -"
+        )
+    cluster_text = mine.get("cluster", "auto").lower()
+    if cluster_text not in CLUSTER_VALUES:
+        raise InvalidURL(f"cluster must be 1, 0 or auto in {redact(url)!r}, got {cluster_text!r}")
+    rest = urlencode([(key, value) for key, value in options if key not in mine])
+    return RedisURL(urlunsplit(parts._replace(query=rest)), prefix, CLUSTER_VALUES[cluster_text])
+
+
+def _us(seconds: float) -> int:
+    return round(seconds * 1_000_000)
+
+
+def _seconds(microseconds: bytes | int) -> float:
+    return int(microseconds) / 1_000_000
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _info(raw: bytes) -> tuple[ContentType, float]:
+    """A message's `info` field: "<content type>:<timestamp µs>"."""
+    content_type, _, timestamp = _text(raw).partition(":")
+    if content_type not in CONTENT_TYPES:
+        raise ValueError(f"unknown content type {content_type!r} stored in Redis")
+    return content_type, _seconds(int(timestamp))
+
+
+def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
+    return DeadLetterInfo.from_dict(json.loads(raw)) if raw else None
+
+
+def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
+    delay, retention, paused, created = fields
+    if delay is None or retention is None or created is None:
+        return None
+    settings = QueueSettings(delivery_delay=_seconds(delay), retention_seconds=_seconds(retention))
+    return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One message for the `send` script."""
+
+    id: str
+    content_type: str
+    body: bytes
+    delay_us: int | None = None  # None: the queue's delivery delay
+    dead_letter: str = ""
+    timestamp_us: int | None = None  # None: now
+
+    def args(self) -> list[str | bytes]:
+        return [
+            self.id,
+            self.content_type,
+            "" if self.delay_us is None else str(self.delay_us),
+            self.body,
+            self.dead_letter,
+            "" if self.timestamp_us is None else str(self.timestamp_us),
+        ]
+
+    @classmethod
+    def of(cls, message: OutgoingMessage) -> _Write:
+        return cls(
+            id=message.id,
+            content_type=message.content_type,
+            body=message.body,
+            delay_us=None if message.delay_seconds is None else _us(message.delay_seconds),
+            dead_letter="" if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Move:
+    """A dead letter on its way to a queue in another Cluster slot."""
+
+    lease_id: str
+    destination: str
+    held: tuple[str, str]  # (message id, lease token) it is held under in the source
+
+
+class RedisBackend(Backend):
+    engine = "redis"
+    uses_local_clock = False
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(url, clock=clock)
+        self.options = parse_redis_url(url)
+        self.prefix = self.options.prefix
+        self._client: AnyRedis | None = None
+        self._cluster = False
+        self._scripts: dict[str, AsyncScript] = {}
+        self._keys: dict[str, list[str]] = {}
+        self._registry = f"{{{self.prefix}}}:queues"
+        self._subscriptions = f"{{{self.prefix}}}:subscriptions"
+
+    def sibling(self) -> RedisBackend:
+        return RedisBackend(self.url, clock=self.clock)
+
+    @property
+    def cluster(self) -> bool:
+        """True when connected to a Redis Cluster."""
+        return self._cluster
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _client_options(self) -> dict[str, Any]:
+        # URL query options override these (redis-py lets the URL win). No socket_timeout: with
+        # one, redis-py sends through asyncio.wait_for, which on Python 3.11 can swallow a
+        # cancellation (a stopping worker would then sit out its BLPOP); TCP keepalive finds a
+        # silently dead server instead.
+        return {
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), 3),
+            "socket_connect_timeout": 5.0,
+            "socket_keepalive": True,
+            "socket_keepalive_options": KEEPALIVE_OPTIONS,
+        }
+
+    async def connect(self) -> None:
+        if self._client is not None:
+            return
+        with self._available():
+            cluster = self.options.cluster
+            if cluster is None:
+                cluster = await self._detect_cluster()
+            client: AnyRedis
+            if cluster:
+                client = RedisCluster.from_url(self.options.client_url, **self._client_options())
+                try:
+                    await client.initialize()
+                except redis_errors.RedisClusterException as exc:  # no node reachable
+                    await client.aclose()
+                    raise BackendUnavailable(f"Redis Cluster at {self.options.where}: {exc}") from exc
+            else:
+                client = aioredis.Redis.from_url(self.options.client_url, **self._client_options())
+                try:
+                    await client.ping()
+                except BaseException:
+                    await client.aclose()
+                    raise
+        self._client = client
+        self._cluster = cluster
+        # register_script only hashes the text; RedisCluster has it too (loaded on every primary)
+        self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}  # type: ignore[misc]
+
+    async def _detect_cluster(self) -> bool:
+        probe = aioredis.Redis.from_url(self.options.client_url, **self._client_options())
+        try:
+            info = await probe.info("cluster")
+            return bool(info.get("cluster_enabled"))
+        finally:
+            await probe.aclose()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @contextlib.contextmanager
+    def _available(self) -> Iterator[None]:
+        try:
+            yield
+        except UNAVAILABLE as exc:
+            raise BackendUnavailable(f"Redis at {self.options.where} is unavailable: {exc}") from exc
+
+    @property
+    def client(self) -> AnyRedis:
+        if self._client is None:
+            raise RuntimeError("the Redis backend is not connected")
+        return self._client
+
+    async def _run(self, script: str, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
+        if self._client is None:
+            raise RuntimeError("the Redis backend is not connected")
+        with self._available():
+            return await self._scripts[script](keys=keys, args=args)
+
+    def _queue_keys(self, queue: str) -> list[str]:
+        keys = self._keys.get(queue)
+        if keys is None:
+            tag = f"{{{self.prefix}:{queue}}}"
+            keys = self._keys[queue] = [f"{tag}:{suffix}" for suffix in QUEUE_KEY_SUFFIXES]
+        return keys
+
+    def _slot(self, queue: str) -> int:
+        return key_slot(self._queue_keys(queue)[META].encode())
+
+    async def _meta(self, names: Sequence[str], *fields: str) -> list[list[bytes | None]]:
+        """Settings fields of several queues in one pipeline (split by node on a cluster)."""
+        if not names:
+            return []
+        with self._available():
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.hmget(self._queue_keys(name)[META], list(fields))
+            return list(await pipe.execute())
+
+    async def _require_queues(self, names: Sequence[str]) -> None:
+        """Raise QueueNotFound for the first of `names` that does not exist."""
+        for name, (created,) in zip(names, await self._meta(names, "created"), strict=True):
+            if created is None:
+                raise QueueNotFound(name)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def create_queue(self, name: str, settings: QueueSettings, *, exist_ok: bool) -> QueueInfo:
+        # the registry first: a name listed without its queue is skipped, never the other way round
+        with self._available():
+            await self.client.sadd(self._registry, name)  # type: ignore[misc]
+        args = [_us(settings.delivery_delay), _us(settings.retention_seconds)]
+        created, *fields = await self._run("create_queue", self._queue_keys(name), args)
+        if not created and not exist_ok:
+            raise QueueAlreadyExists(name)
+        info = _queue_info(name, fields)
+        assert info is not None
+        return info
+
+    async def get_queue(self, name: str) -> QueueInfo | None:
+        [fields] = await self._meta([name], *INFO_FIELDS)
+        return _queue_info(name, fields)
+
+    async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
+        args = [_us(settings.delivery_delay), _us(settings.retention_seconds)]
+        fields = await self._run("update_queue", self._queue_keys(name), args)
+        info = _queue_info(name, fields) if fields else None
+        if info is None:
+            raise QueueNotFound(name)
+        return info
+
+    async def delete_queue(self, name: str) -> bool:
+        existed = await self._run("delete_queue", self._queue_keys(name), [])
+        await self._run("forget_queue", [self._registry, self._subscriptions], [name])
+        self._keys.pop(name, None)
+        return bool(existed)
+
+    async def _queue_names(self) -> list[str]:
+        with self._available():
+            members = await self.client.smembers(self._registry)  # type: ignore[misc]
+        return sorted(_text(member) for member in members)
+
+    async def list_queues(self) -> list[QueueInfo]:
+        names = await self._queue_names()
+        infos = [
+            _queue_info(name, fields)
+            for name, fields in zip(names, await self._meta(names, *INFO_FIELDS), strict=True)
+        ]
+        return [info for info in infos if info is not None]
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        if not await self._run("set_paused", self._queue_keys(name), [1 if paused else 0]):
+            raise QueueNotFound(name)
+
+    # -- topic subscriptions ------------------------------------------------------------------
+
+    async def add_subscription(self, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
+        types_json = json.dumps(None if types is None else list(types))
+        value = await self._run("add_subscription", [self._subscriptions], [f"{topic}\n{queue}", types_json])
+        return _subscription(f"{topic}\n{queue}".encode(), value)
+
+    async def remove_subscription(self, topic: str, queue: str) -> bool:
+        with self._available():
+            removed = await self.client.hdel(self._subscriptions, f"{topic}\n{queue}")  # type: ignore[misc]
+        return bool(removed)
+
+    async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        with self._available():
+            entries = await self.client.hgetall(self._subscriptions)  # type: ignore[misc]
+        subscriptions = [_subscription(field, value) for field, value in entries.items()]
+        return sorted(
+            (s for s in subscriptions if topic is None or s.topic == topic), key=lambda s: (s.topic, s.queue)
+        )
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        if connection is not None:
+            raise TypeError("the Redis engine does not take a connection")
+        by_queue: dict[str, list[_Write]] = {}
+        for message in messages:
+            by_queue.setdefault(message.queue, []).append(_Write.of(message))
+        if len(by_queue) <= 1 or not self._cluster:
+            if by_queue:
+                await self._write(by_queue)
+            return
+        await self._require_queues(list(by_queue))
+        await asyncio.gather(*(self._write({name: writes}) for name, writes in by_queue.items()))
+
+    async def _write(self, by_queue: dict[str, list[_Write]]) -> None:
+        """One `send` script over every queue in `by_queue` (they must share a node)."""
+        names = list(by_queue)
+        keys: list[str] = []
+        args: list[str | bytes | int] = []
+        for name in names:
+            keys.extend(self._queue_keys(name))
+            args.append(len(by_queue[name]))
+            for write in by_queue[name]:
+                args.extend(write.args())
+        missing = await self._run("send", keys, args)
+        if missing:
+            raise QueueNotFound(names[missing - 1])
+
+    # -- leasing -----------------------------------------------------------------------------
+
+    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+        if limit <= 0:
+            return []
+        token = new_token()
+        raw = await self._run("lease", self._queue_keys(queue), [limit, _us(visibility_timeout), token])
+        leased = []
+        for i in range(0, len(raw), 5):
+            message_id, body, info, attempts, dead = raw[i : i + 5]
+            content_type, timestamp = _info(info)
+            leased.append(
+                LeasedMessage(
+                    id=_text(message_id),
+                    queue=queue,
+                    body=body,
+                    content_type=content_type,
+                    timestamp=timestamp,
+                    attempts=int(attempts),
+                    lease_id=make_lease_id(_text(message_id), token),
+                    dead_letter=_dead_letter(dead),
+                )
+            )
+        return leased
+
+    @staticmethod
+    def _lease_pairs(lease_ids: Sequence[str]) -> list[str]:
+        pairs: list[str] = []
+        for lease_id in lease_ids:
+            parsed = parse_lease_id(lease_id)
+            if parsed is not None:
+                pairs.extend(parsed)
+        return pairs
+
+    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+        pairs = self._lease_pairs(lease_ids)
+        if not pairs:
+            return 0
+        return int(
+            await self._run("extend_leases", self._queue_keys(queue), [_us(visibility_timeout), *pairs])
+        )
+
+    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+        pairs = self._lease_pairs(lease_ids)
+        if not pairs:
+            return 0
+        return int(await self._run("release", self._queue_keys(queue), pairs))
+
+    # -- settling ----------------------------------------------------------------------------
+
+    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
+        stale: list[str] = []
+        applied_ids: list[str] = []  # lease ids sent to the script, in the order of its statuses
+        args: list[str | bytes | int] = [queue]
+
+        def parsed(lease_id: str) -> tuple[str, str] | None:
+            result = parse_lease_id(lease_id)
+            if result is None:
+                stale.append(lease_id)
+            else:
+                applied_ids.append(lease_id)
+            return result
+
+        acks = [(lease_id, p) for lease_id in settlement.acks if (p := parsed(lease_id)) is not None]
+        args.append(len(acks))
+        for _, (message_id, token) in acks:
+            args.extend((message_id, token))
+        retries = [(r, p) for r in settlement.retries if (p := parsed(r.lease_id)) is not None]
+        args.append(len(retries))
+        for retry, (message_id, token) in retries:
+            args.extend((message_id, token, _us(retry.delay_seconds)))
+
+        # dead-letter queues: group 1 is this queue; others on this node get a group, others -1
+        groups = [queue]
+        remote_queues: set[str] = set()
+        deads = [(d, p) for d in settlement.dead_letters if (p := parsed(d.lease_id)) is not None]
+        args.append(len(deads))
+        for dead, (message_id, token) in deads:
+            target = dead.dead_letter_queue
+            if target is None:
+                group = 0
+            elif target in groups:
+                group = groups.index(target) + 1
+            elif self._cluster:
+                group = -1
+                remote_queues.add(target)
+            else:
+                groups.append(target)
+                group = len(groups)
+            args.extend((message_id, token, dead.new_id, dead.error, group))
+        if remote_queues:
+            await self._require_queues(sorted(remote_queues))
+
+        keys = [key for name in groups for key in self._queue_keys(name)]
+        missing, statuses, remote = await self._run("settle", keys, args)
+        if missing:
+            raise QueueNotFound(groups[missing - 1])
+        ok = [bool(status) for status in statuses]
+        acked = sum(ok[: len(acks)])
+        retried = sum(ok[len(acks) : len(acks) + len(retries)])
+        dead_ok = ok[len(acks) + len(retries) :]
+        stale.extend(lease_id for lease_id, done in zip(applied_ids, ok, strict=True) if not done)
+        dead_lettered = sum(dead_ok)
+        if remote:
+            moving = [
+                _Move(dead.lease_id, dead.dead_letter_queue, ids)
+                for (dead, ids), done in zip(deads, dead_ok, strict=True)
+                if done and dead.dead_letter_queue is not None and dead.dead_letter_queue not in groups
+            ]
+            lost = await self._dead_letter_across_slots(queue, moving, remote)
+            dead_lettered -= len(lost)
+            stale.extend(lost)
+        return SettleResult(acked, retried, dead_lettered, stale)
+
+    async def _dead_letter_across_slots(
+        self, queue: str, moving: list[_Move], records: list[list[bytes]]
+    ) -> list[str]:
+        """Copy dead letters into queues on other slots, then delete the originals still held.
+        Returns the lease ids whose lease was lost meanwhile (their copies are removed again)."""
+        by_queue: dict[str, list[_Write]] = {}
+        for move, (new_id, body, content_type, dead_json) in zip(moving, records, strict=True):
+            write = _Write(_text(new_id), _text(content_type), body, 0, _text(dead_json))
+            by_queue.setdefault(move.destination, []).append(write)
+        await asyncio.gather(*(self._write({name: writes}) for name, writes in by_queue.items()))
+        pairs = [part for move in moving for part in move.held]
+        finished = await self._run("finish_moves", self._queue_keys(queue), pairs)
+        lost = [
+            (move, _text(record[0]))
+            for move, record, done in zip(moving, records, finished, strict=True)
+            if not done
+        ]
+        for move, copy_id in lost:
+            await self._run("discard", self._queue_keys(move.destination), [copy_id])
+        return [move.lease_id for move, _ in lost]
+
+    # -- inspection --------------------------------------------------------------------------
+
+    async def stats(self, queue: str) -> QueueStats:
+        raw = await self._run("stats", self._queue_keys(queue), [])
+        if not raw:
+            raise QueueNotFound(queue)
+        paused, size, ready, delayed, expired, leased, oldest, now = raw
+        age = max(0.0, _seconds(now) - _seconds(oldest)) if oldest else 0.0
+        return QueueStats(
+            queue=queue,
+            backlog=int(ready) + int(expired),
+            delayed=int(delayed),
+            in_flight=int(leased),
+            oldest_age_seconds=age,
+            bytes=int(size),
+            paused=paused == b"1",
+        )
+
+    async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
+        raw = await self._run("peek", self._queue_keys(queue), [max(limit, 0)])
+        if not raw:
+            raise QueueNotFound(queue)
+        if limit <= 0:
+            return []
+        peeked = []
+        for i in range(1, len(raw), 7):
+            message_id, body, info, attempts, dead, visible, leased = raw[i : i + 7]
+            content_type, timestamp = _info(info)
+            peeked.append(
+                StoredMessage(
+                    id=_text(message_id),
+                    queue=queue,
+                    body=body,
+                    content_type=content_type,
+                    timestamp=timestamp,
+                    attempts=int(attempts),
+                    visible_at=_seconds(visible),
+                    leased=bool(leased),
+                    dead_letter=_dead_letter(dead),
+                )
+            )
+        return peeked
+
+    # -- bulk maintenance --------------------------------------------------------------------
+
+    async def purge(self, queue: str) -> int:
+        count = int(await self._run("purge", self._queue_keys(queue), []))
+        if count < 0:
+            raise QueueNotFound(queue)
+        return count
+
+    async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
+        await self._require_queues([source, destination])
+        if limit is None:
+            # everything there now (a bound, so a move into the same queue ends)
+            keys = self._queue_keys(source)
+            with self._available():
+                sizes = await asyncio.gather(
+                    self.client.zcard(keys[READY]), self.client.zcard(keys[INFLIGHT])
+                )
+            limit = sum(int(size) for size in sizes)
+        across = self._cluster and self._slot(source) != self._slot(destination)
+        moved = 0
+        while moved < limit:
+            chunk = min(CHUNK, limit - moved)
+            if across:
+                count = await self._move_across_slots(source, destination, chunk)
+            else:
+                count = await self._move_chunk(source, destination, chunk)
+            moved += count
+            if count < chunk:
+                break
+        return moved
+
+    async def _move_chunk(self, source: str, destination: str, limit: int) -> int:
+        keys = self._queue_keys(source) + self._queue_keys(destination)
+        count = int(await self._run("move", keys, [limit]))
+        if count < 0:
+            raise QueueNotFound(source if count == -1 else destination)
+        return count
+
+    async def _move_across_slots(self, source: str, destination: str, limit: int) -> int:
+        token = f"move-{new_token()}"
+        source_keys = self._queue_keys(source)
+        raw = await self._run("claim_for_move", source_keys, [limit, _us(MOVE_HOLD_SECONDS), token])
+        if raw == [-1]:
+            raise QueueNotFound(source)
+        writes = []
+        for i in range(0, len(raw), 3):
+            message_id, body, info = raw[i : i + 3]
+            content_type, _, timestamp = _text(info).partition(":")
+            writes.append(_Write(_text(message_id), content_type, body, 0, "", int(timestamp)))
+        if not writes:
+            return 0
+        await self._write({destination: writes})  # copy first: idempotent by id
+        finished = await self._run("finish_moves", source_keys, [p for w in writes for p in (w.id, token)])
+        lost = [write.id for write, done in zip(writes, finished, strict=True) if not done]
+        if lost:  # taken back in the source meanwhile: undo their copies
+            await self._run("discard", self._queue_keys(destination), lost)
+        return len(writes) - len(lost)
+
+    async def sweep(self) -> int:
+        removed = 0
+        for name in await self._queue_names():
+            while True:
+                count = int(await self._run("sweep", self._queue_keys(name), [CHUNK]))
+                removed += count
+                if count < CHUNK:
+                    break
+        return removed
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    async def wait_for_messages(self, queue: str, timeout: float) -> None:
+        keys = self._queue_keys(queue)
+        due_us = int(await self._run("wake_delay", keys, []))
+        if due_us >= 0:
+            timeout = min(timeout, _seconds(due_us))
+        if timeout <= 0:
+            return
+        if timeout < MIN_BLOCK_SECONDS:
+            await asyncio.sleep(timeout)
+            return
+        with self._available():
+            await self.client.blpop([keys[WAKE]], timeout=min(timeout, MAX_BLOCK_SECONDS))  # type: ignore[misc]
+
+
+def _subscription(field: bytes, value: bytes) -> Subscription:
+    topic, _, queue = _text(field).rpartition("\n")
+    created, _, types_json = _text(value).partition("|")
+    types = json.loads(types_json)
+    return Subscription(
+        topic=topic,
+        queue=queue,
+        types=None if types is None else tuple(types),
+        created_at=_seconds(int(created)),
+    )
