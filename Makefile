@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.linkclicks $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check conveyor tests examples
-	$(BIN)/ruff format --check conveyor tests examples
+	$(BIN)/ruff check conveyor tests examples bench
+	$(BIN)/ruff format --check conveyor tests examples bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

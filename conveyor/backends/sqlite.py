@@ -14,6 +14,7 @@ wake-up latency), which costs microseconds.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -112,6 +113,9 @@ class SQLiteBackend(Backend):
         self._conn: sqlite3.Connection | None = None
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._waiters_lock = threading.Lock()
+        # write transactions waiting for the next group commit, and the task writing them
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def sibling(self) -> SQLiteBackend:
         return SQLiteBackend(self.url, clock=self.clock)
@@ -158,6 +162,8 @@ class SQLiteBackend(Backend):
             return
         with _listeners_lock:
             _listeners.get(self._key, set()).discard(self._wake)
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)  # writes already requested still commit
         await self._run(self._close_connection)
         self._executor.shutdown(wait=True)
         self._executor = None
@@ -173,19 +179,57 @@ class SQLiteBackend(Backend):
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
     async def _transaction(self, function: Callable[[sqlite3.Connection], T]) -> T:
-        def run() -> T:
-            conn = self._conn
-            assert conn is not None
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = function(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+        """Run `function` in a write transaction and return once it is committed.
 
-        return await self._run(run)
+        Group commit: transactions requested while another group commits are written together,
+        one COMMIT (one fsync) for all, each in its own savepoint so a failing one rolls back
+        only itself. Concurrent batches of a consumer settle together this way.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((function, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+        result: T = await future
+        return result
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                functions = [function for function, _ in group]
+                try:
+                    outcomes = await self._run(functools.partial(self._write_group, functions))
+                except BaseException as exc:
+                    _settle_futures(group, [(False, exc)] * len(group))
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    _settle_futures(group, outcomes)
+        finally:
+            self._flusher = None
+
+    def _write_group(self, functions: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+        conn = self._conn
+        assert conn is not None
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if len(functions) == 1:
+                outcomes.append((True, functions[0](conn)))
+            else:
+                for function in functions:
+                    conn.execute("SAVEPOINT conveyor_op")
+                    try:
+                        outcomes.append((True, function(conn)))
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO conveyor_op")
+                        outcomes.append((False, exc))
+                    conn.execute("RELEASE conveyor_op")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return outcomes
 
     async def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -352,14 +396,11 @@ class SQLiteBackend(Backend):
         token = new_token()
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
-            if row is None or row[4]:
-                return []
             now = self.clock.now()
             params = {
                 "token": token,
                 "deadline": now + visibility_timeout,
-                "queue_id": row[0],
+                "queue": queue,
                 "now": now,
                 "limit": limit,
             }
@@ -423,49 +464,60 @@ class SQLiteBackend(Backend):
                 if name is not None
             }
             now = self.clock.now()
+            taken: dict[str, tuple[Any, ...]] = {}  # lease id -> its RETURNING row
+
+            def apply(statement: str, lease_ids: Sequence[str], **extra: Any) -> None:
+                # one statement per lease token (a batch's leases usually share one)
+                by_token: dict[str, dict[str, str]] = {}
+                for lease_id in lease_ids:
+                    parsed = parse_lease_id(lease_id)
+                    if parsed is not None:
+                        by_token.setdefault(parsed[1], {}).setdefault(parsed[0], lease_id)
+                for token, leases in by_token.items():
+                    params = {
+                        "ids": json.dumps(list(leases)),
+                        "token": token,
+                        "queue_id": queue_id,
+                        "now": now,
+                    }
+                    for row in conn.execute(statement, params | extra):
+                        taken[leases[row[0]]] = row
+
+            def took(lease_ids: Sequence[str]) -> int:
+                # a lease counts once: a repeat of it (or a later outcome for it) is stale
+                count = 0
+                for lease_id in lease_ids:
+                    if taken.pop(lease_id, None) is not None:
+                        count += 1
+                    else:
+                        stale.append(lease_id)
+                return count
+
             stale: list[str] = []
-
-            def apply(statement: str, lease_id: str, **extra: Any) -> sqlite3.Cursor | None:
-                parsed = parse_lease_id(lease_id)
-                if parsed is None:
-                    stale.append(lease_id)
-                    return None
-                params = {"id": parsed[0], "token": parsed[1], "queue_id": queue_id, "now": now, **extra}
-                return conn.execute(statement, params)
-
-            acked = retried = dead_lettered = 0
-            for lease_id in settlement.acks:
-                cursor = apply(Q["ack"], lease_id)
-                if cursor is not None and cursor.rowcount == 1:
-                    acked += 1
-                elif cursor is not None:
-                    stale.append(lease_id)
-            for retry in settlement.retries:
-                cursor = apply(Q["retry"], retry.lease_id, delay=retry.delay_seconds)
-                if cursor is not None and cursor.rowcount == 1:
-                    retried += 1
-                elif cursor is not None:
-                    stale.append(retry.lease_id)
+            apply(Q["ack"], settlement.acks)
+            acked = took(settlement.acks)
+            for delay in dict.fromkeys(retry.delay_seconds for retry in settlement.retries):
+                group = [retry.lease_id for retry in settlement.retries if retry.delay_seconds == delay]
+                apply(Q["retry"], group, delay=delay)
+            retried = took([retry.lease_id for retry in settlement.retries])
+            apply(Q["take_dead"], [dead.lease_id for dead in settlement.dead_letters])
+            dead_lettered = 0
             dead_rows = []
             for dead in settlement.dead_letters:
-                cursor = apply(Q["take_dead"], dead.lease_id)
-                if cursor is None:
-                    continue
-                taken = cursor.fetchone()
-                if taken is None:
+                row = taken.pop(dead.lease_id, None)
+                if row is None:
                     stale.append(dead.lease_id)
                     continue
                 dead_lettered += 1
                 if dead.dead_letter_queue is None:
                     continue
-                original_id = parse_lease_id(dead.lease_id)[0]  # type: ignore[index]
-                info = DeadLetterInfo(original_id, queue, taken[2], dead.error, now)
+                info = DeadLetterInfo(row[0], queue, row[3], dead.error, now)
                 dead_rows.append(
                     (
                         dead.new_id,
                         dlq_ids[dead.dead_letter_queue],
-                        taken[0],
-                        taken[1],
+                        row[1],
+                        row[2],
                         now,
                         now,
                         json.dumps(info.to_dict()),
@@ -549,6 +601,19 @@ class SQLiteBackend(Backend):
             return removed
 
         return await self._transaction(sweep)
+
+
+def _settle_futures(
+    group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
+    outcomes: list[tuple[bool, Any]],
+) -> None:
+    for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+        if future.done():
+            continue  # its caller gave up waiting; the write stands
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

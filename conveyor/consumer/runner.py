@@ -236,6 +236,8 @@ class ConsumerRunner:
                 ",".join(m.id for m in messages),
                 ",".join(str(m.attempts) for m in messages),
             )
+        if not settlement.dead_letters:
+            return  # the common case: no per-message work on the hot path
         by_lease = {m.lease_id: m for m in messages}
         for dead in settlement.dead_letters:
             message = by_lease[dead.lease_id]

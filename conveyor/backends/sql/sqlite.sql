@@ -77,11 +77,13 @@ INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, vi
 VALUES (?, ?, ?, ?, ?, ?, ?)
 
 -- name: lease
+-- a paused or missing queue matches no queue_id, so leases nothing
 UPDATE conveyor_messages
 SET attempts = attempts + 1, lease_token = :token, visible_at = :deadline
 WHERE seq IN (
     SELECT seq FROM conveyor_messages
-    WHERE queue_id = :queue_id AND visible_at <= :now
+    WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = :queue AND paused = 0)
+      AND visible_at <= :now
     ORDER BY visible_at LIMIT :limit
 )
 RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter
@@ -94,18 +96,27 @@ WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at 
 UPDATE conveyor_messages SET visible_at = :now, lease_token = NULL, attempts = attempts - 1
 WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
 
+-- Settling takes every lease of one delivery (one token) in one statement: :ids is a JSON array
+-- of message ids; RETURNING names the live leases, the others are stale. The `+` keeps the
+-- planner on the id index rather than scanning the queue's in-flight range.
+
 -- name: ack
 DELETE FROM conveyor_messages
-WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
+RETURNING id
 
 -- name: retry
 UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL
-WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
+RETURNING id
 
 -- name: take_dead
 DELETE FROM conveyor_messages
-WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
-RETURNING body, content_type, attempts
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
+RETURNING id, body, content_type, attempts
 
 -- name: stats
 SELECT

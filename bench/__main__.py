@@ -1,0 +1,5 @@
+"""`python -m bench`."""
+
+from bench.runner import main
+
+raise SystemExit(main())
