@@ -1,0 +1,410 @@
+"""What only the PostgreSQL engine does: enqueue inside the caller's transaction, SKIP LOCKED leases
+shared by several backends, LISTEN/NOTIFY wake-ups across processes, schemas, and surviving a lost
+connection or a server restart. The shared behaviour is in test_conformance.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conveyor
+from conveyor.errors import BackendUnavailable, InvalidURL
+from conveyor.ids import new_message_id
+from conveyor.types import OutgoingMessage
+from tests.conftest import TEST_LIMITS
+from tests.engines import check_postgres, postgres_storage, unique_name
+from tests.services import POSTGRES_URL
+
+psycopg = pytest.importorskip("psycopg")
+postgres = pytest.importorskip("conveyor.backends.postgres")
+
+AppMaker = Callable[..., Awaitable[conveyor.App]]
+
+
+@pytest.fixture
+async def pg_url(tmp_path: Path) -> AsyncIterator[str]:
+    check_postgres()
+    async with postgres_storage(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+async def make_pg_app() -> AsyncIterator[AppMaker]:
+    apps: list[conveyor.App] = []
+
+    async def make(url: str, **options: Any) -> conveyor.App:
+        """A connected App on `url`, closed at the end of the test."""
+        options.setdefault("limits", TEST_LIMITS)
+        app = conveyor.App(url, **options)
+        apps.append(app)
+        await app._connected()
+        return app
+
+    yield make
+    for app in apps:
+        await app.close()
+
+
+async def connect() -> Any:
+    return await psycopg.AsyncConnection.connect(POSTGRES_URL)
+
+
+# -- URLs --------------------------------------------------------------------------------------
+
+
+def test_conveyor_options_are_stripped_and_the_rest_reach_libpq() -> None:
+    conninfo, options = postgres.parse_postgres_url(
+        "postgres://u:secret@db:5433/app?schema=jobs&pool_size=3&sslmode=disable&pool_timeout=2.5"
+    )
+    assert conninfo == "postgresql://u:secret@db:5433/app?sslmode=disable"
+    assert options == {"schema": "jobs", "pool_size": "3", "pool_timeout": "2.5"}
+
+
+def test_the_schema_defaults_to_conveyor() -> None:
+    assert postgres.PostgresBackend("postgresql://localhost/test").schema == "conveyor"
+
+
+@pytest.mark.parametrize("query", ["schema=1abc", "schema=a-b", f"schema={'s' * 49}", "pool_size=0"])
+def test_bad_options_are_invalid_urls(query: str) -> None:
+    with pytest.raises(InvalidURL):
+        postgres.PostgresBackend(f"postgresql://localhost/test?{query}")
+
+
+def test_the_password_never_shows() -> None:
+    app = conveyor.App("postgresql://user:hunter2@localhost/test?schema=s")
+    assert "hunter2" not in repr(app) and "hunter2" not in repr(app.backend)
+    with pytest.raises(InvalidURL) as caught:
+        postgres.PostgresBackend("postgresql://user:hunter2@localhost/test?pool_size=x")
+    assert "hunter2" not in str(caught.value)
+
+
+async def test_an_unreachable_server_is_backend_unavailable() -> None:
+    app = conveyor.App("postgresql://user:hunter2@127.0.0.1:1/test?pool_timeout=0.5")
+    with pytest.raises(BackendUnavailable) as caught:
+        await app.queue("jobs").send({"n": 1})
+    assert "hunter2" not in str(caught.value)
+    await app.close()
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+async def test_concurrent_first_connects_create_one_versioned_schema(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    apps = await asyncio.gather(*(make_pg_app(pg_url) for _ in range(4)))
+    schema = apps[0].backend.schema  # type: ignore[attr-defined]
+    async with await connect() as conn:
+        cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version')
+        assert await cursor.fetchall() == [(postgres.SCHEMA_VERSION,)]
+
+
+async def test_schemas_keep_their_queues_apart(pg_url: str, make_pg_app: AppMaker, tmp_path: Path) -> None:
+    async with postgres_storage(tmp_path) as other_url:
+        first, second = await make_pg_app(pg_url), await make_pg_app(other_url)
+        await first.queue("jobs").send({"n": 1})
+        assert await second.list_queues() == []
+        await second.queue("jobs").send({"n": 2})
+        [pulled] = await first.queue("jobs").pull(10)
+        assert pulled.body == {"n": 1}
+        [pulled] = await second.queue("jobs").pull(10)
+        assert pulled.body == {"n": 2}
+
+
+# -- enqueue inside the caller's transaction ---------------------------------------------------
+
+
+async def test_a_send_in_a_rolled_back_transaction_stores_nothing(pg_url: str, make_pg_app: AppMaker) -> None:
+    app = await make_pg_app(pg_url)
+    queue = app.queue("outbox")
+    await app.create_queue("outbox")
+    async with await connect() as conn:
+        await queue.send({"n": 1}, connection=conn)
+        await queue.send_batch([{"n": 2}, {"n": 3}], connection=conn)
+        await conn.rollback()
+    assert (await queue.stats()).total == 0
+
+
+async def test_a_send_in_a_committed_transaction_stores_exactly_one(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    queue = app.queue("outbox")
+    await app.create_queue("outbox")
+    async with await connect() as conn:
+        message_id = await queue.send({"n": 1}, connection=conn)
+        assert await queue.peek(10) == []  # not visible to others before the commit
+        await conn.commit()
+    [pulled] = await queue.pull(10)
+    assert (pulled.id, pulled.body) == (message_id, {"n": 1})
+    assert await queue.pull(10) == []
+
+
+async def test_the_send_commits_or_rolls_back_with_the_callers_own_rows(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    schema = app.backend.schema  # type: ignore[attr-defined]
+    queue = app.queue("orders")
+    async with await connect() as conn:
+        await conn.execute(f'CREATE TABLE "{schema}".orders (id int PRIMARY KEY)')
+        await conn.commit()
+        for order_id, commit in ((1, True), (2, False)):
+            await conn.execute(f'INSERT INTO "{schema}".orders VALUES (%s)', [order_id])
+            await queue.send({"order": order_id}, connection=conn)  # the queue is created on first use
+            await (conn.commit() if commit else conn.rollback())
+        cursor = await conn.execute(f'SELECT id FROM "{schema}".orders')
+        assert await cursor.fetchall() == [(1,)]
+    assert [m.body for m in await queue.pull(10)] == [{"order": 1}]
+
+
+async def test_a_topic_publish_in_a_transaction_fans_out_only_at_commit(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    await app.subscribe("orders", queue="kitchen", types=["ORDER_UP"])
+    await app.subscribe("orders", queue="audit")
+    async with await connect() as conn:
+        await app.topic("orders").publish({"type": "ORDER_UP", "n": 1}, connection=conn)
+        await conn.rollback()
+        await app.topic("orders").publish({"type": "ORDER_UP", "n": 2}, connection=conn)
+        await conn.commit()
+    for queue in ("kitchen", "audit"):
+        assert [m.body["n"] for m in await app.queue(queue).pull(10)] == [2]
+
+
+async def test_a_transactional_send_wakes_consumers_at_commit(pg_url: str, make_pg_app: AppMaker) -> None:
+    app = await make_pg_app(pg_url)
+    await app.create_queue("outbox")
+    async with await connect() as conn:
+        await app.queue("outbox").send({"n": 1}, connection=conn)
+        waiter = asyncio.create_task(app.backend.wait_for_messages("outbox", 60))
+        await asyncio.sleep(0.1)
+        assert not waiter.done()  # nothing is visible before the commit
+        await conn.commit()
+    async with asyncio.timeout(10):
+        await waiter
+
+
+async def test_a_connection_of_another_kind_is_refused(pg_url: str, make_pg_app: AppMaker) -> None:
+    app = await make_pg_app(pg_url)
+    with pytest.raises(TypeError, match="AsyncConnection"):
+        await app.queue("outbox").send({"n": 1}, connection=object())
+    assert await app.list_queues() == []
+
+
+async def test_repeating_a_send_whose_reply_was_lost_stores_it_once(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    await app.create_queue("jobs")
+    backend = app.backend
+    message = OutgoingMessage("jobs", new_message_id(), b"{}", "json")
+    send = backend._sender(backend._send_params([message]))  # type: ignore[attr-defined]
+    await backend._run(send, repeatable=True)  # type: ignore[attr-defined]
+    await backend._run(send, repeatable=True)  # type: ignore[attr-defined]  # as if the reply was lost
+    assert [m.id for m in await app.queue("jobs").peek(10)] == [message.id]
+
+
+# -- several backends on one schema ------------------------------------------------------------
+
+
+async def test_concurrent_leases_from_two_backends_never_share_a_message(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    first, second = await make_pg_app(pg_url), await make_pg_app(pg_url)
+    sent: list[str] = []
+    for start in range(0, 600, 100):
+        sent += await first.queue("work").send_batch([{"n": n} for n in range(start, start + 100)])
+
+    async def take_all(app: conveyor.App) -> list[str]:
+        taken: list[str] = []
+        while batch := await app.backend.lease_many("work", 7, 60):
+            taken += [message.id for message in batch]
+        return taken
+
+    takers = [take_all(app) for app in (first, second) for _ in range(3)]
+    results = await asyncio.gather(*takers)
+    everything = [message_id for taken in results for message_id in taken]
+    assert sorted(everything) == sorted(sent)  # each message leased exactly once
+    assert all(results)  # every taker got some: they really ran side by side
+
+
+async def test_a_send_from_another_process_wakes_a_waiting_consumer(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    await app.create_queue("wake")
+    waiter = asyncio.create_task(app.backend.wait_for_messages("wake", 60))
+    await asyncio.sleep(0.1)
+    assert not waiter.done()
+    script = textwrap.dedent(
+        f"""
+        import conveyor
+        with_app = conveyor.App({pg_url!r})
+        with_app.queue("wake").send_sync({{"n": 1}})
+        import asyncio
+        asyncio.run(with_app.close())
+        """
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=os.getcwd())
+    assert await process.wait() == 0
+    async with asyncio.timeout(10):
+        await waiter
+    [pulled] = await app.queue("wake").pull()
+    assert pulled.body == {"n": 1}
+
+
+async def test_a_sweep_deletes_expired_messages_beyond_one_chunk(
+    pg_url: str, make_pg_app: AppMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await make_pg_app(pg_url)
+    await app.create_queue("old", retention_seconds=60)
+    await app.queue("old").send_batch([{"n": n} for n in range(7)])
+    await app.queue("new").send({"n": 7})
+    schema = app.backend.schema  # type: ignore[attr-defined]
+    async with await connect() as conn:  # age the first queue's messages instead of waiting
+        await conn.execute(
+            f"UPDATE \"{schema}\".messages SET enqueued_at = enqueued_at - interval '1 hour'"
+            f" WHERE queue_id = (SELECT id FROM \"{schema}\".queues WHERE name = 'old')"
+        )
+        await conn.commit()
+    monkeypatch.setattr(postgres, "SWEEP_CHUNK", 3)
+    assert await app.sweep() == 7
+    assert (await app.queue("old").stats()).total == 0
+    assert (await app.queue("new").stats()).total == 1
+
+
+# -- lost connections --------------------------------------------------------------------------
+
+
+async def terminate_connections(application_name: str) -> int:
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
+        )
+        row = await cursor.fetchone()
+        return int(row[0])
+
+
+async def test_the_engine_reconnects_after_its_connections_are_killed(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    name = unique_name("conveyor_app")
+    app = await make_pg_app(f"{pg_url}&application_name={name}")
+    queue = app.queue("jobs")
+    await queue.send({"n": 1})
+    waiter = asyncio.create_task(app.backend.wait_for_messages("idle", 60))  # starts the LISTEN connection
+    await asyncio.sleep(0.1)
+    assert await terminate_connections(name) >= 2
+
+    await queue.send({"n": 2})  # repeatable: retried on a fresh connection
+    assert (await queue.stats()).backlog == 2
+    leased: list[conveyor.PulledMessage] = []
+    async with asyncio.timeout(30):
+        while len(leased) < 2:
+            with contextlib.suppress(BackendUnavailable):  # a lease is not repeated: the caller retries
+                leased += await queue.pull(10)
+    assert sorted(m.body["n"] for m in leased) == [1, 2]
+
+    await app.queue("idle").send({"n": 3})  # the LISTEN connection came back too
+    async with asyncio.timeout(10):
+        await waiter
+
+
+def cluster_command(action: str) -> list[str]:
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
+
+
+def can_restart_postgres() -> bool:
+    return os.path.isdir("/etc/postgresql") and os.geteuid() == 0
+
+
+def ensure_postgres_running() -> None:
+    status = subprocess.run(cluster_command("status"), capture_output=True, check=False)
+    if status.returncode != 0:
+        subprocess.run(cluster_command("start"), capture_output=True, check=True, timeout=60)
+
+
+@pytest.fixture
+def restartable_postgres() -> Iterator[None]:
+    """Skips without a local cluster to restart; whatever the test does, PostgreSQL runs afterwards."""
+    if not can_restart_postgres():
+        pytest.skip("needs a local pg_ctlcluster-managed server and root")
+    try:
+        yield
+    finally:
+        ensure_postgres_running()
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    for _ in itertools.count():
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_a_worker_survives_a_server_restart_and_loses_nothing(
+    restartable_postgres: None, pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    total = 500
+    handled: set[int] = set()
+    some_handled, all_handled = asyncio.Event(), asyncio.Event()
+
+    @app.consumer(
+        "restart", max_batch_size=10, max_batch_timeout=0, visibility_timeout=2.0, max_concurrency=2
+    )
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        await asyncio.sleep(0.01)  # keep batches in flight across the restart
+        handled.update(message.body["n"] for message in batch.messages)
+        if len(handled) >= 50:
+            some_handled.set()
+        if len(handled) == total:
+            all_handled.set()
+
+    queue = app.queue("restart")
+    for start in range(0, 400, 100):
+        await queue.send_batch([{"n": n} for n in range(start, start + 100)])
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop, shutdown_grace=5))
+    try:
+        async with asyncio.timeout(90):
+            await some_handled.wait()
+            await asyncio.to_thread(
+                subprocess.run, cluster_command("restart"), capture_output=True, check=True, timeout=60
+            )
+            await until(lambda: send_after_restart(queue, range(400, total)))
+            await all_handled.wait()
+
+            async def settled() -> bool:
+                return (await queue.stats()).total == 0
+
+            await until(settled)  # every batch settled, or redelivered after its lease and settled
+    finally:
+        await asyncio.to_thread(ensure_postgres_running)
+        stop.set()
+        await worker
+    assert handled == set(range(total))
+
+
+async def send_after_restart(queue: conveyor.Queue, numbers: range) -> bool:
+    """True once sent; a send is retried only while the server is still unreachable."""
+    try:
+        await queue.send_batch([{"n": n} for n in numbers])
+    except BackendUnavailable:
+        return False
+    return True
