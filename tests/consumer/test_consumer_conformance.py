@@ -113,14 +113,15 @@ async def test_ack_all_and_retry_all(app: conveyor.App, time_machine: TimeMachin
         nonlocal calls
         calls += 1
         if calls == 1:
-            batch.retry_all(delay_seconds=1)
+            # long enough that a slow drain on a loaded machine does not reach it in real time
+            batch.retry_all(delay_seconds=10)
             raise RuntimeError("ignored: every message is already marked")
         batch.ack_all()
 
     await app.queue("jobs").send_batch([1, 2, 3])
     await drain(app)
     assert (await app.queue("jobs").stats()).delayed == 3
-    await time_machine.advance(1.2)
+    await time_machine.advance(10.5)
     await drain(app)
     assert (await app.queue("jobs").stats()).total == 0
     assert calls == 2
@@ -370,10 +371,10 @@ async def test_delayed_messages_are_consumed_when_due(
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
         recorder.record(batch)
 
-    await app.queue("jobs").send("later", delay_seconds=1)
+    await app.queue("jobs").send("later", delay_seconds=10)
     await app.queue("jobs").send("now")
     assert await drain(app) == 1
-    await time_machine.advance(1.2)
+    await time_machine.advance(10.5)
     assert await drain(app) == 1
     assert recorder.deliveries == {"now": 1, "later": 1}
 
@@ -387,10 +388,10 @@ async def test_a_running_worker_picks_up_a_delayed_message_when_it_comes_due(
 
     stop = asyncio.Event()
     worker = asyncio.create_task(app.run_consumers(stop=stop))
-    await app.queue("jobs").send("later", delay_seconds=1)
+    await app.queue("jobs").send("later", delay_seconds=10)
     await asyncio.sleep(0.1)
     assert recorder.batches == []
-    await time_machine.advance(1.2)
+    await time_machine.advance(10.5)
     await eventually(lambda: bool(recorder.batches), "the message was delivered")
     stop.set()
     await worker
