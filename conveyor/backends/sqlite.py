@@ -6,6 +6,7 @@ URL options: `?synchronous=normal` (faster; a power cut may lose the last transa
 corrupt the file), `?busy_timeout=5000` (ms), `?poll_interval=0.05` (s).
 
 Each backend owns one connection on one thread; every operation is one transaction there.
+Leases commit without an fsync even under `synchronous=full` (see `_write_group`).
 Wake-ups: consumers in the same process are woken at once by the writer; other processes notice
 a commit by polling `PRAGMA data_version` every `poll_interval` seconds (the bound on their
 wake-up latency), which costs microseconds.
@@ -43,6 +44,8 @@ from conveyor.types import (
 )
 
 T = TypeVar("T")
+# a write waiting for its group commit: the work, its caller's future, whether it is lease-type
+_Pending = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
 Q = load_queries("sqlite.sql")
 SCHEMA_VERSION = 1
 MIGRATIONS = {1: Q["schema_v1"]}
@@ -113,9 +116,12 @@ class SQLiteBackend(Backend):
         self._conn: sqlite3.Connection | None = None
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._waiters_lock = threading.Lock()
-        # write transactions waiting for the next group commit, and the task writing them
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        # write transactions waiting for the next group commit (with their durability), and the
+        # task writing them
+        self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        # the connection's current `PRAGMA synchronous` (switched per group, see _write_group)
+        self._synchronous_now = self.synchronous
 
     def sibling(self) -> SQLiteBackend:
         return SQLiteBackend(self.url, clock=self.clock)
@@ -135,6 +141,7 @@ class SQLiteBackend(Backend):
         conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        self._synchronous_now = self.synchronous
         self._conn = conn
         self._migrate(conn)
 
@@ -178,15 +185,16 @@ class SQLiteBackend(Backend):
             raise RuntimeError("the SQLite backend is not connected")
         return await asyncio.get_running_loop().run_in_executor(self._executor, function)
 
-    async def _transaction(self, function: Callable[[sqlite3.Connection], T]) -> T:
+    async def _transaction(self, function: Callable[[sqlite3.Connection], T], *, lease: bool = False) -> T:
         """Run `function` in a write transaction and return once it is committed.
 
         Group commit: transactions requested while another group commits are written together,
         one COMMIT (one fsync) for all, each in its own savepoint so a failing one rolls back
         only itself. Concurrent batches of a consumer settle together this way.
+        `lease=True` marks a lease, lease extension or release: see `_write_group`.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((function, future))
+        self._pending.append((function, future, lease))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush())
         result: T = await future
@@ -196,9 +204,10 @@ class SQLiteBackend(Backend):
         try:
             while self._pending:
                 group, self._pending = self._pending, []
-                functions = [function for function, _ in group]
+                functions = [function for function, _, _ in group]
+                leases_only = all(lease for _, _, lease in group)
                 try:
-                    outcomes = await self._run(functools.partial(self._write_group, functions))
+                    outcomes = await self._run(functools.partial(self._write_group, functions, leases_only))
                 except BaseException as exc:
                     _settle_futures(group, [(False, exc)] * len(group))
                     if not isinstance(exc, Exception):
@@ -208,9 +217,20 @@ class SQLiteBackend(Backend):
         finally:
             self._flusher = None
 
-    def _write_group(self, functions: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
+    def _write_group(
+        self, functions: list[Callable[[sqlite3.Connection], Any]], leases_only: bool = False
+    ) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None
+        # A group of only leases / lease extensions / releases commits without an fsync. A process
+        # crash still loses nothing (the WAL is in the OS's hands); a power cut can only forget the
+        # latest leases: those messages come back with that attempt uncounted, which at-least-once
+        # allows. The next durable commit fsyncs the WAL, lease frames included. Sends, settles,
+        # moves and queue changes keep the URL's mode. A group mixing both kinds is durable.
+        synchronous = "NORMAL" if leases_only else self.synchronous
+        if synchronous != self._synchronous_now:
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._synchronous_now = synchronous
         outcomes: list[tuple[bool, Any]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -406,7 +426,7 @@ class SQLiteBackend(Backend):
             }
             return conn.execute(Q["lease"], params).fetchall()
 
-        rows = await self._transaction(lease)
+        rows = await self._transaction(lease, lease=True)
         rows.sort()  # by seq: oldest first
         return [
             LeasedMessage(
@@ -442,7 +462,7 @@ class SQLiteBackend(Backend):
                     item["deadline"] = item["now"] + extra["visibility_timeout"]
             return conn.executemany(statement, params).rowcount
 
-        return await self._transaction(update)
+        return await self._transaction(update, lease=True)
 
     async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
         return await self._update_leases(
@@ -603,11 +623,8 @@ class SQLiteBackend(Backend):
         return await self._transaction(sweep)
 
 
-def _settle_futures(
-    group: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]],
-    outcomes: list[tuple[bool, Any]],
-) -> None:
-    for (_, future), (ok, value) in zip(group, outcomes, strict=True):
+def _settle_futures(group: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
+    for (_, future, _), (ok, value) in zip(group, outcomes, strict=True):
         if future.done():
             continue  # its caller gave up waiting; the write stands
         if ok:
