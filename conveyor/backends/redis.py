@@ -88,7 +88,7 @@ DEFAULT_PREFIX = "conveyor"
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CLUSTER_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "auto": None}
 # The per-queue keys, in the order the scripts expect them (see lua/redis.lua).
-QUEUE_KEY_SUFFIXES = ("meta", "body", "info", "attempts", "lease", "dead", "ready", "inflight", "age", "wake")
+QUEUE_KEY_SUFFIXES = ("meta", "msgs", "state", "ready", "inflight", "age", "wake")
 META, READY, INFLIGHT, WAKE = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "wake")
 )
@@ -172,12 +172,20 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _info(raw: bytes) -> tuple[ContentType, float]:
-    """A message's `info` field: "<content type>:<timestamp µs>"."""
-    content_type, _, timestamp = _text(raw).partition(":")
-    if content_type not in CONTENT_TYPES:
+_CONTENT_TYPES: dict[bytes, ContentType] = {name.encode(): name for name in CONTENT_TYPES}
+
+
+def _record(raw: bytes) -> tuple[ContentType, int, bytes, bytes]:
+    """A stored message record: "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>".
+    Returns content type, timestamp µs, dead-letter JSON (b"" for none) and body."""
+    content_type, timestamp, length, rest = raw.split(b":", 3)
+    kind = _CONTENT_TYPES.get(content_type)
+    if kind is None:
         raise ValueError(f"unknown content type {content_type!r} stored in Redis")
-    return content_type, _seconds(int(timestamp))
+    if length == b"0":
+        return kind, int(timestamp), b"", rest
+    size = int(length)
+    return kind, int(timestamp), rest[:size], rest[size:]
 
 
 def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
@@ -461,18 +469,18 @@ class RedisBackend(Backend):
         token = new_token()
         raw = await self._run("lease", self._queue_keys(queue), [limit, _us(visibility_timeout), token])
         leased = []
-        for i in range(0, len(raw), 5):
-            message_id, body, info, attempts, dead = raw[i : i + 5]
-            content_type, timestamp = _info(info)
+        for i in range(0, len(raw), 3):
+            message_id = raw[i].decode()
+            content_type, timestamp, dead, body = _record(raw[i + 1])
             leased.append(
                 LeasedMessage(
-                    id=_text(message_id),
+                    id=message_id,
                     queue=queue,
                     body=body,
                     content_type=content_type,
-                    timestamp=timestamp,
-                    attempts=int(attempts),
-                    lease_id=make_lease_id(_text(message_id), token),
+                    timestamp=timestamp / 1_000_000,
+                    attempts=raw[i + 2],
+                    lease_id=make_lease_id(message_id, token),
                     dead_letter=_dead_letter(dead),
                 )
             )
@@ -613,16 +621,16 @@ class RedisBackend(Backend):
         if limit <= 0:
             return []
         peeked = []
-        for i in range(1, len(raw), 7):
-            message_id, body, info, attempts, dead, visible, leased = raw[i : i + 7]
-            content_type, timestamp = _info(info)
+        for i in range(1, len(raw), 5):
+            message_id, rec, attempts, visible, leased = raw[i : i + 5]
+            content_type, timestamp, dead, body = _record(rec)
             peeked.append(
                 StoredMessage(
                     id=_text(message_id),
                     queue=queue,
                     body=body,
                     content_type=content_type,
-                    timestamp=timestamp,
+                    timestamp=_seconds(timestamp),
                     attempts=int(attempts),
                     visible_at=_seconds(visible),
                     leased=bool(leased),
@@ -676,10 +684,9 @@ class RedisBackend(Backend):
         if raw == [-1]:
             raise QueueNotFound(source)
         writes = []
-        for i in range(0, len(raw), 3):
-            message_id, body, info = raw[i : i + 3]
-            content_type, _, timestamp = _text(info).partition(":")
-            writes.append(_Write(_text(message_id), content_type, body, 0, "", int(timestamp)))
+        for i in range(0, len(raw), 2):
+            content_type, timestamp, _, body = _record(raw[i + 1])
+            writes.append(_Write(_text(raw[i]), content_type, body, 0, "", timestamp))
         if not writes:
             return 0
         await self._write({destination: writes})  # copy first: idempotent by id

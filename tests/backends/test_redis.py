@@ -127,7 +127,7 @@ async def test_every_key_carries_the_prefix_and_a_queue_keeps_to_one_hash_tag(sh
         finally:
             await client.aclose()
     queue_keys = [key for key in keys if key.startswith(f"{{{prefix}:orders}}:")]
-    assert {"meta", "body", "info", "inflight", "age"} <= {key.rsplit(":", 1)[1] for key in queue_keys}
+    assert {"meta", "msgs", "state", "inflight", "age"} <= {key.rsplit(":", 1)[1] for key in queue_keys}
     assert set(keys) - set(queue_keys) == {f"{{{prefix}}}:queues", f"{{{prefix}}}:subscriptions"}
 
 

@@ -6,25 +6,30 @@
 --
 -- Per queue (KEYS, in this order, KEYS_PER_QUEUE of them):
 --   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes)
---   body      hash id -> body            info      hash id -> "<content type>:<timestamp µs>"
---   attempts  hash id -> deliveries      lease     hash id -> token of the live lease
---   dead      hash id -> dead-letter JSON (only messages that were dead-lettered)
+--   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
+--   state     hash id -> "<deliveries>:<body size>:<lease token>" (messages leased at least once)
 --   ready     zset id by visible time (due and delayed messages)
 --   inflight  zset id by lease deadline (an expired lease is deliverable again)
---   age       zset id by send time (retention, oldest age)
+--   age       zset id by send time (retention, oldest age; also: which ids are stored)
 --   wake      list of wake-up tokens consumers block on (BLPOP)
+--
+-- A lease is live when the state's token matches and the id is in `inflight` with a deadline
+-- still ahead. Work on many messages is done with one variadic command per key (HMGET, ZMSCORE,
+-- ZADD/ZREM/HDEL with many members), not one command per message: a command call from Lua costs
+-- about as much as the work it does.
 
 -- name: lib
-local KEYS_PER_QUEUE = 10
+local KEYS_PER_QUEUE = 7
 -- a send pushes up to this many tokens, so as many blocked consumers wake
 local WAKE_TOKENS = 4
+-- most arguments handed to one command (Lua's unpack() has a stack limit)
+local CHUNK = 2000
 
 local function queue_keys(group)
   local base = (group - 1) * KEYS_PER_QUEUE
   return {
-    meta = KEYS[base + 1], body = KEYS[base + 2], info = KEYS[base + 3], attempts = KEYS[base + 4],
-    lease = KEYS[base + 5], dead = KEYS[base + 6], ready = KEYS[base + 7], inflight = KEYS[base + 8],
-    age = KEYS[base + 9], wake = KEYS[base + 10],
+    meta = KEYS[base + 1], msgs = KEYS[base + 2], state = KEYS[base + 3], ready = KEYS[base + 4],
+    inflight = KEYS[base + 5], age = KEYS[base + 6], wake = KEYS[base + 7],
   }
 end
 
@@ -46,61 +51,150 @@ local function exists(q)
   return redis.call('EXISTS', q.meta) == 1
 end
 
+-- `command key args...` in chunks; `step` keeps pairs (score, member) together. Returns the
+-- concatenated replies when they are tables.
+local function many(command, key, args, step)
+  local out = {}
+  local size = CHUNK - CHUNK % (step or 1)
+  for first = 1, #args, size do
+    local reply = redis.call(command, key, unpack(args, first, math.min(first + size - 1, #args)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do
+        out[#out + 1] = value
+      end
+    end
+  end
+  return out
+end
+
+-- HMGET / ZMSCORE keep a position for every id (false where missing), so no ipairs over replies.
+local function many_get(command, key, ids)
+  local out = {}
+  for first = 1, #ids, CHUNK do
+    local last = math.min(first + CHUNK - 1, #ids)
+    local reply = redis.call(command, key, unpack(ids, first, last))
+    for i = 1, last - first + 1 do
+      out[first + i - 1] = reply[i]
+    end
+  end
+  return out
+end
+
 local function wake(q, events)
   if events > 0 then
-    for _ = 1, math.min(events, WAKE_TOKENS) do
-      redis.call('LPUSH', q.wake, '1')
+    local tokens = {}
+    for i = 1, math.min(events, WAKE_TOKENS) do
+      tokens[i] = '1'
     end
+    redis.call('LPUSH', q.wake, unpack(tokens))
     redis.call('LTRIM', q.wake, 0, WAKE_TOKENS - 1)
   end
 end
 
--- Store one message unless its id is stored already, so a repeated write is harmless.
-local function insert(q, id, body, info, visible, timestamp, dead)
-  if redis.call('HSETNX', q.body, id, body) == 0 then
+local function record(content_type, timestamp, dead, body)
+  return content_type .. ':' .. int(timestamp) .. ':' .. #dead .. ':' .. dead .. body
+end
+
+-- content type, timestamp, dead-letter JSON and body of a stored record
+local function unpack_record(rec)
+  local content_type, timestamp, length, at = string.match(rec, '^([^:]*):(%d+):(%d+):()')
+  length = tonumber(length)
+  return content_type, tonumber(timestamp), string.sub(rec, at, at + length - 1), string.sub(rec, at + length)
+end
+
+local function body_size(rec)
+  local length, at = string.match(rec, '^[^:]*:%d+:(%d+):()')
+  return #rec - at + 1 - tonumber(length)
+end
+
+-- "<deliveries>:<size>:<token>" -> deliveries, size, token
+local function unpack_state(s)
+  local attempts, size, token = string.match(s, '^(%d+):(%d+):(.*)$')
+  return tonumber(attempts), tonumber(size), token
+end
+
+local function state(attempts, size, token)
+  return attempts .. ':' .. size .. ':' .. token
+end
+
+-- Store messages {id, record, visible, timestamp, size} whose ids are not stored already, so a
+-- repeated write is harmless. Returns how many were stored.
+local function insert_many(q, items)
+  if #items == 0 then
     return 0
   end
-  redis.call('HSET', q.info, id, info)
-  if dead ~= '' then
-    redis.call('HSET', q.dead, id, dead)
+  local ids = {}
+  for i, item in ipairs(items) do
+    ids[i] = item[1]
   end
-  redis.call('ZADD', q.ready, visible, id)
-  redis.call('ZADD', q.age, timestamp, id)
-  redis.call('HINCRBY', q.meta, 'bytes', #body)
-  return 1
-end
-
-local function drop(q, id)
-  local size = redis.call('HSTRLEN', q.body, id)
-  if redis.call('HDEL', q.body, id) == 0 then
-    return false
+  local stored = many_get('ZMSCORE', q.age, ids)
+  local seen, fields, ready, age, bytes = {}, {}, {}, {}, 0
+  for i, item in ipairs(items) do
+    local id = item[1]
+    if not stored[i] and not seen[id] then
+      seen[id] = true
+      fields[#fields + 1] = id
+      fields[#fields + 1] = item[2]
+      ready[#ready + 1] = item[3]
+      ready[#ready + 1] = id
+      age[#age + 1] = item[4]
+      age[#age + 1] = id
+      bytes = bytes + item[5]
+    end
   end
-  redis.call('HDEL', q.info, id)
-  redis.call('HDEL', q.attempts, id)
-  redis.call('HDEL', q.lease, id)
-  redis.call('HDEL', q.dead, id)
-  redis.call('ZREM', q.ready, id)
-  redis.call('ZREM', q.inflight, id)
-  redis.call('ZREM', q.age, id)
-  redis.call('HINCRBY', q.meta, 'bytes', -size)
-  return true
-end
-
--- True when `id` is leased under `token` and the lease has not expired.
-local function is_live(q, id, token, now)
-  if redis.call('HGET', q.lease, id) ~= token then
-    return false
+  if #fields == 0 then
+    return 0
   end
-  local deadline = redis.call('ZSCORE', q.inflight, id)
-  return deadline ~= false and tonumber(deadline) > now
+  many('HSET', q.msgs, fields, 2)
+  many('ZADD', q.ready, ready, 2)
+  many('ZADD', q.age, age, 2)
+  redis.call('HINCRBY', q.meta, 'bytes', bytes)
+  return #ready / 2
 end
 
-local function attempts_of(q, id)
-  return tonumber(redis.call('HGET', q.attempts, id)) or 0
+-- Delete messages wherever they are. `recs` (their records, from HMGET) may be given when the
+-- caller read them already. Returns a table id -> true of those that were stored.
+local function drop_many(q, ids, recs)
+  if #ids == 0 then
+    return {}
+  end
+  recs = recs or many_get('HMGET', q.msgs, ids)
+  local gone, dropped, bytes = {}, {}, 0
+  for i, id in ipairs(ids) do
+    if recs[i] and not dropped[id] then
+      dropped[id] = true
+      gone[#gone + 1] = id
+      bytes = bytes + body_size(recs[i])
+    end
+  end
+  if #gone > 0 then
+    many('HDEL', q.msgs, gone)
+    many('HDEL', q.state, gone)
+    many('ZREM', q.ready, gone)
+    many('ZREM', q.inflight, gone)
+    many('ZREM', q.age, gone)
+    redis.call('HINCRBY', q.meta, 'bytes', -bytes)
+  end
+  return dropped
 end
 
-local function timestamp_of(info)
-  return tonumber(string.match(info, ':(%d+)$'))
+-- For each (id, token) pair at ARGV[first], ARGV[first + stride], ...: its state string when the
+-- lease is live (token matches, deadline ahead), else false. One HMGET and one ZMSCORE in all.
+local function live_states(q, ids, tokens, now)
+  local states = many_get('HMGET', q.state, ids)
+  local deadlines = many_get('ZMSCORE', q.inflight, ids)
+  local out = {}
+  for i = 1, #ids do
+    local s, live = states[i], false
+    if s and deadlines[i] and tonumber(deadlines[i]) > now then
+      local _, _, token = unpack_state(s)
+      if token == tokens[i] then
+        live = s
+      end
+    end
+    out[i] = live
+  end
+  return out
 end
 
 -- Up to `limit` unleased messages (delayed ones too, and expired leases), oldest visible first.
@@ -200,6 +294,7 @@ for g = 1, group_count() do
   local count = tonumber(ARGV[at])
   at = at + 1
   local default_delay = nil
+  local items = {}
   for i = 1, count do
     local id, content_type, delay, body, dead, ts = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3],
       ARGV[at + 4], ARGV[at + 5]
@@ -212,40 +307,61 @@ for g = 1, group_count() do
     end
     local timestamp = ts == '' and now or tonumber(ts)
     -- one microsecond apart: a batch stays in the order it was sent
-    insert(q, id, body, content_type .. ':' .. int(timestamp), now + delay + i - 1, timestamp, dead)
+    items[i] = {id, record(content_type, timestamp, dead, body), now + delay + i - 1, timestamp, #body}
   end
+  insert_many(q, items)
   wake(q, count)
 end
 return 0
 
 -- name: lease
--- ARGV: limit, visibility timeout µs, token. Returns id, body, info, attempts, dead JSON per message.
+-- ARGV: limit, visibility timeout µs, token. Returns id, record, deliveries per message.
 local q = queue_keys(1)
 if redis.call('HGET', q.meta, 'paused') ~= '0' then
   return {}
 end
 local now = server_now()
 local limit = tonumber(ARGV[1])
+local token = ARGV[3]
 -- expired leases rejoin the ready set at the time they became visible
 local expired = redis.call('ZRANGEBYSCORE', q.inflight, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
-for i = 1, #expired, 2 do
-  redis.call('ZADD', q.ready, expired[i + 1], expired[i])
-  redis.call('ZREM', q.inflight, expired[i])
-  redis.call('HDEL', q.lease, expired[i])
+if #expired > 0 then
+  local scored, ids = {}, {}
+  for i = 1, #expired, 2 do
+    scored[#scored + 1] = expired[i + 1]
+    scored[#scored + 1] = expired[i]
+    ids[#ids + 1] = expired[i]
+  end
+  redis.call('ZADD', q.ready, unpack(scored))
+  redis.call('ZREM', q.inflight, unpack(ids))
+end
+local ids = redis.call('ZRANGEBYSCORE', q.ready, '-inf', now, 'LIMIT', 0, limit)
+if #ids == 0 then
+  return {}
 end
 local deadline = now + tonumber(ARGV[2])
-local out = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', q.ready, '-inf', now, 'LIMIT', 0, limit)) do
-  redis.call('ZREM', q.ready, id)
-  redis.call('ZADD', q.inflight, deadline, id)
-  redis.call('HSET', q.lease, id, ARGV[3])
-  local attempts = redis.call('HINCRBY', q.attempts, id, 1)
+local scored, fields, out = {}, {}, {}
+local states = many_get('HMGET', q.state, ids)
+local recs = many_get('HMGET', q.msgs, ids)
+for i, id in ipairs(ids) do
+  local attempts, size = 0, nil
+  if states[i] then
+    attempts, size = unpack_state(states[i])
+  else
+    size = body_size(recs[i])
+  end
+  attempts = attempts + 1
+  scored[#scored + 1] = deadline
+  scored[#scored + 1] = id
+  fields[#fields + 1] = id
+  fields[#fields + 1] = state(attempts, size, token)
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', q.body, id)
-  out[#out + 1] = redis.call('HGET', q.info, id)
+  out[#out + 1] = recs[i]
   out[#out + 1] = attempts
-  out[#out + 1] = redis.call('HGET', q.dead, id) or ''
 end
+many('ZREM', q.ready, ids)
+many('ZADD', q.inflight, scored, 2)
+many('HSET', q.state, fields, 2)
 return out
 
 -- name: extend_leases
@@ -253,32 +369,49 @@ return out
 local q = queue_keys(1)
 local now = server_now()
 local deadline = now + tonumber(ARGV[1])
-local renewed = 0
+local ids, tokens = {}, {}
 for i = 2, #ARGV, 2 do
-  if is_live(q, ARGV[i], ARGV[i + 1], now) then
-    redis.call('ZADD', q.inflight, deadline, ARGV[i])
-    renewed = renewed + 1
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local scored, seen = {}, {}
+for i, live in ipairs(live_states(q, ids, tokens, now)) do
+  if live and not seen[ids[i]] then
+    seen[ids[i]] = true
+    scored[#scored + 1] = deadline
+    scored[#scored + 1] = ids[i]
   end
 end
-return renewed
+many('ZADD', q.inflight, scored, 2)
+return #scored / 2
 
 -- name: release
 -- ARGV: id, token pairs. Returns how many leases were live.
 local q = queue_keys(1)
 local now = server_now()
-local released = 0
+local ids, tokens = {}, {}
 for i = 1, #ARGV, 2 do
-  local id = ARGV[i]
-  if is_live(q, id, ARGV[i + 1], now) then
-    redis.call('ZREM', q.inflight, id)
-    redis.call('HDEL', q.lease, id)
-    redis.call('HINCRBY', q.attempts, id, -1)
-    redis.call('ZADD', q.ready, now, id)
-    released = released + 1
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local gone, scored, fields, seen = {}, {}, {}, {}
+for i, live in ipairs(live_states(q, ids, tokens, now)) do
+  local id = ids[i]
+  if live and not seen[id] then
+    seen[id] = true
+    local attempts, size, token = unpack_state(live)
+    gone[#gone + 1] = id
+    scored[#scored + 1] = now
+    scored[#scored + 1] = id
+    fields[#fields + 1] = id
+    fields[#fields + 1] = state(attempts - 1, size, token)
   end
 end
-wake(q, released)
-return released
+many('ZREM', q.inflight, gone)
+many('ZADD', q.ready, scored, 2)
+many('HSET', q.state, fields, 2)
+wake(q, #gone)
+return #gone
 
 -- name: settle
 -- KEYS: the queue, then one group per dead-letter queue on this node. ARGV: source queue name,
@@ -294,56 +427,72 @@ end
 local q = queue_keys(1)
 local now = server_now()
 local source = ARGV[1]
+-- every item's id and token, in order, so one HMGET and one ZMSCORE check all leases
+local ids, tokens, kinds, extra = {}, {}, {}, {}
 local at = 2
-local status, remote, woken = {}, {}, {}
-local count = tonumber(ARGV[at])
-at = at + 1
-for _ = 1, count do
-  local id, token = ARGV[at], ARGV[at + 1]
-  at = at + 2
-  status[#status + 1] = is_live(q, id, token, now) and drop(q, id) and 1 or 0
-end
-local retried = 0
-count = tonumber(ARGV[at])
-at = at + 1
-for _ = 1, count do
-  local id, token, delay = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
-  at = at + 3
-  if is_live(q, id, token, now) then
-    redis.call('ZREM', q.inflight, id)
-    redis.call('HDEL', q.lease, id)
-    redis.call('ZADD', q.ready, now + delay, id)
-    retried = retried + 1
-    status[#status + 1] = 1
-  else
-    status[#status + 1] = 0
+for kind, width in ipairs({2, 3, 5}) do
+  local count = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, count do
+    local n = #ids + 1
+    ids[n], tokens[n], kinds[n], extra[n] = ARGV[at], ARGV[at + 1], kind, at
+    at = at + width
   end
 end
-wake(q, retried)
-count = tonumber(ARGV[at])
-at = at + 1
-for n = 1, count do
-  local id, token, new_id, err, target = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3],
-    tonumber(ARGV[at + 4])
-  at = at + 5
-  if is_live(q, id, token, now) then
-    status[#status + 1] = 1
-    if target ~= 0 then
-      local body, info = redis.call('HGET', q.body, id), redis.call('HGET', q.info, id)
-      local content_type = string.match(info, '^([^:]+):')
-      local dead = dead_letter_json(id, source, attempts_of(q, id), err, now)
-      if target > 0 then
-        drop(q, id)
-        insert(queue_keys(target), new_id, body, content_type .. ':' .. int(now), now + n - 1, now, dead)
-        woken[target] = (woken[target] or 0) + 1
-      else
-        remote[#remote + 1] = {new_id, body, content_type, dead}
-      end
+local live = live_states(q, ids, tokens, now)
+local status, remote, woken, taken = {}, {}, {}, {}
+local acked, ack_bytes, retried, retry_scored, dead = {}, 0, {}, {}, {}
+for i, id in ipairs(ids) do
+  local s = live[i]
+  if s and not taken[id] then
+    taken[id] = true
+    status[i] = 1
+    if kinds[i] == 1 then
+      local _, size = unpack_state(s)
+      acked[#acked + 1] = id
+      ack_bytes = ack_bytes + size
+    elseif kinds[i] == 2 then
+      retried[#retried + 1] = id
+      retry_scored[#retry_scored + 1] = now + tonumber(ARGV[extra[i] + 2])
+      retry_scored[#retry_scored + 1] = id
     else
-      drop(q, id)
+      dead[#dead + 1] = i
     end
   else
-    status[#status + 1] = 0
+    status[i] = 0
+  end
+end
+if #acked > 0 then
+  -- a live lease is in `inflight` only: no need to touch `ready`
+  many('HDEL', q.msgs, acked)
+  many('HDEL', q.state, acked)
+  many('ZREM', q.inflight, acked)
+  many('ZREM', q.age, acked)
+  redis.call('HINCRBY', q.meta, 'bytes', -ack_bytes)
+end
+if #retried > 0 then
+  many('ZREM', q.inflight, retried)
+  many('ZADD', q.ready, retry_scored, 2)
+  wake(q, #retried)
+end
+-- dead letters are rare: one at a time
+for n, i in ipairs(dead) do
+  local id, base = ids[i], extra[i]
+  local new_id, err, target = ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4])
+  if target ~= 0 then
+    local rec = redis.call('HGET', q.msgs, id)
+    local content_type, _, _, body = unpack_record(rec)
+    local attempts = unpack_state(live[i])
+    local json = dead_letter_json(id, source, attempts, err, now)
+    if target > 0 then
+      drop_many(q, {id}, {rec})
+      insert_many(queue_keys(target), {{new_id, record(content_type, now, json, body), now + n - 1, now, #body}})
+      woken[target] = (woken[target] or 0) + 1
+    else
+      remote[#remote + 1] = {new_id, body, content_type, json}
+    end
+  else
+    drop_many(q, {id})
   end
 end
 for g, events in pairs(woken) do
@@ -353,25 +502,43 @@ return {0, status, remote}
 
 -- name: finish_moves
 -- ARGV: id, token pairs. Deletes each message still held under its token (the second half of a
--- copy to another slot); returns 1/0 per pair.
+-- copy to another slot; a hold that expired counts until someone leases the message again);
+-- returns 1/0 per pair.
 local q = queue_keys(1)
-local out = {}
+local ids = {}
 for i = 1, #ARGV, 2 do
-  local held = redis.call('HGET', q.lease, ARGV[i]) == ARGV[i + 1]
-  out[#out + 1] = held and drop(q, ARGV[i]) and 1 or 0
+  ids[#ids + 1] = ARGV[i]
+end
+local states = many_get('HMGET', q.state, ids)
+local deadlines = many_get('ZMSCORE', q.inflight, ids)
+local held = {}
+for i, id in ipairs(ids) do
+  if states[i] and deadlines[i] then
+    local _, _, token = unpack_state(states[i])
+    if token == ARGV[2 * i] then
+      held[#held + 1] = id
+    end
+  end
+end
+local dropped = drop_many(q, held)
+local out = {}
+for i, id in ipairs(ids) do
+  if dropped[id] then
+    out[i] = 1
+    dropped[id] = nil
+  else
+    out[i] = 0
+  end
 end
 return out
 
 -- name: discard
 -- ARGV: ids. Deletes them (undoing a copy whose source was taken back meanwhile).
-local q = queue_keys(1)
-local dropped = 0
-for i = 1, #ARGV do
-  if drop(q, ARGV[i]) then
-    dropped = dropped + 1
-  end
+local count = 0
+for _ in pairs(drop_many(queue_keys(1), ARGV)) do
+  count = count + 1
 end
-return dropped
+return count
 
 -- name: move
 -- KEYS: source group, destination group (one node). ARGV: limit. Returns how many moved, or -1 /
@@ -385,31 +552,50 @@ if not exists(dst) then
 end
 local now = server_now()
 local ids = movable(src, tonumber(ARGV[1]), now)
+local recs = many_get('HMGET', src.msgs, ids)
+drop_many(src, ids, recs)
+local items = {}
 for i, id in ipairs(ids) do
-  local body, info = redis.call('HGET', src.body, id), redis.call('HGET', src.info, id)
-  drop(src, id)
-  insert(dst, id, body, info, now + i - 1, timestamp_of(info), '')
+  -- a replayed message keeps its id and send time and loses its dead-letter details
+  local content_type, timestamp, _, body = unpack_record(recs[i])
+  items[i] = {id, record(content_type, timestamp, '', body), now + i - 1, timestamp, #body}
 end
+insert_many(dst, items)
 wake(dst, #ids)
 return #ids
 
 -- name: claim_for_move
 -- KEYS: source group. ARGV: limit, hold µs, token. Leases up to `limit` movable messages to the
--- mover without counting an attempt; returns id, body, info per message ({-1} if missing).
+-- mover without counting a delivery; returns id, record per message ({-1} if missing).
 local q = queue_keys(1)
 if not exists(q) then
   return {-1}
 end
 local now = server_now()
-local out = {}
-for _, id in ipairs(movable(q, tonumber(ARGV[1]), now)) do
-  redis.call('ZREM', q.ready, id)
-  redis.call('ZADD', q.inflight, now + tonumber(ARGV[2]), id)
-  redis.call('HSET', q.lease, id, ARGV[3])
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', q.body, id)
-  out[#out + 1] = redis.call('HGET', q.info, id)
+local ids = movable(q, tonumber(ARGV[1]), now)
+if #ids == 0 then
+  return {}
 end
+local states = many_get('HMGET', q.state, ids)
+local recs = many_get('HMGET', q.msgs, ids)
+local scored, fields, out = {}, {}, {}
+for i, id in ipairs(ids) do
+  local attempts, size = 0, nil
+  if states[i] then
+    attempts, size = unpack_state(states[i])
+  else
+    size = body_size(recs[i])
+  end
+  scored[#scored + 1] = now + tonumber(ARGV[2])
+  scored[#scored + 1] = id
+  fields[#fields + 1] = id
+  fields[#fields + 1] = state(attempts, size, ARGV[3])
+  out[#out + 1] = id
+  out[#out + 1] = recs[i]
+end
+many('ZREM', q.ready, ids)
+many('ZADD', q.inflight, scored, 2)
+many('HSET', q.state, fields, 2)
 return out
 
 -- name: purge
@@ -418,8 +604,8 @@ local q = queue_keys(1)
 if not exists(q) then
   return -1
 end
-local count = redis.call('HLEN', q.body)
-redis.call('DEL', q.body, q.info, q.attempts, q.lease, q.dead, q.ready, q.inflight, q.age)
+local count = redis.call('HLEN', q.msgs)
+redis.call('DEL', q.msgs, q.state, q.ready, q.inflight, q.age)
 redis.call('HSET', q.meta, 'bytes', 0)
 return count
 
@@ -432,9 +618,7 @@ if not retention then
 end
 local cutoff = server_now() - retention
 local ids = redis.call('ZRANGEBYSCORE', q.age, '-inf', '(' .. int(cutoff), 'LIMIT', 0, tonumber(ARGV[1]))
-for _, id in ipairs(ids) do
-  drop(q, id)
-end
+drop_many(q, ids)
 return #ids
 
 -- name: stats
@@ -455,8 +639,8 @@ return {
 }
 
 -- name: peek
--- ARGV: limit. Returns {1, then per message: id, body, info, attempts, dead JSON, visible µs,
--- leased 0/1}, oldest visible first; {} if the queue is missing.
+-- ARGV: limit. Returns {1, then per message: id, record, deliveries, visible µs, leased 0/1},
+-- oldest visible first; {} if the queue is missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
@@ -465,24 +649,30 @@ local now = server_now()
 local limit = tonumber(ARGV[1])
 local ready = redis.call('ZRANGE', q.ready, 0, limit - 1, 'WITHSCORES')
 local leased = redis.call('ZRANGE', q.inflight, 0, limit - 1, 'WITHSCORES')
-local out, r, l = {1}, 1, 1
-while (#out - 1) / 7 < limit and (r <= #ready or l <= #leased) do
-  local id, visible, is_leased
+local ids, visible, is_leased, r, l = {}, {}, {}, 1, 1
+while #ids < limit and (r <= #ready or l <= #leased) do
+  local n = #ids + 1
   if l > #leased or (r <= #ready and tonumber(ready[r + 1]) <= tonumber(leased[l + 1])) then
-    id, visible, is_leased = ready[r], ready[r + 1], 0
+    ids[n], visible[n], is_leased[n] = ready[r], ready[r + 1], 0
     r = r + 2
   else
-    id, visible = leased[l], leased[l + 1]
-    is_leased = tonumber(visible) > now and 1 or 0
+    ids[n], visible[n] = leased[l], leased[l + 1]
+    is_leased[n] = tonumber(visible[n]) > now and 1 or 0
     l = l + 2
   end
+end
+local out = {1}
+if #ids == 0 then
+  return out
+end
+local recs = many_get('HMGET', q.msgs, ids)
+local states = many_get('HMGET', q.state, ids)
+for i, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', q.body, id)
-  out[#out + 1] = redis.call('HGET', q.info, id)
-  out[#out + 1] = attempts_of(q, id)
-  out[#out + 1] = redis.call('HGET', q.dead, id) or ''
-  out[#out + 1] = visible
-  out[#out + 1] = is_leased
+  out[#out + 1] = recs[i]
+  out[#out + 1] = states[i] and unpack_state(states[i]) or 0
+  out[#out + 1] = visible[i]
+  out[#out + 1] = is_leased[i]
 end
 return out
 
