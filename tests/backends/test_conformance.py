@@ -97,6 +97,13 @@ async def test_oldest_visible_message_is_delivered_first(app: conveyor.App) -> N
     assert [message.body["n"] for message in pulled] == [0, 1]
 
 
+async def test_a_batch_is_delivered_in_the_order_it_was_sent(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send_batch([{"n": n} for n in range(50)])
+    pulled = await queue.pull(batch_size=50)
+    assert [message.body["n"] for message in pulled] == list(range(50))
+
+
 async def test_concurrent_sends_are_all_stored_once(app: conveyor.App) -> None:
     queue = app.queue("orders")
     ids = await asyncio.gather(*(queue.send({"n": n}) for n in range(200)))

@@ -114,10 +114,12 @@ WITH targets AS (
            statement_timestamp() + make_interval(secs => coalesce(m.delay, t.delivery_delay)),
            m.dead_letter::jsonb
     FROM unnest(%(ids)b::text[], %(queues)b::text[], %(bodies)b::bytea[], %(content_types)b::text[],
-                %(delays)b::float8[], %(dead_letters)b::text[])
-         AS m(id, queue, body, content_type, delay, dead_letter)
+                %(delays)b::float8[], %(dead_letters)b::text[]) WITH ORDINALITY
+         AS m(id, queue, body, content_type, delay, dead_letter, position)
     JOIN targets t ON t.name = m.queue
     WHERE (SELECT ok FROM complete)
+    -- rows take their seq in the order they were sent: a join may hand them over in any order
+    ORDER BY m.position
 )
 SELECT (SELECT ok FROM complete), array_agg(name),
        count(pg_notify(%(channel)b, name)) FILTER (WHERE (SELECT ok FROM complete))
