@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,11 @@ MAX_ERROR_CHARS = 2_000
 SETTLE_ATTEMPTS = 5
 # How often the queue's stats are refreshed (in the background) for `batch.stats`.
 STATS_INTERVAL_SECONDS = 5.0
+# While a queue has a backlog, one lease takes at least this many messages, in whole batches:
+# small batches then cost one lease round trip per this many messages, not one per batch. The
+# batches beyond the first wait (their leases renewed) for a free slot; a stopping worker gives
+# them back at once.
+LEASE_AHEAD_MESSAGES = 100
 
 
 def error_text(exc: BaseException | None, fallback: str) -> str:
@@ -49,6 +55,10 @@ class ConsumerRunner:
         self._stats: QueueStats | None = None
         self._stats_at = 0.0
         self._background: set[asyncio.Task[None]] = set()
+        # full batches leased ahead, waiting for a slot; and whether the last lease came back full
+        self._ready: deque[list[LeasedMessage]] = deque()
+        self._backlogged = False
+        self._stopping: asyncio.Event | None = None
 
     # -- the fetch loop ----------------------------------------------------------------------
 
@@ -56,10 +66,15 @@ class ConsumerRunner:
         await self.app.ensure_queue(self.spec.queue)
         if self.spec.dead_letter_queue is not None:
             await self.app.ensure_queue(self.spec.dead_letter_queue)
+        self._stopping = stopping
+        renewer = asyncio.create_task(self._renew_ready())
         try:
             while not stopping.is_set():
                 if not self.slots.try_acquire() and not await self._until(self.slots.acquire(), stopping):
                     break
+                if self._ready:
+                    self._start(self._ready.popleft())
+                    continue
                 try:
                     leased = await self._collect(stopping)
                 except Exception:
@@ -74,13 +89,38 @@ class ConsumerRunner:
                     await self.slots.release()
                     await self._release([m.lease_id for m in leased])
                     break
-                task = asyncio.create_task(self._process(leased))
-                self.in_flight.add(task)
-                task.add_done_callback(self.in_flight.discard)
+                self._start(leased)
         finally:
+            renewer.cancel()
+            if self._ready:
+                await self._release([m.lease_id for batch in self._ready for m in batch])
+                self._ready.clear()
             await self._finish_in_flight(shutdown_grace)
             for task in self._background:
                 task.cancel()
+
+    def _start(self, leased: list[LeasedMessage]) -> None:
+        """Run one batch in a task of its own; it holds a slot, which it gives back when done."""
+        task = asyncio.create_task(self._process(leased))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    def _start_ready(self) -> None:
+        """Start batches leased ahead while slots are free (not once the worker is stopping)."""
+        while self._ready and not (self._stopping and self._stopping.is_set()) and self.slots.try_acquire():
+            self._start(self._ready.popleft())
+
+    async def _renew_ready(self) -> None:
+        """Keep the leases of batches waiting for a slot alive, as a running batch's heartbeat does."""
+        while True:
+            await asyncio.sleep(self.spec.visibility_timeout / 3)
+            lease_ids = [m.lease_id for batch in self._ready for m in batch]
+            if not lease_ids:
+                continue
+            try:
+                await self.backend.extend_leases(self.spec.queue, lease_ids, self.spec.visibility_timeout)
+            except Exception:
+                log.exception("renewing leases on %s failed", self.spec.queue)
 
     async def _until(self, awaitable: Awaitable[object], stopping: asyncio.Event) -> bool:
         """Await `awaitable` unless `stopping` is set first; True if it completed."""
@@ -98,7 +138,10 @@ class ConsumerRunner:
         return True
 
     async def _collect(self, stopping: asyncio.Event) -> list[LeasedMessage]:
-        """Lease until the batch is full or `max_batch_timeout` passed since its first message."""
+        """Lease until the batch is full or `max_batch_timeout` passed since its first message.
+
+        On a backlogged queue the first lease also takes whole batches ahead (see
+        LEASE_AHEAD_MESSAGES): they go to `_ready` and start as soon as slots are free."""
         spec = self.spec
         size = spec.max_batch_size
         leased: list[LeasedMessage] = []
@@ -107,17 +150,27 @@ class ConsumerRunner:
         renew_every = spec.visibility_timeout / 3
         while len(leased) < size and not stopping.is_set():
             wanted = size - len(leased)
+            first = deadline is None
+            if first and self._backlogged:
+                wanted = max(1, LEASE_AHEAD_MESSAGES // size) * size
             got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
+            if first:
+                self._backlogged = len(got) == wanted
             if got:
-                if deadline is None:
+                leased.extend(got)
+                if len(leased) > size:
+                    await self._keep_ahead(leased[size:])
+                    del leased[size:]
+                if first:
                     # the batch timeout runs on the app's clock, so a FakeClock drives it in tests
                     deadline = self.app.clock.now() + spec.max_batch_timeout
                     await self.slots.observe(
-                        fresh=sum(1 for m in got if m.attempts == 1), batch_size=size, drained=len(got) < size
+                        fresh=sum(1 for m in got if m.attempts == 1),
+                        batch_size=wanted,
+                        drained=len(got) < wanted,
                     )
-                leased.extend(got)
-            elif deadline is None:
-                await self.slots.observe(fresh=0, batch_size=size, drained=True)
+            elif first:
+                await self.slots.observe(fresh=0, batch_size=wanted, drained=True)
             if len(leased) >= size or (got and len(got) == wanted):
                 continue
             if leased and (spec.max_batch_timeout == 0 or self.hand_over_when_drained):
@@ -138,6 +191,16 @@ class ConsumerRunner:
             await self._release([m.lease_id for m in leased])
             return []
         return leased
+
+    async def _keep_ahead(self, rest: list[LeasedMessage]) -> None:
+        """Queue the whole batches of a lease-ahead to start when slots free up, in order; a
+        partial rest goes back to the queue at once, so no batch skips `max_batch_timeout`."""
+        size = self.spec.max_batch_size
+        whole = len(rest) - len(rest) % size
+        self._ready.extend(rest[i : i + size] for i in range(0, whole, size))
+        if whole < len(rest):
+            await self._release([m.lease_id for m in rest[whole:]])
+        self._start_ready()
 
     async def _release(self, lease_ids: list[str]) -> None:
         try:
@@ -175,6 +238,7 @@ class ConsumerRunner:
             await self._settle(messages, error)
         finally:
             await self.slots.release()
+            self._start_ready()
 
     async def _heartbeat(self, messages: list[Message]) -> None:
         interval = self.spec.visibility_timeout / 3

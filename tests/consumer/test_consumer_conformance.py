@@ -129,7 +129,7 @@ async def test_ack_all_and_retry_all(app: conveyor.App, time_machine: TimeMachin
 
 @pytest.mark.parametrize(
     ("explicit", "consumer_default", "expected"),
-    [(1.0, 60.0, 1.0), (None, 1.0, 1.0), (None, 0.0, 0.0)],
+    [(10.0, 60.0, 10.0), (None, 10.0, 10.0), (None, 0.0, 0.0)],
     ids=["message-delay-wins", "consumer-retry-delay", "no-delay"],
 )
 async def test_retry_delay_precedence(
@@ -343,6 +343,62 @@ async def test_a_long_handler_keeps_its_lease(make_app: AppFactory) -> None:
     stop.set()
     await worker
     assert deliveries == [1]
+
+
+@pytest.mark.slow
+async def test_batches_leased_ahead_keep_their_leases_and_run_in_order(
+    make_app: AppFactory, recorder: Recorder
+) -> None:
+    # On a backlog one lease takes several batches; with one slot they wait, each longer than
+    # the lease, so only renewal keeps them from being delivered twice.
+    app = await make_app(real_clock=True)
+
+    @app.consumer("jobs", max_batch_size=10, max_concurrency=1, visibility_timeout=0.3, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+        await asyncio.sleep(0.4)
+
+    await app.queue("jobs").send_batch(list(range(40)))
+    assert await drain(app) == 40
+    assert [body for batch in recorder.batches for body, _ in batch] == list(range(40))
+    assert all(attempts == 1 for batch in recorder.batches for _, attempts in batch)
+
+
+async def test_a_stopping_worker_gives_batches_leased_ahead_back_at_once(
+    make_app: AppFactory, recorder: Recorder
+) -> None:
+    app = await make_app(real_clock=True)
+    entered, finish = asyncio.Event(), asyncio.Event()
+
+    @app.consumer("jobs", max_batch_size=10, max_concurrency=1, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+        if len(recorder.batches) == 2:  # the first batch of the lease that took batches ahead
+            entered.set()
+            await finish.wait()
+
+    queue = app.queue("jobs")
+    await queue.send_batch(list(range(100)))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    async with asyncio.timeout(20):
+        await entered.wait()
+    assert (await queue.stats()).in_flight > 10  # batches wait leased for the one slot
+    stop.set()
+    await eventually(
+        lambda: _in_flight_is(queue, 10), "only the running batch stays leased while it finishes"
+    )
+    finish.set()
+    await worker
+    assert (await queue.stats()).backlog == 80
+
+    await drain(app)
+    assert sorted(body for batch in recorder.batches for body, _ in batch) == list(range(100))
+    assert all(attempts == 1 for batch in recorder.batches[2:] for _, attempts in batch)
+
+
+async def _in_flight_is(queue: conveyor.Queue, count: int) -> bool:
+    return (await queue.stats()).in_flight == count
 
 
 async def test_paused_queues_deliver_nothing_until_resumed(app: conveyor.App, recorder: Recorder) -> None:
