@@ -240,6 +240,26 @@ async def test_concurrent_leases_from_two_backends_never_share_a_message(
     assert all(results)  # every taker got some: they really ran side by side
 
 
+async def test_only_the_lease_itself_skips_the_wal_flush(pg_url: str, make_pg_app: AppMaker) -> None:
+    # leases commit with synchronous_commit off for their own transaction; the pooled
+    # connection, which sends and settles use next, must still wait for the flush
+    app = await make_pg_app(pg_url)
+    await app.queue("work").send_batch([1, 2, 3])
+    leased = await app.backend.lease_many("work", 3, 60)
+    await app.backend.extend_leases("work", [m.lease_id for m in leased[:1]], 60)
+    await app.backend.release("work", [m.lease_id for m in leased[1:2]])
+    assert len(leased) == 3
+
+    async def setting(conn: Any) -> str:
+        return str((await (await conn.execute("SHOW synchronous_commit")).fetchone())[0])
+
+    pool = app.backend._pool
+    assert pool is not None
+    for _ in range(pool.max_size):
+        async with pool.connection() as conn:
+            assert await setting(conn) == "on"
+
+
 async def test_a_send_from_another_process_wakes_a_waiting_consumer(
     pg_url: str, make_pg_app: AppMaker
 ) -> None:

@@ -125,9 +125,15 @@ SELECT (SELECT ok FROM complete), array_agg(name),
        count(pg_notify(%(channel)b, name)) FILTER (WHERE (SELECT ok FROM complete))
 FROM targets
 
+-- Leases, their renewals and releases commit without waiting for the WAL flush
+-- (`synchronous_commit` off for that transaction only, set where the queue is looked up): a crash
+-- can only forget the latest of them, and those messages come back with that attempt uncounted,
+-- which at-least-once allows. Sends and settles stay fully durable.
+
 -- name: lease
 WITH source AS (
-    SELECT id FROM {schema}.queues WHERE name = %(queue)b AND NOT paused
+    SELECT id FROM {schema}.queues
+    WHERE name = %(queue)b AND NOT paused AND set_config('synchronous_commit', 'off', true) = 'off'
 ), picked AS (
     SELECT m.id FROM {schema}.messages m
     WHERE m.queue_id = (SELECT id FROM source) AND m.visible_at <= now()
@@ -149,14 +155,20 @@ RETURNING m.seq, m.id, m.body, m.content_type, extract(epoch FROM m.enqueued_at)
 UPDATE {schema}.messages m SET visible_at = now() + make_interval(secs => %(visibility_timeout)b)
 FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS l(id, token)
 WHERE m.id = l.id AND m.lease_token = l.token AND m.visible_at > now()
-  AND m.queue_id + 0 = (SELECT id FROM {schema}.queues WHERE name = %(queue)b)
+  AND m.queue_id + 0 = (
+      SELECT id FROM {schema}.queues
+      WHERE name = %(queue)b AND set_config('synchronous_commit', 'off', true) = 'off'
+  )
 
 -- name: release
 WITH released AS (
     UPDATE {schema}.messages m SET visible_at = now(), lease_token = NULL, attempts = m.attempts - 1
     FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS l(id, token)
     WHERE m.id = l.id AND m.lease_token = l.token AND m.visible_at > now()
-      AND m.queue_id + 0 = (SELECT id FROM {schema}.queues WHERE name = %(queue)b)
+      AND m.queue_id + 0 = (
+          SELECT id FROM {schema}.queues
+          WHERE name = %(queue)b AND set_config('synchronous_commit', 'off', true) = 'off'
+      )
     RETURNING 1
 ), counted AS (
     SELECT count(*) AS released FROM released
