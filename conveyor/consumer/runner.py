@@ -14,6 +14,7 @@ from conveyor import limits as L
 from conveyor.consumer.concurrency import ConcurrencyLimit
 from conveyor.consumer.message import Message, MessageBatch, Outcome
 from conveyor.consumer.spec import ConsumerSpec
+from conveyor.errors import BackendUnavailable
 from conveyor.ids import new_message_id
 from conveyor.types import DeadLetter, LeasedMessage, QueueStats, Retry, Settlement
 
@@ -34,6 +35,9 @@ STATS_INTERVAL_SECONDS = 5.0
 # batches beyond the first wait (their leases renewed) for a free slot; a stopping worker gives
 # them back at once.
 LEASE_AHEAD_MESSAGES = 100
+# After a failed lease the worker waits this long, doubling on each further failure up to the max.
+LEASE_RETRY_FIRST_SECONDS = 0.1
+LEASE_RETRY_MAX_SECONDS = 5.0
 
 
 def error_text(exc: BaseException | None, fallback: str) -> str:
@@ -68,6 +72,7 @@ class ConsumerRunner:
             await self.app.ensure_queue(self.spec.dead_letter_queue)
         self._stopping = stopping
         renewer = asyncio.create_task(self._renew_ready())
+        backoff = 0.0
         try:
             while not stopping.is_set():
                 if not self.slots.try_acquire() and not await self._until(self.slots.acquire(), stopping):
@@ -77,11 +82,12 @@ class ConsumerRunner:
                     continue
                 try:
                     leased = await self._collect(stopping)
-                except Exception:
+                except Exception as exc:
                     await self.slots.release()
-                    log.exception("leasing from %s failed; backing off", self.spec.queue)
-                    await self._until(asyncio.sleep(1.0), stopping)
+                    backoff = self._lease_failed(exc, backoff)
+                    await self._until(asyncio.sleep(backoff), stopping)
                     continue
+                backoff = 0.0
                 if not leased:
                     await self.slots.release()
                     continue
@@ -98,6 +104,16 @@ class ConsumerRunner:
             await self._finish_in_flight(shutdown_grace)
             for task in self._background:
                 task.cancel()
+
+    def _lease_failed(self, exc: Exception, backoff: float) -> float:
+        """Log a failed lease and return how long to wait before the next: an unreachable engine
+        gets one line per try and a growing pause; anything else its full traceback."""
+        backoff = min(max(backoff * 2, LEASE_RETRY_FIRST_SECONDS), LEASE_RETRY_MAX_SECONDS)
+        if isinstance(exc, BackendUnavailable):
+            log.warning("leasing from %s failed (%s); retrying in %.1fs", self.spec.queue, exc, backoff)
+        else:
+            log.exception("leasing from %s failed; retrying in %.1fs", self.spec.queue, backoff)
+        return backoff
 
     def _start(self, leased: list[LeasedMessage]) -> None:
         """Run one batch in a task of its own; it holds a slot, which it gives back when done."""
