@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import abc
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.types import (
+    DeadLetterInfo,
     LeasedMessage,
     OutgoingMessage,
     QueueInfo,
@@ -40,6 +41,27 @@ def parse_lease_id(lease_id: str) -> tuple[str, str] | None:
     if not dot or not message_id or not token:
         return None
     return message_id, token
+
+
+def leased_from_rows(
+    queue: str, token: str, rows: list[Any], dead_letter: Callable[[Any], DeadLetterInfo | None]
+) -> list[LeasedMessage]:
+    """LeasedMessages from a SQL engine's lease rows (seq, id, body, content type, timestamp,
+    attempts, dead-letter data), oldest first; `dead_letter` decodes that engine's column."""
+    rows.sort(key=lambda row: row[0])
+    return [
+        LeasedMessage(
+            id=row[1],
+            queue=queue,
+            body=row[2],
+            content_type=row[3],
+            timestamp=row[4],
+            attempts=row[5],
+            lease_id=make_lease_id(row[1], token),
+            dead_letter=dead_letter(row[6]),
+        )
+        for row in rows
+    ]
 
 
 class Backend(abc.ABC):

@@ -59,7 +59,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from conveyor.backends import redact
-from conveyor.backends.base import Backend, make_lease_id, new_token, parse_lease_id
+from conveyor.backends.base import Backend, leased_from_rows, new_token, parse_lease_id
 from conveyor.backends.sql import load_queries
 from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
@@ -535,20 +535,7 @@ class PostgresBackend(Backend):
         token = new_token()
         params = {"queue": queue, "limit": limit, "token": token, "visibility_timeout": visibility_timeout}
         rows = await self._fetchall("lease", params)
-        rows.sort(key=lambda r: r[0])  # by seq: oldest first
-        return [
-            LeasedMessage(
-                id=r[1],
-                queue=queue,
-                body=r[2],
-                content_type=r[3],
-                timestamp=r[4],
-                attempts=r[5],
-                lease_id=make_lease_id(r[1], token),
-                dead_letter=_dead_letter(r[6]),
-            )
-            for r in rows
-        ]
+        return leased_from_rows(queue, token, rows, _dead_letter)
 
     async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
         ids, tokens = _split_leases(lease_ids)

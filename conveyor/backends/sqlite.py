@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from conveyor.backends.base import Backend, make_lease_id, new_token, parse_lease_id
+from conveyor.backends.base import Backend, leased_from_rows, new_token, parse_lease_id
 from conveyor.backends.sql import load_queries
 from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound
@@ -427,20 +427,7 @@ class SQLiteBackend(Backend):
             return conn.execute(Q["lease"], params).fetchall()
 
         rows = await self._transaction(lease, lease=True)
-        rows.sort()  # by seq: oldest first
-        return [
-            LeasedMessage(
-                id=r[1],
-                queue=queue,
-                body=r[2],
-                content_type=r[3],
-                timestamp=r[4],
-                attempts=r[5],
-                lease_id=make_lease_id(r[1], token),
-                dead_letter=_dead_letter(r[6]),
-            )
-            for r in rows
-        ]
+        return leased_from_rows(queue, token, rows, _dead_letter)
 
     def _lease_params(self, queue_id: int, lease_ids: Sequence[str], now: float) -> list[dict[str, Any]]:
         params = []
