@@ -114,6 +114,11 @@ class SQLiteBackend(Backend):
         self._key = self.path if self.path == ":memory:" else os.path.abspath(self.path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # A second connection, on a thread of its own, for reads that scan a whole queue (stats,
+        # peek): WAL lets it read while the first one writes, so a large backlog's scan never
+        # holds up leases and settles. Opened on first use.
+        self._scan_executor: ThreadPoolExecutor | None = None
+        self._scan_conn: sqlite3.Connection | None = None
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._waiters_lock = threading.Lock()
         # write transactions waiting for the next group commit (with their durability), and the
@@ -174,11 +179,20 @@ class SQLiteBackend(Backend):
         await self._run(self._close_connection)
         self._executor.shutdown(wait=True)
         self._executor = None
+        if self._scan_executor is not None:
+            scan_executor, self._scan_executor = self._scan_executor, None
+            await asyncio.get_running_loop().run_in_executor(scan_executor, self._close_scan_connection)
+            scan_executor.shutdown(wait=True)
 
     def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _close_scan_connection(self) -> None:
+        if self._scan_conn is not None:
+            self._scan_conn.close()
+            self._scan_conn = None
 
     async def _run(self, function: Callable[[], T]) -> T:
         if self._executor is None:
@@ -250,6 +264,24 @@ class SQLiteBackend(Backend):
             raise
         conn.execute("COMMIT")
         return outcomes
+
+    async def _scan(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a long read on the scan connection (see __init__); `:memory:` has only one."""
+        if self.path == ":memory:":
+            return await self._read(function)
+        if self._executor is None:
+            raise RuntimeError("the SQLite backend is not connected")
+        if self._scan_executor is None:
+            self._scan_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-sqlite-scan")
+
+        def run() -> T:
+            if self._scan_conn is None:
+                conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+                conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+                self._scan_conn = conn
+            return function(self._scan_conn)
+
+        return await asyncio.get_running_loop().run_in_executor(self._scan_executor, run)
 
     async def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -551,7 +583,7 @@ class SQLiteBackend(Backend):
             age = 0.0 if oldest is None else max(0.0, now - oldest)
             return QueueStats(queue, ready, delayed, in_flight, age, size, bool(row[4]))
 
-        return await self._read(stats)
+        return await self._scan(stats)
 
     async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
         def peek(conn: sqlite3.Connection) -> list[StoredMessage]:
@@ -576,7 +608,7 @@ class SQLiteBackend(Backend):
                 )
             return result
 
-        return await self._read(peek)
+        return await self._scan(peek)
 
     async def purge(self, queue: str) -> int:
         def purge(conn: sqlite3.Connection) -> int:

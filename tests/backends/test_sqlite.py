@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,20 @@ async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:
     async with conveyor.App(url) as app:
         [pulled] = await app.queue("q").pull()
         assert pulled.body == {"kept": True}
+
+
+async def test_stats_and_peek_read_beside_a_write_and_close_leaves_no_thread(tmp_path: Path) -> None:
+    app = conveyor.App(f"sqlite:///{tmp_path / 'q.db'}")
+    queue = app.queue("jobs")
+    await queue.send_batch(list(range(10)))
+    # another process holds the write lock: whole-queue reads still answer (WAL readers)
+    other = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert (await queue.stats()).backlog == 10
+        assert [m.body for m in await queue.peek(3)] == [0, 1, 2]
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await app.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-sqlite")]
