@@ -7,9 +7,11 @@ corrupt the file), `?busy_timeout=5000` (ms), `?poll_interval=0.05` (s).
 
 Each backend owns one connection on one thread; every operation is one transaction there.
 Leases commit without an fsync even under `synchronous=full` (see `_write_group`).
-Wake-ups: consumers in the same process are woken at once by the writer; other processes notice
-a commit by polling `PRAGMA data_version` every `poll_interval` seconds (the bound on their
-wake-up latency), which costs microseconds.
+Wake-ups: consumers in the same process are woken at once by the writer. Other processes' commits
+are noticed by a waiting consumer within `poll_interval` seconds: every poll it stats the WAL file
+(on the event loop, a microsecond) and only when that changed asks `PRAGMA data_version` on the
+SQLite thread. A commit that leaves the WAL's size and mtime as they were (a rewrite from its
+start within one clock tick) is still caught by a full check every FULL_CHECK_SECONDS.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ MIGRATIONS = {1: Q["schema_v1"]}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
+# A waiting consumer asks PRAGMA data_version at least this often, whatever the WAL file shows.
+FULL_CHECK_SECONDS = 1.0
 SYNCHRONOUS_MODES = ("full", "normal")
 
 # In-process wake-ups between backends on the same file: path -> notify callbacks.
@@ -321,10 +325,12 @@ class SQLiteBackend(Backend):
         with self._waiters_lock:
             self._waiters.setdefault(queue, []).append((loop, future))
         try:
+            wal = self._wal_mark()  # before the read: a commit after it changes the file
             paused, due, version = await self._read(state)
             if due is not None and not paused:
                 timeout = min(timeout, due - self.clock.now())
             deadline = loop.time() + max(0.0, timeout)
+            checked_at = loop.time()
             while not future.done():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -332,6 +338,10 @@ class SQLiteBackend(Backend):
                 await asyncio.wait([future], timeout=min(self.poll_interval, remaining))
                 if future.done():
                     return
+                now, mark = loop.time(), self._wal_mark()
+                if mark == wal and now - checked_at < FULL_CHECK_SECONDS:
+                    continue
+                wal, checked_at = mark, now
                 current = await self._read(lambda conn: conn.execute("PRAGMA data_version").fetchone()[0])
                 if current != version:
                     return  # another process committed: look again
@@ -340,6 +350,16 @@ class SQLiteBackend(Backend):
                 waiters = self._waiters.get(queue)
                 if waiters is not None and (loop, future) in waiters:
                     waiters.remove((loop, future))
+
+    def _wal_mark(self) -> tuple[int, int, int] | None:
+        """The WAL file's identity, size and mtime: any commit by any process writes that file."""
+        if self.path == ":memory:":
+            return None
+        try:
+            stat = os.stat(f"{self.path}-wal")
+        except OSError:
+            return None
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
     # -- queues ------------------------------------------------------------------------------
 

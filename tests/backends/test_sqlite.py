@@ -131,3 +131,30 @@ async def test_stats_and_peek_read_beside_a_write_and_close_leaves_no_thread(tmp
         other.close()
     await app.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("conveyor-sqlite")]
+
+
+SEND_ONE = """
+import asyncio, sys
+import conveyor
+
+async def main(url: str) -> None:
+    async with conveyor.App(url) as app:
+        await app.queue("shared").send("from another process")
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_send_from_another_process_wakes_a_waiting_consumer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    async with conveyor.App(url) as app:
+        await app.create_queue("shared")
+        waiting = asyncio.create_task(app.backend.wait_for_messages("shared", 60))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        sender = await asyncio.create_subprocess_exec(sys.executable, "-c", SEND_ONE, url, cwd=ROOT)
+        assert await sender.wait() == 0
+        async with asyncio.timeout(10):  # polled every 50 ms: far sooner than the 60 s asked
+            await waiting
+        [message] = await app.queue("shared").pull()
+        assert message.body == "from another process"
