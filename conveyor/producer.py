@@ -18,7 +18,7 @@ from conveyor.errors import (
     MessageTooLarge,
     MessageValidationError,
 )
-from conveyor.ids import new_message_id
+from conveyor.ids import new_message_id, new_message_ids
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -150,14 +150,16 @@ class Queue:
             )
         return data
 
-    def _outgoing(self, request: SendRequest, default_delay: float | None) -> OutgoingMessage:
+    def _outgoing(
+        self, request: SendRequest, default_delay: float | None, message_id: str
+    ) -> OutgoingMessage:
         content_type = check_content_type(request.content_type)
         delay = request.delay_seconds if request.delay_seconds is not None else default_delay
         if delay is not None:
             delay = L.check_delay("delay_seconds", delay, self.app.limits)
         return OutgoingMessage(
             queue=self.name,
-            id=new_message_id(),
+            id=message_id,
             body=self._encode(request.body, content_type),
             content_type=content_type,
             delay_seconds=delay,
@@ -176,7 +178,7 @@ class Queue:
         `delay_seconds=None` uses the queue's delivery delay. `connection` (PostgreSQL only)
         writes inside the caller's open transaction instead.
         """
-        message = self._outgoing(SendRequest(body, delay_seconds, content_type), None)
+        message = self._outgoing(SendRequest(body, delay_seconds, content_type), None, new_message_id())
         await self.app._write([message], connection=connection)
         return message.id
 
@@ -207,10 +209,14 @@ class Queue:
                 maximum=limits.max_batch_messages,
             )
         if delay_seconds is not None:
-            L.check_delay("delay_seconds", delay_seconds, limits)
+            delay_seconds = L.check_delay("delay_seconds", delay_seconds, limits)
+        ids = new_message_ids(len(messages))
         outgoing = [
-            self._outgoing(item if isinstance(item, SendRequest) else SendRequest(item), delay_seconds)
-            for item in messages
+            self._outgoing(item, delay_seconds, message_id)
+            if isinstance(item, SendRequest)
+            # a plain body: json, the batch's delay (already checked)
+            else OutgoingMessage(self.name, message_id, self._encode(item, "json"), "json", delay_seconds)
+            for item, message_id in zip(messages, ids, strict=True)
         ]
         total = sum(len(message.body) for message in outgoing)
         if total > limits.max_batch_bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 
 import pytest
 
@@ -51,6 +52,7 @@ async def test_send_batch_returns_ids_in_order_and_stores_every_message(app: con
     queue = app.queue("orders")
     ids = await queue.send_batch([{"n": n} for n in range(50)])
     assert len(ids) == len(set(ids)) == 50
+    assert all(re.fullmatch("[0-9a-f]{32}", message_id) for message_id in ids)
     pulled = await queue.pull(batch_size=100)
     assert sorted(message.body["n"] for message in pulled) == list(range(50))
     assert {message.id for message in pulled} == set(ids)
