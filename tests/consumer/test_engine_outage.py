@@ -14,6 +14,18 @@ from conveyor.errors import BackendUnavailable
 from conveyor.types import LeasedMessage
 
 
+async def run_until(app: conveyor.App, event: asyncio.Event) -> None:
+    """Run the app's consumers until `event` is set (10 s at most), then stop them."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    try:
+        async with asyncio.timeout(10):
+            await event.wait()
+    finally:
+        stop.set()
+        await worker
+
+
 async def test_leasing_from_an_unreachable_engine_backs_off_quietly_and_recovers(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -39,13 +51,8 @@ async def test_leasing_from_an_unreachable_engine_backs_off_quietly_and_recovers
         return await real_lease(queue, limit, visibility_timeout)
 
     monkeypatch.setattr(app.backend, "lease_many", flaky_lease)
-    stop = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
-        worker = asyncio.create_task(app.run_consumers(stop=stop))
-        async with asyncio.timeout(10):
-            await done.wait()
-        stop.set()
-        await worker
+        await run_until(app, done)
     assert handled == ["after the outage"]
     warnings = [r for r in caplog.records if "leasing from jobs failed" in r.getMessage()]
     assert len(warnings) == 4
@@ -71,13 +78,8 @@ async def test_an_unexpected_lease_error_is_logged_with_its_traceback(
         raise ValueError("a bug in the engine")
 
     monkeypatch.setattr(app.backend, "lease_many", broken_lease)
-    stop = asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
-        worker = asyncio.create_task(app.run_consumers(stop=stop))
-        async with asyncio.timeout(10):
-            await failed.wait()
-        stop.set()
-        await worker
+        await run_until(app, failed)
     [first, *_] = [r for r in caplog.records if "leasing from jobs failed" in r.getMessage()]
     assert first.levelno == logging.ERROR and first.exc_info is not None
     await app.close()
