@@ -43,12 +43,37 @@ def parse_lease_id(lease_id: str) -> tuple[str, str] | None:
     return message_id, token
 
 
+def make_row_lease_id(message_id: str, token: str, row: int) -> str:
+    """A lease id that also names the message's row, for engines that settle by row number (a
+    rowid is reused after a delete; the token, unique per delivery, tells the leases apart)."""
+    return f"{message_id}.{token}.{row}"
+
+
+def parse_row_lease_id(lease_id: str) -> tuple[int, str] | None:
+    """The row number and token of a `make_row_lease_id` lease id; None if it is not one."""
+    parts = lease_id.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].isdigit():
+        return None
+    return int(parts[2]), parts[1]
+
+
 def leased_from_rows(
-    queue: str, token: str, rows: list[Any], dead_letter: Callable[[Any], DeadLetterInfo | None]
+    queue: str,
+    token: str,
+    rows: list[Any],
+    dead_letter: Callable[[Any], DeadLetterInfo | None],
+    *,
+    row_lease_ids: bool = False,
 ) -> list[LeasedMessage]:
     """LeasedMessages from a SQL engine's lease rows (seq, id, body, content type, timestamp,
-    attempts, dead-letter data), oldest first; `dead_letter` decodes that engine's column."""
+    attempts, dead-letter data), oldest first; `dead_letter` decodes that engine's column.
+    `row_lease_ids` makes lease ids that carry the seq (see `make_row_lease_id`)."""
     rows.sort(key=lambda row: row[0])
+    lease_id = (
+        make_row_lease_id
+        if row_lease_ids
+        else (lambda message_id, token, _row: make_lease_id(message_id, token))
+    )
     return [
         LeasedMessage(
             id=row[1],
@@ -57,7 +82,7 @@ def leased_from_rows(
             content_type=row[3],
             timestamp=row[4],
             attempts=row[5],
-            lease_id=make_lease_id(row[1], token),
+            lease_id=lease_id(row[1], token, row[0]),
             dead_letter=dead_letter(row[6]),
         )
         for row in rows

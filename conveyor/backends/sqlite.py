@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from conveyor.backends.base import Backend, leased_from_rows, new_token, parse_lease_id
+from conveyor.backends.base import Backend, leased_from_rows, new_token, parse_row_lease_id
 from conveyor.backends.sql import load_queries
 from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound
@@ -479,14 +479,14 @@ class SQLiteBackend(Backend):
             return conn.execute(Q["lease"], params).fetchall()
 
         rows = await self._transaction(lease, lease=True)
-        return leased_from_rows(queue, token, rows, _dead_letter)
+        return leased_from_rows(queue, token, rows, _dead_letter, row_lease_ids=True)
 
     def _lease_params(self, queue_id: int, lease_ids: Sequence[str], now: float) -> list[dict[str, Any]]:
         params = []
         for lease_id in lease_ids:
-            parsed = parse_lease_id(lease_id)
+            parsed = parse_row_lease_id(lease_id)
             if parsed is not None:
-                params.append({"id": parsed[0], "token": parsed[1], "queue_id": queue_id, "now": now})
+                params.append({"seq": parsed[0], "token": parsed[1], "queue_id": queue_id, "now": now})
         return params
 
     async def _update_leases(self, statement: str, queue: str, lease_ids: Sequence[str], **extra: Any) -> int:
@@ -527,14 +527,14 @@ class SQLiteBackend(Backend):
 
             def apply(statement: str, lease_ids: Sequence[str], **extra: Any) -> None:
                 # one statement per lease token (a batch's leases usually share one)
-                by_token: dict[str, dict[str, str]] = {}
+                by_token: dict[str, dict[int, str]] = {}
                 for lease_id in lease_ids:
-                    parsed = parse_lease_id(lease_id)
+                    parsed = parse_row_lease_id(lease_id)
                     if parsed is not None:
                         by_token.setdefault(parsed[1], {}).setdefault(parsed[0], lease_id)
                 for token, leases in by_token.items():
                     params = {
-                        "ids": json.dumps(list(leases)),
+                        "seqs": json.dumps(list(leases)),
                         "token": token,
                         "queue_id": queue_id,
                         "now": now,
@@ -570,13 +570,13 @@ class SQLiteBackend(Backend):
                 dead_lettered += 1
                 if dead.dead_letter_queue is None:
                     continue
-                info = DeadLetterInfo(row[0], queue, row[3], dead.error, now)
+                info = DeadLetterInfo(row[1], queue, row[4], dead.error, now)
                 dead_rows.append(
                     (
                         dead.new_id,
                         dlq_ids[dead.dead_letter_queue],
-                        row[1],
                         row[2],
+                        row[3],
                         now,
                         now,
                         json.dumps(info.to_dict()),

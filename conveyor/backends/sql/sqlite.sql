@@ -88,35 +88,38 @@ WHERE seq IN (
 )
 RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter
 
+-- Leases name their row (seq, the rowid): no search of the id index. Rowids can be reused after a
+-- delete; the lease token, unique per delivery, is what proves the lease is live.
+
 -- name: extend_lease
 UPDATE conveyor_messages SET visible_at = :deadline
-WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
 
 -- name: release
 UPDATE conveyor_messages SET visible_at = :now, lease_token = NULL, attempts = attempts - 1
-WHERE id = :id AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
 
--- Settling takes every lease of one delivery (one token) in one statement: :ids is a JSON array
--- of message ids; RETURNING names the live leases, the others are stale. The `+` keeps the
--- planner on the id index rather than scanning the queue's in-flight range.
+-- Settling takes every lease of one delivery (one token) in one statement: :seqs is a JSON array
+-- of rowids; RETURNING names the live leases, the others are stale. The `+` keeps the planner on
+-- the rowid rather than scanning the queue's in-flight range.
 
 -- name: ack
 DELETE FROM conveyor_messages
-WHERE id IN (SELECT value FROM json_each(:ids))
+WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING id
+RETURNING seq
 
 -- name: retry
 UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL
-WHERE id IN (SELECT value FROM json_each(:ids))
+WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING id
+RETURNING seq
 
 -- name: take_dead
 DELETE FROM conveyor_messages
-WHERE id IN (SELECT value FROM json_each(:ids))
+WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING id, body, content_type, attempts
+RETURNING seq, id, body, content_type, attempts
 
 -- name: stats
 SELECT
