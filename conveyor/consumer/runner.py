@@ -33,8 +33,7 @@ STATS_INTERVAL_SECONDS = 5.0
 # While a queue has a backlog, one lease takes at least this many messages, in whole batches:
 # small batches then cost one lease round trip per this many messages, not one per batch. The
 # batches beyond the first wait (their leases renewed) for a free slot; a stopping worker gives
-# them back at once. While the backlog lasts, the next such lease is already under way (in the
-# background) while the batches of the last one run, so the engine and the handlers overlap.
+# them back at once.
 LEASE_AHEAD_MESSAGES = 100
 # After a failed lease the worker waits this long, doubling on each further failure up to the max.
 LEASE_RETRY_FIRST_SECONDS = 0.1
@@ -63,11 +62,6 @@ class ConsumerRunner:
         # full batches leased ahead, waiting for a slot; and whether the last lease came back full
         self._ready: deque[list[LeasedMessage]] = deque()
         self._backlogged = False
-        # the lease ahead under way in the background, and what it took short of a whole batch
-        # (the start of the next batch)
-        self._prefetch: asyncio.Task[None] | None = None
-        self._carried: list[LeasedMessage] = []
-        self._collecting = False
         self._stopping: asyncio.Event | None = None
 
     # -- the fetch loop ----------------------------------------------------------------------
@@ -83,18 +77,11 @@ class ConsumerRunner:
             while not stopping.is_set():
                 if not self.slots.try_acquire() and not await self._until(self.slots.acquire(), stopping):
                     break
-                while not self._ready and self._prefetch is not None:
-                    await asyncio.shield(self._prefetch)  # a lease is short: never cut one off
                 if self._ready:
                     self._start(self._ready.popleft())
-                    self._lease_ahead_in_background()
                     continue
                 try:
-                    self._collecting = True
-                    try:
-                        leased = await self._collect(stopping)
-                    finally:
-                        self._collecting = False
+                    leased = await self._collect(stopping)
                 except Exception as exc:
                     await self.slots.release()
                     backoff = self._lease_failed(exc, backoff)
@@ -109,17 +96,11 @@ class ConsumerRunner:
                     await self._release([m.lease_id for m in leased])
                     break
                 self._start(leased)
-                self._lease_ahead_in_background()
         finally:
             renewer.cancel()
-            while self._prefetch is not None:
-                await asyncio.shield(self._prefetch)
-            waiting = [m.lease_id for batch in self._ready for m in batch]
-            waiting += [m.lease_id for m in self._carried]
-            self._ready.clear()
-            self._carried = []
-            if waiting:
-                await self._release(waiting)
+            if self._ready:
+                await self._release([m.lease_id for batch in self._ready for m in batch])
+                self._ready.clear()
             await self._finish_in_flight(shutdown_grace)
             for task in self._background:
                 task.cancel()
@@ -140,54 +121,16 @@ class ConsumerRunner:
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
-    def _lease_ahead_in_background(self) -> None:
-        """On a backlog, lease the next batches while the ones just started run, once fewer than
-        LEASE_AHEAD_MESSAGES wait for a slot. One lease at a time keeps batches in queue order."""
-        if self._collecting or self._prefetch is not None or not self._backlogged:
-            return
-        if self._stopping is None or self._stopping.is_set():
-            return
-        if sum(len(batch) for batch in self._ready) + len(self._carried) < self._lease_ahead_size():
-            self._prefetch = asyncio.create_task(self._lease_ahead())
-
-    def _lease_ahead_size(self) -> int:
-        size = self.spec.max_batch_size
-        return max(1, LEASE_AHEAD_MESSAGES // size) * size
-
-    async def _lease_ahead(self) -> None:
-        spec = self.spec
-        size = spec.max_batch_size
-        wanted = self._lease_ahead_size()
-        try:
-            got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
-            self._backlogged = len(got) == wanted
-            await self.slots.observe(
-                fresh=sum(1 for m in got if m.attempts == 1), batch_size=wanted, drained=len(got) < wanted
-            )
-            got = self._carried + got
-            whole = len(got) - len(got) % size
-            self._ready.extend(got[i : i + size] for i in range(0, whole, size))
-            self._carried = got[whole:]
-        except Exception:
-            # the fetch loop's own lease meets the same failure and reports it, with its backoff
-            log.debug("leasing ahead on %s failed", spec.queue, exc_info=True)
-            self._backlogged = False
-        finally:
-            self._prefetch = None  # only now: until here the fetch loop waits rather than lease
-        self._start_ready()
-
     def _start_ready(self) -> None:
         """Start batches leased ahead while slots are free (not once the worker is stopping)."""
         while self._ready and not (self._stopping and self._stopping.is_set()) and self.slots.try_acquire():
             self._start(self._ready.popleft())
-        self._lease_ahead_in_background()
 
     async def _renew_ready(self) -> None:
         """Keep the leases of batches waiting for a slot alive, as a running batch's heartbeat does."""
         while True:
             await asyncio.sleep(self.spec.visibility_timeout / 3)
             lease_ids = [m.lease_id for batch in self._ready for m in batch]
-            lease_ids += [m.lease_id for m in self._carried]
             if not lease_ids:
                 continue
             try:
@@ -217,9 +160,8 @@ class ConsumerRunner:
         LEASE_AHEAD_MESSAGES): they go to `_ready` and start as soon as slots are free."""
         spec = self.spec
         size = spec.max_batch_size
-        # a lease ahead's short rest opens this batch; its `max_batch_timeout` starts now
-        leased, self._carried = self._carried, []
-        deadline = self.app.clock.now() + spec.max_batch_timeout if leased else None
+        leased: list[LeasedMessage] = []
+        deadline: float | None = None
         renewed_at = time.monotonic()
         renew_every = spec.visibility_timeout / 3
         while len(leased) < size and not stopping.is_set():

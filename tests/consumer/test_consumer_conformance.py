@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 import conveyor
-from conveyor.consumer.runner import LEASE_AHEAD_MESSAGES
 from conveyor.testing import drain
 from tests.conftest import AppFactory, TimeMachine
 from tests.polling import eventually
@@ -363,32 +362,6 @@ async def test_batches_leased_ahead_keep_their_leases_and_run_in_order(
     assert await drain(app) == 40
     assert [body for batch in recorder.batches for body, _ in batch] == list(range(40))
     assert all(attempts == 1 for batch in recorder.batches for _, attempts in batch)
-
-
-@pytest.mark.slow
-async def test_on_a_backlog_the_next_batches_are_leased_while_a_batch_runs(
-    make_app: AppFactory, recorder: Recorder
-) -> None:
-    # One slot, batches of 10: whenever fewer than LEASE_AHEAD_MESSAGES wait, the next lease
-    # runs beside the handler, so a running batch never leaves the worker with nothing leased.
-    app = await make_app(real_clock=True)
-    seen: list[conveyor.QueueStats] = []
-
-    @app.consumer("jobs", max_batch_size=10, max_concurrency=1, max_batch_timeout=0)
-    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
-        recorder.record(batch)
-        await asyncio.sleep(0.05)
-        seen.append(await app.queue("jobs").stats())
-
-    for start in range(0, 500, 100):
-        await app.queue("jobs").send_batch(list(range(start, start + 100)))
-    assert await drain(app) == 500
-    assert [body for batch in recorder.batches for body, _ in batch] == list(range(500))
-    while_backlogged = [stats for stats in seen if stats.backlog > 0]
-    assert len(while_backlogged) >= 10
-    assert all(stats.in_flight >= LEASE_AHEAD_MESSAGES for stats in while_backlogged), [
-        (stats.backlog, stats.in_flight) for stats in seen
-    ]
 
 
 async def test_a_stopping_worker_gives_batches_leased_ahead_back_at_once(
