@@ -35,6 +35,8 @@ STATS_INTERVAL_SECONDS = 5.0
 # batches beyond the first wait (their leases renewed) for a free slot; a stopping worker gives
 # them back at once.
 LEASE_AHEAD_MESSAGES = 100
+# Settles of finished batches that may be under way at once while the next batches run.
+SETTLING_BATCHES = 16
 # After a failed lease the worker waits this long, doubling on each further failure up to the max.
 LEASE_RETRY_FIRST_SECONDS = 0.1
 LEASE_RETRY_MAX_SECONDS = 5.0
@@ -63,6 +65,7 @@ class ConsumerRunner:
         self._ready: deque[list[LeasedMessage]] = deque()
         self._backlogged = False
         self._stopping: asyncio.Event | None = None
+        self._settling = asyncio.Semaphore(SETTLING_BATCHES)
 
     # -- the fetch loop ----------------------------------------------------------------------
 
@@ -250,11 +253,12 @@ class ConsumerRunner:
             )
         finally:
             heartbeat.cancel()
-        try:
-            await self._settle(messages, error)
-        finally:
+        # The handler is done: its slot goes to the next batch while this one settles (up to
+        # SETTLING_BATCHES settles at once; past that a batch keeps its slot until one is done).
+        async with self._settling:
             await self.slots.release()
             self._start_ready()
+            await self._settle(messages, error)
 
     async def _heartbeat(self, messages: list[Message]) -> None:
         interval = self.spec.visibility_timeout / 3

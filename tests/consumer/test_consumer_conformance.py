@@ -13,6 +13,7 @@ import pytest
 
 import conveyor
 from conveyor.testing import drain
+from conveyor.types import Settlement, SettleResult
 from tests.conftest import AppFactory, TimeMachine
 from tests.polling import eventually
 
@@ -362,6 +363,36 @@ async def test_batches_leased_ahead_keep_their_leases_and_run_in_order(
     assert await drain(app) == 40
     assert [body for batch in recorder.batches for body, _ in batch] == list(range(40))
     assert all(attempts == 1 for batch in recorder.batches for _, attempts in batch)
+
+
+async def test_a_batch_settles_while_the_next_one_runs(
+    make_app: AppFactory, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot: the first batch's settle is held back, yet the second batch's handler runs.
+    app = await make_app(real_clock=True)
+    second_ran, first_settled = asyncio.Event(), asyncio.Event()
+    settle = app.backend.settle
+
+    async def slow_settle(queue: str, settlement: Settlement) -> SettleResult:
+        if not first_settled.is_set():
+            await second_ran.wait()
+        result = await settle(queue, settlement)
+        first_settled.set()
+        return result
+
+    monkeypatch.setattr(app.backend, "settle", slow_settle)
+
+    @app.consumer("jobs", max_batch_size=1, max_concurrency=1, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+        if len(recorder.batches) == 2:
+            second_ran.set()
+
+    await app.queue("jobs").send_batch(["first", "second"])
+    async with asyncio.timeout(20):
+        assert await drain(app) == 2
+    assert [batch[0][0] for batch in recorder.batches] == ["first", "second"]
+    assert (await app.queue("jobs").stats()).total == 0
 
 
 async def test_a_stopping_worker_gives_batches_leased_ahead_back_at_once(
