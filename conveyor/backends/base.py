@@ -69,23 +69,15 @@ def leased_from_rows(
     attempts, dead-letter data), oldest first; `dead_letter` decodes that engine's column.
     `row_lease_ids` makes lease ids that carry the seq (see `make_row_lease_id`)."""
     rows.sort(key=lambda row: row[0])
-    lease_id = (
-        make_row_lease_id
-        if row_lease_ids
-        else (lambda message_id, token, _row: make_lease_id(message_id, token))
-    )
+    # the lease id formats of make_row_lease_id / make_lease_id, inlined: this runs per message
+    if row_lease_ids:
+        return [
+            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", dead_letter(dead))
+            for seq, id_, body, kind, sent, attempts, dead in rows
+        ]
     return [
-        LeasedMessage(
-            id=row[1],
-            queue=queue,
-            body=row[2],
-            content_type=row[3],
-            timestamp=row[4],
-            attempts=row[5],
-            lease_id=lease_id(row[1], token, row[0]),
-            dead_letter=dead_letter(row[6]),
-        )
-        for row in rows
+        LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}", dead_letter(dead))
+        for _, id_, body, kind, sent, attempts, dead in rows
     ]
 
 
