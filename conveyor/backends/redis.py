@@ -200,9 +200,9 @@ def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Write:
-    """One message for the `send` script."""
+    """One message for the `send` script (not frozen: one is made per message sent)."""
 
     id: str
     content_type: str
@@ -212,14 +212,13 @@ class _Write:
     timestamp_us: int | None = None  # None: now
 
     def args(self) -> list[str | bytes]:
-        return [
-            self.id,
-            self.content_type,
-            "" if self.delay_us is None else str(self.delay_us),
-            self.body,
-            self.dead_letter,
-            "" if self.timestamp_us is None else str(self.timestamp_us),
-        ]
+        """The id, and the rest packed in one argument (see the `send` script): the client
+        library's cost is per argument, so two per message rather than six."""
+        delay = "" if self.delay_us is None else self.delay_us
+        timestamp = "" if self.timestamp_us is None else self.timestamp_us
+        dead = self.dead_letter.encode()
+        head = f"{delay}:{timestamp}:{self.content_type}:{len(dead)}:".encode()
+        return [self.id, head + dead + self.body if dead else head + self.body]
 
     @classmethod
     def of(cls, message: OutgoingMessage) -> _Write:

@@ -279,9 +279,10 @@ redis.call('HSET', KEYS[1], ARGV[1], value)
 return value
 
 -- name: send
--- KEYS: one group per queue. ARGV: per queue a message count, then per message: id, content type,
--- delay µs ('' for the queue's delivery delay), body, dead-letter JSON ('' for none), timestamp µs
--- ('' for now). Returns 0, or the group number of a missing queue (then nothing was stored).
+-- KEYS: one group per queue. ARGV: per queue a message count, then per message two arguments: its
+-- id, and "<delay µs>:<timestamp µs>:<content type>:<dead-letter JSON length>:<JSON><body>" (an
+-- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter).
+-- Returns 0, or the group number of a missing queue (then nothing was stored).
 for g = 1, group_count() do
   if not exists(queue_keys(g)) then
     return g
@@ -296,9 +297,12 @@ for g = 1, group_count() do
   local default_delay = nil
   local items = {}
   for i = 1, count do
-    local id, content_type, delay, body, dead, ts = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3],
-      ARGV[at + 4], ARGV[at + 5]
-    at = at + 6
+    local id, packed = ARGV[at], ARGV[at + 1]
+    at = at + 2
+    local delay, ts, content_type, dead_length, rest = string.match(packed, '^(%d*):(%d*):([^:]*):(%d+):()')
+    -- from the length on, the packed message is what a stored record holds after its timestamp
+    local tail = string.sub(packed, rest - #dead_length - 1)
+    local size = #packed - rest + 1 - tonumber(dead_length)
     if delay == '' then
       default_delay = default_delay or tonumber(redis.call('HGET', q.meta, 'delay'))
       delay = default_delay
@@ -307,7 +311,7 @@ for g = 1, group_count() do
     end
     local timestamp = ts == '' and now or tonumber(ts)
     -- one microsecond apart: a batch stays in the order it was sent
-    items[i] = {id, record(content_type, timestamp, dead, body), now + delay + i - 1, timestamp, #body}
+    items[i] = {id, content_type .. ':' .. int(timestamp) .. ':' .. tail, now + delay + i - 1, timestamp, size}
   end
   insert_many(q, items)
   wake(q, count)
