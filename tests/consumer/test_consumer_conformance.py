@@ -351,13 +351,14 @@ async def test_batches_leased_ahead_keep_their_leases_and_run_in_order(
     make_app: AppFactory, recorder: Recorder
 ) -> None:
     # On a backlog one lease takes several batches; with one slot they wait, each longer than
-    # the lease, so only renewal keeps them from being delivered twice.
+    # the lease, so only renewal keeps them from being delivered twice. (A renewal every 0.2 s
+    # leaves 0.4 s of slack: enough on a loaded CI machine, where 0.3 s leases were not.)
     app = await make_app(real_clock=True)
 
-    @app.consumer("jobs", max_batch_size=10, max_concurrency=1, visibility_timeout=0.3, max_batch_timeout=0)
+    @app.consumer("jobs", max_batch_size=10, max_concurrency=1, visibility_timeout=0.6, max_batch_timeout=0)
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
         recorder.record(batch)
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(0.7)
 
     await app.queue("jobs").send_batch(list(range(40)))
     assert await drain(app) == 40
