@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from conveyor import limits as L
 from conveyor.consumer.concurrency import ConcurrencyLimit
 from conveyor.consumer.message import Message, MessageBatch, Outcome
+from conveyor.consumer.settle_group import SettleGroup
 from conveyor.consumer.spec import ConsumerSpec
 from conveyor.errors import BackendUnavailable
 from conveyor.ids import new_message_id
@@ -25,9 +26,6 @@ log = logging.getLogger("conveyor.consumer")
 
 # Longest error text kept with a dead letter.
 MAX_ERROR_CHARS = 2_000
-# Settling a batch is retried this many times (with backoff) when the engine fails; after that
-# the leases expire and the messages are delivered again.
-SETTLE_ATTEMPTS = 5
 # How often the queue's stats are refreshed (in the background) for `batch.stats`.
 STATS_INTERVAL_SECONDS = 5.0
 # While a queue has a backlog, one lease takes at least this many messages, in whole batches:
@@ -35,7 +33,8 @@ STATS_INTERVAL_SECONDS = 5.0
 # batches beyond the first wait (their leases renewed) for a free slot; a stopping worker gives
 # them back at once.
 LEASE_AHEAD_MESSAGES = 100
-# Settles of finished batches that may be under way at once while the next batches run.
+# Finished batches that may wait for their settle at once while the next batches run (those
+# that finish together settle in one engine call: see SettleGroup).
 SETTLING_BATCHES = 16
 # After a failed lease the worker waits this long, doubling on each further failure up to the max.
 LEASE_RETRY_FIRST_SECONDS = 0.1
@@ -66,6 +65,7 @@ class ConsumerRunner:
         self._backlogged = False
         self._stopping: asyncio.Event | None = None
         self._settling = asyncio.Semaphore(SETTLING_BATCHES)
+        self._settle_group = SettleGroup(self.backend, spec.queue)
 
     # -- the fetch loop ----------------------------------------------------------------------
 
@@ -292,15 +292,9 @@ class ConsumerRunner:
 
     async def _settle(self, messages: list[Message], error: BaseException | None) -> None:
         settlement = self._settlement(messages, error)
-        for attempt in range(SETTLE_ATTEMPTS):
-            try:
-                result = await self.backend.settle(self.spec.queue, settlement)
-                break
-            except Exception:
-                log.exception("settling a batch on %s failed (try %d)", self.spec.queue, attempt + 1)
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        else:
-            return
+        result = await self._settle_group.settle(settlement)
+        if result is None:
+            return  # the engine failed every try: the leases expire and the messages come back
         self.processed += len(messages)
         self._log_outcome(messages, settlement, result.stale)
 
