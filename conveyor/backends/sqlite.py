@@ -17,7 +17,6 @@ start within one clock tick) is still caught by a full check every FULL_CHECK_SE
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import sqlite3
@@ -46,8 +45,9 @@ from conveyor.types import (
 )
 
 T = TypeVar("T")
-# a write waiting for its group commit: the work, its caller's future, whether it is lease-type
-_Pending = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool]
+# a write transaction waiting for the writer thread: its function, its caller's future, whether it
+# is a lease (see `_write_group`) and the caller's event loop
+_Pending = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop]
 Q = load_queries("sqlite.sql")
 SCHEMA_VERSION = 1
 MIGRATIONS = {1: Q["schema_v1"]}
@@ -125,10 +125,13 @@ class SQLiteBackend(Backend):
         self._scan_conn: sqlite3.Connection | None = None
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
         self._waiters_lock = threading.Lock()
-        # write transactions waiting for the next group commit (with their durability), and the
-        # task writing them
+        # Write transactions waiting for the next group commit (with their durability). The
+        # writer thread takes them itself, group after group, with no hop through the event loop
+        # between groups: a busy loop (say, handlers decoding a batch) never leaves it idle.
         self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._pending_lock = threading.Lock()
+        self._writing = False  # a drain of `_pending` is queued or running on the writer thread
+        self._unfinished: set[asyncio.Future[Any]] = set()
         # the connection's current `PRAGMA synchronous` (switched per group, see _write_group)
         self._synchronous_now = self.synchronous
 
@@ -178,8 +181,8 @@ class SQLiteBackend(Backend):
             return
         with _listeners_lock:
             _listeners.get(self._key, set()).discard(self._wake)
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)  # writes already requested still commit
+        if self._unfinished:  # writes already requested still commit
+            await asyncio.wait(list(self._unfinished))
         await self._run(self._close_connection)
         self._executor.shutdown(wait=True)
         self._executor = None
@@ -211,29 +214,38 @@ class SQLiteBackend(Backend):
         only itself. Concurrent batches of a consumer settle together this way.
         `lease=True` marks a lease, lease extension or release: see `_write_group`.
         """
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((function, future, lease))
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
+        if self._executor is None:
+            raise RuntimeError("the SQLite backend is not connected")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._unfinished.add(future)
+        future.add_done_callback(self._unfinished.discard)
+        with self._pending_lock:
+            self._pending.append((function, future, lease, loop))
+            start, self._writing = not self._writing, True
+        if start:
+            self._executor.submit(self._write_pending)
         result: T = await future
         return result
 
-    async def _flush(self) -> None:
+    def _write_pending(self) -> None:
+        """On the writer thread: commit one group of what is pending, queue itself again while
+        more is pending, and hand the outcomes to the callers' loops. Requeuing (rather than
+        looping) lets reads waiting for the same thread run between groups."""
+        with self._pending_lock:
+            group, self._pending = self._pending, []
+        functions = [function for function, _, _, _ in group]
+        leases_only = all(lease for _, _, lease, _ in group)
         try:
-            while self._pending:
-                group, self._pending = self._pending, []
-                functions = [function for function, _, _ in group]
-                leases_only = all(lease for _, _, lease in group)
-                try:
-                    outcomes = await self._run(functools.partial(self._write_group, functions, leases_only))
-                except BaseException as exc:
-                    _settle_futures(group, [(False, exc)] * len(group))
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    _settle_futures(group, outcomes)
-        finally:
-            self._flusher = None
+            outcomes = self._write_group(functions, leases_only)
+        except BaseException as exc:  # every caller of the group gets it
+            outcomes = [(False, exc)] * len(group)
+        with self._pending_lock:
+            self._writing = bool(self._pending)
+        if self._writing and self._executor is not None:
+            self._executor.submit(self._write_pending)
+        for loop in {loop for _, _, _, loop in group}:
+            loop.call_soon_threadsafe(_settle_futures, group, outcomes, loop)
 
     def _write_group(
         self, functions: list[Callable[[sqlite3.Connection], Any]], leases_only: bool = False
@@ -662,9 +674,12 @@ class SQLiteBackend(Backend):
         return await self._transaction(sweep)
 
 
-def _settle_futures(group: list[_Pending], outcomes: list[tuple[bool, Any]]) -> None:
-    for (_, future, _), (ok, value) in zip(group, outcomes, strict=True):
-        if future.done():
+def _settle_futures(
+    group: list[_Pending], outcomes: list[tuple[bool, Any]], loop: asyncio.AbstractEventLoop
+) -> None:
+    """On `loop`: give the callers from that loop the outcomes of their transactions."""
+    for (_, future, _, future_loop), (ok, value) in zip(group, outcomes, strict=True):
+        if future_loop is not loop or future.done():
             continue  # its caller gave up waiting; the write stands
         if ok:
             future.set_result(value)
