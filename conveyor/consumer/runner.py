@@ -62,6 +62,8 @@ class ConsumerRunner:
         self._background: set[asyncio.Task[None]] = set()
         # full batches leased ahead, waiting for a slot; and whether the last lease came back full
         self._ready: deque[list[LeasedMessage]] = deque()
+        # the lease ids of the batches whose handlers run, by batch
+        self._running: dict[int, list[str]] = {}
         self._backlogged = False
         self._stopping: asyncio.Event | None = None
         self._settling = asyncio.Semaphore(SETTLING_BATCHES)
@@ -74,7 +76,7 @@ class ConsumerRunner:
         if self.spec.dead_letter_queue is not None:
             await self.app.ensure_queue(self.spec.dead_letter_queue)
         self._stopping = stopping
-        renewer = asyncio.create_task(self._renew_ready())
+        renewer = asyncio.create_task(self._renew_leases())
         backoff = 0.0
         try:
             while not stopping.is_set():
@@ -100,11 +102,11 @@ class ConsumerRunner:
                     break
                 self._start(leased)
         finally:
-            renewer.cancel()
             if self._ready:
                 await self._release([m.lease_id for batch in self._ready for m in batch])
                 self._ready.clear()
-            await self._finish_in_flight(shutdown_grace)
+            await self._finish_in_flight(shutdown_grace)  # renewing their leases meanwhile
+            renewer.cancel()
             for task in self._background:
                 task.cancel()
 
@@ -129,11 +131,13 @@ class ConsumerRunner:
         while self._ready and not (self._stopping and self._stopping.is_set()) and self.slots.try_acquire():
             self._start(self._ready.popleft())
 
-    async def _renew_ready(self) -> None:
-        """Keep the leases of batches waiting for a slot alive, as a running batch's heartbeat does."""
+    async def _renew_leases(self) -> None:
+        """The heartbeat: every third of the visibility timeout, renew the leases of every batch
+        this consumer holds (running, or leased ahead and waiting for a slot) in one call."""
         while True:
             await asyncio.sleep(self.spec.visibility_timeout / 3)
             lease_ids = [m.lease_id for batch in self._ready for m in batch]
+            lease_ids.extend(lease_id for batch in self._running.values() for lease_id in batch)
             if not lease_ids:
                 continue
             try:
@@ -236,13 +240,14 @@ class ConsumerRunner:
     async def _process(self, leased: list[LeasedMessage]) -> None:
         messages = [Message(m) for m in leased]
         batch = MessageBatch(self.spec.queue, messages, self._current_stats())
-        heartbeat = asyncio.create_task(self._heartbeat(messages))
+        key = id(batch)
+        self._running[key] = [m.lease_id for m in leased]  # renewed by _renew_leases from now on
         error: BaseException | None = None
         try:
             await self.spec.handler(batch, self.app.env)
         except asyncio.CancelledError:
             # the shutdown grace ran out: give the messages back at once
-            heartbeat.cancel()
+            del self._running[key]
             await self._release([m.lease_id for m in messages])
             await self.slots.release()
             raise
@@ -252,24 +257,13 @@ class ConsumerRunner:
                 "handler %s failed on a batch of %d from %s", self.spec.name, len(messages), self.spec.queue
             )
         finally:
-            heartbeat.cancel()
+            self._running.pop(key, None)
         # The handler is done: its slot goes to the next batch while this one settles (up to
         # SETTLING_BATCHES settles at once; past that a batch keeps its slot until one is done).
         async with self._settling:
             await self.slots.release()
             self._start_ready()
             await self._settle(messages, error)
-
-    async def _heartbeat(self, messages: list[Message]) -> None:
-        interval = self.spec.visibility_timeout / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.backend.extend_leases(
-                    self.spec.queue, [m.lease_id for m in messages], self.spec.visibility_timeout
-                )
-            except Exception:
-                log.exception("renewing leases on %s failed", self.spec.queue)
 
     def _settlement(self, messages: list[Message], error: BaseException | None) -> Settlement:
         spec = self.spec

@@ -347,6 +347,32 @@ async def test_a_long_handler_keeps_its_lease(make_app: AppFactory) -> None:
 
 
 @pytest.mark.slow
+async def test_a_batch_finishing_within_the_shutdown_grace_keeps_its_lease(make_app: AppFactory) -> None:
+    app = await make_app(real_clock=True)
+    entered = asyncio.Event()
+    deliveries: list[int] = []
+
+    @app.consumer("jobs", visibility_timeout=0.3, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        deliveries.extend(message.attempts for message in batch.messages)
+        entered.set()
+        await asyncio.sleep(1.2)  # finishes during the grace, four leases later
+
+    other = await make_app(real_clock=True)
+    await app.queue("jobs").send("slow")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop, shutdown_grace=10))
+    async with asyncio.timeout(20):
+        await entered.wait()
+    stop.set()
+    await asyncio.sleep(0.7)
+    assert await other.queue("jobs").pull() == []  # still leased: renewed while stopping
+    await worker
+    assert deliveries == [1]
+    assert (await app.queue("jobs").stats()).total == 0
+
+
+@pytest.mark.slow
 async def test_batches_leased_ahead_keep_their_leases_and_run_in_order(
     make_app: AppFactory, recorder: Recorder
 ) -> None:
