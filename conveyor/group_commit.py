@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from conveyor.types import OutgoingMessage
 
 Write = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
+R = TypeVar("R")
 
 # At most this many messages go into one grouped write.
 MAX_GROUP_MESSAGES = 1_000
@@ -42,13 +44,7 @@ class GroupCommitter:
             self._flusher = None
 
     def _take_group(self) -> list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]]:
-        group: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]] = []
-        count = 0
-        while self._pending and (not group or count + len(self._pending[0][0]) <= self._max):
-            request = self._pending.pop(0)
-            group.append(request)
-            count += len(request[0])
-        return group
+        return take_group(self._pending, lambda request: len(request[0]), self._max)
 
     async def _write_group(self, group: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]]) -> None:
         try:
@@ -67,6 +63,18 @@ class GroupCommitter:
         else:
             for _, future in group:
                 _succeed(future)
+
+
+def take_group(pending: list[R], size: Callable[[R], int], limit: int) -> list[R]:
+    """Take requests from the front of `pending` while their sizes add up to at most `limit`
+    (always at least one, however big)."""
+    group: list[R] = []
+    count = 0
+    while pending and (not group or count + size(pending[0]) <= limit):
+        request = pending.pop(0)
+        group.append(request)
+        count += size(request)
+    return group
 
 
 def _succeed(future: asyncio.Future[None]) -> None:

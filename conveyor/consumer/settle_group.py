@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from conveyor.backends.base import Backend
+from conveyor.group_commit import take_group
 from conveyor.types import Settlement, SettleResult
 
 log = logging.getLogger("conveyor.consumer")
@@ -56,13 +57,7 @@ class SettleGroup:
         return await future
 
     def _take_group(self) -> list[_Waiting]:
-        group: list[_Waiting] = []
-        count = 0
-        while self._waiting and (not group or count + _size(self._waiting[0][0]) <= self._max):
-            waiting = self._waiting.pop(0)
-            group.append(waiting)
-            count += _size(waiting[0])
-        return group
+        return take_group(self._waiting, lambda waiting: _size(waiting[0]), self._max)
 
     async def _write(self, group: list[_Waiting]) -> None:
         result: SettleResult | None = None
