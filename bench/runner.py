@@ -20,7 +20,7 @@ from rich.console import Console
 
 import conveyor
 from bench import conveyor_cases as cases
-from bench import raw
+from bench import raw, raw_latency
 from bench.backlog_worker import work
 from bench.engines import Engine, Storage, backend_problem, select, service_problem, storage
 from bench.modes import FULL, MODES, Mode
@@ -101,6 +101,8 @@ def run_engine(engine: Engine, mode: Mode, repeats: int) -> EngineResult:
                 progress.print(f"{engine.name}: repeat {repeat + 1}/{repeats}")
                 for case, rate in raw.measure(place, mode).items():
                     result.add(case, rate)
+                for case, delay in raw_latency.measure(place, mode.latency_messages).items():
+                    result.add(case, delay)
                 if missing is None:
                     run_conveyor_cases(place, mode, result)
             if missing is None:
