@@ -8,6 +8,8 @@ batch is one statement, transaction or script, never a loop of round trips.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -201,3 +203,25 @@ class Backend(abc.ABC):
     async def wait_for_messages(self, queue: str, timeout: float) -> None:
         """Return when `queue` may have deliverable messages (a send, a retry, a delayed message
         coming due, a lease expiring) or after `timeout` seconds, whichever is first."""
+
+    async def wait_and_lease(
+        self, queue: str, limit: int, visibility_timeout: float, timeout: float
+    ) -> list[LeasedMessage]:
+        """`wait_for_messages`, then `lease_many`, as one call: an engine that can lease the
+        moment it is woken does (Redis queues the lease behind its blocking pop, which saves the
+        round trip after every wake-up).
+
+        Cancelled while waiting, it leases nothing. Here a cancel that comes during the lease
+        lets the lease finish and gives its messages back; an engine that leases on the server
+        as it wakes may lose the reply of a lease taken in that instant, and those messages
+        come back when the lease expires, as after a crash."""
+        await self.wait_for_messages(queue, timeout)
+        lease = asyncio.ensure_future(self.lease_many(queue, limit, visibility_timeout))
+        try:
+            return await asyncio.shield(lease)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):  # a failed give-back expires like any lease
+                leased = await lease
+                if leased:
+                    await self.release(queue, [m.lease_id for m in leased])
+            raise

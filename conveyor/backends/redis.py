@@ -467,6 +467,11 @@ class RedisBackend(Backend):
             return []
         token = new_token()
         raw = await self._run("lease", self._queue_keys(queue), [limit, _us(visibility_timeout), token])
+        return self._leased(queue, token, raw)
+
+    @staticmethod
+    def _leased(queue: str, token: str, raw: list[Any]) -> list[LeasedMessage]:
+        """LeasedMessages from the lease script's reply: id, record and attempts per message."""
         leased = []
         for i in range(0, len(raw), 3):
             message_id = raw[i].decode()
@@ -708,17 +713,49 @@ class RedisBackend(Backend):
     # -- wake-ups ----------------------------------------------------------------------------
 
     async def wait_for_messages(self, queue: str, timeout: float) -> None:
+        block = await self._block_seconds(queue, timeout)
+        if block is not None:
+            with self._available():
+                await self.client.blpop([self._queue_keys(queue)[WAKE]], timeout=block)  # type: ignore[misc]
+
+    async def wait_and_lease(
+        self, queue: str, limit: int, visibility_timeout: float, timeout: float
+    ) -> list[LeasedMessage]:
+        """The lease script is pipelined behind the blocking pop: Redis runs it the moment the
+        pop returns, so a wake-up costs no round trip of its own. (On a Cluster, where a pipeline
+        is split by node, the two go one after the other.)"""
+        client = self.client
+        if not isinstance(client, aioredis.Redis) or limit <= 0:  # a RedisCluster is not one
+            return await super().wait_and_lease(queue, limit, visibility_timeout, timeout)
+        block = await self._block_seconds(queue, timeout)
+        if block is None:
+            return await self.lease_many(queue, limit, visibility_timeout)
         keys = self._queue_keys(queue)
-        due_us = int(await self._run("wake_delay", keys, []))
+        token = new_token()
+        lease = self._scripts["lease"]
+        with self._available():
+            # EVALSHA itself: a pipeline given the script object would first ask SCRIPT EXISTS
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.blpop([keys[WAKE]], timeout=block)
+                pipe.evalsha(lease.sha, len(keys), *keys, str(limit), str(_us(visibility_timeout)), token)
+                _, raw = await pipe.execute(raise_on_error=False)
+        if isinstance(raw, redis_errors.NoScriptError):  # a restarted server: lease_many loads it
+            return await self.lease_many(queue, limit, visibility_timeout)
+        if isinstance(raw, Exception):
+            raise raw
+        return self._leased(queue, token, raw)
+
+    async def _block_seconds(self, queue: str, timeout: float) -> float | None:
+        """How long to block for a wake-up: at most until the queue's next delayed message or
+        lease deadline. None when not worth a blocking pop (it sleeps through a short wait)."""
+        due_us = int(await self._run("wake_delay", self._queue_keys(queue), []))
         if due_us >= 0:
             timeout = min(timeout, _seconds(due_us))
-        if timeout <= 0:
-            return
         if timeout < MIN_BLOCK_SECONDS:
-            await asyncio.sleep(timeout)
-            return
-        with self._available():
-            await self.client.blpop([keys[WAKE]], timeout=min(timeout, MAX_BLOCK_SECONDS))  # type: ignore[misc]
+            if timeout > 0:
+                await asyncio.sleep(timeout)
+            return None
+        return min(timeout, MAX_BLOCK_SECONDS)
 
 
 def _subscription(field: bytes, value: bytes) -> Subscription:

@@ -171,12 +171,16 @@ class ConsumerRunner:
         deadline: float | None = None
         renewed_at = time.monotonic()
         renew_every = spec.visibility_timeout / 3
+        woken: list[LeasedMessage] | None = None  # what the last wait leased as it woke
         while len(leased) < size and not stopping.is_set():
             wanted = size - len(leased)
             first = deadline is None
-            if first and self._backlogged:
-                wanted = max(1, LEASE_AHEAD_MESSAGES // size) * size
-            got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
+            if woken is not None:
+                got, woken = woken, None
+            else:
+                if first and self._backlogged:
+                    wanted = max(1, LEASE_AHEAD_MESSAGES // size) * size
+                got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
             if first:
                 self._backlogged = len(got) == wanted
             if got:
@@ -209,11 +213,26 @@ class ConsumerRunner:
                         spec.queue, [m.lease_id for m in leased], spec.visibility_timeout
                     )
                     renewed_at = time.monotonic()
-            await self._until(self.backend.wait_for_messages(spec.queue, wait), stopping)
+            woken = await self._wait_and_lease(size - len(leased), wait, stopping)
+        if woken:
+            leased.extend(woken)  # leased as the worker began to stop: given back below
         if stopping.is_set() and leased:
             await self._release([m.lease_id for m in leased])
             return []
         return leased
+
+    async def _wait_and_lease(
+        self, wanted: int, wait: float, stopping: asyncio.Event
+    ) -> list[LeasedMessage] | None:
+        """Wait up to `wait` seconds for messages and lease up to `wanted` as soon as woken
+        (one engine call); None if the worker began to stop first."""
+        spec = self.spec
+        waiting = asyncio.ensure_future(
+            self.backend.wait_and_lease(spec.queue, wanted, spec.visibility_timeout, wait)
+        )
+        if not await self._until(waiting, stopping):
+            return None
+        return waiting.result()
 
     async def _keep_ahead(self, rest: list[LeasedMessage]) -> None:
         """Queue the whole batches of a lease-ahead to start when slots free up, in order; a

@@ -583,6 +583,39 @@ async def test_wait_for_messages_returns_at_its_timeout(app: conveyor.App, time_
         await waiter
 
 
+async def test_wait_and_lease_leases_what_a_send_wakes_it_for(app: conveyor.App) -> None:
+    await app.create_queue("wake")
+    waiter = asyncio.create_task(app.backend.wait_and_lease("wake", 10, 30.0, 60))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    message_id = await app.queue("wake").send({"n": 1})
+    async with asyncio.timeout(10):
+        leased = await waiter
+    assert [(m.id, m.body, m.attempts) for m in leased] == [(message_id, b'{"n":1}', 1)]
+    assert await app.backend.lease_many("wake", 10, 30.0) == []  # it holds the lease
+
+
+async def test_wait_and_lease_leases_at_its_timeout_too(app: conveyor.App, time_machine: TimeMachine) -> None:
+    await app.create_queue("idle")
+    waiter = asyncio.create_task(app.backend.wait_and_lease("idle", 10, 30.0, 0.1))
+    await asyncio.sleep(0.05)
+    await time_machine.advance(0.2)
+    async with asyncio.timeout(10):
+        assert await waiter == []
+
+
+async def test_a_cancelled_wait_and_lease_takes_nothing(app: conveyor.App) -> None:
+    await app.create_queue("stop")
+    waiter = asyncio.create_task(app.backend.wait_and_lease("stop", 10, 30.0, 60))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await app.queue("stop").send({"n": 1})
+    leased = await app.backend.lease_many("stop", 10, 30.0)
+    assert [(m.body, m.attempts) for m in leased] == [(b'{"n":1}', 1)]
+
+
 def test_an_unknown_url_scheme_is_a_clear_error() -> None:
     with pytest.raises(ConveyorError, match="scheme"):
         from_url("kafka://localhost")
