@@ -257,6 +257,28 @@ async def test_settling_a_stale_lease_changes_nothing(app: conveyor.App, time_ma
     assert (await queue.stats()).backlog == 1
 
 
+async def test_a_settle_counts_each_live_lease_once_and_names_every_other_stale(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("work")
+    await queue.send_batch([{"n": n} for n in range(3)])
+
+    def by_n(messages: list[conveyor.PulledMessage]) -> list[conveyor.PulledMessage]:
+        return sorted(messages, key=lambda message: message.body["n"])
+
+    old = by_n(await queue.pull(batch_size=10, visibility_timeout=0.5))
+    await time_machine.advance(0.8)  # every first lease expires
+    a, b, c = by_n(await queue.pull(batch_size=10, visibility_timeout=30))
+    acks = [a.lease_id, a.lease_id, old[0].lease_id, old[2].lease_id, "not.a.lease", b.lease_id]
+    result = await app.backend.settle("work", Settlement(acks=acks, retries=[Retry(b.lease_id, 0)]))
+    assert (result.acked, result.retried, result.dead_lettered) == (2, 0, 0)
+    expected_stale = [a.lease_id, old[0].lease_id, old[2].lease_id, "not.a.lease", b.lease_id]
+    assert sorted(result.stale) == sorted(expected_stale)
+    stats = await queue.stats()
+    assert (stats.total, stats.in_flight) == (1, 1)  # c, still leased
+    assert (await app.backend.settle("work", Settlement(acks=[c.lease_id]))).acked == 1
+
+
 # -- delays, pause, purge, stats ------------------------------------------------------------------
 
 
