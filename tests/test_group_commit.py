@@ -1,0 +1,104 @@
+"""The send group commit's policy, with a recording writer (the engines' side is in the
+conformance suite: tests/backends/test_conformance.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from conveyor.group_commit import GroupCommitter
+from conveyor.types import OutgoingMessage
+
+
+def message(queue: str, n: int) -> OutgoingMessage:
+    return OutgoingMessage(queue, f"id-{n}", b"{}", "json")
+
+
+class Writer:
+    """Records each write's message ids; holds every write until `release` is set; rejects the
+    queue "missing" (as an engine rejects an unknown queue)."""
+
+    def __init__(self) -> None:
+        self.writes: list[list[str]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.writes.append([m.id for m in messages])
+        await self.release.wait()
+        if any(m.queue == "missing" for m in messages):
+            raise LookupError("no such queue")
+
+
+async def test_a_lone_send_is_written_at_once_and_sends_during_it_go_together_next() -> None:
+    writer = Writer()
+    committer = GroupCommitter(writer)
+    writer.release.clear()
+    first = asyncio.create_task(committer.submit([message("q", 0)]))
+    await asyncio.sleep(0)
+    assert writer.writes == [["id-0"]]  # no hop through a flusher task
+    rest = [asyncio.create_task(committer.submit([message("q", n)])) for n in range(1, 6)]
+    await asyncio.sleep(0.01)
+    assert writer.writes == [["id-0"]]  # they wait for the write under way
+    writer.release.set()
+    await asyncio.gather(first, *rest)
+    assert writer.writes == [["id-0"], ["id-1", "id-2", "id-3", "id-4", "id-5"]]
+
+
+async def test_sends_right_after_a_write_are_grouped_not_written_one_alone() -> None:
+    writer = Writer()
+    committer = GroupCommitter(writer)
+    await committer.submit([message("q", 0)])
+    # within QUIET_SECONDS of that write: a busy stretch, so the flusher groups this turn's sends
+    await asyncio.gather(*(committer.submit([message("q", n)]) for n in range(1, 4)))
+    assert writer.writes == [["id-0"], ["id-1", "id-2", "id-3"]]
+
+
+async def test_a_bad_request_in_a_group_fails_only_its_caller() -> None:
+    writer = Writer()
+    committer = GroupCommitter(writer)
+    writer.release.clear()
+    lone = asyncio.create_task(committer.submit([message("q", 0)]))
+    await asyncio.sleep(0)
+    good = asyncio.create_task(committer.submit([message("q", 1)]))
+    bad = asyncio.create_task(committer.submit([message("missing", 2)]))
+    await asyncio.sleep(0)
+    writer.release.set()
+    await asyncio.gather(lone, good)
+    with pytest.raises(LookupError):
+        await bad
+    # the group failed as a whole, then each request was written on its own
+    assert writer.writes == [["id-0"], ["id-1", "id-2"], ["id-1"], ["id-2"]]
+
+
+async def test_requests_waiting_behind_a_failed_lone_write_are_still_written() -> None:
+    writer = Writer()
+    committer = GroupCommitter(writer)
+    writer.release.clear()
+    lone = asyncio.create_task(committer.submit([message("missing", 0)]))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(committer.submit([message("q", 1)]))
+    await asyncio.sleep(0)
+    writer.release.set()
+    with pytest.raises(LookupError):
+        await lone
+    await waiting
+    assert writer.writes == [["id-0"], ["id-1"]]
+
+
+async def test_a_caller_that_gives_up_does_not_cancel_the_group_write() -> None:
+    writer = Writer()
+    committer = GroupCommitter(writer)
+    writer.release.clear()
+    lone = asyncio.create_task(committer.submit([message("q", 0)]))
+    await asyncio.sleep(0)
+    impatient = asyncio.create_task(committer.submit([message("q", 1)]))
+    patient = asyncio.create_task(committer.submit([message("q", 2)]))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    writer.release.set()
+    await asyncio.gather(lone, patient)
+    assert impatient.cancelled()
+    assert writer.writes == [["id-0"], ["id-1", "id-2"]]
