@@ -11,7 +11,8 @@ from typing import TypeVar
 
 import conveyor
 from bench.body import click
-from bench.modes import BULK, LATENCY_RATE, SENDERS
+from bench.modes import BULK, SENDERS
+from bench.raw_latency import paced
 from conveyor.codec import encode_body
 from conveyor.ids import new_message_id
 from conveyor.types import OutgoingMessage
@@ -138,13 +139,11 @@ async def latency(url: str, queue: str, count: int) -> tuple[float, float]:
         worker = asyncio.create_task(app.run_consumers(stop=stopped))
         await asyncio.sleep(0.3)  # let the consumer start and go idle
         handle_ = app.queue(queue)
-        started = time.perf_counter()
-        for n in range(count):
-            pause = started + n / LATENCY_RATE - time.perf_counter()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            sent[n] = time.perf_counter()
+
+        async def produce(n: int) -> None:
             await handle_.send(click(n))
+
+        await paced(count, produce, sent)
         try:
             await asyncio.wait_for(done.wait(), LATENCY_GRACE_SECONDS)
         finally:

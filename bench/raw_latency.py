@@ -40,7 +40,8 @@ def measure(storage: Storage, count: int) -> dict[str, float]:
     return {P50: cuts[49] * 1000, P99: cuts[98] * 1000}
 
 
-async def _paced(count: int, produce: Produce, sent: dict[int, float]) -> None:
+async def paced(count: int, produce: Produce, sent: dict[int, float]) -> None:
+    """Call `produce(n)` for n in range(count) at LATENCY_RATE a second, noting when each began."""
     started = time.perf_counter()
     for n in range(count):
         pause = started + n / LATENCY_RATE - time.perf_counter()
@@ -166,7 +167,7 @@ async def _run(
     consumer = asyncio.create_task(consume())
     await asyncio.sleep(0.2)  # let the consumer start waiting
     try:
-        await _paced(count, produce, sent)
+        await paced(count, produce, sent)
         await asyncio.wait_for(asyncio.shield(consumer), GRACE_SECONDS)
     finally:
         consumer.cancel()
