@@ -21,6 +21,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -57,6 +58,8 @@ DEFAULT_POLL_INTERVAL = 0.05
 # A waiting consumer asks PRAGMA data_version at least this often, whatever the WAL file shows.
 FULL_CHECK_SECONDS = 1.0
 SYNCHRONOUS_MODES = ("full", "normal")
+# Pause between tries of the switch to WAL while another process holds the new file (see _use_wal).
+WAL_SWITCH_RETRY_SECONDS = 0.01
 
 # In-process wake-ups between backends on the same file: path -> notify callbacks.
 _listeners: dict[str, set[Callable[[str], None]]] = {}
@@ -151,11 +154,25 @@ class SQLiteBackend(Backend):
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
         conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal(conn)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._synchronous_now = self.synchronous
         self._conn = conn
         self._migrate(conn)
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, retrying for up to the busy timeout. While another process sets up the
+        same new file, SQLite can refuse the switch at once ("database is locked") without
+        calling the busy handler, so the wait is done here."""
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(WAL_SWITCH_RETRY_SECONDS)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
