@@ -32,12 +32,18 @@ class Writer:
             raise LookupError("no such queue")
 
 
-async def test_a_lone_send_is_written_at_once_and_sends_during_it_go_together_next() -> None:
+async def held_lone_write(queue: str = "q") -> tuple[Writer, GroupCommitter, asyncio.Task[None]]:
+    """A committer whose first send (id-0) is being written alone and held there by the writer."""
     writer = Writer()
     committer = GroupCommitter(writer)
     writer.release.clear()
-    first = asyncio.create_task(committer.submit([message("q", 0)]))
+    lone = asyncio.create_task(committer.submit([message(queue, 0)]))
     await asyncio.sleep(0)
+    return writer, committer, lone
+
+
+async def test_a_lone_send_is_written_at_once_and_sends_during_it_go_together_next() -> None:
+    writer, committer, first = await held_lone_write()
     assert writer.writes == [["id-0"]]  # no hop through a flusher task
     rest = [asyncio.create_task(committer.submit([message("q", n)])) for n in range(1, 6)]
     await asyncio.sleep(0.01)
@@ -57,11 +63,7 @@ async def test_sends_right_after_a_write_are_grouped_not_written_one_alone() -> 
 
 
 async def test_a_bad_request_in_a_group_fails_only_its_caller() -> None:
-    writer = Writer()
-    committer = GroupCommitter(writer)
-    writer.release.clear()
-    lone = asyncio.create_task(committer.submit([message("q", 0)]))
-    await asyncio.sleep(0)
+    writer, committer, lone = await held_lone_write()
     good = asyncio.create_task(committer.submit([message("q", 1)]))
     bad = asyncio.create_task(committer.submit([message("missing", 2)]))
     await asyncio.sleep(0)
@@ -74,11 +76,7 @@ async def test_a_bad_request_in_a_group_fails_only_its_caller() -> None:
 
 
 async def test_requests_waiting_behind_a_failed_lone_write_are_still_written() -> None:
-    writer = Writer()
-    committer = GroupCommitter(writer)
-    writer.release.clear()
-    lone = asyncio.create_task(committer.submit([message("missing", 0)]))
-    await asyncio.sleep(0)
+    writer, committer, lone = await held_lone_write("missing")
     waiting = asyncio.create_task(committer.submit([message("q", 1)]))
     await asyncio.sleep(0)
     writer.release.set()
@@ -89,11 +87,7 @@ async def test_requests_waiting_behind_a_failed_lone_write_are_still_written() -
 
 
 async def test_a_caller_that_gives_up_does_not_cancel_the_group_write() -> None:
-    writer = Writer()
-    committer = GroupCommitter(writer)
-    writer.release.clear()
-    lone = asyncio.create_task(committer.submit([message("q", 0)]))
-    await asyncio.sleep(0)
+    writer, committer, lone = await held_lone_write()
     impatient = asyncio.create_task(committer.submit([message("q", 1)]))
     patient = asyncio.create_task(committer.submit([message("q", 2)]))
     await asyncio.sleep(0)
@@ -102,3 +96,16 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_group_write() -> None:
     await asyncio.gather(lone, patient)
     assert impatient.cancelled()
     assert writer.writes == [["id-0"], ["id-1", "id-2"]]
+
+
+async def test_requests_waiting_behind_a_cancelled_lone_write_are_still_written() -> None:
+    # A lone send's caller that gives up interrupts only its own write (it never got an ack).
+    writer, committer, lone = await held_lone_write()
+    waiting = asyncio.create_task(committer.submit([message("q", 1)]))
+    await asyncio.sleep(0)
+    lone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    writer.release.set()
+    await waiting
+    assert writer.writes == [["id-0"], ["id-1"]]
