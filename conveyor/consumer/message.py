@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.codec import decode_body
@@ -100,13 +100,29 @@ class Message:
 class MessageBatch:
     """The messages of one delivery, all from `queue`."""
 
-    __slots__ = ("messages", "queue", "stats")
+    __slots__ = ("_stats", "_stats_source", "messages", "queue")
 
-    def __init__(self, queue: str, messages: Sequence[Message], stats: QueueStats | None = None) -> None:
+    def __init__(
+        self,
+        queue: str,
+        messages: Sequence[Message],
+        stats: QueueStats | None = None,
+        *,
+        stats_source: Callable[[], QueueStats | None] | None = None,
+    ) -> None:
         self.queue = queue
         self.messages = list(messages)
-        #: the queue's last known stats (refreshed by the worker about once a second), for metrics
-        self.stats = stats
+        self._stats = stats
+        self._stats_source = stats_source
+
+    @property
+    def stats(self) -> QueueStats | None:
+        """The queue's last known stats, for metrics: a snapshot the worker refreshes in the
+        background (at most every `STATS_INTERVAL_SECONDS`, and only while handlers read it,
+        since counting a long backlog costs the engine a scan); None before the first one."""
+        if self._stats_source is not None:
+            return self._stats_source()
+        return self._stats
 
     @property
     def backlog_count(self) -> int | None:

@@ -26,7 +26,7 @@ log = logging.getLogger("conveyor.consumer")
 
 # Longest error text kept with a dead letter.
 MAX_ERROR_CHARS = 2_000
-# How often the queue's stats are refreshed (in the background) for `batch.stats`.
+# How often the queue's stats are refreshed (in the background) while handlers read `batch.stats`.
 STATS_INTERVAL_SECONDS = 5.0
 # While a queue has a backlog, one lease takes at least this many messages, in whole batches:
 # small batches then cost one lease round trip per this many messages, not one per batch. The
@@ -258,7 +258,7 @@ class ConsumerRunner:
 
     async def _process(self, leased: list[LeasedMessage]) -> None:
         messages = [Message(m) for m in leased]
-        batch = MessageBatch(self.spec.queue, messages, self._current_stats())
+        batch = MessageBatch(self.spec.queue, messages, stats_source=self._current_stats)
         key = id(batch)
         self._running[key] = [m.lease_id for m in leased]  # renewed by _renew_leases from now on
         error: BaseException | None = None
@@ -344,7 +344,8 @@ class ConsumerRunner:
             )
 
     def _current_stats(self) -> QueueStats | None:
-        """The last stats snapshot; a stale one is refreshed in the background, off the hot path."""
+        """The last stats snapshot, for a handler reading `batch.stats`; a stale one is refreshed in
+        the background, off the hot path. Nothing is counted while no handler asks."""
         now = time.monotonic()
         if now - self._stats_at >= STATS_INTERVAL_SECONDS:
             self._stats_at = now

@@ -569,6 +569,55 @@ async def test_autoscaling_stays_at_one_for_a_trickle(make_app: AppFactory) -> N
     assert probe.peak == 1
 
 
+# -- batch.stats ---------------------------------------------------------------------------------
+
+
+async def test_a_handler_reading_batch_stats_gets_a_snapshot_of_the_queue(make_app: AppFactory) -> None:
+    app = await make_app(real_clock=True)
+    seen: list[conveyor.QueueStats | None] = []
+
+    @app.consumer("jobs", max_batch_size=10, max_concurrency=1, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        seen.append(batch.stats)
+        await asyncio.sleep(0.1)  # the refresh the first read started completes meanwhile
+
+    await app.queue("jobs").send_batch(list(range(30)))
+    assert await drain(app) == 30
+    assert seen[0] is None  # nothing counted before a handler asked
+    snapshot = seen[1]
+    # taken while the first batch ran: its messages were still in flight
+    assert snapshot is not None and snapshot.in_flight >= 10
+    assert seen[2] is snapshot  # refreshed at most every STATS_INTERVAL_SECONDS
+
+
+async def test_a_consumer_whose_handlers_never_read_stats_never_counts_the_queue(
+    app: conveyor.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # counting a long backlog costs the engine a scan: a worker that nobody asks must not pay it
+    counted: list[str] = []
+    original = app.backend.stats
+
+    async def counting_stats(queue: str) -> conveyor.QueueStats:
+        counted.append(queue)
+        return await original(queue)
+
+    monkeypatch.setattr(app.backend, "stats", counting_stats)
+    done = asyncio.Event()
+    handled = 0
+
+    @app.consumer("jobs", max_batch_size=5, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        nonlocal handled
+        handled += len(batch.messages)
+        if handled == 20:
+            done.set()
+
+    await app.queue("jobs").send_batch(list(range(20)))
+    await asyncio.wait_for(app.run_consumers(stop=done), timeout=30)
+    assert handled == 20
+    assert counted == []
+
+
 # -- env and lifespan -----------------------------------------------------------------------------
 
 
