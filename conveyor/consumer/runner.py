@@ -28,11 +28,13 @@ log = logging.getLogger("conveyor.consumer")
 MAX_ERROR_CHARS = 2_000
 # How often the queue's stats are refreshed (in the background) while handlers read `batch.stats`.
 STATS_INTERVAL_SECONDS = 5.0
-# While a queue has a backlog, one lease takes at least this many messages, in whole batches:
-# small batches then cost one lease round trip per this many messages, not one per batch. The
-# batches beyond the first wait (their leases renewed) for a free slot; a stopping worker gives
-# them back at once.
+# While a queue has a backlog, one lease takes whole batches ahead: at least this many messages
+# (small batches then cost one lease round trip per 100 messages, not one per batch) and at least
+# this many batches (large ones then start from `_ready` as slots free up, without waiting for a
+# lease round trip: +20-40 % drain at batch 100, bench/README.md). The batches beyond the first
+# wait (their leases renewed) for a free slot; a stopping worker gives them back at once.
 LEASE_AHEAD_MESSAGES = 100
+LEASE_AHEAD_BATCHES = 5
 # Finished batches that may wait for their settle at once while the next batches run (those
 # that finish together settle in one engine call: see SettleGroup).
 SETTLING_BATCHES = 16
@@ -81,6 +83,9 @@ class ConsumerRunner:
         try:
             while not stopping.is_set():
                 if not self.slots.try_acquire() and not await self._until(self.slots.acquire(), stopping):
+                    break
+                if stopping.is_set():  # the slot came free as the worker began to stop
+                    await self.slots.release()
                     break
                 if self._ready:
                     self._start(self._ready.popleft())
@@ -164,7 +169,8 @@ class ConsumerRunner:
         """Lease until the batch is full or `max_batch_timeout` passed since its first message.
 
         On a backlogged queue the first lease also takes whole batches ahead (see
-        LEASE_AHEAD_MESSAGES): they go to `_ready` and start as soon as slots are free."""
+        LEASE_AHEAD_MESSAGES and LEASE_AHEAD_BATCHES): they go to `_ready` and start as soon as
+        slots are free."""
         spec = self.spec
         size = spec.max_batch_size
         leased: list[LeasedMessage] = []
@@ -179,7 +185,7 @@ class ConsumerRunner:
                 got, woken = woken, None
             else:
                 if first and self._backlogged:
-                    wanted = max(1, LEASE_AHEAD_MESSAGES // size) * size
+                    wanted = max(LEASE_AHEAD_BATCHES, LEASE_AHEAD_MESSAGES // size) * size
                 got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
             if first:
                 self._backlogged = len(got) == wanted

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import conveyor
+from conveyor.consumer import runner as runner_module
 from conveyor.testing import drain
 from conveyor.types import Settlement, SettleResult
 from tests.conftest import AppFactory, TimeMachine
@@ -453,6 +454,35 @@ async def test_a_stopping_worker_gives_batches_leased_ahead_back_at_once(
     await drain(app)
     assert sorted(body for batch in recorder.batches for body, _ in batch) == list(range(100))
     assert all(attempts == 1 for batch in recorder.batches[2:] for _, attempts in batch)
+
+
+async def test_on_a_backlog_one_lease_takes_several_large_batches_ahead(make_app: AppFactory) -> None:
+    app = await make_app(real_clock=True)
+    entered, finish = asyncio.Event(), asyncio.Event()
+    seen = 0
+
+    @app.consumer("jobs", max_batch_size=50, max_concurrency=1, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 2:  # the first batch of the lease that took batches ahead
+            entered.set()
+            await finish.wait()
+
+    queue = app.queue("jobs")
+    for start in range(0, 400, 100):
+        await queue.send_batch(list(range(start, start + 100)))
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    async with asyncio.timeout(20):
+        await entered.wait()
+    ahead = runner_module.LEASE_AHEAD_BATCHES * 50
+    await eventually(lambda: _in_flight_is(queue, ahead), f"one lease holds {ahead}: that many batches of 50")
+    stop.set()
+    await eventually(lambda: _in_flight_is(queue, 50), "the batches waiting for the slot are given back")
+    finish.set()
+    await worker
+    assert (await queue.stats()).backlog == 400 - 50 - 50
 
 
 async def _in_flight_is(queue: conveyor.Queue, count: int) -> bool:
