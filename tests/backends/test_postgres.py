@@ -253,7 +253,9 @@ async def test_only_the_lease_itself_skips_the_wal_flush(pg_url: str, make_pg_ap
     async def setting(conn: Any) -> str:
         return str((await (await conn.execute("SHOW synchronous_commit")).fetchone())[0])
 
-    pool = app.backend._pool
+    backend = app.backend
+    assert isinstance(backend, postgres.PostgresBackend)
+    pool = backend._pool
     assert pool is not None
     for _ in range(pool.max_size):
         async with pool.connection() as conn:
