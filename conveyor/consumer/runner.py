@@ -43,6 +43,11 @@ LEASE_RETRY_FIRST_SECONDS = 0.1
 LEASE_RETRY_MAX_SECONDS = 5.0
 
 
+def lease_ahead_size(batch_size: int) -> int:
+    """How many messages one lease takes on a backlogged queue: whole batches of `batch_size`."""
+    return max(LEASE_AHEAD_BATCHES, LEASE_AHEAD_MESSAGES // batch_size) * batch_size
+
+
 def error_text(exc: BaseException | None, fallback: str) -> str:
     if exc is None:
         return fallback
@@ -185,7 +190,7 @@ class ConsumerRunner:
                 got, woken = woken, None
             else:
                 if first and self._backlogged:
-                    wanted = max(LEASE_AHEAD_BATCHES, LEASE_AHEAD_MESSAGES // size) * size
+                    wanted = lease_ahead_size(size)
                 got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
             if first:
                 self._backlogged = len(got) == wanted

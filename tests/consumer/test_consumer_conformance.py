@@ -476,7 +476,7 @@ async def test_on_a_backlog_one_lease_takes_several_large_batches_ahead(make_app
     worker = asyncio.create_task(app.run_consumers(stop=stop))
     async with asyncio.timeout(20):
         await entered.wait()
-    ahead = runner_module.LEASE_AHEAD_BATCHES * 50
+    ahead = runner_module.lease_ahead_size(50)
     await eventually(lambda: _in_flight_is(queue, ahead), f"one lease holds {ahead}: that many batches of 50")
     stop.set()
     await eventually(lambda: _in_flight_is(queue, 50), "the batches waiting for the slot are given back")

@@ -116,9 +116,8 @@ async def test_sigkill_mid_batch_loses_nothing(tmp_path: Path, workers: list[Wor
     redelivered = {message_id for message_id, attempts in done if attempts > 1}
     assert set(handled_twice) <= redelivered
     # at most what the dead worker held (worker_app: batches of 50, 4 at a time): 4 batches running
-    # or collecting, the rest of a lease taken ahead waiting for a slot, one batch settling
-    ahead = max(runner.LEASE_AHEAD_BATCHES, runner.LEASE_AHEAD_MESSAGES // 50)
-    assert len(redelivered) <= (4 + ahead - 1 + 1) * 50
+    # or collecting, plus one lease's worth taken ahead (its batches waiting for a slot) or settling
+    assert len(redelivered) <= 4 * 50 + runner.lease_ahead_size(50)
 
 
 async def test_sigterm_finishes_batches_in_flight_and_releases_the_rest(
