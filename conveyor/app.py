@@ -221,7 +221,8 @@ class App:
     # -- writing -----------------------------------------------------------------------------
 
     async def _write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        await self._connected()
+        if self._closed or not self._connected_flag:  # the hot path skips a coroutine call
+            await self._connected()
         if connection is not None:
             await self._write_now(messages, connection=connection)
         else:

@@ -98,6 +98,25 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_group_write() -> None:
     assert writer.writes == [["id-0"], ["id-1", "id-2"]]
 
 
+async def test_a_caller_that_gives_up_during_the_group_write_leaves_it_running() -> None:
+    writer, committer, lone = await held_lone_write()
+    impatient = asyncio.create_task(committer.submit([message("q", 1)]))
+    patient = asyncio.create_task(committer.submit([message("q", 2)]))
+    await asyncio.sleep(0)
+    writer.release.set()  # lets the lone write finish (its waiter is woken) ...
+    writer.release.clear()  # ... and holds the group write that follows
+    await lone
+    await asyncio.sleep(0.01)
+    assert writer.writes == [["id-0"], ["id-1", "id-2"]]  # the group's write is under way, held
+    impatient.cancel()
+    await asyncio.sleep(0)
+    assert not patient.done()
+    writer.release.set()
+    await patient
+    assert impatient.cancelled()
+    assert writer.writes == [["id-0"], ["id-1", "id-2"]]  # written once, not retried or split
+
+
 async def test_requests_waiting_behind_a_cancelled_lone_write_are_still_written() -> None:
     # A lone send's caller that gives up interrupts only its own write (it never got an ack).
     writer, committer, lone = await held_lone_write()
