@@ -544,7 +544,16 @@ class SQLiteBackend(Backend):
         return released
 
     async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
-        def settle(conn: sqlite3.Connection) -> SettleResult:
+        # Lease ids are parsed and grouped here, on the event loop: the writer thread is what
+        # limits a drain, so it only runs the statements.
+        ack_groups = _token_groups(settlement.acks)
+        retry_groups = [
+            (delay, _token_groups([r.lease_id for r in settlement.retries if r.delay_seconds == delay]))
+            for delay in dict.fromkeys(retry.delay_seconds for retry in settlement.retries)
+        ]
+        dead_groups = _token_groups([dead.lease_id for dead in settlement.dead_letters])
+
+        def settle(conn: sqlite3.Connection) -> tuple[_Taken, _Taken, int, list[str]]:
             queue_id = self._queue_row(conn, queue)[0]
             dlq_ids = {
                 name: self._queue_row(conn, name)[0]
@@ -552,49 +561,28 @@ class SQLiteBackend(Backend):
                 if name is not None
             }
             now = self.clock.now()
-            taken: dict[str, tuple[Any, ...]] = {}  # lease id -> its RETURNING row
 
-            def apply(statement: str, lease_ids: Sequence[str], **extra: Any) -> None:
-                # one statement per lease token (a batch's leases usually share one)
-                by_token: dict[str, dict[int, str]] = {}
-                for lease_id in lease_ids:
-                    parsed = parse_row_lease_id(lease_id)
-                    if parsed is not None:
-                        by_token.setdefault(parsed[1], {}).setdefault(parsed[0], lease_id)
-                for token, leases in by_token.items():
-                    params = {
-                        "seqs": json.dumps(list(leases)),
-                        "token": token,
-                        "queue_id": queue_id,
-                        "now": now,
-                    }
+            def apply(statement: str, groups: _TokenGroups, **extra: Any) -> _Taken:
+                """Run `statement` once per token; the lease ids it took, with their rows."""
+                taken: _Taken = {}
+                for token, seqs, leases in groups:
+                    params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
                     for row in conn.execute(statement, params | extra):
                         taken[leases[row[0]]] = row
+                return taken
 
-            def took(lease_ids: Sequence[str]) -> int:
-                # a lease counts once: a repeat of it (or a later outcome for it) is stale
-                count = 0
-                for lease_id in lease_ids:
-                    if taken.pop(lease_id, None) is not None:
-                        count += 1
-                    else:
-                        stale.append(lease_id)
-                return count
-
-            stale: list[str] = []
-            apply(Q["ack"], settlement.acks)
-            acked = took(settlement.acks)
-            for delay in dict.fromkeys(retry.delay_seconds for retry in settlement.retries):
-                group = [retry.lease_id for retry in settlement.retries if retry.delay_seconds == delay]
-                apply(Q["retry"], group, delay=delay)
-            retried = took([retry.lease_id for retry in settlement.retries])
-            apply(Q["take_dead"], [dead.lease_id for dead in settlement.dead_letters])
+            acks_taken = apply(Q["ack"], ack_groups)
+            retries_taken: _Taken = {}
+            for delay, groups in retry_groups:
+                retries_taken.update(apply(Q["retry"], groups, delay=delay))
+            taken = apply(Q["take_dead"], dead_groups)
             dead_lettered = 0
             dead_rows = []
+            dead_stale: list[str] = []
             for dead in settlement.dead_letters:
                 row = taken.pop(dead.lease_id, None)
                 if row is None:
-                    stale.append(dead.lease_id)
+                    dead_stale.append(dead.lease_id)
                     continue
                 dead_lettered += 1
                 if dead.dead_letter_queue is None:
@@ -612,9 +600,13 @@ class SQLiteBackend(Backend):
                     )
                 )
             conn.executemany(Q["insert_message"], dead_rows)
-            return SettleResult(acked, retried, dead_lettered, stale)
+            return acks_taken, retries_taken, dead_lettered, dead_stale
 
-        result = await self._transaction(settle)
+        acks_taken, retries_taken, dead_lettered, dead_stale = await self._transaction(settle)
+        stale: list[str] = []
+        acked = _count_taken(settlement.acks, acks_taken, stale)
+        retried = _count_taken([retry.lease_id for retry in settlement.retries], retries_taken, stale)
+        result = SettleResult(acked, retried, dead_lettered, [*stale, *dead_stale])
         woken = {d.dead_letter_queue for d in settlement.dead_letters if d.dead_letter_queue is not None}
         if result.retried:
             woken.add(queue)
@@ -689,6 +681,34 @@ class SQLiteBackend(Backend):
             return removed
 
         return await self._transaction(sweep)
+
+
+_TokenGroups = list[tuple[str, str, dict[int, str]]]
+# lease id -> the row a settle statement returned for it
+_Taken = dict[str, tuple[Any, ...]]
+
+
+def _token_groups(lease_ids: Sequence[str]) -> _TokenGroups:
+    """Lease ids grouped for the settle statements, one per token (a batch's leases usually
+    share one): the token, its rowids as a JSON array, and rowid -> lease id."""
+    by_token: dict[str, dict[int, str]] = {}
+    for lease_id in lease_ids:
+        parsed = parse_row_lease_id(lease_id)
+        if parsed is not None:
+            by_token.setdefault(parsed[1], {}).setdefault(parsed[0], lease_id)
+    return [(token, json.dumps(list(leases)), leases) for token, leases in by_token.items()]
+
+
+def _count_taken(lease_ids: Sequence[str], taken: _Taken, stale: list[str]) -> int:
+    """How many of `lease_ids` a statement took; the others go to `stale`. A lease counts once:
+    a repeat of it (or a later outcome for it) is stale."""
+    count = 0
+    for lease_id in lease_ids:
+        if taken.pop(lease_id, None) is not None:
+            count += 1
+        else:
+            stale.append(lease_id)
+    return count
 
 
 def _settle_futures(
