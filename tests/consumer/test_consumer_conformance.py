@@ -504,20 +504,21 @@ async def test_on_a_backlog_one_lease_takes_several_large_batches_ahead(make_app
             entered.set()
             await finish.wait()
 
+    ahead = runner_module.lease_ahead_size(50)
+    total = 50 + ahead + 100  # the first lease takes one batch; the next `ahead`; 100 stay
     queue = app.queue("jobs")
-    for start in range(0, 400, 100):
-        await queue.send_batch(list(range(start, start + 100)))
+    for start in range(0, total, 100):
+        await queue.send_batch(list(range(start, min(start + 100, total))))
     stop = asyncio.Event()
     worker = asyncio.create_task(app.run_consumers(stop=stop))
     async with asyncio.timeout(20):
         await entered.wait()
-    ahead = runner_module.lease_ahead_size(50)
     await eventually(lambda: _in_flight_is(queue, ahead), f"one lease holds {ahead}: that many batches of 50")
     stop.set()
     await eventually(lambda: _in_flight_is(queue, 50), "the batches waiting for the slot are given back")
     finish.set()
     await worker
-    assert (await queue.stats()).backlog == 400 - 50 - 50
+    assert (await queue.stats()).backlog == total - 50 - 50
 
 
 async def _in_flight_is(queue: conveyor.Queue, count: int) -> bool:
