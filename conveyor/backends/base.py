@@ -91,6 +91,10 @@ class Backend(abc.ABC):
     #: True when the engine takes time from `clock` (so a fake clock drives it in tests);
     #: False when it uses its server's clock.
     uses_local_clock: bool = True
+    #: how many outcomes a consumer lets wait for their settle while its next batches run (they
+    #: settle together): a speed setting, not a semantic; an engine whose every commit has a
+    #: high fixed cost asks for more.
+    settling_outcomes: int = 500
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.url = url

@@ -111,6 +111,9 @@ def _dead_letter(text: str | None) -> DeadLetterInfo | None:
 
 class SQLiteBackend(Backend):
     engine = "sqlite"
+    # Each settle is a commit on the one writer thread (WAL pages, an fsync in `full` mode):
+    # drain at batch 10 with 1,000 vs 500, 2 rounds: +8 % `full`, +19 % `normal`.
+    settling_outcomes = 1_000
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
         super().__init__(url, clock=clock)

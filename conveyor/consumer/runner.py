@@ -37,12 +37,11 @@ STATS_INTERVAL_SECONDS = 5.0
 LEASE_AHEAD_MESSAGES = 400
 LEASE_AHEAD_BATCHES = 5
 # Finished batches that may wait for their settle at once while the next batches run (those
-# that finish together settle in one engine call: see SettleGroup): room for SETTLING_MESSAGES
-# outcomes, and at least SETTLING_BATCHES batches. With room for only 16 batches of 10, finished
-# batches kept their slots while a settle was under way: drain at batch 10 +15-20 % on SQLite
-# and Redis, +4-8 % on PostgreSQL with 50 (bench/README.md, seventh round).
+# that finish together settle in one engine call: see SettleGroup): room for the engine's
+# `settling_outcomes` (500; SQLite 1,000), and at least SETTLING_BATCHES batches. With room for
+# only 16 batches of 10, finished batches kept their slots while a settle was under way: drain
+# at batch 10 +15-20 % on SQLite and Redis, +4-8 % on PostgreSQL (bench/README.md, seventh round).
 SETTLING_BATCHES = 16
-SETTLING_MESSAGES = 500
 # After a failed lease the worker waits this long, doubling on each further failure up to the max.
 LEASE_RETRY_FIRST_SECONDS = 0.1
 LEASE_RETRY_MAX_SECONDS = 5.0
@@ -53,9 +52,9 @@ def lease_ahead_size(batch_size: int) -> int:
     return max(LEASE_AHEAD_BATCHES, LEASE_AHEAD_MESSAGES // batch_size) * batch_size
 
 
-def settling_batches(batch_size: int) -> int:
+def settling_batches(batch_size: int, settling_outcomes: int) -> int:
     """How many finished batches of `batch_size` may wait for their settle at once."""
-    return max(SETTLING_BATCHES, SETTLING_MESSAGES // batch_size)
+    return max(SETTLING_BATCHES, settling_outcomes // batch_size)
 
 
 def error_text(exc: BaseException | None, fallback: str) -> str:
@@ -83,7 +82,8 @@ class ConsumerRunner:
         self._running: dict[int, list[str]] = {}
         self._backlogged = False
         self._stopping: asyncio.Event | None = None
-        self._settling = asyncio.Semaphore(settling_batches(spec.max_batch_size))
+        settling = settling_batches(spec.max_batch_size, self.backend.settling_outcomes)
+        self._settling = asyncio.Semaphore(settling)
         self._settle_group = SettleGroup(self.backend, spec.queue)
 
     # -- the fetch loop ----------------------------------------------------------------------

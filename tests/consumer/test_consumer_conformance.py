@@ -423,11 +423,12 @@ async def test_a_batch_settles_while_the_next_one_runs(
     assert (await app.queue("jobs").stats()).total == 0
 
 
-async def test_finished_batches_of_10_wait_for_their_settle_fifty_at_a_time(
+async def test_finished_batches_wait_for_their_settle_up_to_the_engines_bound(
     make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One slot and every settle held back: handlers keep running while finished batches wait for
-    # their settle (room for 500 outcomes: 50 batches of 10); the next batch then keeps the slot.
+    # their settle (room for the engine's settling_outcomes: 50 or 100 batches of 10); the next
+    # batch then keeps the slot.
     app = await make_app(real_clock=True)
     release = asyncio.Event()
     settle = app.backend.settle
@@ -443,15 +444,15 @@ async def test_finished_batches_of_10_wait_for_their_settle_fifty_at_a_time(
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
         handled.append(len(batch.messages))
 
-    waiting = runner_module.settling_batches(10)
-    assert waiting == 50
+    waiting = runner_module.settling_batches(10, app.backend.settling_outcomes)
+    assert waiting == app.backend.settling_outcomes // 10 >= 50
     total = (waiting + 5) * 10
     for start in range(0, total, 100):
         await app.queue("jobs").send_batch(list(range(start, min(start + 100, total))))
     worker = asyncio.create_task(drain(app))
     await eventually(lambda: len(handled) == waiting + 1, f"{waiting + 1} batches ran")
     await asyncio.sleep(0.2)
-    assert len(handled) == waiting + 1  # 50 wait for their settle, the 51st holds the slot
+    assert len(handled) == waiting + 1  # `waiting` wait for their settle, the next holds the slot
     release.set()
     async with asyncio.timeout(30):
         assert await worker == total
