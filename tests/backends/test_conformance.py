@@ -106,6 +106,43 @@ async def test_a_batch_is_delivered_in_the_order_it_was_sent(app: conveyor.App) 
     assert [message.body["n"] for message in pulled] == list(range(50))
 
 
+async def test_a_message_retried_without_delay_goes_behind_those_already_waiting(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send_batch([{"n": n} for n in range(3)])
+    await time_machine.advance(0.01)
+    [first] = await queue.pull(batch_size=1)
+    await queue.ack(retries=[first.lease_id])
+    assert [(await queue.pull(batch_size=1))[0].body["n"] for _ in range(3)] == [1, 2, 0]
+
+
+async def test_a_delayed_message_that_came_due_goes_before_later_sends(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": "delayed"}, delay_seconds=0.5)
+    await queue.send({"n": "early"})
+    await time_machine.advance(0.8)
+    await queue.send({"n": "late"})
+    assert [message.body["n"] for message in await queue.peek()] == ["early", "delayed", "late"]
+    assert [(await queue.pull(batch_size=1))[0].body["n"] for _ in range(3)] == ["early", "delayed", "late"]
+
+
+async def test_messages_moved_out_of_a_backlog_leave_the_rest_counted_and_in_order(app: conveyor.App) -> None:
+    await app.create_queue("elsewhere")
+    queue = app.queue("orders")
+    await queue.send_batch([{"n": n} for n in range(6)])
+    assert await app.replay("orders", to="elsewhere", limit=2) == 2
+    await queue.send({"n": 6})
+    assert ((await queue.stats()).backlog, (await queue.stats()).total) == (5, 5)
+    assert [message.body["n"] for message in await queue.peek()] == [2, 3, 4, 5, 6]
+    assert [message.body["n"] for message in await queue.pull(batch_size=10)] == [2, 3, 4, 5, 6]
+    assert (await queue.stats()).backlog == 0
+    assert await queue.pull(batch_size=10) == []
+    assert [message.body["n"] for message in await app.queue("elsewhere").pull(batch_size=10)] == [0, 1]
+
+
 async def test_concurrent_sends_are_all_stored_once(app: conveyor.App) -> None:
     queue = app.queue("orders")
     ids = await asyncio.gather(*(queue.send({"n": n}) for n in range(200)))
@@ -363,6 +400,8 @@ async def test_messages_past_retention_are_swept(app: conveyor.App, time_machine
     await app.queue("short").send({"n": "young"})
     assert await app.sweep() == 1
     assert [message.body for message in await app.queue("short").peek()] == [{"n": "young"}]
+    assert (await app.queue("short").stats()).backlog == 1
+    assert [message.body for message in await app.queue("short").pull(batch_size=10)] == [{"n": "young"}]
     assert (await app.queue("long").stats()).total == 1
 
 
