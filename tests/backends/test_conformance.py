@@ -135,7 +135,8 @@ async def test_messages_moved_out_of_a_backlog_leave_the_rest_counted_and_in_ord
     await queue.send_batch([{"n": n} for n in range(6)])
     assert await app.replay("orders", to="elsewhere", limit=2) == 2
     await queue.send({"n": 6})
-    assert ((await queue.stats()).backlog, (await queue.stats()).total) == (5, 5)
+    stats = await queue.stats()
+    assert (stats.backlog, stats.total) == (5, 5)
     assert [message.body["n"] for message in await queue.peek()] == [2, 3, 4, 5, 6]
     assert [message.body["n"] for message in await queue.pull(batch_size=10)] == [2, 3, 4, 5, 6]
     assert (await queue.stats()).backlog == 0
