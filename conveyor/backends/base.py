@@ -68,9 +68,9 @@ def leased_from_rows(
     row_lease_ids: bool = False,
 ) -> list[LeasedMessage]:
     """LeasedMessages from a SQL engine's lease rows (seq, id, body, content type, timestamp,
-    attempts, dead-letter data), oldest first; `dead_letter` decodes that engine's column.
-    `row_lease_ids` makes lease ids that carry the seq (see `make_row_lease_id`)."""
-    rows.sort(key=lambda row: row[0])
+    attempts, dead-letter data), in the rows' order (the engine puts the oldest visible first);
+    `dead_letter` decodes that engine's column. `row_lease_ids` makes lease ids that carry the
+    seq (see `make_row_lease_id`)."""
     # the lease id formats of make_row_lease_id / make_lease_id, inlined: this runs per message
     if row_lease_ids:
         return [

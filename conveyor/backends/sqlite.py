@@ -501,14 +501,15 @@ class SQLiteBackend(Backend):
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = self.clock.now()
-            params = {
-                "token": token,
-                "deadline": now + visibility_timeout,
-                "queue": queue,
-                "now": now,
-                "limit": limit,
-            }
-            return conn.execute(Q["lease"], params).fetchall()
+            picked = [seq for (seq,) in conn.execute(Q["lease_pick"], (queue, now, limit))]
+            if not picked:
+                return []
+            params = (token, now + visibility_timeout, json.dumps(picked))
+            rows = conn.execute(Q["lease"], params).fetchall()
+            # the batch keeps the picked order (oldest visible first), whatever RETURNING's order
+            position = {seq: index for index, seq in enumerate(picked)}
+            rows.sort(key=lambda row: position[row[0]])
+            return rows
 
         rows = await self._transaction(lease, lease=True)
         return leased_from_rows(queue, token, rows, _dead_letter, row_lease_ids=True)

@@ -129,6 +129,28 @@ async def test_a_delayed_message_that_came_due_goes_before_later_sends(
     assert [(await queue.pull(batch_size=1))[0].body["n"] for _ in range(3)] == ["early", "delayed", "late"]
 
 
+async def test_one_batch_holds_a_retried_message_behind_those_already_waiting(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send_batch([{"n": n} for n in range(3)])
+    await time_machine.advance(0.01)
+    [first] = await queue.pull(batch_size=1)
+    await queue.ack(retries=[first.lease_id])
+    assert [message.body["n"] for message in await queue.pull(batch_size=3)] == [1, 2, 0]
+
+
+async def test_one_batch_holds_a_delayed_message_where_it_came_due(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": "delayed"}, delay_seconds=0.5)
+    await queue.send({"n": "early"})
+    await time_machine.advance(0.8)
+    await queue.send({"n": "late"})
+    assert [message.body["n"] for message in await queue.pull(batch_size=3)] == ["early", "delayed", "late"]
+
+
 async def test_messages_moved_out_of_a_backlog_leave_the_rest_counted_and_in_order(app: conveyor.App) -> None:
     await app.create_queue("elsewhere")
     queue = app.queue("orders")

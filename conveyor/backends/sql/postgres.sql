@@ -137,18 +137,22 @@ WITH source AS (
 ), picked AS MATERIALIZED (
     -- the row versions locked here stay put until this statement commits: the update finds
     -- them by their ctid, with no second walk of the id index
-    SELECT m.ctid FROM {schema}.messages m
+    SELECT m.ctid, m.visible_at, m.seq FROM {schema}.messages m
     WHERE m.queue_id = (SELECT id FROM source) AND m.visible_at <= now()
     ORDER BY m.visible_at, m.seq
     LIMIT %(limit)b
     FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE {schema}.messages m
+    SET attempts = m.attempts + 1, lease_token = %(token)b,
+        visible_at = now() + make_interval(secs => %(visibility_timeout)b)
+    FROM picked WHERE m.ctid = picked.ctid
+    RETURNING picked.visible_at AS was_visible, m.seq, m.id, m.body, m.content_type,
+              extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at, m.attempts, m.dead_letter
 )
-UPDATE {schema}.messages m
-SET attempts = m.attempts + 1, lease_token = %(token)b,
-    visible_at = now() + make_interval(secs => %(visibility_timeout)b)
-FROM picked WHERE m.ctid = picked.ctid
-RETURNING m.seq, m.id, m.body, m.content_type, extract(epoch FROM m.enqueued_at)::float8, m.attempts,
-          m.dead_letter
+-- RETURNING hands rows over in join order: the batch keeps the picked order, oldest visible first
+SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter FROM leased
+ORDER BY was_visible, seq
 
 -- Statements on leases look each message up by id: `queue_id + 0` keeps the planner off the ready
 -- index, where a stale estimate of the in-flight range could make it read that whole range.

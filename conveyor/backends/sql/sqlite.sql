@@ -76,16 +76,19 @@ WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
 VALUES (?, ?, ?, ?, ?, ?, ?)
 
--- name: lease
+-- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
+-- hands rows over in no defined order, and the picked order is what the batch keeps.
+-- name: lease_pick
 -- a paused or missing queue matches no queue_id, so leases nothing
+SELECT seq FROM conveyor_messages
+WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
+  AND visible_at <= ?
+ORDER BY visible_at, seq LIMIT ?
+
+-- name: lease
 UPDATE conveyor_messages
-SET attempts = attempts + 1, lease_token = :token, visible_at = :deadline
-WHERE seq IN (
-    SELECT seq FROM conveyor_messages
-    WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = :queue AND paused = 0)
-      AND visible_at <= :now
-    ORDER BY visible_at LIMIT :limit
-)
+SET attempts = attempts + 1, lease_token = ?, visible_at = ?
+WHERE seq IN (SELECT value FROM json_each(?))
 RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter
 
 -- Leases name their row (seq, the rowid): no search of the id index. Rowids can be reused after a
