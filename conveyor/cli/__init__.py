@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import typer
 
-from conveyor.cli import checkout, init_config, messages, queues, send, top, worker
+from conveyor.cli import checkout, init_config, messages, queues, send, serve, top, worker
 from conveyor.cli.state import ConveyorGroup, global_options
 
-COMMANDS = (queues, send, messages, worker, top, init_config, checkout)
+COMMANDS = (queues, send, messages, worker, serve, top, init_config, checkout)
 
 app = typer.Typer(
     name="conveyor",

@@ -21,13 +21,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from conveyor import dead_letter_names
 from conveyor.app import App
 from conveyor.cli.output import NO_VALUE, emit_json, out, seconds_text
 from conveyor.cli.state import current, run
 from conveyor.config import ConveyorConfig
 from conveyor.types import QueueStats
-
-DLQ_SUFFIX = "-dlq"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +66,8 @@ def register(cli: typer.Typer) -> None:
 
 def dead_letter_queues(names: list[str], config: ConveyorConfig | None) -> dict[str, str]:
     """queue -> its dead-letter queue: a consumer's dead_letter_queue in conveyor.toml, else `<q>-dlq`."""
-    known = set(names)
-    mapping = {name: name + DLQ_SUFFIX for name in names if name + DLQ_SUFFIX in known}
-    if config is not None:
-        for consumer in config.consumers:
-            if consumer.dead_letter_queue in known:
-                mapping[consumer.queue] = consumer.dead_letter_queue
-    return mapping
+    declared = {} if config is None else {c.queue: c.dead_letter_queue for c in config.consumers}
+    return dead_letter_names.dead_letter_queues(names, {q: d for q, d in declared.items() if d is not None})
 
 
 def rows(previous: Sample | None, sample: Sample, dlqs: dict[str, str]) -> list[Row]:

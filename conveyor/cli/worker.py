@@ -89,7 +89,7 @@ def worker(
 
 def _run(target: str | None, concurrency: int | None, shutdown_grace: float, log_level: LogLevel) -> None:
     state = current()
-    _configure_logging(log_level)
+    configure_logging(log_level)
     config = state.config()
     app, handlers = _build_app(state, config, target)
     if concurrency is not None:
@@ -118,7 +118,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _configure_logging(level: LogLevel) -> None:
+def configure_logging(level: LogLevel) -> None:
     # plain lines, not rich: a worker's log usually goes to a file, journald or a container log
     logging.getLogger("conveyor").setLevel(level.value.upper())
     if not logging.getLogger().handlers:

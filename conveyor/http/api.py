@@ -1,0 +1,184 @@
+"""The JSON API, shaped like Cloudflare Queues' HTTP API: messages (send, batch, pull, ack, peek,
+replay) and queue management. Each endpoint validates its input, calls the public API, and
+answers in the envelope; a request refused for bad input has changed nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from conveyor import limits as L
+from conveyor.app import App
+from conveyor.errors import BackendUnavailable, QueueNotFound
+from conveyor.http import schemas, service
+from conveyor.http.body import parse_body, request_limit
+from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
+from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
+from conveyor.producer import Queue
+
+# How long /healthz waits for the engine before it answers 503.
+HEALTH_TIMEOUT_SECONDS = 5.0
+DEFAULT_PEEK_LIMIT = 10
+
+
+class QueueApi:
+    """The endpoints of one App; `routes()` mounts them."""
+
+    def __init__(self, app: App, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.body_limit = request_limit(app.limits)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/queues", self.list_queues, methods=["GET"]),
+            Route("/queues", self.create_queue, methods=["POST"]),
+            Route("/queues/{name}", self.get_queue, methods=["GET"]),
+            Route("/queues/{name}", self.update_queue, methods=["PATCH"]),
+            Route("/queues/{name}", self.delete_queue, methods=["DELETE"]),
+            Route("/queues/{name}/purge", self.purge, methods=["POST"]),
+            Route("/queues/{name}/pause", self.pause, methods=["POST"]),
+            Route("/queues/{name}/resume", self.resume, methods=["POST"]),
+            Route("/queues/{name}/messages", self.send, methods=["POST"]),
+            Route("/queues/{name}/messages", self.peek, methods=["GET"]),
+            Route("/queues/{name}/messages/batch", self.send_batch, methods=["POST"]),
+            Route("/queues/{name}/messages/pull", self.pull, methods=["POST"]),
+            Route("/queues/{name}/messages/ack", self.ack, methods=["POST"]),
+            Route("/queues/{name}/messages/replay", self.replay, methods=["POST"]),
+        ]
+
+    def _queue(self, request: Request) -> Queue:
+        return self.app.queue(L.validate_queue_name(request.path_params["name"]))
+
+    # -- probes ----------------------------------------------------------------------------------
+
+    async def healthz(self, request: Request) -> Response:
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+                await self.app.list_queues()
+        except TimeoutError:
+            raise BackendUnavailable(
+                f"the engine did not answer within {HEALTH_TIMEOUT_SECONDS:g}s"
+            ) from None
+        return ok({"status": "ok"})
+
+    async def prometheus(self, request: Request) -> Response:
+        return Response(await self.metrics.scrape(self.app), media_type=CONTENT_TYPE)
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    async def list_queues(self, request: Request) -> Response:
+        return ok(
+            [schemas.queue_document(info, stats) for info, stats in await service.every_queue(self.app)]
+        )
+
+    async def create_queue(self, request: Request) -> Response:
+        body = await parse_body(request, schemas.CreateQueue, self.body_limit)
+        await self.app.create_queue(
+            body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
+        )
+        return ok(schemas.queue_document(*await service.one_queue(self.app, body.name)), 201)
+
+    async def get_queue(self, request: Request) -> Response:
+        queue = self._queue(request)
+        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+
+    async def update_queue(self, request: Request) -> Response:
+        queue = self._queue(request)
+        body = await parse_body(request, schemas.UpdateQueue, self.body_limit)
+        await self.app.update_queue(
+            queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
+        )
+        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+
+    async def delete_queue(self, request: Request) -> Response:
+        queue = self._queue(request)
+        if not await self.app.delete_queue(queue.name):
+            raise QueueNotFound(queue.name)
+        return ok({"name": queue.name, "deleted": True})
+
+    async def purge(self, request: Request) -> Response:
+        queue = self._queue(request)
+        return ok({"name": queue.name, "purged": await queue.purge()})
+
+    async def pause(self, request: Request) -> Response:
+        queue = self._queue(request)
+        await queue.pause()
+        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+
+    async def resume(self, request: Request) -> Response:
+        queue = self._queue(request)
+        await queue.resume()
+        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+
+    # -- messages --------------------------------------------------------------------------------
+
+    async def send(self, request: Request) -> Response:
+        queue = self._queue(request)
+        body = await parse_body(request, schemas.SendMessage, self.body_limit)
+        message = body.to_request()
+        message_id = await queue.send(
+            message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
+        )
+        self.metrics.count(queue.name, "send", 1)
+        return ok({"id": message_id})
+
+    async def send_batch(self, request: Request) -> Response:
+        queue = self._queue(request)
+        body = await parse_body(request, schemas.SendBatch, self.body_limit)
+        # every message is encoded and checked before any is written: a bad one sends none
+        ids = await queue.send_batch(
+            [message.to_request() for message in body.messages], delay_seconds=body.delay_seconds
+        )
+        self.metrics.count(queue.name, "send", len(ids))
+        return ok({"ids": ids})
+
+    async def pull(self, request: Request) -> Response:
+        queue = self._queue(request)
+        body = await parse_body(request, schemas.Pull, self.body_limit, optional=True)
+        pulled = await queue.pull(body.batch_size, body.visibility_timeout_ms / 1000)
+        stats = await queue.stats()
+        self.metrics.count(queue.name, "pull", len(pulled))
+        return ok(
+            {
+                "message_backlog_count": stats.backlog,
+                "messages": [schemas.pulled_document(message) for message in pulled],
+            }
+        )
+
+    async def ack(self, request: Request) -> Response:
+        queue = self._queue(request)
+        body = await parse_body(request, schemas.AckRequest, self.body_limit)
+        result = await queue.ack(
+            [ack.lease_id for ack in body.acks],
+            [(retry.lease_id, retry.delay_seconds) for retry in body.retries],
+        )
+        if result.warnings or not (body.acks or body.retries):
+            # engines differ on settling in a missing queue; a stale lease is rare, so look then
+            await self.app.get_queue(queue.name)
+        self.metrics.count(queue.name, "ack", result.ack_count)
+        self.metrics.count(queue.name, "retry", result.retry_count)
+        return ok(
+            {"ack_count": result.ack_count, "retry_count": result.retry_count, "warnings": result.warnings}
+        )
+
+    async def peek(self, request: Request) -> Response:
+        queue = self._queue(request)
+        text = request.query_params.get("limit", str(DEFAULT_PEEK_LIMIT))
+        if not text.isdigit():
+            raise ApiError(400, INVALID_INPUT, f"limit: must be a whole number, got {text[:40]!r}")
+        await self.app.get_queue(queue.name)
+        return ok([schemas.peeked_document(message) for message in await queue.peek(int(text))])
+
+    async def replay(self, request: Request) -> Response:
+        """Move the dead letters of this queue (a dead-letter queue) to `to`."""
+        queue = self._queue(request)
+        body = await parse_body(request, schemas.Replay, self.body_limit)
+        moved = await service.replay(self.app, queue.name, body.to, body.limit)
+        return ok({"from": queue.name, "to": body.to, "replayed": moved})

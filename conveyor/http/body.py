@@ -1,0 +1,86 @@
+"""Request bodies: read at most a limit (never buffering more), then parsed into a pydantic model.
+
+The limit is checked twice: against Content-Length before a byte is read, and while the body
+streams in (a chunked upload has no Content-Length). Over it, the request is refused with 413.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import pydantic
+from starlette.requests import Request
+
+from conveyor.http.envelope import INVALID_INPUT, REQUEST_TOO_LARGE, ApiError
+from conveyor.limits import Limits
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+# JSON framing around a batch's bodies: per message the keys, quotes and settings
+# (`{"body": ..., "content_type": "bytes", "delay_seconds": 86400}`), and the envelope itself.
+MESSAGE_FRAMING_BYTES = 128
+ENVELOPE_FRAMING_BYTES = 16_384
+
+
+def request_limit(limits: Limits) -> int:
+    """The largest request body the API reads: a full batch, twice over, plus its JSON framing.
+
+    Twice the batch's bytes, because a body travels as JSON inside JSON (escaped text, base64
+    bytes, pretty-printing) and so takes more room than it does stored. The exact message and
+    batch limits are checked afterwards, on the bodies as conveyor stores them.
+    """
+    return (
+        2 * limits.max_batch_bytes
+        + limits.max_batch_messages * MESSAGE_FRAMING_BYTES
+        + ENVELOPE_FRAMING_BYTES
+    )
+
+
+def too_large(size: int, limit: int, *, at_least: bool = False) -> ApiError:
+    amount = f"more than {limit:,}" if at_least else f"{size:,}"
+    return ApiError(413, REQUEST_TOO_LARGE, f"the request body is {amount} bytes; the limit is {limit:,}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, INVALID_INPUT, f"Content-Length is not a number: {declared[:40]!r}")
+        if int(declared) > limit:
+            raise too_large(int(declared), limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large(len(body), limit, at_least=True)
+    return bytes(body)
+
+
+def describe(errors: Sequence[Any]) -> list[str]:
+    """pydantic's errors as `messages[2].body: Input should be a valid string`, one per problem."""
+    described = []
+    for error in errors:
+        where = ""
+        for part in error["loc"]:
+            where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        described.append(f"{where}: {message}" if where else message)
+    return described
+
+
+async def parse_body(request: Request, model: type[M], limit: int, *, optional: bool = False) -> M:
+    """The request's JSON body as `model`; 400 naming every bad field, 413 over `limit`.
+
+    `optional`: an empty body means every field takes its default.
+    """
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        if not optional:
+            raise ApiError(400, INVALID_INPUT, "this request needs a JSON body")
+        raw = b"{}"
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as exc:
+        details = describe(exc.errors(include_url=False, include_input=False))
+        raise ApiError(400, INVALID_INPUT, details[0], details=details) from None

@@ -1,0 +1,149 @@
+"""Responses in Cloudflare's envelope, and the one table that maps errors to HTTP statuses.
+
+Success: `{"success": true, "result": ..., "errors": [], "messages": []}`.
+Failure: `{"success": false, "result": null, "errors": [{"code": ..., "message": ...}], "messages": []}`.
+Every `code` is stable: clients branch on it, never on the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pydantic_core
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from conveyor.errors import (
+    AppClosed,
+    BackendUnavailable,
+    BatchCountTooLarge,
+    BatchTooLarge,
+    BodyNotSerializable,
+    ConveyorError,
+    ConveyorValueError,
+    MessageTooLarge,
+    QueueAlreadyExists,
+    QueueNotFound,
+    QueuePaused,
+)
+
+log = logging.getLogger("conveyor.http")
+
+# conveyor's errors -> HTTP status; an error takes the entry of its nearest class (by MRO), so a
+# new subclass of ConveyorValueError is a 400 without an entry of its own.
+STATUS_BY_ERROR: Mapping[type[ConveyorError], int] = {
+    QueueNotFound: 404,
+    QueueAlreadyExists: 409,
+    QueuePaused: 409,
+    MessageTooLarge: 413,
+    BatchTooLarge: 413,
+    BatchCountTooLarge: 400,
+    BodyNotSerializable: 400,
+    ConveyorValueError: 400,
+    BackendUnavailable: 503,
+    AppClosed: 503,
+    ConveyorError: 500,
+}
+
+# Codes of the API's own errors (conveyor's errors bring theirs: `ConveyorError.code`).
+INVALID_INPUT = "invalid_input"
+UNAUTHORIZED = "unauthorized"
+CROSS_ORIGIN = "cross_origin"
+REQUEST_TOO_LARGE = "request_too_large"
+OVERLOADED = "overloaded"
+NOT_FOUND = "not_found"
+METHOD_NOT_ALLOWED = "method_not_allowed"
+INTERNAL_ERROR = "internal_error"
+
+_HTTP_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: REQUEST_TOO_LARGE, 429: OVERLOADED}
+
+
+class ApiError(Exception):
+    """An error of the HTTP layer itself (bad JSON, no token, a body over the limit)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Sequence[str] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        #: one message per problem (e.g. one per invalid field); the message alone when empty
+        self.details = list(details) or [message]
+        self.headers = dict(headers or {})
+
+
+class JSONResponse(Response):
+    """JSON rendered by pydantic-core: fast, and a non-finite float becomes null instead of failing."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return pydantic_core.to_json(content)
+
+
+def ok(result: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse({"success": True, "result": result, "errors": [], "messages": []}, status)
+
+
+def failure(
+    status: int, code: str, messages: Sequence[str], headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    errors = [{"code": code, "message": message} for message in messages]
+    document = {"success": False, "result": None, "errors": errors, "messages": []}
+    return JSONResponse(document, status, headers=dict(headers or {}))
+
+
+def status_of(exc: ConveyorError) -> int:
+    for cls in type(exc).__mro__:
+        status = STATUS_BY_ERROR.get(cls)
+        if status is not None:
+            return status
+    return 500  # pragma: no cover - ConveyorError itself is in the table
+
+
+def api_error_response(exc: ApiError) -> JSONResponse:
+    return failure(exc.status, exc.code, exc.details, exc.headers)
+
+
+# -- Starlette exception handlers ---------------------------------------------------------------
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return api_error_response(exc)
+
+
+async def handle_conveyor_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ConveyorError)
+    status = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return failure(status, exc.code, [" ".join(str(exc).split())])
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, INVALID_INPUT if exc.status_code < 500 else INTERNAL_ERROR)
+    return failure(exc.status_code, code, [str(exc.detail)], exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    # Starlette logs the traceback and re-raises after this response; the client learns nothing more
+    return failure(500, INTERNAL_ERROR, ["internal error: see the server's log"])
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    ConveyorError: handle_conveyor_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}
