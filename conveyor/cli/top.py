@@ -1,9 +1,6 @@
 """`conveyor top`: a live view of every queue, refreshed every second until Ctrl-C.
 
-Rates come from successive stats: a queue reports only how many messages it holds, not how many
-passed through, so `send/s` is the growth of its total (backlog + delayed + in flight) per second
-between two samples and `ack/s` its shrinking (acks, dead letters, purges). They are net rates,
-lower bounds of the true ones: a queue drained exactly as fast as it fills shows 0 for both.
+Rates are net rates from successive stats samples (see conveyor/queue_rates.py).
 """
 
 from __future__ import annotations
@@ -26,13 +23,8 @@ from conveyor.app import App
 from conveyor.cli.output import NO_VALUE, emit_json, out, seconds_text
 from conveyor.cli.state import current, run
 from conveyor.config import ConveyorConfig
+from conveyor.queue_rates import Sample, net_rates
 from conveyor.types import QueueStats
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    at: float  # time.monotonic()
-    stats: dict[str, QueueStats]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +65,7 @@ def dead_letter_queues(names: list[str], config: ConveyorConfig | None) -> dict[
 def rows(previous: Sample | None, sample: Sample, dlqs: dict[str, str]) -> list[Row]:
     result = []
     for name, stats in sample.stats.items():
-        send_rate = ack_rate = None
-        before = previous.stats.get(name) if previous is not None else None
-        if previous is not None and before is not None and sample.at > previous.at:
-            flow = (stats.total - before.total) / (sample.at - previous.at)
-            send_rate, ack_rate = max(0.0, flow), max(0.0, -flow)
+        send_rate, ack_rate = net_rates(previous, sample, name)
         dlq = dlqs.get(name)
         dlq_stats = sample.stats.get(dlq) if dlq is not None else None
         result.append(Row(stats, dlq, None if dlq_stats is None else dlq_stats.total, send_rate, ack_rate))

@@ -2,13 +2,15 @@
 queue that holds messages. No JavaScript: the page reloads itself, the button is a form.
 
 A queue's dead-letter queue is its consumer's `dead_letter_queue` (in the App or conveyor.toml),
-else a queue named `<queue>-dlq` when one exists.
+else a queue named `<queue>-dlq` when one exists. Throughput is the net send and ack rate since
+the page was last served (conveyor/queue_rates.py), so it shows from the first reload on.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
+import time
 from collections.abc import Mapping
 from urllib.parse import parse_qs, urlencode
 
@@ -22,6 +24,7 @@ from conveyor.dead_letter_names import dead_letter_queues
 from conveyor.http import service
 from conveyor.http.body import read_body
 from conveyor.http.envelope import INVALID_INPUT, ApiError
+from conveyor.queue_rates import Sample, net_rates
 from conveyor.types import QueueInfo, QueueStats
 
 REFRESH_SECONDS = 5
@@ -50,7 +53,17 @@ def _age(seconds: float) -> str:
     return f"{seconds / 86_400:.1f}d"
 
 
-def _row(info: QueueInfo, stats: QueueStats, dlq: str | None, dlq_stats: QueueStats | None) -> str:
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def _row(
+    info: QueueInfo,
+    stats: QueueStats,
+    rates: tuple[float | None, float | None],
+    dlq: str | None,
+    dlq_stats: QueueStats | None,
+) -> str:
     e = html.escape
     cells = [
         f"<td>{e(info.name)}</td>",
@@ -58,6 +71,8 @@ def _row(info: QueueInfo, stats: QueueStats, dlq: str | None, dlq_stats: QueueSt
         f"<td>{stats.in_flight:,}</td>",
         f"<td>{stats.delayed:,}</td>",
         f"<td>{_age(stats.oldest_age_seconds) if stats.total else '-'}</td>",
+        f"<td>{_rate(rates[0])}</td>",
+        f"<td>{_rate(rates[1])}</td>",
     ]
     if dlq is None or dlq_stats is None:
         cells.append('<td class="text muted">-</td>')
@@ -77,15 +92,25 @@ def _row(info: QueueInfo, stats: QueueStats, dlq: str | None, dlq_stats: QueueSt
 
 
 def render(
-    app: App, rows: list[tuple[QueueInfo, QueueStats]], dlqs: Mapping[str, str], notice: str | None
+    app: App,
+    rows: list[tuple[QueueInfo, QueueStats]],
+    rates: Mapping[str, tuple[float | None, float | None]],
+    dlqs: Mapping[str, str],
+    notice: str | None,
 ) -> str:
     stats_by_name = {info.name: stats for info, stats in rows}
     body_rows = "\n".join(
-        _row(info, stats, dlqs.get(info.name), stats_by_name.get(dlqs.get(info.name, "")))
+        _row(
+            info,
+            stats,
+            rates.get(info.name, (None, None)),
+            dlqs.get(info.name),
+            stats_by_name.get(dlqs.get(info.name, "")),
+        )
         for info, stats in rows
     )
     if not rows:
-        body_rows = '<tr><td class="text muted" colspan="7">No queues yet.</td></tr>'
+        body_rows = '<tr><td class="text muted" colspan="9">No queues yet.</td></tr>'
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     notice_html = f'<p class="notice">{html.escape(notice)}</p>' if notice else ""
     return f"""<!doctype html>
@@ -102,7 +127,7 @@ def render(
 {notice_html}
 <table>
 <thead><tr><th>queue</th><th>backlog</th><th>in flight</th><th>delayed</th><th>oldest</th>
-<th>dead-letter queue</th><th>paused</th></tr></thead>
+<th>send/s</th><th>ack/s</th><th>dead-letter queue</th><th>paused</th></tr></thead>
 <tbody>
 {body_rows}
 </tbody>
@@ -116,6 +141,8 @@ class Dashboard:
     def __init__(self, app: App, declared_dead_letter_queues: Mapping[str, str]) -> None:
         self.app = app
         self.declared = dict(declared_dead_letter_queues)
+        # the stats the page was last served with: rates are measured against them
+        self._previous: Sample | None = None
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -131,8 +158,11 @@ class Dashboard:
 
     async def page(self, request: Request) -> Response:
         rows = await service.every_queue(self.app)
+        sample = Sample(time.monotonic(), {info.name: stats for info, stats in rows})
+        rates = {name: net_rates(self._previous, sample, name) for name in sample.stats}
+        self._previous = sample
         dlqs = dead_letter_queues([info.name for info, _ in rows], self._declared())
-        return HTMLResponse(render(self.app, rows, dlqs, _notice(request)))
+        return HTMLResponse(render(self.app, rows, rates, dlqs, _notice(request)))
 
     async def replay(self, request: Request) -> Response:
         form = parse_qs((await read_body(request, FORM_LIMIT_BYTES)).decode(errors="replace"))

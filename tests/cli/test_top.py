@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conveyor.cli.top import Sample, dead_letter_queues, rows
+from conveyor.cli.top import dead_letter_queues, rows
 from conveyor.config import parse_config
+from conveyor.queue_rates import Sample
 from conveyor.types import QueueStats
 from tests.cli.conftest import Cli
 

@@ -235,3 +235,16 @@ async def test_the_dashboard_lists_queues_and_replays_dead_letters(sqlite_app: c
         assert "Replayed 2 message(s) from jobs-dlq to jobs." in after.text
         assert "replay 2 to jobs" not in after.text
     assert (await backlog(sqlite_app, "jobs"), await backlog(sqlite_app, "jobs-dlq")) == (2, 0)
+
+
+async def test_the_dashboard_shows_net_rates_from_its_second_view_on(sqlite_app: conveyor.App) -> None:
+    await sqlite_app.create_queue("jobs")
+    async with client_for(sqlite_app) as client:
+        first = await client.get("/")
+        assert "<td>jobs</td><td>0</td><td>0</td><td>0</td><td>-</td><td>-</td><td>-</td>" in first.text
+        await sqlite_app.queue("jobs").send_batch(["a", "b", "c"])
+        second = (await client.get("/")).text
+    row = second[second.index("<td>jobs</td>") :].split("</tr>")[0]
+    cells = [cell.removeprefix("<td>") for cell in row.split("</td>")[:7]]
+    send_rate, ack_rate = float(cells[5].replace(",", "")), float(cells[6])
+    assert cells[1] == "3" and send_rate > 0 and ack_rate == 0
