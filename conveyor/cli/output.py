@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import time
 from collections.abc import Iterable
@@ -14,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from conveyor.documents import iso
 from conveyor.errors import ConveyorError
 from conveyor.producer import PeekedMessage
 from conveyor.types import QueueInfo, QueueStats
@@ -127,26 +127,7 @@ def parse_seconds(value: str | float) -> float:
     return seconds
 
 
-def iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
-
-
 # -- queues -----------------------------------------------------------------------------------
-
-
-def queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "backlog": stats.backlog,
-        "delayed": stats.delayed,
-        "in_flight": stats.in_flight,
-        "oldest_age_seconds": stats.oldest_age_seconds,
-        "bytes": stats.bytes,
-        "paused": stats.paused,
-        "delivery_delay": info.settings.delivery_delay,
-        "retention_seconds": info.settings.retention_seconds,
-        "created_at": iso(info.created_at),
-    }
 
 
 def queues_table(rows: Iterable[tuple[QueueInfo, QueueStats]]) -> Table:

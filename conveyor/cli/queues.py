@@ -12,12 +12,12 @@ from conveyor.cli.output import (
     emit_json,
     out,
     parse_seconds,
-    queue_document,
     queue_info_table,
     queues_table,
     seconds_text,
 )
 from conveyor.cli.state import current, run
+from conveyor.documents import queue_document
 from conveyor.types import QueueInfo, QueueStats
 
 queues = typer.Typer(name="queues", help="Create, inspect and manage queues.", no_args_is_help=True)

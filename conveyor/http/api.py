@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from conveyor import limits as L
 from conveyor.app import App
+from conveyor.documents import queue_document
 from conveyor.errors import BackendUnavailable, QueueNotFound
 from conveyor.http import schemas, service
 from conveyor.http.body import parse_body, request_limit
@@ -74,20 +75,18 @@ class QueueApi:
     # -- queues ----------------------------------------------------------------------------------
 
     async def list_queues(self, request: Request) -> Response:
-        return ok(
-            [schemas.queue_document(info, stats) for info, stats in await service.every_queue(self.app)]
-        )
+        return ok([queue_document(info, stats) for info, stats in await service.every_queue(self.app)])
 
     async def create_queue(self, request: Request) -> Response:
         body = await parse_body(request, schemas.CreateQueue, self.body_limit)
         await self.app.create_queue(
             body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
-        return ok(schemas.queue_document(*await service.one_queue(self.app, body.name)), 201)
+        return ok(queue_document(*await service.one_queue(self.app, body.name)), 201)
 
     async def get_queue(self, request: Request) -> Response:
         queue = self._queue(request)
-        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
 
     async def update_queue(self, request: Request) -> Response:
         queue = self._queue(request)
@@ -95,7 +94,7 @@ class QueueApi:
         await self.app.update_queue(
             queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
-        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
 
     async def delete_queue(self, request: Request) -> Response:
         queue = self._queue(request)
@@ -110,12 +109,12 @@ class QueueApi:
     async def pause(self, request: Request) -> Response:
         queue = self._queue(request)
         await queue.pause()
-        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
 
     async def resume(self, request: Request) -> Response:
         queue = self._queue(request)
         await queue.resume()
-        return ok(schemas.queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
 
     # -- messages --------------------------------------------------------------------------------
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from conveyor import limits as L
 from conveyor.producer import PeekedMessage, PulledMessage, SendRequest
-from conveyor.types import ContentType, QueueInfo, QueueStats
+from conveyor.types import ContentType
 
 QueueName = Annotated[str, AfterValidator(L.validate_queue_name)]
 # Delays and retention are checked by conveyor against the App's own Limits (limit_exceeded), so
@@ -104,26 +103,6 @@ class Replay(_Body):
 # -- responses ----------------------------------------------------------------------------------
 
 
-def iso(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat()
-
-
-def queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
-    """A queue as `GET /queues/{name}` shows it (the same keys as `conveyor --json queues info`)."""
-    return {
-        "name": info.name,
-        "backlog": stats.backlog,
-        "delayed": stats.delayed,
-        "in_flight": stats.in_flight,
-        "oldest_age_seconds": stats.oldest_age_seconds,
-        "bytes": stats.bytes,
-        "paused": stats.paused,
-        "delivery_delay": info.settings.delivery_delay,
-        "retention_seconds": info.settings.retention_seconds,
-        "created_at": iso(info.created_at),
-    }
-
-
 def _wire_body(body: Any, content_type: ContentType) -> tuple[Any, ContentType]:
     if isinstance(body, bytes):
         # bytes, or a body a foreign writer stored that does not parse as its type: base64 either way
@@ -131,7 +110,8 @@ def _wire_body(body: Any, content_type: ContentType) -> tuple[Any, ContentType]:
     return body, content_type
 
 
-def pulled_document(message: PulledMessage) -> dict[str, Any]:
+def _message_document(message: PulledMessage | PeekedMessage) -> dict[str, Any]:
+    """The keys a pulled and a peeked message share."""
     body, content_type = _wire_body(message.body, message.content_type)
     return {
         "id": message.id,
@@ -139,19 +119,13 @@ def pulled_document(message: PulledMessage) -> dict[str, Any]:
         "timestamp_ms": int(message.timestamp.timestamp() * 1000),
         "attempts": message.attempts,
         "content_type": content_type,
-        "lease_id": message.lease_id,
         "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
     }
+
+
+def pulled_document(message: PulledMessage) -> dict[str, Any]:
+    return _message_document(message) | {"lease_id": message.lease_id}
 
 
 def peeked_document(message: PeekedMessage) -> dict[str, Any]:
-    body, content_type = _wire_body(message.body, message.content_type)
-    return {
-        "id": message.id,
-        "body": body,
-        "timestamp_ms": int(message.timestamp.timestamp() * 1000),
-        "attempts": message.attempts,
-        "content_type": content_type,
-        "leased": message.leased,
-        "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
-    }
+    return _message_document(message) | {"leased": message.leased}
