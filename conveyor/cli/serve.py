@@ -111,7 +111,15 @@ def _run(state: CliState, host: str, port: int, token: str | None, log_level: Lo
         async with App(url, auto_create=False) as app:  # a typo in a queue name is a 404, not a new queue
             api = create_api(app, token=token, dead_letter_queues=declared)
             server = uvicorn.Server(
-                uvicorn.Config(api, host=host, port=port, log_level=log_level.value, server_header=False)
+                uvicorn.Config(
+                    api,
+                    host=host,
+                    port=port,
+                    log_level=log_level.value,
+                    server_header=False,
+                    # uvicorn logs through the root logger (stderr): stdout stays the banner or --json
+                    log_config=None,
+                )
             )
             _banner(state, app, host, port, token is not None)
             await server.serve()
