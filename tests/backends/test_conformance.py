@@ -106,19 +106,28 @@ async def test_a_batch_is_delivered_in_the_order_it_was_sent(app: conveyor.App) 
     assert [message.body["n"] for message in pulled] == list(range(50))
 
 
+async def pull_three(queue: conveyor.Queue, in_one_batch: bool) -> list[object]:
+    """The bodies' "n" of the next three messages: leased together, or one lease each."""
+    if in_one_batch:
+        return [message.body["n"] for message in await queue.pull(batch_size=3)]
+    return [(await queue.pull(batch_size=1))[0].body["n"] for _ in range(3)]
+
+
+@pytest.mark.parametrize("in_one_batch", [False, True], ids=["one-by-one", "one-batch"])
 async def test_a_message_retried_without_delay_goes_behind_those_already_waiting(
-    app: conveyor.App, time_machine: TimeMachine
+    app: conveyor.App, time_machine: TimeMachine, in_one_batch: bool
 ) -> None:
     queue = app.queue("orders")
     await queue.send_batch([{"n": n} for n in range(3)])
     await time_machine.advance(0.01)
     [first] = await queue.pull(batch_size=1)
     await queue.ack(retries=[first.lease_id])
-    assert [(await queue.pull(batch_size=1))[0].body["n"] for _ in range(3)] == [1, 2, 0]
+    assert await pull_three(queue, in_one_batch) == [1, 2, 0]
 
 
+@pytest.mark.parametrize("in_one_batch", [False, True], ids=["one-by-one", "one-batch"])
 async def test_a_delayed_message_that_came_due_goes_before_later_sends(
-    app: conveyor.App, time_machine: TimeMachine
+    app: conveyor.App, time_machine: TimeMachine, in_one_batch: bool
 ) -> None:
     queue = app.queue("orders")
     await queue.send({"n": "delayed"}, delay_seconds=0.5)
@@ -126,29 +135,7 @@ async def test_a_delayed_message_that_came_due_goes_before_later_sends(
     await time_machine.advance(0.8)
     await queue.send({"n": "late"})
     assert [message.body["n"] for message in await queue.peek()] == ["early", "delayed", "late"]
-    assert [(await queue.pull(batch_size=1))[0].body["n"] for _ in range(3)] == ["early", "delayed", "late"]
-
-
-async def test_one_batch_holds_a_retried_message_behind_those_already_waiting(
-    app: conveyor.App, time_machine: TimeMachine
-) -> None:
-    queue = app.queue("orders")
-    await queue.send_batch([{"n": n} for n in range(3)])
-    await time_machine.advance(0.01)
-    [first] = await queue.pull(batch_size=1)
-    await queue.ack(retries=[first.lease_id])
-    assert [message.body["n"] for message in await queue.pull(batch_size=3)] == [1, 2, 0]
-
-
-async def test_one_batch_holds_a_delayed_message_where_it_came_due(
-    app: conveyor.App, time_machine: TimeMachine
-) -> None:
-    queue = app.queue("orders")
-    await queue.send({"n": "delayed"}, delay_seconds=0.5)
-    await queue.send({"n": "early"})
-    await time_machine.advance(0.8)
-    await queue.send({"n": "late"})
-    assert [message.body["n"] for message in await queue.pull(batch_size=3)] == ["early", "delayed", "late"]
+    assert await pull_three(queue, in_one_batch) == ["early", "delayed", "late"]
 
 
 async def test_messages_moved_out_of_a_backlog_leave_the_rest_counted_and_in_order(app: conveyor.App) -> None:
