@@ -14,7 +14,7 @@ from bench.body import click
 from bench.modes import BULK, SENDERS
 from bench.raw_latency import paced
 from conveyor.codec import encode_body
-from conveyor.ids import new_message_id
+from conveyor.core.ids import new_message_id
 from conveyor.types import OutgoingMessage
 
 # The largest write the backlog filler hands the engine at once.

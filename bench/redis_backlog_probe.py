@@ -44,7 +44,7 @@ async def probe(url: str, count: int, chunk: int) -> None:
                     t0 = time.perf_counter()
                     got = await backend.lease_many(queue, BATCH, 30)
                     t1 = time.perf_counter()
-                    await backend.settle(queue, Settlement(acks=[m.lease_id for m in got]))
+                    await app.core.settle(queue, Settlement(acks=[m.lease_id for m in got]))
                     leases.append(t1 - t0)
                     settles.append(time.perf_counter() - t1)
                 calls2, usec2 = await script_usec(app)

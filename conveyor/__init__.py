@@ -1,15 +1,17 @@
 """conveyor: durable batched message queues with the programming model of Cloudflare Queues."""
 
 from conveyor.app import App
-from conveyor.consumer.message import Message, MessageBatch
-from conveyor.env import Env
+from conveyor.consumer import Env, Message, MessageBatch
 from conveyor.errors import (
+    AppClosed,
+    BackendUnavailable,
     BatchCountTooLarge,
     BatchTooLarge,
     BodyNotSerializable,
     ConveyorError,
     ConveyorValueError,
     EventBusClosed,
+    InvalidContentType,
     InvalidQueueName,
     InvalidURL,
     LimitExceeded,
@@ -32,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AckResult",
     "App",
+    "AppClosed",
+    "BackendUnavailable",
     "BatchCountTooLarge",
     "BatchTooLarge",
     "BodyNotSerializable",
@@ -42,6 +46,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusClosed",
+    "InvalidContentType",
     "InvalidQueueName",
     "InvalidURL",
     "LimitExceeded",

@@ -1,31 +1,25 @@
-"""App: binds a URL to an engine and holds the queues, consumers, lifespan and env."""
+"""App: the object users hold. It binds a URL to an engine (through a Core) and holds the
+queues, topics, consumers, lifespan and env. It imports downward only."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
-from conveyor.clock import SYSTEM_CLOCK, Clock
-from conveyor.consumer.spec import ConsumerSpec, Handler
-from conveyor.env import Env
-from conveyor.errors import AppClosed, QueueNotFound, QueuePaused
-from conveyor.group_commit import GroupCommitter
+from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, Worker
+from conveyor.core import Core
+from conveyor.errors import QueueNotFound
 from conveyor.producer import Queue
-from conveyor.sync_portal import SyncPortal
-from conveyor.types import OutgoingMessage, QueueInfo, QueueSettings, Subscription
+from conveyor.types import SYSTEM_CLOCK, Clock, QueueInfo, QueueSettings, Subscription
 
-log = logging.getLogger("conveyor")
-T = TypeVar("T")
 H = TypeVar("H", bound=Handler)
-Lifespan = Callable[[Env], contextlib.AbstractAsyncContextManager[Any]]
 
 
 async def _unset_handler(batch: Any, env: Any) -> None:
@@ -48,23 +42,31 @@ class App:
         clock: Clock | None = None,
         backend: Backend | None = None,
     ) -> None:
-        self.clock = clock or SYSTEM_CLOCK
+        clock = clock or SYSTEM_CLOCK
         if backend is None:
-            backend = from_url(url or os.environ.get(L.URL_ENV_VAR) or L.DEFAULT_URL, clock=self.clock)
-        self.backend = backend
-        self.auto_create = auto_create
-        self.limits = limits or L.Limits()
+            backend = from_url(url or os.environ.get(L.URL_ENV_VAR) or L.DEFAULT_URL, clock=clock)
+        #: the connected engine and what every handle shares (one level below App)
+        self.core = Core(backend, clock=clock, limits=limits, auto_create=auto_create)
         self.consumers: list[ConsumerSpec] = []
-        self.env = Env(self)
+        self.env = Env(self.core, self.consumers)
         self._lifespan: Lifespan | None = None
-        self._known_queues: set[str] = set()
-        self._connect_lock = asyncio.Lock()
-        self._connected_flag = False
-        self._closed = False
-        self._committer = GroupCommitter(self._write_now)
-        self._portal: SyncPortal | None = None
-        self._sync_app: App | None = None
         self._topics: dict[str, topics.Topic] = {}
+
+    @property
+    def backend(self) -> Backend:
+        return self.core.backend
+
+    @property
+    def clock(self) -> Clock:
+        return self.core.clock
+
+    @property
+    def limits(self) -> L.Limits:
+        return self.core.limits
+
+    @property
+    def auto_create(self) -> bool:
+        return self.core.auto_create
 
     @property
     def url(self) -> str:
@@ -77,40 +79,27 @@ class App:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> App:
-        await self._connected()
+        await self.core.connected()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _connected(self) -> Backend:
-        if self._closed:
-            raise AppClosed("this App is closed")
-        if not self._connected_flag:
-            async with self._connect_lock:
-                if not self._connected_flag:
-                    await self.backend.connect()
-                    self._connected_flag = True
-        return self.backend
+    async def connect(self) -> None:
+        """Connect now rather than on first use (AppClosed once closed)."""
+        await self.core.connected()
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._sync_app is not None and self._portal is not None:
-            self._portal.run(self._sync_app.close())
-        if self._portal is not None:
-            self._portal.stop()
-        await self.backend.close()
+        await self.core.close()
 
     # -- queues ------------------------------------------------------------------------------
 
     def queue(self, name: str, *, schema: Any = None) -> Queue:
         """A producer handle; with `schema` (a pydantic type) every send is validated first."""
-        return Queue(self, name, schema)
+        return Queue(self.core, name, schema)
 
     def known_queue_names(self) -> list[str]:
-        return sorted(self._known_queues | {c.queue for c in self.consumers})
+        return self.env.queues.names()
 
     async def create_queue(
         self,
@@ -125,14 +114,11 @@ class App:
             delivery_delay=float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
             retention_seconds=float(L.check_retention(retention_seconds, self.limits)),
         )
-        backend = await self._connected()
-        info = await backend.create_queue(name, settings, exist_ok=exist_ok)
-        self._known_queues.add(name)
-        return info
+        return await self.core.create_queue(name, settings, exist_ok=exist_ok)
 
     async def get_queue(self, name: str) -> QueueInfo:
         L.validate_queue_name(name)
-        backend = await self._connected()
+        backend = await self.core.connected()
         info = await backend.get_queue(name)
         if info is None:
             raise QueueNotFound(name)
@@ -154,49 +140,31 @@ class App:
 
     async def delete_queue(self, name: str) -> bool:
         L.validate_queue_name(name)
-        backend = await self._connected()
-        self._known_queues.discard(name)
-        return await backend.delete_queue(name)
+        return await self.core.delete_queue(name)
 
     async def list_queues(self) -> list[QueueInfo]:
-        backend = await self._connected()
+        backend = await self.core.connected()
         return await backend.list_queues()
 
     async def ensure_queue(self, name: str) -> None:
         """Create `name` with default settings if it does not exist (or raise when auto_create is off)."""
-        if name in self._known_queues:
-            return
-        backend = await self._connected()
-        if self.auto_create:
-            await backend.create_queue(name, QueueSettings(), exist_ok=True)
-        elif await backend.get_queue(name) is None:
-            raise QueueNotFound(name)
-        self._known_queues.add(name)
+        await self.core.ensure_queue(name)
 
     async def replay(self, dead_letter_queue: str, *, to: str, limit: int | None = None) -> int:
         """Move dead letters back to `to`; they keep body and content type and start again at attempt 1."""
         L.validate_queue_name(dead_letter_queue)
         L.validate_queue_name(to)
         if limit is not None:
-            L.check_int_range("limit", limit, 1, 10_000_000)
-        backend = await self._connected()
+            L.check_int_range("limit", limit, 1, L.MAX_REPLAY_LIMIT)
+        backend = await self.core.connected()
         if await backend.get_queue(dead_letter_queue) is None:
             raise QueueNotFound(dead_letter_queue)
-        await self.ensure_queue(to)
+        await self.core.ensure_queue(to)
         return await backend.move_messages(dead_letter_queue, to, limit)
 
     async def sweep(self) -> int:
         """Delete messages past their queue's retention now (workers also do this every minute)."""
-        backend = await self._connected()
-        return await backend.sweep()
-
-    async def _check_not_paused(self, name: str) -> None:
-        info = await self.backend.get_queue(name)
-        if info is None:
-            if not self.auto_create:
-                raise QueueNotFound(name)
-        elif info.paused:
-            raise QueuePaused(name)
+        return await self.core.sweep()
 
     # -- topics (durable fan-out; the logic lives in conveyor/topics.py) ------------------------
 
@@ -204,62 +172,19 @@ class App:
         """A durable topic handle; the same one for the same name, so its counters add up."""
         topic = self._topics.get(name)
         if topic is None:
-            topic = self._topics[name] = topics.Topic(self, name)
+            topic = self._topics[name] = topics.Topic(self.core, name)
         return topic
 
     async def subscribe(self, topic: str, *, queue: str, types: Sequence[str] | None = None) -> Subscription:
         """Copy every message published to `topic` whose type is in `types` (any, when None) into
         `queue`; stored in the engine, so it survives restarts. Creates the queue if auto_create."""
-        return await topics.subscribe(self, topic, queue, types)
+        return await topics.subscribe(self.core, topic, queue, types)
 
     async def unsubscribe(self, topic: str, queue: str) -> bool:
-        return await topics.unsubscribe(self, topic, queue)
+        return await topics.unsubscribe(self.core, topic, queue)
 
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
-        return await topics.list_subscriptions(self, topic)
-
-    # -- writing -----------------------------------------------------------------------------
-
-    async def _write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        if self._closed or not self._connected_flag:  # the hot path skips a coroutine call
-            await self._connected()
-        if connection is not None:
-            await self._write_now(messages, connection=connection)
-        else:
-            await self._committer.submit(messages)
-
-    async def _write_now(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        # Unknown queues are created on first use; the common case pays no extra round trip.
-        for _ in range(len(messages) + 1):
-            try:
-                await self.backend.send_many(messages, connection=connection)
-                return
-            except QueueNotFound as exc:
-                self._known_queues.discard(exc.queue)
-                if not self.auto_create:
-                    raise
-                await self.ensure_queue(exc.queue)
-        raise RuntimeError("queues kept disappearing while sending")  # pragma: no cover
-
-    def _run_sync(self, call: Callable[[App], Awaitable[T]]) -> T:
-        """Run `call` on a sibling App living on a private event loop (the blocking facade)."""
-        if self._closed:
-            raise AppClosed("this App is closed")
-        if self._portal is None:
-            self._portal = SyncPortal()
-        if self._sync_app is None:
-            self._sync_app = App(
-                backend=self.backend.sibling(),
-                auto_create=self.auto_create,
-                limits=self.limits,
-                clock=self.clock,
-            )
-
-        async def run() -> T:
-            assert self._sync_app is not None
-            return await call(self._sync_app)
-
-        return self._portal.run(run())
+        return await topics.list_subscriptions(self.core, topic)
 
     # -- consumers ---------------------------------------------------------------------------
 
@@ -306,13 +231,28 @@ class App:
         self._lifespan = contextlib.asynccontextmanager(function)
         return function
 
-    @contextlib.asynccontextmanager
-    async def running_lifespan(self) -> AsyncIterator[Env]:
-        if self._lifespan is None:
-            yield self.env
-            return
-        async with self._lifespan(self.env):
-            yield self.env
+    def worker(
+        self,
+        consumers: Sequence[ConsumerSpec] | None = None,
+        *,
+        shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
+    ) -> Worker:
+        """A Worker running `consumers` (default: every registered one) with this app's env and lifespan."""
+        return Worker(
+            self.core,
+            self.consumers if consumers is None else consumers,
+            self.env,
+            lifespan=self._lifespan,
+            shutdown_grace=shutdown_grace,
+        )
+
+    async def run_worker(self, *, shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS) -> None:
+        """Run every consumer until SIGTERM or SIGINT (Ctrl-C), let the batches in flight finish,
+        then close the app: what `conveyor worker` runs."""
+        try:
+            await self.worker(shutdown_grace=shutdown_grace).run_until_signalled()
+        finally:
+            await self.close()
 
     async def run_consumers(
         self,
@@ -321,6 +261,4 @@ class App:
         stop: asyncio.Event | None = None,
     ) -> None:
         """Run every registered consumer until cancelled or until `stop` is set, then shut down gracefully."""
-        from conveyor.consumer.worker import Worker
-
-        await Worker(self, self.consumers, shutdown_grace=shutdown_grace).run(stop=stop)
+        await self.worker(shutdown_grace=shutdown_grace).run(stop=stop)

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from conveyor.errors import InvalidQueueName, LimitExceeded
+from conveyor.errors import InvalidQueueName, LimitExceeded, MessageTooLarge
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
@@ -39,6 +39,8 @@ MIN_VISIBILITY_TIMEOUT = 0.05
 MAX_VISIBILITY_TIMEOUT = 43_200.0
 # Pull consumers (Queue.pull / HTTP): batch size default and bound.
 DEFAULT_PULL_BATCH_SIZE = 5
+# The most messages one `App.replay` call may be asked to move.
+MAX_REPLAY_LIMIT = 10_000_000
 
 # Retention: messages older than this are deleted.
 DEFAULT_RETENTION_SECONDS = 345_600  # 4 days
@@ -111,3 +113,15 @@ def check_retention(value: object, limits: Limits) -> float:
 
 def check_visibility_timeout(value: object) -> float:
     return check_range("visibility_timeout", value, MIN_VISIBILITY_TIMEOUT, MAX_VISIBILITY_TIMEOUT)
+
+
+def check_message_size(data: bytes, limits: Limits) -> bytes:
+    """`data` (a serialised body) if it is within `max_message_bytes`, else MessageTooLarge."""
+    if len(data) > limits.max_message_bytes:
+        raise MessageTooLarge(
+            f"body is {len(data):,} bytes; the limit is {limits.max_message_bytes:,}",
+            limit="max_message_bytes",
+            value=len(data),
+            maximum=limits.max_message_bytes,
+        )
+    return data

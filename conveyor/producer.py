@@ -5,20 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydantic
 
 from conveyor import limits as L
 from conveyor.codec import check_content_type, decode_body, encode_body
+from conveyor.core import Core
+from conveyor.core.ids import new_message_id, new_message_ids
 from conveyor.errors import (
     BatchCountTooLarge,
     BatchTooLarge,
     InvalidContentType,
-    MessageTooLarge,
     MessageValidationError,
 )
-from conveyor.ids import new_message_id, new_message_ids
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -29,9 +29,6 @@ from conveyor.types import (
     Settlement,
     StoredMessage,
 )
-
-if TYPE_CHECKING:
-    from conveyor.app import App
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +105,21 @@ def _decode_or_raw(body: bytes, content_type: ContentType) -> Any:
 
 
 class Queue:
-    """A named queue of one App. Cheap to create; holds no connection of its own."""
+    """A named queue of one App (`app.queue(name)`). Cheap to create; holds no connection of its own."""
 
-    def __init__(self, app: App, name: str, schema: Any = None) -> None:
-        self.app = app
+    def __init__(self, core: Core, name: str, schema: Any = None) -> None:
+        self.core = core
         self.name = L.validate_queue_name(name)
         self.schema = schema
         self._adapter: pydantic.TypeAdapter[Any] | None = (
             None if schema is None else pydantic.TypeAdapter(schema)
         )
+
+    def _on(self, core: Core) -> Queue:
+        """This handle on another Core (the sync portal's), sharing the schema's adapter."""
+        handle = Queue(core, self.name)
+        handle.schema, handle._adapter = self.schema, self._adapter
+        return handle
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -140,15 +143,7 @@ class Queue:
             data = self._adapter.dump_json(value, by_alias=True)
         else:
             data = encode_body(body, content_type)
-        limit = self.app.limits.max_message_bytes
-        if len(data) > limit:
-            raise MessageTooLarge(
-                f"body is {len(data):,} bytes; the limit is {limit:,}",
-                limit="max_message_bytes",
-                value=len(data),
-                maximum=limit,
-            )
-        return data
+        return L.check_message_size(data, self.core.limits)
 
     def _outgoing(
         self, request: SendRequest, default_delay: float | None, message_id: str
@@ -156,7 +151,7 @@ class Queue:
         content_type = check_content_type(request.content_type)
         delay = request.delay_seconds if request.delay_seconds is not None else default_delay
         if delay is not None:
-            delay = L.check_delay("delay_seconds", delay, self.app.limits)
+            delay = L.check_delay("delay_seconds", delay, self.core.limits)
         return OutgoingMessage(
             queue=self.name,
             id=message_id,
@@ -175,11 +170,11 @@ class Queue:
     ) -> str:
         """Send one message; returns its id once it is durable.
 
-        `delay_seconds=None` uses the queue's delivery delay. `connection` (PostgreSQL only)
-        writes inside the caller's open transaction instead.
+        `delay_seconds=None` uses the queue's delivery delay. `connection` (an open psycopg
+        AsyncConnection, on PostgreSQL only) writes inside the caller's transaction instead.
         """
         message = self._outgoing(SendRequest(body, delay_seconds, content_type), None, new_message_id())
-        await self.app._write([message], connection=connection)
+        await self.core.write([message], connection=connection)
         return message.id
 
     async def send_batch(
@@ -194,13 +189,13 @@ class Queue:
         Items are bodies or `SendRequest`s; a `SendRequest`'s own delay wins over `delay_seconds`.
         """
         outgoing = self._prepare_batch(messages, delay_seconds)
-        await self.app._write(outgoing, connection=connection)
+        await self.core.write(outgoing, connection=connection)
         return [message.id for message in outgoing]
 
     def _prepare_batch(self, messages: Sequence[Any], delay_seconds: float | None) -> list[OutgoingMessage]:
         if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
             raise TypeError("send_batch takes a list of bodies or SendRequests")
-        limits = self.app.limits
+        limits = self.core.limits
         if len(messages) > limits.max_batch_messages:
             raise BatchCountTooLarge(
                 f"batch has {len(messages):,} messages; the limit is {limits.max_batch_messages:,}",
@@ -232,18 +227,14 @@ class Queue:
         self, body: Any, *, delay_seconds: float | None = None, content_type: ContentType = "json"
     ) -> str:
         """Blocking `send` for code with no event loop (Flask, Django, scripts)."""
-        name, schema = self.name, self.schema
-        return self.app._run_sync(
-            lambda app: app.queue(name, schema=schema).send(
-                body, delay_seconds=delay_seconds, content_type=content_type
-            )
+        return self.core.run_sync(
+            lambda core: self._on(core).send(body, delay_seconds=delay_seconds, content_type=content_type)
         )
 
     def send_batch_sync(self, messages: Sequence[Any], *, delay_seconds: float | None = None) -> list[str]:
         """Blocking `send_batch`."""
-        name, schema = self.name, self.schema
-        return self.app._run_sync(
-            lambda app: app.queue(name, schema=schema).send_batch(messages, delay_seconds=delay_seconds)
+        return self.core.run_sync(
+            lambda core: self._on(core).send_batch(messages, delay_seconds=delay_seconds)
         )
 
     # -- pull consumers ----------------------------------------------------------------------
@@ -259,10 +250,10 @@ class Queue:
         """
         L.check_int_range("batch_size", batch_size, 1, L.MAX_BATCH_SIZE)
         L.check_visibility_timeout(visibility_timeout)
-        backend = await self.app._connected()
+        backend = await self.core.connected()
         leased = await backend.lease_many(self.name, batch_size, visibility_timeout)
         if not leased:
-            await self.app._check_not_paused(self.name)
+            await self.core.check_not_paused(self.name)
         return [PulledMessage.from_leased(message) for message in leased]
 
     async def ack(
@@ -275,32 +266,31 @@ class Queue:
         retry_items: list[Retry] = []
         for item in retries:
             lease_id, delay = (item, 0.0) if isinstance(item, str) else item
-            retry_items.append(Retry(lease_id, L.check_delay("delay_seconds", delay, self.app.limits)))
-        backend = await self.app._connected()
-        result = await backend.settle(self.name, Settlement(acks=list(acks), retries=retry_items))
+            retry_items.append(Retry(lease_id, L.check_delay("delay_seconds", delay, self.core.limits)))
+        result = await self.core.settle(self.name, Settlement(acks=list(acks), retries=retry_items))
         warnings = [f"lease {lease_id!r} is unknown or has expired" for lease_id in result.stale]
         return AckResult(result.acked, result.retried, warnings)
 
     # -- inspection and management ---------------------------------------------------------
 
     async def stats(self) -> QueueStats:
-        backend = await self.app._connected()
+        backend = await self.core.connected()
         return await backend.stats(self.name)
 
     async def peek(self, limit: int = 10) -> list[PeekedMessage]:
         """Look at up to `limit` messages, oldest visible first, without leasing them."""
         L.check_int_range("limit", limit, 1, 1_000)
-        backend = await self.app._connected()
+        backend = await self.core.connected()
         return [PeekedMessage.from_stored(stored) for stored in await backend.peek(self.name, limit)]
 
     async def purge(self) -> int:
-        backend = await self.app._connected()
+        backend = await self.core.connected()
         return await backend.purge(self.name)
 
     async def pause(self) -> None:
-        backend = await self.app._connected()
+        backend = await self.core.connected()
         await backend.set_paused(self.name, True)
 
     async def resume(self) -> None:
-        backend = await self.app._connected()
+        backend = await self.core.connected()
         await backend.set_paused(self.name, False)

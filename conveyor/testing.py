@@ -10,10 +10,11 @@ async with App("memory://", clock=clock) as app:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from conveyor.app import App
-from conveyor.consumer.worker import Worker
+from conveyor.consumer import Worker
 
 # How long `drain` waits at most before giving up.
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -60,8 +61,13 @@ async def drain(app: App, *, timeout: float = DEFAULT_DRAIN_TIMEOUT, queues: lis
     Partial batches are handed over as soon as a queue runs dry, so no test waits for
     `max_batch_timeout`. Raises TimeoutError if the queues are not drained within `timeout`.
     """
-    specs = [c for c in app.consumers if queues is None or c.queue in queues]
-    worker = Worker(app, specs, shutdown_grace=timeout, hand_over_when_drained=True)
+    # max_batch_timeout 0: a partial batch is handed over as soon as its queue runs dry
+    specs = [
+        dataclasses.replace(spec, max_batch_timeout=0)
+        for spec in app.consumers
+        if queues is None or spec.queue in queues
+    ]
+    worker = app.worker(specs, shutdown_grace=timeout)
     task = asyncio.create_task(worker.run())
     try:
         async with asyncio.timeout(timeout):

@@ -17,16 +17,14 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from conveyor import limits as L
 from conveyor.codec import check_content_type, encode_body
-from conveyor.errors import ConveyorValueError, MessageTooLarge
-from conveyor.ids import new_message_id
+from conveyor.core import Core
+from conveyor.core.ids import new_message_id
+from conveyor.errors import ConveyorValueError
 from conveyor.types import ContentType, OutgoingMessage, Subscription
-
-if TYPE_CHECKING:
-    from conveyor.app import App
 
 log = logging.getLogger("conveyor.topics")
 T = TypeVar("T")
@@ -58,19 +56,20 @@ class Topic:
     error: the message is simply not stored), `copies` the messages written to subscription queues.
     """
 
-    def __init__(self, app: App, name: str) -> None:
-        self.app = app
+    def __init__(self, core: Core, name: str) -> None:
+        self.core = core
         self.name = L.validate_queue_name(name)
         self.published = 0
         self.unrouted = 0
         self.copies = 0
         self._read_subscriptions = CoalescedRead(self._fetch_subscriptions)
+        self._sync_topic: Topic | None = None  # this topic on the sync portal's Core
 
     def __repr__(self) -> str:
         return f"Topic({self.name!r})"
 
     async def _fetch_subscriptions(self) -> list[Subscription]:
-        backend = await self.app._connected()
+        backend = await self.core.connected()
         return await backend.list_subscriptions(self.name)
 
     async def publish(
@@ -88,7 +87,7 @@ class Topic:
         every copy is durable. `connection` (PostgreSQL only) writes inside the caller's transaction.
         """
         result = await publish(
-            self.app, self.name, self._read_subscriptions, body, delay_seconds, content_type, connection
+            self.core, self.name, self._read_subscriptions, body, delay_seconds, content_type, connection
         )
         self._count(result)
         return result
@@ -97,21 +96,26 @@ class Topic:
         self, body: Any, *, delay_seconds: float | None = None, content_type: ContentType = "json"
     ) -> PublishResult:
         """Blocking `publish` for code with no event loop (Flask, Django, scripts)."""
-        name = self.name
-        result = self.app._run_sync(
-            lambda app: app.topic(name).publish(body, delay_seconds=delay_seconds, content_type=content_type)
+        result = self.core.run_sync(
+            lambda core: self._on(core).publish(body, delay_seconds=delay_seconds, content_type=content_type)
         )
         self._count(result)
         return result
 
+    def _on(self, core: Core) -> Topic:
+        """This topic on the sync portal's Core (one, so concurrent blocking publishes share reads)."""
+        if self._sync_topic is None or self._sync_topic.core is not core:
+            self._sync_topic = Topic(core, self.name)
+        return self._sync_topic
+
     async def subscribe(self, queue: str, *, types: Sequence[str] | None = None) -> Subscription:
-        return await subscribe(self.app, self.name, queue, types)
+        return await subscribe(self.core, self.name, queue, types)
 
     async def unsubscribe(self, queue: str) -> bool:
-        return await unsubscribe(self.app, self.name, queue)
+        return await unsubscribe(self.core, self.name, queue)
 
     async def subscriptions(self) -> list[Subscription]:
-        return await list_subscriptions(self.app, self.name)
+        return await list_subscriptions(self.core, self.name)
 
     def _count(self, result: PublishResult) -> None:
         self.published += 1
@@ -129,7 +133,7 @@ def message_type(body: Any) -> str | None:
 
 
 async def publish(
-    app: App,
+    core: Core,
     topic: str,
     read_subscriptions: Callable[[], Awaitable[list[Subscription]]],
     body: Any,
@@ -139,8 +143,8 @@ async def publish(
 ) -> PublishResult:
     content_type = check_content_type(content_type)
     if delay_seconds is not None:
-        delay_seconds = L.check_delay("delay_seconds", delay_seconds, app.limits)
-    data = _encode(body, content_type, app.limits)
+        delay_seconds = L.check_delay("delay_seconds", delay_seconds, core.limits)
+    data = L.check_message_size(encode_body(body, content_type), core.limits)
     kind = message_type(body) if content_type == "json" else None
     matching = [s for s in await read_subscriptions() if s.matches(kind)]
     if not matching:
@@ -158,34 +162,34 @@ async def publish(
     ]
     # One engine write for every copy (send_many is atomic across queues); concurrent publishes
     # and sends are group-committed together, and a missing queue is created when auto_create is on.
-    await app._write(copies, connection=connection)
+    await core.write(copies, connection=connection)
     log.debug("topic %s: %r copied to %d queue(s)", topic, kind, len(copies))
     return PublishResult(topic, kind, {copy.queue: copy.id for copy in copies})
 
 
-async def subscribe(app: App, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
+async def subscribe(core: Core, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
     """Store the subscription in the engine, creating `queue` first (QueueNotFound when auto_create
     is off and it does not exist). Subscribing again replaces the type filter."""
     L.validate_queue_name(topic)
     L.validate_queue_name(queue)
     wanted = normalize_types(types)
-    await app.ensure_queue(queue)
-    backend = await app._connected()
+    await core.ensure_queue(queue)
+    backend = await core.connected()
     return await backend.add_subscription(topic, queue, wanted)
 
 
-async def unsubscribe(app: App, topic: str, queue: str) -> bool:
+async def unsubscribe(core: Core, topic: str, queue: str) -> bool:
     """Remove the subscription (the queue and its messages stay); False if there was none."""
     L.validate_queue_name(topic)
     L.validate_queue_name(queue)
-    backend = await app._connected()
+    backend = await core.connected()
     return await backend.remove_subscription(topic, queue)
 
 
-async def list_subscriptions(app: App, topic: str | None) -> list[Subscription]:
+async def list_subscriptions(core: Core, topic: str | None) -> list[Subscription]:
     if topic is not None:
         L.validate_queue_name(topic)
-    backend = await app._connected()
+    backend = await core.connected()
     return await backend.list_subscriptions(topic)
 
 
@@ -241,18 +245,6 @@ def normalize_types(types: Sequence[str] | None) -> tuple[str, ...] | None:
     if "*" in types:
         return None
     return tuple(sorted(set(types)))
-
-
-def _encode(body: Any, content_type: ContentType, limits: L.Limits) -> bytes:
-    data = encode_body(body, content_type)
-    if len(data) > limits.max_message_bytes:
-        raise MessageTooLarge(
-            f"body is {len(data):,} bytes; the limit is {limits.max_message_bytes:,}",
-            limit="max_message_bytes",
-            value=len(data),
-            maximum=limits.max_message_bytes,
-        )
-    return data
 
 
 __all__ = ["PublishResult", "Topic", "message_type"]

@@ -1,12 +1,36 @@
-"""Small shared dataclasses passed between the core and the engines."""
+"""Shared aliases and small dataclasses passed between the layers: the clock, queue settings and
+stats, messages on their way in and out, and a batch's outcomes."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 ContentType = Literal["json", "text", "bytes"]
 CONTENT_TYPES: tuple[ContentType, ...] = ("json", "text", "bytes")
+
+
+class Clock(Protocol):
+    """Time as the core and the embedded engines see it; tests swap in `conveyor.testing.FakeClock`."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,17 +168,19 @@ class Retry:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Move the leased message to `dead_letter_queue` (or delete it when that is None)."""
+    """Move the leased message to `dead_letter_queue` (or delete it when that is None) as
+    `new_id`; `attempts` is its deliveries so far, kept in its dead-letter record."""
 
     lease_id: str
     new_id: str
     error: str
     dead_letter_queue: str | None
+    attempts: int
 
 
 @dataclass(slots=True)
 class Settlement:
-    """The outcome of one batch, written by the engine in one transaction."""
+    """The outcomes of one batch, by lease id, as the consumer runtime and `Queue.ack` name them."""
 
     acks: list[str] = field(default_factory=list)
     retries: list[Retry] = field(default_factory=list)
@@ -172,3 +198,35 @@ class SettleResult:
     retried: int
     dead_lettered: int
     stale: list[str] = field(default_factory=list)
+
+
+# What the core hands an engine to settle (conveyor/core/settle.py builds it).
+
+#: one parsed lease id: message id, token, row (0 for engines whose lease ids name no row)
+Lease = tuple[str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMove:
+    """A dead letter as an engine stores it: its lease, the copy's id and record, and the queue
+    the copy goes to (None: the message is deleted)."""
+
+    lease: Lease
+    new_id: str
+    queue: str | None
+    record: DeadLetterInfo
+
+
+@dataclass(slots=True)
+class Outcomes:
+    """One batch of outcomes, checked by the core: every lease well formed and named once, and
+    every dead-letter queue known to exist. An engine applies them in one transaction and
+    returns one status per item, in the order acks, retries, dead letters."""
+
+    acks: list[Lease] = field(default_factory=list)
+    #: (lease, delay in seconds)
+    retries: list[tuple[Lease, float]] = field(default_factory=list)
+    dead_letters: list[DeadLetterMove] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.acks) + len(self.retries) + len(self.dead_letters)

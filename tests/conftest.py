@@ -86,7 +86,7 @@ async def make_app(url: str, clock: FakeClock | None) -> AsyncIterator[AppFactor
         options.setdefault("limits", TEST_LIMITS)
         app = conveyor.App(url, clock=None if real_clock else clock, **options)  # type: ignore[arg-type]
         apps.append(app)
-        await app._connected()
+        await app.connect()
         return app
 
     yield make

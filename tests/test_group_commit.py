@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from conveyor.group_commit import GroupCommitter
+from conveyor.core.group_commit import GroupCommitter
 from conveyor.types import OutgoingMessage
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import conveyor
 from conveyor.consumer.message import Outcome
-from conveyor.ids import new_message_id
+from conveyor.core.ids import new_message_id
 from conveyor.testing import drain
 from conveyor.types import ContentType, LeasedMessage, OutgoingMessage
 

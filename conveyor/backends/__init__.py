@@ -6,8 +6,9 @@ import importlib
 from urllib.parse import urlsplit
 
 from conveyor.backends.base import Backend
-from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.backends.urls import redact
 from conveyor.errors import InvalidURL, MissingDependency
+from conveyor.types import SYSTEM_CLOCK, Clock
 
 # scheme -> (module, class name, extra to install)
 ENGINES: dict[str, tuple[str, str, str | None]] = {
@@ -38,15 +39,6 @@ def from_url(url: str, *, clock: Clock = SYSTEM_CLOCK) -> Backend:
         ) from exc
     backend_class: type[Backend] = getattr(module, class_name)
     return backend_class(url, clock=clock)
-
-
-def redact(url: str) -> str:
-    """The URL with any password replaced, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
 
 
 __all__ = ["Backend", "from_url", "redact"]

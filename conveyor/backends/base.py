@@ -1,8 +1,14 @@
 """The engine boundary: a handful of batched async operations every engine implements.
 
-Policy (retry counting, dead-letter decisions, batching, lease renewal) lives in the core; an
-engine only stores, leases and moves messages, atomically and in batches. Every operation on a
-batch is one statement, transaction or script, never a loop of round trips.
+Policy lives in the core (conveyor/core/): retry counting, dead-letter decisions, checking and
+de-duplicating a batch's outcomes, building dead-letter records, creating queues on first use.
+An engine only stores, leases and moves messages, atomically and in batches: every operation on
+a batch is one statement, transaction or script, never a loop of round trips. Engines never parse
+lease ids: the core hands them `Lease` tuples.
+
+To add an engine: subclass `Backend` in `conveyor/backends/<name>/`, add its URL scheme to
+`conveyor/backends/__init__.py`, and add it to `tests/support/engines.py` so the conformance
+suites run on it (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -11,22 +17,27 @@ import abc
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
-from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.types import (
-    DeadLetterInfo,
+    SYSTEM_CLOCK,
+    Clock,
+    Lease,
     LeasedMessage,
+    Outcomes,
     OutgoingMessage,
     QueueInfo,
     QueueSettings,
     QueueStats,
-    Settlement,
-    SettleResult,
     StoredMessage,
     Subscription,
 )
+
+# -- lease ids -------------------------------------------------------------------------------
+# A lease id names one delivery of one message: "<message id>.<token>", the token being unique
+# per lease call. An engine that settles by row number (`Backend.lease_rows`) appends ".<row>";
+# a row number can be reused after a delete, the token tells the deliveries apart.
 
 
 def new_token() -> str:
@@ -34,53 +45,27 @@ def new_token() -> str:
 
 
 def make_lease_id(message_id: str, token: str) -> str:
-    """A lease id names one delivery of one message: the message id and that delivery's token."""
     return f"{message_id}.{token}"
 
 
-def parse_lease_id(lease_id: str) -> tuple[str, str] | None:
-    message_id, dot, token = lease_id.rpartition(".")
-    if not dot or not message_id or not token:
-        return None
-    return message_id, token
-
-
 def make_row_lease_id(message_id: str, token: str, row: int) -> str:
-    """A lease id that also names the message's row, for engines that settle by row number (a
-    rowid is reused after a delete; the token, unique per delivery, tells the leases apart)."""
     return f"{message_id}.{token}.{row}"
 
 
-def parse_row_lease_id(lease_id: str) -> tuple[int, str] | None:
-    """The row number and token of a `make_row_lease_id` lease id; None if it is not one."""
+def parse_lease_id(lease_id: str, rows: bool) -> Lease | None:
+    """The (message id, token, row) a lease id names; row is 0 unless `rows`. None when the id
+    is not one an engine of that kind makes."""
     parts = lease_id.split(".")
-    if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].isdigit():
+    if rows:
+        if len(parts) != 3 or not parts[0] or not parts[1] or not parts[2].isdigit():
+            return None
+        return parts[0], parts[1], int(parts[2])
+    if len(parts) != 2 or not parts[0] or not parts[1]:
         return None
-    return int(parts[2]), parts[1]
+    return parts[0], parts[1], 0
 
 
-def leased_from_rows(
-    queue: str,
-    token: str,
-    rows: list[Any],
-    dead_letter: Callable[[Any], DeadLetterInfo | None],
-    *,
-    row_lease_ids: bool = False,
-) -> list[LeasedMessage]:
-    """LeasedMessages from a SQL engine's lease rows (seq, id, body, content type, timestamp,
-    attempts, dead-letter data), in the rows' order (the engine puts the oldest visible first);
-    `dead_letter` decodes that engine's column. `row_lease_ids` makes lease ids that carry the
-    seq (see `make_row_lease_id`)."""
-    # the lease id formats of make_row_lease_id / make_lease_id, inlined: this runs per message
-    if row_lease_ids:
-        return [
-            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", dead_letter(dead))
-            for seq, id_, body, kind, sent, attempts, dead in rows
-        ]
-    return [
-        LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}", dead_letter(dead))
-        for _, id_, body, kind, sent, attempts, dead in rows
-    ]
+# -- the protocol ------------------------------------------------------------------------------
 
 
 class Backend(abc.ABC):
@@ -91,6 +76,8 @@ class Backend(abc.ABC):
     #: True when the engine takes time from `clock` (so a fake clock drives it in tests);
     #: False when it uses its server's clock.
     uses_local_clock: bool = True
+    #: True when its lease ids end with the message's row number (see `make_row_lease_id`)
+    lease_rows: bool = False
     #: how many outcomes a consumer lets wait for their settle while its next batches run (they
     #: settle together): a speed setting, not a semantic; an engine whose every commit has a
     #: high fixed cost asks for more.
@@ -154,11 +141,10 @@ class Backend(abc.ABC):
     # -- messages ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         """Store every message, all or none (they may name several queues).
 
-        Raises QueueNotFound, storing nothing, when a named queue does not exist. `connection`
-        is an engine-specific open transaction to write in (PostgreSQL); others reject it.
+        Raises QueueNotFound, storing nothing, when a named queue does not exist.
         """
 
     @abc.abstractmethod
@@ -169,18 +155,23 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+    async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
         """Push the deadline of live leases to now + `visibility_timeout`; returns how many were live."""
 
     @abc.abstractmethod
-    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+    async def release(self, queue: str, leases: Sequence[Lease]) -> int:
         """Give leased messages back at once, as if never delivered (their attempts shrink by one)."""
 
     @abc.abstractmethod
-    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
-        """Write one batch's outcomes in one transaction: delete acks, delay retries, and move
-        dead letters to their queue (or delete them). Leases that expired or are unknown are
-        returned in `stale` and change nothing."""
+    async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
+        """Apply one batch's outcomes in one transaction: delete acks, delay retries, and move
+        dead letters to their queue with their record (or delete them).
+
+        The core has checked the list: every lease is well formed and named once. Returns one
+        status per item, in the order acks, retries, dead letters: True where it took effect,
+        False where the lease had expired or was unknown (stale: that item changed nothing).
+        Raises QueueNotFound, changing nothing, when the queue or a dead-letter queue does not exist.
+        """
 
     @abc.abstractmethod
     async def stats(self, queue: str) -> QueueStats:
@@ -226,6 +217,19 @@ class Backend(abc.ABC):
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):  # a failed give-back expires like any lease
                 leased = await lease
+                parsed = [parse_lease_id(m.lease_id, self.lease_rows) for m in leased]
                 if leased:
-                    await self.release(queue, [m.lease_id for m in leased])
+                    await self.release(queue, [lease for lease in parsed if lease is not None])
             raise
+
+
+# -- capabilities: what only some engines can do --------------------------------------------------
+
+
+@runtime_checkable
+class SendsInTransaction(Protocol):
+    """An engine that can write messages inside the caller's open transaction (PostgreSQL): they
+    exist if and only if that transaction commits. `Queue.send(..., connection=)` needs it."""
+
+    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> None:
+        """Write `messages` with `connection` and do not commit; QueueNotFound as `send_many`."""

@@ -12,21 +12,21 @@ import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from conveyor.backends.base import Backend, make_lease_id, new_token, parse_lease_id
-from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.backends.base import Backend, make_lease_id, new_token
 from conveyor.errors import QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
+    SYSTEM_CLOCK,
+    Clock,
     ContentType,
     DeadLetterInfo,
+    Lease,
     LeasedMessage,
+    Outcomes,
     OutgoingMessage,
     QueueInfo,
     QueueSettings,
     QueueStats,
-    Settlement,
-    SettleResult,
     StoredMessage,
     Subscription,
 )
@@ -170,9 +170,7 @@ class MemoryBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        if connection is not None:
-            raise TypeError("the memory engine does not take a connection")
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         with self.store.lock:
             targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
             now = self.clock.now()
@@ -227,39 +225,36 @@ class MemoryBackend(Backend):
                 )
             return leased
 
-    def _live(self, state: _Queue, lease_id: str, now: float) -> _Message | None:
-        parsed = parse_lease_id(lease_id)
-        if parsed is None:
-            return None
-        message = state.messages.get(parsed[0])
-        if message is None or message.lease_token != parsed[1] or message.visible_at <= now:
+    def _live(self, state: _Queue, lease: Lease, now: float) -> _Message | None:
+        message = state.messages.get(lease[0])
+        if message is None or message.lease_token != lease[1] or message.visible_at <= now:
             return None
         return message
 
-    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+    async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
         with self.store.lock:
             state = self.store.queues.get(queue)
             if state is None:
                 return 0
             now = self.clock.now()
             renewed = 0
-            for lease_id in lease_ids:
-                message = self._live(state, lease_id, now)
+            for lease in leases:
+                message = self._live(state, lease, now)
                 if message is not None:
                     message.visible_at = now + visibility_timeout
                     state.schedule(message)
                     renewed += 1
             return renewed
 
-    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+    async def release(self, queue: str, leases: Sequence[Lease]) -> int:
         with self.store.lock:
             state = self.store.queues.get(queue)
             if state is None:
                 return 0
             now = self.clock.now()
             released = 0
-            for lease_id in lease_ids:
-                message = self._live(state, lease_id, now)
+            for lease in leases:
+                message = self._live(state, lease, now)
                 if message is not None:
                     message.attempts -= 1
                     message.lease_token = None
@@ -270,56 +265,52 @@ class MemoryBackend(Backend):
                 self.store.notify(queue)
             return released
 
-    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
+    async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
         with self.store.lock:
             state = self._queue(queue)
-            for dead in settlement.dead_letters:
-                if dead.dead_letter_queue is not None:
-                    self._queue(dead.dead_letter_queue)  # missing DLQ: fail before changing anything
+            for move in outcomes.dead_letters:
+                if move.queue is not None:
+                    self._queue(move.queue)  # missing DLQ: fail before changing anything
             now = self.clock.now()
-            stale: list[str] = []
-            acked = retried = dead_lettered = 0
-            for lease_id in settlement.acks:
-                message = self._live(state, lease_id, now)
+            statuses: list[bool] = []
+            for lease in outcomes.acks:
+                message = self._live(state, lease, now)
+                if message is not None:
+                    del state.messages[message.id]
+                statuses.append(message is not None)
+            retried = False
+            for lease, delay in outcomes.retries:
+                message = self._live(state, lease, now)
+                if message is not None:
+                    message.lease_token = None
+                    message.visible_at = now + delay
+                    state.schedule(message)
+                    retried = True
+                statuses.append(message is not None)
+            for move in outcomes.dead_letters:
+                message = self._live(state, move.lease, now)
+                statuses.append(message is not None)
                 if message is None:
-                    stale.append(lease_id)
                     continue
                 del state.messages[message.id]
-                acked += 1
-            for retry in settlement.retries:
-                message = self._live(state, retry.lease_id, now)
-                if message is None:
-                    stale.append(retry.lease_id)
+                if move.queue is None:
                     continue
-                message.lease_token = None
-                message.visible_at = now + retry.delay_seconds
-                state.schedule(message)
-                retried += 1
-            for dead in settlement.dead_letters:
-                message = self._live(state, dead.lease_id, now)
-                if message is None:
-                    stale.append(dead.lease_id)
-                    continue
-                del state.messages[message.id]
-                dead_lettered += 1
-                if dead.dead_letter_queue is None:
-                    continue
-                target = self.store.queues[dead.dead_letter_queue]
+                target = self.store.queues[move.queue]
                 copy = _Message(
-                    id=dead.new_id,
+                    id=move.new_id,
                     body=message.body,
                     content_type=message.content_type,
                     timestamp=now,
                     visible_at=now,
                     seq=next(self.store.seq),
-                    dead_letter=DeadLetterInfo(message.id, queue, message.attempts, dead.error, now),
+                    dead_letter=move.record,
                 )
                 target.messages[copy.id] = copy
                 target.schedule(copy)
-                self.store.notify(dead.dead_letter_queue)
+                self.store.notify(move.queue)
             if retried:
                 self.store.notify(queue)
-            return SettleResult(acked, retried, dead_lettered, stale)
+            return statuses
 
     async def stats(self, queue: str) -> QueueStats:
         with self.store.lock:

@@ -58,20 +58,21 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from conveyor.backends import redact
-from conveyor.backends.base import Backend, leased_from_rows, new_token, parse_lease_id
+from conveyor.backends.base import Backend, new_token
 from conveyor.backends.sql import load_queries
-from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
+    SYSTEM_CLOCK,
+    Clock,
     DeadLetterInfo,
+    Lease,
     LeasedMessage,
+    Outcomes,
     OutgoingMessage,
     QueueInfo,
     QueueSettings,
     QueueStats,
-    Settlement,
-    SettleResult,
     StoredMessage,
     Subscription,
 )
@@ -153,16 +154,9 @@ def _dead_letter(data: dict[str, Any] | None) -> DeadLetterInfo | None:
     return None if data is None else DeadLetterInfo.from_dict(data)
 
 
-def _split_leases(lease_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Message ids and tokens of the well-formed lease ids."""
-    ids: list[str] = []
-    tokens: list[str] = []
-    for lease_id in lease_ids:
-        parsed = parse_lease_id(lease_id)
-        if parsed is not None:
-            ids.append(parsed[0])
-            tokens.append(parsed[1])
-    return ids, tokens
+def _split_leases(leases: Sequence[Lease]) -> tuple[list[str], list[str]]:
+    """The message ids and the tokens of `leases`, as two arrays."""
+    return [lease[0] for lease in leases], [lease[1] for lease in leases]
 
 
 class PostgresBackend(Backend):
@@ -483,20 +477,28 @@ class PostgresBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        if connection is not None and not isinstance(connection, psycopg.AsyncConnection):
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+        if not messages:
+            return
+        params = self._send_params(messages)
+        self._check_sent(params, await self._run(self._sender(params), repeatable=True))
+
+    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> None:
+        """Transactional enqueue (the `SendsInTransaction` capability): write with the caller's
+        open psycopg AsyncConnection and do not commit; consumers are notified at their commit."""
+        if not isinstance(connection, psycopg.AsyncConnection):
             raise TypeError(
                 f"connection must be an open psycopg.AsyncConnection, not {type(connection).__name__}"
             )
         if not messages:
             return
         params = self._send_params(messages)
-        if connection is None:
-            row = await self._run(self._sender(params), repeatable=True)
-        else:
-            # the caller's transaction: no commit of ours; the notification fires at their commit
-            cursor = await connection.execute(self._q["send"], params, binary=True)
-            row = await cursor.fetchone()
+        cursor = await connection.execute(self._q["send"], params, binary=True)
+        self._check_sent(params, await cursor.fetchone())
+
+    @staticmethod
+    def _check_sent(params: dict[str, Any], row: Any) -> None:
+        """QueueNotFound naming a missing queue, from the send statement's reply."""
         if row is None or not row[0]:
             found = set(row[1] or ()) if row is not None else set()
             raise QueueNotFound(next(name for name in params["queue_names"] if name not in found))
@@ -535,17 +537,21 @@ class PostgresBackend(Backend):
         token = new_token()
         params = {"queue": queue, "limit": limit, "token": token, "visibility_timeout": visibility_timeout}
         rows = await self._fetchall("lease", params)
-        return leased_from_rows(queue, token, rows, _dead_letter)
+        # the lease id format of make_lease_id, inlined: this runs per message
+        return [
+            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}", _dead_letter(dead))
+            for _, id_, body, kind, sent, attempts, dead in rows
+        ]
 
-    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
-        ids, tokens = _split_leases(lease_ids)
+    async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
+        ids, tokens = _split_leases(leases)
         if not ids:
             return 0
         params = {"queue": queue, "ids": ids, "tokens": tokens, "visibility_timeout": visibility_timeout}
         return await self._rowcount("extend_leases", params, repeatable=True)
 
-    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
-        ids, tokens = _split_leases(lease_ids)
+    async def release(self, queue: str, leases: Sequence[Lease]) -> int:
+        ids, tokens = _split_leases(leases)
         if not ids:
             return 0
         row = await self._fetchone(
@@ -553,51 +559,33 @@ class PostgresBackend(Backend):
         )
         return int(row[0])
 
-    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
-        seen: set[str] = set()
-
-        def first(lease_id: str) -> tuple[str, str] | None:
-            """The lease's (id, token) the first time it appears: the first outcome named wins."""
-            parsed = parse_lease_id(lease_id)
-            if parsed is None or lease_id in seen:
-                return None
-            seen.add(lease_id)
-            return parsed
-
-        acks = [p for lease_id in settlement.acks if (p := first(lease_id)) is not None]
-        retries = [(r, p) for r in settlement.retries if (p := first(r.lease_id)) is not None]
-        deads = [(d, p) for d in settlement.dead_letters if (p := first(d.lease_id)) is not None]
-        targets = sorted({d.dead_letter_queue for d, _ in deads if d.dead_letter_queue is not None})
+    async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
+        acks, retries, moves = outcomes.acks, outcomes.retries, outcomes.dead_letters
+        targets = sorted({move.queue for move in moves if move.queue is not None})
         params = {
             "queue": queue,
             "channel": self.channel,
             "dead_letter_queues": targets,
-            "ack_ids": [p[0] for p in acks],
-            "ack_tokens": [p[1] for p in acks],
-            "retry_ids": [p[0] for _, p in retries],
-            "retry_tokens": [p[1] for _, p in retries],
-            "retry_delays": [float(r.delay_seconds) for r, _ in retries],
-            "dead_ids": [p[0] for _, p in deads],
-            "dead_tokens": [p[1] for _, p in deads],
-            "dead_new_ids": [d.new_id for d, _ in deads],
-            "dead_errors": [d.error for d, _ in deads],
-            "dead_queues": [d.dead_letter_queue for d, _ in deads],
+            "ack_ids": [lease[0] for lease in acks],
+            "ack_tokens": [lease[1] for lease in acks],
+            "retry_ids": [lease[0] for lease, _ in retries],
+            "retry_tokens": [lease[1] for lease, _ in retries],
+            "retry_delays": [float(delay) for _, delay in retries],
+            "dead_ids": [move.lease[0] for move in moves],
+            "dead_tokens": [move.lease[1] for move in moves],
+            "dead_new_ids": [move.new_id for move in moves],
+            "dead_records": [_json(move.record) for move in moves],
+            "dead_queues": [move.queue for move in moves],
         }
-        row = await self._fetchone("settle", params)
-        ok, found, acked, retried, dead = row[0], set(row[1] or ()), row[2] or [], row[3] or [], row[4] or []
+        ok, found, acked, retried, dead, _ = await self._fetchone("settle", params)
         if not ok:
-            missing = [name for name in targets if name not in found]
+            missing = [name for name in targets if name not in set(found or ())]
             raise QueueNotFound(missing[0] if missing else queue)
-        # Stale, in the order named (as SQLite reports them): malformed, expired, unknown, or repeated.
-        done = {*acked, *retried, *dead}
-        stale: list[str] = []
-        named = [*settlement.acks, *(r.lease_id for r in settlement.retries)]
-        for lease_id in [*named, *(d.lease_id for d in settlement.dead_letters)]:
-            if lease_id in done:
-                done.discard(lease_id)  # a repeat of it is stale
-            else:
-                stale.append(lease_id)
-        return SettleResult(len(acked), len(retried), len(dead), stale)
+        statuses = [False] * len(outcomes)
+        for offset, settled in ((0, acked), (len(acks), retried), (len(acks) + len(retries), dead)):
+            for position in settled or ():
+                statuses[offset + position - 1] = True
+        return statuses
 
     async def stats(self, queue: str) -> QueueStats:
         row = await self._fetchone("stats", {"queue": queue}, repeatable=True)

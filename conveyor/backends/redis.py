@@ -65,21 +65,22 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
-from conveyor.backends import redact
-from conveyor.backends.base import Backend, make_lease_id, new_token, parse_lease_id
-from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.backends.base import Backend, make_lease_id, new_token
+from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
     CONTENT_TYPES,
+    SYSTEM_CLOCK,
+    Clock,
     ContentType,
     DeadLetterInfo,
+    Lease,
     LeasedMessage,
+    Outcomes,
     OutgoingMessage,
     QueueInfo,
     QueueSettings,
     QueueStats,
-    Settlement,
-    SettleResult,
     StoredMessage,
     Subscription,
 )
@@ -235,7 +236,6 @@ class _Write:
 class _Move:
     """A dead letter on its way to a queue in another Cluster slot."""
 
-    lease_id: str
     destination: str
     held: tuple[str, str]  # (message id, lease token) it is held under in the source
 
@@ -433,9 +433,7 @@ class RedisBackend(Backend):
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        if connection is not None:
-            raise TypeError("the Redis engine does not take a connection")
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         by_queue: dict[str, list[_Write]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(_Write.of(message))
@@ -491,59 +489,41 @@ class RedisBackend(Backend):
         return leased
 
     @staticmethod
-    def _lease_pairs(lease_ids: Sequence[str]) -> list[str]:
-        pairs: list[str] = []
-        for lease_id in lease_ids:
-            parsed = parse_lease_id(lease_id)
-            if parsed is not None:
-                pairs.extend(parsed)
-        return pairs
+    def _lease_pairs(leases: Sequence[Lease]) -> list[str]:
+        """The (message id, token) of every lease, flat, as the scripts take them."""
+        return [part for message_id, token, _ in leases for part in (message_id, token)]
 
-    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
-        pairs = self._lease_pairs(lease_ids)
+    async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
+        pairs = self._lease_pairs(leases)
         if not pairs:
             return 0
         return int(
             await self._run("extend_leases", self._queue_keys(queue), [_us(visibility_timeout), *pairs])
         )
 
-    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
-        pairs = self._lease_pairs(lease_ids)
+    async def release(self, queue: str, leases: Sequence[Lease]) -> int:
+        pairs = self._lease_pairs(leases)
         if not pairs:
             return 0
         return int(await self._run("release", self._queue_keys(queue), pairs))
 
     # -- settling ----------------------------------------------------------------------------
 
-    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
-        stale: list[str] = []
-        applied_ids: list[str] = []  # lease ids sent to the script, in the order of its statuses
-        args: list[str | bytes | int] = [queue]
-
-        def parsed(lease_id: str) -> tuple[str, str] | None:
-            result = parse_lease_id(lease_id)
-            if result is None:
-                stale.append(lease_id)
-            else:
-                applied_ids.append(lease_id)
-            return result
-
-        acks = [(lease_id, p) for lease_id in settlement.acks if (p := parsed(lease_id)) is not None]
-        args.append(len(acks))
-        for _, (message_id, token) in acks:
+    async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
+        args: list[str | bytes | int] = [len(outcomes.acks)]
+        for message_id, token, _ in outcomes.acks:
             args.extend((message_id, token))
-        retries = [(r, p) for r in settlement.retries if (p := parsed(r.lease_id)) is not None]
-        args.append(len(retries))
-        for retry, (message_id, token) in retries:
-            args.extend((message_id, token, _us(retry.delay_seconds)))
+        args.append(len(outcomes.retries))
+        for (message_id, token, _), delay in outcomes.retries:
+            args.extend((message_id, token, _us(delay)))
 
         # dead-letter queues: group 1 is this queue; others on this node get a group, others -1
         groups = [queue]
         remote_queues: set[str] = set()
-        deads = [(d, p) for d in settlement.dead_letters if (p := parsed(d.lease_id)) is not None]
-        args.append(len(deads))
-        for dead, (message_id, token) in deads:
-            target = dead.dead_letter_queue
+        moves = outcomes.dead_letters
+        args.append(len(moves))
+        for move in moves:
+            target = move.queue
             if target is None:
                 group = 0
             elif target in groups:
@@ -554,7 +534,7 @@ class RedisBackend(Backend):
             else:
                 groups.append(target)
                 group = len(groups)
-            args.extend((message_id, token, dead.new_id, dead.error, group))
+            args.extend((move.lease[0], move.lease[1], move.new_id, json.dumps(move.record.to_dict()), group))
         if remote_queues:
             await self._require_queues(sorted(remote_queues))
 
@@ -562,43 +542,39 @@ class RedisBackend(Backend):
         missing, statuses, remote = await self._run("settle", keys, args)
         if missing:
             raise QueueNotFound(groups[missing - 1])
-        ok = [bool(status) for status in statuses]
-        acked = sum(ok[: len(acks)])
-        retried = sum(ok[len(acks) : len(acks) + len(retries)])
-        dead_ok = ok[len(acks) + len(retries) :]
-        stale.extend(lease_id for lease_id, done in zip(applied_ids, ok, strict=True) if not done)
-        dead_lettered = sum(dead_ok)
+        live = [bool(status) for status in statuses]
         if remote:
+            dead_start = len(outcomes.acks) + len(outcomes.retries)
             moving = [
-                _Move(dead.lease_id, dead.dead_letter_queue, ids)
-                for (dead, ids), done in zip(deads, dead_ok, strict=True)
-                if done and dead.dead_letter_queue is not None and dead.dead_letter_queue not in groups
+                (dead_start + n, _Move(move.queue, (move.lease[0], move.lease[1])))
+                for n, move in enumerate(moves)
+                if live[dead_start + n] and move.queue is not None and move.queue not in groups
             ]
-            lost = await self._dead_letter_across_slots(queue, moving, remote)
-            dead_lettered -= len(lost)
-            stale.extend(lost)
-        return SettleResult(acked, retried, dead_lettered, stale)
+            for index in await self._dead_letter_across_slots(queue, moving, remote):
+                live[index] = False
+        return live
 
     async def _dead_letter_across_slots(
-        self, queue: str, moving: list[_Move], records: list[list[bytes]]
-    ) -> list[str]:
+        self, queue: str, moving: list[tuple[int, _Move]], records: list[list[bytes]]
+    ) -> list[int]:
         """Copy dead letters into queues on other slots, then delete the originals still held.
-        Returns the lease ids whose lease was lost meanwhile (their copies are removed again)."""
+        Returns the items (settle positions) whose lease was lost meanwhile (their copies are
+        removed again)."""
         by_queue: dict[str, list[_Write]] = {}
-        for move, (new_id, body, content_type, dead_json) in zip(moving, records, strict=True):
+        for (_, move), (new_id, body, content_type, dead_json) in zip(moving, records, strict=True):
             write = _Write(_text(new_id), _text(content_type), body, 0, _text(dead_json))
             by_queue.setdefault(move.destination, []).append(write)
         await asyncio.gather(*(self._write({name: writes}) for name, writes in by_queue.items()))
-        pairs = [part for move in moving for part in move.held]
+        pairs = [part for _, move in moving for part in move.held]
         finished = await self._run("finish_moves", self._queue_keys(queue), pairs)
         lost = [
-            (move, _text(record[0]))
-            for move, record, done in zip(moving, records, finished, strict=True)
+            (index, move, _text(record[0]))
+            for (index, move), record, done in zip(moving, records, finished, strict=True)
             if not done
         ]
-        for move, copy_id in lost:
+        for _, move, copy_id in lost:
             await self._run("discard", self._queue_keys(move.destination), [copy_id])
-        return [move.lease_id for move, _ in lost]
+        return [index for index, _, _ in lost]
 
     # -- inspection --------------------------------------------------------------------------
 

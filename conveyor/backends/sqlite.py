@@ -27,20 +27,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from conveyor.backends.base import Backend, leased_from_rows, new_token, parse_row_lease_id
+from conveyor.backends.base import Backend, new_token
 from conveyor.backends.sql import load_queries
-from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
+    SYSTEM_CLOCK,
+    Clock,
     ContentType,
     DeadLetterInfo,
+    Lease,
     LeasedMessage,
+    Outcomes,
     OutgoingMessage,
     QueueInfo,
     QueueSettings,
     QueueStats,
-    Settlement,
-    SettleResult,
     StoredMessage,
     Subscription,
 )
@@ -111,8 +112,10 @@ def _dead_letter(text: str | None) -> DeadLetterInfo | None:
 
 class SQLiteBackend(Backend):
     engine = "sqlite"
-    # Each settle is a commit on the one writer thread (WAL pages, an fsync in `full` mode):
-    # drain at batch 10 with 1,000 vs 500, 2 rounds: +8 % `full`, +19 % `normal`.
+    # Leases name their row (seq, the rowid): settling needs no search of the id index.
+    lease_rows = True
+    # Each settle is a commit on the one writer thread (WAL pages, an fsync in `full` mode), so
+    # fewer, larger settles drain faster (measured in bench/README.md).
     settling_outcomes = 1_000
 
     def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
@@ -470,10 +473,7 @@ class SQLiteBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        if connection is not None:
-            raise TypeError("the SQLite engine does not take a connection")
-
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         def send(conn: sqlite3.Connection) -> None:
             queues = {name: self._queue_row(conn, name) for name in {m.queue for m in messages}}
             now = self.clock.now()
@@ -512,22 +512,21 @@ class SQLiteBackend(Backend):
             return rows
 
         rows = await self._transaction(lease, lease=True)
-        return leased_from_rows(queue, token, rows, _dead_letter, row_lease_ids=True)
+        # the lease id format of make_row_lease_id, inlined: this runs per message
+        return [
+            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", _dead_letter(dead))
+            for seq, id_, body, kind, sent, attempts, dead in rows
+        ]
 
-    def _lease_params(self, queue_id: int, lease_ids: Sequence[str], now: float) -> list[dict[str, Any]]:
-        params = []
-        for lease_id in lease_ids:
-            parsed = parse_row_lease_id(lease_id)
-            if parsed is not None:
-                params.append({"seq": parsed[0], "token": parsed[1], "queue_id": queue_id, "now": now})
-        return params
-
-    async def _update_leases(self, statement: str, queue: str, lease_ids: Sequence[str], **extra: Any) -> int:
+    async def _update_leases(self, statement: str, queue: str, leases: Sequence[Lease], **extra: Any) -> int:
         def update(conn: sqlite3.Connection) -> int:
             row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
             if row is None:
                 return 0
-            params = self._lease_params(row[0], lease_ids, self.clock.now())
+            now = self.clock.now()
+            params = [
+                {"seq": seq, "token": token, "queue_id": row[0], "now": now} for _, token, seq in leases
+            ]
             for item in params:
                 item.update(extra)
                 if "visibility_timeout" in extra:
@@ -536,87 +535,71 @@ class SQLiteBackend(Backend):
 
         return await self._transaction(update, lease=True)
 
-    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+    async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
         return await self._update_leases(
-            Q["extend_lease"], queue, lease_ids, visibility_timeout=visibility_timeout
+            Q["extend_lease"], queue, leases, visibility_timeout=visibility_timeout
         )
 
-    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
-        released = await self._update_leases(Q["release"], queue, lease_ids)
+    async def release(self, queue: str, leases: Sequence[Lease]) -> int:
+        released = await self._update_leases(Q["release"], queue, leases)
         if released:
             self._notify(queue)
         return released
 
-    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
-        # Lease ids are parsed and grouped here, on the event loop: the writer thread is what
+    async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
+        # The leases are grouped by token here, on the event loop: the writer thread is what
         # limits a drain, so it only runs the statements.
-        ack_groups = _token_groups(settlement.acks)
-        retry_groups = [
-            (delay, _token_groups([r.lease_id for r in settlement.retries if r.delay_seconds == delay]))
-            for delay in dict.fromkeys(retry.delay_seconds for retry in settlement.retries)
+        statuses = [False] * len(outcomes)
+        ack_groups = _token_groups(outcomes.acks, 0)
+        retry_groups: dict[float, list[tuple[Lease, int]]] = {}
+        for index, (lease, delay) in enumerate(outcomes.retries, len(outcomes.acks)):
+            retry_groups.setdefault(delay, []).append((lease, index))
+        retry_token_groups = [
+            (delay, _token_groups([lease for lease, _ in items], items[0][1], [i for _, i in items]))
+            for delay, items in retry_groups.items()
         ]
-        dead_groups = _token_groups([dead.lease_id for dead in settlement.dead_letters])
+        dead_start = len(outcomes.acks) + len(outcomes.retries)
+        moves = outcomes.dead_letters
+        dead_groups = _token_groups([move.lease for move in moves], dead_start)
+        dead_letter_queues = {move.queue for move in moves if move.queue is not None}
+        records = [json.dumps(move.record.to_dict()) for move in moves]
 
-        def settle(conn: sqlite3.Connection) -> tuple[_Taken, _Taken, int, list[str]]:
+        def settle(conn: sqlite3.Connection) -> None:
             queue_id = self._queue_row(conn, queue)[0]
-            dlq_ids = {
-                name: self._queue_row(conn, name)[0]
-                for name in {d.dead_letter_queue for d in settlement.dead_letters}
-                if name is not None
-            }
+            dlq_ids = {name: self._queue_row(conn, name)[0] for name in dead_letter_queues}
             now = self.clock.now()
 
-            def apply(statement: str, groups: _TokenGroups, **extra: Any) -> _Taken:
-                """Run `statement` once per token; the lease ids it took, with their rows."""
-                taken: _Taken = {}
-                for token, seqs, leases in groups:
+            def apply(statement: str, groups: _TokenGroups, **extra: Any) -> list[tuple[int, Any]]:
+                """Run `statement` once per token; mark the items it took, return (item, row)."""
+                taken = []
+                for token, seqs, items in groups:
                     params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
                     for row in conn.execute(statement, params | extra):
-                        taken[leases[row[0]]] = row
+                        index = items[row[0]]
+                        statuses[index] = True
+                        taken.append((index, row))
                 return taken
 
-            acks_taken = apply(Q["ack"], ack_groups)
-            retries_taken: _Taken = {}
-            for delay, groups in retry_groups:
-                retries_taken.update(apply(Q["retry"], groups, delay=delay))
-            taken = apply(Q["take_dead"], dead_groups)
-            dead_lettered = 0
-            dead_rows = []
-            dead_stale: list[str] = []
-            for dead in settlement.dead_letters:
-                row = taken.pop(dead.lease_id, None)
-                if row is None:
-                    dead_stale.append(dead.lease_id)
-                    continue
-                dead_lettered += 1
-                if dead.dead_letter_queue is None:
-                    continue
-                info = DeadLetterInfo(row[1], queue, row[4], dead.error, now)
-                dead_rows.append(
-                    (
-                        dead.new_id,
-                        dlq_ids[dead.dead_letter_queue],
-                        row[2],
-                        row[3],
-                        now,
-                        now,
-                        json.dumps(info.to_dict()),
-                    )
-                )
-            conn.executemany(Q["insert_message"], dead_rows)
-            return acks_taken, retries_taken, dead_lettered, dead_stale
+            apply(Q["ack"], ack_groups)
+            for delay, groups in retry_token_groups:
+                apply(Q["retry"], groups, delay=delay)
+            copies = []
+            for index, (_, body, content_type) in apply(Q["take_dead"], dead_groups):
+                move = moves[index - dead_start]
+                if move.queue is not None:
+                    record = records[index - dead_start]
+                    copies.append((move.new_id, dlq_ids[move.queue], body, content_type, now, now, record))
+            conn.executemany(Q["insert_message"], copies)
 
-        acks_taken, retries_taken, dead_lettered, dead_stale = await self._transaction(settle)
-        stale: list[str] = []
-        acked = _count_taken(settlement.acks, acks_taken, stale)
-        retried = _count_taken([retry.lease_id for retry in settlement.retries], retries_taken, stale)
-        result = SettleResult(acked, retried, dead_lettered, [*stale, *dead_stale])
-        woken = {d.dead_letter_queue for d in settlement.dead_letters if d.dead_letter_queue is not None}
-        if result.retried:
+        await self._transaction(settle)
+        woken = {
+            move.queue for move, live in zip(moves, statuses[dead_start:], strict=True) if live and move.queue
+        }
+        if any(statuses[len(outcomes.acks) : dead_start]):
             woken.add(queue)
         if woken:
             self._notify(*woken)
-        return result
+        return statuses
 
     async def stats(self, queue: str) -> QueueStats:
         def stats(conn: sqlite3.Connection) -> QueueStats:
@@ -687,32 +670,19 @@ class SQLiteBackend(Backend):
         return await self._transaction(sweep)
 
 
-_TokenGroups = list[tuple[str, str, dict[int, str]]]
-# lease id -> the row a settle statement returned for it
-_Taken = dict[str, tuple[Any, ...]]
+# (token, its rowids as a JSON array, rowid -> the item's index in the settle)
+_TokenGroups = list[tuple[str, str, dict[int, int]]]
 
 
-def _token_groups(lease_ids: Sequence[str]) -> _TokenGroups:
-    """Lease ids grouped for the settle statements, one per token (a batch's leases usually
-    share one): the token, its rowids as a JSON array, and rowid -> lease id."""
-    by_token: dict[str, dict[int, str]] = {}
-    for lease_id in lease_ids:
-        parsed = parse_row_lease_id(lease_id)
-        if parsed is not None:
-            by_token.setdefault(parsed[1], {}).setdefault(parsed[0], lease_id)
-    return [(token, json.dumps(list(leases)), leases) for token, leases in by_token.items()]
-
-
-def _count_taken(lease_ids: Sequence[str], taken: _Taken, stale: list[str]) -> int:
-    """How many of `lease_ids` a statement took; the others go to `stale`. A lease counts once:
-    a repeat of it (or a later outcome for it) is stale."""
-    count = 0
-    for lease_id in lease_ids:
-        if taken.pop(lease_id, None) is not None:
-            count += 1
-        else:
-            stale.append(lease_id)
-    return count
+def _token_groups(leases: Sequence[Lease], start: int, indexes: Sequence[int] | None = None) -> _TokenGroups:
+    """Leases grouped for the settle statements, one group per token (a batch's leases usually
+    share one). Items are numbered from `start`, or by `indexes` when given. A row named twice
+    under one token counts once, for its first item."""
+    by_token: dict[str, dict[int, int]] = {}
+    for position, (_, token, seq) in enumerate(leases):
+        index = start + position if indexes is None else indexes[position]
+        by_token.setdefault(token, {}).setdefault(seq, index)
+    return [(token, json.dumps(list(items)), items) for token, items in by_token.items()]
 
 
 def _settle_futures(

@@ -22,7 +22,6 @@ from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
 from conveyor.cli.state import CliState, current
 from conveyor.config import ConveyorConfig, apply_queues, load_app, register_consumers
 from conveyor.consumer.spec import ConsumerSpec
-from conveyor.consumer.worker import run_worker
 
 
 class LogLevel(enum.StrEnum):
@@ -109,7 +108,7 @@ def _run(target: str | None, concurrency: int | None, shutdown_grace: float, log
             await app.close()
             raise
         _banner(state, app, config, handlers)
-        await run_worker(app, shutdown_grace=shutdown_grace)
+        await app.run_worker(shutdown_grace=shutdown_grace)
 
     asyncio.run(serve())
 

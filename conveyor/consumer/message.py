@@ -11,6 +11,16 @@ from conveyor.codec import decode_body
 from conveyor.limits import MAX_DELAY_SECONDS, check_range
 from conveyor.types import ContentType, DeadLetterInfo, LeasedMessage, QueueStats
 
+# Longest error text kept with a dead letter.
+MAX_ERROR_CHARS = 2_000
+
+
+def error_text(exc: BaseException | None, fallback: str) -> str:
+    """Why a message is dead-lettered: the exception as `Type: message` (cut to MAX_ERROR_CHARS)."""
+    if exc is None:
+        return fallback
+    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
 
 class Outcome(enum.Enum):
     ACK = "ack"

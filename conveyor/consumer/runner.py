@@ -8,39 +8,33 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
 
 from conveyor import limits as L
 from conveyor.consumer.concurrency import ConcurrencyLimit
-from conveyor.consumer.message import Message, MessageBatch, Outcome
+from conveyor.consumer.env import Env
+from conveyor.consumer.message import Message, MessageBatch, Outcome, error_text
 from conveyor.consumer.settle_group import SettleGroup
 from conveyor.consumer.spec import ConsumerSpec
+from conveyor.core import Core
+from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable
-from conveyor.ids import new_message_id
 from conveyor.types import DeadLetter, LeasedMessage, QueueStats, Retry, Settlement
-
-if TYPE_CHECKING:
-    from conveyor.app import App
 
 log = logging.getLogger("conveyor.consumer")
 
-# Longest error text kept with a dead letter.
-MAX_ERROR_CHARS = 2_000
 # How often the queue's stats are refreshed (in the background) while handlers read `batch.stats`.
 STATS_INTERVAL_SECONDS = 5.0
 # While a queue has a backlog, one lease takes whole batches ahead: at least this many messages
-# (small batches then cost one lease per 400 messages, not one per batch: at batch 10, 400 vs 100
-# drained +22 % on SQLite and +37 % on PostgreSQL, bench/README.md seventh round) and at least
+# (small batches then cost one lease per 400 messages, not one per batch) and at least
 # this many batches (large ones then start from `_ready` as slots free up, without waiting for a
-# lease round trip: +20-40 % drain at batch 100). The batches beyond the first wait (their
-# leases renewed) for a free slot; a stopping worker gives them back at once.
+# lease round trip). The batches beyond the first wait (their leases renewed) for a free slot; a
+# stopping worker gives them back at once. Measured in bench/README.md.
 LEASE_AHEAD_MESSAGES = 400
 LEASE_AHEAD_BATCHES = 5
 # Finished batches that may wait for their settle at once while the next batches run (those
 # that finish together settle in one engine call: see SettleGroup): room for the engine's
-# `settling_outcomes` (500; SQLite 1,000), and at least SETTLING_BATCHES batches. With room for
-# only 16 batches of 10, finished batches kept their slots while a settle was under way: drain
-# at batch 10 +15-20 % on SQLite and Redis, +4-8 % on PostgreSQL (bench/README.md, seventh round).
+# `settling_outcomes` (500; SQLite 1,000), and at least SETTLING_BATCHES batches, so that small
+# finished batches do not keep their slots while a settle is under way.
 SETTLING_BATCHES = 16
 # After a failed lease the worker waits this long, doubling on each further failure up to the max.
 LEASE_RETRY_FIRST_SECONDS = 0.1
@@ -57,20 +51,15 @@ def settling_batches(batch_size: int, settling_outcomes: int) -> int:
     return max(SETTLING_BATCHES, settling_outcomes // batch_size)
 
 
-def error_text(exc: BaseException | None, fallback: str) -> str:
-    if exc is None:
-        return fallback
-    return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-
-
 class ConsumerRunner:
-    def __init__(self, app: App, spec: ConsumerSpec, *, hand_over_when_drained: bool = False) -> None:
-        self.app = app
+    """One consumer: leases batches from its queue, runs its handler on each, settles the outcomes."""
+
+    def __init__(self, core: Core, spec: ConsumerSpec, env: Env) -> None:
+        self.core = core
         self.spec = spec
-        self.backend = app.backend
+        self.env = env
+        self.backend = core.backend
         self.slots = ConcurrencyLimit(spec.max_concurrency)
-        # testing.drain sets this: a partial batch is handed over as soon as the queue runs dry
-        self.hand_over_when_drained = hand_over_when_drained
         self.in_flight: set[asyncio.Task[None]] = set()
         self.processed = 0
         self._stats: QueueStats | None = None
@@ -84,14 +73,14 @@ class ConsumerRunner:
         self._stopping: asyncio.Event | None = None
         settling = settling_batches(spec.max_batch_size, self.backend.settling_outcomes)
         self._settling = asyncio.Semaphore(settling)
-        self._settle_group = SettleGroup(self.backend, spec.queue)
+        self._settle_group = SettleGroup(core, spec.queue)
 
     # -- the fetch loop ----------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event, shutdown_grace: float) -> None:
-        await self.app.ensure_queue(self.spec.queue)
+        await self.core.ensure_queue(self.spec.queue)
         if self.spec.dead_letter_queue is not None:
-            await self.app.ensure_queue(self.spec.dead_letter_queue)
+            await self.core.ensure_queue(self.spec.dead_letter_queue)
         self._stopping = stopping
         renewer = asyncio.create_task(self._renew_leases())
         backoff = 0.0
@@ -161,7 +150,7 @@ class ConsumerRunner:
             if not lease_ids:
                 continue
             try:
-                await self.backend.extend_leases(self.spec.queue, lease_ids, self.spec.visibility_timeout)
+                await self.core.extend_leases(self.spec.queue, lease_ids, self.spec.visibility_timeout)
             except Exception:
                 log.exception("renewing leases on %s failed", self.spec.queue)
 
@@ -211,7 +200,7 @@ class ConsumerRunner:
                     del leased[size:]
                 if first:
                     # the batch timeout runs on the app's clock, so a FakeClock drives it in tests
-                    deadline = self.app.clock.now() + spec.max_batch_timeout
+                    deadline = self.core.clock.now() + spec.max_batch_timeout
                     await self.slots.observe(
                         fresh=sum(1 for m in got if m.attempts == 1),
                         batch_size=wanted,
@@ -221,16 +210,16 @@ class ConsumerRunner:
                 await self.slots.observe(fresh=0, batch_size=wanted, drained=True)
             if len(leased) >= size or (got and len(got) == wanted):
                 continue
-            if leased and (spec.max_batch_timeout == 0 or self.hand_over_when_drained):
+            if leased and spec.max_batch_timeout == 0:
                 break
-            now = self.app.clock.now()
+            now = self.core.clock.now()
             if deadline is not None and now >= deadline:
                 break
             wait = L.IDLE_POLL_SECONDS if deadline is None else deadline - now
             if leased:
                 wait = min(wait, renew_every)
                 if time.monotonic() - renewed_at >= renew_every:
-                    await self.backend.extend_leases(
+                    await self.core.extend_leases(
                         spec.queue, [m.lease_id for m in leased], spec.visibility_timeout
                     )
                     renewed_at = time.monotonic()
@@ -267,7 +256,7 @@ class ConsumerRunner:
 
     async def _release(self, lease_ids: list[str]) -> None:
         try:
-            await self.backend.release(self.spec.queue, lease_ids)
+            await self.core.release(self.spec.queue, lease_ids)
         except Exception:
             log.exception(
                 "releasing %d leases on %s failed; they return when they expire",
@@ -284,7 +273,7 @@ class ConsumerRunner:
         self._running[key] = [m.lease_id for m in leased]  # renewed by _renew_leases from now on
         error: BaseException | None = None
         try:
-            await self.spec.handler(batch, self.app.env)
+            await self.spec.handler(batch, self.env)
         except asyncio.CancelledError:
             # the shutdown grace ran out: give the messages back at once
             del self._running[key]
@@ -317,7 +306,9 @@ class ConsumerRunner:
             elif outcome is Outcome.DEAD_LETTER or message.attempts > spec.max_retries:
                 reason = message.reason or error_text(error, "retried by the handler")
                 settlement.dead_letters.append(
-                    DeadLetter(message.lease_id, new_message_id(), reason, spec.dead_letter_queue)
+                    DeadLetter(
+                        message.lease_id, new_message_id(), reason, spec.dead_letter_queue, message.attempts
+                    )
                 )
             else:
                 delay = message.retry_delay if message.retry_delay is not None else spec.retry_delay

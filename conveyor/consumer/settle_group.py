@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from conveyor.backends.base import Backend
-from conveyor.group_commit import take_group
+from conveyor.core import Core
+from conveyor.core.group_commit import take_group
 from conveyor.types import Settlement, SettleResult
 
 log = logging.getLogger("conveyor.consumer")
@@ -31,8 +31,8 @@ _Waiting = tuple[Settlement, "asyncio.Future[SettleResult | None]"]
 
 
 class SettleGroup:
-    def __init__(self, backend: Backend, queue: str, max_group_outcomes: int = MAX_GROUP_OUTCOMES) -> None:
-        self._backend = backend
+    def __init__(self, core: Core, queue: str, max_group_outcomes: int = MAX_GROUP_OUTCOMES) -> None:
+        self._core = core
         self._queue = queue
         self._max = max_group_outcomes
         self._waiting: list[_Waiting] = []
@@ -73,7 +73,7 @@ class SettleGroup:
         delay = SETTLE_RETRY_FIRST_SECONDS
         for attempt in range(1, SETTLE_ATTEMPTS + 1):
             try:
-                return await self._backend.settle(self._queue, settlement)
+                return await self._core.settle(self._queue, settlement)
             except Exception:
                 size = _size(settlement)
                 log.exception("settling %d outcomes on %s failed (try %d)", size, self._queue, attempt)

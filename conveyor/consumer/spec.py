@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from conveyor import limits as L
+from conveyor.consumer.env import Env
+from conveyor.consumer.message import MessageBatch
 
-if TYPE_CHECKING:
-    from conveyor.consumer.message import MessageBatch
-    from conveyor.env import Env
-
-Handler = Callable[["MessageBatch", "Env"], Awaitable[Any]]
+Handler = Callable[[MessageBatch, Env], Awaitable[Any]]
+#: what `@app.lifespan` registers: sets up `env` resources on entry, tears them down on exit
+Lifespan = Callable[[Env], contextlib.AbstractAsyncContextManager[Any]]
 
 
 @dataclass(frozen=True)

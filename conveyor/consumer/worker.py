@@ -7,32 +7,33 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from conveyor import limits as L
+from conveyor.consumer.env import Env
 from conveyor.consumer.runner import ConsumerRunner
-from conveyor.consumer.spec import ConsumerSpec
-
-if TYPE_CHECKING:
-    from conveyor.app import App
+from conveyor.consumer.spec import ConsumerSpec, Lifespan
+from conveyor.core import Core
 
 log = logging.getLogger("conveyor.worker")
 
 
 class Worker:
+    """Runs consumers on one Core: each in a ConsumerRunner, with the app's env and lifespan."""
+
     def __init__(
         self,
-        app: App,
+        core: Core,
         consumers: Sequence[ConsumerSpec],
+        env: Env,
         *,
+        lifespan: Lifespan | None = None,
         shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
-        hand_over_when_drained: bool = False,
     ) -> None:
-        self.app = app
+        self.core = core
+        self.env = env
+        self.lifespan = lifespan
         self.shutdown_grace = shutdown_grace
-        self.runners = [
-            ConsumerRunner(app, spec, hand_over_when_drained=hand_over_when_drained) for spec in consumers
-        ]
+        self.runners = [ConsumerRunner(core, spec, env) for spec in consumers]
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -44,8 +45,8 @@ class Worker:
         """Run until `stop` is set, `self.stop()` is called, or the task is cancelled."""
         if not self.runners:
             raise ValueError("the app has no consumers: register one with @app.consumer(queue)")
-        await self.app._connected()
-        async with self.app.running_lifespan():
+        await self.core.connected()
+        async with self.lifespan(self.env) if self.lifespan is not None else contextlib.nullcontext():
             tasks = [
                 asyncio.create_task(
                     runner.run(self.stopping, self.shutdown_grace), name=f"consumer:{runner.spec.queue}"
@@ -71,28 +72,25 @@ class Worker:
                     if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                         log.error("consumer of %s stopped with an error", runner.spec.queue, exc_info=result)
 
+    async def run_until_signalled(self) -> None:
+        """`run()` until SIGTERM or SIGINT (Ctrl-C), which stop it gracefully."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self.stop)
+        try:
+            await self.run()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+
     async def _sweep_forever(self) -> None:
         while True:
             try:
-                removed = await self.app.sweep()
+                removed = await self.core.sweep()
                 if removed:
                     log.info("sweep removed=%d (past retention)", removed)
             except Exception:
                 log.exception("retention sweep failed")
             await asyncio.sleep(L.SWEEP_INTERVAL_SECONDS)
-
-
-async def run_worker(app: App, *, shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS) -> None:
-    """Run `app`'s consumers until SIGTERM or SIGINT, then drain in-flight batches and exit."""
-    worker = Worker(app, app.consumers, shutdown_grace=shutdown_grace)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, worker.stop)
-    try:
-        await worker.run()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signum)
-        await app.close()

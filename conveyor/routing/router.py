@@ -29,9 +29,8 @@ from typing import Any, Literal, TypeVar, overload
 import pydantic
 import pydantic_core
 
-from conveyor.consumer.message import Message, MessageBatch, Outcome
-from conveyor.consumer.runner import MAX_ERROR_CHARS, error_text
-from conveyor.env import Env
+from conveyor.consumer.env import Env
+from conveyor.consumer.message import MAX_ERROR_CHARS, Message, MessageBatch, Outcome, error_text
 from conveyor.routing.schema import UnionSchema
 from conveyor.routing.stats import UNKNOWN_TYPE, RouterStats
 

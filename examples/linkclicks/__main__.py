@@ -65,11 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         uvicorn.run(service, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
         return 0
     if command == "worker":
-        from conveyor.consumer.worker import run_worker
         from examples.linkclicks.consumer import build_worker
 
         _make_parent(args.queue_url, args.store_url)
-        asyncio.run(run_worker(build_worker(args.queue_url, args.store_url)))
+        asyncio.run(build_worker(args.queue_url, args.store_url).run_worker())
         return 0
 
     from examples.linkclicks import demo as job

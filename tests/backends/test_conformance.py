@@ -14,6 +14,7 @@ import pytest
 
 import conveyor
 from conveyor.backends import from_url
+from conveyor.core.ids import new_message_id
 from conveyor.errors import (
     BatchCountTooLarge,
     BatchTooLarge,
@@ -27,7 +28,6 @@ from conveyor.errors import (
     QueueNotFound,
     QueuePaused,
 )
-from conveyor.ids import new_message_id
 from conveyor.types import DeadLetter, QueueSettings, Retry, Settlement
 from tests.conftest import AppFactory, TimeMachine
 from tests.engines import EngineSetup
@@ -242,7 +242,7 @@ async def test_extending_a_lease_keeps_the_message_hidden(
     queue = app.queue("orders")
     await queue.send({"n": 1})
     [pulled] = await queue.pull(visibility_timeout=0.5)
-    assert await app.backend.extend_leases("orders", [pulled.lease_id, "unknown.lease"], 30) == 1
+    assert await app.core.extend_leases("orders", [pulled.lease_id, "unknown.lease"], 30) == 1
     await time_machine.advance(0.8)
     assert await queue.pull() == []
     assert (await queue.ack(acks=[pulled.lease_id])).ack_count == 1
@@ -252,7 +252,7 @@ async def test_released_messages_come_back_at_once_as_if_never_delivered(app: co
     queue = app.queue("orders")
     await queue.send({"n": 1})
     [pulled] = await queue.pull()
-    assert await app.backend.release("orders", [pulled.lease_id]) == 1
+    assert await app.core.release("orders", [pulled.lease_id]) == 1
     [again] = await queue.pull()
     assert again.attempts == 1
     assert (await queue.ack(acks=[pulled.lease_id])).ack_count == 0
@@ -264,14 +264,14 @@ async def test_settle_writes_acks_retries_and_dead_letters_together(app: conveyo
     await queue.send_batch([{"n": n} for n in range(4)])
     pulled = sorted(await queue.pull(batch_size=10), key=lambda message: message.body["n"])
     dead_id = new_message_id()
-    result = await app.backend.settle(
+    result = await app.core.settle(
         "work",
         Settlement(
             acks=[pulled[0].lease_id],
             retries=[Retry(pulled[1].lease_id, 0)],
             dead_letters=[
-                DeadLetter(pulled[2].lease_id, dead_id, "ValueError: boom", "work-dlq"),
-                DeadLetter(pulled[3].lease_id, new_message_id(), "dropped", None),
+                DeadLetter(pulled[2].lease_id, dead_id, "ValueError: boom", "work-dlq", 1),
+                DeadLetter(pulled[3].lease_id, new_message_id(), "dropped", None, 1),
             ],
         ),
     )
@@ -296,8 +296,9 @@ async def test_settling_a_stale_lease_changes_nothing(app: conveyor.App, time_ma
     await queue.send({"n": 1})
     [pulled] = await queue.pull(visibility_timeout=0.5)
     await time_machine.advance(0.8)
-    result = await app.backend.settle(
-        "work", Settlement(dead_letters=[DeadLetter(pulled.lease_id, new_message_id(), "late", "work-dlq")])
+    result = await app.core.settle(
+        "work",
+        Settlement(dead_letters=[DeadLetter(pulled.lease_id, new_message_id(), "late", "work-dlq", 1)]),
     )
     assert (result.dead_lettered, result.stale) == (0, [pulled.lease_id])
     assert (await app.queue("work-dlq").stats()).total == 0
@@ -317,13 +318,13 @@ async def test_a_settle_counts_each_live_lease_once_and_names_every_other_stale(
     await time_machine.advance(0.8)  # every first lease expires
     a, b, c = by_n(await queue.pull(batch_size=10, visibility_timeout=30))
     acks = [a.lease_id, a.lease_id, old[0].lease_id, old[2].lease_id, "not.a.lease", b.lease_id]
-    result = await app.backend.settle("work", Settlement(acks=acks, retries=[Retry(b.lease_id, 0)]))
+    result = await app.core.settle("work", Settlement(acks=acks, retries=[Retry(b.lease_id, 0)]))
     assert (result.acked, result.retried, result.dead_lettered) == (2, 0, 0)
     expected_stale = [a.lease_id, old[0].lease_id, old[2].lease_id, "not.a.lease", b.lease_id]
     assert sorted(result.stale) == sorted(expected_stale)
     stats = await queue.stats()
     assert (stats.total, stats.in_flight) == (1, 1)  # c, still leased
-    assert (await app.backend.settle("work", Settlement(acks=[c.lease_id]))).acked == 1
+    assert (await app.core.settle("work", Settlement(acks=[c.lease_id]))).acked == 1
 
 
 # -- delays, pause, purge, stats ------------------------------------------------------------------
@@ -420,9 +421,11 @@ async def test_messages_past_retention_are_swept(app: conveyor.App, time_machine
 
 async def _dead_letter_all(app: conveyor.App, source: str, dlq: str) -> list[str]:
     pulled = await app.queue(source).pull(batch_size=100)
-    await app.backend.settle(
+    await app.core.settle(
         source,
-        Settlement(dead_letters=[DeadLetter(m.lease_id, new_message_id(), "boom", dlq) for m in pulled]),
+        Settlement(
+            dead_letters=[DeadLetter(m.lease_id, new_message_id(), "boom", dlq, m.attempts) for m in pulled]
+        ),
     )
     return [message.id for message in pulled]
 

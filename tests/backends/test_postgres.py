@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import conveyor
+from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
-from conveyor.ids import new_message_id
 from conveyor.types import OutgoingMessage
 from tests.conftest import TEST_LIMITS
 from tests.engines import check_postgres, postgres_storage, unique_name
@@ -47,7 +47,7 @@ async def make_pg_app() -> AsyncIterator[AppMaker]:
         options.setdefault("limits", TEST_LIMITS)
         app = conveyor.App(url, **options)
         apps.append(app)
-        await app._connected()
+        await app.connect()
         return app
 
     yield make
@@ -246,8 +246,8 @@ async def test_only_the_lease_itself_skips_the_wal_flush(pg_url: str, make_pg_ap
     app = await make_pg_app(pg_url)
     await app.queue("work").send_batch([1, 2, 3])
     leased = await app.backend.lease_many("work", 3, 60)
-    await app.backend.extend_leases("work", [m.lease_id for m in leased[:1]], 60)
-    await app.backend.release("work", [m.lease_id for m in leased[1:2]])
+    await app.core.extend_leases("work", [m.lease_id for m in leased[:1]], 60)
+    await app.core.release("work", [m.lease_id for m in leased[1:2]])
     assert len(leased) == 3
 
     async def setting(conn: Any) -> str:

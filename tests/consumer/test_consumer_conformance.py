@@ -399,7 +399,7 @@ async def test_a_batch_settles_while_the_next_one_runs(
     # One slot: the first batch's settle is held back, yet the second batch's handler runs.
     app = await make_app(real_clock=True)
     second_ran, first_settled = asyncio.Event(), asyncio.Event()
-    settle = app.backend.settle
+    settle = app.core.settle
 
     async def slow_settle(queue: str, settlement: Settlement) -> SettleResult:
         if not first_settled.is_set():
@@ -408,7 +408,7 @@ async def test_a_batch_settles_while_the_next_one_runs(
         first_settled.set()
         return result
 
-    monkeypatch.setattr(app.backend, "settle", slow_settle)
+    monkeypatch.setattr(app.core, "settle", slow_settle)
 
     @app.consumer("jobs", max_batch_size=1, max_concurrency=1, max_batch_timeout=0)
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
@@ -431,13 +431,13 @@ async def test_finished_batches_wait_for_their_settle_up_to_the_engines_bound(
     # batch then keeps the slot.
     app = await make_app(real_clock=True)
     release = asyncio.Event()
-    settle = app.backend.settle
+    settle = app.core.settle
 
     async def held_settle(queue: str, settlement: Settlement) -> SettleResult:
         await release.wait()
         return await settle(queue, settlement)
 
-    monkeypatch.setattr(app.backend, "settle", held_settle)
+    monkeypatch.setattr(app.core, "settle", held_settle)
     handled: list[int] = []
 
     @app.consumer("jobs", max_batch_size=10, max_concurrency=1, max_batch_timeout=0)
@@ -739,7 +739,7 @@ async def test_a_worker_with_no_consumers_is_an_error(app: conveyor.App) -> None
 
 
 async def test_a_message_body_that_does_not_decode_fails_only_that_message(app: conveyor.App) -> None:
-    from conveyor.ids import new_message_id
+    from conveyor.core.ids import new_message_id
     from conveyor.types import OutgoingMessage
 
     handled: list[Any] = []

@@ -18,14 +18,14 @@ def count_settles(app: conveyor.App, monkeypatch: pytest.MonkeyPatch, *, pause: 
     """Wrap the engine's settle so that each call takes at least `pause` seconds (as over a
     network), then writes for real; returns the sizes of its calls."""
     sizes: list[int] = []
-    settle = app.backend.settle
+    settle = app.core.settle
 
     async def counted(queue: str, settlement: Settlement) -> SettleResult:
         sizes.append(len(settlement.acks) + len(settlement.retries) + len(settlement.dead_letters))
         await asyncio.sleep(pause)
         return await settle(queue, settlement)
 
-    monkeypatch.setattr(app.backend, "settle", counted)
+    monkeypatch.setattr(app.core, "settle", counted)
     return sizes
 
 
@@ -38,7 +38,7 @@ async def test_batches_waiting_for_a_settle_share_the_next_one_and_keep_their_ow
     leased = await app.backend.lease_many("jobs", 9, 60)
     leases = [m.lease_id for m in leased]
     sizes = count_settles(app, monkeypatch, pause=0.05)
-    group = SettleGroup(app.backend, "jobs")
+    group = SettleGroup(app.core, "jobs")
     unknown = leases[3].rpartition(".")[0] + ".ffffffffffffffffffffffffffffffff"
 
     first, second, third = await asyncio.gather(

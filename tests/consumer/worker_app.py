@@ -10,7 +10,6 @@ import asyncio
 import os
 
 import conveyor
-from conveyor.consumer.worker import run_worker
 
 app = conveyor.App()
 LOG_PATH = os.environ["WORKER_LOG"]
@@ -32,4 +31,4 @@ async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
 
 if __name__ == "__main__":
     print("worker ready", flush=True)
-    asyncio.run(run_worker(app, shutdown_grace=20))
+    asyncio.run(app.run_worker(shutdown_grace=20))

@@ -214,13 +214,6 @@ local function movable(q, limit, now)
   return ids
 end
 
-local function dead_letter_json(original_id, source, attempts, err, now)
-  return string.format(
-    '{"original_id":%s,"source_queue":%s,"attempts":%d,"error":%s,"dead_lettered_at":%d.%06d}',
-    cjson.encode(original_id), cjson.encode(source), attempts, cjson.encode(err),
-    math.floor(now / 1000000), now % 1000000)
-end
-
 -- name: create_queue
 -- ARGV: delay µs, retention µs. Returns {created 0/1, delay, retention, paused, created µs}.
 local q = queue_keys(1)
@@ -418,10 +411,11 @@ wake(q, #gone)
 return #gone
 
 -- name: settle
--- KEYS: the queue, then one group per dead-letter queue on this node. ARGV: source queue name,
--- ack count, (id, token)..., retry count, (id, token, delay µs)..., dead-letter count,
--- (id, token, new id, error, target)... where target is 0 (delete), a group number (move there)
--- or -1 (another Cluster slot: returned for the caller to copy, then `finish_moves`).
+-- KEYS: the queue, then one group per dead-letter queue on this node. ARGV: ack count,
+-- (id, token)..., retry count, (id, token, delay µs)..., dead-letter count,
+-- (id, token, new id, dead-letter record JSON, target)... where target is 0 (delete), a group
+-- number (move there) or -1 (another Cluster slot: returned for the caller to copy, then
+-- `finish_moves`).
 -- Returns {missing group or 0, statuses 1/0 per item in order, records of -1 targets}.
 for g = 1, group_count() do
   if not exists(queue_keys(g)) then
@@ -430,10 +424,9 @@ for g = 1, group_count() do
 end
 local q = queue_keys(1)
 local now = server_now()
-local source = ARGV[1]
 -- every item's id and token, in order, so one HMGET and one ZMSCORE check all leases
 local ids, tokens, kinds, extra = {}, {}, {}, {}
-local at = 2
+local at = 1
 for kind, width in ipairs({2, 3, 5}) do
   local count = tonumber(ARGV[at])
   at = at + 1
@@ -482,12 +475,10 @@ end
 -- dead letters are rare: one at a time
 for n, i in ipairs(dead) do
   local id, base = ids[i], extra[i]
-  local new_id, err, target = ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4])
+  local new_id, json, target = ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4])
   if target ~= 0 then
     local rec = redis.call('HGET', q.msgs, id)
     local content_type, _, _, body = unpack_record(rec)
-    local attempts = unpack_state(live[i])
-    local json = dead_letter_json(id, source, attempts, err, now)
     if target > 0 then
       drop_many(q, {id}, {rec})
       insert_many(queue_keys(target), {{new_id, record(content_type, now, json, body), now + n - 1, now, #body}})

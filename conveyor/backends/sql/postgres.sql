@@ -183,7 +183,8 @@ SELECT released, (SELECT count(pg_notify(%(channel)b, %(queue)b::text)) WHERE re
 
 -- name: settle
 -- One batch's outcomes in one statement. Nothing changes unless the queue and every dead-letter
--- queue exist; each CTE returns the lease ids it settled, the rest are stale.
+-- queue exist; each CTE returns the positions (from 1, per kind) of the items it settled, the
+-- others are stale. Dead letters arrive with their record (built by the core) as JSON text.
 WITH source AS (
     SELECT id FROM {schema}.queues WHERE name = %(queue)b
 ), targets AS (
@@ -193,32 +194,29 @@ WITH source AS (
        AND (SELECT count(*) FROM targets) = cardinality(%(dead_letter_queues)b::text[]) AS ok
 ), acked AS (
     DELETE FROM {schema}.messages m
-    USING unnest(%(ack_ids)b::text[], %(ack_tokens)b::text[]) AS a(id, token)
+    USING unnest(%(ack_ids)b::text[], %(ack_tokens)b::text[]) WITH ORDINALITY AS a(id, token, n)
     WHERE (SELECT ok FROM complete) AND m.id = a.id AND m.lease_token = a.token
       AND m.queue_id + 0 = (SELECT id FROM source) AND m.visible_at > now()
-    RETURNING a.id || '.' || a.token AS lease_id
+    RETURNING a.n
 ), retried AS (
     UPDATE {schema}.messages m
     SET visible_at = now() + make_interval(secs => r.delay), lease_token = NULL
     FROM unnest(%(retry_ids)b::text[], %(retry_tokens)b::text[], %(retry_delays)b::float8[])
-         AS r(id, token, delay)
+         WITH ORDINALITY AS r(id, token, delay, n)
     WHERE (SELECT ok FROM complete) AND m.id = r.id AND m.lease_token = r.token
       AND m.queue_id + 0 = (SELECT id FROM source) AND m.visible_at > now()
-    RETURNING r.id || '.' || r.token AS lease_id
+    RETURNING r.n
 ), dead AS (
     DELETE FROM {schema}.messages m
     USING unnest(%(dead_ids)b::text[], %(dead_tokens)b::text[], %(dead_new_ids)b::text[],
-                 %(dead_errors)b::text[], %(dead_queues)b::text[]) AS d(id, token, new_id, error, target)
+                 %(dead_records)b::text[], %(dead_queues)b::text[])
+          WITH ORDINALITY AS d(id, token, new_id, record, target, n)
     WHERE (SELECT ok FROM complete) AND m.id = d.id AND m.lease_token = d.token
       AND m.queue_id + 0 = (SELECT id FROM source) AND m.visible_at > now()
-    RETURNING d.id || '.' || d.token AS lease_id, m.id, m.body, m.content_type, m.attempts, d.new_id,
-              d.error, d.target
+    RETURNING d.n, m.body, m.content_type, d.new_id, d.record, d.target
 ), moved AS (
     INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
-    SELECT dead.new_id, t.id, dead.body, dead.content_type, now(), now(),
-           jsonb_build_object(
-               'original_id', dead.id, 'source_queue', %(queue)b::text, 'attempts', dead.attempts,
-               'error', dead.error, 'dead_lettered_at', extract(epoch FROM now())::float8)
+    SELECT dead.new_id, t.id, dead.body, dead.content_type, now(), now(), dead.record::jsonb
     FROM dead JOIN targets t ON t.name = dead.target
     RETURNING queue_id
 ), woken AS (
@@ -228,9 +226,9 @@ WITH source AS (
 )
 SELECT (SELECT ok FROM complete),
        (SELECT array_agg(name) FROM targets),
-       (SELECT array_agg(lease_id) FROM acked),
-       (SELECT array_agg(lease_id) FROM retried),
-       (SELECT array_agg(lease_id) FROM dead),
+       (SELECT array_agg(n) FROM acked),
+       (SELECT array_agg(n) FROM retried),
+       (SELECT array_agg(n) FROM dead),
        (SELECT count(pg_notify(%(channel)b, name)) FROM woken)
 
 -- name: stats

@@ -122,7 +122,7 @@ RETURNING seq
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq, id, body, content_type, attempts
+RETURNING seq, body, content_type
 
 -- name: stats
 SELECT

@@ -1,0 +1,233 @@
+"""Core: one engine, connected once, with the bookkeeping every producer and consumer shares.
+
+App builds one and hands it to Queue, Topic, the consumer runtime, Worker and Env. It holds what
+is neither user API nor storage: connecting once (and the closed state), group commit of sends,
+queues created on first use, the paused check of a pull, the settle policy, and the sync portal
+that runs the async API for code with no event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from conveyor.backends.base import Backend, SendsInTransaction, parse_lease_id
+from conveyor.core import settle as settle_policy
+from conveyor.core.group_commit import GroupCommitter
+from conveyor.core.sync_portal import SyncPortal
+from conveyor.errors import AppClosed, QueueNotFound, QueuePaused
+from conveyor.limits import Limits
+from conveyor.types import (
+    SYSTEM_CLOCK,
+    Clock,
+    Lease,
+    OutgoingMessage,
+    QueueInfo,
+    QueueSettings,
+    Settlement,
+    SettleResult,
+)
+
+T = TypeVar("T")
+
+
+class Core:
+    """A connected engine and its shared state. Cheap to build; connects on first use."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        limits: Limits | None = None,
+        auto_create: bool = True,
+    ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.limits = limits or Limits()
+        #: create a queue on first use (else an unknown queue is QueueNotFound)
+        self.auto_create = auto_create
+        self.closed = False
+        self._known_queues: set[str] = set()
+        self._connect_lock = asyncio.Lock()
+        self._is_connected = False
+        self._committer = GroupCommitter(self._write_now)
+        self._portal: SyncPortal | None = None
+        self._sync_core: Core | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connected(self) -> Backend:
+        """The engine, connected (once, however many callers ask at the same time)."""
+        if self.closed:
+            raise AppClosed("this App is closed")
+        if not self._is_connected:
+            async with self._connect_lock:
+                if not self._is_connected:
+                    await self.backend.connect()
+                    self._is_connected = True
+        return self.backend
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._sync_core is not None and self._portal is not None:
+            self._portal.run(self._sync_core.close())
+        if self._portal is not None:
+            self._portal.stop()
+        await self.backend.close()
+
+    # -- queues ------------------------------------------------------------------------------
+
+    @property
+    def known_queues(self) -> frozenset[str]:
+        """Queues this process has created or used (no round trip needed to know they exist)."""
+        return frozenset(self._known_queues)
+
+    async def create_queue(self, name: str, settings: QueueSettings, *, exist_ok: bool) -> QueueInfo:
+        backend = await self.connected()
+        info = await backend.create_queue(name, settings, exist_ok=exist_ok)
+        self._known_queues.add(name)
+        return info
+
+    async def delete_queue(self, name: str) -> bool:
+        backend = await self.connected()
+        self._known_queues.discard(name)
+        return await backend.delete_queue(name)
+
+    async def ensure_queue(self, name: str) -> None:
+        """Create `name` with default settings unless it exists (QueueNotFound if auto_create is off)."""
+        if name in self._known_queues:
+            return
+        backend = await self.connected()
+        if self.auto_create:
+            await backend.create_queue(name, QueueSettings(), exist_ok=True)
+        elif await backend.get_queue(name) is None:
+            raise QueueNotFound(name)
+        self._known_queues.add(name)
+
+    async def require_queue(self, name: str) -> None:
+        """QueueNotFound unless `name` exists; never creates it."""
+        if name in self._known_queues:
+            return
+        backend = await self.connected()
+        if await backend.get_queue(name) is None:
+            raise QueueNotFound(name)
+        self._known_queues.add(name)
+
+    async def check_not_paused(self, name: str) -> None:
+        """QueuePaused if delivery on `name` is paused (and QueueNotFound for an unknown queue
+        when auto_create is off): why a pull found nothing."""
+        info = await self.backend.get_queue(name)
+        if info is None:
+            if not self.auto_create:
+                raise QueueNotFound(name)
+        elif info.paused:
+            raise QueuePaused(name)
+
+    async def sweep(self) -> int:
+        """Delete messages past their queue's retention now."""
+        backend = await self.connected()
+        return await backend.sweep()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        """Store `messages` (all or none), creating unknown queues when auto_create is on.
+
+        Concurrent writes are group-committed; each returns once its own messages are durable.
+        `connection` writes inside the caller's open transaction instead, on an engine that can
+        (`SendsInTransaction`).
+        """
+        if self.closed or not self._is_connected:  # the hot path skips a coroutine call
+            await self.connected()
+        if connection is None:
+            await self._committer.submit(messages)
+            return
+        backend = self.backend
+        if not isinstance(backend, SendsInTransaction):
+            raise TypeError(
+                f"the {backend.engine} engine cannot write inside your transaction: "
+                "connection= needs PostgreSQL"
+            )
+        await self._with_queues_created(lambda: backend.send_many_in(connection, messages), len(messages))
+
+    async def _write_now(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self._with_queues_created(lambda: self.backend.send_many(messages), len(messages))
+
+    async def _with_queues_created(self, send: Callable[[], Awaitable[None]], count: int) -> None:
+        # Unknown queues are created on first use; the common case pays no extra round trip.
+        for _ in range(count + 1):
+            try:
+                await send()
+                return
+            except QueueNotFound as exc:
+                self._known_queues.discard(exc.queue)
+                if not self.auto_create:
+                    raise
+                await self.ensure_queue(exc.queue)
+        raise RuntimeError("queues kept disappearing while sending")  # pragma: no cover
+
+    # -- leases and outcomes -----------------------------------------------------------------
+
+    def _leases(self, lease_ids: Sequence[str]) -> list[Lease]:
+        """The well-formed lease ids, parsed; the others name no live lease anyway."""
+        rows = self.backend.lease_rows
+        return [lease for lease in (parse_lease_id(i, rows) for i in lease_ids) if lease is not None]
+
+    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+        """Push live leases' deadlines to now + `visibility_timeout`; returns how many were live."""
+        leases = self._leases(lease_ids)
+        if not leases:
+            return 0
+        backend = await self.connected()
+        return await backend.extend_leases(queue, leases, visibility_timeout)
+
+    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+        """Give leased messages back at once, as if never delivered; returns how many were live."""
+        leases = self._leases(lease_ids)
+        if not leases:
+            return 0
+        backend = await self.connected()
+        return await backend.release(queue, leases)
+
+    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
+        """Write one batch's outcomes in one engine call (see conveyor/core/settle.py).
+
+        An expired, unknown, malformed or repeated lease id is reported in `stale` and changes
+        nothing. QueueNotFound, changing nothing, when the queue or a dead-letter queue is missing.
+        """
+        backend = await self.connected()
+        checked = settle_policy.check(queue, settlement, rows=backend.lease_rows, now=self.clock.now())
+        for name in checked.dead_letter_queues:
+            await self.require_queue(name)
+        if not checked.named:
+            return settle_policy.result(checked, [])
+        try:
+            statuses = await backend.settle(queue, checked.outcomes)
+        except QueueNotFound as exc:
+            self._known_queues.discard(exc.queue)
+            raise
+        return settle_policy.result(checked, statuses)
+
+    # -- the blocking facade -----------------------------------------------------------------
+
+    def run_sync(self, call: Callable[[Core], Awaitable[T]]) -> T:
+        """Run `call` on a sibling Core living on a private event loop, and wait for its result
+        (for `send_sync` and friends, from code with no event loop)."""
+        if self.closed:
+            raise AppClosed("this App is closed")
+        if self._portal is None:
+            self._portal = SyncPortal()
+        if self._sync_core is None:
+            self._sync_core = Core(
+                self.backend.sibling(), clock=self.clock, limits=self.limits, auto_create=self.auto_create
+            )
+        sync_core = self._sync_core
+
+        async def run() -> T:
+            return await call(sync_core)
+
+        return self._portal.run(run())
