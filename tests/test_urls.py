@@ -19,6 +19,7 @@ def test_bad_urls_are_clear_errors(url: object) -> None:
 
 def test_a_missing_driver_names_the_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "conveyor.backends.postgres", raising=False)
+    monkeypatch.delitem(sys.modules, "conveyor.backends.postgres.backend", raising=False)
     monkeypatch.setitem(sys.modules, "psycopg", None)  # what an uninstalled package looks like
     with pytest.raises(MissingDependency, match=r"pip install 'conveyor\[postgres\]'"):
         from_url("postgresql://127.0.0.1/test")

@@ -26,7 +26,7 @@ from tests.engines import check_postgres, postgres_storage, unique_name
 from tests.services import POSTGRES_URL
 
 psycopg = pytest.importorskip("psycopg")
-postgres = pytest.importorskip("conveyor.backends.postgres")
+postgres = pytest.importorskip("conveyor.backends.postgres.backend")
 
 AppMaker = Callable[..., Awaitable[conveyor.App]]
 

@@ -25,7 +25,7 @@ redis = pytest.importorskip("redis.asyncio", reason="the Redis engine needs: pip
 
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 
-from conveyor.backends.redis import RedisBackend, parse_redis_url  # noqa: E402
+from conveyor.backends.redis.backend import RedisBackend, parse_redis_url  # noqa: E402
 
 
 @pytest.fixture
@@ -291,7 +291,7 @@ async def test_a_dead_letter_whose_lease_is_lost_mid_move_is_stale_and_not_copie
 async def test_replay_across_slots_keeps_ids_and_a_crash_mid_move_loses_nothing(
     cluster_app: conveyor.App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import conveyor.backends.redis as engine
+    import conveyor.backends.redis.backend as engine
 
     backend = backend_of(cluster_app)
     assert backend._slot("jobs") != backend._slot("jobs-dlq")

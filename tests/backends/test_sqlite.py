@@ -13,7 +13,7 @@ import pytest
 
 import conveyor
 from conveyor.backends import from_url
-from conveyor.backends.sqlite import SCHEMA_VERSION
+from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.errors import InvalidURL
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -59,7 +59,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from conveyor.backends.base import Backend, new_token
-from conveyor.backends.sql import load_queries
+from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
@@ -81,7 +81,7 @@ log = logging.getLogger("conveyor.postgres")
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
-_RAW = load_queries("postgres.sql")
+_RAW = load_named("conveyor.backends.postgres", "queries.sql")
 SCHEMA_VERSION = 1
 MIGRATIONS = {1: "schema_v1"}
 

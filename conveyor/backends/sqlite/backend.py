@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from conveyor.backends.base import Backend, new_token
-from conveyor.backends.sql import load_queries
+from conveyor.backends.scripts import load_named
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -50,7 +50,7 @@ T = TypeVar("T")
 # a write transaction waiting for the writer thread: its function, its caller's future, whether it
 # is a lease (see `_write_group`) and the caller's event loop
 _Pending = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop]
-Q = load_queries("sqlite.sql")
+Q = load_named("conveyor.backends.sqlite", "queries.sql")
 SCHEMA_VERSION = 1
 MIGRATIONS = {1: Q["schema_v1"]}
 

@@ -7,7 +7,7 @@ other query option goes to redis-py (e.g. `socket_timeout=`, `ssl_cert_reqs=`).
 Storage. The keys of one queue share the hash tag `{<prefix>:<queue>}` (so one Cluster slot):
 message hashes, a `ready` sorted set scored by visible time, an `inflight` sorted set scored by
 lease deadline, an `age` set for retention, a settings hash and a wake-up list. All of it, and
-every script, is in `lua/redis.lua`. Every batch operation on one queue (send, lease, extend,
+every script, is in `scripts.lua`. Every batch operation on one queue (send, lease, extend,
 release, settle, stats, peek, purge, sweep) is ONE Lua script (EVALSHA), atomic, timed by the
 server's clock (`TIME`); the worker's clock is never used. The queue registry and the topic
 subscriptions are two keys under the tag `{<prefix>}`.
@@ -53,7 +53,6 @@ import re
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -66,6 +65,7 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from conveyor.backends.base import Backend, make_lease_id, new_token
+from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
@@ -88,7 +88,7 @@ from conveyor.types import (
 DEFAULT_PREFIX = "conveyor"
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CLUSTER_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "auto": None}
-# The per-queue keys, in the order the scripts expect them (see lua/redis.lua).
+# The per-queue keys, in the order the scripts expect them (see scripts.lua).
 QUEUE_KEY_SUFFIXES = ("meta", "msgs", "state", "ready", "inflight", "age", "wake")
 META, READY, INFLIGHT, WAKE = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "wake")
@@ -120,9 +120,8 @@ AnyRedis = aioredis.Redis | RedisCluster
 
 
 def _load_scripts() -> dict[str, str]:
-    text = resources.files("conveyor.backends").joinpath("lua/redis.lua").read_text()
-    parts = re.split(r"^--\s*name:\s*(\w+)\s*$", text, flags=re.MULTILINE)
-    sections = dict(zip(parts[1::2], parts[2::2], strict=True))
+    """Every script of scripts.lua, each preceded by its `lib` section (the shared functions)."""
+    sections = load_named("conveyor.backends.redis", "scripts.lua")
     lib = sections.pop("lib")
     return {name: f"{lib}\n{body}" for name, body in sections.items()}
 
