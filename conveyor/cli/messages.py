@@ -7,17 +7,15 @@ from typing import Annotated
 
 import typer
 
+from conveyor import admin
 from conveyor.app import App
-from conveyor.cli.output import emit_json, message_document, messages_table, out, progress_bar
+from conveyor.cli.output import emit_json, messages_table, out, progress_bar
 from conveyor.cli.state import current, run
 from conveyor.producer import PeekedMessage
 
 messages = typer.Typer(
     name="messages", help="Inspect messages and replay dead letters.", no_args_is_help=True
 )
-
-# Replay moves this many messages per call, so progress shows and each step stays a short transaction.
-REPLAY_CHUNK = 1_000
 
 
 def register(cli: typer.Typer) -> None:
@@ -40,7 +38,7 @@ def peek(
     found = run(work)
     now = time.time()
     if current().json:
-        emit_json([message_document(message, now) for message in found])
+        emit_json([admin.message_document(message) for message in found])
     elif not found:
         out().print(f"Queue {queue!r} is empty.", markup=False)
     else:
@@ -61,22 +59,17 @@ def replay(
 
     async def work(app: App) -> int:
         await app.get_queue(to)
-        stats = await app.queue(dead_letter_queue).stats()
-        # leased messages stay where they are; the total is what can move now
-        movable = stats.backlog + stats.delayed
-        total = movable if limit is None else min(limit, movable)
-        moved = 0
+        total = await admin.movable(app, dead_letter_queue, limit)
         progress = progress_bar("replaying", enabled=not as_json)
         with progress:
             task = progress.add_task("replay", total=total)
-            while limit is None or moved < limit:
-                step = REPLAY_CHUNK if limit is None else min(REPLAY_CHUNK, limit - moved)
-                count = await app.replay(dead_letter_queue, to=to, limit=step)
-                moved += count
-                progress.update(task, completed=moved)
-                if count < step:
-                    break
-        return moved
+            return await admin.replay(
+                app,
+                dead_letter_queue,
+                to,
+                limit,
+                progress=lambda moved: progress.update(task, completed=moved),
+            )
 
     moved = run(work)
     if as_json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterable
@@ -13,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from conveyor.documents import iso
+from conveyor.admin import iso
 from conveyor.errors import ConveyorError
 from conveyor.producer import PeekedMessage
 from conveyor.types import QueueInfo, QueueStats
@@ -170,27 +169,6 @@ def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
 
 
 # -- messages ---------------------------------------------------------------------------------
-
-
-def body_document(message: PeekedMessage) -> Any:
-    """The body as JSON can carry it: JSON as itself, text as a string, bytes as base64."""
-    if isinstance(message.body, bytes):
-        return base64.b64encode(message.body).decode()
-    return message.body
-
-
-def message_document(message: PeekedMessage, now: float | None = None) -> dict[str, Any]:
-    now = time.time() if now is None else now
-    return {
-        "id": message.id,
-        "attempts": message.attempts,
-        "timestamp": message.timestamp.isoformat(),
-        "age_seconds": max(0.0, now - message.timestamp.timestamp()),
-        "leased": message.leased,
-        "content_type": message.content_type,
-        "body": body_document(message),
-        "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
-    }
 
 
 def preview(body: Any, width: int = 60) -> str:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from conveyor import limits as L
+from conveyor.admin import every_queue, one_queue, queue_document
 from conveyor.app import App
 from conveyor.cli.output import (
     emit_json,
@@ -17,7 +18,6 @@ from conveyor.cli.output import (
     seconds_text,
 )
 from conveyor.cli.state import current, run
-from conveyor.documents import queue_document
 from conveyor.types import QueueInfo, QueueStats
 
 queues = typer.Typer(name="queues", help="Create, inspect and manage queues.", no_args_is_help=True)
@@ -50,11 +50,6 @@ def register(cli: typer.Typer) -> None:
     cli.add_typer(queues)
 
 
-async def _described(app: App, name: str) -> tuple[QueueInfo, QueueStats]:
-    info = await app.get_queue(name)
-    return info, await app.queue(name).stats()
-
-
 def _show(info: QueueInfo, stats: QueueStats, done: str | None = None) -> None:
     if current().json:
         emit_json(queue_document(info, stats))
@@ -82,7 +77,7 @@ def create(name: Name, delivery_delay: DeliveryDelay = None, retention: Retentio
             delivery_delay=delivery_delay or 0.0,
             retention_seconds=L.DEFAULT_RETENTION_SECONDS if retention is None else retention,
         )
-        return await _described(app, name)
+        return await one_queue(app, name)
 
     info, stats = run(work)
     _show(info, stats, f"Created queue {name!r} ({_settings_text(info)}).")
@@ -92,10 +87,7 @@ def create(name: Name, delivery_delay: DeliveryDelay = None, retention: Retentio
 def list_queues() -> None:
     """Every queue with its backlog, delayed, in-flight and oldest message."""
 
-    async def work(app: App) -> list[tuple[QueueInfo, QueueStats]]:
-        return [(info, await app.queue(info.name).stats()) for info in await app.list_queues()]
-
-    rows = run(work)
+    rows = run(every_queue)
     if current().json:
         emit_json([queue_document(info, stats) for info, stats in rows])
     elif not rows:
@@ -107,7 +99,7 @@ def list_queues() -> None:
 @queues.command("info")
 def info(name: Name) -> None:
     """One queue's contents and settings."""
-    queue_info, stats = run(lambda app: _described(app, name))
+    queue_info, stats = run(lambda app: one_queue(app, name))
     _show(queue_info, stats)
 
 
@@ -119,7 +111,7 @@ def update(name: Name, delivery_delay: DeliveryDelay = None, retention: Retentio
 
     async def work(app: App) -> tuple[QueueInfo, QueueStats]:
         await app.update_queue(name, delivery_delay=delivery_delay, retention_seconds=retention)
-        return await _described(app, name)
+        return await one_queue(app, name)
 
     queue_info, stats = run(work)
     _show(queue_info, stats, f"Updated queue {name!r} ({_settings_text(queue_info)}).")
@@ -133,7 +125,7 @@ def _confirm(question: str, force: bool) -> None:
 @queues.command("delete")
 def delete(name: Name, force: Force = False) -> None:
     """Delete a queue and every message in it."""
-    _, stats = run(lambda app: _described(app, name))
+    _, stats = run(lambda app: one_queue(app, name))
     _confirm(f"Delete queue {name!r} and its {stats.total:,} message(s)?", force)
     run(lambda app: app.delete_queue(name))
     if current().json:
@@ -145,7 +137,7 @@ def delete(name: Name, force: Force = False) -> None:
 @queues.command("purge")
 def purge(name: Name, force: Force = False) -> None:
     """Delete every message of a queue, keeping the queue."""
-    _, stats = run(lambda app: _described(app, name))
+    _, stats = run(lambda app: one_queue(app, name))
     _confirm(f"Delete all {stats.total:,} message(s) of queue {name!r}?", force)
     removed = run(lambda app: app.queue(name).purge())
     if current().json:

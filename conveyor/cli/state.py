@@ -15,8 +15,8 @@ from typer.core import TyperGroup
 
 from conveyor import limits as L
 from conveyor.app import App
+from conveyor.cli.config import CONFIG_FILE, ConveyorConfig, load_config
 from conveyor.cli.output import report_error
-from conveyor.config import CONFIG_FILE, ConveyorConfig, load_config
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """`conveyor top`: a live view of every queue, refreshed every second until Ctrl-C.
 
-Rates are net rates from successive stats samples (see conveyor/queue_rates.py).
+Rates are net rates from successive stats samples (see conveyor/admin/overview.py).
 """
 
 from __future__ import annotations
@@ -18,17 +18,18 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from conveyor import dead_letter_names
+from conveyor import admin
+from conveyor.admin import Sample, net_rates, queue_document
 from conveyor.app import App
+from conveyor.cli.config import ConveyorConfig
 from conveyor.cli.output import NO_VALUE, emit_json, out, seconds_text
 from conveyor.cli.state import current, run
-from conveyor.config import ConveyorConfig
-from conveyor.queue_rates import Sample, net_rates
-from conveyor.types import QueueStats
+from conveyor.types import QueueInfo, QueueStats
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
+    info: QueueInfo
     stats: QueueStats
     dead_letter_queue: str | None
     dead_letters: int | None
@@ -36,15 +37,8 @@ class Row:
     ack_rate: float | None
 
     def document(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "name": s.queue,
-            "backlog": s.backlog,
-            "delayed": s.delayed,
-            "in_flight": s.in_flight,
-            "oldest_age_seconds": s.oldest_age_seconds,
-            "bytes": s.bytes,
-            "paused": s.paused,
+        """The queue's document (as `conveyor queues list --json`), with its DLQ and rates."""
+        return queue_document(self.info, self.stats) | {
             "dead_letter_queue": self.dead_letter_queue,
             "dead_letters": self.dead_letters,
             "send_rate": self.send_rate,
@@ -59,16 +53,19 @@ def register(cli: typer.Typer) -> None:
 def dead_letter_queues(names: list[str], config: ConveyorConfig | None) -> dict[str, str]:
     """queue -> its dead-letter queue: a consumer's dead_letter_queue in conveyor.toml, else `<q>-dlq`."""
     declared = {} if config is None else {c.queue: c.dead_letter_queue for c in config.consumers}
-    return dead_letter_names.dead_letter_queues(names, {q: d for q, d in declared.items() if d is not None})
+    return admin.dead_letter_queues(names, {q: d for q, d in declared.items() if d is not None})
 
 
-def rows(previous: Sample | None, sample: Sample, dlqs: dict[str, str]) -> list[Row]:
+def rows(
+    previous: Sample | None, sample: Sample, infos: dict[str, QueueInfo], dlqs: dict[str, str]
+) -> list[Row]:
     result = []
     for name, stats in sample.stats.items():
         send_rate, ack_rate = net_rates(previous, sample, name)
         dlq = dlqs.get(name)
         dlq_stats = sample.stats.get(dlq) if dlq is not None else None
-        result.append(Row(stats, dlq, None if dlq_stats is None else dlq_stats.total, send_rate, ack_rate))
+        dead_letters = None if dlq_stats is None else dlq_stats.total
+        result.append(Row(infos[name], stats, dlq, dead_letters, send_rate, ack_rate))
     return result
 
 
@@ -114,10 +111,10 @@ def top(
     state = current()
     config = state.config()
 
-    async def sample(app: App) -> Sample:
-        names = [info.name for info in await app.list_queues()]
-        stats = {name: await app.queue(name).stats() for name in names}
-        return Sample(time.monotonic(), stats)
+    async def sample(app: App) -> tuple[Sample, dict[str, QueueInfo]]:
+        queues = await admin.every_queue(app)
+        stats = {info.name: stats for info, stats in queues}
+        return Sample(time.monotonic(), stats), {info.name: info for info, _ in queues}
 
     async def watch(app: App) -> None:
         previous: Sample | None = None
@@ -126,8 +123,8 @@ def top(
             if not (once or state.json):
                 live = stack.enter_context(Live(console=out(), auto_refresh=False))
             while True:
-                latest = await sample(app)
-                table_rows = rows(previous, latest, dead_letter_queues(list(latest.stats), config))
+                latest, infos = await sample(app)
+                table_rows = rows(previous, latest, infos, dead_letter_queues(list(latest.stats), config))
                 if state.json:
                     document = {"time": time.time(), "queues": [row.document() for row in table_rows]}
                     emit_json(document, compact=True)

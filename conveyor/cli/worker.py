@@ -18,9 +18,9 @@ import typer
 
 from conveyor import limits as L
 from conveyor.app import App
+from conveyor.cli.config import ConveyorConfig, apply_queues, load_app, register_consumers
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
 from conveyor.cli.state import CliState, current
-from conveyor.config import ConveyorConfig, apply_queues, load_app, register_consumers
 from conveyor.consumer.spec import ConsumerSpec
 
 

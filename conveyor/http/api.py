@@ -11,11 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from conveyor import admin
 from conveyor import limits as L
+from conveyor.admin import message_document, queue_document
 from conveyor.app import App
-from conveyor.documents import queue_document
 from conveyor.errors import BackendUnavailable, QueueNotFound
-from conveyor.http import schemas, service
+from conveyor.http import schemas
 from conveyor.http.body import parse_body, request_limit
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
 from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
@@ -75,18 +76,18 @@ class QueueApi:
     # -- queues ----------------------------------------------------------------------------------
 
     async def list_queues(self, request: Request) -> Response:
-        return ok([queue_document(info, stats) for info, stats in await service.every_queue(self.app)])
+        return ok([queue_document(info, stats) for info, stats in await admin.every_queue(self.app)])
 
     async def create_queue(self, request: Request) -> Response:
         body = await parse_body(request, schemas.CreateQueue, self.body_limit)
         await self.app.create_queue(
             body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
-        return ok(queue_document(*await service.one_queue(self.app, body.name)), 201)
+        return ok(queue_document(*await admin.one_queue(self.app, body.name)), 201)
 
     async def get_queue(self, request: Request) -> Response:
         queue = self._queue(request)
-        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 
     async def update_queue(self, request: Request) -> Response:
         queue = self._queue(request)
@@ -94,7 +95,7 @@ class QueueApi:
         await self.app.update_queue(
             queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
-        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 
     async def delete_queue(self, request: Request) -> Response:
         queue = self._queue(request)
@@ -109,12 +110,12 @@ class QueueApi:
     async def pause(self, request: Request) -> Response:
         queue = self._queue(request)
         await queue.pause()
-        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 
     async def resume(self, request: Request) -> Response:
         queue = self._queue(request)
         await queue.resume()
-        return ok(queue_document(*await service.one_queue(self.app, queue.name)))
+        return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class QueueApi:
         return ok(
             {
                 "message_backlog_count": stats.backlog,
-                "messages": [schemas.pulled_document(message) for message in pulled],
+                "messages": [message_document(message) for message in pulled],
             }
         )
 
@@ -173,11 +174,11 @@ class QueueApi:
         if not text.isdigit():
             raise ApiError(400, INVALID_INPUT, f"limit: must be a whole number, got {text[:40]!r}")
         await self.app.get_queue(queue.name)
-        return ok([schemas.peeked_document(message) for message in await queue.peek(int(text))])
+        return ok([message_document(message) for message in await queue.peek(int(text))])
 
     async def replay(self, request: Request) -> Response:
         """Move the dead letters of this queue (a dead-letter queue) to `to`."""
         queue = self._queue(request)
         body = await parse_body(request, schemas.Replay, self.body_limit)
-        moved = await service.replay(self.app, queue.name, body.to, body.limit)
+        moved = await admin.replay(self.app, queue.name, body.to, body.limit)
         return ok({"from": queue.name, "to": body.to, "replayed": moved})

@@ -3,7 +3,7 @@ queue that holds messages. No JavaScript: the page reloads itself, the button is
 
 A queue's dead-letter queue is its consumer's `dead_letter_queue` (in the App or conveyor.toml),
 else a queue named `<queue>-dlq` when one exists. Throughput is the net send and ack rate since
-the page was last served (conveyor/queue_rates.py), so it shows from the first reload on.
+the page was last served (conveyor/admin/overview.py), so it shows from the first reload on.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from conveyor import admin
 from conveyor import limits as L
+from conveyor.admin import Sample, dead_letter_queues, net_rates
 from conveyor.app import App
-from conveyor.dead_letter_names import dead_letter_queues
-from conveyor.http import service
 from conveyor.http.body import read_body
 from conveyor.http.envelope import INVALID_INPUT, ApiError
-from conveyor.queue_rates import Sample, net_rates
 from conveyor.types import QueueInfo, QueueStats
 
 REFRESH_SECONDS = 5
@@ -150,18 +149,14 @@ class Dashboard:
             Route("/dashboard/replay", self.replay, methods=["POST"]),
         ]
 
-    def _declared(self) -> dict[str, str]:
-        declared = {
-            spec.queue: spec.dead_letter_queue for spec in self.app.consumers if spec.dead_letter_queue
-        }
-        return declared | self.declared
-
     async def page(self, request: Request) -> Response:
-        rows = await service.every_queue(self.app)
+        rows = await admin.every_queue(self.app)
         sample = Sample(time.monotonic(), {info.name: stats for info, stats in rows})
         rates = {name: net_rates(self._previous, sample, name) for name in sample.stats}
         self._previous = sample
-        dlqs = dead_letter_queues([info.name for info, _ in rows], self._declared())
+        dlqs = dead_letter_queues(
+            [info.name for info, _ in rows], admin.declared_dead_letter_queues(self.app, self.declared)
+        )
         return HTMLResponse(render(self.app, rows, rates, dlqs, _notice(request)))
 
     async def replay(self, request: Request) -> Response:
@@ -170,7 +165,7 @@ class Dashboard:
         to = form.get("to", [""])[0]
         if not dead_letter_queue or not to:
             raise ApiError(400, INVALID_INPUT, "the form needs dead_letter_queue and to")
-        moved = await service.replay(
+        moved = await admin.replay(
             self.app, L.validate_queue_name(dead_letter_queue), L.validate_queue_name(to), None
         )
         query = urlencode({"replayed": moved, "from": dead_letter_queue, "to": to})

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from conveyor.admin import every_queue
 from conveyor.app import App
-from conveyor.http.service import every_queue
 from conveyor.types import QueueStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -1,4 +1,5 @@
-"""What travels over the wire: request bodies (pydantic models) and response documents.
+"""What travels over the wire into the API: request bodies (pydantic models). The documents it
+answers with are conveyor.admin's, shared with `conveyor --json`.
 
 Bodies are JSON values for content_type "json", strings for "text", and base64 strings for
 "bytes", both ways.
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from conveyor import limits as L
-from conveyor.producer import PeekedMessage, PulledMessage, SendRequest
+from conveyor.producer import SendRequest
 from conveyor.types import ContentType
 
 QueueName = Annotated[str, AfterValidator(L.validate_queue_name)]
@@ -98,34 +99,3 @@ class UpdateQueue(_Body):
 class Replay(_Body):
     to: QueueName
     limit: int | None = Field(None, ge=1, le=10_000_000)
-
-
-# -- responses ----------------------------------------------------------------------------------
-
-
-def _wire_body(body: Any, content_type: ContentType) -> tuple[Any, ContentType]:
-    if isinstance(body, bytes):
-        # bytes, or a body a foreign writer stored that does not parse as its type: base64 either way
-        return base64.b64encode(body).decode(), "bytes"
-    return body, content_type
-
-
-def _message_document(message: PulledMessage | PeekedMessage) -> dict[str, Any]:
-    """The keys a pulled and a peeked message share."""
-    body, content_type = _wire_body(message.body, message.content_type)
-    return {
-        "id": message.id,
-        "body": body,
-        "timestamp_ms": int(message.timestamp.timestamp() * 1000),
-        "attempts": message.attempts,
-        "content_type": content_type,
-        "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
-    }
-
-
-def pulled_document(message: PulledMessage) -> dict[str, Any]:
-    return _message_document(message) | {"lease_id": message.lease_id}
-
-
-def peeked_document(message: PeekedMessage) -> dict[str, Any]:
-    return _message_document(message) | {"leased": message.leased}

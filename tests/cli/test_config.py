@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.config import ConfigError, load_config, parse_config
+from conveyor.cli.config import ConfigError, load_config, parse_config
 from tests.cli.conftest import Cli, assert_one_error_line
 
 FULL = """

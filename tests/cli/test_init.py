@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conveyor.config import load_config, parse_config
+from conveyor.cli.config import load_config, parse_config
 from tests.cli.conftest import Cli, assert_one_error_line
 
 

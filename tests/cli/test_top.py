@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from conveyor.admin import Sample
+from conveyor.cli.config import parse_config
 from conveyor.cli.top import dead_letter_queues, rows
-from conveyor.config import parse_config
-from conveyor.queue_rates import Sample
-from conveyor.types import QueueStats
+from conveyor.types import QueueInfo, QueueSettings, QueueStats
 from tests.cli.conftest import Cli
 
 
@@ -35,6 +35,8 @@ def test_once_json(cli: Cli) -> None:
     assert by_name["jobs"]["delayed"] == 1
     assert (by_name["jobs"]["dead_letter_queue"], by_name["jobs"]["dead_letters"]) == ("jobs-dlq", 0)
     assert by_name["jobs"]["send_rate"] is None  # one sample: no rate yet
+    queue_keys = cli.json("queues", "info", "jobs").keys()
+    assert queue_keys <= by_name["jobs"].keys()  # the queue's one document, with DLQ and rates
 
 
 def test_dead_letter_queue_from_conveyor_toml_wins_over_the_naming_convention() -> None:
@@ -48,7 +50,8 @@ def test_rates_are_the_net_change_of_the_total_per_second() -> None:
     after = Sample(
         12.0, {"q": stats("q", backlog=20, in_flight=10), "r": stats("r", backlog=40), "new": stats("new")}
     )
-    by_name = {row.stats.queue: row for row in rows(before, after, {})}
+    infos = {name: QueueInfo(name, QueueSettings(), False, 0.0) for name in after.stats}
+    by_name = {row.stats.queue: row for row in rows(before, after, infos, {})}
     assert (by_name["q"].send_rate, by_name["q"].ack_rate) == (10.0, 0.0)
     assert (by_name["r"].send_rate, by_name["r"].ack_rate) == (0.0, 5.0)
     assert by_name["new"].send_rate is None

@@ -8,8 +8,9 @@ from typing import Any
 import httpx
 
 import conveyor
+from conveyor import admin
 from conveyor.testing import drain
-from tests.http.conftest import error_code, result
+from tests.http.conftest import client_for, error_code, result
 
 
 async def create(client: httpx.AsyncClient, *names: str) -> None:
@@ -234,3 +235,16 @@ async def test_replay_moves_dead_letters_back_to_their_queue(
     assert sorted(m["body"] for m in replayed) == [0, 1, 2]
     assert {m["attempts"] for m in replayed} == {1}
     assert (await queue(client, "jobs-dlq"))["backlog"] == 0
+
+
+async def test_queues_and_messages_are_the_documents_the_cli_prints(sqlite_app: conveyor.App) -> None:
+    await sqlite_app.create_queue("jobs")
+    await sqlite_app.queue("jobs").send({"n": 1})
+    await sqlite_app.queue("jobs").send(b"\x00raw", content_type="bytes")
+    async with client_for(sqlite_app) as client:
+        peeked = result(await client.get("/queues/jobs/messages"))
+        shown = result(await client.get("/queues/jobs"))
+    assert peeked == [admin.message_document(m) for m in await sqlite_app.queue("jobs").peek()]
+    expected = admin.queue_document(*await admin.one_queue(sqlite_app, "jobs"))
+    assert shown.keys() == expected.keys()  # the age goes on growing between the two looks
+    assert {**shown, "oldest_age_seconds": 0} == {**expected, "oldest_age_seconds": 0}

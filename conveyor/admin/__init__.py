@@ -1,0 +1,32 @@
+"""The operations the CLI, the HTTP API and the dashboard share, on the public API: every queue
+with its stats, chunked replay of dead letters, which queue holds whose dead letters, net rates,
+and the one JSON document of a queue and of a message that `--json` and the HTTP API both print.
+"""
+
+from conveyor.admin.documents import iso, message_document, queue_document
+from conveyor.admin.overview import (
+    DLQ_SUFFIX,
+    Sample,
+    dead_letter_queues,
+    declared_dead_letter_queues,
+    every_queue,
+    net_rates,
+    one_queue,
+)
+from conveyor.admin.replay import REPLAY_CHUNK, movable, replay
+
+__all__ = [
+    "DLQ_SUFFIX",
+    "REPLAY_CHUNK",
+    "Sample",
+    "dead_letter_queues",
+    "declared_dead_letter_queues",
+    "every_queue",
+    "iso",
+    "message_document",
+    "movable",
+    "net_rates",
+    "one_queue",
+    "queue_document",
+    "replay",
+]
