@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m examples.linkclicks $(DEMO_ARGS)
+	$(BIN)/python -m conveyor.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check conveyor tests examples bench
@@ -30,7 +30,7 @@ test: lint typecheck pytest
 
 # Benchmarks (see bench/README.md): `make bench BENCH_ARGS="--quick --engines sqlite"`.
 bench: $(STAMP)
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m conveyor.bench --output bench/results/latest.json $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

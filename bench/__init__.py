@@ -1,9 +1,3 @@
-"""conveyor's benchmarks: every figure next to the raw ceiling of its engine, measured in the same run.
-
-Run `python -m bench [--smoke | --quick] [--engines sqlite,postgres,...]` (or `make bench`); the
-CLI's `conveyor bench` calls `bench.main(argv)`. See bench/README.md.
-"""
-
-from bench.runner import main
-
-__all__ = ["main"]
+"""Benchmarks that live in the checkout only (the suite itself is conveyor/bench/, `conveyor bench`):
+`python -m bench.events` (event bus and topic fan-out) and `python -m bench.redirect_latency` (the
+demo's redirect with the background send on and off). See bench/README.md."""

@@ -3,7 +3,7 @@
     python -m bench.redirect_latency            # 200 req/s, 5 s per round, 2 rounds per mode
     python -m bench.redirect_latency --smoke    # a couple of seconds, to see that it runs
 
-The service (examples/linkclicks, uvicorn, embedded SQLite) runs in its own process on
+The service (conveyor/demo, uvicorn, embedded SQLite) runs in its own process on
 loopback; this process is an open-loop client (raw HTTP/1.1 over a pool of keep-alive
 connections, much lighter than httpx): request i is due at start + i/rate whatever
 happened to the ones before it, and its latency is counted from when it was due, so a stall
@@ -30,10 +30,10 @@ from rich.console import Console
 from rich.table import Table
 
 import conveyor
-from examples.linkclicks.analytics import percentile
-from examples.linkclicks.demo import free_port, spawn, stop, until
-from examples.linkclicks.seed import seed, visits
-from examples.linkclicks.store import open_store
+from conveyor.demo.analytics import percentile
+from conveyor.demo.demo import free_port, spawn, stop, until
+from conveyor.demo.seed import seed, visits
+from conveyor.demo.store import open_store
 
 RESULTS = Path(__file__).parent / "results" / "redirect_latency.json"
 WARMUP_SECONDS = 1.0

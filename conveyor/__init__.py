@@ -1,6 +1,7 @@
 """conveyor: durable batched message queues with the programming model of Cloudflare Queues."""
 
 from conveyor.app import App
+from conveyor.background import BackgroundSender
 from conveyor.consumer import Env, Message, MessageBatch
 from conveyor.errors import (
     AppClosed,
@@ -36,6 +37,7 @@ __all__ = [
     "App",
     "AppClosed",
     "BackendUnavailable",
+    "BackgroundSender",
     "BatchCountTooLarge",
     "BatchTooLarge",
     "BodyNotSerializable",

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import bench
-from bench.engines import ENGINES, backend_problem, service_problem
-from bench.report import CASE_NAMES
+import conveyor.bench as bench
+from conveyor.bench.engines import ENGINES, backend_problem, service_problem
+from conveyor.bench.report import CASE_NAMES
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,0 @@
-"""`python -m bench`."""
-
-from bench.runner import main
-
-raise SystemExit(main())

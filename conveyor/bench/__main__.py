@@ -1,0 +1,5 @@
+"""`python -m conveyor.bench`."""
+
+from conveyor.bench.runner import main
+
+raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Raw ceilings: the best a plain Python client does on each engine, single process, no framework.
+
+Each client does the same job conveyor does, minus everything conveyor adds: serialise the body
+with `json.dumps`, insert it one by one (one transaction each) or 100 at a time (one round trip),
+and drain 100 at a time (one round trip that takes and deletes them) decoding each with
+`json.loads`. The tables are the leanest a queue can have (a sequence and a body), so the
+ceiling is honest: conveyor also stores an id, a lease, a visibility time and indexes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from conveyor.bench.body import click
+from conveyor.bench.engines import POSTGRES_URL, REDIS_HOST, REDIS_PORT, Storage
+from conveyor.bench.modes import BULK, Mode
+
+# case name -> msg/s of one repeat
+Rates = dict[str, float]
+
+INSERT_ONE = "raw_insert_one"
+INSERT_BATCH = "raw_insert_batch100"
+DRAIN_BATCH = "raw_drain_batch100"
+CASES = (INSERT_ONE, INSERT_BATCH, DRAIN_BATCH)
+
+
+def _dumps(n: int) -> bytes:
+    return json.dumps(click(n), separators=(",", ":")).encode()
+
+
+def _chunks(total: int) -> Iterator[range]:
+    for start in range(0, total, BULK):
+        yield range(start, min(start + BULK, total))
+
+
+def _rate(count: int, run: Callable[[], int | None]) -> float:
+    started = time.perf_counter()
+    done = run()
+    elapsed = time.perf_counter() - started
+    return (count if done is None else done) / elapsed
+
+
+def measure(storage: Storage, mode: Mode) -> Rates:
+    kind = storage.engine.kind
+    if kind == "sqlite":
+        return sqlite_ceiling(storage, mode)
+    if kind == "postgres":
+        return postgres_ceiling(storage, mode)
+    if kind == "redis":
+        return redis_ceiling(storage, mode)
+    return {}
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def sqlite_ceiling(storage: Storage, mode: Mode) -> Rates:
+    conn = sqlite3.connect(storage.raw_sqlite_path(), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {storage.engine.synchronous.upper()}")
+        conn.execute("CREATE TABLE IF NOT EXISTS raw_queue (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")
+        conn.execute("DELETE FROM raw_queue")
+        insert = "INSERT INTO raw_queue (body) VALUES (?)"
+
+        def one_by_one() -> None:
+            for n in range(mode.one_by_one):
+                conn.execute(insert, (_dumps(n),))  # autocommit: one transaction each
+
+        def batches(total: int) -> None:
+            for chunk in _chunks(total):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(insert, [(_dumps(n),) for n in chunk])
+                conn.execute("COMMIT")
+
+        def drain() -> int:
+            taken = 0
+            while True:
+                rows = conn.execute(
+                    "DELETE FROM raw_queue WHERE seq IN (SELECT seq FROM raw_queue ORDER BY seq LIMIT ?)"
+                    " RETURNING seq, body",
+                    (BULK,),
+                ).fetchall()
+                if not rows:
+                    return taken
+                taken += len([json.loads(body) for _, body in rows])
+
+        rates = {INSERT_ONE: _rate(mode.one_by_one, one_by_one)}
+        rates[INSERT_BATCH] = _rate(mode.batched, lambda: batches(mode.batched))
+        conn.execute("DELETE FROM raw_queue")
+        batches(mode.drained)
+        rates[DRAIN_BATCH] = _rate(mode.drained, drain)
+        return rates
+    finally:
+        conn.close()
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def postgres_ceiling(storage: Storage, mode: Mode) -> Rates:
+    import psycopg
+
+    schema = storage.raw_name
+    table = f'"{schema}".raw_queue'
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, body bytea NOT NULL)")
+        conn.execute(f"TRUNCATE {table}")
+        insert_one = f"INSERT INTO {table} (body) VALUES (%s)"
+        insert_many = f"INSERT INTO {table} (body) SELECT unnest(%s::bytea[])"
+        take = (
+            f"DELETE FROM {table} WHERE id IN "
+            f"(SELECT id FROM {table} ORDER BY id LIMIT {BULK} FOR UPDATE SKIP LOCKED) RETURNING body"
+        )
+
+        def one_by_one() -> None:
+            for n in range(mode.one_by_one):
+                conn.execute(insert_one, (_dumps(n),))
+
+        def batches(total: int) -> None:
+            for chunk in _chunks(total):
+                conn.execute(insert_many, ([_dumps(n) for n in chunk],))
+
+        def drain() -> int:
+            taken = 0
+            while True:
+                rows = conn.execute(take).fetchall()
+                if not rows:
+                    return taken
+                taken += len([json.loads(body) for (body,) in rows])
+
+        rates = {INSERT_ONE: _rate(mode.one_by_one, one_by_one)}
+        rates[INSERT_BATCH] = _rate(mode.batched, lambda: batches(mode.batched))
+        conn.execute(f"TRUNCATE {table}")
+        batches(mode.drained)
+        rates[DRAIN_BATCH] = _rate(mode.drained, drain)
+        return rates
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+
+def redis_ceiling(storage: Storage, mode: Mode) -> Rates:
+    import redis
+
+    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+    key = f"{storage.raw_name}:stream"
+    try:
+        client.delete(key)
+
+        def one_by_one() -> None:
+            for n in range(mode.one_by_one):
+                client.xadd(key, {"b": _dumps(n)})
+
+        def batches(total: int) -> None:
+            for chunk in _chunks(total):
+                pipe = client.pipeline(transaction=False)
+                for n in chunk:
+                    pipe.xadd(key, {"b": _dumps(n)})
+                pipe.execute()
+
+        def drain() -> int:
+            taken = 0
+            while True:
+                reply: Any = client.xreadgroup("g", "c", {key: ">"}, count=BULK)
+                entries = reply[0][1] if reply else []
+                if not entries:
+                    return taken
+                ids = [entry_id for entry_id, _ in entries]
+                taken += len([json.loads(fields[b"b"]) for _, fields in entries])
+                pipe = client.pipeline(transaction=False)
+                pipe.xack(key, "g", *ids)
+                pipe.xdel(key, *ids)
+                pipe.execute()
+
+        rates = {INSERT_ONE: _rate(mode.one_by_one, one_by_one)}
+        rates[INSERT_BATCH] = _rate(mode.batched, lambda: batches(mode.batched))
+        client.delete(key)
+        batches(mode.drained)
+        client.xgroup_create(key, "g", id="0")
+        rates[DRAIN_BATCH] = _rate(mode.drained, drain)
+        return rates
+    finally:
+        client.delete(key)
+        client.close()
