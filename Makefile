@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` runs the link-click demo on embedded SQLite,
-# `make test` runs lint, type checks and the whole test suite. Both create .venv on first use.
+# `make test` runs lint (ruff, import layers), type checks and the whole test suite. Both create .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,8 +17,10 @@ demo: $(STAMP)
 	$(BIN)/python -m conveyor.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check conveyor tests examples bench
-	$(BIN)/ruff format --check conveyor tests examples bench
+	$(BIN)/ruff check conveyor tests examples bench scripts
+	$(BIN)/ruff format --check conveyor tests examples bench scripts
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_private_imports.py conveyor tests examples bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
