@@ -3,33 +3,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 import conveyor
-from conveyor.limits import Limits
 from conveyor.testing import FakeClock
-from tests.engines import ENGINES, EngineSetup
-
-# Tests may set retention as low as this, so retention runs in seconds on every engine.
-TEST_LIMITS = Limits(min_retention_seconds=1)
-
-
-class TimeMachine:
-    """Moves time forward: instantly on engines that obey the app's clock, by sleeping on engines
-    that use their server's clock. Tests keep their delays short for the second kind."""
-
-    def __init__(self, clock: FakeClock | None) -> None:
-        self.clock = clock
-
-    async def advance(self, seconds: float) -> None:
-        if self.clock is not None:
-            self.clock.advance(seconds)
-            await asyncio.sleep(0)
-        else:
-            await asyncio.sleep(seconds)
+from tests.support.apps import TEST_LIMITS, AppFactory, TimeMachine
+from tests.support.engines import ENGINES, EngineSetup
 
 
 @pytest.fixture(autouse=True)
@@ -72,9 +54,6 @@ def clock(engine: EngineSetup) -> FakeClock | None:
 @pytest.fixture
 def time_machine(clock: FakeClock | None) -> TimeMachine:
     return TimeMachine(clock)
-
-
-AppFactory = Callable[..., Awaitable[conveyor.App]]
 
 
 @pytest.fixture

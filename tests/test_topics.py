@@ -11,8 +11,8 @@ import pytest
 import conveyor
 from conveyor.testing import drain
 from conveyor.topics import CoalescedRead
-from tests.conftest import AppFactory
-from tests.engines import EngineSetup
+from tests.support.apps import AppFactory
+from tests.support.engines import EngineSetup
 
 ORDER = {"type": "ORDER_UP", "table": 4, "dish": "soup"}
 DRINK = {"type": "DRINK_UP", "table": 4, "drink": "tea"}

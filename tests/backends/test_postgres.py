@@ -1,6 +1,6 @@
 """What only the PostgreSQL engine does: enqueue inside the caller's transaction, SKIP LOCKED leases
 shared by several backends, LISTEN/NOTIFY wake-ups across processes, schemas, and surviving a lost
-connection or a server restart. The shared behaviour is in test_conformance.py."""
+connection or a server restart. The shared behaviour is in test_contract.py."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import conveyor
 from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
 from conveyor.types import OutgoingMessage
-from tests.conftest import TEST_LIMITS
-from tests.engines import check_postgres, postgres_storage, unique_name
-from tests.services import POSTGRES_URL
+from tests.support.apps import TEST_LIMITS
+from tests.support.engines import check_postgres, postgres_storage, unique_name
+from tests.support.services import POSTGRES_URL
 
 psycopg = pytest.importorskip("psycopg")
 postgres = pytest.importorskip("conveyor.backends.postgres.backend")

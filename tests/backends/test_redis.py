@@ -15,9 +15,9 @@ import conveyor
 from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
 from conveyor.types import DeadLetter, OutgoingMessage, QueueSettings, Settlement
-from tests.engines import unique_name
-from tests.redis_cluster import RedisServer, check_redis_binaries, delete_cluster_keys, redis_cluster
-from tests.services import REDIS_URL, need
+from tests.support.engines import unique_name
+from tests.support.redis_cluster import RedisServer, check_redis_binaries, delete_cluster_keys, redis_cluster
+from tests.support.services import REDIS_URL, need
 
 __all__ = ["redis_cluster"]  # the fixture, used by name below
 

@@ -11,7 +11,7 @@ import conveyor
 from conveyor.consumer.settle_group import SettleGroup
 from conveyor.testing import drain
 from conveyor.types import Retry, Settlement, SettleResult
-from tests.conftest import AppFactory
+from tests.support.apps import AppFactory
 
 
 def count_settles(app: conveyor.App, monkeypatch: pytest.MonkeyPatch, *, pause: float) -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 
 import conveyor
 from conveyor.consumer import runner
-from tests.polling import eventually
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import conveyor
 from conveyor.demo.consumer import DEAD_LETTER_QUEUE, QUEUE
 from conveyor.demo.seed import visits
 from tests.demo.conftest import Pipeline, open_pipeline
-from tests.engines import unique_name
-from tests.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_URL, need, port_open
+from tests.support.engines import unique_name
+from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_URL, need, port_open
 
 BURST = 300
 

@@ -12,8 +12,8 @@ import pytest
 from conveyor.demo.models import LinkClickData, LinkMissData
 from conveyor.demo.seed import LINKS
 from conveyor.demo.store import Link, PostgresStore, SQLiteStore, Store, open_store
-from tests.engines import unique_name
-from tests.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_URL, need, port_open
+from tests.support.engines import unique_name
+from tests.support.services import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_URL, need, port_open
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 

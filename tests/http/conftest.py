@@ -9,7 +9,7 @@ import pytest
 
 import conveyor
 from conveyor.http import create_api
-from tests.conftest import AppFactory
+from tests.support.apps import AppFactory
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -3,7 +3,7 @@ may restart. Loopback only, no persistence, files in a temporary directory, stop
 
 - `redis_cluster` (fixture): the URL of a fresh cluster for one test module.
 - `shared_cluster()`: one cluster for the whole session, started on first use and stopped at exit
-  (tests/engines.py runs the conformance suites on it).
+  (tests/support/engines.py runs the contract suites on it).
 - `RedisServer`: one standalone server on a free port, with `restart()` (same port, data lost).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import need
+from tests.support.services import need
 
 STARTUP_TIMEOUT = 20.0
 CLUSTER_SIZE = 3

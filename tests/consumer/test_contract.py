@@ -1,5 +1,6 @@
-"""The consumer contract (DESIGN.md §1-2): outcome rules, retries, dead letters, batching, leases,
-concurrency, env and lifespan. Runs unchanged on every engine in ENGINES."""
+"""The consumer contract of docs/semantics.md (Receiving, Batches and concurrency): outcome rules,
+retries, dead letters, batching, leases, concurrency, env and lifespan. Runs unchanged on every
+engine in ENGINES (tests/support/engines.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import conveyor
 from conveyor.consumer import runner as runner_module
 from conveyor.testing import drain
 from conveyor.types import Settlement, SettleResult
-from tests.conftest import AppFactory, TimeMachine
-from tests.polling import eventually
+from tests.support.apps import AppFactory, TimeMachine
+from tests.support.polling import eventually
 
 Handler = Callable[[conveyor.MessageBatch, conveyor.Env], Awaitable[None]]
 

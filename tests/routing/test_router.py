@@ -17,7 +17,7 @@ from conveyor.core.ids import new_message_id
 from conveyor.testing import drain
 from conveyor.types import ContentType, LeasedMessage, OutgoingMessage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ClickData(pydantic.BaseModel):

@@ -1,4 +1,5 @@
-"""The producer and engine contract (DESIGN.md §1-2), run unchanged on every engine in ENGINES.
+"""The producer and engine contract of docs/semantics.md, run unchanged on every engine in ENGINES
+(tests/support/engines.py).
 
 Time moves with `time_machine.advance`: instantly where the engine takes the app's (fake) clock,
 by sleeping where it uses its server's clock, so delays here stay around a second.
@@ -29,8 +30,8 @@ from conveyor.errors import (
     QueuePaused,
 )
 from conveyor.types import DeadLetter, QueueSettings, Retry, Settlement
-from tests.conftest import AppFactory, TimeMachine
-from tests.engines import EngineSetup
+from tests.support.apps import AppFactory, TimeMachine
+from tests.support.engines import EngineSetup
 
 # -- sending and looking -----------------------------------------------------------------------
 

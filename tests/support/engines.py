@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import (
+from tests.support.services import (
     POSTGRES_HOST,
     POSTGRES_PORT,
     POSTGRES_URL,
@@ -81,8 +81,9 @@ async def redis_storage(tmp_path: Path) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def redis_cluster_storage(tmp_path: Path) -> AsyncIterator[str]:
-    """A key prefix on a local 3-master Redis Cluster shared by the session (see tests/redis_cluster.py)."""
-    from tests.redis_cluster import delete_keys, shared_cluster
+    """A key prefix on a local 3-master Redis Cluster shared by the session
+    (see tests/support/redis_cluster.py)."""
+    from tests.support.redis_cluster import delete_keys, shared_cluster
 
     cluster = shared_cluster()  # on the main thread: its servers die with it (PR_SET_PDEATHSIG)
     prefix = unique_name()
@@ -93,7 +94,7 @@ async def redis_cluster_storage(tmp_path: Path) -> AsyncIterator[str]:
 
 
 def check_redis_cluster() -> None:
-    from tests.redis_cluster import check_redis_binaries
+    from tests.support.redis_cluster import check_redis_binaries
 
     need("the Redis engine", importlib.util.find_spec("redis") is not None, "pip install 'conveyor[redis]'")
     check_redis_binaries()

@@ -1,5 +1,5 @@
 """The send group commit's policy, with a recording writer (the engines' side is in the
-conformance suite: tests/backends/test_conformance.py)."""
+conformance suite: tests/backends/test_contract.py)."""
 
 from __future__ import annotations
 
