@@ -3,6 +3,7 @@ with its stats, chunked replay of dead letters, which queue holds whose dead let
 and the one JSON document of a queue and of a message that `--json` and the HTTP API both print.
 """
 
+from conveyor.admin.dead_letters import REPLAY_CHUNK, movable, replay
 from conveyor.admin.documents import iso, message_document, queue_document
 from conveyor.admin.overview import (
     DLQ_SUFFIX,
@@ -13,7 +14,6 @@ from conveyor.admin.overview import (
     net_rates,
     one_queue,
 )
-from conveyor.admin.replay import REPLAY_CHUNK, movable, replay
 
 __all__ = [
     "DLQ_SUFFIX",

@@ -46,7 +46,7 @@ class SettleGroup:
             self._writing = True
             try:
                 while self._waiting:
-                    await self._write(self._take_group())
+                    await self._settle_taken(self._take_group())
             finally:
                 self._writing = False
                 # cancelled mid-write: those still waiting wait no more (their leases expire)
@@ -59,7 +59,7 @@ class SettleGroup:
     def _take_group(self) -> list[_Waiting]:
         return take_group(self._waiting, lambda waiting: _size(waiting[0]), self._max)
 
-    async def _write(self, group: list[_Waiting]) -> None:
+    async def _settle_taken(self, group: list[_Waiting]) -> None:
         result: SettleResult | None = None
         try:
             result = await self._settle_with_retries(_merged([settlement for settlement, _ in group]))

@@ -28,7 +28,7 @@ QUIET_SECONDS = 0.001
 
 class GroupCommitter:
     def __init__(self, write: Write, max_group_messages: int = MAX_GROUP_MESSAGES) -> None:
-        self._write = write
+        self._store = write
         self._max = max_group_messages
         self._pending: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -55,7 +55,7 @@ class GroupCommitter:
         flusher once this write is done."""
         self._writing_alone = True
         try:
-            await self._write(messages)
+            await self._store(messages)
         finally:
             self._writing_alone = False
             self._last_write_end = asyncio.get_running_loop().time()
@@ -76,14 +76,14 @@ class GroupCommitter:
 
     async def _write_group(self, group: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]]) -> None:
         try:
-            await self._write([message for messages, _ in group for message in messages])
+            await self._store([message for messages, _ in group for message in messages])
         except Exception as exc:
             if len(group) == 1:
                 _fail(group[0][1], exc)
                 return
             for messages, future in group:
                 try:
-                    await self._write(messages)
+                    await self._store(messages)
                 except Exception as single_exc:
                     _fail(future, single_exc)
                 else:

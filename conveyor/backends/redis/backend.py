@@ -438,12 +438,12 @@ class RedisBackend(Backend):
             by_queue.setdefault(message.queue, []).append(_Write.of(message))
         if len(by_queue) <= 1 or not self._cluster:
             if by_queue:
-                await self._write(by_queue)
+                await self._send_scripts(by_queue)
             return
         await self._require_queues(list(by_queue))
-        await asyncio.gather(*(self._write({name: writes}) for name, writes in by_queue.items()))
+        await asyncio.gather(*(self._send_scripts({name: writes}) for name, writes in by_queue.items()))
 
-    async def _write(self, by_queue: dict[str, list[_Write]]) -> None:
+    async def _send_scripts(self, by_queue: dict[str, list[_Write]]) -> None:
         """One `send` script over every queue in `by_queue` (they must share a node)."""
         names = list(by_queue)
         keys: list[str] = []
@@ -563,7 +563,7 @@ class RedisBackend(Backend):
         for (_, move), (new_id, body, content_type, dead_json) in zip(moving, records, strict=True):
             write = _Write(_text(new_id), _text(content_type), body, 0, _text(dead_json))
             by_queue.setdefault(move.destination, []).append(write)
-        await asyncio.gather(*(self._write({name: writes}) for name, writes in by_queue.items()))
+        await asyncio.gather(*(self._send_scripts({name: writes}) for name, writes in by_queue.items()))
         pairs = [part for _, move in moving for part in move.held]
         finished = await self._run("finish_moves", self._queue_keys(queue), pairs)
         lost = [
@@ -668,7 +668,7 @@ class RedisBackend(Backend):
             writes.append(_Write(_text(raw[i]), content_type, body, 0, "", timestamp))
         if not writes:
             return 0
-        await self._write({destination: writes})  # copy first: idempotent by id
+        await self._send_scripts({destination: writes})  # copy first: idempotent by id
         finished = await self._run("finish_moves", source_keys, [p for w in writes for p in (w.id, token)])
         lost = [write.id for write, done in zip(writes, finished, strict=True) if not done]
         if lost:  # taken back in the source meanwhile: undo their copies
