@@ -142,6 +142,8 @@ async def publish(
     connection: Any,
 ) -> PublishResult:
     content_type = check_content_type(content_type)
+    if connection is not None:
+        core.transactional()  # refused at once on other engines, even when nothing matches
     if delay_seconds is not None:
         delay_seconds = L.check_delay("delay_seconds", delay_seconds, core.limits)
     data = L.check_message_size(encode_body(body, content_type), core.limits)

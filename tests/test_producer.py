@@ -1,9 +1,11 @@
-"""Typed send: `app.queue(name, schema=...)` validates every body before anything is enqueued."""
+"""The producer handle (conveyor/producer.py): typed send (`app.queue(name, schema=...)` validates
+every body before anything is enqueued), and writing inside a transaction only where the engine can."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 from typing import Annotated, Literal
 
 import pydantic
@@ -145,3 +147,16 @@ async def test_send_sync_validates_too(app: conveyor.App) -> None:
         await asyncio.to_thread(queue.send_sync, {"type": "SIGNUP"})
     await asyncio.to_thread(queue.send_sync, Signup(type="SIGNUP", email="x@example.com"))
     assert [message.body for message in await queue.peek()] == [{"type": "SIGNUP", "email": "x@example.com"}]
+
+
+@pytest.mark.parametrize("url", ["memory://", "sqlite:///{tmp}/q.db"])
+async def test_a_transaction_to_write_in_is_refused_where_the_engine_cannot_and_nothing_is_sent(
+    url: str, tmp_path: Path
+) -> None:
+    async with conveyor.App(url.format(tmp=tmp_path)) as app:
+        queue = app.queue("outbox")
+        with pytest.raises(TypeError, match="connection= needs PostgreSQL"):
+            await queue.send({"n": 1}, connection=object())
+        with pytest.raises(TypeError, match="connection= needs PostgreSQL"):
+            await app.topic("orders").publish({"type": "X"}, connection=object())
+        assert await app.list_queues() == []

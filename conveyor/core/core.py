@@ -146,13 +146,18 @@ class Core:
         if connection is None:
             await self._committer.submit(messages)
             return
+        backend = self.transactional()
+        await self._with_queues_created(lambda: backend.send_many_in(connection, messages), len(messages))
+
+    def transactional(self) -> SendsInTransaction:
+        """The engine, if it can write inside the caller's transaction; else TypeError."""
         backend = self.backend
         if not isinstance(backend, SendsInTransaction):
             raise TypeError(
                 f"the {backend.engine} engine cannot write inside your transaction: "
                 "connection= needs PostgreSQL"
             )
-        await self._with_queues_created(lambda: backend.send_many_in(connection, messages), len(messages))
+        return backend
 
     async def _write_now(self, messages: Sequence[OutgoingMessage]) -> None:
         await self._with_queues_created(lambda: self.backend.send_many(messages), len(messages))
