@@ -204,7 +204,9 @@ class Core:
         An expired, unknown, malformed or repeated lease id is reported in `stale` and changes
         nothing. QueueNotFound, changing nothing, when the queue or a dead-letter queue is missing.
         """
-        backend = await self.connected()
+        if self.closed or not self._is_connected:  # the hot path skips a coroutine call
+            await self.connected()
+        backend = self.backend
         checked = settle_policy.check(queue, settlement, rows=backend.lease_rows, now=self.clock.now())
         for name in checked.dead_letter_queues:
             await self.require_queue(name)
