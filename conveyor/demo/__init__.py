@@ -2,5 +2,5 @@
 
 A smart-link service redirects visitors and queues a LINK_CLICK event after each response; a
 worker validates the events and bulk-inserts them; an analytics page shows what happened.
-Run it with `make demo` or `python -m conveyor.demo [--once]`.
+Run it with `conveyor dev [--once]`, `make demo` or `python -m conveyor.demo [--once]`.
 """

@@ -1,4 +1,4 @@
-"""`python -m conveyor.demo [demo|serve|worker]` (run from the repository root).
+"""`conveyor dev` or `python -m conveyor.demo [demo|serve|worker]`, from any directory.
 
 demo    seed, start the service and a worker, drive visits, print a summary, serve the page
 serve   the smart-link service and analytics page (uvicorn)
