@@ -143,7 +143,10 @@ class Queue:
             data = self._adapter.dump_json(value, by_alias=True)
         else:
             data = encode_body(body, content_type)
-        return L.check_message_size(data, self.core.limits)
+        limits = self.core.limits
+        if len(data) > limits.max_message_bytes:  # checked inline: this runs for every send
+            L.check_message_size(data, limits)
+        return data
 
     def _outgoing(
         self, request: SendRequest, default_delay: float | None, message_id: str
