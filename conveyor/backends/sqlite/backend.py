@@ -569,26 +569,26 @@ class SQLiteBackend(Backend):
             dlq_ids = {name: self._queue_row(conn, name)[0] for name in dead_letter_queues}
             now = self.clock.now()
 
-            def apply(statement: str, groups: _TokenGroups, **extra: Any) -> list[tuple[int, Any]]:
-                """Run `statement` once per token; mark the items it took, return (item, row)."""
-                taken = []
+            def apply(statement: str, groups: _TokenGroups, **extra: Any) -> None:
+                """Run `statement` once per token and mark the items it took."""
                 for token, seqs, items in groups:
                     params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                    for row in conn.execute(statement, params | extra):
-                        index = items[row[0]]
-                        statuses[index] = True
-                        taken.append((index, row))
-                return taken
+                    for (seq,) in conn.execute(statement, params | extra):
+                        statuses[items[seq]] = True
 
             apply(Q["ack"], ack_groups)
             for delay, groups in retry_token_groups:
                 apply(Q["retry"], groups, delay=delay)
             copies = []
-            for index, (_, body, content_type) in apply(Q["take_dead"], dead_groups):
-                move = moves[index - dead_start]
-                if move.queue is not None:
-                    record = records[index - dead_start]
-                    copies.append((move.new_id, dlq_ids[move.queue], body, content_type, now, now, record))
+            for token, seqs, items in dead_groups:  # dead letters are rare: their rows are kept
+                params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
+                for seq, body, content_type in conn.execute(Q["take_dead"], params).fetchall():
+                    index = items[seq]
+                    statuses[index] = True
+                    move = moves[index - dead_start]
+                    if move.queue is not None:
+                        dlq_id, record = dlq_ids[move.queue], records[index - dead_start]
+                        copies.append((move.new_id, dlq_id, body, content_type, now, now, record))
             conn.executemany(Q["insert_message"], copies)
 
         await self._transaction(settle)
