@@ -62,7 +62,19 @@ MAX_EVENT_BUS_PUT_TIMEOUT = 3_600.0
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-app limits; the defaults are Cloudflare Queues'."""
+    """Per-app limits; the defaults are Cloudflare Queues'.
+
+    `App(limits=conveyor.Limits(max_message_bytes=64_000))` changes them for one App. Sizes are
+    bytes of the serialised body; delays and retention are seconds.
+
+    Attributes:
+        max_message_bytes: largest message body (default 128,000).
+        max_batch_messages: most messages in one `send_batch` (default 100).
+        max_batch_bytes: largest `send_batch` in all (default 256,000).
+        max_delay_seconds: longest send delay, retry delay or delivery delay (default 86,400).
+        min_retention_seconds: shortest queue retention (default 60).
+        max_retention_seconds: longest queue retention (default 1,209,600: 14 days).
+    """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_batch_messages: int = MAX_BATCH_MESSAGES

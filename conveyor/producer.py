@@ -57,6 +57,7 @@ class PeekedMessage:
 
     @classmethod
     def from_stored(cls, stored: StoredMessage) -> PeekedMessage:
+        """Decode an engine's stored row (a body that does not parse is kept as bytes)."""
         return cls(
             id=stored.id,
             body=_decode_or_raw(stored.body, stored.content_type),
@@ -82,6 +83,7 @@ class PulledMessage:
 
     @classmethod
     def from_leased(cls, leased: LeasedMessage) -> PulledMessage:
+        """Decode an engine's leased row (a body that does not parse is kept as bytes)."""
         return cls(
             id=leased.id,
             body=_decode_or_raw(leased.body, leased.content_type),
@@ -95,6 +97,9 @@ class PulledMessage:
 
 @dataclass(frozen=True, slots=True)
 class AckResult:
+    """What one `Queue.ack` did: how many acks and retries took effect, and a warning per
+    lease id that had expired or was unknown (those changed nothing)."""
+
     ack_count: int
     retry_count: int
     warnings: list[str] = field(default_factory=list)
@@ -284,6 +289,10 @@ class Queue:
     # -- inspection and management ---------------------------------------------------------
 
     async def stats(self) -> QueueStats:
+        """Backlog, delayed, in-flight, oldest age, bytes and pause state, read from the engine now.
+
+        `QueueNotFound` if the queue does not exist.
+        """
         backend = await self.app._connected()
         return await backend.stats(self.name)
 
@@ -294,13 +303,16 @@ class Queue:
         return [PeekedMessage.from_stored(stored) for stored in await backend.peek(self.name, limit)]
 
     async def purge(self) -> int:
+        """Delete every message of the queue, leased ones included; returns how many."""
         backend = await self.app._connected()
         return await backend.purge(self.name)
 
     async def pause(self) -> None:
+        """Stop delivery: consumers get nothing and `pull` raises QueuePaused; sends are still accepted."""
         backend = await self.app._connected()
         await backend.set_paused(self.name, True)
 
     async def resume(self) -> None:
+        """Start delivery again after `pause`."""
         backend = await self.app._connected()
         await backend.set_paused(self.name, False)

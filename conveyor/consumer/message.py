@@ -13,6 +13,8 @@ from conveyor.types import ContentType, DeadLetterInfo, LeasedMessage, QueueStat
 
 
 class Outcome(enum.Enum):
+    """What a handler decided for one message."""
+
     ACK = "ack"
     RETRY = "retry"
     DEAD_LETTER = "dead_letter"
@@ -33,6 +35,7 @@ class Message:
 
     @property
     def id(self) -> str:
+        """The message's id, unique and the same on every delivery."""
         return self._leased.id
 
     @property
@@ -47,6 +50,7 @@ class Message:
 
     @property
     def content_type(self) -> ContentType:
+        """`"json"`, `"text"` or `"bytes"`: what `body` decodes to."""
         return self._leased.content_type
 
     @property
@@ -64,6 +68,7 @@ class Message:
 
     @property
     def lease_id(self) -> str:
+        """Names this delivery and no other (a redelivery gets a new one)."""
         return self._leased.lease_id
 
     @property
@@ -126,13 +131,17 @@ class MessageBatch:
 
     @property
     def backlog_count(self) -> int | None:
+        """`stats.backlog`, as Cloudflare's `batch.metadata.metrics.backlogCount`; None before the first."""
         return None if self.stats is None else self.stats.backlog
 
     def ack_all(self) -> None:
+        """Ack every message not marked yet (an earlier `retry()` or `dead_letter()` stands)."""
         for message in self.messages:
             message.ack()
 
     def retry_all(self, *, delay_seconds: float | None = None) -> None:
+        """Retry every message not marked yet, after `delay_seconds` (0-86,400) or the consumer's
+        `retry_delay`."""
         for message in self.messages:
             message.retry(delay_seconds=delay_seconds)
 
