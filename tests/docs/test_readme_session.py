@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,11 +87,11 @@ def stored_messages(url: str, queue: str) -> int:
     return asyncio.run(total())
 
 
-def wait_until(condition: str, check: object, worker: subprocess.Popen[bytes]) -> None:
+def wait_until(condition: str, check: Callable[[], bool], worker: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         assert worker.poll() is None, "the worker exited early"
-        if callable(check) and check():
+        if check():
             return
         time.sleep(0.05)  # another process does the work: polling is the only way to see it
     raise AssertionError(f"timed out waiting until {condition}")
@@ -113,7 +114,8 @@ def test_the_readme_session_runs_as_shown(tmp_path: Path) -> None:
     log = tmp_path / WORKER_LOG
     try:
         # the banner is printed once the worker has created the queues of conveyor.toml
-        wait_until("the worker is up", lambda: log.exists() and "conveyor worker ·" in log.read_text(), worker)
+        started = lambda: log.exists() and "conveyor worker ·" in log.read_text()  # noqa: E731
+        wait_until("the worker is up", started, worker)
         banner = log.read_text().splitlines()[0]
         assert banner.startswith(
             "conveyor worker · engine sqlite:///conveyor.db · queues: jobs, jobs-dlq · "
@@ -140,15 +142,18 @@ def test_the_readme_session_runs_as_shown(tmp_path: Path) -> None:
     transcript = "".join(f"$ {command.line}\n{command.output}" for command in actual)
     if os.environ.get("README_SESSION_OUT"):  # to refresh the README: write what this run printed
         Path(os.environ["README_SESSION_OUT"]).write_text(transcript)
-    for shown, ran in zip(commands, actual, strict=True):
-        assert normalize(ran.output) == normalize(shown.output), (
+    for shown, done in zip(commands, actual, strict=True):
+        assert normalize(done.output) == normalize(shown.output), (
             f"`{shown.line}` printed something else than the README shows; the whole session:\n{transcript}"
         )
     # the outputs that matter, spelt out
     by_line = {command.line: command.output for command in actual}
-    assert "Sent 1,000 message(s) to 'jobs' in 10 batch(es)" in by_line["conveyor send jobs --file tasks.jsonl"]
-    assert "jobs-dlq: 1 message(s), oldest first" in by_line["conveyor messages peek jobs-dlq"]
-    assert "RuntimeError: cannot process task 1002" in by_line["conveyor messages peek jobs-dlq"]
-    assert by_line["conveyor messages replay jobs-dlq --to jobs"] == "Replayed 1 message(s) from 'jobs-dlq' to 'jobs'.\n"
+    sent = by_line["conveyor send jobs --file tasks.jsonl"]
+    assert "Sent 1,000 message(s) to 'jobs' in 10 batch(es)" in sent
+    peeked = by_line["conveyor messages peek jobs-dlq"]
+    assert "jobs-dlq: 1 message(s), oldest first" in peeked
+    assert "RuntimeError: cannot process task 1002" in peeked
+    replayed = by_line["conveyor messages replay jobs-dlq --to jobs"]
+    assert replayed == "Replayed 1 message(s) from 'jobs-dlq' to 'jobs'.\n"
     assert stored_messages(url, "jobs-dlq") == 1  # the replayed message failed again
     assert stored_messages(url, "jobs") == 0

@@ -53,7 +53,8 @@ class Snippet:
         # fragment may use `await` at the top level, as in an asyncio REPL
         padded = "\n" * (self.line - 1) + self.source
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.skipped else 0
-        return compile(padded, str(self.path), "exec", flags=flags, dont_inherit=True)
+        code: types.CodeType = compile(padded, str(self.path), "exec", flags=flags, dont_inherit=True)
+        return code
 
     def expected_output(self) -> dict[int, list[str]]:
         """The `#>` lines, keyed by the line of the code they follow."""
