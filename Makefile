@@ -1,11 +1,12 @@
 # The two commands a newcomer needs: `make demo` runs the link-click demo on embedded SQLite,
-# `make test` runs lint, type checks and the whole test suite. Both create .venv on first use.
+# `make test` runs lint, type checks, the whole test suite and the documentation build. Both create
+# .venv on first use. `make docs` builds the documentation site into site/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,8 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.linkclicks $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check conveyor tests examples bench
-	$(BIN)/ruff format --check conveyor tests examples bench
+	$(BIN)/ruff check conveyor tests examples bench scripts
+	$(BIN)/ruff format --check conveyor tests examples bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -26,11 +27,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# Warnings are errors (mkdocs.yml `strict`); nothing is fetched from the network.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: lint typecheck pytest docs
 
 # Benchmarks (see bench/README.md): `make bench BENCH_ARGS="--quick --engines sqlite"`.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site

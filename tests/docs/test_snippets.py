@@ -1,8 +1,9 @@
 """Documentation code cannot rot: every ```python block of README.md and docs/ runs here, each in a
 fresh folder with no CONVEYOR_URL, and the `#>` lines under a `print` must be what it printed.
 
-A block that cannot run here (it needs a server or a library conveyor does not depend on) is marked
-```python test="skip"``` in the Markdown; it is still compiled, and SKIPPED_AT_MOST keeps them few.
+A block that cannot run here (it needs a server or a library conveyor does not depend on) has the
+line `<!-- illustrative: not run by the tests -->` right above its fence (invisible on the site and
+on GitHub); it is still compiled, and SKIPPED_AT_MOST keeps them few.
 Blocks run with line numbers of their Markdown file, so a failure points at README.md or docs/.
 """
 
@@ -31,28 +32,25 @@ SNIPPET_TIMEOUT_SECONDS = 30
 # A fenced block, also indented (inside a content tab); the info string's first word is the language.
 FENCE = re.compile(r"^(?P<indent> *)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```[ \t]*$", re.M | re.S)
 OUTPUT_PREFIX = "#>"
+ILLUSTRATIVE = "<!-- illustrative: not run by the tests -->"
 
 
 @dataclass(frozen=True)
 class Snippet:
     path: Path
     line: int  # the Markdown line of the block's first line of code (1-based)
-    info: str
     source: str  # dedented
+    illustrative: bool
 
     @property
     def name(self) -> str:
         return f"{self.path.relative_to(REPO)}:{self.line}"
 
-    @property
-    def skipped(self) -> bool:
-        return 'test="skip"' in self.info
-
     def compile(self) -> types.CodeType:
         # padded with empty lines so that line numbers are the Markdown file's; an illustrative
         # fragment may use `await` at the top level, as in an asyncio REPL
         padded = "\n" * (self.line - 1) + self.source
-        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.skipped else 0
+        flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT if self.illustrative else 0
         code: types.CodeType = compile(padded, str(self.path), "exec", flags=flags, dont_inherit=True)
         return code
 
@@ -76,7 +74,8 @@ def find_snippets(path: Path) -> Iterator[Snippet]:
         if not words or words[0] not in ("python", "py"):
             continue
         first_line = text.count("\n", 0, match.start("body")) + 1
-        yield Snippet(path, first_line, match["info"], textwrap.dedent(match["body"]))
+        line_above = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1].strip()
+        yield Snippet(path, first_line, textwrap.dedent(match["body"]), line_above == ILLUSTRATIVE)
 
 
 SNIPPETS = [snippet for path in DOCUMENTS for snippet in find_snippets(path)]
@@ -113,7 +112,7 @@ class PrintRecorder:
 
 def test_the_documents_hold_examples_and_few_are_only_illustrative() -> None:
     assert len(SNIPPETS) >= 30
-    skipped = [snippet.name for snippet in SNIPPETS if snippet.skipped]
+    skipped = [snippet.name for snippet in SNIPPETS if snippet.illustrative]
     assert len(skipped) <= SKIPPED_AT_MOST, skipped
 
 
@@ -121,8 +120,8 @@ def test_the_documents_hold_examples_and_few_are_only_illustrative() -> None:
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=lambda snippet: snippet.name)
 def test_snippet(snippet: Snippet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     code = snippet.compile()  # an illustrative block must still be Python
-    if snippet.skipped:
-        pytest.skip('illustrative (marked test="skip")')
+    if snippet.illustrative:
+        pytest.skip("illustrative: needs a server or another library")
     monkeypatch.chdir(tmp_path)  # files a snippet creates (conveyor.db, ...) land here
     for variable in ("CONVEYOR_URL", "CONVEYOR_CONFIG", "CONVEYOR_TOKEN"):
         monkeypatch.delenv(variable, raising=False)
