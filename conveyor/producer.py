@@ -180,8 +180,10 @@ class Queue:
     ) -> str:
         """Send one message; returns its id once it is durable.
 
-        `delay_seconds=None` uses the queue's delivery delay. `connection` (PostgreSQL only)
-        writes inside the caller's open transaction instead.
+        The body is at most `Limits.max_message_bytes` serialised (default 128,000; else
+        MessageTooLarge). `delay_seconds` is 0-86,400; None uses the queue's delivery delay.
+        `content_type` is "json" (default), "text" (a str) or "bytes". `connection` (PostgreSQL
+        only) writes inside the caller's open transaction instead.
         """
         message = self._outgoing(SendRequest(body, delay_seconds, content_type), None, new_message_id())
         await self.app._write([message], connection=connection)
@@ -258,7 +260,8 @@ class Queue:
         batch_size: int = L.DEFAULT_PULL_BATCH_SIZE,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
     ) -> list[PulledMessage]:
-        """Lease up to `batch_size` messages for `visibility_timeout` seconds (a pull consumer).
+        """Lease up to `batch_size` messages (1-100; default 5) for `visibility_timeout` seconds
+        (0.05-43,200; default 30): a pull consumer. Settle them with `ack` before the lease ends.
 
         Raises QueuePaused while the queue is paused.
         """
@@ -297,7 +300,7 @@ class Queue:
         return await backend.stats(self.name)
 
     async def peek(self, limit: int = 10) -> list[PeekedMessage]:
-        """Look at up to `limit` messages, oldest visible first, without leasing them."""
+        """Look at up to `limit` messages (1-1,000; default 10), oldest visible first, not leased."""
         L.check_int_range("limit", limit, 1, 1_000)
         backend = await self.app._connected()
         return [PeekedMessage.from_stored(stored) for stored in await backend.peek(self.name, limit)]
