@@ -16,7 +16,7 @@ from conveyor.app import App
 from conveyor.documents import queue_document
 from conveyor.errors import BackendUnavailable, QueueNotFound
 from conveyor.http import schemas, service
-from conveyor.http.body import parse_body, request_limit
+from conveyor.http.body import M, parse_body, request_limit
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
 from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
 from conveyor.producer import Queue
@@ -29,10 +29,11 @@ DEFAULT_PEEK_LIMIT = 10
 class QueueApi:
     """The endpoints of one App; `routes()` mounts them."""
 
-    def __init__(self, app: App, metrics: ApiMetrics) -> None:
+    def __init__(self, app: App, metrics: ApiMetrics, body_timeout_seconds: float) -> None:
         self.app = app
         self.metrics = metrics
         self.body_limit = request_limit(app.limits)
+        self.body_timeout = body_timeout_seconds
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -53,6 +54,9 @@ class QueueApi:
             Route("/queues/{name}/messages/ack", self.ack, methods=["POST"]),
             Route("/queues/{name}/messages/replay", self.replay, methods=["POST"]),
         ]
+
+    async def _body(self, request: Request, model: type[M], *, optional: bool = False) -> M:
+        return await parse_body(request, model, self.body_limit, optional=optional, timeout=self.body_timeout)
 
     def _queue(self, request: Request) -> Queue:
         return self.app.queue(L.validate_queue_name(request.path_params["name"]))
@@ -78,7 +82,7 @@ class QueueApi:
         return ok([queue_document(info, stats) for info, stats in await service.every_queue(self.app)])
 
     async def create_queue(self, request: Request) -> Response:
-        body = await parse_body(request, schemas.CreateQueue, self.body_limit)
+        body = await self._body(request, schemas.CreateQueue)
         await self.app.create_queue(
             body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
@@ -90,7 +94,7 @@ class QueueApi:
 
     async def update_queue(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.UpdateQueue, self.body_limit)
+        body = await self._body(request, schemas.UpdateQueue)
         await self.app.update_queue(
             queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
@@ -120,7 +124,7 @@ class QueueApi:
 
     async def send(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.SendMessage, self.body_limit)
+        body = await self._body(request, schemas.SendMessage)
         message = body.to_request()
         message_id = await queue.send(
             message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
@@ -130,7 +134,7 @@ class QueueApi:
 
     async def send_batch(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.SendBatch, self.body_limit)
+        body = await self._body(request, schemas.SendBatch)
         # every message is encoded and checked before any is written: a bad one sends none
         ids = await queue.send_batch(
             [message.to_request() for message in body.messages], delay_seconds=body.delay_seconds
@@ -140,7 +144,7 @@ class QueueApi:
 
     async def pull(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.Pull, self.body_limit, optional=True)
+        body = await self._body(request, schemas.Pull, optional=True)
         pulled = await queue.pull(body.batch_size, body.visibility_timeout_ms / 1000)
         stats = await queue.stats()
         self.metrics.count(queue.name, "pull", len(pulled))
@@ -153,7 +157,7 @@ class QueueApi:
 
     async def ack(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.AckRequest, self.body_limit)
+        body = await self._body(request, schemas.AckRequest)
         result = await queue.ack(
             [ack.lease_id for ack in body.acks],
             [(retry.lease_id, retry.delay_seconds) for retry in body.retries],
@@ -178,6 +182,6 @@ class QueueApi:
     async def replay(self, request: Request) -> Response:
         """Move the dead letters of this queue (a dead-letter queue) to `to`."""
         queue = self._queue(request)
-        body = await parse_body(request, schemas.Replay, self.body_limit)
+        body = await self._body(request, schemas.Replay)
         moved = await service.replay(self.app, queue.name, body.to, body.limit)
         return ok({"from": queue.name, "to": body.to, "replayed": moved})

@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic_core
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from conveyor.errors import (
@@ -53,10 +53,14 @@ INVALID_INPUT = "invalid_input"
 UNAUTHORIZED = "unauthorized"
 CROSS_ORIGIN = "cross_origin"
 REQUEST_TOO_LARGE = "request_too_large"
+REQUEST_TIMEOUT = "request_timeout"
+HOST_NOT_ALLOWED = "host_not_allowed"
+TOKEN_IN_URL = "token_in_url"
 OVERLOADED = "overloaded"
 NOT_FOUND = "not_found"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 INTERNAL_ERROR = "internal_error"
+CLIENT_DISCONNECTED = "client_disconnected"
 
 _HTTP_CODES = {404: NOT_FOUND, 405: METHOD_NOT_ALLOWED, 413: REQUEST_TOO_LARGE, 429: OVERLOADED}
 
@@ -82,12 +86,16 @@ class ApiError(Exception):
 
 
 class JSONResponse(Response):
-    """JSON rendered by pydantic-core: fast, and a non-finite float becomes null instead of failing."""
+    """JSON rendered by pydantic-core: fast, and always valid JSON.
+
+    conveyor refuses non-finite numbers in bodies; a NaN or Infinity stored before that (or by
+    a foreign writer) is rendered as null rather than as a token no JSON parser accepts.
+    """
 
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return pydantic_core.to_json(content)
+        return pydantic_core.to_json(content, inf_nan_mode="null")
 
 
 def ok(result: Any, status: int = 200) -> JSONResponse:
@@ -136,6 +144,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return failure(exc.status_code, code, [str(exc.detail)], exc.headers)
 
 
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    # the client hung up while sending its body: one line, since nothing failed on our side
+    log.info("%s %s: the client disconnected while sending its body", request.method, request.url.path)
+    return failure(400, CLIENT_DISCONNECTED, ["the client disconnected"])
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     # Starlette logs the traceback and re-raises after this response; the client learns nothing more
     return failure(500, INTERNAL_ERROR, ["internal error: see the server's log"])
@@ -145,5 +159,6 @@ EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     ConveyorError: handle_conveyor_error,
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected,
 }

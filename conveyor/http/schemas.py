@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from conveyor import limits as L
+from conveyor.codec import check_content_type
 from conveyor.producer import PeekedMessage, PulledMessage, SendRequest
 from conveyor.types import ContentType
 
@@ -30,7 +31,8 @@ class _Body(BaseModel):
 
 class SendMessage(_Body):
     body: Any
-    content_type: ContentType = "json"
+    # checked by conveyor, not here, so an unknown one ("v8") is `invalid_content_type`
+    content_type: str = "json"
     delay_seconds: Seconds | None = None
 
     @model_validator(mode="after")
@@ -50,9 +52,10 @@ class SendMessage(_Body):
             raise ValueError('content_type "bytes" needs a base64 string body') from None
 
     def to_request(self, *, default_delay: float | None = None) -> SendRequest:
-        body = self.decoded_bytes() if self.content_type == "bytes" else self.body
+        content_type = check_content_type(self.content_type)
+        body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, self.content_type)
+        return SendRequest(body, delay, content_type)
 
 
 class SendBatch(_Body):

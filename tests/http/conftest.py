@@ -13,7 +13,8 @@ from tests.conftest import AppFactory
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-BASE_URL = "http://conveyor.test"
+# a loopback name, as a client of `conveyor serve` on its default bind uses
+BASE_URL = "http://localhost:8787"
 
 
 def client_for(
