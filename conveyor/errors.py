@@ -94,7 +94,11 @@ class MessageValidationError(ConveyorValueError):
         self.errors = [dict(error) for error in errors]
 
 
-class BodyNotSerializable(ConveyorError, TypeError):
+class BodyNotSerializable(ConveyorValueError, TypeError):
+    """A body conveyor cannot store as given: a type the content type cannot carry (hence a
+    TypeError), or a value JSON cannot carry faithfully (NaN, Infinity, a non-string key, a lone
+    surrogate; hence a ValueError, as every bad value). Nothing was sent."""
+
     code = "body_not_serializable"
 
 

@@ -245,3 +245,27 @@ async def test_the_dashboard_shows_net_rates_from_its_second_view_on(sqlite_app:
     cells = [cell.removeprefix("<td>") for cell in row.split("</td>")[:7]]
     send_rate, ack_rate = float(cells[5].replace(",", "")), float(cells[6])
     assert cells[1] == "3" and send_rate > 0 and ack_rate == 0
+
+
+@pytest.mark.parametrize("raw", [b'{"body": NaN}', b'{"body": {"x": 1e400}}', b'{"body": [-Infinity]}'])
+async def test_a_non_finite_body_is_400_and_stores_nothing(sqlite_app: conveyor.App, raw: bytes) -> None:
+    await sqlite_app.create_queue("jobs")
+    async with client_for(sqlite_app) as client:
+        response = await client.post("/queues/jobs/messages", content=raw)
+        assert error_code(response, 400) == "body_not_serializable"
+        batch = await client.post(
+            "/queues/jobs/messages/batch", content=b'{"messages": [{"body": 1}, %s]}' % raw
+        )
+        assert error_code(batch, 400) == "body_not_serializable"
+    assert await backlog(sqlite_app) == 0
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"NaN", b"-Infinity", b"1" + b"0" * 400])
+async def test_an_absurd_delay_is_limit_exceeded(sqlite_app: conveyor.App, number: bytes) -> None:
+    await sqlite_app.create_queue("jobs")
+    async with client_for(sqlite_app) as client:
+        response = await client.post(
+            "/queues/jobs/messages", content=b'{"body": 1, "delay_seconds": %s}' % number
+        )
+        assert error_code(response, 400) == "limit_exceeded"
+    assert await backlog(sqlite_app) == 0
