@@ -16,8 +16,9 @@ from conveyor.app import App
 from conveyor.documents import queue_document
 from conveyor.errors import BackendUnavailable, QueueNotFound
 from conveyor.http import schemas, service
-from conveyor.http.body import M, parse_body, request_limit
+from conveyor.http.body import BodyReader
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
+from conveyor.http.figures import QueueFigures
 from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
 from conveyor.producer import Queue
 
@@ -29,11 +30,11 @@ DEFAULT_PEEK_LIMIT = 10
 class QueueApi:
     """The endpoints of one App; `routes()` mounts them."""
 
-    def __init__(self, app: App, metrics: ApiMetrics, body_timeout_seconds: float) -> None:
+    def __init__(self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader) -> None:
         self.app = app
         self.metrics = metrics
-        self.body_limit = request_limit(app.limits)
-        self.body_timeout = body_timeout_seconds
+        self.figures = figures
+        self.bodies = bodies
 
     def routes(self) -> list[BaseRoute]:
         return [
@@ -55,9 +56,6 @@ class QueueApi:
             Route("/queues/{name}/messages/replay", self.replay, methods=["POST"]),
         ]
 
-    async def _body(self, request: Request, model: type[M], *, optional: bool = False) -> M:
-        return await parse_body(request, model, self.body_limit, optional=optional, timeout=self.body_timeout)
-
     def _queue(self, request: Request) -> Queue:
         return self.app.queue(L.validate_queue_name(request.path_params["name"]))
 
@@ -74,7 +72,7 @@ class QueueApi:
         return ok({"status": "ok"})
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(await self.metrics.scrape(self.app), media_type=CONTENT_TYPE)
+        return Response(await self.metrics.scrape(self.figures), media_type=CONTENT_TYPE)
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -82,7 +80,7 @@ class QueueApi:
         return ok([queue_document(info, stats) for info, stats in await service.every_queue(self.app)])
 
     async def create_queue(self, request: Request) -> Response:
-        body = await self._body(request, schemas.CreateQueue)
+        body = await self.bodies.parse(request, schemas.CreateQueue)
         await self.app.create_queue(
             body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
@@ -94,7 +92,7 @@ class QueueApi:
 
     async def update_queue(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await self._body(request, schemas.UpdateQueue)
+        body = await self.bodies.parse(request, schemas.UpdateQueue)
         await self.app.update_queue(
             queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
@@ -102,13 +100,17 @@ class QueueApi:
 
     async def delete_queue(self, request: Request) -> Response:
         queue = self._queue(request)
-        if not await self.app.delete_queue(queue.name):
+        deleted = await self.app.delete_queue(queue.name)
+        self.figures.forget(queue.name)
+        if not deleted:
             raise QueueNotFound(queue.name)
         return ok({"name": queue.name, "deleted": True})
 
     async def purge(self, request: Request) -> Response:
         queue = self._queue(request)
-        return ok({"name": queue.name, "purged": await queue.purge()})
+        purged = await queue.purge()
+        self.figures.forget(queue.name)
+        return ok({"name": queue.name, "purged": purged})
 
     async def pause(self, request: Request) -> Response:
         queue = self._queue(request)
@@ -124,7 +126,7 @@ class QueueApi:
 
     async def send(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await self._body(request, schemas.SendMessage)
+        body = await self.bodies.parse(request, schemas.SendMessage)
         message = body.to_request()
         message_id = await queue.send(
             message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
@@ -134,7 +136,7 @@ class QueueApi:
 
     async def send_batch(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await self._body(request, schemas.SendBatch)
+        body = await self.bodies.parse(request, schemas.SendBatch)
         # every message is encoded and checked before any is written: a bad one sends none
         ids = await queue.send_batch(
             [message.to_request() for message in body.messages], delay_seconds=body.delay_seconds
@@ -144,20 +146,20 @@ class QueueApi:
 
     async def pull(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await self._body(request, schemas.Pull, optional=True)
+        body = await self.bodies.parse(request, schemas.Pull, optional=True)
         pulled = await queue.pull(body.batch_size, body.visibility_timeout_ms / 1000)
-        stats = await queue.stats()
+        figures = await self.figures.of(queue.name)  # read in the background: never a count here
         self.metrics.count(queue.name, "pull", len(pulled))
         return ok(
             {
-                "message_backlog_count": stats.backlog,
+                "message_backlog_count": figures.unacknowledged,
                 "messages": [schemas.pulled_document(message) for message in pulled],
             }
         )
 
     async def ack(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await self._body(request, schemas.AckRequest)
+        body = await self.bodies.parse(request, schemas.AckRequest)
         result = await queue.ack(
             [ack.lease_id for ack in body.acks],
             [(retry.lease_id, retry.delay_seconds) for retry in body.retries],
@@ -182,6 +184,6 @@ class QueueApi:
     async def replay(self, request: Request) -> Response:
         """Move the dead letters of this queue (a dead-letter queue) to `to`."""
         queue = self._queue(request)
-        body = await self._body(request, schemas.Replay)
+        body = await self.bodies.parse(request, schemas.Replay)
         moved = await service.replay(self.app, queue.name, body.to, body.limit)
         return ok({"from": queue.name, "to": body.to, "replayed": moved})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -11,9 +12,11 @@ from conveyor.app import App
 from conveyor.http.access_log import AccessLog
 from conveyor.http.api import QueueApi
 from conveyor.http.auth import RefuseTokenInUrl, RequireToken, SameOriginWrites, check_token
-from conveyor.http.body import DEFAULT_BODY_TIMEOUT_SECONDS
+from conveyor.http.body import DEFAULT_BODY_TIMEOUT_SECONDS, BodyReader
+from conveyor.http.cloudflare import CloudflareApi
 from conveyor.http.dashboard import Dashboard
 from conveyor.http.envelope import EXCEPTION_HANDLERS
+from conveyor.http.figures import STATS_REFRESH_SECONDS, QueueFigures
 from conveyor.http.headers import SecurityHeaders
 from conveyor.http.hosts import AllowedHosts, HostPolicy
 from conveyor.http.metrics import ApiMetrics
@@ -29,6 +32,7 @@ def create_api(
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
     access_log: bool = False,
+    stats_refresh_seconds: float = STATS_REFRESH_SECONDS,
 ) -> Starlette:
     """The HTTP API and dashboard of `app` (docs/http.md lists the endpoints).
 
@@ -38,7 +42,12 @@ def create_api(
     `dead_letter_queues` (queue -> DLQ) adds to what the dashboard knows from `app.consumers` and
     the `<queue>-dlq` naming. Past `max_concurrent_requests` in progress, requests are answered
     429 at once; a request body must arrive within `body_timeout_seconds`. `access_log`: one
-    line per request on the `conveyor.http.access` logger.
+    line per request on the `conveyor.http.access` logger. Pulls and /metrics answer with queue
+    figures read in the background at most every `stats_refresh_seconds` (0: read on every
+    request, exact but a count each time).
+
+    Besides the native API (`/queues/...`), Cloudflare Queues' REST API is mounted at
+    `/client/v4/accounts/{account_id}/queues/...` for Cloudflare's SDKs.
 
     The caller owns `app`: open it before serving and close it afterwards. Queues are created on
     a send only if `app.auto_create` (`conveyor serve` turns it off: an unknown queue is a 404).
@@ -62,8 +71,19 @@ def create_api(
         middleware.append(Middleware(RequireToken, token=token))
     middleware.append(Middleware(ShedLoad, limit=max_concurrent_requests))
     metrics = ApiMetrics()
+    figures = QueueFigures(app, stats_refresh_seconds)
+    bodies = BodyReader(app.limits, body_timeout_seconds)
     routes = [
-        *QueueApi(app, metrics, body_timeout_seconds).routes(),
+        *QueueApi(app, metrics, figures, bodies).routes(),
+        *CloudflareApi(app, metrics, figures, bodies).routes(),
         *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds).routes(),
     ]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(api: Starlette) -> AsyncIterator[None]:
+        yield
+        await figures.close()  # the background reader stops with the server
+
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
+    )

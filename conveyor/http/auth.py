@@ -91,6 +91,7 @@ class RefuseTokenInUrl:
             400,
             TOKEN_IN_URL,
             ["a token in a URL ends up in logs and browser history: send `Authorization: Bearer <token>`"],
+            path=scope["path"],
         )
         await response(scope, receive, send)
 
@@ -118,6 +119,7 @@ class RequireToken:
             UNAUTHORIZED,
             ["missing or wrong token: send the header `Authorization: Bearer <token>`"],
             {"WWW-Authenticate": challenge},
+            path=scope["path"],
         )
         await response(scope, receive, send)
 
@@ -150,7 +152,9 @@ class SameOriginWrites:
         if scope["type"] != "http" or scope["method"] in SAFE_METHODS or self._same_origin(scope):
             await self.app(scope, receive, send)
             return
-        response = failure(403, CROSS_ORIGIN, ["a write from another site's page is refused"])
+        response = failure(
+            403, CROSS_ORIGIN, ["a write from another site's page is refused"], path=scope["path"]
+        )
         await response(scope, receive, send)
 
     @staticmethod

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pydantic
 from starlette.requests import Request
 
+from conveyor.http import cloudflare_codes
 from conveyor.http.envelope import INVALID_INPUT, REQUEST_TIMEOUT, REQUEST_TOO_LARGE, ApiError
 from conveyor.limits import Limits
 
@@ -113,5 +114,24 @@ async def parse_body(
     try:
         return model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
-        details = describe(exc.errors(include_url=False, include_input=False))
-        raise ApiError(400, INVALID_INPUT, details[0], details=details) from None
+        errors = exc.errors(include_url=False, include_input=False)
+        details = describe(errors)
+        not_json = any(error["type"] == "json_invalid" for error in errors)
+        raise ApiError(
+            400,
+            INVALID_INPUT,
+            details[0],
+            details=details,
+            cloudflare_code=cloudflare_codes.JSON_BODY_MALFORMED if not_json else None,
+        ) from None
+
+
+class BodyReader:
+    """Reads and parses request bodies with one App's limits and one time limit."""
+
+    def __init__(self, limits: Limits, timeout: float = DEFAULT_BODY_TIMEOUT_SECONDS) -> None:
+        self.limit = request_limit(limits)
+        self.timeout = timeout
+
+    async def parse(self, request: Request, model: type[M], *, optional: bool = False) -> M:
+        return await parse_body(request, model, self.limit, optional=optional, timeout=self.timeout)

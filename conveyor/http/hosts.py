@@ -106,5 +106,6 @@ class AllowedHosts:
                 f"this server does not answer to {shown}: call it by a name it was started with "
                 "(`conveyor serve --allowed-host NAME`)"
             ],
+            path=scope["path"],
         )
         await response(scope, receive, send)

@@ -99,6 +99,6 @@ def make_server(
         access_log=False,
         # uvicorn logs through the root logger (stderr): stdout stays the banner or --json events
         log_config=None,
-        lifespan="off",
+        lifespan="on",
     )
     return uvicorn.Server(config)
