@@ -90,3 +90,34 @@ async def test_a_client_that_hangs_up_mid_body_costs_one_log_line(
     assert all(r.exc_info is None and r.levelno < logging.WARNING for r in about_it), caplog.text
     assert "Traceback" not in caplog.text
     assert (await sqlite_app.queue("jobs").stats()).backlog == 0
+
+
+async def test_the_official_sdk_works_over_the_network_with_only_base_url_and_token(
+    sqlite_app: conveyor.App,
+) -> None:
+    from cloudflare import AsyncCloudflare
+
+    sock = bind("127.0.0.1", 0)
+    server = make_server(create_api(sqlite_app, token="sdk-token"), log_level="warning")
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/client/v4"
+    try:
+        async with AsyncCloudflare(api_token="sdk-token", base_url=base_url) as client:
+            queue = await client.queues.create(account_id="local", queue_name="network")
+            assert queue is not None and queue.queue_id
+            await client.queues.messages.bulk_push(
+                queue.queue_id, account_id="local", messages=[{"body": {"n": n}} for n in range(3)]
+            )
+            pulled = await client.queues.messages.pull(queue.queue_id, account_id="local", batch_size=10)
+            assert pulled is not None and pulled.messages is not None and len(pulled.messages) == 3
+            acked = await client.queues.messages.ack(
+                queue.queue_id,
+                account_id="local",
+                acks=[{"lease_id": m.lease_id or ""} for m in pulled.messages],
+            )
+            assert acked is not None and acked.ack_count == 3
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, WAIT_SECONDS)
+        sock.close()
+    assert (await sqlite_app.queue("network").stats()).total == 0
