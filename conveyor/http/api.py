@@ -9,17 +9,17 @@ import asyncio
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from conveyor import limits as L
 from conveyor.app import App
 from conveyor.documents import queue_document
 from conveyor.errors import BackendUnavailable, QueueNotFound
-from conveyor.http import schemas, service
+from conveyor.http import responses, schemas, service
 from conveyor.http.body import BodyReader
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
 from conveyor.http.figures import QueueFigures
 from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
+from conveyor.http.operations import Operation
 from conveyor.producer import Queue
 
 # How long /healthz waits for the engine before it answers 503.
@@ -28,7 +28,7 @@ DEFAULT_PEEK_LIMIT = 10
 
 
 class QueueApi:
-    """The endpoints of one App; `routes()` mounts them."""
+    """The endpoints of one App; `operations()` declares them."""
 
     def __init__(self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader) -> None:
         self.app = app
@@ -36,24 +36,83 @@ class QueueApi:
         self.figures = figures
         self.bodies = bodies
 
-    def routes(self) -> list[BaseRoute]:
+    def operations(self) -> list[Operation]:
+        R = responses
+        one, messages = "/queues/{name}", "/queues/{name}/messages"
+        query_limit = {
+            "limit": ({"type": "integer", "minimum": 1, "maximum": 1_000}, "how many (default 10)")
+        }
         return [
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/metrics", self.prometheus, methods=["GET"]),
-            Route("/queues", self.list_queues, methods=["GET"]),
-            Route("/queues", self.create_queue, methods=["POST"]),
-            Route("/queues/{name}", self.get_queue, methods=["GET"]),
-            Route("/queues/{name}", self.update_queue, methods=["PATCH"]),
-            Route("/queues/{name}", self.delete_queue, methods=["DELETE"]),
-            Route("/queues/{name}/purge", self.purge, methods=["POST"]),
-            Route("/queues/{name}/pause", self.pause, methods=["POST"]),
-            Route("/queues/{name}/resume", self.resume, methods=["POST"]),
-            Route("/queues/{name}/messages", self.send, methods=["POST"]),
-            Route("/queues/{name}/messages", self.peek, methods=["GET"]),
-            Route("/queues/{name}/messages/batch", self.send_batch, methods=["POST"]),
-            Route("/queues/{name}/messages/pull", self.pull, methods=["POST"]),
-            Route("/queues/{name}/messages/ack", self.ack, methods=["POST"]),
-            Route("/queues/{name}/messages/replay", self.replay, methods=["POST"]),
+            Operation(
+                "GET", "/healthz", self.healthz, "Whether the engine answers", result=R.Health, public=True
+            ),
+            Operation("GET", "/metrics", self.prometheus, "Prometheus metrics", media_type=CONTENT_TYPE),
+            Operation("GET", "/queues", self.list_queues, "Every queue", result=list[R.QueueDocument]),
+            Operation(
+                "POST",
+                "/queues",
+                self.create_queue,
+                "Create a queue",
+                body=schemas.CreateQueue,
+                result=R.QueueDocument,
+                status=201,
+            ),
+            Operation("GET", one, self.get_queue, "A queue and its counts", result=R.QueueDocument),
+            Operation(
+                "PATCH",
+                one,
+                self.update_queue,
+                "Change a queue's settings",
+                body=schemas.UpdateQueue,
+                result=R.QueueDocument,
+            ),
+            Operation("POST", one + "/purge", self.purge, "Delete every message of a queue", result=R.Purged),
+            Operation("POST", one + "/pause", self.pause, "Pause delivery", result=R.QueueDocument),
+            Operation("POST", one + "/resume", self.resume, "Resume delivery", result=R.QueueDocument),
+            Operation("POST", messages, self.send, "Send a message", body=schemas.SendMessage, result=R.Sent),
+            Operation(
+                "GET",
+                messages,
+                self.peek,
+                "Look at messages without leasing them",
+                result=list[R.PeekedMessage],
+                query=query_limit,
+            ),
+            Operation(
+                "POST",
+                messages + "/batch",
+                self.send_batch,
+                "Send up to 100 messages at once",
+                body=schemas.SendBatch,
+                result=R.SentBatch,
+            ),
+            Operation(
+                "POST",
+                messages + "/pull",
+                self.pull,
+                "Lease messages (a pull consumer)",
+                body=schemas.Pull,
+                body_optional=True,
+                result=R.Pulled,
+            ),
+            Operation(
+                "POST",
+                messages + "/ack",
+                self.ack,
+                "Acknowledge or retry pulled messages",
+                body=schemas.AckRequest,
+                result=R.Acked,
+            ),
+            Operation(
+                "POST",
+                messages + "/replay",
+                self.replay,
+                "Move this dead-letter queue's messages back",
+                body=schemas.Replay,
+                result=R.Replayed,
+            ),
+            # last: the run of schemathesis goes in this order, and a deleted queue answers 404 after
+            Operation("DELETE", one, self.delete_queue, "Delete a queue and its messages", result=R.Deleted),
         ]
 
     def _queue(self, request: Request) -> Queue:

@@ -7,20 +7,28 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from conveyor.app import App
+from conveyor.http import operations
 from conveyor.http.access_log import AccessLog
 from conveyor.http.api import QueueApi
 from conveyor.http.auth import RefuseTokenInUrl, RequireToken, SameOriginWrites, check_token
 from conveyor.http.body import DEFAULT_BODY_TIMEOUT_SECONDS, BodyReader
 from conveyor.http.cloudflare import CloudflareApi
 from conveyor.http.dashboard import Dashboard
-from conveyor.http.envelope import EXCEPTION_HANDLERS
+from conveyor.http.envelope import EXCEPTION_HANDLERS, JSONResponse
 from conveyor.http.figures import STATS_REFRESH_SECONDS, QueueFigures
 from conveyor.http.headers import SecurityHeaders
 from conveyor.http.hosts import AllowedHosts, HostPolicy
 from conveyor.http.metrics import ApiMetrics
+from conveyor.http.openapi import openapi_document
 from conveyor.http.overload import DEFAULT_MAX_CONCURRENT_REQUESTS, ShedLoad
+
+# The OpenAPI document of both mounts (no token needed: it holds no data).
+OPENAPI_PATH = "/openapi.json"
 
 
 def create_api(
@@ -58,6 +66,23 @@ def create_api(
         raise ValueError(f"max_concurrent_requests must be at least 1, got {max_concurrent_requests}")
     if not body_timeout_seconds > 0:
         raise ValueError(f"body_timeout_seconds must be positive, got {body_timeout_seconds!r}")
+    metrics = ApiMetrics()
+    figures = QueueFigures(app, stats_refresh_seconds)
+    bodies = BodyReader(app.limits, body_timeout_seconds)
+    declared = [
+        *QueueApi(app, metrics, figures, bodies).operations(),
+        *CloudflareApi(app, metrics, figures, bodies).operations(),
+    ]
+    document = openapi_document(declared)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes = [
+        *operations.routes(declared),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
+        *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds).routes(),
+    ]
     # outermost first: log, label every answer, refuse strangers' names, tokens in URLs, other
     # sites' writes, then requests without the token, then shed load for the rest
     middleware = [Middleware(AccessLog)] if access_log else []
@@ -68,16 +93,9 @@ def create_api(
         Middleware(SameOriginWrites),
     ]
     if token is not None:
-        middleware.append(Middleware(RequireToken, token=token))
+        public = {operation.path for operation in declared if operation.public} | {OPENAPI_PATH}
+        middleware.append(Middleware(RequireToken, token=token, public_paths=public))
     middleware.append(Middleware(ShedLoad, limit=max_concurrent_requests))
-    metrics = ApiMetrics()
-    figures = QueueFigures(app, stats_refresh_seconds)
-    bodies = BodyReader(app.limits, body_timeout_seconds)
-    routes = [
-        *QueueApi(app, metrics, figures, bodies).routes(),
-        *CloudflareApi(app, metrics, figures, bodies).routes(),
-        *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds).routes(),
-    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(api: Starlette) -> AsyncIterator[None]:

@@ -14,22 +14,22 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from conveyor import limits as L
 from conveyor.app import App
 from conveyor.errors import QueueNotFound
 from conveyor.http import cloudflare_schemas as cf
+from conveyor.http import responses
 from conveyor.http.body import BodyReader
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
 from conveyor.http.figures import QueueFigures
 from conveyor.http.metrics import ApiMetrics
+from conveyor.http.operations import Endpoint, Operation
 from conveyor.producer import Queue
 from conveyor.types import QueueInfo
 
 PREFIX = "/client/v4/accounts/{account_id}/queues"
 INVALID_QUEUE_ID = "invalid_queue_id"
-NOT_SUPPORTED = "not_supported"
 
 
 class QueueIds:
@@ -61,7 +61,7 @@ class QueueIds:
 
 
 class CloudflareApi:
-    """The endpoints of Cloudflare Queues' REST API for one App; `routes()` mounts them."""
+    """The endpoints of Cloudflare Queues' REST API for one App; `operations()` declares them."""
 
     def __init__(self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader) -> None:
         self.app = app
@@ -71,24 +71,95 @@ class CloudflareApi:
         self.ids = QueueIds(app)
         self._purged_at: dict[str, float] = {}
 
-    def routes(self) -> list[BaseRoute]:
-        one = PREFIX + "/{queue_id}"
+    def operations(self) -> list[Operation]:
+        R, tags = responses, ("cloudflare",)
+        one, messages = PREFIX + "/{queue_id}", PREFIX + "/{queue_id}/messages"
+
+        def op(method: str, path: str, endpoint: Endpoint, summary: str, **options: Any) -> Operation:
+            return Operation(method, path, endpoint, summary, tags=tags, **options)
+
         return [
-            Route(PREFIX, self.list_queues, methods=["GET"]),
-            Route(PREFIX, self.create_queue, methods=["POST"]),
-            Route(one, self.get_queue, methods=["GET"]),
-            Route(one, self.update_queue, methods=["PUT"]),
-            Route(one, self.edit_queue, methods=["PATCH"]),
-            Route(one, self.delete_queue, methods=["DELETE"]),
-            Route(one + "/metrics", self.queue_metrics, methods=["GET"]),
-            Route(one + "/purge", self.purge, methods=["POST"]),
-            Route(one + "/purge", self.purge_status, methods=["GET"]),
-            Route(one + "/messages", self.push, methods=["POST"]),
-            Route(one + "/messages/batch", self.bulk_push, methods=["POST"]),
-            Route(one + "/messages/pull", self.pull, methods=["POST"]),
-            Route(one + "/messages/ack", self.ack, methods=["POST"]),
-            Route(one + "/messages/peek", self.peek, methods=["POST"]),
-            Route(one + "/messages/purge", self.purge_messages, methods=["POST"]),
+            op("GET", PREFIX, self.list_queues, "List queues", result=list[R.CloudflareQueue]),
+            op(
+                "POST",
+                PREFIX,
+                self.create_queue,
+                "Create a queue",
+                body=cf.QueueCreateParams,
+                result=R.CloudflareQueue,
+            ),
+            op("GET", one, self.get_queue, "Get a queue", result=R.CloudflareQueue),
+            op(
+                "PUT",
+                one,
+                self.update_queue,
+                "Update a queue (every setting)",
+                body=cf.QueueUpdateParams,
+                result=R.CloudflareQueue,
+            ),
+            op(
+                "PATCH",
+                one,
+                self.edit_queue,
+                "Edit a queue (the settings given)",
+                body=cf.QueueUpdateParams,
+                result=R.CloudflareQueue,
+            ),
+            op("GET", one + "/metrics", self.queue_metrics, "A queue's metrics", result=R.CloudflareMetrics),
+            op(
+                "POST",
+                one + "/purge",
+                self.purge,
+                "Purge a queue",
+                body=cf.PurgeStartParams,
+                result=R.CloudflareQueue,
+            ),
+            op("GET", one + "/purge", self.purge_status, "The last purge", result=R.CloudflarePurgeStatus),
+            op(
+                "POST",
+                messages,
+                self.push,
+                "Push a message",
+                body=cf.MessagePushParams,
+                result=R.CloudflarePushed,
+            ),
+            op(
+                "POST",
+                messages + "/batch",
+                self.bulk_push,
+                "Push messages",
+                body=cf.MessageBulkPushParams,
+                result=R.CloudflarePushed,
+            ),
+            op(
+                "POST",
+                messages + "/pull",
+                self.pull,
+                "Pull messages",
+                body=cf.MessagePullParams,
+                body_optional=True,
+                result=R.CloudflarePulled,
+            ),
+            op(
+                "POST",
+                messages + "/ack",
+                self.ack,
+                "Acknowledge or retry messages",
+                body=cf.MessageAckParams,
+                body_optional=True,
+                result=R.CloudflareAcked,
+            ),
+            op(
+                "POST",
+                messages + "/peek",
+                self.peek,
+                "Peek at messages",
+                body=cf.MessagePeekParams,
+                body_optional=True,
+                result=R.CloudflarePeeked,
+            ),
+            # last: the run of schemathesis goes in this order, and a deleted queue answers 404 after
+            op("DELETE", one, self.delete_queue, "Delete a queue"),
         ]
 
     async def _queue(self, request: Request) -> Queue:
@@ -109,8 +180,8 @@ class CloudflareApi:
         return ok([self._document(info) for info in infos])
 
     async def create_queue(self, request: Request) -> Response:
-        body = await self.bodies.parse(request, cf.CreateQueue)
-        settings = body.settings or cf.Settings()
+        body = await self.bodies.parse(request, cf.QueueCreateParams)
+        settings = body.settings or cf.SettingsParams()
         name = L.validate_queue_name(body.queue_name)
         await self.app.create_queue(
             name,
@@ -132,20 +203,22 @@ class CloudflareApi:
     async def update_queue(self, request: Request) -> Response:
         """PUT: every setting is set; one left out takes its default (Cloudflare: no partial update)."""
         queue = await self._queue(request)
-        body = await self.bodies.parse(request, cf.UpdateQueue)
-        return await self._change(queue, body, cf.Settings(delivery_delay=0, delivery_paused=False))
+        body = await self.bodies.parse(request, cf.QueueUpdateParams)
+        return await self._change(queue, body, cf.SettingsParams(delivery_delay=0, delivery_paused=False))
 
     async def edit_queue(self, request: Request) -> Response:
         """PATCH: only the settings given change."""
         queue = await self._queue(request)
-        body = await self.bodies.parse(request, cf.UpdateQueue)
-        return await self._change(queue, body, cf.Settings())
+        body = await self.bodies.parse(request, cf.QueueUpdateParams)
+        return await self._change(queue, body, cf.SettingsParams())
 
-    async def _change(self, queue: Queue, body: cf.UpdateQueue, defaults: cf.Settings) -> Response:
+    async def _change(
+        self, queue: Queue, body: cf.QueueUpdateParams, defaults: cf.SettingsParams
+    ) -> Response:
         await self.app.get_queue(queue.name)
         if body.queue_name is not None and body.queue_name != queue.name:
             raise ApiError(400, INVALID_INPUT, f"queue_name: a queue cannot be renamed ({queue.name!r})")
-        given = body.settings or cf.Settings()
+        given = body.settings or cf.SettingsParams()
         merged = defaults.model_copy(update=given.model_dump(exclude_none=True))
         full = defaults.delivery_paused is not None  # PUT
         retention = merged.message_retention_period
@@ -172,7 +245,8 @@ class CloudflareApi:
 
     async def purge(self, request: Request) -> Response:
         queue = await self._queue(request)
-        body = await self.bodies.parse(request, cf.PurgeQueue, optional=True)
+        # no body is {}: refused, as the confirmation is missing
+        body = await self.bodies.parse(request, cf.PurgeStartParams, optional=True)
         if not body.delete_messages_permanently:
             raise ApiError(
                 400, INVALID_INPUT, "delete_messages_permanently: set it to true to confirm the purge"
@@ -199,14 +273,14 @@ class CloudflareApi:
 
     async def push(self, request: Request) -> Response:
         queue = await self._queue(request)
-        message = (await self.bodies.parse(request, cf.Message)).to_request()
+        message = (await self.bodies.parse(request, cf.MessagePushParams)).to_request()
         await queue.send(message.body, delay_seconds=message.delay_seconds, content_type=message.content_type)
         self.metrics.count(queue.name, "send", 1)
         return ok({"metadata": await self._metadata(queue)})
 
     async def bulk_push(self, request: Request) -> Response:
         queue = await self._queue(request)
-        body = await self.bodies.parse(request, cf.BulkPush)
+        body = await self.bodies.parse(request, cf.MessageBulkPushParams)
         # every message is encoded and checked before any is written: a bad one sends none
         ids = await queue.send_batch(
             [message.to_request() for message in body.messages], delay_seconds=body.delay_seconds
@@ -216,7 +290,7 @@ class CloudflareApi:
 
     async def pull(self, request: Request) -> Response:
         queue = await self._queue(request)
-        body = await self.bodies.parse(request, cf.Pull, optional=True)
+        body = await self.bodies.parse(request, cf.MessagePullParams, optional=True)
         pulled = await queue.pull(body.batch_size, body.visibility_timeout_seconds())
         figures = await self.figures.of(queue.name)
         self.metrics.count(queue.name, "pull", len(pulled))
@@ -230,7 +304,7 @@ class CloudflareApi:
 
     async def ack(self, request: Request) -> Response:
         queue = await self._queue(request)
-        body = await self.bodies.parse(request, cf.Ack, optional=True)
+        body = await self.bodies.parse(request, cf.MessageAckParams, optional=True)
         result = await queue.ack(
             [ack.lease_id for ack in body.acks],
             [(retry.lease_id, retry.delay_seconds) for retry in body.retries],
@@ -245,17 +319,8 @@ class CloudflareApi:
 
     async def peek(self, request: Request) -> Response:
         queue = await self._queue(request)
-        body = await self.bodies.parse(request, cf.Peek, optional=True)
+        body = await self.bodies.parse(request, cf.MessagePeekParams, optional=True)
         await self.app.get_queue(queue.name)
         return ok(
             {"messages": [cf.peeked_document(message) for message in await queue.peek(body.batch_size)]}
-        )
-
-    async def purge_messages(self, request: Request) -> Response:
-        await self._queue(request)
-        await self.bodies.parse(request, cf.PurgeMessages, optional=True)
-        raise ApiError(
-            400,
-            NOT_SUPPORTED,
-            "purging single messages by ref is not supported: purge the whole queue (POST .../purge)",
         )

@@ -13,18 +13,29 @@ names the type.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import re
 from typing import Annotated, Any
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from conveyor import limits as L
 from conveyor.codec import check_content_type
 from conveyor.http.envelope import INVALID_INPUT, ApiError
+from conveyor.http.schemas import (
+    BODY_MATCHES_CONTENT_TYPE,
+    BatchSize,
+    ContentTypeName,
+    DelaySeconds,
+    LeaseId,
+    QueueName,
+    RetentionSeconds,
+    VisibilityTimeoutMs,
+    documented,
+    whole_number,
+)
 from conveyor.producer import PeekedMessage, PulledMessage, SendRequest
 from conveyor.types import QueueInfo
 
@@ -41,30 +52,33 @@ def queue_id(name: str) -> str:
 
 
 class _Body(BaseModel):
-    # lax and forgiving, as Cloudflare's API is: 10.0 is 10, unknown fields are ignored
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # forgiving, as Cloudflare's API is: unknown fields are ignored; otherwise as strict as the
+    # native API: "10" is not a number, "true" not a bool (but 10.0 is 10)
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
 
-class Settings(_Body):
-    delivery_delay: float | None = None
+class SettingsParams(_Body):
+    delivery_delay: DelaySeconds | None = None
     delivery_paused: bool | None = None
-    message_retention_period: float | None = None
+    message_retention_period: RetentionSeconds | None = None
 
 
-class CreateQueue(_Body):
-    queue_name: str
-    settings: Settings | None = None
+class QueueCreateParams(_Body):
+    queue_name: QueueName
+    settings: SettingsParams | None = None
 
 
-class UpdateQueue(_Body):
+class QueueUpdateParams(_Body):
     queue_name: str | None = None
-    settings: Settings | None = None
+    settings: SettingsParams | None = None
 
 
-class Message(_Body):
+class MessagePushParams(_Body):
+    model_config = ConfigDict(json_schema_extra=BODY_MATCHES_CONTENT_TYPE)
+
     body: Any
-    content_type: str = "json"
-    delay_seconds: float | None = None
+    content_type: ContentTypeName = "json"
+    delay_seconds: DelaySeconds | None = None
 
     def to_request(self) -> SendRequest:
         """The message as conveyor sends it; bad content types and bodies are refused here."""
@@ -77,60 +91,53 @@ class Message(_Body):
         return SendRequest(body, self.delay_seconds, content_type)
 
 
-class BulkPush(_Body):
-    messages: list[Message]
-    delay_seconds: float | None = None
+class MessageBulkPushParams(_Body):
+    messages: Annotated[list[MessagePushParams], documented(maxItems=L.MAX_BATCH_MESSAGES)]
+    delay_seconds: DelaySeconds | None = None
 
 
-class Pull(_Body):
-    batch_size: int = Field(L.DEFAULT_PULL_BATCH_SIZE, ge=1, le=L.MAX_BATCH_SIZE)
-    visibility_timeout_ms: int | None = Field(
-        None, ge=int(L.MIN_VISIBILITY_TIMEOUT * 1000), le=int(L.MAX_VISIBILITY_TIMEOUT * 1000)
-    )
+PeekBatchSize = Annotated[int, Field(ge=1, le=MAX_PEEK_BATCH_SIZE), BeforeValidator(whole_number)]
+
+
+class MessagePullParams(_Body):
+    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
+    visibility_timeout_ms: VisibilityTimeoutMs | None = None
     # the name Cloudflare's pull-consumer guide uses (milliseconds too)
-    visibility_timeout: int | None = Field(
-        None, ge=int(L.MIN_VISIBILITY_TIMEOUT * 1000), le=int(L.MAX_VISIBILITY_TIMEOUT * 1000)
-    )
+    visibility_timeout: VisibilityTimeoutMs | None = None
 
     def visibility_timeout_seconds(self) -> float:
         milliseconds = self.visibility_timeout_ms or self.visibility_timeout
         return L.DEFAULT_VISIBILITY_TIMEOUT if milliseconds is None else milliseconds / 1000
 
 
-LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
-
-
-class Lease(_Body):
+class AckParams(_Body):
     lease_id: LeaseId
 
 
-class RetryLease(_Body):
+class RetryParams(_Body):
     lease_id: LeaseId
-    delay_seconds: float = 0.0
+    delay_seconds: DelaySeconds = 0.0
 
 
-class Ack(_Body):
-    acks: list[Lease] = []
-    retries: list[RetryLease] = []
+class MessageAckParams(_Body):
+    acks: list[AckParams] = []
+    retries: list[RetryParams] = []
 
 
-class Peek(_Body):
-    batch_size: int = Field(DEFAULT_PEEK_BATCH_SIZE, ge=1, le=MAX_PEEK_BATCH_SIZE)
+class MessagePeekParams(_Body):
+    batch_size: PeekBatchSize = DEFAULT_PEEK_BATCH_SIZE
 
 
-class PurgeQueue(_Body):
-    delete_messages_permanently: bool = False
-
-
-class PurgeMessages(_Body):
-    refs: list[Any] = []
+class PurgeStartParams(_Body):
+    # must be there and true: a purge without it is refused
+    delete_messages_permanently: Annotated[bool, documented(const=True)]
 
 
 def _base64_body(body: Any) -> bytes:
     if isinstance(body, str):
         try:
             return base64.b64decode(body, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a str that is not ASCII
             pass
     raise ApiError(400, INVALID_INPUT, 'content_type "bytes" needs a base64 string body')
 
@@ -188,5 +195,5 @@ def pulled_document(message: PulledMessage) -> dict[str, Any]:
 
 
 def peeked_document(message: PeekedMessage) -> dict[str, Any]:
-    # the ref of Cloudflare's peek names one message for messages/purge (not supported here)
+    # the ref of Cloudflare's peek names one message for messages/purge (not mounted here)
     return _message_document(message) | {"ref": message.id}
