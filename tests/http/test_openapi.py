@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +31,16 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("openapi")
     env = {key: value for key, value in os.environ.items() if not key.startswith("CONVEYOR_")}
     env["CONVEYOR_TOKEN"] = TOKEN
-    command = [sys.executable, "-m", "conveyor", "--url", f"sqlite:///{folder / 'api.db'}", "serve", "--port", "0"]
+    command = [
+        sys.executable,
+        "-m",
+        "conveyor",
+        "--url",
+        f"sqlite:///{folder / 'api.db'}",
+        "serve",
+        "--port",
+        "0",
+    ]
     log = folder / "serve.err"
     with log.open("w") as errors:
         server = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=errors)

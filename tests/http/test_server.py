@@ -121,3 +121,27 @@ async def test_the_official_sdk_works_over_the_network_with_only_base_url_and_to
         await asyncio.wait_for(task, WAIT_SECONDS)
         sock.close()
     assert (await sqlite_app.queue("network").stats()).total == 0
+
+
+async def test_accepted_connections_have_nagle_off() -> None:
+    """With Nagle on, an answer written in two parts (head, body) waits for the client's delayed
+    ACK: 40 ms a request on a keep-alive connection."""
+    import socket
+
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    listening = bind("127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", listening.getsockname()[1])
+        assert await asyncio.wait_for(accepted, WAIT_SECONDS) != 0
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
