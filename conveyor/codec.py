@@ -2,8 +2,10 @@
 
 A json body must be finite JSON that reads back as it was sent: NaN and ±Infinity (which other
 languages' parsers refuse, failing a whole batch), dict keys that are not strings (`{1: 'a'}`
-would read back as `{'1': 'a'}`, and `{1: 'a', '1': 'b'}` would lose a value) and lone
-surrogates (not UTF-8) are refused with BodyNotSerializable, naming where in the body they are.
+would read back as `{'1': 'a'}`, and `{1: 'a', '1': 'b'}` would lose a value), lone surrogates
+(not UTF-8) and bytes (which would read back as a str) are refused with BodyNotSerializable,
+naming where in the body they are. Richer values pydantic can serialise (models, dataclasses,
+datetimes, UUIDs, sets, tuples) are written as their JSON form.
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ def _find_problem(value: Any, *, strings: bool = True, where: str = "body", dept
         return f"{where} is {value}: JSON has no NaN or Infinity (send null or a string)"
     if kind is int or kind is bool or value is None:
         return None
+    if isinstance(value, bytes | bytearray | memoryview):
+        # pydantic-core would write it as a UTF-8 string: it would read back as str, not bytes
+        return f"{where} is bytes, which JSON has not: send content_type='bytes', or base64 it"
     if depth >= MAX_BODY_DEPTH:
         return f"{where} is nested deeper than {MAX_BODY_DEPTH} levels"
     if kind is dict or isinstance(value, Mapping):
