@@ -67,6 +67,8 @@ def server(url: str) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def load(port: int, case: str, queue: str, count: int, connections: int) -> dict[str, Any]:
