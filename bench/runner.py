@@ -20,7 +20,7 @@ from rich.console import Console
 
 import conveyor
 from bench import conveyor_cases as cases
-from bench import raw, raw_latency
+from bench import http_cases, raw, raw_latency
 from bench.backlog_worker import work
 from bench.engines import Engine, Storage, backend_problem, select, service_problem, storage
 from bench.modes import FULL, MODES, Mode
@@ -106,7 +106,8 @@ def run_engine(engine: Engine, mode: Mode, repeats: int) -> EngineResult:
                 if missing is None:
                     run_conveyor_cases(place, mode, result)
             if missing is None:
-                run_backlog(place, mode, repeats, result)
+                large = run_backlog(place, mode, repeats, result)
+                run_http(place, mode, repeats, result, large)
     except Exception as exc:  # one broken engine must not cost the others their figures
         result.notes.append(f"failed: {type(exc).__name__}: {exc}")
         progress.print(f"[red]{engine.name} failed[/]: {type(exc).__name__}: {exc}")
@@ -129,8 +130,9 @@ def run_conveyor_cases(place: Storage, mode: Mode, result: EngineResult) -> None
     result.add("latency_p99_ms", p99)
 
 
-def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) -> None:
-    """Worker drain rate and RSS with a backlog of only the window, then with the large backlog."""
+def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) -> str:
+    """Worker drain rate and RSS with a backlog of only the window, then with the large backlog;
+    returns the large backlog's queue (it still holds `mode.backlog` messages)."""
     url = place.conveyor_url()
     small = place.queue_name("backlog-small")
     large = place.queue_name("backlog-large")
@@ -151,6 +153,16 @@ def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) 
     for size, rate, rss in figures:
         result.add(f"backlog_drain_{size}", rate)
         result.add(f"backlog_rss_{size}_mb", rss)
+    return large
+
+
+def run_http(place: Storage, mode: Mode, repeats: int, result: EngineResult, large_backlog: str) -> None:
+    """The HTTP cases (bench/http_cases.py); pull+ack's large backlog is the one run_backlog left."""
+    if place.engine.kind == "memory":
+        result.notes.append("no HTTP cases: the server process would have a memory engine of its own")
+        return
+    progress.print(f"{place.engine.name}: HTTP cases")
+    http_cases.measure(place, mode, repeats, result, large_backlog)
 
 
 async def _fill(url: str, queue: str, count: int) -> None:

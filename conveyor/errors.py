@@ -106,9 +106,10 @@ class MessageValidationError(ConveyorValueError):
         self.errors = [dict(error) for error in errors]
 
 
-class BodyNotSerializable(ConveyorError, TypeError):
-    """A body that cannot be stored as its content type: a value JSON cannot hold, bytes sent as json,
-    a non-str body sent as text, a non-bytes body sent as bytes."""
+class BodyNotSerializable(ConveyorValueError, TypeError):
+    """A body conveyor cannot store as given: a type the content type cannot carry (hence a
+    TypeError), or a value JSON cannot carry faithfully (NaN, Infinity, a non-string key, a lone
+    surrogate; hence a ValueError, as every bad value). Nothing was sent."""
 
     code = "body_not_serializable"
 

@@ -103,6 +103,8 @@ class AckResult:
     ack_count: int
     retry_count: int
     warnings: list[str] = field(default_factory=list)
+    #: the lease ids that were unknown or expired (each has its line in `warnings`)
+    stale: list[str] = field(default_factory=list)
 
 
 def _decode_or_raw(body: bytes, content_type: ContentType) -> Any:
@@ -287,7 +289,7 @@ class Queue:
         backend = await self.app._connected()
         result = await backend.settle(self.name, Settlement(acks=list(acks), retries=retry_items))
         warnings = [f"lease {lease_id!r} is unknown or has expired" for lease_id in result.stale]
-        return AckResult(result.acked, result.retried, warnings)
+        return AckResult(result.acked, result.retried, warnings, list(result.stale))
 
     # -- inspection and management ---------------------------------------------------------
 
