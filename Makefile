@@ -1,11 +1,13 @@
 # The two commands a newcomer needs: `make demo` runs the link-click demo on embedded SQLite,
-# `make test` runs lint (ruff, import layers), type checks and the whole test suite. Both create .venv on first use.
+# `make test` runs lint (ruff, import layers, private imports), type checks, the whole test suite and
+# the documentation build. Both create .venv on first use. `make docs` builds the documentation site
+# into site/.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +30,15 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# Warnings are errors (mkdocs.yml `strict`); nothing is fetched from the network.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+test: lint typecheck pytest docs
 
 # Benchmarks (see bench/README.md): `make bench BENCH_ARGS="--quick --engines sqlite"`.
 bench: $(STAMP)
 	$(BIN)/python -m conveyor.bench --output bench/results/latest.json $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site

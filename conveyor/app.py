@@ -27,10 +27,20 @@ async def _unset_handler(batch: Any, env: Any) -> None:
 
 
 class App:
-    """A conveyor application.
+    """A conveyor application: one engine, its queues, consumers, topics and lifespan.
 
-    `App()` takes its URL from CONVEYOR_URL, else `sqlite:///conveyor.db`. Connections open on
+    `App()` takes its URL from `$CONVEYOR_URL`, else `sqlite:///conveyor.db` (a file in the current
+    directory); it does not read `conveyor.toml` (the `conveyor` command does). Connections open on
     first use; `async with App(url) as app:` or `await app.close()` releases them.
+
+    Args:
+        url: `memory://`, `sqlite:///path.db`, `postgresql://…` or `redis://…`.
+        auto_create: create a queue on first use with default settings; when False an unknown
+            queue raises `QueueNotFound`.
+        limits: per-app message, batch, delay and retention limits (default: Cloudflare's).
+        clock: the time source; `conveyor.testing.FakeClock` makes delays instant on the
+            memory and SQLite engines.
+        backend: an engine object instead of a URL (for tests and embedding).
     """
 
     def __init__(
@@ -90,6 +100,7 @@ class App:
         await self.core.connected()
 
     async def close(self) -> None:
+        """Release the engine's connections; idempotent. The App cannot be used afterwards."""
         await self.core.close()
 
     # -- queues ------------------------------------------------------------------------------
@@ -99,6 +110,7 @@ class App:
         return Queue(self.core, name, schema)
 
     def known_queue_names(self) -> list[str]:
+        """Queues this App has created or used, and those its consumers read, sorted."""
         return self.env.queues.names()
 
     async def create_queue(
@@ -109,6 +121,16 @@ class App:
         retention_seconds: float = L.DEFAULT_RETENTION_SECONDS,
         exist_ok: bool = False,
     ) -> QueueInfo:
+        """Create queue `name` (1-63 characters of `A-Z a-z 0-9 _ -`) and return it.
+
+        Args:
+            delivery_delay: seconds every message waits before it can be delivered (0-86,400;
+                default 0), unless its send names its own delay.
+            retention_seconds: messages older than this are deleted (60 s to 14 days; default
+                345,600, 4 days).
+            exist_ok: return the existing queue instead of raising `QueueAlreadyExists`; its
+                settings are left as they are.
+        """
         L.validate_queue_name(name)
         settings = QueueSettings(
             delivery_delay=float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
@@ -117,6 +139,7 @@ class App:
         return await self.core.create_queue(name, settings, exist_ok=exist_ok)
 
     async def get_queue(self, name: str) -> QueueInfo:
+        """The queue's settings and state; `QueueNotFound` if it does not exist."""
         L.validate_queue_name(name)
         backend = await self.core.connected()
         info = await backend.get_queue(name)
@@ -127,6 +150,7 @@ class App:
     async def update_queue(
         self, name: str, *, delivery_delay: float | None = None, retention_seconds: float | None = None
     ) -> QueueInfo:
+        """Change a queue's settings; a setting left None keeps its value (limits as in `create_queue`)."""
         current = (await self.get_queue(name)).settings
         settings = QueueSettings(
             delivery_delay=current.delivery_delay
@@ -139,10 +163,12 @@ class App:
         return await self.backend.update_queue(name, settings)
 
     async def delete_queue(self, name: str) -> bool:
+        """Delete the queue and every message in it; False if there was no such queue."""
         L.validate_queue_name(name)
         return await self.core.delete_queue(name)
 
     async def list_queues(self) -> list[QueueInfo]:
+        """Every queue of the engine, by name."""
         backend = await self.core.connected()
         return await backend.list_queues()
 
@@ -181,9 +207,11 @@ class App:
         return await topics.subscribe(self.core, topic, queue, types)
 
     async def unsubscribe(self, topic: str, queue: str) -> bool:
+        """Stop copying `topic` into `queue` (the queue and its messages stay); False if there was none."""
         return await topics.unsubscribe(self.core, topic, queue)
 
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        """The subscriptions of `topic`, or of every topic when None."""
         return await topics.list_subscriptions(self.core, topic)
 
     # -- consumers ---------------------------------------------------------------------------
@@ -200,9 +228,27 @@ class App:
         max_concurrency: int | None = None,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
     ) -> Callable[[H], H]:
-        """Register `handler(batch, env)` as the consumer of `queue`.
+        """Register `async def handler(batch, env)` as the consumer of `queue` (a decorator).
 
-        The settings are checked here, so a bad value fails at the decorator, not at start-up.
+        One consumer per queue. The settings are checked here, so a bad value raises
+        `LimitExceeded` at the decorator, not at start-up. A handler that returns acks every
+        message it did not mark; one that raises retries them.
+
+        Args:
+            queue: the queue to consume.
+            max_batch_size: most messages per batch (1-100; default 10).
+            max_batch_timeout: seconds to wait for a batch to fill after its first message
+                (0-60; default 5); 0 hands over at once.
+            max_retries: retries before a message is dead-lettered, so `max_retries + 1`
+                deliveries (0-100; default 3).
+            retry_delay: seconds before a retried message is delivered again, unless
+                `Message.retry(delay_seconds=)` says otherwise (0-86,400; default 0).
+            dead_letter_queue: where messages go after the last retry or `dead_letter()`;
+                None (the default) deletes them with a WARNING log line.
+            max_concurrency: batches of this consumer running at once (1-250); None (the
+                default) autoscales from 1 up to 10 while the backlog grows.
+            visibility_timeout: seconds a delivered message stays leased (0.05-43,200; default
+                30); the worker renews the lease while the handler runs.
         """
         settings = ConsumerSpec(
             queue=queue,
@@ -254,11 +300,25 @@ class App:
         finally:
             await self.close()
 
+    @contextlib.asynccontextmanager
+    async def running_lifespan(self) -> AsyncIterator[Env]:
+        """Run the registered lifespan around the block (a no-op without one); yields `env`."""
+        if self._lifespan is None:
+            yield self.env
+            return
+        async with self._lifespan(self.env):
+            yield self.env
+
     async def run_consumers(
         self,
         *,
         shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
         stop: asyncio.Event | None = None,
     ) -> None:
-        """Run every registered consumer until cancelled or until `stop` is set, then shut down gracefully."""
+        """Run every registered consumer until cancelled or until `stop` is set, then shut down gracefully.
+
+        Shutting down stops leasing, releases messages not yet handed to a handler, and lets
+        running batches finish within `shutdown_grace` seconds (default 30) before releasing
+        the rest. `conveyor worker` runs `run_worker`, which does this until SIGTERM or Ctrl-C.
+        """
         await self.worker(shutdown_grace=shutdown_grace).run(stop=stop)

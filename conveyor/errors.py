@@ -19,6 +19,8 @@ class ConveyorValueError(ConveyorError, ValueError):
 
 
 class InvalidQueueName(ConveyorValueError):
+    """A queue or topic name outside 1-63 characters of `A-Z a-z 0-9 _ -`."""
+
     code = "invalid_queue_name"
 
 
@@ -35,6 +37,8 @@ class LimitExceeded(ConveyorValueError):
 
 
 class MessageTooLarge(LimitExceeded):
+    """A serialised body over `Limits.max_message_bytes` (default 128,000 bytes)."""
+
     code = "message_too_large"
 
 
@@ -51,14 +55,20 @@ class BatchCountTooLarge(LimitExceeded):
 
 
 class InvalidURL(ConveyorValueError):
+    """An engine URL conveyor cannot use (unknown scheme, bad option)."""
+
     code = "invalid_url"
 
 
 class InvalidContentType(ConveyorValueError):
+    """A content type other than `json`, `text` or `bytes`, or a body that does not fit it."""
+
     code = "invalid_content_type"
 
 
 class QueueNotFound(ConveyorValueError, LookupError):
+    """The queue does not exist (and the App's `auto_create` is off, or the call never creates)."""
+
     code = "queue_not_found"
 
     def __init__(self, name: str) -> None:
@@ -67,6 +77,8 @@ class QueueNotFound(ConveyorValueError, LookupError):
 
 
 class QueueAlreadyExists(ConveyorValueError):
+    """`create_queue` of a name in use, without `exist_ok=True`."""
+
     code = "queue_already_exists"
 
     def __init__(self, name: str) -> None:
@@ -94,7 +106,11 @@ class MessageValidationError(ConveyorValueError):
         self.errors = [dict(error) for error in errors]
 
 
-class BodyNotSerializable(ConveyorError, TypeError):
+class BodyNotSerializable(ConveyorValueError, TypeError):
+    """A body conveyor cannot store as given: a type the content type cannot carry (hence a
+    TypeError), or a value JSON cannot carry faithfully (NaN, Infinity, a non-string key, a lone
+    surrogate; hence a ValueError, as every bad value). Nothing was sent."""
+
     code = "body_not_serializable"
 
 
@@ -111,6 +127,8 @@ class BackendUnavailable(ConveyorError, ConnectionError):
 
 
 class AppClosed(ConveyorError, RuntimeError):
+    """The App was used after `close()`."""
+
     code = "app_closed"
 
 

@@ -206,10 +206,12 @@ class EventBus:
 
     @property
     def closed(self) -> bool:
+        """True once `close()` has been called."""
         return self._closed
 
     @property
     def subscribers(self) -> list[Subscriber]:
+        """The subscriptions open now."""
         unique = {id(s): s for subs in (self._everything, *self._by_type.values()) for s in subs}
         return list(unique.values())
 

@@ -64,7 +64,19 @@ MAX_EVENT_BUS_PUT_TIMEOUT = 3_600.0
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-app limits; the defaults are Cloudflare Queues'."""
+    """Per-app limits; the defaults are Cloudflare Queues'.
+
+    `App(limits=conveyor.Limits(max_message_bytes=64_000))` changes them for one App. Sizes are
+    bytes of the serialised body; delays and retention are seconds.
+
+    Attributes:
+        max_message_bytes: largest message body (default 128,000).
+        max_batch_messages: most messages in one `send_batch` (default 100).
+        max_batch_bytes: largest `send_batch` in all (default 256,000).
+        max_delay_seconds: longest send delay, retry delay or delivery delay (default 86,400).
+        min_retention_seconds: shortest queue retention (default 60).
+        max_retention_seconds: longest queue retention (default 1,209,600: 14 days).
+    """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_batch_messages: int = MAX_BATCH_MESSAGES
@@ -83,17 +95,30 @@ def validate_queue_name(name: object) -> str:
 
 
 def check_range(what: str, value: object, low: float, high: float) -> float:
-    """Return `value` as a number if `low <= value <= high`, else raise LimitExceeded naming `what`."""
+    """Return `value` as a number if `low <= value <= high`, else raise LimitExceeded naming `what`.
+
+    Any number is answered with LimitExceeded: NaN, ±Infinity and integers too large for a float
+    (`10**400`) included, never OverflowError.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise LimitExceeded(f"{what} must be a number, got {value!r}", limit=what, value=value)
-    if math.isnan(value) or not low <= value <= high:
+    # int and float compare exactly in Python, whatever the int's size: no float() conversion here
+    if (isinstance(value, float) and math.isnan(value)) or not low <= value <= high:
         raise LimitExceeded(
-            f"{what} is {value:,}; it must be between {low:,} and {high:,}",
+            f"{what} is {_shown(value)}; it must be between {low:,} and {high:,}",
             limit=what,
             value=value,
             maximum=high,
         )
     return value
+
+
+def _shown(value: float) -> str:
+    """A number for a message: digits when short, its size when huge (str() of a 5,000-digit int fails)."""
+    if isinstance(value, int) and abs(value) >= 10**18:
+        digits = int(value.bit_length() * 0.30103)  # log10(2)
+        return f"a {'negative ' if value < 0 else ''}number of about {digits} digits"
+    return f"{value:,}"
 
 
 def check_int_range(what: str, value: object, low: int, high: int) -> int:

@@ -54,6 +54,7 @@ class PeekedMessage:
 
     @classmethod
     def from_stored(cls, stored: StoredMessage) -> PeekedMessage:
+        """Decode an engine's stored row (a body that does not parse is kept as bytes)."""
         return cls(
             id=stored.id,
             body=_decode_or_raw(stored.body, stored.content_type),
@@ -79,6 +80,7 @@ class PulledMessage:
 
     @classmethod
     def from_leased(cls, leased: LeasedMessage) -> PulledMessage:
+        """Decode an engine's leased row (a body that does not parse is kept as bytes)."""
         return cls(
             id=leased.id,
             body=_decode_or_raw(leased.body, leased.content_type),
@@ -92,9 +94,14 @@ class PulledMessage:
 
 @dataclass(frozen=True, slots=True)
 class AckResult:
+    """What one `Queue.ack` did: how many acks and retries took effect, and a warning per
+    lease id that had expired or was unknown (those changed nothing)."""
+
     ack_count: int
     retry_count: int
     warnings: list[str] = field(default_factory=list)
+    #: the lease ids that were unknown or expired (each has its line in `warnings`)
+    stale: list[str] = field(default_factory=list)
 
 
 def _decode_or_raw(body: bytes, content_type: ContentType) -> Any:
@@ -173,8 +180,11 @@ class Queue:
     ) -> str:
         """Send one message; returns its id once it is durable.
 
-        `delay_seconds=None` uses the queue's delivery delay. `connection` (an open psycopg
-        AsyncConnection, on PostgreSQL only) writes inside the caller's transaction instead.
+        The body is at most `Limits.max_message_bytes` serialised (default 128,000; else
+        MessageTooLarge). `delay_seconds` is 0-86,400; None uses the queue's delivery delay.
+        `content_type` is "json" (default), "text" (a str) or "bytes". `connection` (an open
+        psycopg AsyncConnection, on PostgreSQL only) writes inside the caller's open transaction
+        instead.
         """
         message = self._outgoing(SendRequest(body, delay_seconds, content_type), None, new_message_id())
         await self.core.write([message], connection=connection)
@@ -247,7 +257,8 @@ class Queue:
         batch_size: int = L.DEFAULT_PULL_BATCH_SIZE,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
     ) -> list[PulledMessage]:
-        """Lease up to `batch_size` messages for `visibility_timeout` seconds (a pull consumer).
+        """Lease up to `batch_size` messages (1-100; default 5) for `visibility_timeout` seconds
+        (0.05-43,200; default 30): a pull consumer. Settle them with `ack` before the lease ends.
 
         Raises QueuePaused while the queue is paused.
         """
@@ -272,28 +283,35 @@ class Queue:
             retry_items.append(Retry(lease_id, L.check_delay("delay_seconds", delay, self.core.limits)))
         result = await self.core.settle(self.name, Settlement(acks=list(acks), retries=retry_items))
         warnings = [f"lease {lease_id!r} is unknown or has expired" for lease_id in result.stale]
-        return AckResult(result.acked, result.retried, warnings)
+        return AckResult(result.acked, result.retried, warnings, list(result.stale))
 
     # -- inspection and management ---------------------------------------------------------
 
     async def stats(self) -> QueueStats:
+        """Backlog, delayed, in-flight, oldest age, bytes and pause state, read from the engine now.
+
+        `QueueNotFound` if the queue does not exist.
+        """
         backend = await self.core.connected()
         return await backend.stats(self.name)
 
     async def peek(self, limit: int = 10) -> list[PeekedMessage]:
-        """Look at up to `limit` messages, oldest visible first, without leasing them."""
+        """Look at up to `limit` messages (1-1,000; default 10), oldest visible first, not leased."""
         L.check_int_range("limit", limit, 1, 1_000)
         backend = await self.core.connected()
         return [PeekedMessage.from_stored(stored) for stored in await backend.peek(self.name, limit)]
 
     async def purge(self) -> int:
+        """Delete every message of the queue, leased ones included; returns how many."""
         backend = await self.core.connected()
         return await backend.purge(self.name)
 
     async def pause(self) -> None:
+        """Stop delivery: consumers get nothing and `pull` raises QueuePaused; sends are still accepted."""
         backend = await self.core.connected()
         await backend.set_paused(self.name, True)
 
     async def resume(self) -> None:
+        """Start delivery again after `pause`."""
         backend = await self.core.connected()
         await backend.set_paused(self.name, False)

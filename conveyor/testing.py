@@ -21,16 +21,23 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 
 
 class FakeClock:
-    """A clock that moves only when told to. Engines with a local clock (memory, SQLite) obey it."""
+    """A clock that moves only when told to: `App("memory://", clock=FakeClock())`.
+
+    Engines with a local clock (memory, SQLite) obey it, so delays, retry delays, leases and
+    retention take no real time. PostgreSQL and Redis use their server's clock and ignore it.
+    `start` is seconds since the epoch (default: now).
+    """
 
     def __init__(self, start: float | None = None) -> None:
         self._now = time.time() if start is None else start
         self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
     def now(self) -> float:
+        """The clock's time, seconds since the epoch."""
         return self._now
 
     def advance(self, seconds: float) -> None:
+        """Move the clock forward and wake every `sleep` that came due; ValueError if negative."""
         if seconds < 0:
             raise ValueError("a clock cannot go back")
         self._now += seconds
@@ -41,6 +48,7 @@ class FakeClock:
                 future.get_loop().call_soon_threadsafe(_wake, future)
 
     async def sleep(self, seconds: float) -> None:
+        """Wait until the clock has been advanced past now + `seconds`."""
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -59,7 +67,8 @@ async def drain(app: App, *, timeout: float = DEFAULT_DRAIN_TIMEOUT, queues: lis
     messages were handled. Delayed messages stay (advance a FakeClock to release them).
 
     Partial batches are handed over as soon as a queue runs dry, so no test waits for
-    `max_batch_timeout`. Raises TimeoutError if the queues are not drained within `timeout`.
+    `max_batch_timeout`. Raises TimeoutError if the queues are not drained within `timeout`
+    seconds (default 30). `queues` limits the run to the consumers of those queues.
     """
     # max_batch_timeout 0: a partial batch is handed over as soon as its queue runs dry
     specs = [

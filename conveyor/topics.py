@@ -46,6 +46,7 @@ class PublishResult:
 
     @property
     def queues(self) -> list[str]:
+        """The subscription queues that received a copy."""
         return list(self.ids)
 
 
@@ -109,12 +110,18 @@ class Topic:
         return self._sync_topic
 
     async def subscribe(self, queue: str, *, types: Sequence[str] | None = None) -> Subscription:
+        """Copy every later publish whose type is in `types` (any type when None, or `["*"]`) into
+        `queue`. Stored in the engine, so it survives restarts and applies to every process;
+        subscribing again replaces the type filter. Creates the queue when the App's
+        `auto_create` is on (else `QueueNotFound`)."""
         return await subscribe(self.core, self.name, queue, types)
 
     async def unsubscribe(self, queue: str) -> bool:
+        """Stop copying into `queue` (the queue and its messages stay); False if it was not subscribed."""
         return await unsubscribe(self.core, self.name, queue)
 
     async def subscriptions(self) -> list[Subscription]:
+        """This topic's subscriptions, read from the engine."""
         return await list_subscriptions(self.core, self.name)
 
     def _count(self, result: PublishResult) -> None:

@@ -43,6 +43,8 @@ class QueueSettings:
 
 @dataclass(frozen=True, slots=True)
 class QueueInfo:
+    """A queue's name, settings, pause state and creation time (seconds since the epoch)."""
+
     name: str
     settings: QueueSettings
     paused: bool
@@ -60,6 +62,7 @@ class Subscription:
     created_at: float
 
     def matches(self, message_type: str | None) -> bool:
+        """Whether a message of this type is copied into the subscription's queue."""
         return self.types is None or (message_type is not None and message_type in self.types)
 
 
@@ -81,6 +84,7 @@ class QueueStats:
 
     @property
     def total(self) -> int:
+        """Every message the queue holds: backlog + delayed + in flight."""
         return self.backlog + self.delayed + self.in_flight
 
 
@@ -95,6 +99,7 @@ class DeadLetterInfo:
     dead_lettered_at: float
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form used by the CLI and the HTTP API."""
         return {
             "original_id": self.original_id,
             "source_queue": self.source_queue,
@@ -105,6 +110,7 @@ class DeadLetterInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeadLetterInfo:
+        """The inverse of `to_dict`."""
         return cls(
             original_id=str(data["original_id"]),
             source_queue=str(data["source_queue"]),

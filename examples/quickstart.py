@@ -1,6 +1,8 @@
 """Send and consume on embedded SQLite: the smallest complete conveyor program.
 
-Run it with `make demo` (until the link-click demo lands) or `python examples/quickstart.py`.
+Run it from a checkout with `.venv/bin/python examples/quickstart.py`: it sends four greetings to a
+SQLite file in a temporary folder, handles them with `conveyor.testing.drain`, and shows the one
+that failed every attempt in the dead-letter queue.
 """
 
 from __future__ import annotations

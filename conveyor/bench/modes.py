@@ -25,11 +25,17 @@ class Mode:
     backlog: int
     #: messages the worker drains from that backlog (and from a backlog of only this many)
     backlog_window: int
+    #: HTTP: requests to the trivial endpoint, and messages POSTed one per request
+    http_requests: int
+    #: HTTP: batches of 100 POSTed
+    http_batches: int
+    #: HTTP: messages pulled and acked, from a queue of only these and from the large backlog
+    http_window: int
 
 
-SMOKE = Mode("smoke", 1, 40, 200, 400, 400, 20, 1_000, 200)
-QUICK = Mode("quick", 3, 500, 5_000, 20_000, 10_000, 300, 20_000, 5_000)
-FULL = Mode("full", 5, 2_000, 20_000, 100_000, 50_000, 1_000, 1_000_000, 50_000)
+SMOKE = Mode("smoke", 1, 40, 200, 400, 400, 20, 1_000, 200, 200, 5, 200)
+QUICK = Mode("quick", 3, 500, 5_000, 20_000, 10_000, 300, 20_000, 5_000, 3_000, 100, 5_000)
+FULL = Mode("full", 5, 2_000, 20_000, 100_000, 50_000, 1_000, 1_000_000, 50_000, 20_000, 500, 50_000)
 MODES = {mode.name: mode for mode in (SMOKE, QUICK, FULL)}
 
 # Concurrent senders in the group-commit case and the batch size of every bulk case.

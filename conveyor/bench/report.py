@@ -27,6 +27,9 @@ class Case:
     max_ratio: float | None = None
     #: a latency case held to its engine's `latency_target_ms`
     latency_target: bool = False
+    #: the value must be at least this on the engines of `min_value_kinds` (an absolute target)
+    min_value: float | None = None
+    min_value_kinds: tuple[str, ...] = ()
 
 
 CASES = [
@@ -46,6 +49,29 @@ CASES = [
     Case("backlog_drain_large", "worker drain, large backlog", "msg/s", "backlog_drain_small", min_ratio=0.8),
     Case("backlog_rss_small_mb", "worker RSS, small backlog", "MB"),
     Case("backlog_rss_large_mb", "worker RSS, large backlog", "MB", "backlog_rss_small_mb", max_ratio=1.2),
+    Case("http_ping", "HTTP: trivial endpoint (no engine)", "req/s"),
+    Case("http_send_one", "HTTP: POST one message", "msg/s", "http_ping", min_ratio=0.5),
+    Case(
+        "http_send_batch100",
+        "HTTP: POST batches of 100",
+        "msg/s",
+        min_value=20_000,
+        min_value_kinds=("sqlite",),
+    ),
+    Case(
+        "http_pull_ack_small",
+        "HTTP: pull 100 + ack, small backlog",
+        "msg/s",
+        min_value=20_000,
+        min_value_kinds=("sqlite",),
+    ),
+    Case(
+        "http_pull_ack_large",
+        "HTTP: pull 100 + ack, large backlog",
+        "msg/s",
+        "http_pull_ack_small",
+        min_ratio=0.8,
+    ),
 ]
 CASE_NAMES = [case.name for case in CASES]
 
@@ -75,6 +101,11 @@ class EngineResult:
         if case.latency_target:
             value, target = self.value(case.name), self.engine.latency_target_ms
             return None if value is None or target is None else value <= target
+        if case.min_value is not None:
+            value = self.value(case.name)
+            if value is None or self.engine.kind not in case.min_value_kinds:
+                return None
+            return value >= case.min_value
         ratio = self.ratio(case)
         if ratio is None:
             return None
@@ -102,6 +133,8 @@ class EngineResult:
 
 
 def target_text(case: Case, engine: Engine) -> str | None:
+    if case.min_value is not None:
+        return f">= {case.min_value:,.0f} {case.unit}" if engine.kind in case.min_value_kinds else None
     if case.latency_target:
         return None if engine.latency_target_ms is None else f"<= {engine.latency_target_ms:g} ms"
     if case.min_ratio is not None:
@@ -135,6 +168,8 @@ def cell(result: EngineResult, case: Case, *, markdown: bool = False) -> str:
 
 
 def _target_column(case: Case) -> str:
+    if case.min_value is not None:
+        return f"≥ {case.min_value:,.0f} {case.unit} on {', '.join(case.min_value_kinds)}"
     if case.latency_target:
         return "SQLite ≤ 5, PG ≤ 2, Redis ≤ 1 ms"
     if case.min_ratio is not None:

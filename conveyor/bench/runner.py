@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ from rich.console import Console
 
 import conveyor
 from conveyor.bench import conveyor_cases as cases
-from conveyor.bench import raw, raw_latency
+from conveyor.bench import http_cases, raw, raw_latency
 from conveyor.bench.backlog_worker import work
 from conveyor.bench.engines import Engine, Storage, backend_problem, select, service_problem, storage
 from conveyor.bench.modes import FULL, MODES, Mode
@@ -30,6 +31,8 @@ from conveyor.bench.report import EngineResult, print_report, write
 DEFAULT_OUTPUT = Path("conveyor-bench") / "latest.json"
 BACKLOG_BATCH = 100
 WORKER_TIMEOUT_SECONDS = 900.0
+# What the HTTP cases' server needs (the http extra); without them those cases are left out.
+HTTP_MODULES = ("starlette", "uvicorn")
 
 progress = Console(stderr=True)
 
@@ -106,7 +109,8 @@ def run_engine(engine: Engine, mode: Mode, repeats: int) -> EngineResult:
                 if missing is None:
                     run_conveyor_cases(place, mode, result)
             if missing is None:
-                run_backlog(place, mode, repeats, result)
+                large = run_backlog(place, mode, repeats, result)
+                run_http(place, mode, repeats, result, large)
     except Exception as exc:  # one broken engine must not cost the others their figures
         result.notes.append(f"failed: {type(exc).__name__}: {exc}")
         progress.print(f"[red]{engine.name} failed[/]: {type(exc).__name__}: {exc}")
@@ -129,8 +133,9 @@ def run_conveyor_cases(place: Storage, mode: Mode, result: EngineResult) -> None
     result.add("latency_p99_ms", p99)
 
 
-def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) -> None:
-    """Worker drain rate and RSS with a backlog of only the window, then with the large backlog."""
+def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) -> str:
+    """Worker drain rate and RSS with a backlog of only the window, then with the large backlog;
+    returns the large backlog's queue (it still holds `mode.backlog` messages)."""
     url = place.conveyor_url()
     small = place.queue_name("backlog-small")
     large = place.queue_name("backlog-large")
@@ -151,6 +156,22 @@ def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) 
     for size, rate, rss in figures:
         result.add(f"backlog_drain_{size}", rate)
         result.add(f"backlog_rss_{size}_mb", rss)
+    return large
+
+
+def run_http(place: Storage, mode: Mode, repeats: int, result: EngineResult, large_backlog: str) -> None:
+    """The HTTP cases (http_cases.py); pull+ack's large backlog is the one run_backlog left."""
+    if place.engine.kind == "memory":
+        result.notes.append("no HTTP cases: the server process would have a memory engine of its own")
+        return
+    missing = [name for name in HTTP_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        result.notes.append(
+            f"no HTTP cases: {', '.join(missing)} not installed (pip install 'conveyor[http]')"
+        )
+        return
+    progress.print(f"{place.engine.name}: HTTP cases")
+    http_cases.measure(place, mode, repeats, result, large_backlog)
 
 
 async def _fill(url: str, queue: str, count: int) -> None:

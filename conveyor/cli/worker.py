@@ -39,9 +39,10 @@ def worker(
     target: Annotated[
         str | None,
         typer.Argument(
-            metavar="[APP]",
+            metavar="APP",
+            # \[ keeps rich from reading [[consumers]] as markup
             help="module:attribute of a conveyor.App with consumers. Default: `app` in conveyor.toml, "
-            "else an App built from its [[consumers]].",
+            "else an App built from its \\[\\[consumers]].",
             show_default=False,
         ),
     ] = None,

@@ -23,6 +23,8 @@ def error_text(exc: BaseException | None, fallback: str) -> str:
 
 
 class Outcome(enum.Enum):
+    """What a handler decided for one message."""
+
     ACK = "ack"
     RETRY = "retry"
     DEAD_LETTER = "dead_letter"
@@ -43,6 +45,7 @@ class Message:
 
     @property
     def id(self) -> str:
+        """The message's id, unique and the same on every delivery."""
         return self._leased.id
 
     @property
@@ -57,6 +60,7 @@ class Message:
 
     @property
     def content_type(self) -> ContentType:
+        """`"json"`, `"text"` or `"bytes"`: what `body` decodes to."""
         return self._leased.content_type
 
     @property
@@ -74,6 +78,7 @@ class Message:
 
     @property
     def lease_id(self) -> str:
+        """Names this delivery and no other (a redelivery gets a new one)."""
         return self._leased.lease_id
 
     @property
@@ -136,13 +141,17 @@ class MessageBatch:
 
     @property
     def backlog_count(self) -> int | None:
+        """`stats.backlog`, as Cloudflare's `batch.metadata.metrics.backlogCount`; None before the first."""
         return None if self.stats is None else self.stats.backlog
 
     def ack_all(self) -> None:
+        """Ack every message not marked yet (an earlier `retry()` or `dead_letter()` stands)."""
         for message in self.messages:
             message.ack()
 
     def retry_all(self, *, delay_seconds: float | None = None) -> None:
+        """Retry every message not marked yet, after `delay_seconds` (0-86,400) or the consumer's
+        `retry_delay`."""
         for message in self.messages:
             message.retry(delay_seconds=delay_seconds)
 

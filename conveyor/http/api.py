@@ -9,17 +9,18 @@ import asyncio
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
 
 from conveyor import admin
 from conveyor import limits as L
 from conveyor.admin import message_document, queue_document
 from conveyor.app import App
 from conveyor.errors import BackendUnavailable, QueueNotFound
-from conveyor.http import schemas
-from conveyor.http.body import parse_body, request_limit
+from conveyor.http import responses, schemas
+from conveyor.http.body import BodyReader
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
+from conveyor.http.figures import QueueFigures
 from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
+from conveyor.http.operations import Operation
 from conveyor.producer import Queue
 
 # How long /healthz waits for the engine before it answers 503.
@@ -28,31 +29,91 @@ DEFAULT_PEEK_LIMIT = 10
 
 
 class QueueApi:
-    """The endpoints of one App; `routes()` mounts them."""
+    """The endpoints of one App; `operations()` declares them."""
 
-    def __init__(self, app: App, metrics: ApiMetrics) -> None:
+    def __init__(self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader) -> None:
         self.app = app
         self.metrics = metrics
-        self.body_limit = request_limit(app.limits)
+        self.figures = figures
+        self.bodies = bodies
 
-    def routes(self) -> list[BaseRoute]:
+    def operations(self) -> list[Operation]:
+        R = responses
+        one, messages = "/queues/{name}", "/queues/{name}/messages"
+        query_limit = {
+            "limit": ({"type": "integer", "minimum": 1, "maximum": 1_000}, "how many (default 10)")
+        }
         return [
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/metrics", self.prometheus, methods=["GET"]),
-            Route("/queues", self.list_queues, methods=["GET"]),
-            Route("/queues", self.create_queue, methods=["POST"]),
-            Route("/queues/{name}", self.get_queue, methods=["GET"]),
-            Route("/queues/{name}", self.update_queue, methods=["PATCH"]),
-            Route("/queues/{name}", self.delete_queue, methods=["DELETE"]),
-            Route("/queues/{name}/purge", self.purge, methods=["POST"]),
-            Route("/queues/{name}/pause", self.pause, methods=["POST"]),
-            Route("/queues/{name}/resume", self.resume, methods=["POST"]),
-            Route("/queues/{name}/messages", self.send, methods=["POST"]),
-            Route("/queues/{name}/messages", self.peek, methods=["GET"]),
-            Route("/queues/{name}/messages/batch", self.send_batch, methods=["POST"]),
-            Route("/queues/{name}/messages/pull", self.pull, methods=["POST"]),
-            Route("/queues/{name}/messages/ack", self.ack, methods=["POST"]),
-            Route("/queues/{name}/messages/replay", self.replay, methods=["POST"]),
+            Operation(
+                "GET", "/healthz", self.healthz, "Whether the engine answers", result=R.Health, public=True
+            ),
+            Operation("GET", "/metrics", self.prometheus, "Prometheus metrics", media_type=CONTENT_TYPE),
+            Operation("GET", "/queues", self.list_queues, "Every queue", result=list[R.QueueDocument]),
+            Operation(
+                "POST",
+                "/queues",
+                self.create_queue,
+                "Create a queue",
+                body=schemas.CreateQueue,
+                result=R.QueueDocument,
+                status=201,
+            ),
+            Operation("GET", one, self.get_queue, "A queue and its counts", result=R.QueueDocument),
+            Operation(
+                "PATCH",
+                one,
+                self.update_queue,
+                "Change a queue's settings",
+                body=schemas.UpdateQueue,
+                result=R.QueueDocument,
+            ),
+            Operation("POST", one + "/purge", self.purge, "Delete every message of a queue", result=R.Purged),
+            Operation("POST", one + "/pause", self.pause, "Pause delivery", result=R.QueueDocument),
+            Operation("POST", one + "/resume", self.resume, "Resume delivery", result=R.QueueDocument),
+            Operation("POST", messages, self.send, "Send a message", body=schemas.SendMessage, result=R.Sent),
+            Operation(
+                "GET",
+                messages,
+                self.peek,
+                "Look at messages without leasing them",
+                result=list[R.PeekedMessage],
+                query=query_limit,
+            ),
+            Operation(
+                "POST",
+                messages + "/batch",
+                self.send_batch,
+                "Send up to 100 messages at once",
+                body=schemas.SendBatch,
+                result=R.SentBatch,
+            ),
+            Operation(
+                "POST",
+                messages + "/pull",
+                self.pull,
+                "Lease messages (a pull consumer)",
+                body=schemas.Pull,
+                body_optional=True,
+                result=R.Pulled,
+            ),
+            Operation(
+                "POST",
+                messages + "/ack",
+                self.ack,
+                "Acknowledge or retry pulled messages",
+                body=schemas.AckRequest,
+                result=R.Acked,
+            ),
+            Operation(
+                "POST",
+                messages + "/replay",
+                self.replay,
+                "Move this dead-letter queue's messages back",
+                body=schemas.Replay,
+                result=R.Replayed,
+            ),
+            # last: the run of schemathesis goes in this order, and a deleted queue answers 404 after
+            Operation("DELETE", one, self.delete_queue, "Delete a queue and its messages", result=R.Deleted),
         ]
 
     def _queue(self, request: Request) -> Queue:
@@ -71,7 +132,7 @@ class QueueApi:
         return ok({"status": "ok"})
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(await self.metrics.scrape(self.app), media_type=CONTENT_TYPE)
+        return Response(await self.metrics.scrape(self.figures), media_type=CONTENT_TYPE)
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -79,7 +140,7 @@ class QueueApi:
         return ok([queue_document(info, stats) for info, stats in await admin.every_queue(self.app)])
 
     async def create_queue(self, request: Request) -> Response:
-        body = await parse_body(request, schemas.CreateQueue, self.body_limit)
+        body = await self.bodies.parse(request, schemas.CreateQueue)
         await self.app.create_queue(
             body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
@@ -91,7 +152,7 @@ class QueueApi:
 
     async def update_queue(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.UpdateQueue, self.body_limit)
+        body = await self.bodies.parse(request, schemas.UpdateQueue)
         await self.app.update_queue(
             queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
         )
@@ -99,13 +160,17 @@ class QueueApi:
 
     async def delete_queue(self, request: Request) -> Response:
         queue = self._queue(request)
-        if not await self.app.delete_queue(queue.name):
+        deleted = await self.app.delete_queue(queue.name)
+        self.figures.forget(queue.name)
+        if not deleted:
             raise QueueNotFound(queue.name)
         return ok({"name": queue.name, "deleted": True})
 
     async def purge(self, request: Request) -> Response:
         queue = self._queue(request)
-        return ok({"name": queue.name, "purged": await queue.purge()})
+        purged = await queue.purge()
+        self.figures.forget(queue.name)
+        return ok({"name": queue.name, "purged": purged})
 
     async def pause(self, request: Request) -> Response:
         queue = self._queue(request)
@@ -121,7 +186,7 @@ class QueueApi:
 
     async def send(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.SendMessage, self.body_limit)
+        body = await self.bodies.parse(request, schemas.SendMessage)
         message = body.to_request()
         message_id = await queue.send(
             message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
@@ -131,7 +196,7 @@ class QueueApi:
 
     async def send_batch(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.SendBatch, self.body_limit)
+        body = await self.bodies.parse(request, schemas.SendBatch)
         # every message is encoded and checked before any is written: a bad one sends none
         ids = await queue.send_batch(
             [message.to_request() for message in body.messages], delay_seconds=body.delay_seconds
@@ -141,20 +206,20 @@ class QueueApi:
 
     async def pull(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.Pull, self.body_limit, optional=True)
+        body = await self.bodies.parse(request, schemas.Pull, optional=True)
         pulled = await queue.pull(body.batch_size, body.visibility_timeout_ms / 1000)
-        stats = await queue.stats()
+        figures = await self.figures.of(queue.name)  # read in the background: never a count here
         self.metrics.count(queue.name, "pull", len(pulled))
         return ok(
             {
-                "message_backlog_count": stats.backlog,
+                "message_backlog_count": figures.unacknowledged,
                 "messages": [message_document(message) for message in pulled],
             }
         )
 
     async def ack(self, request: Request) -> Response:
         queue = self._queue(request)
-        body = await parse_body(request, schemas.AckRequest, self.body_limit)
+        body = await self.bodies.parse(request, schemas.AckRequest)
         result = await queue.ack(
             [ack.lease_id for ack in body.acks],
             [(retry.lease_id, retry.delay_seconds) for retry in body.retries],
@@ -179,6 +244,6 @@ class QueueApi:
     async def replay(self, request: Request) -> Response:
         """Move the dead letters of this queue (a dead-letter queue) to `to`."""
         queue = self._queue(request)
-        body = await parse_body(request, schemas.Replay, self.body_limit)
+        body = await self.bodies.parse(request, schemas.Replay)
         moved = await admin.replay(self.app, queue.name, body.to, body.limit)
         return ok({"from": queue.name, "to": body.to, "replayed": moved})

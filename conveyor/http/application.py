@@ -2,46 +2,106 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from conveyor.app import App
+from conveyor.http import operations
+from conveyor.http.access_log import AccessLog
 from conveyor.http.api import QueueApi
-from conveyor.http.auth import RequireToken, SameOriginWrites
+from conveyor.http.auth import RefuseTokenInUrl, RequireToken, SameOriginWrites, check_token
+from conveyor.http.body import DEFAULT_BODY_TIMEOUT_SECONDS, BodyReader
+from conveyor.http.cloudflare import CloudflareApi
 from conveyor.http.dashboard import Dashboard
-from conveyor.http.envelope import EXCEPTION_HANDLERS
+from conveyor.http.envelope import EXCEPTION_HANDLERS, JSONResponse
+from conveyor.http.figures import STATS_REFRESH_SECONDS, QueueFigures
+from conveyor.http.headers import SecurityHeaders
+from conveyor.http.hosts import AllowedHosts, HostPolicy
 from conveyor.http.metrics import ApiMetrics
+from conveyor.http.openapi import openapi_document
 from conveyor.http.overload import DEFAULT_MAX_CONCURRENT_REQUESTS, ShedLoad
+
+# The OpenAPI document of both mounts (no token needed: it holds no data).
+OPENAPI_PATH = "/openapi.json"
 
 
 def create_api(
     app: App,
     *,
     token: str | None,
+    allowed_hosts: Iterable[str] = (),
     dead_letter_queues: Mapping[str, str] | None = None,
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
+    access_log: bool = False,
+    stats_refresh_seconds: float = STATS_REFRESH_SECONDS,
 ) -> Starlette:
     """The HTTP API and dashboard of `app` (docs/http.md lists the endpoints).
 
     `token`: every request but /healthz must carry it (`Authorization: Bearer <token>`); None
-    serves without auth, for a loopback bind only. `dead_letter_queues` (queue -> DLQ) adds to
-    what the dashboard knows from `app.consumers` and the `<queue>-dlq` naming. Past
-    `max_concurrent_requests` in progress, requests are answered 429 at once.
+    serves without auth, for a loopback bind only. `allowed_hosts`: the Host names answered
+    besides the loopback ones (`"*"`: any; `".example.com"`: the domain and its subdomains).
+    `dead_letter_queues` (queue -> DLQ) adds to what the dashboard knows from `app.consumers` and
+    the `<queue>-dlq` naming. Past `max_concurrent_requests` in progress, requests are answered
+    429 at once; a request body must arrive within `body_timeout_seconds`. `access_log`: one
+    line per request on the `conveyor.http.access` logger. Pulls and /metrics answer with queue
+    figures read in the background at most every `stats_refresh_seconds` (0: read on every
+    request, exact but a count each time).
+
+    Besides the native API (`/queues/...`), Cloudflare Queues' REST API is mounted at
+    `/client/v4/accounts/{account_id}/queues/...` for Cloudflare's SDKs.
 
     The caller owns `app`: open it before serving and close it afterwards. Queues are created on
     a send only if `app.auto_create` (`conveyor serve` turns it off: an unknown queue is a 404).
     """
-    if token is not None and not token:
-        raise ValueError("token must not be empty: pass None to serve without auth")
+    if token is not None:
+        check_token(token)
     if max_concurrent_requests < 1:
         raise ValueError(f"max_concurrent_requests must be at least 1, got {max_concurrent_requests}")
-    # outermost first: refuse other sites' writes, then strangers, then shed load for the rest
-    middleware = [Middleware(SameOriginWrites)]
-    if token is not None:
-        middleware.append(Middleware(RequireToken, token=token))
-    middleware.append(Middleware(ShedLoad, limit=max_concurrent_requests))
+    if not body_timeout_seconds > 0:
+        raise ValueError(f"body_timeout_seconds must be positive, got {body_timeout_seconds!r}")
     metrics = ApiMetrics()
-    routes = [*QueueApi(app, metrics).routes(), *Dashboard(app, dead_letter_queues or {}).routes()]
-    return Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    figures = QueueFigures(app, stats_refresh_seconds)
+    bodies = BodyReader(app.limits, body_timeout_seconds)
+    declared = [
+        *QueueApi(app, metrics, figures, bodies).operations(),
+        *CloudflareApi(app, metrics, figures, bodies).operations(),
+    ]
+    document = openapi_document(declared)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    routes = [
+        *operations.routes(declared),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
+        *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds).routes(),
+    ]
+    # outermost first: log, label every answer, refuse strangers' names, tokens in URLs, other
+    # sites' writes, then requests without the token, then shed load for the rest
+    middleware = [Middleware(AccessLog)] if access_log else []
+    middleware += [
+        Middleware(SecurityHeaders),
+        Middleware(AllowedHosts, policy=HostPolicy(allowed_hosts)),
+        Middleware(RefuseTokenInUrl),
+        Middleware(SameOriginWrites),
+    ]
+    if token is not None:
+        public = {operation.path for operation in declared if operation.public} | {OPENAPI_PATH}
+        middleware.append(Middleware(RequireToken, token=token, public_paths=public))
+    middleware.append(Middleware(ShedLoad, limit=max_concurrent_requests))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(api: Starlette) -> AsyncIterator[None]:
+        yield
+        await figures.close()  # the background reader stops with the server
+
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
+    )

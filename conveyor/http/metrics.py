@@ -1,9 +1,10 @@
-"""/metrics in Prometheus' text format: every queue's gauges, read at scrape time, and counters of
-what this API process did.
+"""/metrics in Prometheus' text format: every queue's gauges and counters of what this API process
+did.
 
-The gauges come from the engine on each scrape (so they show every producer and consumer, not
-only this process); the counters are this API's own and start at 0 with it. Nothing lives in a
-module global: each `create_api` has its own registry.
+The gauges come from the engine (so they show every producer and consumer, not only this
+process), read in the background at most every few seconds (figures.py): a scrape never counts
+a queue. The counters are this API's own and start at 0 with it. Nothing lives in a module
+global: each `create_api` has its own registry.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from conveyor.admin import every_queue
-from conveyor.app import App
+from conveyor.http.figures import QueueFigures
 from conveyor.types import QueueStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -62,7 +62,7 @@ class ApiMetrics:
         if amount:
             self.messages.labels(queue=queue, operation=operation).inc(amount)
 
-    async def scrape(self, app: App) -> bytes:
+    async def scrape(self, figures: QueueFigures) -> bytes:
         gauges = CollectorRegistry(auto_describe=False)
-        gauges.register(_QueueGauges([stats for _, stats in await every_queue(app)]))
+        gauges.register(_QueueGauges([queue.stats for queue in await figures.every()]))
         return generate_latest(gauges) + generate_latest(self.registry)

@@ -37,6 +37,7 @@ class ShedLoad:
                 OVERLOADED,
                 [f"the server is busy ({self.limit:,} requests in progress); retry shortly"],
                 {"Retry-After": str(RETRY_AFTER_SECONDS)},
+                path=scope["path"],
             )
             await response(scope, receive, send)
             return

@@ -8,20 +8,67 @@ Bodies are JSON values for content_type "json", strings for "text", and base64 s
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from conveyor import limits as L
+from conveyor.codec import check_content_type
 from conveyor.producer import SendRequest
-from conveyor.types import ContentType
 
-QueueName = Annotated[str, AfterValidator(L.validate_queue_name)]
+
+def documented(**schema: Any) -> Any:
+    """Describe a constraint in /openapi.json that conveyor, not pydantic, checks (so the answer
+    keeps conveyor's own error code, and an App's own Limits apply)."""
+    return Field(json_schema_extra=schema)
+
+
+QueueName = Annotated[
+    str, AfterValidator(L.validate_queue_name), documented(pattern=f"^{L.QUEUE_NAME_PATTERN.pattern}$")
+]
 # Delays and retention are checked by conveyor against the App's own Limits (limit_exceeded), so
-# an App with other limits is served as it is configured.
-Seconds = float
+# an App with other limits is served as it is configured; the document shows the default limits.
+DelaySeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DELAY_SECONDS)]
+RetentionSeconds = Annotated[
+    float, documented(minimum=L.MIN_RETENTION_SECONDS, maximum=L.MAX_RETENTION_SECONDS)
+]
 LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+def whole_number(value: object) -> object:
+    """10.0 is 10 (JSON Schema calls it an integer, Cloudflare's SDK sends them); 10.5 and "10" are not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Whole numbers within a range (the range before the validator, so /openapi.json shows it).
+BatchSize = Annotated[int, Field(ge=1, le=L.MAX_BATCH_SIZE), BeforeValidator(whole_number)]
+VisibilityTimeoutMs = Annotated[
+    int,
+    Field(ge=int(L.MIN_VISIBILITY_TIMEOUT * 1000), le=int(L.MAX_VISIBILITY_TIMEOUT * 1000)),
+    BeforeValidator(whole_number),
+]
+ReplayLimit = Annotated[int, Field(ge=1, le=10_000_000), BeforeValidator(whole_number)]
+ContentTypeName = Annotated[str, documented(enum=["json", "text", "bytes"])]
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _body_when(content_type: str, body: JsonDict) -> JsonDict:
+    return {
+        "if": {"properties": {"content_type": {"const": content_type}}, "required": ["content_type"]},
+        "then": {"properties": {"body": body}},
+    }
+
+
+# A message's body must match its content type: text a string, bytes a base64 string.
+BODY_MATCHES_CONTENT_TYPE: JsonDict = {
+    "allOf": [
+        _body_when("text", {"type": "string"}),
+        _body_when("bytes", {"type": "string", "pattern": BASE64_PATTERN}),
+    ]
+}
 
 
 class _Body(BaseModel):
@@ -30,9 +77,12 @@ class _Body(BaseModel):
 
 
 class SendMessage(_Body):
+    model_config = ConfigDict(json_schema_extra=BODY_MATCHES_CONTENT_TYPE)
+
     body: Any
-    content_type: ContentType = "json"
-    delay_seconds: Seconds | None = None
+    # checked by conveyor, not here, so an unknown one ("v8") is `invalid_content_type`
+    content_type: ContentTypeName = "json"
+    delay_seconds: DelaySeconds | None = None
 
     @model_validator(mode="after")
     def _body_matches_content_type(self) -> SendMessage:
@@ -47,28 +97,25 @@ class SendMessage(_Body):
             raise ValueError('content_type "bytes" needs a base64 string body')
         try:
             return base64.b64decode(self.body, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a str that is not ASCII
             raise ValueError('content_type "bytes" needs a base64 string body') from None
 
     def to_request(self, *, default_delay: float | None = None) -> SendRequest:
-        body = self.decoded_bytes() if self.content_type == "bytes" else self.body
+        content_type = check_content_type(self.content_type)
+        body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, self.content_type)
+        return SendRequest(body, delay, content_type)
 
 
 class SendBatch(_Body):
-    # no max_length: conveyor's own check answers with its stable code, batch_count_too_large
-    messages: list[SendMessage] = Field(min_length=1)
-    delay_seconds: Seconds | None = None
+    # checked by conveyor, which answers with its stable code, batch_count_too_large
+    messages: Annotated[list[SendMessage], Field(min_length=1), documented(maxItems=L.MAX_BATCH_MESSAGES)]
+    delay_seconds: DelaySeconds | None = None
 
 
 class Pull(_Body):
-    batch_size: int = Field(L.DEFAULT_PULL_BATCH_SIZE, ge=1, le=L.MAX_BATCH_SIZE)
-    visibility_timeout_ms: int = Field(
-        int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000),
-        ge=int(L.MIN_VISIBILITY_TIMEOUT * 1000),
-        le=int(L.MAX_VISIBILITY_TIMEOUT * 1000),
-    )
+    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
+    visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
 
 
 class Ack(_Body):
@@ -77,7 +124,7 @@ class Ack(_Body):
 
 class RetryLease(_Body):
     lease_id: LeaseId
-    delay_seconds: Seconds = 0.0
+    delay_seconds: DelaySeconds = 0.0
 
 
 class AckRequest(_Body):
@@ -87,15 +134,15 @@ class AckRequest(_Body):
 
 class CreateQueue(_Body):
     name: QueueName
-    delivery_delay: Seconds = 0.0
-    retention_seconds: Seconds = float(L.DEFAULT_RETENTION_SECONDS)
+    delivery_delay: DelaySeconds = 0.0
+    retention_seconds: RetentionSeconds = float(L.DEFAULT_RETENTION_SECONDS)
 
 
 class UpdateQueue(_Body):
-    delivery_delay: Seconds | None = None
-    retention_seconds: Seconds | None = None
+    delivery_delay: DelaySeconds | None = None
+    retention_seconds: RetentionSeconds | None = None
 
 
 class Replay(_Body):
     to: QueueName
-    limit: int | None = Field(None, ge=1, le=10_000_000)
+    limit: ReplayLimit | None = None

@@ -56,6 +56,7 @@ class RouterStats:
 
     @property
     def total(self) -> TypeCounters:
+        """Every type's counters added up."""
         total = TypeCounters()
         for counters in self._by_type.values():
             total += counters

@@ -1,4 +1,5 @@
-"""`conveyor serve`: no unauthenticated server on a reachable address; the real server starts,
+"""`conveyor serve`: no unauthenticated server on a reachable address, no server answering any
+Host name by accident, a taken port refused before anything is created; the real server starts,
 answers with and without its token, and stops on SIGTERM."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conveyor.http.auth import is_loopback
+from conveyor.http.hosts import is_loopback
 from tests.cli.conftest import Cli, assert_one_error_line
 
 WAIT_SECONDS = 30.0
@@ -35,6 +37,32 @@ def test_serve_refuses_a_reachable_bind_without_a_token(
 def test_an_empty_token_counts_as_none(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVEYOR_TOKEN", "")
     assert_one_error_line(cli("serve", "--host", "0.0.0.0"), "[token_required]")
+
+
+def test_serve_on_every_interface_needs_the_names_it_answers(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CONVEYOR_TOKEN", TOKEN)
+    assert_one_error_line(cli("serve", "--host", "0.0.0.0"), "--allowed-host", "[allowed_host_required]")
+    assert not (tmp_path / "cli.db").exists()
+
+
+def test_any_host_needs_a_token(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    assert_one_error_line(cli("serve", "--allowed-host", "*"), "needs a token", "[token_required]")
+
+
+def test_serve_on_a_taken_port_is_one_line_and_creates_nothing(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CONVEYOR_TOKEN", raising=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli("serve", "--port", str(port))
+    assert_one_error_line(result, f"port {port} on 127.0.0.1 is in use", "[port_in_use]")
+    assert list(tmp_path.iterdir()) == []  # no database, nothing else
 
 
 @pytest.mark.parametrize(
@@ -97,11 +125,11 @@ def test_serve_answers_with_its_token_and_stops_on_sigterm(tmp_path: Path) -> No
 
 
 def wait_for_address(log: Path, server: subprocess.Popen[str]) -> str:
-    """The address uvicorn logs once it listens (port 0: the kernel picked a free one)."""
+    """The address the server logs once it listens (port 0: the kernel picked a free one)."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         assert server.poll() is None, f"the server exited early: {log.read_text()}"
-        found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
+        found = re.search(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text())
         if found:
             return found.group(1)
         time.sleep(0.05)  # another process writes the log: polling is the only way to see it

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,20 +14,27 @@ from tests.support.apps import AppFactory
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-BASE_URL = "http://conveyor.test"
+# a loopback name, as a client of `conveyor serve` on its default bind uses
+BASE_URL = "http://localhost:8787"
 
 
-def client_for(
+@contextlib.asynccontextmanager
+async def client_for(
     app: conveyor.App, *, headers: dict[str, str] | None = None, **options: Any
-) -> httpx.AsyncClient:
-    """An httpx client calling `create_api(app, token=TOKEN, **options)` in process."""
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client calling `create_api(app, token=TOKEN, **options)` in process, inside the
+    API's lifespan (as a server runs it)."""
     options.setdefault("token", TOKEN)
     api = create_api(app, **options)
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=api),
-        base_url=BASE_URL,
-        headers=AUTH if headers is None else headers,
-    )
+    async with (
+        api.router.lifespan_context(api),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=api),
+            base_url=BASE_URL,
+            headers=AUTH if headers is None else headers,
+        ) as client,
+    ):
+        yield client
 
 
 def result(response: httpx.Response, status: int = 200) -> Any:

@@ -1,0 +1,199 @@
+"""What travels over the Cloudflare mount: request bodies as Cloudflare's REST API takes them, and
+the documents it answers with (queue objects, pulled and peeked messages).
+
+Unlike the native API, these bodies are lenient as Cloudflare's are: unknown fields are ignored
+(`{"visibility_timeout": 10000, "batch_size": 2}` from Cloudflare's own docs works) and whole
+numbers may come as floats (the official SDK sends `batch_size` as `10.0`).
+
+Pulled and peeked bodies are encoded as Cloudflare encodes them for HTTP consumers: `text` as
+the string itself, `json` and `bytes` as base64 of their bytes; `metadata["CF-Content-Type"]`
+names the type.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import re
+from typing import Annotated, Any
+
+import pydantic_core
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from conveyor import limits as L
+from conveyor.codec import check_content_type
+from conveyor.http.envelope import INVALID_INPUT, ApiError
+from conveyor.http.schemas import (
+    BODY_MATCHES_CONTENT_TYPE,
+    BatchSize,
+    ContentTypeName,
+    DelaySeconds,
+    LeaseId,
+    QueueName,
+    RetentionSeconds,
+    VisibilityTimeoutMs,
+    documented,
+    whole_number,
+)
+from conveyor.producer import PeekedMessage, PulledMessage, SendRequest
+from conveyor.types import QueueInfo
+
+# A queue_id as Cloudflare shows them: 32 lowercase hex digits.
+QUEUE_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+DEFAULT_PEEK_BATCH_SIZE = 1
+MAX_PEEK_BATCH_SIZE = 100
+CONTENT_TYPE_KEY = "CF-Content-Type"
+
+
+def queue_id(name: str) -> str:
+    """The stable id of queue `name`: the same for the same name, on every server and restart."""
+    return hashlib.sha256(b"conveyor-queue:" + name.encode()).hexdigest()[:32]
+
+
+class _Body(BaseModel):
+    # forgiving, as Cloudflare's API is: unknown fields are ignored; otherwise as strict as the
+    # native API: "10" is not a number, "true" not a bool (but 10.0 is 10)
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class SettingsParams(_Body):
+    delivery_delay: DelaySeconds | None = None
+    delivery_paused: bool | None = None
+    message_retention_period: RetentionSeconds | None = None
+
+
+class QueueCreateParams(_Body):
+    queue_name: QueueName
+    settings: SettingsParams | None = None
+
+
+class QueueUpdateParams(_Body):
+    queue_name: str | None = None
+    settings: SettingsParams | None = None
+
+
+class MessagePushParams(_Body):
+    model_config = ConfigDict(json_schema_extra=BODY_MATCHES_CONTENT_TYPE)
+
+    body: Any
+    content_type: ContentTypeName = "json"
+    delay_seconds: DelaySeconds | None = None
+
+    def to_request(self) -> SendRequest:
+        """The message as conveyor sends it; bad content types and bodies are refused here."""
+        content_type = check_content_type(self.content_type)
+        body = self.body
+        if content_type == "text" and not isinstance(body, str):
+            raise ApiError(400, INVALID_INPUT, 'content_type "text" needs a string body')
+        if content_type == "bytes":
+            body = _base64_body(body)
+        return SendRequest(body, self.delay_seconds, content_type)
+
+
+class MessageBulkPushParams(_Body):
+    messages: Annotated[list[MessagePushParams], documented(maxItems=L.MAX_BATCH_MESSAGES)]
+    delay_seconds: DelaySeconds | None = None
+
+
+PeekBatchSize = Annotated[int, Field(ge=1, le=MAX_PEEK_BATCH_SIZE), BeforeValidator(whole_number)]
+
+
+class MessagePullParams(_Body):
+    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
+    visibility_timeout_ms: VisibilityTimeoutMs | None = None
+    # the name Cloudflare's pull-consumer guide uses (milliseconds too)
+    visibility_timeout: VisibilityTimeoutMs | None = None
+
+    def visibility_timeout_seconds(self) -> float:
+        milliseconds = self.visibility_timeout_ms or self.visibility_timeout
+        return L.DEFAULT_VISIBILITY_TIMEOUT if milliseconds is None else milliseconds / 1000
+
+
+class AckParams(_Body):
+    lease_id: LeaseId
+
+
+class RetryParams(_Body):
+    lease_id: LeaseId
+    delay_seconds: DelaySeconds = 0.0
+
+
+class MessageAckParams(_Body):
+    acks: list[AckParams] = []
+    retries: list[RetryParams] = []
+
+
+class MessagePeekParams(_Body):
+    batch_size: PeekBatchSize = DEFAULT_PEEK_BATCH_SIZE
+
+
+class PurgeStartParams(_Body):
+    # must be there and true: a purge without it is refused
+    delete_messages_permanently: Annotated[bool, documented(const=True)]
+
+
+def _base64_body(body: Any) -> bytes:
+    if isinstance(body, str):
+        try:
+            return base64.b64decode(body, validate=True)
+        except ValueError:  # binascii.Error, or a str that is not ASCII
+            pass
+    raise ApiError(400, INVALID_INPUT, 'content_type "bytes" needs a base64 string body')
+
+
+# -- documents ----------------------------------------------------------------------------------
+
+
+def timestamp(unix: float) -> str:
+    """Cloudflare's timestamps: ISO 8601 in UTC with microseconds and a Z."""
+    return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def queue_document(info: QueueInfo) -> dict[str, Any]:
+    created = timestamp(info.created_at)
+    return {
+        "queue_id": queue_id(info.name),
+        "queue_name": info.name,
+        "created_on": created,
+        "modified_on": created,
+        "producers": [],
+        "producers_total_count": 0,
+        "consumers": [],
+        "consumers_total_count": 0,
+        "settings": {
+            "delivery_delay": info.settings.delivery_delay,
+            "delivery_paused": info.paused,
+            "message_retention_period": info.settings.retention_seconds,
+        },
+    }
+
+
+def _wire_body(message: PulledMessage | PeekedMessage) -> tuple[str, str]:
+    body = message.body
+    if isinstance(body, bytes):
+        # bytes, or a body a foreign writer stored that does not parse as its type
+        return base64.b64encode(body).decode(), "bytes"
+    if message.content_type == "text":
+        return body, "text"
+    return base64.b64encode(pydantic_core.to_json(body, inf_nan_mode="null")).decode(), "json"
+
+
+def _message_document(message: PulledMessage | PeekedMessage) -> dict[str, Any]:
+    body, content_type = _wire_body(message)
+    return {
+        "id": message.id,
+        "body": body,
+        "timestamp_ms": int(message.timestamp.timestamp() * 1000),
+        "attempts": message.attempts,
+        "metadata": {CONTENT_TYPE_KEY: content_type},
+    }
+
+
+def pulled_document(message: PulledMessage) -> dict[str, Any]:
+    return _message_document(message) | {"lease_id": message.lease_id}
+
+
+def peeked_document(message: PeekedMessage) -> dict[str, Any]:
+    # the ref of Cloudflare's peek names one message for messages/purge (not mounted here)
+    return _message_document(message) | {"ref": message.id}

@@ -1,0 +1,210 @@
+"""The shapes of the API's answers, for /openapi.json: the `result` of each successful envelope,
+and the envelopes themselves. Handlers build plain dicts (fast); the schemathesis run in the test
+suite checks every answer against these."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.types import ContentType
+
+T = TypeVar("T")
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class Envelope(_Document, Generic[T]):
+    """A successful answer."""
+
+    success: Literal[True]
+    result: T
+    errors: list[Any] = Field(max_length=0)
+    messages: list[str]
+
+
+class ErrorItem(_Document):
+    code: str = Field(description="stable: branch on it, never on the message")
+    message: str
+
+
+class ErrorEnvelope(_Document):
+    """A failed answer of the native API."""
+
+    success: Literal[False]
+    result: None
+    errors: list[ErrorItem] = Field(min_length=1)
+    messages: list[str]
+
+
+class CloudflareErrorItem(_Document):
+    code: int = Field(description="Cloudflare's number for the error")
+    message: str
+
+
+class CloudflareErrorEnvelope(_Document):
+    """A failed answer of the Cloudflare mount."""
+
+    success: Literal[False]
+    result: None
+    errors: list[CloudflareErrorItem] = Field(min_length=1)
+    messages: list[str]
+
+
+# -- the native API's results --------------------------------------------------------------------
+
+
+class Health(_Document):
+    status: Literal["ok"]
+
+
+class QueueDocument(_Document):
+    name: str
+    backlog: int = Field(description="messages ready for delivery now")
+    delayed: int = Field(description="messages not visible yet")
+    in_flight: int = Field(description="messages leased to a consumer")
+    oldest_age_seconds: float
+    bytes: int
+    paused: bool
+    delivery_delay: float
+    retention_seconds: float
+    created_at: str
+
+
+class Deleted(_Document):
+    name: str
+    deleted: Literal[True]
+
+
+class Purged(_Document):
+    name: str
+    purged: int
+
+
+class DeadLetter(_Document):
+    original_id: str
+    source_queue: str
+    attempts: int
+    error: str
+    dead_lettered_at: float
+
+
+class _Message(_Document):
+    id: str
+    body: Any = Field(description="a JSON value (json), a string (text) or base64 (bytes)")
+    timestamp_ms: int
+    attempts: int
+    content_type: ContentType
+    dead_letter: DeadLetter | None
+
+
+class PulledMessage(_Message):
+    lease_id: str
+
+
+class PeekedMessage(_Message):
+    leased: bool
+
+
+class Sent(_Document):
+    id: str
+
+
+class SentBatch(_Document):
+    ids: list[str]
+
+
+class Pulled(_Document):
+    message_backlog_count: int = Field(description="unacknowledged messages, read in the background")
+    messages: list[PulledMessage]
+
+
+class Acked(_Document):
+    ack_count: int
+    retry_count: int
+    warnings: list[str]
+
+
+class Replayed(_Document):
+    from_: str = Field(alias="from")
+    to: str
+    replayed: int
+
+
+# -- the Cloudflare mount's results --------------------------------------------------------------
+
+
+class CloudflareSettings(_Document):
+    delivery_delay: float
+    delivery_paused: bool
+    message_retention_period: float
+
+
+class CloudflareQueue(_Document):
+    queue_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    queue_name: str
+    created_on: str
+    modified_on: str
+    producers: list[Any]
+    producers_total_count: int
+    consumers: list[Any]
+    consumers_total_count: int
+    settings: CloudflareSettings
+
+
+class CloudflareMetrics(_Document):
+    backlog_count: int
+    backlog_bytes: int
+    oldest_message_timestamp_ms: int
+
+
+class CloudflareMetadata(_Document):
+    metrics: CloudflareMetrics
+
+
+class CloudflarePushed(_Document):
+    metadata: CloudflareMetadata
+
+
+class CloudflareMessageMetadata(_Document):
+    content_type: Literal["json", "text", "bytes"] = Field(alias="CF-Content-Type")
+
+
+class _CloudflareMessage(_Document):
+    id: str
+    body: str = Field(description="text as is; json and bytes as base64")
+    timestamp_ms: int
+    attempts: int
+    metadata: CloudflareMessageMetadata
+
+
+class CloudflarePulledMessage(_CloudflareMessage):
+    lease_id: str
+
+
+class CloudflarePeekedMessage(_CloudflareMessage):
+    ref: str
+
+
+class CloudflarePulled(_Document):
+    message_backlog_count: int
+    messages: list[CloudflarePulledMessage]
+    metadata: CloudflareMetadata
+
+
+class CloudflareAcked(_Document):
+    ack_count: int = Field(alias="ackCount")
+    retry_count: int = Field(alias="retryCount")
+    warnings: dict[str, str]
+
+
+class CloudflarePeeked(_Document):
+    messages: list[CloudflarePeekedMessage]
+
+
+class CloudflarePurgeStatus(_Document):
+    started_at: str | None
+    completed: Literal["true"] | None
