@@ -64,18 +64,22 @@ class App:
 
     @property
     def backend(self) -> Backend:
+        """The engine object (the Backend the URL chose)."""
         return self.core.backend
 
     @property
     def clock(self) -> Clock:
+        """The time source every handle of this App uses."""
         return self.core.clock
 
     @property
     def limits(self) -> L.Limits:
+        """The message, batch, delay and retention limits this App checks."""
         return self.core.limits
 
     @property
     def auto_create(self) -> bool:
+        """Whether a queue is created on first use (else an unknown queue raises `QueueNotFound`)."""
         return self.core.auto_create
 
     @property
