@@ -4,6 +4,7 @@ a type error), and `conveyor dev --once` and `conveyor bench --smoke` run in an 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -234,4 +235,6 @@ def test_bench_smoke_runs_in_an_empty_directory(installed: Path, tmp_path: Path)
         tmp_path,
         clean_env(),
     )
-    assert output.exists()
+    sqlite = json.loads(output.read_text())["engines"]["sqlite-normal"]
+    # the HTTP cases' server and load generator run from the wheel too
+    assert {"send_one", "http_send_one", "http_pull_ack_small"} <= set(sqlite["cases"]), sqlite["notes"]
