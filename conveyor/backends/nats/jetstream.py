@@ -45,6 +45,8 @@ MAX_REPLICAS = 5
 #: How long a stream remembers a record's Nats-Msg-Id to drop a repeat (URL `duplicate_window=`).
 DEFAULT_DUPLICATE_WINDOW_SECONDS = 120.0
 MAX_DUPLICATE_WINDOW_SECONDS = 86_400.0
+#: The first connect tries each server this many times more before BackendUnavailable.
+CONNECT_ATTEMPTS = 2
 #: One JetStream request waits this long for its reply before it is tried again.
 REQUEST_TIMEOUT_SECONDS = 2.0
 #: Transient failures (timeouts, no stream leader, reconnecting) are retried this long in all.
@@ -191,12 +193,15 @@ class JetStream:
                 token=options.token,
                 connect_timeout=5,
                 reconnect_time_wait=0.25,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=CONNECT_ATTEMPTS,
                 allow_reconnect=True,
                 ping_interval=5,
                 max_outstanding_pings=2,
                 error_cb=quiet,
             )
+        # connected once: from now on reconnect for as long as it takes (nats-py would also
+        # retry the first connect forever with -1, so it is set only now)
+        nc.options["max_reconnect_attempts"] = -1
         self._nc = nc
         self._js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
 
@@ -242,7 +247,7 @@ class JetStream:
             except (nats.errors.ConnectionClosedError, nats.errors.NoServersError) as exc:
                 raise BackendUnavailable(f"NATS at {self.options.where} is unavailable: {exc!r}") from exc
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            pause = min(pause * 2, 0.25)
 
     async def api(self, subject: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
         """One JetStream API request ($JS.API.<subject>); an error reply raises APIError."""

@@ -32,9 +32,9 @@ def decode(data: bytes) -> Record:
     end = data.find(b"\n")
     if end < 0:
         header = json.loads(data)
-        return Record(str(header["op"]), header, memoryview(b""))
+        return Record(str(header.get("op", "")), header, memoryview(b""))
     header = json.loads(data[:end])
-    return Record(str(header["op"]), header, memoryview(data)[end + 1 :])
+    return Record(str(header.get("op", "")), header, memoryview(data)[end + 1 :])
 
 
 def encode(header: dict[str, Any], blob: bytes | Sequence[bytes] = b"") -> bytes:

@@ -102,8 +102,15 @@ class QueueView:
         generation = self._generation
 
         async def on_record(msg: Msg) -> None:
-            if generation == self._generation:
+            if generation != self._generation:
+                return
+            try:
                 self._receive(msg)
+            except Exception:  # a bug here must not pass in silence: read everything again
+                log.exception(
+                    "queue %s: applying record %s failed; reading the log again", self.queue, msg.reply
+                )
+                self._restart()
 
         self._subscription = await self.js.follow(self.queue, on_record)
 
