@@ -48,7 +48,7 @@ MAX_DUPLICATE_WINDOW_SECONDS = 86_400.0
 #: The first connect tries each server this many times more before BackendUnavailable.
 CONNECT_ATTEMPTS = 2
 #: One JetStream request waits this long for its reply before it is tried again.
-REQUEST_TIMEOUT_SECONDS = 2.0
+REQUEST_TIMEOUT_SECONDS = 1.0
 #: Transient failures (timeouts, no stream leader, reconnecting) are retried this long in all.
 RETRY_SECONDS = 15.0
 #: A log reader that hears nothing (not even a heartbeat) for two of these starts again.
