@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 import conveyor
+from bench.nats_servers import free_ports
 from conveyor.errors import BackendUnavailable, InvalidURL
 from conveyor.ids import new_message_id
-from conveyor.types import DeadLetter, QueueSettings, Settlement
+from conveyor.types import DeadLetter, OutgoingMessage, QueueSettings, Settlement
 from tests.consumer.test_worker_process import PROCESS_TIMEOUT_SECONDS, WorkerProcess, read_log
 from tests.engines import check_nats, nats_storage
-from tests.nats_servers import free_ports
 from tests.polling import eventually
 
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
@@ -242,10 +242,10 @@ async def test_dead_letters_left_in_the_outbox_by_a_crash_are_moved_by_the_next_
         await app.queue("work").send_batch([{"n": 1}, {"n": 2}])
         pulled = await app.queue("work").pull(batch_size=2)
 
-        async def crash_after_settle(source: str, move: object) -> None:
+        async def crash_after_settle(source: str, moves: object) -> None:
             """The settling process dies before the copy is stored."""
 
-        monkeypatch.setattr(backend, "_finish_move", crash_after_settle)
+        monkeypatch.setattr(backend, "_finish_moves", crash_after_settle)
         dead = [DeadLetter(m.lease_id, new_message_id(), "boom", "work-dlq") for m in pulled]
         result = await backend.settle("work", Settlement(dead_letters=dead))
         assert result.dead_lettered == 2
@@ -259,6 +259,35 @@ async def test_dead_letters_left_in_the_outbox_by_a_crash_are_moved_by_the_next_
         copies = await app.queue("work-dlq").peek(10)
         assert sorted(m.id for m in copies) == sorted(d.new_id for d in dead)
         assert {m.dead_letter.source_queue for m in copies if m.dead_letter} == {"work"}
+
+
+async def test_a_write_to_several_queues_commits_at_once_and_a_crash_after_it_is_finished_by_a_sweep(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with conveyor.App(url) as app:
+        backend = app.backend
+        assert isinstance(backend, NatsBackend)
+        for name in ("kitchen", "bar", "till"):
+            await app.create_queue(name)
+        messages = [
+            OutgoingMessage(name, new_message_id(), b'{"order":7}', "json")
+            for name in ("kitchen", "bar", "till")
+        ]
+
+        async def crash_after_commit(source: str, moves: object) -> None:
+            """The sending process dies once the first queue's record is stored."""
+
+        monkeypatch.setattr(backend, "_finish_moves", crash_after_commit)
+        await backend.send_many(messages)
+        monkeypatch.undo()
+        assert [(await app.queue(name).stats()).total for name in ("kitchen", "bar", "till")] == [1, 0, 0]
+
+        monkeypatch.setattr(nats_backend, "MOVE_GRACE_SECONDS", 0.0)
+        await app.sweep()
+        await app.sweep()
+        for message in messages:
+            [stored] = await app.backend.peek(message.queue, 10)
+            assert (stored.id, stored.body) == (message.id, message.body)
 
 
 async def test_a_queue_deleted_and_made_again_is_read_afresh_by_another_app(url: str) -> None:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from tests.nats_servers import NatsCluster, NatsServer, check_nats_server, free_ports
+from bench.nats_servers import NatsCluster, NatsServer, free_ports, nats_server_installed
 from tests.polling import eventually
+from tests.services import need
 
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
 
@@ -32,6 +33,10 @@ AFTER_RECOVERY = 1_000  # messages sent after the producer recovered, before it 
 VISIBILITY_TIMEOUT = 5.0  # short, so a redelivery after a lost outcome comes soon
 # A bound so a broken engine fails the test rather than hanging it (not a speed target).
 RECOVERY_LIMIT_SECONDS = 60.0
+
+
+def check_nats_server() -> None:
+    need("nats-server", nats_server_installed(), "install nats-server (apt-get install nats-server)")
 
 
 @pytest.fixture

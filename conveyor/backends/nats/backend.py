@@ -9,11 +9,12 @@ that state by reading the log (`view.py`), so a lease, a retry or a dead letter 
 everywhere, at the server's time, with the semantics of every other engine. docs/nats.md says
 why the engine does not lean on JetStream's own consumers, and what each choice costs.
 
-Sends are one record per queue (a batch stays whole) carrying a Nats-Msg-Id made of its first
-message id, so a send retried after a lost reply is stored once within the stream's duplicate
-window. Messages leaving a queue for another (dead letters, replays) wait in the source queue's
-outbox, part of its state, until their copy is stored (with a Nats-Msg-Id naming the move): a
-crash in between leaves them in the outbox, and the next sweep finishes the move.
+Sends are one record (a batch stays whole) carrying a Nats-Msg-Id made of its first message id,
+so a send retried after a lost reply is stored once within the stream's duplicate window.
+Messages bound for another queue (dead letters, replays, a send naming several queues: topic
+fan-out) wait in the outbox of the queue whose record committed them, part of its state, until
+their copy is stored (with a Nats-Msg-Id naming the move): a crash in between leaves them in the
+outbox, and the next sweep finishes the move.
 """
 
 from __future__ import annotations
@@ -266,14 +267,50 @@ class NatsBackend(Backend):
                     message.id, message.body, message.content_type, message.delay_seconds, message.dead_letter
                 )
             )
-        if len(by_queue) > 1:  # a missing queue must fail the whole write before any of it
-            unknown = [name for name in by_queue if name not in self._known]
-            states = await asyncio.gather(*(self.js.stream_state(name) for name in unknown))
-            for name, state in zip(unknown, states, strict=True):
-                if state is None:
-                    raise QueueNotFound(name)
-                self._known.add(name)
-        await asyncio.gather(*(self._append(name, arrivals, "send") for name, arrivals in by_queue.items()))
+        if len(by_queue) == 1:
+            [(name, arrivals)] = by_queue.items()
+            await self._append(name, arrivals, "send")
+            return
+        # a missing queue must fail the whole write before any of it
+        unknown = [name for name in by_queue if name not in self._known]
+        states = await asyncio.gather(*(self.js.stream_state(name) for name in unknown))
+        for name, state in zip(unknown, states, strict=True):
+            if state is None:
+                raise QueueNotFound(name)
+            self._known.add(name)
+        await self._fan_out(by_queue)
+
+    async def _fan_out(self, by_queue: dict[str, list[Arrival]]) -> None:
+        """One write to the first queue commits the messages of all: the others' copies wait in
+        its outbox (part of the record) until they are stored in their queues, at once here, or
+        by the next sweep if this process stops first."""
+        home = next(iter(by_queue))
+        limit = self.js.max_payload - RECORD_MARGIN_BYTES
+        packed: list[tuple[list[Arrival], dict[str, list[Arrival]]]] = [([], {})]
+        size = 0
+        for name, arrivals in by_queue.items():
+            for arrival in arrivals:
+                grow = records.send_size(arrival)
+                own, copies = packed[-1]
+                if (own or copies) and size + grow > limit:  # more than one record can hold
+                    packed.append(([], {}))
+                    own, copies = packed[-1]
+                    size = 0
+                size += grow
+                if name == home:
+                    own.append(arrival)
+                else:
+                    copies.setdefault(name, []).append(arrival)
+        moves: list[Move] = []
+        for own, copies in packed:
+            first = own[0] if own else next(iter(copies.values()))[0]
+            msg_id = f"fan-{first.id}-{len(own) + sum(len(c) for c in copies.values())}"
+            record_moves = [
+                Move(f"{msg_id}~{name}", name, arrivals, 0.0) for name, arrivals in copies.items()
+            ]
+            await self.js.publish(home, "log", records.encode_send(own, record_moves), msg_id)
+            moves.extend(record_moves)
+        await self._finish_moves(home, moves)
 
     async def _append(self, queue: str, arrivals: list[Arrival], msg_id_prefix: str) -> None:
         """Store `arrivals` in `queue`, one record if they fit in one (else several, in order)."""
@@ -365,27 +402,32 @@ class NatsBackend(Backend):
             return SettleResult(0, 0, 0, stale)
         header = {"op": "settle", "tok": new_token(), "a": acks, "r": retries, "d": deads}
         settled: Settled = await self._command(queue, header)
-        for move in settled.moves:
-            await self._finish_move(queue, move)
+        await self._finish_moves(queue, settled.moves)
         result = settled.result
         if stale:
             result = SettleResult(result.acked, result.retried, result.dead_lettered, [*result.stale, *stale])
         return result
 
-    async def _finish_move(self, source: str, move: Move) -> None:
-        """Store a move's copies in its destination (once, by Nats-Msg-Id), then clear it from
-        the source's outbox."""
-        try:
-            await self._append(move.destination, move.copies, f"move-{move.id}")
-        except QueueNotFound:
-            log.warning(
-                "queue %s was deleted: %d message(s) moving there from %s are dropped",
-                move.destination,
-                len(move.copies),
-                source,
-            )
-        header = {"op": "moved", "ids": [move.id]}
-        await self.js.publish(source, "log", records.encode(header), f"moved-{move.id}")
+    async def _finish_moves(self, source: str, moves: Sequence[Move]) -> None:
+        """Store moves' copies in their destinations (once each, by Nats-Msg-Id), then clear
+        them from the source's outbox."""
+        if not moves:
+            return
+
+        async def copy(move: Move) -> None:
+            try:
+                await self._append(move.destination, move.copies, f"move-{move.id}")
+            except QueueNotFound:
+                log.warning(
+                    "queue %s was deleted: %d message(s) moving there from %s are dropped",
+                    move.destination,
+                    len(move.copies),
+                    source,
+                )
+
+        await asyncio.gather(*(copy(move) for move in moves))
+        header = {"op": "moved", "ids": [move.id for move in moves]}
+        await self.js.publish(source, "log", records.encode(header), f"moved-{moves[0].id}-{len(moves)}")
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -408,7 +450,7 @@ class NatsBackend(Backend):
             source, {"op": "move", "tok": new_token(), "to": destination, "n": limit}
         )
         if move.copies:
-            await self._finish_move(source, move)
+            await self._finish_moves(source, [move])
         return len(move.copies)
 
     async def sweep(self) -> int:
@@ -418,9 +460,8 @@ class NatsBackend(Backend):
                 removed += int(await self._command(name, {"op": "sweep", "tok": new_token()}))
                 view = await self._view(name)
                 now = view.now()
-                for move in list(view.state.outbox.values()):
-                    if now - move.started_at > MOVE_GRACE_SECONDS:
-                        await self._finish_move(name, move)
+                late = [m for m in view.state.outbox.values() if now - m.started_at > MOVE_GRACE_SECONDS]
+                await self._finish_moves(name, late)
         return removed
 
     # -- wake-ups ----------------------------------------------------------------------------

@@ -62,8 +62,15 @@ def send_entries(arrivals: Sequence[Arrival]) -> list[list[Any]]:
     return [[a.id, a.content_type, a.delay, len(a.body), _dead(a.dead_letter), a.timestamp] for a in arrivals]
 
 
-def encode_send(arrivals: Sequence[Arrival]) -> bytes:
-    return encode({"op": "send", "m": send_entries(arrivals)}, [a.body for a in arrivals])
+def encode_send(arrivals: Sequence[Arrival], fan_out: Sequence[Move] = ()) -> bytes:
+    """A send record; `fan_out` adds copies for other queues, which wait in this queue's outbox
+    until they are stored there (one write commits the messages of every queue it names)."""
+    header: dict[str, Any] = {"op": "send", "m": send_entries(arrivals)}
+    bodies = [a.body for a in arrivals]
+    if fan_out:
+        header["x"] = [[move.id, move.destination, send_entries(move.copies)] for move in fan_out]
+        bodies.extend(a.body for move in fan_out for a in move.copies)
+    return encode(header, bodies)
 
 
 def send_size(arrival: Arrival) -> int:
@@ -73,10 +80,24 @@ def send_size(arrival: Arrival) -> int:
 
 
 def decode_arrivals(record: Record) -> list[Arrival]:
+    return _arrivals(record.header["m"], record.blob)
+
+
+def decode_fan_out(record: Record, now: float) -> list[Move]:
+    """The copies a send record carries for other queues, as moves begun at `now`."""
+    offset = sum(entry[3] for entry in record.header["m"])
+    moves = []
+    for move_id, destination, entries in record.header.get("x", ()):
+        size = sum(entry[3] for entry in entries)
+        moves.append(Move(move_id, destination, _arrivals(entries, record.blob[offset : offset + size]), now))
+        offset += size
+    return moves
+
+
+def _arrivals(entries: list[list[Any]], blob: memoryview) -> list[Arrival]:
     arrivals = []
-    blob = record.blob
     offset = 0
-    for message_id, content_type, delay, length, dead, timestamp in record.header["m"]:
+    for message_id, content_type, delay, length, dead, timestamp in entries:
         body = bytes(blob[offset : offset + length])
         offset += length
         arrivals.append(
@@ -181,7 +202,8 @@ def decode_state(name: str, data: bytes) -> QueueState:
         state.schedule(message)
     for move_id, destination, started_at, entries in header["moves"]:
         size = sum(entry[3] for entry in entries)
-        copies = decode_arrivals(Record("send", {"m": entries}, blob[offset : offset + size]))
+        state.outbox[move_id] = Move(
+            move_id, destination, _arrivals(entries, blob[offset : offset + size]), started_at
+        )
         offset += size
-        state.outbox[move_id] = Move(move_id, destination, copies, started_at)
     return state

@@ -162,6 +162,11 @@ class QueueState:
             stored += 1
         return stored
 
+    def fan_out(self, moves: Iterable[Move]) -> None:
+        """Copies a send wrote for other queues: they wait in the outbox until stored there."""
+        for move in moves:
+            self.outbox[move.id] = move
+
     def lease(self, limit: int, visibility_timeout: float, token: str, now: float) -> list[Message]:
         if self.paused:
             return []

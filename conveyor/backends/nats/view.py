@@ -197,6 +197,8 @@ class QueueView:
         if op == "send":
             if state.send(records.decode_arrivals(record), now, seq << ORDER_SHIFT):
                 self.wake()
+            if "x" in header:
+                state.fan_out(records.decode_fan_out(record, now))
         elif op == "lease":
             token = str(header["tok"])
             leased = state.lease(int(header["n"]), float(header["vt"]), token, now)

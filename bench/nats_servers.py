@@ -1,6 +1,7 @@
-"""Local `nats-server` processes with JetStream for tests: one server a test may stop and start, or
-a 3-node cluster whose nodes it may kill. Loopback ports of their own, store directories under the
-test's tmp_path, each process stopped by its PID (and sent SIGTERM if the test process dies).
+"""Local `nats-server` processes with JetStream, for the benchmark's 3-node cluster and the tests'
+fault fixtures: one server that may be stopped and started, or a 3-node cluster whose nodes may be
+killed. Loopback ports of their own, store directories in a given directory, each process stopped
+by its PID (and sent SIGTERM if the process that started it dies).
 """
 
 from __future__ import annotations
@@ -18,18 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.services import need
-
 STARTUP_TIMEOUT_SECONDS = 30.0
 CLUSTER_NAME = "conveyor-test"
 
 
-def check_nats_server() -> None:
-    need(
-        "nats-server",
-        shutil.which("nats-server") is not None,
-        "install nats-server (apt-get install nats-server)",
-    )
+def nats_server_installed() -> bool:
+    return shutil.which("nats-server") is not None
 
 
 def free_ports(count: int) -> list[int]:
