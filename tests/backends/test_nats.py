@@ -301,6 +301,16 @@ async def test_a_queue_deleted_and_made_again_is_read_afresh_by_another_app(url:
         assert pulled.body == {"n": "new"}
 
 
+async def test_a_reader_that_only_leases_notices_its_queue_was_made_again(url: str) -> None:
+    async with conveyor.App(url) as reader, conveyor.App(url) as other:
+        await reader.queue("q").send_batch([{"n": n} for n in range(5)])
+        assert (await reader.queue("q").stats()).backlog == 5
+        assert await other.delete_queue("q")
+        new_ids = [await other.queue("q").send({"n": f"new{n}"}) for n in range(10)]  # past the old log's end
+        pulled = await reader.queue("q").pull(batch_size=100)  # no read first: the lease itself must notice
+        assert sorted(m.id for m in pulled) == sorted(new_ids)
+
+
 @pytest.mark.slow
 async def test_worker_processes_share_a_queue_and_a_sigkill_loses_nothing(url: str, tmp_path: Path) -> None:
     log = tmp_path / "handled.log"

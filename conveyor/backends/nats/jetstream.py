@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -35,6 +36,7 @@ from conveyor.backends import redact
 from conveyor.errors import BackendUnavailable, InvalidURL, QueueNotFound
 
 T = TypeVar("T")
+log = logging.getLogger("conveyor.nats")
 
 DEFAULT_PREFIX = "conveyor"
 DEFAULT_PORT = 4222
@@ -183,7 +185,8 @@ class JetStream:
         options = self.options
 
         async def quiet(exc: Exception) -> None:
-            """nats-py reports reconnects and slow consumers here; the calls that fail say so."""
+            """nats-py reports reconnects and readers started again here; calls that fail say so."""
+            log.debug("nats-py: %r", exc)
 
         with self.available():
             nc = await nats.connect(

@@ -48,14 +48,14 @@ COMPACT_MIN_BYTES = 8 * 1024 * 1024
 SNAPSHOT_PART_BYTES = 512 * 1024
 
 
-def record_position(reply: str) -> tuple[int, float]:
-    """The stream sequence and the server's timestamp (seconds) of a record, from the reply
-    subject JetStream delivers it with: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.
-    <consumer seq>.<timestamp ns>.<pending>` (servers >= 2.10 may add a domain, an account hash
-    and a token: `$JS.ACK.<domain>.<hash>.<stream>...<pending>.<token>`)."""
+def record_position(reply: str) -> tuple[str, int, float]:
+    """The consumer that delivered a record, its stream sequence and the server's timestamp
+    (seconds), from the reply subject JetStream delivers it with: `$JS.ACK.<stream>.<consumer>.
+    <delivered>.<stream seq>.<consumer seq>.<timestamp ns>.<pending>` (servers >= 2.10 may add a
+    domain, an account hash and a token: `$JS.ACK.<domain>.<hash>.<stream>...<pending>.<token>`)."""
     tokens = reply.split(".")
     offset = 2 if len(tokens) >= 12 else 0
-    return int(tokens[5 + offset]), int(tokens[7 + offset]) / 1_000_000_000
+    return tokens[3 + offset], int(tokens[5 + offset]), int(tokens[7 + offset]) / 1_000_000_000
 
 
 class QueueView:
@@ -69,6 +69,8 @@ class QueueView:
         self._subscription: Any = None
         self._first_seen: int | None = None
         self._last_seen = 0
+        self._consumer: str | None = None  # the consumer delivering the records
+        self._held: list[Msg] | None = None  # records held while the stream's identity is checked
         # records held while looking for the snapshot that ends where the log begins
         self._loading: list[tuple[int, float, int, Record]] | None = None
         self._parts: dict[str, dict[int, bytes]] = {}
@@ -127,6 +129,8 @@ class QueueView:
         self.applied = 0
         self._first_seen = None
         self._last_seen = 0
+        self._consumer = None
+        self._held = None
         self._loading = None
         self._parts = {}
         self._log_bytes = 0
@@ -149,8 +153,43 @@ class QueueView:
         task.add_done_callback(self._tasks.discard)
 
     def _receive(self, msg: Msg) -> None:
-        seq, timestamp = record_position(msg.reply)
-        data = msg.data
+        consumer, seq, timestamp = record_position(msg.reply)
+        if consumer != self._consumer:
+            if self._consumer is not None and self._held is None:
+                # nats-py made a new consumer (the old one went quiet): if the queue was deleted
+                # and made again meanwhile, these records belong to another log. Hold them until
+                # the stream's creation time says which.
+                self._held = []
+                self._spawn(self._check_incarnation(self._generation))
+            self._consumer = consumer
+        if self._held is not None:
+            self._held.append(msg)
+            return
+        self._take(seq, timestamp, msg.data)
+
+    async def _check_incarnation(self, generation: int) -> None:
+        try:
+            stream = await self.js.stream_state(self.queue)
+        except Exception as exc:
+            log.warning("queue %s: checking its stream failed (%r); reading its log again", self.queue, exc)
+            stream = None
+        if generation != self._generation:
+            return
+        held, self._held = self._held or [], None
+        if stream is None or stream.created != self.created:
+            if stream is not None:
+                self.created = stream.created
+            self._restart()
+            return
+        try:
+            for msg in held:
+                _, seq, timestamp = record_position(msg.reply)
+                self._take(seq, timestamp, msg.data)
+        except Exception:  # as in on_record: never in silence
+            log.exception("queue %s: applying a record failed; reading the log again", self.queue)
+            self._restart()
+
+    def _take(self, seq: int, timestamp: float, data: bytes) -> None:
         if self._first_seen is None:
             self._first_seen = seq
             if seq != 1:  # compacted: the state before `seq` is in a snapshot further on
