@@ -88,7 +88,7 @@ class QueueView:
     async def start(self) -> None:
         stream = await self.js.require_stream(self.queue)
         self.created = stream.created
-        await self._follow()
+        self._subscription = await self._follow(self._generation)
         await self.wait_applied(stream.last_seq)
 
     async def close(self) -> None:
@@ -100,9 +100,7 @@ class QueueView:
             if not future.done():
                 future.cancel()
 
-    async def _follow(self) -> None:
-        generation = self._generation
-
+    async def _follow(self, generation: int) -> Any:
         async def on_record(msg: Msg) -> None:
             if generation != self._generation:
                 return
@@ -114,7 +112,7 @@ class QueueView:
                 )
                 self._restart()
 
-        self._subscription = await self.js.follow(self.queue, on_record)
+        return await self.js.follow(self.queue, on_record)
 
     async def _unsubscribe(self) -> None:
         subscription, self._subscription = self._subscription, None
@@ -134,18 +132,26 @@ class QueueView:
         self._loading = None
         self._parts = {}
         self._log_bytes = 0
-        self._spawn(self._resubscribe())
+        self._spawn(self._resubscribe(self._generation))
 
-    async def _resubscribe(self) -> None:
+    async def _resubscribe(self, generation: int) -> None:
+        """Follow the log again, trying until it works or this reading is superseded."""
         await self._unsubscribe()
-        for pause in (0.0, 0.1, 0.5, 1.0, 2.0, 5.0):
+        pause = 0.0
+        while generation == self._generation:
             await asyncio.sleep(pause)
             try:
-                await self._follow()
-                return
-            except Exception as exc:  # the stream may be gone or leaderless for a moment
+                subscription = await self._follow(generation)
+            except Exception as exc:  # the stream may be gone or leaderless for a while
                 log.warning("reading the log of queue %s again failed: %r", self.queue, exc)
-        log.error("gave up reading the log of queue %s; its operations will time out", self.queue)
+                pause = min(max(pause * 2, 0.1), 5.0)
+                continue
+            if generation == self._generation:
+                self._subscription = subscription
+            else:  # superseded while subscribing
+                with contextlib.suppress(Exception):
+                    await subscription.unsubscribe()
+            return
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
