@@ -80,10 +80,7 @@ class NatsBackend(Backend):
     async def close(self) -> None:
         views, self._views = self._views, {}
         for future in views.values():
-            if future.done() and not future.cancelled() and future.exception() is None:
-                await future.result().close()
-            else:
-                future.cancel()
+            await _close_view(future)
         await self.js.close()
 
     # -- views -------------------------------------------------------------------------------
@@ -113,10 +110,7 @@ class NatsBackend(Backend):
         self._known.discard(queue)
         future = self._views.pop(queue, None)
         if future is not None:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                await future.result().close()
-            else:
-                future.cancel()
+            await _close_view(future)
 
     async def _command(self, queue: str, header: dict[str, Any]) -> Any:
         view = await self._view(queue)
@@ -473,6 +467,14 @@ class NatsBackend(Backend):
             await asyncio.sleep(timeout)
             return
         await view.wait(timeout)
+
+
+async def _close_view(future: asyncio.Future[QueueView]) -> None:
+    """Close a view, or stop it starting."""
+    if future.done() and not future.cancelled() and future.exception() is None:
+        await future.result().close()
+    else:
+        future.cancel()
 
 
 def _subscription(key: str, value: dict[str, Any]) -> Subscription:
