@@ -18,6 +18,7 @@ ENGINES: dict[str, tuple[str, str, str | None]] = {
     "postgres": ("conveyor.backends.postgres", "PostgresBackend", "postgres"),
     "redis": ("conveyor.backends.redis", "RedisBackend", "redis"),
     "rediss": ("conveyor.backends.redis", "RedisBackend", "redis"),
+    "nats": ("conveyor.backends.nats", "NatsBackend", "nats"),
 }
 
 

@@ -6,8 +6,10 @@ exist yet still gets its raw ceiling measured, so the table shows what it will b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
+import json
 import shutil
 import socket
 import tempfile
@@ -16,16 +18,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.nats_servers import NatsCluster
+
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 POSTGRES_URL = f"postgresql://{POSTGRES_HOST}:{POSTGRES_PORT}/test"
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 
 
 @dataclass(frozen=True)
 class Engine:
     name: str
-    #: "memory", "sqlite", "postgres" or "redis": which raw ceiling applies
+    #: "memory", "sqlite", "postgres", "redis" or "nats": which raw ceiling applies
     kind: str
     #: the conveyor backend module that must exist for the conveyor cases to run
     module: str
@@ -33,6 +38,8 @@ class Engine:
     latency_target_ms: float | None = None
     #: SQLite's synchronous pragma
     synchronous: str = "full"
+    #: NATS: how many servers hold each stream (3: a cluster of three started for the run)
+    replicas: int = 1
 
 
 ENGINES: dict[str, Engine] = {
@@ -41,6 +48,8 @@ ENGINES: dict[str, Engine] = {
     "sqlite-normal": Engine("sqlite-normal", "sqlite", "conveyor.backends.sqlite", 5.0, "normal"),
     "postgres": Engine("postgres", "postgres", "conveyor.backends.postgres", 2.0),
     "redis": Engine("redis", "redis", "conveyor.backends.redis", 1.0),
+    "nats": Engine("nats", "nats", "conveyor.backends.nats"),
+    "nats-r3": Engine("nats-r3", "nats", "conveyor.backends.nats", replicas=3),
 }
 # `--engines sqlite` means both synchronous modes.
 ALIASES = {"sqlite": ["sqlite-full", "sqlite-normal"], "postgresql": ["postgres"]}
@@ -83,6 +92,13 @@ def service_problem(engine: Engine) -> str | None:
             return "redis-py is not installed (pip install 'conveyor[redis]')"
         if not port_open(REDIS_HOST, REDIS_PORT):
             return f"nothing listens on {REDIS_HOST}:{REDIS_PORT}"
+    if engine.kind == "nats":
+        if importlib.util.find_spec("nats") is None:
+            return "nats-py is not installed (pip install 'conveyor[nats]')"
+        if engine.replicas == 1 and not port_open(NATS_HOST, NATS_PORT):
+            return f"nothing listens on {NATS_HOST}:{NATS_PORT}"
+        if engine.replicas > 1 and shutil.which("nats-server") is None:
+            return "nats-server is not on PATH (the 3-node cluster is started for the run)"
     return None
 
 
@@ -115,6 +131,22 @@ class Storage:
         self.name = unique()
         self.directory = Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
         self._counter = 0
+        # NATS: a stream-name prefix ("_" is not allowed in one) and, for R3, a cluster of our own
+        self.nats_prefix = self.name.replace("_", "-")
+        self.nats_cluster: NatsCluster | None = None
+        if engine.kind == "nats" and engine.replicas > 1:
+            self.nats_cluster = NatsCluster(self.directory / "nats", size=engine.replicas)
+            try:
+                asyncio.run(self.nats_cluster.start())
+            except BaseException:
+                self.nats_cluster.stop()
+                raise
+
+    @property
+    def nats_servers(self) -> list[str]:
+        if self.nats_cluster is not None:
+            return [node.url for node in self.nats_cluster.nodes]
+        return [f"nats://{NATS_HOST}:{NATS_PORT}"]
 
     def conveyor_url(self) -> str:
         kind = self.engine.kind
@@ -124,6 +156,9 @@ class Storage:
             return f"sqlite:///{self.directory / 'conveyor.db'}?synchronous={self.engine.synchronous}"
         if kind == "postgres":
             return f"{POSTGRES_URL}?schema={self.name}"
+        if kind == "nats":
+            servers = ",".join(server.removeprefix("nats://") for server in self.nats_servers)
+            return f"nats://{servers}?prefix={self.nats_prefix}&replicas={self.engine.replicas}"
         return f"{REDIS_URL}?prefix={self.name}"
 
     def raw_sqlite_path(self) -> Path:
@@ -156,3 +191,23 @@ class Storage:
                     client.delete(*keys[start : start + 1000])
             finally:
                 client.close()
+        if self.engine.kind == "nats":
+            try:
+                if service_problem(self.engine) is None:
+                    asyncio.run(delete_streams(self.nats_servers, self.nats_prefix))
+            finally:
+                if self.nats_cluster is not None:
+                    self.nats_cluster.stop()
+
+
+async def delete_streams(servers: list[str], prefix: str) -> None:
+    """Delete every stream whose subjects start with `prefix.` (conveyor's and the raw client's)."""
+    import nats
+
+    nc = await nats.connect(servers)
+    try:
+        reply = await nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": f"{prefix}.>"}).encode())
+        for stream in json.loads(reply.data).get("streams") or []:
+            await nc.request(f"$JS.API.STREAM.DELETE.{stream}", b"")
+    finally:
+        await nc.close()

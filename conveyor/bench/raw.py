@@ -9,10 +9,12 @@ ceiling is honest: conveyor also stores an id, a lease, a visibility time and in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from conveyor.bench.body import click
@@ -44,6 +46,13 @@ def _rate(count: int, run: Callable[[], int | None]) -> float:
     return (count if done is None else done) / elapsed
 
 
+async def _async_rate(count: int, run: Callable[[], Awaitable[int | None]]) -> float:
+    started = time.perf_counter()
+    done = await run()
+    elapsed = time.perf_counter() - started
+    return (count if done is None else done) / elapsed
+
+
 def measure(storage: Storage, mode: Mode) -> Rates:
     kind = storage.engine.kind
     if kind == "sqlite":
@@ -52,6 +61,8 @@ def measure(storage: Storage, mode: Mode) -> Rates:
         return postgres_ceiling(storage, mode)
     if kind == "redis":
         return redis_ceiling(storage, mode)
+    if kind == "nats":
+        return asyncio.run(nats_ceiling(storage, mode))
     return {}
 
 
@@ -188,3 +199,66 @@ def redis_ceiling(storage: Storage, mode: Mode) -> Rates:
     finally:
         client.delete(key)
         client.close()
+
+
+# -- NATS JetStream ----------------------------------------------------------------------------
+
+
+async def nats_ceiling(storage: Storage, mode: Mode) -> Rates:
+    """A work-queue stream (file storage, the engine's replicas): `js.publish` waiting for each
+    PubAck; 100 `publish_async` then their PubAcks; a durable pull consumer that fetches 100 and
+    acks each (a work queue takes explicit acks only; an ack is a publish that waits for nothing)."""
+    import nats
+    import nats.js.errors
+    from nats.js import JetStreamContext
+    from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
+
+    nc = await nats.connect(storage.nats_servers)
+    js = nc.jetstream(timeout=10)
+    stream = f"{storage.nats_prefix}_raw_queue"
+    subject = f"{storage.nats_prefix}.raw.queue"
+
+    async def fresh_stream() -> None:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await js.delete_stream(stream)
+        await js.add_stream(
+            name=stream,
+            subjects=[subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=storage.engine.replicas,
+        )
+
+    async def one_by_one() -> None:
+        for n in range(mode.one_by_one):
+            await js.publish(subject, _dumps(n))
+
+    async def batches(total: int) -> None:
+        for chunk in _chunks(total):
+            acks = [await js.publish_async(subject, _dumps(n)) for n in chunk]
+            await asyncio.gather(*acks)
+
+    async def drain(consumer: JetStreamContext.PullSubscription) -> int:
+        taken = 0
+        while taken < mode.drained:
+            messages = await consumer.fetch(BULK, timeout=10)
+            taken += len([json.loads(message.data) for message in messages])
+            for message in messages:
+                await message.ack()
+        return taken
+
+    try:
+        await fresh_stream()
+        rates = {INSERT_ONE: await _async_rate(mode.one_by_one, one_by_one)}
+        rates[INSERT_BATCH] = await _async_rate(mode.batched, lambda: batches(mode.batched))
+        await fresh_stream()
+        await batches(mode.drained)
+        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_ack_pending=-1)
+        consumer = await js.pull_subscribe(subject, durable="raw", stream=stream, config=config)
+        rates[DRAIN_BATCH] = await _async_rate(mode.drained, lambda: drain(consumer))
+        return rates
+    finally:
+        try:
+            await js.delete_stream(stream)
+        finally:
+            await nc.close()

@@ -32,7 +32,7 @@ Produce = Callable[[int], Awaitable[None]]
 
 def measure(storage: Storage, count: int) -> dict[str, float]:
     kind = storage.engine.kind
-    runs = {"sqlite": _sqlite, "postgres": _postgres, "redis": _redis}
+    runs = {"sqlite": _sqlite, "postgres": _postgres, "redis": _redis, "nats": _nats}
     if kind not in runs:
         return {}
     delays = asyncio.run(runs[kind](storage, count))
@@ -158,6 +158,48 @@ async def _redis(storage: Storage, count: int) -> list[float]:
         await producer.delete(key)
         await producer.aclose()
         await consumer.aclose()
+    return delays
+
+
+async def _nats(storage: Storage, count: int) -> list[float]:
+    import nats
+    from nats.aio.msg import Msg
+    from nats.js.api import AckPolicy, ConsumerConfig, StorageType
+
+    producer = await nats.connect(storage.nats_servers)
+    consumer = await nats.connect(storage.nats_servers)
+    js = producer.jetstream(timeout=10)
+    stream = f"{storage.nats_prefix}_raw_latency"
+    subject = f"{storage.nats_prefix}.raw.latency"
+    sent: dict[int, float] = {}
+    delays: list[float] = []
+    done = asyncio.Event()
+    try:
+        await js.add_stream(
+            name=stream, subjects=[subject], storage=StorageType.FILE, num_replicas=storage.engine.replicas
+        )
+
+        async def on_message(message: Msg) -> None:
+            delays.append(time.perf_counter() - sent[json.loads(message.data)["n"]])
+            if len(delays) >= count:
+                done.set()
+
+        # a push consumer: the stored message itself is the wake-up
+        await consumer.jetstream().subscribe(
+            subject, stream=stream, cb=on_message, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+        )
+
+        async def produce(n: int) -> None:
+            await js.publish(subject, _body(n))
+
+        async def consume() -> None:
+            await done.wait()
+
+        await _run(count, produce, consume, sent)
+        await js.delete_stream(stream)
+    finally:
+        await consumer.close()
+        await producer.close()
     return delays
 
 

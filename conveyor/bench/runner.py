@@ -48,7 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--engines",
         default=None,
         help="comma-separated: memory, sqlite (both synchronous modes), sqlite-full, sqlite-normal, "
-        "postgres, redis (default: all)",
+        "postgres, redis, nats, nats-r3 (a 3-node cluster started for the run) (default: all)",
     )
     parser.add_argument("--repeats", type=int, default=None, help="override the mode's number of repeats")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the JSON")

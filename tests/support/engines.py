@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.services import (
+    NATS_HOST,
+    NATS_PORT,
+    NATS_URL,
     POSTGRES_HOST,
     POSTGRES_PORT,
     POSTGRES_URL,
@@ -93,6 +96,35 @@ async def redis_cluster_storage(tmp_path: Path) -> AsyncIterator[str]:
         await delete_keys(cluster.ports, prefix)
 
 
+@contextlib.asynccontextmanager
+async def nats_storage(tmp_path: Path) -> AsyncIterator[str]:
+    """A stream-name prefix of its own on the machine's NATS server; its streams are deleted after."""
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    try:
+        yield f"{NATS_URL}?prefix={prefix}"
+    finally:
+        await delete_nats_streams(NATS_URL, prefix)
+
+
+async def delete_nats_streams(url: str, prefix: str) -> None:
+    import json
+
+    import nats
+
+    nc = await nats.connect(url.split("?")[0])
+    try:
+        reply = await nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": f"{prefix}.>"}).encode())
+        for stream in json.loads(reply.data).get("streams") or []:
+            await nc.request(f"$JS.API.STREAM.DELETE.{stream}", b"")
+    finally:
+        await nc.close()
+
+
+def check_nats() -> None:
+    need("the NATS engine", importlib.util.find_spec("nats") is not None, "pip install 'conveyor[nats]'")
+    need("NATS", port_open(NATS_HOST, NATS_PORT), f"nothing listens on {NATS_HOST}:{NATS_PORT}")
+
+
 def check_redis_cluster() -> None:
     from tests.support.redis_cluster import check_redis_binaries
 
@@ -131,3 +163,5 @@ if _engine_available("conveyor.backends.postgres"):
 if _engine_available("conveyor.backends.redis"):
     ENGINES.append(EngineSetup("redis", False, redis_storage, check_redis))
     ENGINES.append(EngineSetup("redis-cluster", False, redis_cluster_storage, check_redis_cluster))
+if _engine_available("conveyor.backends.nats"):
+    ENGINES.append(EngineSetup("nats", False, nats_storage, check_nats))

@@ -9,8 +9,10 @@ import pytest
 
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+NATS_HOST, NATS_PORT = "127.0.0.1", 4222
 POSTGRES_URL = f"postgresql://{POSTGRES_HOST}:{POSTGRES_PORT}/test"
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+NATS_URL = f"nats://{NATS_HOST}:{NATS_PORT}"
 
 
 def services_required() -> bool:

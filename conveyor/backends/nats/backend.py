@@ -1,0 +1,488 @@
+"""nats:// — NATS JetStream >= 2.9 through nats-py: replicated, clustered queues.
+
+URL: `nats://[user:password@]host:4222[,host2:4222,...]?prefix=conveyor&replicas=1&duplicate_window=120`.
+
+Each queue is one JetStream stream holding the queue's log: every send and every outcome is a
+record, and a queue's state (what is visible, leased, delayed; attempts; dead-letter info) is
+what applying its records in order gives (`state.py`). Every process that uses a queue keeps
+that state by reading the log (`view.py`), so a lease, a retry or a dead letter means the same
+everywhere, at the server's time, with the semantics of every other engine. docs/nats.md says
+why the engine does not lean on JetStream's own consumers, and what each choice costs.
+
+Sends are one record (a batch stays whole) carrying a Nats-Msg-Id made of its first message id,
+so a send retried after a lost reply is stored once within the stream's duplicate window.
+Messages bound for another queue (dead letters, replays, a send naming several queues: topic
+fan-out) wait in the outbox of the queue whose record committed them, part of its state, until
+their copy is stored (with a Nats-Msg-Id naming the move): a crash in between leaves them in the
+outbox, and the next sweep finishes the move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.backends.base import Backend, new_token, parse_lease_id
+from conveyor.backends.nats import records
+from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, parse_nats_url
+from conveyor.backends.nats.state import Arrival, Move, Settled
+from conveyor.backends.nats.view import QueueView
+from conveyor.clock import SYSTEM_CLOCK, Clock
+from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueNotFound
+from conveyor.types import (
+    LeasedMessage,
+    OutgoingMessage,
+    QueueInfo,
+    QueueSettings,
+    QueueStats,
+    Settlement,
+    SettleResult,
+    StoredMessage,
+    Subscription,
+)
+
+log = logging.getLogger("conveyor.nats")
+
+#: A send record stays this far under the server's message size limit (max_payload, 1 MB by
+#: default) to leave room for its header.
+RECORD_MARGIN_BYTES = 16 * 1024
+#: A move (dead letters, replay) whose copy is not stored this long after it began was left by a
+#: process that stopped; the next sweep finishes it.
+MOVE_GRACE_SECONDS = 10.0
+#: How often a compare-and-set of settings is tried against concurrent writers.
+CAS_ATTEMPTS = 20
+
+
+class NatsBackend(Backend):
+    engine = "nats"
+    uses_local_clock = False
+
+    def __init__(self, url: str, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(url, clock=clock)
+        self.options = parse_nats_url(url)
+        self.js = JetStream(self.options)
+        self._views: dict[str, asyncio.Future[QueueView]] = {}
+        self._known: set[str] = set()  # queues seen to exist (a stale entry costs one retried write)
+
+    def sibling(self) -> NatsBackend:
+        return NatsBackend(self.url, clock=self.clock)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        await self.js.connect()
+
+    async def close(self) -> None:
+        views, self._views = self._views, {}
+        for future in views.values():
+            await _close_view(future)
+        await self.js.close()
+
+    # -- views -------------------------------------------------------------------------------
+
+    async def _view(self, queue: str) -> QueueView:
+        """This process's view of `queue`, read up to now on first use (QueueNotFound if none)."""
+        future = self._views.get(queue)
+        if future is None:
+            future = self._views[queue] = asyncio.ensure_future(self._start_view(queue))
+        try:
+            return await asyncio.shield(future)
+        except BaseException:
+            if future.done() and self._views.get(queue) is future:
+                del self._views[queue]
+            raise
+
+    async def _start_view(self, queue: str) -> QueueView:
+        view = QueueView(self.js, queue)
+        try:
+            await view.start()
+        except BaseException:
+            await view.close()
+            raise
+        return view
+
+    async def _forget(self, queue: str) -> None:
+        self._known.discard(queue)
+        future = self._views.pop(queue, None)
+        if future is not None:
+            await _close_view(future)
+
+    async def _command(self, queue: str, header: dict[str, Any]) -> Any:
+        view = await self._view(queue)
+        try:
+            return await view.command(header)
+        except QueueNotFound:
+            await self._forget(queue)
+            raise
+
+    async def _synced(self, queue: str) -> QueueView:
+        view = await self._view(queue)
+        try:
+            await view.sync()
+        except QueueNotFound:
+            await self._forget(queue)
+            raise
+        return view
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def create_queue(self, name: str, settings: QueueSettings, *, exist_ok: bool) -> QueueInfo:
+        await self.js.create_stream(name)
+        created = time.time()
+        try:
+            await self.js.publish(
+                name,
+                "meta",
+                records.encode_meta(settings, False, created),
+                f"create-{new_token()}",
+                expected_last_subject_seq=0,
+            )
+        except WrongLastSequence:
+            if not exist_ok:
+                raise QueueAlreadyExists(name) from None
+            info = await self.get_queue(name)
+            if info is None:  # deleted this instant: make it again
+                return await self.create_queue(name, settings, exist_ok=exist_ok)
+            self._known.add(name)
+            return info
+        self._known.add(name)
+        return QueueInfo(name=name, settings=settings, paused=False, created_at=created)
+
+    async def _meta(self, name: str) -> tuple[int, QueueInfo]:
+        """The sequence of the queue's settings record (0 if none yet) and its QueueInfo."""
+        last = await self.js.last_on(name, "meta")
+        if last is None:  # a stream whose creation was interrupted: default settings
+            return 0, QueueInfo(name, QueueSettings(), False, 0.0)
+        settings, paused, created = records.decode_meta(records.decode(last[1]))
+        return last[0], QueueInfo(name, settings, paused, created)
+
+    async def get_queue(self, name: str) -> QueueInfo | None:
+        try:
+            return (await self._meta(name))[1]
+        except QueueNotFound:
+            return None
+
+    async def _change_meta(self, name: str, settings: QueueSettings | None, paused: bool | None) -> QueueInfo:
+        for _ in range(CAS_ATTEMPTS):
+            seq, info = await self._meta(name)
+            new = QueueInfo(
+                name,
+                info.settings if settings is None else settings,
+                info.paused if paused is None else paused,
+                info.created_at,
+            )
+            payload = records.encode_meta(new.settings, new.paused, new.created_at)
+            try:
+                await self.js.publish(
+                    name, "meta", payload, f"meta-{new_token()}", expected_last_subject_seq=seq
+                )
+            except WrongLastSequence:
+                continue
+            return new
+        raise BackendUnavailable(f"queue {name}: its settings kept changing under {CAS_ATTEMPTS} attempts")
+
+    async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
+        return await self._change_meta(name, settings, None)
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        await self._change_meta(name, None, paused)
+
+    async def delete_queue(self, name: str) -> bool:
+        await self._forget(name)
+        existed = await self.js.delete_stream(name)
+        await self._change_subscriptions(lambda subscriptions: _without_queue(subscriptions, name))
+        return existed
+
+    async def list_queues(self) -> list[QueueInfo]:
+        names = await self.js.queue_names()
+        infos = await asyncio.gather(*(self.get_queue(name) for name in names))
+        return [info for info in infos if info is not None]
+
+    # -- topic subscriptions ------------------------------------------------------------------
+
+    async def _subscriptions(self) -> tuple[int, dict[str, Any]]:
+        seq, document = await self.js.read_topics()
+        return seq, {} if document is None else json.loads(document)
+
+    async def _change_subscriptions(self, change: Any) -> Any:
+        """Apply `change` (document -> result; it edits the document in place) by compare-and-set."""
+        for _ in range(CAS_ATTEMPTS):
+            seq, document = await self._subscriptions()
+            before = json.dumps(document, sort_keys=True)
+            result = change(document)
+            if json.dumps(document, sort_keys=True) == before:
+                return result
+            try:
+                await self.js.write_topics(json.dumps(document).encode(), seq)
+            except WrongLastSequence:
+                continue
+            return result
+        raise BackendUnavailable(f"topic subscriptions kept changing under {CAS_ATTEMPTS} attempts")
+
+    async def add_subscription(self, topic: str, queue: str, types: Sequence[str] | None) -> Subscription:
+        wanted = None if types is None else list(types)
+
+        def add(document: dict[str, Any]) -> Subscription:
+            key = f"{topic}\n{queue}"
+            created = document.get(key, {}).get("created", time.time())
+            document[key] = {"types": wanted, "created": created}
+            return _subscription(key, document[key])
+
+        result: Subscription = await self._change_subscriptions(add)
+        return result
+
+    async def remove_subscription(self, topic: str, queue: str) -> bool:
+        result: bool = await self._change_subscriptions(
+            lambda document: document.pop(f"{topic}\n{queue}", None) is not None
+        )
+        return result
+
+    async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        _, document = await self._subscriptions()
+        subscriptions = [_subscription(key, value) for key, value in document.items()]
+        return sorted(
+            (s for s in subscriptions if topic is None or s.topic == topic), key=lambda s: (s.topic, s.queue)
+        )
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
+        if connection is not None:
+            raise TypeError("the NATS engine does not take a connection")
+        by_queue: dict[str, list[Arrival]] = {}
+        for message in messages:
+            by_queue.setdefault(message.queue, []).append(
+                Arrival(
+                    message.id, message.body, message.content_type, message.delay_seconds, message.dead_letter
+                )
+            )
+        if len(by_queue) == 1:
+            [(name, arrivals)] = by_queue.items()
+            await self._append(name, arrivals, "send")
+            return
+        # a missing queue must fail the whole write before any of it
+        unknown = [name for name in by_queue if name not in self._known]
+        states = await asyncio.gather(*(self.js.stream_state(name) for name in unknown))
+        for name, state in zip(unknown, states, strict=True):
+            if state is None:
+                raise QueueNotFound(name)
+            self._known.add(name)
+        await self._fan_out(by_queue)
+
+    async def _fan_out(self, by_queue: dict[str, list[Arrival]]) -> None:
+        """One write to the first queue commits the messages of all: the others' copies wait in
+        its outbox (part of the record) until they are stored in their queues, at once here, or
+        by the next sweep if this process stops first."""
+        home = next(iter(by_queue))
+        limit = self.js.max_payload - RECORD_MARGIN_BYTES
+        packed: list[tuple[list[Arrival], dict[str, list[Arrival]]]] = [([], {})]
+        size = 0
+        for name, arrivals in by_queue.items():
+            for arrival in arrivals:
+                grow = records.send_size(arrival)
+                own, copies = packed[-1]
+                if (own or copies) and size + grow > limit:  # more than one record can hold
+                    packed.append(([], {}))
+                    own, copies = packed[-1]
+                    size = 0
+                size += grow
+                if name == home:
+                    own.append(arrival)
+                else:
+                    copies.setdefault(name, []).append(arrival)
+        moves: list[Move] = []
+        for own, copies in packed:
+            first = own[0] if own else next(iter(copies.values()))[0]
+            msg_id = f"fan-{first.id}-{len(own) + sum(len(c) for c in copies.values())}"
+            record_moves = [
+                Move(f"{msg_id}~{name}", name, arrivals, 0.0) for name, arrivals in copies.items()
+            ]
+            await self.js.publish(home, "log", records.encode_send(own, record_moves), msg_id)
+            moves.extend(record_moves)
+        await self._finish_moves(home, moves)
+
+    async def _append(self, queue: str, arrivals: list[Arrival], msg_id_prefix: str) -> None:
+        """Store `arrivals` in `queue`, one record if they fit in one (else several, in order)."""
+        limit = self.js.max_payload - RECORD_MARGIN_BYTES
+        chunks: list[list[Arrival]] = [[]]
+        size = 0
+        for arrival in arrivals:
+            grow = records.send_size(arrival)
+            if chunks[-1] and size + grow > limit:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(arrival)
+            size += grow
+        try:
+            for chunk in chunks:
+                if chunk:
+                    msg_id = f"{msg_id_prefix}-{chunk[0].id}-{len(chunk)}"
+                    await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
+        except QueueNotFound:
+            self._known.discard(queue)
+            raise
+        self._known.add(queue)
+
+    # -- leasing -----------------------------------------------------------------------------
+
+    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+        if limit <= 0:
+            return []
+        try:
+            view = await self._view(queue)
+            if not view.has_visible():  # look again at the latest records before writing a lease
+                view = await self._synced(queue)
+                if not view.has_visible():
+                    return []
+            leased: list[LeasedMessage] = await self._command(
+                queue, {"op": "lease", "tok": new_token(), "n": limit, "vt": visibility_timeout}
+            )
+        except QueueNotFound:
+            return []
+        return leased
+
+    @staticmethod
+    def _leases(lease_ids: Sequence[str]) -> list[list[str]]:
+        return [list(parsed) for lease_id in lease_ids if (parsed := parse_lease_id(lease_id)) is not None]
+
+    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
+        leases = self._leases(lease_ids)
+        if not leases:
+            return 0
+        header = {"op": "extend", "tok": new_token(), "vt": visibility_timeout, "l": leases}
+        try:
+            return int(await self._command(queue, header))
+        except QueueNotFound:
+            return 0
+
+    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
+        leases = self._leases(lease_ids)
+        if not leases:
+            return 0
+        try:
+            return int(await self._command(queue, {"op": "release", "tok": new_token(), "l": leases}))
+        except QueueNotFound:
+            return 0
+
+    # -- settling ----------------------------------------------------------------------------
+
+    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
+        stale: list[str] = []
+
+        def parsed(lease_id: str) -> tuple[str, str] | None:
+            result = parse_lease_id(lease_id)
+            if result is None:
+                stale.append(lease_id)
+            return result
+
+        acks = [list(p) for lease_id in settlement.acks if (p := parsed(lease_id)) is not None]
+        retries = [[*p, r.delay_seconds] for r in settlement.retries if (p := parsed(r.lease_id)) is not None]
+        deads = [
+            [*p, d.new_id, d.error, d.dead_letter_queue]
+            for d in settlement.dead_letters
+            if (p := parsed(d.lease_id)) is not None
+        ]
+        targets = {dead[4] for dead in deads if dead[4] is not None and dead[4] not in self._known}
+        for target in targets:  # a missing dead-letter queue fails the settle before it changes anything
+            await self.js.require_stream(str(target))
+            self._known.add(str(target))
+        await self._view(queue)  # QueueNotFound for a missing queue, as on every engine
+        if not (acks or retries or deads):
+            return SettleResult(0, 0, 0, stale)
+        header = {"op": "settle", "tok": new_token(), "a": acks, "r": retries, "d": deads}
+        settled: Settled = await self._command(queue, header)
+        await self._finish_moves(queue, settled.moves)
+        result = settled.result
+        if stale:
+            result = SettleResult(result.acked, result.retried, result.dead_lettered, [*result.stale, *stale])
+        return result
+
+    async def _finish_moves(self, source: str, moves: Sequence[Move]) -> None:
+        """Store moves' copies in their destinations (once each, by Nats-Msg-Id), then clear
+        them from the source's outbox."""
+        if not moves:
+            return
+
+        async def copy(move: Move) -> None:
+            try:
+                await self._append(move.destination, move.copies, f"move-{move.id}")
+            except QueueNotFound:
+                log.warning(
+                    "queue %s was deleted: %d message(s) moving there from %s are dropped",
+                    move.destination,
+                    len(move.copies),
+                    source,
+                )
+
+        await asyncio.gather(*(copy(move) for move in moves))
+        header = {"op": "moved", "ids": [move.id for move in moves]}
+        await self.js.publish(source, "log", records.encode(header), f"moved-{moves[0].id}-{len(moves)}")
+
+    # -- inspection --------------------------------------------------------------------------
+
+    async def stats(self, queue: str) -> QueueStats:
+        view = await self._synced(queue)
+        return view.state.stats(view.now())
+
+    async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
+        view = await self._synced(queue)
+        return view.state.peek(limit, view.now())
+
+    # -- bulk maintenance --------------------------------------------------------------------
+
+    async def purge(self, queue: str) -> int:
+        return int(await self._command(queue, {"op": "purge", "tok": new_token()}))
+
+    async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
+        await self.js.require_stream(destination)
+        move: Move = await self._command(
+            source, {"op": "move", "tok": new_token(), "to": destination, "n": limit}
+        )
+        if move.copies:
+            await self._finish_moves(source, [move])
+        return len(move.copies)
+
+    async def sweep(self) -> int:
+        removed = 0
+        for name in await self.js.queue_names():
+            with contextlib.suppress(QueueNotFound):
+                removed += int(await self._command(name, {"op": "sweep", "tok": new_token()}))
+                view = await self._view(name)
+                now = view.now()
+                late = [m for m in view.state.outbox.values() if now - m.started_at > MOVE_GRACE_SECONDS]
+                await self._finish_moves(name, late)
+        return removed
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    async def wait_for_messages(self, queue: str, timeout: float) -> None:
+        try:
+            view = await self._view(queue)
+        except QueueNotFound:
+            await asyncio.sleep(timeout)
+            return
+        await view.wait(timeout)
+
+
+async def _close_view(future: asyncio.Future[QueueView]) -> None:
+    """Close a view, or stop it starting."""
+    if future.done() and not future.cancelled() and future.exception() is None:
+        await future.result().close()
+    else:
+        future.cancel()
+
+
+def _subscription(key: str, value: dict[str, Any]) -> Subscription:
+    topic, _, queue = key.partition("\n")
+    types = value["types"]
+    return Subscription(topic, queue, None if types is None else tuple(types), float(value["created"]))
+
+
+def _without_queue(document: dict[str, Any], queue: str) -> None:
+    for key in [key for key in document if key.partition("\n")[2] == queue]:
+        del document[key]

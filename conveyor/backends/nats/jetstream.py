@@ -1,0 +1,447 @@
+"""Everything the NATS engine asks of JetStream, in one place: URL, names, and a dozen calls.
+
+Each queue is one stream, `<prefix>_q_<queue>`, over the subjects `<prefix>.q.<queue>.>`:
+`.log` holds the queue's records, `.meta` its settings, `.snap` the parts of its snapshots.
+Topic subscriptions are one JSON document, the last record of the stream `<prefix>_topics`,
+replaced by compare-and-set.
+
+Failures: a call that times out or meets a stream without a leader (an election after a node was
+lost) is retried for up to RETRY_SECONDS, then raises BackendUnavailable. Retrying a publish is
+safe: every record carries a Nats-Msg-Id, so the stream stores it once within its duplicate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from conveyor.backends import redact
+from conveyor.errors import BackendUnavailable, InvalidURL, QueueNotFound
+
+T = TypeVar("T")
+log = logging.getLogger("conveyor.nats")
+
+DEFAULT_PREFIX = "conveyor"
+DEFAULT_PORT = 4222
+PREFIX_PATTERN = re.compile(r"[A-Za-z0-9-]{1,32}")  # no "_": it separates prefix and queue in names
+#: Streams are replicated on this many servers unless the URL says `replicas=` (1 to 5).
+DEFAULT_REPLICAS = 1
+MAX_REPLICAS = 5
+#: How long a stream remembers a record's Nats-Msg-Id to drop a repeat (URL `duplicate_window=`).
+DEFAULT_DUPLICATE_WINDOW_SECONDS = 120.0
+MAX_DUPLICATE_WINDOW_SECONDS = 86_400.0
+#: The first connect tries each server this many times more before BackendUnavailable.
+CONNECT_ATTEMPTS = 2
+#: One JetStream request waits this long for its reply before it is tried again.
+REQUEST_TIMEOUT_SECONDS = 1.0
+#: Transient failures (timeouts, no stream leader, reconnecting) are retried this long in all.
+RETRY_SECONDS = 15.0
+#: A log reader that hears nothing (not even a heartbeat) for two of these starts again.
+HEARTBEAT_SECONDS = 1.0
+#: JetStream error codes the engine tells apart.
+STREAM_NOT_FOUND = 10059
+MESSAGE_NOT_FOUND = 10037
+STREAM_NAME_IN_USE = 10058
+WRONG_LAST_SEQUENCE = 10071
+URL_OPTIONS = ("prefix", "replicas", "duplicate_window")
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.js.errors.ServiceUnavailableError,
+    asyncio.TimeoutError,
+)
+
+
+class WrongLastSequence(Exception):
+    """A compare-and-set publish lost to another writer."""
+
+
+@dataclass(frozen=True)
+class NatsURL:
+    servers: list[str]
+    user: str | None
+    password: str | None
+    token: str | None
+    prefix: str
+    replicas: int
+    duplicate_window: float
+    where: str  # the servers, without credentials, for messages
+
+
+def parse_nats_url(url: str) -> NatsURL:
+    """`nats://[user:password@|token@]host[:port][,host2[:port]...][?prefix=&replicas=&duplicate_window=]`"""
+    shown = redact(url)
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() != "nats" or not rest:
+        raise InvalidURL(f"invalid NATS URL {shown!r}: expected nats://host:4222[,host2:4222]")
+    location, _, query = rest.partition("?")
+    location = location.rstrip("/")
+    credentials, at, hosts = location.rpartition("@")
+    user = password = token = None
+    if at:
+        name, colon, secret = credentials.partition(":")
+        if colon:
+            user, password = unquote(name), unquote(secret)
+        else:
+            token = unquote(name)
+    servers = []
+    for host in hosts.split(","):
+        name, colon, port = host.strip().rpartition(":") if ":" in host else (host.strip(), "", "")
+        if not name or (colon and not port.isdigit()):
+            raise InvalidURL(f"invalid server {host!r} in {shown!r}: expected host or host:port")
+        servers.append(f"nats://{name}:{port or DEFAULT_PORT}")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(URL_OPTIONS))
+    if unknown:
+        raise InvalidURL(
+            f"unknown option(s) {', '.join(unknown)} in {shown!r}; known: {', '.join(URL_OPTIONS)}"
+        )
+    prefix = options.get("prefix", DEFAULT_PREFIX)
+    if PREFIX_PATTERN.fullmatch(prefix) is None:
+        raise InvalidURL(
+            f"invalid prefix {prefix!r} in {shown!r}: use 1 to 32 characters of A-Z, a-z, 0-9, -"
+        )
+    replicas = _number(options, "replicas", DEFAULT_REPLICAS, 1, MAX_REPLICAS, shown)
+    window = _number(
+        options, "duplicate_window", DEFAULT_DUPLICATE_WINDOW_SECONDS, 1, MAX_DUPLICATE_WINDOW_SECONDS, shown
+    )
+    where = ",".join(server.removeprefix("nats://") for server in servers)
+    return NatsURL(servers, user, password, token, prefix, int(replicas), float(window), where)
+
+
+def _number(options: dict[str, str], name: str, default: float, low: float, high: float, url: str) -> float:
+    text = options.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidURL(f"{name} must be a number in {url!r}, got {text!r}") from None
+    if not low <= value <= high or (name == "replicas" and value != int(value)):
+        raise InvalidURL(f"{name} must be between {low:g} and {high:g} in {url!r}, got {text!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StreamState:
+    created: str  # tells a queue deleted and made again from the one a reader knew
+    first_seq: int
+    last_seq: int
+
+
+def _error_code(exc: BaseException) -> int | None:
+    return getattr(exc, "err_code", None)
+
+
+class JetStream:
+    """One NATS connection and the JetStream calls the engine makes through it."""
+
+    def __init__(self, options: NatsURL) -> None:
+        self.options = options
+        prefix = options.prefix
+        self._stream_prefix = f"{prefix}_q_"
+        self._subject_prefix = f"{prefix}.q."
+        self.topics_stream = f"{prefix}_topics"
+        self.topics_subject = f"{prefix}.topics"
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+
+    # -- names -------------------------------------------------------------------------------
+
+    def stream(self, queue: str) -> str:
+        return self._stream_prefix + queue
+
+    def subject(self, queue: str, kind: str) -> str:
+        return f"{self._subject_prefix}{queue}.{kind}"
+
+    def queue_of(self, stream: str) -> str | None:
+        return stream[len(self._stream_prefix) :] if stream.startswith(self._stream_prefix) else None
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._nc is not None:
+            return
+        options = self.options
+
+        async def quiet(exc: Exception) -> None:
+            """nats-py reports reconnects and readers started again here; calls that fail say so."""
+            log.debug("nats-py: %r", exc)
+
+        with self.available():
+            nc = await nats.connect(
+                servers=options.servers,
+                user=options.user,
+                password=options.password,
+                token=options.token,
+                connect_timeout=5,
+                reconnect_time_wait=0.25,
+                max_reconnect_attempts=CONNECT_ATTEMPTS,
+                allow_reconnect=True,
+                ping_interval=5,
+                max_outstanding_pings=2,
+                error_cb=quiet,
+            )
+        # connected once: from now on reconnect for as long as it takes (nats-py would also
+        # retry the first connect forever with -1, so it is set only now)
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
+        self._js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+
+    async def close(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+
+    @property
+    def nc(self) -> Client:
+        if self._nc is None:
+            raise RuntimeError("the NATS backend is not connected")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("the NATS backend is not connected")
+        return self._js
+
+    @property
+    def max_payload(self) -> int:
+        return self.nc.max_payload
+
+    @contextlib.contextmanager
+    def available(self) -> Iterator[None]:
+        try:
+            yield
+        except (*_TRANSIENT, nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError) as exc:
+            raise BackendUnavailable(f"NATS at {self.options.where} is unavailable: {exc!r}") from exc
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call` until it succeeds, retrying transient failures for up to RETRY_SECONDS."""
+        deadline = time.monotonic() + RETRY_SECONDS
+        pause = 0.05
+        while True:
+            try:
+                return await call()
+            except _TRANSIENT as exc:
+                if time.monotonic() + pause > deadline:
+                    raise BackendUnavailable(f"NATS at {self.options.where} is unavailable: {exc!r}") from exc
+            except (nats.errors.ConnectionClosedError, nats.errors.NoServersError) as exc:
+                raise BackendUnavailable(f"NATS at {self.options.where} is unavailable: {exc!r}") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    async def api(self, subject: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One JetStream API request ($JS.API.<subject>); an error reply raises APIError."""
+        payload = b"" if request is None else json.dumps(request).encode()
+
+        async def call() -> dict[str, Any]:
+            reply = await self.nc.request(f"$JS.API.{subject}", payload, timeout=REQUEST_TIMEOUT_SECONDS)
+            response: dict[str, Any] = json.loads(reply.data)
+            error = response.get("error")
+            if error is not None:
+                raised = nats.js.errors.APIError.from_error(error)
+                if raised is not None:
+                    raise raised
+            return response
+
+        return await self._retrying(call)
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def create_stream(self, queue: str) -> None:
+        """Idempotent: a stream that already exists (with any configuration) is left as it is."""
+        config = {
+            "name": self.stream(queue),
+            "subjects": [f"{self._subject_prefix}{queue}.>"],
+            "retention": "limits",
+            "storage": "file",
+            "discard": "old",
+            "num_replicas": self.options.replicas,
+            "duplicate_window": int(self.options.duplicate_window * 1_000_000_000),
+            "allow_direct": True,
+        }
+        try:
+            await self.api(f"STREAM.CREATE.{self.stream(queue)}", config)
+        except nats.js.errors.APIError as exc:
+            if _error_code(exc) != STREAM_NAME_IN_USE:
+                raise
+
+    async def delete_stream(self, queue: str) -> bool:
+        try:
+            await self.api(f"STREAM.DELETE.{self.stream(queue)}")
+        except nats.js.errors.APIError as exc:
+            if _error_code(exc) == STREAM_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def stream_state(self, queue: str) -> StreamState | None:
+        try:
+            info = await self.api(f"STREAM.INFO.{self.stream(queue)}")
+        except nats.js.errors.APIError as exc:
+            if _error_code(exc) == STREAM_NOT_FOUND:
+                return None
+            raise
+        state = info["state"]
+        return StreamState(str(info["created"]), int(state["first_seq"]), int(state["last_seq"]))
+
+    async def require_stream(self, queue: str) -> StreamState:
+        state = await self.stream_state(queue)
+        if state is None:
+            raise QueueNotFound(queue)
+        return state
+
+    async def queue_names(self) -> list[str]:
+        names: list[str] = []
+        while True:
+            page = await self.api(
+                "STREAM.NAMES", {"offset": len(names), "subject": f"{self._subject_prefix}>"}
+            )
+            streams = page.get("streams") or []
+            names.extend(streams)
+            if not streams or len(names) >= int(page.get("total", 0)):
+                break
+        return sorted(queue for name in names if (queue := self.queue_of(name)) is not None)
+
+    async def purge_below(self, queue: str, seq: int) -> None:
+        await self.api(f"STREAM.PURGE.{self.stream(queue)}", {"seq": seq})
+
+    async def last_on(self, queue: str, kind: str) -> tuple[int, bytes] | None:
+        """The sequence and data of the last record on `kind`; None when there is none.
+        QueueNotFound when the stream does not exist."""
+        try:
+            reply = await self.api(
+                f"STREAM.MSG.GET.{self.stream(queue)}", {"last_by_subj": self.subject(queue, kind)}
+            )
+        except nats.js.errors.APIError as exc:
+            code = _error_code(exc)
+            if code == STREAM_NOT_FOUND:
+                raise QueueNotFound(queue) from exc
+            if code == MESSAGE_NOT_FOUND:
+                return None
+            raise
+        message = reply["message"]
+        return int(message["seq"]), base64.b64decode(message.get("data") or b"")
+
+    # -- records -----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        queue: str,
+        kind: str,
+        payload: bytes,
+        msg_id: str,
+        *,
+        expected_last_subject_seq: int | None = None,
+    ) -> int:
+        """Store one record; returns its stream sequence. QueueNotFound when the stream does not
+        exist, WrongLastSequence when `expected_last_subject_seq` no longer holds."""
+        headers = {"Nats-Msg-Id": msg_id}
+        if expected_last_subject_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+        subject = self.subject(queue, kind)
+
+        async def call() -> int:
+            try:
+                ack = await self.js.publish(
+                    subject, payload, timeout=REQUEST_TIMEOUT_SECONDS, headers=headers
+                )
+            except nats.js.errors.NoStreamResponseError:
+                # nothing listens on the subject: no such stream, or (rarely) a moment when no
+                # server has it; ask, and try again in the second case
+                if await self.stream_state(queue) is None:
+                    raise QueueNotFound(queue) from None
+                raise nats.errors.NoRespondersError from None
+            except nats.js.errors.APIError as exc:
+                if _error_code(exc) == WRONG_LAST_SEQUENCE:
+                    raise WrongLastSequence(str(exc)) from exc
+                if exc.code == 503:
+                    raise nats.js.errors.ServiceUnavailableError from exc
+                raise
+            return int(ack.seq)
+
+        return await self._retrying(call)
+
+    async def follow(
+        self, queue: str, on_record: Callable[[Msg], Awaitable[None]]
+    ) -> JetStreamContext.PushSubscription:
+        """Read the queue's stream from its first record on, in order, then every new record as
+        it is stored (an ordered push consumer: ephemeral, in memory, started again by the
+        client from where it was if it goes quiet)."""
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0)
+        with self.available():
+            return await self.js.subscribe(
+                f"{self._subject_prefix}{queue}.>",
+                stream=self.stream(queue),
+                cb=on_record,
+                ordered_consumer=True,
+                idle_heartbeat=HEARTBEAT_SECONDS,
+                config=config,
+            )
+
+    # -- topic subscriptions -----------------------------------------------------------------
+
+    async def read_topics(self) -> tuple[int, bytes | None]:
+        """The subscriptions document and its sequence (0 and None before the first one)."""
+        try:
+            reply = await self.api(
+                f"STREAM.MSG.GET.{self.topics_stream}", {"last_by_subj": self.topics_subject}
+            )
+        except nats.js.errors.APIError as exc:
+            if _error_code(exc) in (STREAM_NOT_FOUND, MESSAGE_NOT_FOUND):
+                return 0, None
+            raise
+        message = reply["message"]
+        return int(message["seq"]), base64.b64decode(message.get("data") or b"")
+
+    async def write_topics(self, document: bytes, expected_seq: int) -> None:
+        """Replace the subscriptions document if it is still at `expected_seq`, else raise
+        WrongLastSequence."""
+        config = {
+            "name": self.topics_stream,
+            "subjects": [self.topics_subject],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": self.options.replicas,
+            "max_msgs_per_subject": 1,
+        }
+        try:
+            await self.api(f"STREAM.CREATE.{self.topics_stream}", config)
+        except nats.js.errors.APIError as exc:
+            if _error_code(exc) != STREAM_NAME_IN_USE:
+                raise
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
+
+        async def call() -> None:
+            try:
+                await self.js.publish(
+                    self.topics_subject, document, timeout=REQUEST_TIMEOUT_SECONDS, headers=headers
+                )
+            except nats.js.errors.APIError as exc:
+                if _error_code(exc) == WRONG_LAST_SEQUENCE:
+                    raise WrongLastSequence(str(exc)) from exc
+                raise
+
+        await self._retrying(call)

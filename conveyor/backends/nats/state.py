@@ -1,0 +1,330 @@
+"""One queue's state as a pure function of its log: no I/O, no clock of its own.
+
+Every process that uses a queue applies the same records in the same order, each at the time the
+server stored it (`now`), so every process computes the same state: who holds which lease, how
+many attempts a message has had, what is visible. The rules are those of the memory engine, one
+method per record kind; `view.py` feeds the records in and `backend.py` reads the results.
+
+Per-message state lives in `Message` (attempts, lease token, dead-letter info) and nowhere else,
+so a change to how attempts or leases are counted is a change to this file.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from conveyor.types import (
+    ContentType,
+    DeadLetterInfo,
+    QueueSettings,
+    QueueStats,
+    SettleResult,
+    StoredMessage,
+)
+
+#: A record holds fewer than 2**ORDER_SHIFT messages: a message's order is its record's stream
+#: sequence shifted left by this, plus its index in the record (ties on visible time go by it).
+ORDER_SHIFT = 20
+
+
+@dataclass(slots=True)
+class Message:
+    id: str
+    body: bytes
+    content_type: ContentType
+    timestamp: float
+    visible_at: float
+    order: int
+    attempts: int = 0
+    lease_token: str | None = None
+    version: int = 0
+    dead_letter: DeadLetterInfo | None = None
+
+    def stored(self, queue: str, now: float) -> StoredMessage:
+        return StoredMessage(
+            id=self.id,
+            queue=queue,
+            body=self.body,
+            content_type=self.content_type,
+            timestamp=self.timestamp,
+            attempts=self.attempts,
+            visible_at=self.visible_at,
+            leased=self.lease_token is not None and self.visible_at > now,
+            dead_letter=self.dead_letter,
+        )
+
+
+@dataclass(slots=True)
+class Arrival:
+    """A message as a send record carries it. `delay` None: the queue's delivery delay;
+    `timestamp` None: the record's time (a replayed message keeps its first send time)."""
+
+    id: str
+    body: bytes
+    content_type: ContentType
+    delay: float | None = None
+    dead_letter: DeadLetterInfo | None = None
+    timestamp: float | None = None
+
+
+@dataclass(slots=True)
+class Move:
+    """Messages taken out of this queue for another (dead letters, a replay), waiting in the
+    queue's outbox until their copy is stored there. `id` names the move; it is the copy
+    record's Nats-Msg-Id, so writing the copy twice stores it once."""
+
+    id: str
+    destination: str
+    copies: list[Arrival]
+    started_at: float
+
+
+@dataclass(slots=True)
+class Settled:
+    result: SettleResult
+    moves: list[Move] = field(default_factory=list)
+
+
+def _live_key(lease: tuple[str, str]) -> str:
+    return f"{lease[0]}.{lease[1]}"
+
+
+class QueueState:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.settings = QueueSettings()
+        self.paused = False
+        self.created_at = 0.0
+        self.messages: dict[str, Message] = {}
+        # (visible_at, order, id, version); entries whose version is stale are skipped
+        self.heap: list[tuple[float, int, str, int]] = []
+        self.outbox: dict[str, Move] = {}
+        self.now = 0.0
+        self.bytes = 0
+
+    # -- time --------------------------------------------------------------------------------
+
+    def advance(self, timestamp: float) -> float:
+        """The time a record applies at: its server timestamp, never earlier than the last one
+        (a new stream leader's clock may be a little behind the old one's)."""
+        if timestamp > self.now:
+            self.now = timestamp
+        return self.now
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def schedule(self, message: Message) -> None:
+        message.version += 1
+        heapq.heappush(self.heap, (message.visible_at, message.order, message.id, message.version))
+
+    def _delete(self, message: Message) -> None:
+        del self.messages[message.id]
+        self.bytes -= len(message.body)
+
+    def _live(self, lease: tuple[str, str], now: float) -> Message | None:
+        message = self.messages.get(lease[0])
+        if message is None or message.lease_token != lease[1] or message.visible_at <= now:
+            return None
+        return message
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def set_meta(self, settings: QueueSettings, paused: bool, created_at: float) -> bool:
+        """Returns True when the queue was resumed (its messages may be deliverable again)."""
+        resumed = self.paused and not paused
+        self.settings, self.paused, self.created_at = settings, paused, created_at
+        return resumed
+
+    # -- records -----------------------------------------------------------------------------
+
+    def send(self, arrivals: Sequence[Arrival], now: float, first_order: int) -> int:
+        """Store arrivals not already here (a send retried after a lost reply is stored once).
+        Returns how many were stored."""
+        stored = 0
+        for index, arrival in enumerate(arrivals):
+            if arrival.id in self.messages:
+                continue
+            delay = self.settings.delivery_delay if arrival.delay is None else arrival.delay
+            message = Message(
+                id=arrival.id,
+                body=arrival.body,
+                content_type=arrival.content_type,
+                timestamp=now if arrival.timestamp is None else arrival.timestamp,
+                visible_at=now + delay,
+                order=first_order + index,
+                dead_letter=arrival.dead_letter,
+            )
+            self.messages[message.id] = message
+            self.bytes += len(message.body)
+            self.schedule(message)
+            stored += 1
+        return stored
+
+    def fan_out(self, moves: Iterable[Move]) -> None:
+        """Copies a send wrote for other queues: they wait in the outbox until stored there."""
+        for move in moves:
+            self.outbox[move.id] = move
+
+    def lease(self, limit: int, visibility_timeout: float, token: str, now: float) -> list[Message]:
+        if self.paused:
+            return []
+        leased: list[Message] = []
+        heap = self.heap
+        while heap and len(leased) < limit and heap[0][0] <= now:
+            _, _, message_id, version = heapq.heappop(heap)
+            message = self.messages.get(message_id)
+            if message is None or message.version != version:
+                continue
+            message.attempts += 1
+            message.lease_token = token
+            message.visible_at = now + visibility_timeout
+            self.schedule(message)
+            leased.append(message)
+        return leased
+
+    def extend(self, leases: Iterable[tuple[str, str]], visibility_timeout: float, now: float) -> int:
+        renewed = 0
+        for lease in leases:
+            message = self._live(lease, now)
+            if message is not None:
+                message.visible_at = now + visibility_timeout
+                self.schedule(message)
+                renewed += 1
+        return renewed
+
+    def release(self, leases: Iterable[tuple[str, str]], now: float) -> int:
+        released = 0
+        for lease in leases:
+            message = self._live(lease, now)
+            if message is not None:
+                message.attempts -= 1
+                message.lease_token = None
+                message.visible_at = now
+                self.schedule(message)
+                released += 1
+        return released
+
+    def settle(
+        self,
+        acks: Sequence[tuple[str, str]],
+        retries: Sequence[tuple[str, str, float]],
+        dead_letters: Sequence[tuple[str, str, str, str, str | None]],
+        move_id: str,
+        now: float,
+    ) -> Settled:
+        """Acks, then retries (id, token, delay), then dead letters (id, token, new id, error,
+        dead-letter queue or None); a lease that is not live is stale and changes nothing.
+        Dead letters for another queue wait in the outbox as one move per queue."""
+        stale: list[str] = []
+        acked = retried = dead_lettered = 0
+        for lease in acks:
+            message = self._live(lease, now)
+            if message is None:
+                stale.append(_live_key(lease))
+                continue
+            self._delete(message)
+            acked += 1
+        for message_id, token, delay in retries:
+            message = self._live((message_id, token), now)
+            if message is None:
+                stale.append(f"{message_id}.{token}")
+                continue
+            message.lease_token = None
+            message.visible_at = now + delay
+            self.schedule(message)
+            retried += 1
+        moves: dict[str, Move] = {}
+        for message_id, token, new_id, error, destination in dead_letters:
+            message = self._live((message_id, token), now)
+            if message is None:
+                stale.append(f"{message_id}.{token}")
+                continue
+            self._delete(message)
+            dead_lettered += 1
+            if destination is None:
+                continue
+            move = moves.get(destination)
+            if move is None:
+                move = moves[destination] = Move(f"{move_id}-{len(moves)}", destination, [], now)
+            info = DeadLetterInfo(message.id, self.name, message.attempts, error, now)
+            move.copies.append(Arrival(new_id, message.body, message.content_type, 0.0, info, now))
+        for move in moves.values():
+            self.outbox[move.id] = move
+        return Settled(SettleResult(acked, retried, dead_lettered, stale), list(moves.values()))
+
+    def purge(self) -> int:
+        count = len(self.messages)
+        self.messages.clear()
+        self.heap.clear()
+        self.bytes = 0
+        return count
+
+    def move_out(self, destination: str, limit: int | None, move_id: str, now: float) -> Move:
+        """Take up to `limit` unleased messages, oldest visible first, for `destination`: they
+        keep id, body, content type and send time, and start again at attempt 0."""
+        movable = sorted(
+            (m for m in self.messages.values() if m.lease_token is None or m.visible_at <= now),
+            key=lambda m: (m.visible_at, m.order),
+        )
+        if limit is not None:
+            movable = movable[:limit]
+        copies = []
+        for message in movable:
+            self._delete(message)
+            copies.append(
+                Arrival(message.id, message.body, message.content_type, 0.0, None, message.timestamp)
+            )
+        move = Move(move_id, destination, copies, now)
+        if copies:
+            self.outbox[move.id] = move
+        return move
+
+    def moved(self, move_ids: Iterable[str]) -> None:
+        for move_id in move_ids:
+            self.outbox.pop(move_id, None)
+
+    def sweep(self, now: float) -> int:
+        cutoff = now - self.settings.retention_seconds
+        expired = [m for m in self.messages.values() if m.timestamp < cutoff]
+        for message in expired:
+            self._delete(message)
+        return len(expired)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def next_due(self) -> float | None:
+        """When the earliest message becomes (or became) visible; None when paused or empty."""
+        if self.paused:
+            return None
+        heap = self.heap
+        while heap:
+            visible_at, _, message_id, version = heap[0]
+            message = self.messages.get(message_id)
+            if message is None or message.version != version:
+                heapq.heappop(heap)
+                continue
+            return visible_at
+        return None
+
+    def stats(self, now: float) -> QueueStats:
+        ready = delayed = in_flight = 0
+        oldest = now
+        for message in self.messages.values():
+            oldest = min(oldest, message.timestamp)
+            if message.visible_at <= now:
+                ready += 1
+            elif message.lease_token is not None:
+                in_flight += 1
+            else:
+                delayed += 1
+        return QueueStats(
+            self.name, ready, delayed, in_flight, max(0.0, now - oldest), self.bytes, self.paused
+        )
+
+    def peek(self, limit: int, now: float) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        ordered = heapq.nsmallest(limit, self.messages.values(), key=lambda m: (m.visible_at, m.order))
+        return [m.stored(self.name, now) for m in ordered]

@@ -1,0 +1,345 @@
+"""What only the NATS engine has to show: URL options, the stream layout, the log applied the same
+way everywhere (at any time, up to a day's delay), a send retried after a lost reply stored once,
+compaction, moves finished after a crash, a queue made again, and worker processes sharing a
+queue. The shared semantics are in the conformance suites (run with `-k nats`); failures of
+servers are in test_nats_faults.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import conveyor
+from bench.nats_servers import free_ports
+from conveyor.errors import BackendUnavailable, InvalidURL
+from conveyor.ids import new_message_id
+from conveyor.types import DeadLetter, OutgoingMessage, QueueSettings, Settlement
+from tests.consumer.test_worker_process import PROCESS_TIMEOUT_SECONDS, WorkerProcess, read_log
+from tests.engines import check_nats, nats_storage
+from tests.polling import eventually
+
+pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
+
+from conveyor.backends.nats import backend as nats_backend
+from conveyor.backends.nats import records, view
+from conveyor.backends.nats.backend import NatsBackend
+from conveyor.backends.nats.jetstream import parse_nats_url
+from conveyor.backends.nats.state import Arrival, QueueState
+
+DAY = 86_400.0
+
+# -- URL ----------------------------------------------------------------------------------------
+
+
+def test_the_url_lists_servers_and_carries_conveyor_options() -> None:
+    parsed = parse_nats_url("nats://u:p%40ss@h1:4333,h2?prefix=app-one&replicas=3&duplicate_window=30")
+    assert parsed.servers == ["nats://h1:4333", "nats://h2:4222"]
+    assert (parsed.user, parsed.password, parsed.token) == ("u", "p@ss", None)
+    assert (parsed.prefix, parsed.replicas, parsed.duplicate_window) == ("app-one", 3, 30.0)
+    assert parsed.where == "h1:4333,h2:4222"
+    defaults = parse_nats_url("nats://localhost")
+    assert (defaults.prefix, defaults.replicas, defaults.duplicate_window) == ("conveyor", 1, 120.0)
+    assert parse_nats_url("nats://s3cret@localhost").token == "s3cret"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["prefix=has_underscore", "prefix=", "replicas=7", "replicas=1.5", "duplicate_window=0", "colour=blue"],
+)
+def test_a_bad_option_is_an_invalid_url_that_hides_the_password(query: str) -> None:
+    with pytest.raises(InvalidURL) as raised:
+        parse_nats_url(f"nats://user:hunter2@localhost:4222?{query}")
+    assert "hunter2" not in str(raised.value)
+    assert query.split("=")[0] in str(raised.value)
+
+
+def test_a_bad_server_is_an_invalid_url() -> None:
+    with pytest.raises(InvalidURL, match="host:port"):
+        parse_nats_url("nats://localhost:port")
+
+
+async def test_an_unreachable_server_is_backend_unavailable_without_the_password() -> None:
+    [closed_port] = free_ports(1)  # free: nothing listens
+    backend = NatsBackend(f"nats://user:hunter2@127.0.0.1:{closed_port}")
+    with pytest.raises(BackendUnavailable) as raised:
+        await backend.connect()
+    assert "hunter2" not in str(raised.value)
+    assert str(closed_port) in str(raised.value)
+
+
+# -- the state machine, at any time -----------------------------------------------------------------
+
+
+def _arrival(n: int, delay: float | None = None) -> Arrival:
+    return Arrival(f"id{n}", json.dumps({"n": n}).encode(), "json", delay)
+
+
+def test_a_message_delayed_a_full_day_becomes_visible_after_86400_seconds_and_not_before() -> None:
+    state = QueueState("later")
+    sent_at = 1_000_000.0
+    state.send([_arrival(1, DAY)], sent_at, 1 << 20)
+    assert state.lease(10, 30, "early", sent_at + DAY - 0.001) == []
+    stats = state.stats(sent_at + DAY - 0.001)
+    assert (stats.backlog, stats.delayed) == (0, 1)
+    assert state.next_due() == sent_at + DAY
+    [leased] = state.lease(10, 30, "on-time", sent_at + DAY)
+    assert (leased.id, leased.attempts) == ("id1", 1)
+
+
+def test_a_snapshot_holds_the_whole_state() -> None:
+    state = QueueState("q")
+    state.set_meta(QueueSettings(2, 600), True, 5.0)
+    state.send([_arrival(n) for n in range(5)], 100.0, 1 << 20)
+    state.paused = False
+    leased = state.lease(2, 30, "tok", 103.0)  # visible from 102 (the queue's delivery delay)
+    state.settle(
+        [], [(leased[0].id, "tok", 7.0)], [(leased[1].id, "tok", "dead1", "boom", "q-dlq")], "m", 104.0
+    )
+    copy = records.decode_state("q", records.encode_state(state))
+    assert copy.stats(105.0) == state.stats(105.0)
+    assert copy.peek(10, 105.0) == state.peek(10, 105.0)
+    assert (copy.settings, copy.created_at, copy.now) == (state.settings, state.created_at, state.now)
+    [move] = copy.outbox.values()
+    assert [(a.id, a.dead_letter.original_id if a.dead_letter else None) for a in move.copies] == [
+        ("dead1", leased[1].id)
+    ]
+    assert copy.lease(10, 30, "next", 200.0)[-1].attempts == 2  # the retried one kept its attempt
+
+
+# -- on the machine's server ---------------------------------------------------------------------
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    check_nats()
+    async with nats_storage(tmp_path) as storage_url:
+        yield storage_url
+
+
+async def _stream_names(url: str) -> list[str]:
+    import nats
+
+    nc = await nats.connect(url.split("?")[0])
+    try:
+        prefix = parse_nats_url(url).prefix
+        reply = await nc.request("$JS.API.STREAM.NAMES", json.dumps({"subject": f"{prefix}.>"}).encode())
+        return sorted(json.loads(reply.data).get("streams") or [])
+    finally:
+        await nc.close()
+
+
+async def test_each_queue_is_one_stream_and_subscriptions_one_more(url: str) -> None:
+    prefix = parse_nats_url(url).prefix
+    async with conveyor.App(url) as app:
+        await app.queue("orders").send({"n": 1})
+        await app.queue("orders-dlq").send({"n": 1})
+        await app.subscribe("events", queue="orders")
+        assert await _stream_names(url) == [
+            f"{prefix}_q_orders",
+            f"{prefix}_q_orders-dlq",
+            f"{prefix}_topics",
+        ]
+        assert await app.delete_queue("orders")
+        assert await _stream_names(url) == [f"{prefix}_q_orders-dlq", f"{prefix}_topics"]
+        assert await app.list_subscriptions() == []
+
+
+async def test_a_send_retried_after_a_lost_reply_is_stored_once(url: str) -> None:
+    async with conveyor.App(url) as app:
+        await app.create_queue("orders")
+        backend = app.backend
+        assert isinstance(backend, NatsBackend)
+        arrivals = [_arrival(n) for n in range(3)]
+        await backend._append("orders", arrivals, "send")
+        await backend._append("orders", arrivals, "send")  # the same record: its Nats-Msg-Id repeats
+        assert (await app.queue("orders").stats()).backlog == 3
+        await backend._append("orders", arrivals, "late")  # past the duplicate window: ids still live
+        assert (await app.queue("orders").stats()).backlog == 3
+
+
+async def test_another_process_wakes_at_once_on_a_send(url: str) -> None:
+    async with conveyor.App(url) as producer, conveyor.App(url) as consumer:
+        await producer.create_queue("wake")
+        waiter = asyncio.create_task(consumer.backend.wait_for_messages("wake", 60))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        await producer.queue("wake").send({"n": 1})
+        async with asyncio.timeout(10):
+            await waiter
+
+
+async def test_a_message_delayed_a_full_day_is_held_for_that_long(url: str) -> None:
+    async with conveyor.App(url) as app:
+        await app.queue("later").send({"n": 1}, delay_seconds=DAY)
+        stats = await app.queue("later").stats()
+        assert (stats.backlog, stats.delayed) == (0, 1)
+        [stored] = await app.backend.peek("later", 10)
+        assert stored.visible_at - stored.timestamp == pytest.approx(DAY)
+        assert await app.queue("later").pull() == []
+
+
+async def test_compaction_snapshots_the_log_and_a_new_reader_starts_from_the_snapshot(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(view, "COMPACT_MIN_BYTES", 20_000)
+    monkeypatch.setattr(view, "SNAPSHOT_PART_BYTES", 4_000)  # several parts
+    prefix = parse_nats_url(url).prefix
+    async with conveyor.App(url) as app:
+        backend = app.backend
+        assert isinstance(backend, NatsBackend)
+        await app.create_queue("busy", delivery_delay=0, retention_seconds=3600)
+        queue = app.queue("busy")
+        for start in range(0, 400, 100):
+            await queue.send_batch([{"n": n, "pad": "x" * 100} for n in range(start, start + 100)])
+        leased = await queue.pull(batch_size=50)
+        await queue.ack(acks=[m.lease_id for m in leased[:40]], retries=[(leased[40].lease_id, 600)])
+        held = leased[41:]
+        await queue.pause()
+
+        async def compacted() -> bool:
+            reply = await backend.js.api(f"STREAM.INFO.{prefix}_q_busy")
+            return int(reply["state"]["first_seq"]) > 1
+
+        for _ in range(200):  # more records until the log is compacted
+            await backend.extend_leases("busy", [m.lease_id for m in held], 60)
+            if await compacted():
+                break
+        await eventually(compacted, "the log was compacted", 20)
+        before = await queue.stats()
+        peeked = [(m.id, m.attempts, m.leased) for m in await queue.peek(400)]
+
+        async with conveyor.App(url) as fresh:  # its reader starts from the snapshot
+            again = fresh.queue("busy")
+            stats = await again.stats()
+            assert (stats.backlog, stats.delayed, stats.in_flight, stats.bytes, stats.paused) == (
+                before.backlog,
+                before.delayed,
+                before.in_flight,
+                before.bytes,
+                True,
+            )
+            assert [(m.id, m.attempts, m.leased) for m in await again.peek(400)] == peeked
+            assert (await fresh.get_queue("busy")).settings == QueueSettings(0, 3600)
+            await again.resume()
+            result = await again.ack(acks=[m.lease_id for m in held])  # leases made before the snapshot
+            assert (result.ack_count, result.warnings) == (len(held), [])
+        assert (await queue.stats()).total == 400 - 50 + 1
+
+
+async def test_dead_letters_left_in_the_outbox_by_a_crash_are_moved_by_the_next_sweep(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with conveyor.App(url) as app:
+        backend = app.backend
+        assert isinstance(backend, NatsBackend)
+        await app.create_queue("work-dlq")
+        await app.queue("work").send_batch([{"n": 1}, {"n": 2}])
+        pulled = await app.queue("work").pull(batch_size=2)
+
+        async def crash_after_settle(source: str, moves: object) -> None:
+            """The settling process dies before the copy is stored."""
+
+        monkeypatch.setattr(backend, "_finish_moves", crash_after_settle)
+        dead = [DeadLetter(m.lease_id, new_message_id(), "boom", "work-dlq") for m in pulled]
+        result = await backend.settle("work", Settlement(dead_letters=dead))
+        assert result.dead_lettered == 2
+        assert (await app.queue("work").stats()).total == 0  # out of the queue, in its outbox
+        assert (await app.queue("work-dlq").stats()).total == 0
+        monkeypatch.undo()
+
+        monkeypatch.setattr(nats_backend, "MOVE_GRACE_SECONDS", 0.0)
+        await app.sweep()
+        await app.sweep()  # a second recovery stores nothing twice
+        copies = await app.queue("work-dlq").peek(10)
+        assert sorted(m.id for m in copies) == sorted(d.new_id for d in dead)
+        assert {m.dead_letter.source_queue for m in copies if m.dead_letter} == {"work"}
+
+
+async def test_a_write_to_several_queues_commits_at_once_and_a_crash_after_it_is_finished_by_a_sweep(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with conveyor.App(url) as app:
+        backend = app.backend
+        assert isinstance(backend, NatsBackend)
+        for name in ("kitchen", "bar", "till"):
+            await app.create_queue(name)
+        messages = [
+            OutgoingMessage(name, new_message_id(), b'{"order":7}', "json")
+            for name in ("kitchen", "bar", "till")
+        ]
+
+        async def crash_after_commit(source: str, moves: object) -> None:
+            """The sending process dies once the first queue's record is stored."""
+
+        monkeypatch.setattr(backend, "_finish_moves", crash_after_commit)
+        await backend.send_many(messages)
+        monkeypatch.undo()
+        assert [(await app.queue(name).stats()).total for name in ("kitchen", "bar", "till")] == [1, 0, 0]
+
+        monkeypatch.setattr(nats_backend, "MOVE_GRACE_SECONDS", 0.0)
+        await app.sweep()
+        await app.sweep()
+        for message in messages:
+            [stored] = await app.backend.peek(message.queue, 10)
+            assert (stored.id, stored.body) == (message.id, message.body)
+
+
+async def test_a_queue_deleted_and_made_again_is_read_afresh_by_another_app(url: str) -> None:
+    async with conveyor.App(url) as reader, conveyor.App(url) as other:
+        await reader.queue("q").send_batch([{"n": n} for n in range(5)])
+        assert (await reader.queue("q").stats()).backlog == 5  # the reader now follows the log
+        assert await other.delete_queue("q")
+        await other.queue("q").send({"n": "new"})
+        assert (await reader.queue("q").stats()).backlog == 1
+        [pulled] = await reader.queue("q").pull(batch_size=10)
+        assert pulled.body == {"n": "new"}
+
+
+async def test_a_reader_that_only_leases_notices_its_queue_was_made_again(url: str) -> None:
+    async with conveyor.App(url) as reader, conveyor.App(url) as other:
+        await reader.queue("q").send_batch([{"n": n} for n in range(5)])
+        assert (await reader.queue("q").stats()).backlog == 5
+        assert await other.delete_queue("q")
+        new_ids = [await other.queue("q").send({"n": f"new{n}"}) for n in range(10)]  # past the old log's end
+        pulled = await reader.queue("q").pull(batch_size=100)  # no read first: the lease itself must notice
+        assert sorted(m.id for m in pulled) == sorted(new_ids)
+
+
+@pytest.mark.slow
+async def test_worker_processes_share_a_queue_and_a_sigkill_loses_nothing(url: str, tmp_path: Path) -> None:
+    log = tmp_path / "handled.log"
+    workers: list[WorkerProcess] = []
+    try:
+        async with conveyor.App(url) as app:
+            queue = app.queue("jobs")
+            sent: set[str] = set()
+            for start in range(0, 3000, 100):
+                sent.update(await queue.send_batch([{"n": n} for n in range(start, start + 100)]))
+            workers += [WorkerProcess(url, log, handler_seconds=0.05) for _ in range(2)]
+
+            async def busy() -> bool:
+                return len([e for e in read_log(log) if e[0] == "done"]) >= 500
+
+            await eventually(busy, "the workers handled 500 messages", PROCESS_TIMEOUT_SECONDS)
+            assert workers[0].stop(signal.SIGKILL) == -signal.SIGKILL
+
+            async def drained() -> bool:
+                return (await queue.stats()).total == 0
+
+            await eventually(drained, "the surviving worker drained the queue", PROCESS_TIMEOUT_SECONDS)
+            assert workers[1].stop(signal.SIGTERM) == 0, workers[1].stderr()
+    finally:
+        for worker in workers:
+            worker.cleanup()
+
+    done = [(message_id, attempts) for kind, message_id, attempts in read_log(log) if kind == "done"]
+    assert {message_id for message_id, _ in done} == sent  # every message was handled
+    assert len(set(done)) == len(done), "one delivery was handled twice"
+    handled_twice = [message_id for message_id, count in Counter(m for m, _ in done).items() if count > 1]
+    assert set(handled_twice) <= {message_id for message_id, attempts in done if attempts > 1}
