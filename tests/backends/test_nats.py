@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from bench.nats_servers import free_ports
+from conveyor.bench.nats_servers import free_ports
+from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
-from conveyor.ids import new_message_id
-from conveyor.types import DeadLetter, OutgoingMessage, QueueSettings, Settlement
+from conveyor.types import DeadLetter, DeadLetterInfo, OutgoingMessage, QueueSettings, Settlement
 from tests.consumer.test_worker_process import PROCESS_TIMEOUT_SECONDS, WorkerProcess, read_log
-from tests.engines import check_nats, nats_storage
-from tests.polling import eventually
+from tests.support.engines import check_nats, nats_storage
+from tests.support.polling import eventually
 
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
 
@@ -98,8 +98,9 @@ def test_a_snapshot_holds_the_whole_state() -> None:
     state.send([_arrival(n) for n in range(5)], 100.0, 1 << 20)
     state.paused = False
     leased = state.lease(2, 30, "tok", 103.0)  # visible from 102 (the queue's delivery delay)
+    record = DeadLetterInfo(leased[1].id, "q", 1, "boom", 104.0)
     state.settle(
-        [], [(leased[0].id, "tok", 7.0)], [(leased[1].id, "tok", "dead1", "boom", "q-dlq")], "m", 104.0
+        [], [(leased[0].id, "tok", 7.0)], [(leased[1].id, "tok", "dead1", "q-dlq", record)], "m", 104.0
     )
     copy = records.decode_state("q", records.encode_state(state))
     assert copy.stats(105.0) == state.stats(105.0)
@@ -207,7 +208,7 @@ async def test_compaction_snapshots_the_log_and_a_new_reader_starts_from_the_sna
             return int(reply["state"]["first_seq"]) > 1
 
         for _ in range(200):  # more records until the log is compacted
-            await backend.extend_leases("busy", [m.lease_id for m in held], 60)
+            await app.core.extend_leases("busy", [m.lease_id for m in held], 60)
             if await compacted():
                 break
         await eventually(compacted, "the log was compacted", 20)
@@ -246,8 +247,8 @@ async def test_dead_letters_left_in_the_outbox_by_a_crash_are_moved_by_the_next_
             """The settling process dies before the copy is stored."""
 
         monkeypatch.setattr(backend, "_finish_moves", crash_after_settle)
-        dead = [DeadLetter(m.lease_id, new_message_id(), "boom", "work-dlq") for m in pulled]
-        result = await backend.settle("work", Settlement(dead_letters=dead))
+        dead = [DeadLetter(m.lease_id, new_message_id(), "boom", "work-dlq", m.attempts) for m in pulled]
+        result = await app.core.settle("work", Settlement(dead_letters=dead))
         assert result.dead_lettered == 2
         assert (await app.queue("work").stats()).total == 0  # out of the queue, in its outbox
         assert (await app.queue("work-dlq").stats()).total == 0

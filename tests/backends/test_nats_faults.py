@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from bench.nats_servers import NatsCluster, NatsServer, free_ports, nats_server_installed
-from tests.polling import eventually
-from tests.services import need
+from conveyor.bench.nats_servers import NatsCluster, NatsServer, free_ports, nats_server_installed
+from tests.support.polling import eventually
+from tests.support.services import need
 
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
 

@@ -27,21 +27,22 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from conveyor.backends.base import Backend, new_token, parse_lease_id
+from conveyor.backends.base import Backend, new_token
 from conveyor.backends.nats import records
 from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, parse_nats_url
 from conveyor.backends.nats.state import Arrival, Move, Settled
 from conveyor.backends.nats.view import QueueView
-from conveyor.clock import SYSTEM_CLOCK, Clock
 from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
+    SYSTEM_CLOCK,
+    Clock,
+    Lease,
     LeasedMessage,
+    Outcomes,
     OutgoingMessage,
     QueueInfo,
     QueueSettings,
     QueueStats,
-    Settlement,
-    SettleResult,
     StoredMessage,
     Subscription,
 )
@@ -251,9 +252,7 @@ class NatsBackend(Backend):
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        if connection is not None:
-            raise TypeError("the NATS engine does not take a connection")
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         by_queue: dict[str, list[Arrival]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(
@@ -346,61 +345,42 @@ class NatsBackend(Backend):
             return []
         return leased
 
-    @staticmethod
-    def _leases(lease_ids: Sequence[str]) -> list[list[str]]:
-        return [list(parsed) for lease_id in lease_ids if (parsed := parse_lease_id(lease_id)) is not None]
-
-    async def extend_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> int:
-        leases = self._leases(lease_ids)
-        if not leases:
-            return 0
-        header = {"op": "extend", "tok": new_token(), "vt": visibility_timeout, "l": leases}
+    async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
+        header = {"op": "extend", "tok": new_token(), "vt": visibility_timeout, "l": _keys(leases)}
         try:
             return int(await self._command(queue, header))
         except QueueNotFound:
             return 0
 
-    async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
-        leases = self._leases(lease_ids)
-        if not leases:
-            return 0
+    async def release(self, queue: str, leases: Sequence[Lease]) -> int:
         try:
-            return int(await self._command(queue, {"op": "release", "tok": new_token(), "l": leases}))
+            return int(await self._command(queue, {"op": "release", "tok": new_token(), "l": _keys(leases)}))
         except QueueNotFound:
             return 0
 
     # -- settling ----------------------------------------------------------------------------
 
-    async def settle(self, queue: str, settlement: Settlement) -> SettleResult:
-        stale: list[str] = []
-
-        def parsed(lease_id: str) -> tuple[str, str] | None:
-            result = parse_lease_id(lease_id)
-            if result is None:
-                stale.append(lease_id)
-            return result
-
-        acks = [list(p) for lease_id in settlement.acks if (p := parsed(lease_id)) is not None]
-        retries = [[*p, r.delay_seconds] for r in settlement.retries if (p := parsed(r.lease_id)) is not None]
-        deads = [
-            [*p, d.new_id, d.error, d.dead_letter_queue]
-            for d in settlement.dead_letters
-            if (p := parsed(d.lease_id)) is not None
-        ]
-        targets = {dead[4] for dead in deads if dead[4] is not None and dead[4] not in self._known}
-        for target in targets:  # a missing dead-letter queue fails the settle before it changes anything
-            await self.js.require_stream(str(target))
-            self._known.add(str(target))
+    async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
+        targets = {move.queue for move in outcomes.dead_letters if move.queue is not None}
+        for target in targets - self._known:  # a missing dead-letter queue fails before any change
+            await self.js.require_stream(target)
+            self._known.add(target)
         await self._view(queue)  # QueueNotFound for a missing queue, as on every engine
-        if not (acks or retries or deads):
-            return SettleResult(0, 0, 0, stale)
-        header = {"op": "settle", "tok": new_token(), "a": acks, "r": retries, "d": deads}
+        if not len(outcomes):
+            return []
+        header = {
+            "op": "settle",
+            "tok": new_token(),
+            "a": _keys(outcomes.acks),
+            "r": [[lease[0], lease[1], delay] for lease, delay in outcomes.retries],
+            "d": [
+                [move.lease[0], move.lease[1], move.new_id, move.queue, move.record.to_dict()]
+                for move in outcomes.dead_letters
+            ],
+        }
         settled: Settled = await self._command(queue, header)
         await self._finish_moves(queue, settled.moves)
-        result = settled.result
-        if stale:
-            result = SettleResult(result.acked, result.retried, result.dead_lettered, [*result.stale, *stale])
-        return result
+        return settled.statuses
 
     async def _finish_moves(self, source: str, moves: Sequence[Move]) -> None:
         """Store moves' copies in their destinations (once each, by Nats-Msg-Id), then clear
@@ -475,6 +455,11 @@ async def _close_view(future: asyncio.Future[QueueView]) -> None:
         await future.result().close()
     else:
         future.cancel()
+
+
+def _keys(leases: Sequence[Lease]) -> list[list[str]]:
+    """Leases as records name them: [message id, token] (NATS lease ids name no row)."""
+    return [[lease[0], lease[1]] for lease in leases]
 
 
 def _subscription(key: str, value: dict[str, Any]) -> Subscription:

@@ -20,7 +20,6 @@ from conveyor.types import (
     DeadLetterInfo,
     QueueSettings,
     QueueStats,
-    SettleResult,
     StoredMessage,
 )
 
@@ -83,12 +82,19 @@ class Move:
 
 @dataclass(slots=True)
 class Settled:
-    result: SettleResult
+    """A settle record's outcome: one status per item (acks, retries, dead letters: True where
+    the lease was live), whether a retry made a message visible again, and the moves it began."""
+
+    statuses: list[bool]
+    retried: bool = False
     moves: list[Move] = field(default_factory=list)
 
 
-def _live_key(lease: tuple[str, str]) -> str:
-    return f"{lease[0]}.{lease[1]}"
+#: a lease as records name it: (message id, token)
+LeaseKey = tuple[str, str]
+#: a dead letter as a settle record names it: (message id, token, copy's id, dead-letter queue
+#: or None to delete it, the record the core built)
+DeadLetterItem = tuple[str, str, str, str | None, DeadLetterInfo]
 
 
 class QueueState:
@@ -123,7 +129,7 @@ class QueueState:
         del self.messages[message.id]
         self.bytes -= len(message.body)
 
-    def _live(self, lease: tuple[str, str], now: float) -> Message | None:
+    def _live(self, lease: LeaseKey, now: float) -> Message | None:
         message = self.messages.get(lease[0])
         if message is None or message.lease_token != lease[1] or message.visible_at <= now:
             return None
@@ -184,7 +190,7 @@ class QueueState:
             leased.append(message)
         return leased
 
-    def extend(self, leases: Iterable[tuple[str, str]], visibility_timeout: float, now: float) -> int:
+    def extend(self, leases: Iterable[LeaseKey], visibility_timeout: float, now: float) -> int:
         renewed = 0
         for lease in leases:
             message = self._live(lease, now)
@@ -194,7 +200,7 @@ class QueueState:
                 renewed += 1
         return renewed
 
-    def release(self, leases: Iterable[tuple[str, str]], now: float) -> int:
+    def release(self, leases: Iterable[LeaseKey], now: float) -> int:
         released = 0
         for lease in leases:
             message = self._live(lease, now)
@@ -208,51 +214,46 @@ class QueueState:
 
     def settle(
         self,
-        acks: Sequence[tuple[str, str]],
+        acks: Sequence[LeaseKey],
         retries: Sequence[tuple[str, str, float]],
-        dead_letters: Sequence[tuple[str, str, str, str, str | None]],
+        dead_letters: Sequence[DeadLetterItem],
         move_id: str,
         now: float,
     ) -> Settled:
-        """Acks, then retries (id, token, delay), then dead letters (id, token, new id, error,
-        dead-letter queue or None); a lease that is not live is stale and changes nothing.
-        Dead letters for another queue wait in the outbox as one move per queue."""
-        stale: list[str] = []
-        acked = retried = dead_lettered = 0
+        """Acks, then retries (id, token, delay), then dead letters; a lease that is not live is
+        stale and changes nothing. Dead letters for another queue wait in the outbox as one move
+        per queue."""
+        statuses: list[bool] = []
         for lease in acks:
             message = self._live(lease, now)
-            if message is None:
-                stale.append(_live_key(lease))
-                continue
-            self._delete(message)
-            acked += 1
+            if message is not None:
+                self._delete(message)
+            statuses.append(message is not None)
+        retried = False
         for message_id, token, delay in retries:
             message = self._live((message_id, token), now)
-            if message is None:
-                stale.append(f"{message_id}.{token}")
-                continue
-            message.lease_token = None
-            message.visible_at = now + delay
-            self.schedule(message)
-            retried += 1
+            if message is not None:
+                message.lease_token = None
+                message.visible_at = now + delay
+                self.schedule(message)
+                retried = True
+            statuses.append(message is not None)
         moves: dict[str, Move] = {}
-        for message_id, token, new_id, error, destination in dead_letters:
+        for message_id, token, new_id, destination, record in dead_letters:
             message = self._live((message_id, token), now)
+            statuses.append(message is not None)
             if message is None:
-                stale.append(f"{message_id}.{token}")
                 continue
             self._delete(message)
-            dead_lettered += 1
             if destination is None:
                 continue
             move = moves.get(destination)
             if move is None:
                 move = moves[destination] = Move(f"{move_id}-{len(moves)}", destination, [], now)
-            info = DeadLetterInfo(message.id, self.name, message.attempts, error, now)
-            move.copies.append(Arrival(new_id, message.body, message.content_type, 0.0, info, now))
+            move.copies.append(Arrival(new_id, message.body, message.content_type, 0.0, record, now))
         for move in moves.values():
             self.outbox[move.id] = move
-        return Settled(SettleResult(acked, retried, dead_lettered, stale), list(moves.values()))
+        return Settled(statuses, retried, list(moves.values()))
 
     def purge(self) -> int:
         count = len(self.messages)

@@ -35,7 +35,7 @@ from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence
 from conveyor.backends.nats.records import Record
 from conveyor.backends.nats.state import ORDER_SHIFT, QueueState
 from conveyor.errors import BackendUnavailable
-from conveyor.types import LeasedMessage
+from conveyor.types import DeadLetterInfo, LeasedMessage
 
 log = logging.getLogger("conveyor.nats")
 
@@ -269,8 +269,9 @@ class QueueView:
             if result:
                 self.wake()
         elif op == "settle":
-            result = state.settle(header["a"], header["r"], header["d"], str(header["tok"]), now)
-            if result.result.retried:
+            dead = [(i, t, n, q, DeadLetterInfo.from_dict(r)) for i, t, n, q, r in header["d"]]
+            result = state.settle(header["a"], header["r"], dead, str(header["tok"]), now)
+            if result.retried:
                 self.wake()
         elif op == "purge":
             result = state.purge()
