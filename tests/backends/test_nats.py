@@ -21,6 +21,7 @@ from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
 from conveyor.types import DeadLetter, DeadLetterInfo, OutgoingMessage, QueueSettings, Settlement
 from tests.consumer.test_worker_process import PROCESS_TIMEOUT_SECONDS, WorkerProcess, read_log
+from tests.support.apps import TEST_LIMITS
 from tests.support.engines import check_nats, nats_storage
 from tests.support.polling import eventually
 
@@ -231,6 +232,47 @@ async def test_compaction_snapshots_the_log_and_a_new_reader_starts_from_the_sna
             result = await again.ack(acks=[m.lease_id for m in held])  # leases made before the snapshot
             assert (result.ack_count, result.warnings) == (len(held), [])
         assert (await queue.stats()).total == 400 - 50 + 1
+
+
+# -- retention sweeps: each queue by its readers, a queue nobody reads by a sweep that lets it go --
+
+
+async def _readers(app: conveyor.App, queue: str) -> int:
+    backend = app.backend
+    assert isinstance(backend, NatsBackend)
+    return (await backend.js.require_stream(queue)).readers
+
+
+async def test_a_sweep_reads_a_queue_nobody_reads_and_lets_it_go(url: str) -> None:
+    async with conveyor.App(url, limits=TEST_LIMITS) as producer, conveyor.App(url) as worker:
+        for name in ("idle-a", "idle-b"):
+            await producer.create_queue(name, retention_seconds=1)
+            await producer.queue(name).send({"n": "old"})
+        await asyncio.sleep(1.5)
+        await producer.queue("idle-b").send({"n": "young"})
+        assert await worker.sweep() == 2
+        assert [await _readers(worker, name) for name in ("idle-a", "idle-b")] == [0, 0]
+        assert await worker.sweep() == 0  # unchanged since it looked: not read again
+        assert [await _readers(worker, name) for name in ("idle-a", "idle-b")] == [0, 0]
+        assert [m.body for m in await producer.queue("idle-b").peek()] == [{"n": "young"}]
+
+
+async def test_a_queue_another_process_reads_is_left_to_that_reader_which_sweeps_it(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nats_backend, "SWEEP_INTERVAL_SECONDS", 0.2)  # a reader's own sweeps
+    async with conveyor.App(url, limits=TEST_LIMITS) as reader, conveyor.App(url) as worker:
+        await reader.create_queue("read", retention_seconds=1)
+        await reader.queue("read").send({"n": "old"})
+        assert (await reader.queue("read").stats()).total == 1  # the reader holds the queue now
+        assert await _readers(worker, "read") == 1
+        await asyncio.sleep(1.5)
+        assert await worker.sweep() == 0  # the reader's to sweep, not the worker's
+
+        async def swept() -> bool:
+            return (await reader.queue("read").stats()).total == 0
+
+        await eventually(swept, "the reader swept the queue it reads", 10)
 
 
 async def test_dead_letters_left_in_the_outbox_by_a_crash_are_moved_by_the_next_sweep(

@@ -25,14 +25,16 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.base import Backend, new_token
 from conveyor.backends.nats import records
-from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, parse_nats_url
+from conveyor.backends.nats.jetstream import JetStream, StreamState, WrongLastSequence, parse_nats_url
 from conveyor.backends.nats.state import Arrival, Move, Settled
 from conveyor.backends.nats.view import QueueView
 from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueNotFound
+from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -57,6 +59,20 @@ RECORD_MARGIN_BYTES = 16 * 1024
 MOVE_GRACE_SECONDS = 10.0
 #: How often a compare-and-set of settings is tried against concurrent writers.
 CAS_ATTEMPTS = 20
+#: A queue nobody reads that changed since a sweep last read it is read again by a sweep at most
+#: this often (sooner when its oldest message passes retention as of that reading).
+UNREAD_QUEUE_RECHECK_SECONDS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Looked:
+    """What a sweep saw of a queue nobody reads: its stream then, and when a sweep would next
+    have work there had nothing changed."""
+
+    created: str
+    last_seq: int
+    read_at: float
+    due: float
 
 
 class NatsBackend(Backend):
@@ -69,6 +85,7 @@ class NatsBackend(Backend):
         self.js = JetStream(self.options)
         self._views: dict[str, asyncio.Future[QueueView]] = {}
         self._known: set[str] = set()  # queues seen to exist (a stale entry costs one retried write)
+        self._looked: dict[str, _Looked] = {}  # queues nobody reads, as this process's sweep saw them
 
     def sibling(self) -> NatsBackend:
         return NatsBackend(self.url, clock=self.clock)
@@ -98,13 +115,17 @@ class NatsBackend(Backend):
                 del self._views[queue]
             raise
 
-    async def _start_view(self, queue: str) -> QueueView:
+    async def _start_view(self, queue: str, *, keep_swept: bool = True) -> QueueView:
+        """A view read up to now; `keep_swept`: a view this process holds sweeps its queue every
+        SWEEP_INTERVAL_SECONDS, so a queue someone reads is swept by its readers."""
         view = QueueView(self.js, queue)
         try:
             await view.start()
         except BaseException:
             await view.close()
             raise
+        if keep_swept:
+            view.sweep_every(SWEEP_INTERVAL_SECONDS, lambda: self._sweep_view(queue, view))
         return view
 
     async def _forget(self, queue: str) -> None:
@@ -428,14 +449,59 @@ class NatsBackend(Backend):
         return len(move.copies)
 
     async def sweep(self) -> int:
+        """Sweep the queues this process reads, and those nobody reads: a queue with a reader
+        elsewhere is that reader's to sweep (every reader sweeps what it holds). A queue nobody
+        reads is read for the sweep and let go, and read again only once it may have work (see
+        `_unread_due`): a worker does not come to hold every queue of the prefix."""
+        held = {name: future.result() for name, future in self._views.items() if _ready(future)}
         removed = 0
-        for name in await self.js.queue_names():
+        for name, view in held.items():
+            try:
+                removed += await self._sweep_view(name, view)
+            except QueueNotFound:
+                await self._forget(name)
+        streams = await self.js.queue_streams()
+        for name in self._looked.keys() - streams.keys():
+            del self._looked[name]
+        for name, stream in streams.items():
+            if name in held or stream.readers or not self._unread_due(name, stream):
+                continue
             with contextlib.suppress(QueueNotFound):
-                removed += int(await self._command(name, {"op": "sweep", "tok": new_token()}))
-                view = await self._view(name)
-                now = view.now()
-                late = [m for m in view.state.outbox.values() if now - m.started_at > MOVE_GRACE_SECONDS]
-                await self._finish_moves(name, late)
+                removed += await self._sweep_unread(name)
+        return removed
+
+    def _unread_due(self, name: str, stream: StreamState) -> bool:
+        looked = self._looked.get(name)
+        if looked is None or looked.created != stream.created:
+            return True
+        now = time.time()
+        if stream.last_seq == looked.last_seq:  # nothing changed: exact
+            return now >= looked.due
+        # new records add messages younger than the last reading (a replay's keep their send
+        # time) and begin moves that their writers finish: worth a look now and then
+        return now >= min(looked.due, looked.read_at + UNREAD_QUEUE_RECHECK_SECONDS)
+
+    async def _sweep_unread(self, name: str) -> int:
+        view = await self._start_view(name, keep_swept=False)
+        try:
+            removed = await self._sweep_view(name, view)
+            await view.sync()
+            now = view.now()
+            due = view.state.sweep_due(MOVE_GRACE_SECONDS)
+            self._looked[name] = _Looked(view.created or "", view.applied, now, due)
+        finally:
+            await view.close()
+        return removed
+
+    async def _sweep_view(self, name: str, view: QueueView) -> int:
+        """Delete what is past retention and finish moves left by a process that stopped; writes
+        a record only when there is something to do."""
+        now = view.now()
+        removed = 0
+        if view.state.sweep_due(float("inf")) <= now:
+            removed = int(await view.command({"op": "sweep", "tok": new_token()}))
+        late = [m for m in view.state.outbox.values() if now - m.started_at > MOVE_GRACE_SECONDS]
+        await self._finish_moves(name, late)
         return removed
 
     # -- wake-ups ----------------------------------------------------------------------------
@@ -449,9 +515,13 @@ class NatsBackend(Backend):
         await view.wait(timeout)
 
 
+def _ready(future: asyncio.Future[QueueView]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
 async def _close_view(future: asyncio.Future[QueueView]) -> None:
     """Close a view, or stop it starting."""
-    if future.done() and not future.cancelled() and future.exception() is None:
+    if _ready(future):
         await future.result().close()
     else:
         future.cancel()

@@ -147,6 +147,19 @@ class StreamState:
     created: str  # tells a queue deleted and made again from the one a reader knew
     first_seq: int
     last_seq: int
+    #: consumers on the stream: the engine makes none but its readers' (one per reading process)
+    readers: int = 0
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> StreamState:
+        """From a JetStream stream info."""
+        state = info["state"]
+        return cls(
+            str(info["created"]),
+            int(state["first_seq"]),
+            int(state["last_seq"]),
+            int(state.get("consumer_count", 0)),
+        )
 
 
 def _error_code(exc: BaseException) -> int | None:
@@ -304,8 +317,7 @@ class JetStream:
             if _error_code(exc) == STREAM_NOT_FOUND:
                 return None
             raise
-        state = info["state"]
-        return StreamState(str(info["created"]), int(state["first_seq"]), int(state["last_seq"]))
+        return StreamState.of(info)
 
     async def require_stream(self, queue: str) -> StreamState:
         state = await self.stream_state(queue)
@@ -324,6 +336,27 @@ class JetStream:
             if not streams or len(names) >= int(page.get("total", 0)):
                 break
         return sorted(queue for name in names if (queue := self.queue_of(name)) is not None)
+
+    async def queue_streams(self) -> dict[str, StreamState]:
+        """Every queue's stream state, a page of up to 256 streams per request."""
+        streams: dict[str, StreamState] = {}
+        offset = 0
+        while True:
+            page = await self.api("STREAM.LIST", {"offset": offset, "subject": f"{self._subject_prefix}>"})
+            infos = page.get("streams") or []
+            for info in infos:
+                queue = self.queue_of(str(info["config"]["name"]))
+                if queue is not None:
+                    streams[queue] = StreamState.of(info)
+            offset += len(infos)
+            if not infos or offset >= int(page.get("total", 0)):
+                return streams
+
+    async def delete_consumer(self, queue: str, consumer: str) -> None:
+        """Tried once (a reader closing does not wait for a server that is away; the server
+        drops an idle consumer by itself after a minute)."""
+        subject = f"$JS.API.CONSUMER.DELETE.{self.stream(queue)}.{consumer}"
+        await self.nc.request(subject, b"", timeout=REQUEST_TIMEOUT_SECONDS)
 
     async def purge_below(self, queue: str, seq: int) -> None:
         await self.api(f"STREAM.PURGE.{self.stream(queue)}", {"seq": seq})

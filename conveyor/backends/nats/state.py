@@ -293,6 +293,16 @@ class QueueState:
             self._delete(message)
         return len(expired)
 
+    def sweep_due(self, move_grace: float) -> float:
+        """When a sweep first has work here (inf: never, as things stand): the oldest message
+        passing retention, or the oldest move in the outbox waiting longer than `move_grace`."""
+        due = float("inf")
+        if self.messages:
+            due = min(m.timestamp for m in self.messages.values()) + self.settings.retention_seconds
+        if self.outbox:
+            due = min(due, min(m.started_at for m in self.outbox.values()) + move_grace)
+        return due
+
     # -- reading -----------------------------------------------------------------------------
 
     def next_due(self) -> float | None:

@@ -24,7 +24,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -99,6 +99,9 @@ class QueueView:
         for future in self._results.values():
             if not future.done():
                 future.cancel()
+        if self._consumer is not None:  # at once: a stream with no consumer is one nobody reads
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.queue, self._consumer)
 
     async def _follow(self, generation: int) -> Any:
         async def on_record(msg: Msg) -> None:
@@ -355,6 +358,21 @@ class QueueView:
             )
         finally:
             self._results.pop(token, None)
+
+    def sweep_every(self, interval: float, sweep: Callable[[], Awaitable[object]]) -> None:
+        """Call `sweep` every `interval` seconds until closed, the first time after a random part
+        of one (the readers of a queue spread out)."""
+
+        async def loop() -> None:
+            await asyncio.sleep(random.uniform(0.5, 1.0) * interval)
+            while True:
+                try:
+                    await sweep()
+                except Exception as exc:  # the next one tries again
+                    log.warning("queue %s: sweeping failed: %r", self.queue, exc)
+                await asyncio.sleep(interval)
+
+        self._spawn(loop())
 
     def wake(self) -> None:
         self._wake.set()
