@@ -114,7 +114,11 @@ async def idle(args: argparse.Namespace, url: str) -> dict[str, object]:
         await fill(app, "busy", args.busy)
         for n in range(args.idle_queues):
             await fill(app, f"idle-{n}", args.per_queue)
-    return {"idle_queues": args.idle_queues, "per_queue": args.per_queue, **run_worker(url, "busy", args.busy)}
+    return {
+        "idle_queues": args.idle_queues,
+        "per_queue": args.per_queue,
+        **run_worker(url, "busy", args.busy),
+    }
 
 
 async def backlog(args: argparse.Namespace, url: str) -> dict[str, object]:
@@ -127,7 +131,9 @@ async def backlog(args: argparse.Namespace, url: str) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="scenario", required=True)
     idle_parser = sub.add_parser("idle")
     idle_parser.add_argument("--idle-queues", type=int, default=50)
