@@ -31,6 +31,7 @@ from conveyor.backends.nats import backend as nats_backend
 from conveyor.backends.nats import records, view
 from conveyor.backends.nats.backend import NatsBackend
 from conveyor.backends.nats.jetstream import parse_nats_url
+from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Arrival, QueueState
 
 DAY = 86_400.0
@@ -78,7 +79,12 @@ async def test_an_unreachable_server_is_backend_unavailable_without_the_password
 
 
 def _arrival(n: int, delay: float | None = None) -> Arrival:
-    return Arrival(f"id{n}", json.dumps({"n": n}).encode(), "json", delay)
+    """Message `n` as a send record at stream sequence 7 names it (its body 20 bytes in)."""
+    return Arrival(f"id{n}", "json", (7, 20 * n, 20), delay)
+
+
+def _outgoing(n: int) -> Outgoing:
+    return Outgoing(f"id{n}", json.dumps({"n": n}).encode(), "json")
 
 
 def test_a_message_delayed_a_full_day_becomes_visible_after_86400_seconds_and_not_before() -> None:
@@ -105,7 +111,10 @@ def test_a_snapshot_holds_the_whole_state() -> None:
     )
     copy = records.decode_state("q", records.encode_state(state))
     assert copy.stats(105.0) == state.stats(105.0)
-    assert copy.peek(10, 105.0) == state.peek(10, 105.0)
+    assert [m.stored("q", 105.0, b"") for m in copy.peek(10)] == [
+        m.stored("q", 105.0, b"") for m in state.peek(10)
+    ]
+    assert [m.location for m in copy.peek(10)] == [(7, 20 * n, 20) for n in (2, 3, 4, 0)]
     assert (copy.settings, copy.created_at, copy.now) == (state.settings, state.created_at, state.now)
     [move] = copy.outbox.values()
     assert [(a.id, a.dead_letter.original_id if a.dead_letter else None) for a in move.copies] == [
@@ -157,11 +166,11 @@ async def test_a_send_retried_after_a_lost_reply_is_stored_once(url: str) -> Non
         await app.create_queue("orders")
         backend = app.backend
         assert isinstance(backend, NatsBackend)
-        arrivals = [_arrival(n) for n in range(3)]
-        await backend._append("orders", arrivals, "send")
-        await backend._append("orders", arrivals, "send")  # the same record: its Nats-Msg-Id repeats
+        messages = [_outgoing(n) for n in range(3)]
+        await backend._append("orders", messages, "send")
+        await backend._append("orders", messages, "send")  # the same record: its Nats-Msg-Id repeats
         assert (await app.queue("orders").stats()).backlog == 3
-        await backend._append("orders", arrivals, "late")  # past the duplicate window: ids still live
+        await backend._append("orders", messages, "late")  # past the duplicate window: ids still live
         assert (await app.queue("orders").stats()).backlog == 3
 
 
@@ -186,11 +195,17 @@ async def test_a_message_delayed_a_full_day_is_held_for_that_long(url: str) -> N
         assert await app.queue("later").pull() == []
 
 
+@pytest.mark.parametrize(
+    ("rehome_max_bytes", "first_kept"),
+    [(1 << 20, 6), (0, 2)],  # records: 1 the settings, 2-5 the sends, then leases and renewals
+    ids=["bodies-written-again", "bodies-left-in-place"],
+)
 async def test_compaction_snapshots_the_log_and_a_new_reader_starts_from_the_snapshot(
-    url: str, monkeypatch: pytest.MonkeyPatch
+    url: str, monkeypatch: pytest.MonkeyPatch, rehome_max_bytes: int, first_kept: int
 ) -> None:
     monkeypatch.setattr(view, "COMPACT_MIN_BYTES", 20_000)
     monkeypatch.setattr(view, "SNAPSHOT_PART_BYTES", 4_000)  # several parts
+    monkeypatch.setattr(view, "REHOME_MAX_BYTES", rehome_max_bytes)
     prefix = parse_nats_url(url).prefix
     async with conveyor.App(url) as app:
         backend = app.backend
@@ -213,8 +228,15 @@ async def test_compaction_snapshots_the_log_and_a_new_reader_starts_from_the_sna
             if await compacted():
                 break
         await eventually(compacted, "the log was compacted", 20)
+        reply = await backend.js.api(f"STREAM.INFO.{prefix}_q_busy")
+        if rehome_max_bytes:  # every send record purged: the live bodies were written again
+            assert int(reply["state"]["first_seq"]) >= first_kept
+        else:  # the purge stopped at the oldest record holding a live body
+            assert int(reply["state"]["first_seq"]) == first_kept
         before = await queue.stats()
-        peeked = [(m.id, m.attempts, m.leased) for m in await queue.peek(400)]
+        peeked = [(m.id, m.attempts, m.leased, m.body) for m in await queue.peek(400)]
+        assert sorted(body["n"] for *_, body in peeked) == list(range(40, 400))  # 40 acked
+        assert all(body["pad"] == "x" * 100 for *_, body in peeked)
 
         async with conveyor.App(url) as fresh:  # its reader starts from the snapshot
             again = fresh.queue("busy")
@@ -226,7 +248,7 @@ async def test_compaction_snapshots_the_log_and_a_new_reader_starts_from_the_sna
                 before.bytes,
                 True,
             )
-            assert [(m.id, m.attempts, m.leased) for m in await again.peek(400)] == peeked
+            assert [(m.id, m.attempts, m.leased, m.body) for m in await again.peek(400)] == peeked
             assert (await fresh.get_queue("busy")).settings == QueueSettings(0, 3600)
             await again.resume()
             result = await again.ack(acks=[m.lease_id for m in held])  # leases made before the snapshot

@@ -31,7 +31,8 @@ from typing import Any
 from conveyor.backends.base import Backend, new_token
 from conveyor.backends.nats import records
 from conveyor.backends.nats.jetstream import JetStream, StreamState, WrongLastSequence, parse_nats_url
-from conveyor.backends.nats.state import Arrival, Move, Settled
+from conveyor.backends.nats.records import Outgoing
+from conveyor.backends.nats.state import Location, Move, Settled
 from conveyor.backends.nats.view import QueueView
 from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueNotFound
 from conveyor.limits import SWEEP_INTERVAL_SECONDS
@@ -50,6 +51,9 @@ from conveyor.types import (
 )
 
 log = logging.getLogger("conveyor.nats")
+
+#: a move with its copies' bodies in hand: (move id, destination queue, messages)
+Copies = tuple[str, str, Sequence[Outgoing]]
 
 #: A send record stays this far under the server's message size limit (max_payload, 1 MB by
 #: default) to leave room for its header.
@@ -274,10 +278,10 @@ class NatsBackend(Backend):
     # -- sending -----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        by_queue: dict[str, list[Arrival]] = {}
+        by_queue: dict[str, list[Outgoing]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(
-                Arrival(
+                Outgoing(
                     message.id, message.body, message.content_type, message.delay_seconds, message.dead_letter
                 )
             )
@@ -294,17 +298,17 @@ class NatsBackend(Backend):
             self._known.add(name)
         await self._fan_out(by_queue)
 
-    async def _fan_out(self, by_queue: dict[str, list[Arrival]]) -> None:
+    async def _fan_out(self, by_queue: dict[str, list[Outgoing]]) -> None:
         """One write to the first queue commits the messages of all: the others' copies wait in
         its outbox (part of the record) until they are stored in their queues, at once here, or
         by the next sweep if this process stops first."""
         home = next(iter(by_queue))
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
-        packed: list[tuple[list[Arrival], dict[str, list[Arrival]]]] = [([], {})]
+        packed: list[tuple[list[Outgoing], dict[str, list[Outgoing]]]] = [([], {})]
         size = 0
-        for name, arrivals in by_queue.items():
-            for arrival in arrivals:
-                grow = records.send_size(arrival)
+        for name, messages in by_queue.items():
+            for message in messages:
+                grow = records.send_size(message)
                 own, copies = packed[-1]
                 if (own or copies) and size + grow > limit:  # more than one record can hold
                     packed.append(([], {}))
@@ -312,31 +316,29 @@ class NatsBackend(Backend):
                     size = 0
                 size += grow
                 if name == home:
-                    own.append(arrival)
+                    own.append(message)
                 else:
-                    copies.setdefault(name, []).append(arrival)
-        moves: list[Move] = []
+                    copies.setdefault(name, []).append(message)
+        moves: list[Copies] = []
         for own, copies in packed:
             first = own[0] if own else next(iter(copies.values()))[0]
             msg_id = f"fan-{first.id}-{len(own) + sum(len(c) for c in copies.values())}"
-            record_moves = [
-                Move(f"{msg_id}~{name}", name, arrivals, 0.0) for name, arrivals in copies.items()
-            ]
+            record_moves = [(f"{msg_id}~{name}", name, messages) for name, messages in copies.items()]
             await self.js.publish(home, "log", records.encode_send(own, record_moves), msg_id)
             moves.extend(record_moves)
         await self._finish_moves(home, moves)
 
-    async def _append(self, queue: str, arrivals: list[Arrival], msg_id_prefix: str) -> None:
-        """Store `arrivals` in `queue`, one record if they fit in one (else several, in order)."""
+    async def _append(self, queue: str, messages: Sequence[Outgoing], msg_id_prefix: str) -> None:
+        """Store `messages` in `queue`, one record if they fit in one (else several, in order)."""
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
-        chunks: list[list[Arrival]] = [[]]
+        chunks: list[list[Outgoing]] = [[]]
         size = 0
-        for arrival in arrivals:
-            grow = records.send_size(arrival)
+        for message in messages:
+            grow = records.send_size(message)
             if chunks[-1] and size + grow > limit:
                 chunks.append([])
                 size = 0
-            chunks[-1].append(arrival)
+            chunks[-1].append(message)
             size += grow
         try:
             for chunk in chunks:
@@ -359,12 +361,35 @@ class NatsBackend(Backend):
                 view = await self._synced(queue)
                 if not view.has_visible():
                     return []
-            leased: list[LeasedMessage] = await self._command(
+            leased: list[tuple[LeasedMessage, Location]] = await self._command(
                 queue, {"op": "lease", "tok": new_token(), "n": limit, "vt": visibility_timeout}
             )
+            return await self._with_bodies(view, leased)
         except QueueNotFound:
             return []
-        return leased
+
+    async def _with_bodies(
+        self, view: QueueView, leased: list[tuple[LeasedMessage, Location]]
+    ) -> list[LeasedMessage]:
+        """The leased messages with their bodies read from the log. A body whose record a
+        compaction purged meanwhile is read where it lies now; a message gone since (its lease
+        expired and someone settled it) is left out, as a lease that expired would be."""
+        bodies = await view.bodies([location for _, location in leased])
+        messages = [message for message, _ in leased]
+        missing = [m.id for m, body in zip(messages, bodies, strict=True) if body is None]
+        found = await view.current_bodies(missing) if missing else {}
+        result = []
+        for message, body in zip(messages, bodies, strict=True):
+            if body is None:
+                body = found.get(message.id)
+                if body is None:
+                    log.warning(
+                        "queue %s: message %s was settled elsewhere while leased here", view.queue, message.id
+                    )
+                    continue
+            message.body = body
+            result.append(message)
+        return result
 
     async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
         header = {"op": "extend", "tok": new_token(), "vt": visibility_timeout, "l": _keys(leases)}
@@ -400,29 +425,51 @@ class NatsBackend(Backend):
             ],
         }
         settled: Settled = await self._command(queue, header)
-        await self._finish_moves(queue, settled.moves)
+        if settled.moves:
+            await self._finish_moves(queue, await self._read_moves(await self._view(queue), settled.moves))
         return settled.statuses
 
-    async def _finish_moves(self, source: str, moves: Sequence[Move]) -> None:
+    @staticmethod
+    async def _read_moves(view: QueueView, moves: Sequence[Move]) -> list[Copies]:
+        """Moves with their copies' bodies, read from the source queue's log (the outbox keeps
+        every record a copy's body lies in: compactions purge nothing below it)."""
+        source = view.queue
+        copies = [copy for move in moves for copy in move.copies]
+        bodies = await view.bodies([copy.location for copy in copies])
+        read = dict(zip((copy.id for copy in copies), bodies, strict=True))
+        resolved: list[Copies] = []
+        for move in moves:
+            messages = []
+            for copy in move.copies:
+                body = read[copy.id]
+                if body is None:
+                    raise BackendUnavailable(f"queue {source}: the body of {copy.id} is gone from its log")
+                messages.append(
+                    Outgoing(copy.id, body, copy.content_type, copy.delay, copy.dead_letter, copy.timestamp)
+                )
+            resolved.append((move.id, move.destination, messages))
+        return resolved
+
+    async def _finish_moves(self, source: str, moves: Sequence[Copies]) -> None:
         """Store moves' copies in their destinations (once each, by Nats-Msg-Id), then clear
         them from the source's outbox."""
         if not moves:
             return
 
-        async def copy(move: Move) -> None:
+        async def copy(move_id: str, destination: str, messages: Sequence[Outgoing]) -> None:
             try:
-                await self._append(move.destination, move.copies, f"move-{move.id}")
+                await self._append(destination, messages, f"move-{move_id}")
             except QueueNotFound:
                 log.warning(
                     "queue %s was deleted: %d message(s) moving there from %s are dropped",
-                    move.destination,
-                    len(move.copies),
+                    destination,
+                    len(messages),
                     source,
                 )
 
-        await asyncio.gather(*(copy(move) for move in moves))
-        header = {"op": "moved", "ids": [move.id for move in moves]}
-        await self.js.publish(source, "log", records.encode(header), f"moved-{moves[0].id}-{len(moves)}")
+        await asyncio.gather(*(copy(*move) for move in moves))
+        header = {"op": "moved", "ids": [move[0] for move in moves]}
+        await self.js.publish(source, "log", records.encode(header), f"moved-{moves[0][0]}-{len(moves)}")
 
     # -- inspection --------------------------------------------------------------------------
 
@@ -432,7 +479,15 @@ class NatsBackend(Backend):
 
     async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
         view = await self._synced(queue)
-        return view.state.peek(limit, view.now())
+        now = view.now()
+        messages = view.state.peek(limit)
+        bodies = await view.bodies([m.location for m in messages])
+        if any(body is None for body in bodies):  # a compaction moved them meanwhile
+            found = await view.current_bodies([m.id for m in messages])
+            bodies = [found.get(m.id) for m in messages]
+        return [
+            m.stored(queue, now, body) for m, body in zip(messages, bodies, strict=True) if body is not None
+        ]
 
     # -- bulk maintenance --------------------------------------------------------------------
 
@@ -445,7 +500,7 @@ class NatsBackend(Backend):
             source, {"op": "move", "tok": new_token(), "to": destination, "n": limit}
         )
         if move.copies:
-            await self._finish_moves(source, [move])
+            await self._finish_moves(source, await self._read_moves(await self._view(source), [move]))
         return len(move.copies)
 
     async def sweep(self) -> int:
@@ -501,7 +556,8 @@ class NatsBackend(Backend):
         if view.state.sweep_due(float("inf")) <= now:
             removed = int(await view.command({"op": "sweep", "tok": new_token()}))
         late = [m for m in view.state.outbox.values() if now - m.started_at > MOVE_GRACE_SECONDS]
-        await self._finish_moves(name, late)
+        if late:
+            await self._finish_moves(name, await self._read_moves(view, late))
         return removed
 
     # -- wake-ups ----------------------------------------------------------------------------

@@ -352,6 +352,29 @@ class JetStream:
             if not infos or offset >= int(page.get("total", 0)):
                 return streams
 
+    async def record(self, queue: str, seq: int) -> bytes | None:
+        """The payload of record `seq` (None when it is gone): a direct get, which any replica
+        answers; one that has not stored it yet answers 404, so the stream leader is asked then."""
+        stream = self.stream(queue)
+        request = json.dumps({"seq": seq}).encode()
+
+        with contextlib.suppress(*_TRANSIENT):  # then the leader, which the API call retries
+            reply = await self.nc.request(
+                f"$JS.API.DIRECT.GET.{stream}", request, timeout=REQUEST_TIMEOUT_SECONDS
+            )
+            if (reply.headers or {}).get("Status") is None:
+                return reply.data
+        try:
+            message = await self.api(f"STREAM.MSG.GET.{stream}", {"seq": seq})
+        except nats.js.errors.APIError as exc:
+            code = _error_code(exc)
+            if code == MESSAGE_NOT_FOUND:
+                return None
+            if code == STREAM_NOT_FOUND:
+                raise QueueNotFound(queue) from exc
+            raise
+        return base64.b64decode(message["message"].get("data") or b"")
+
     async def delete_consumer(self, queue: str, consumer: str) -> None:
         """Tried once (a reader closing does not wait for a server that is away; the server
         drops an idle consumer by itself after a minute)."""

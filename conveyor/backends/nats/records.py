@@ -2,9 +2,11 @@
 
 `{"op": "send", "m": [[id, content type, delay, body length, dead letter, timestamp], ...]}\n<bodies>`
 
-Bodies are raw bytes (never pickled, never base64); the header says how long each is. Every other
-record is a header alone: a command (lease, extend, release, settle, purge, move, moved, sweep)
-with the token its writer waits on, a queue's settings (`meta`), or one part of a snapshot.
+Bodies are raw bytes (never pickled, never base64); the header says how long each is, so a body is
+found again by its record's stream sequence and offset (`state.Location`) without decoding the
+rest. Every other record is a header alone: a command (lease, extend, release, settle, purge,
+move, moved, sweep) with the token its writer waits on, a queue's settings (`meta`), one part of
+a snapshot, or a `rehome` (bodies written again ahead of a compaction, in the send layout).
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.backends.nats.state import Arrival, Message, Move, QueueState
+from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
 
 
@@ -25,16 +27,30 @@ _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
 class Record:
     op: str
     header: dict[str, Any]
+    #: where the bodies start in the record's payload
+    start: int
     blob: memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message on its way into a record, body in hand (`Arrival` is what reading it gives)."""
+
+    id: str
+    body: bytes
+    content_type: ContentType
+    delay: float | None = None
+    dead_letter: DeadLetterInfo | None = None
+    timestamp: float | None = None
 
 
 def decode(data: bytes) -> Record:
     end = data.find(b"\n")
     if end < 0:
         header = json.loads(data)
-        return Record(str(header.get("op", "")), header, memoryview(b""))
+        return Record(str(header.get("op", "")), header, len(data), memoryview(b""))
     header = json.loads(data[:end])
-    return Record(str(header.get("op", "")), header, memoryview(data)[end + 1 :])
+    return Record(str(header.get("op", "")), header, end + 1, memoryview(data)[end + 1 :])
 
 
 def encode(header: dict[str, Any], blob: bytes | Sequence[bytes] = b"") -> bytes:
@@ -58,59 +74,82 @@ def _content_type(name: str) -> ContentType:
 # -- sends ---------------------------------------------------------------------------------------
 
 
-def send_entries(arrivals: Sequence[Arrival]) -> list[list[Any]]:
-    return [[a.id, a.content_type, a.delay, len(a.body), _dead(a.dead_letter), a.timestamp] for a in arrivals]
+def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
+    return [[m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp] for m in messages]
 
 
-def encode_send(arrivals: Sequence[Arrival], fan_out: Sequence[Move] = ()) -> bytes:
-    """A send record; `fan_out` adds copies for other queues, which wait in this queue's outbox
-    until they are stored there (one write commits the messages of every queue it names)."""
-    header: dict[str, Any] = {"op": "send", "m": send_entries(arrivals)}
-    bodies = [a.body for a in arrivals]
+def encode_send(
+    messages: Sequence[Outgoing], fan_out: Sequence[tuple[str, str, Sequence[Outgoing]]] = ()
+) -> bytes:
+    """A send record; `fan_out` (move id, queue, messages) adds copies for other queues, which
+    wait in this queue's outbox until they are stored there (one write commits the messages of
+    every queue it names)."""
+    header: dict[str, Any] = {"op": "send", "m": send_entries(messages)}
+    bodies = [m.body for m in messages]
     if fan_out:
-        header["x"] = [[move.id, move.destination, send_entries(move.copies)] for move in fan_out]
-        bodies.extend(a.body for move in fan_out for a in move.copies)
+        header["x"] = [
+            [move_id, destination, send_entries(copies)] for move_id, destination, copies in fan_out
+        ]
+        bodies.extend(m.body for _, _, copies in fan_out for m in copies)
     return encode(header, bodies)
 
 
-def send_size(arrival: Arrival) -> int:
-    """About how many bytes `arrival` adds to a send record."""
-    dead = 0 if arrival.dead_letter is None else 200 + len(arrival.dead_letter.error)
-    return len(arrival.body) + len(arrival.id) + 40 + dead
+def send_size(message: Outgoing) -> int:
+    """About how many bytes `message` adds to a send record."""
+    dead = 0 if message.dead_letter is None else 200 + len(message.dead_letter.error)
+    return len(message.body) + len(message.id) + 40 + dead
 
 
-def decode_arrivals(record: Record) -> list[Arrival]:
-    return _arrivals(record.header["m"], record.blob)
+def decode_arrivals(record: Record, seq: int) -> list[Arrival]:
+    """The messages of send record `seq`, each with where its body lies."""
+    arrivals, _ = _arrivals(record.header["m"], seq, record.start)
+    return arrivals
 
 
-def decode_fan_out(record: Record, now: float) -> list[Move]:
-    """The copies a send record carries for other queues, as moves begun at `now`."""
-    offset = sum(entry[3] for entry in record.header["m"])
+def decode_fan_out(record: Record, seq: int, now: float) -> list[Move]:
+    """The copies send record `seq` carries for other queues, as moves begun at `now`."""
+    offset = record.start + sum(entry[3] for entry in record.header["m"])
     moves = []
     for move_id, destination, entries in record.header.get("x", ()):
-        size = sum(entry[3] for entry in entries)
-        moves.append(Move(move_id, destination, _arrivals(entries, record.blob[offset : offset + size]), now))
-        offset += size
+        copies, offset = _arrivals(entries, seq, offset)
+        moves.append(Move(move_id, destination, copies, now))
     return moves
 
 
-def _arrivals(entries: list[list[Any]], blob: memoryview) -> list[Arrival]:
+def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arrival], int]:
     arrivals = []
-    offset = 0
     for message_id, content_type, delay, length, dead, timestamp in entries:
-        body = bytes(blob[offset : offset + length])
-        offset += length
         arrivals.append(
             Arrival(
                 id=message_id,
-                body=body,
                 content_type=_content_type(content_type),
+                location=(seq, offset, length),
                 delay=delay,
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp=timestamp,
             )
         )
-    return arrivals
+        offset += length
+    return arrivals, offset
+
+
+# -- bodies written again ahead of a compaction ------------------------------------------------------
+
+
+def encode_rehome(bodies: Sequence[tuple[str, bytes]]) -> bytes:
+    return encode(
+        {"op": "rehome", "m": [[message_id, len(body)] for message_id, body in bodies]},
+        [b for _, b in bodies],
+    )
+
+
+def decode_rehome(record: Record, seq: int) -> list[tuple[str, Location]]:
+    moved = []
+    offset = record.start
+    for message_id, length in record.header["m"]:
+        moved.append((str(message_id), (seq, offset, int(length))))
+        offset += length
+    return moved
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -138,29 +177,36 @@ def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
 
 
 def encode_state(state: QueueState) -> bytes:
-    """Everything `QueueState` holds, bodies included, as one byte string (split into parts by
-    the writer)."""
-    bodies: list[bytes] = []
-    messages = []
-    for m in state.messages.values():
-        bodies.append(m.body)
-        messages.append(
+    """Everything `QueueState` holds as one JSON document (split into parts by the writer);
+    bodies stay in the log, named by their location."""
+    messages = [
+        [
+            m.id,
+            m.content_type,
+            m.timestamp,
+            m.visible_at,
+            m.order,
+            m.attempts,
+            m.lease_token,
+            _dead(m.dead_letter),
+            m.size,
+            m.record,
+            m.offset,
+        ]
+        for m in state.messages.values()
+    ]
+    moves = [
+        [
+            move.id,
+            move.destination,
+            move.started_at,
             [
-                m.id,
-                m.content_type,
-                m.timestamp,
-                m.visible_at,
-                m.order,
-                m.attempts,
-                m.lease_token,
-                _dead(m.dead_letter),
-                len(m.body),
-            ]
-        )
-    moves = []
-    for move in state.outbox.values():
-        bodies.extend(a.body for a in move.copies)
-        moves.append([move.id, move.destination, move.started_at, send_entries(move.copies)])
+                [c.id, c.content_type, c.delay, _dead(c.dead_letter), c.timestamp, *c.location]
+                for c in move.copies
+            ],
+        ]
+        for move in state.outbox.values()
+    ]
     header = {
         "v": SNAPSHOT_VERSION,
         "settings": [state.settings.delivery_delay, state.settings.retention_seconds],
@@ -170,40 +216,46 @@ def encode_state(state: QueueState) -> bytes:
         "messages": messages,
         "moves": moves,
     }
-    return encode(header, bodies)
+    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def decode_state(name: str, data: bytes) -> QueueState:
-    record = decode(data)
-    header = record.header
+    header = json.loads(data)
     if header.get("v") != SNAPSHOT_VERSION:
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
     delay, retention = header["settings"]
     state.set_meta(QueueSettings(float(delay), float(retention)), bool(header["paused"]), header["created"])
     state.now = float(header["now"])
-    blob = record.blob
-    offset = 0
-    for message_id, kind, timestamp, visible_at, order, attempts, token, dead, length in header["messages"]:
+    for entry in header["messages"]:
+        message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record, offset = entry
         message = Message(
             id=message_id,
-            body=bytes(blob[offset : offset + length]),
             content_type=_content_type(kind),
             timestamp=timestamp,
             visible_at=visible_at,
             order=order,
+            size=size,
+            record=record,
+            offset=offset,
             attempts=attempts,
             lease_token=token,
             dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
         )
-        offset += length
         state.messages[message.id] = message
-        state.bytes += length
+        state.bytes += size
         state.schedule(message)
     for move_id, destination, started_at, entries in header["moves"]:
-        size = sum(entry[3] for entry in entries)
-        state.outbox[move_id] = Move(
-            move_id, destination, _arrivals(entries, blob[offset : offset + size]), started_at
-        )
-        offset += size
+        copies = [
+            Arrival(
+                copy_id,
+                _content_type(kind),
+                (record, offset, size),
+                delay,
+                None if dead is None else DeadLetterInfo.from_dict(dead),
+                timestamp,
+            )
+            for copy_id, kind, delay, dead, timestamp, record, offset, size in entries
+        ]
+        state.outbox[move_id] = Move(move_id, destination, copies, started_at)
     return state

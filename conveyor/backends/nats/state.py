@@ -7,6 +7,11 @@ method per record kind; `view.py` feeds the records in and `backend.py` reads th
 
 Per-message state lives in `Message` (attempts, lease token, dead-letter info) and nowhere else,
 so a change to how attempts or leases are counted is a change to this file.
+
+Bodies are not held: a message knows where its body lies in the log (`Message.location`: the
+record's stream sequence, the offset in its payload, the length), and whoever needs a body (a
+lease, a peek, a move) reads that record (`view.py`). A compaction that would purge a record
+holding a live body first writes those bodies again further on (a `rehome` record).
 """
 
 from __future__ import annotations
@@ -28,24 +33,34 @@ from conveyor.types import (
 ORDER_SHIFT = 20
 
 
+#: where a body lies in the log: (record's stream sequence, offset in its payload, length)
+Location = tuple[int, int, int]
+
+
 @dataclass(slots=True)
 class Message:
     id: str
-    body: bytes
     content_type: ContentType
     timestamp: float
     visible_at: float
     order: int
+    size: int
+    record: int  # the stream sequence of the record holding the body ...
+    offset: int  # ... and where the body starts in that record's payload
     attempts: int = 0
     lease_token: str | None = None
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
 
-    def stored(self, queue: str, now: float) -> StoredMessage:
+    @property
+    def location(self) -> Location:
+        return self.record, self.offset, self.size
+
+    def stored(self, queue: str, now: float, body: bytes) -> StoredMessage:
         return StoredMessage(
             id=self.id,
             queue=queue,
-            body=self.body,
+            body=body,
             content_type=self.content_type,
             timestamp=self.timestamp,
             attempts=self.attempts,
@@ -57,12 +72,13 @@ class Message:
 
 @dataclass(slots=True)
 class Arrival:
-    """A message as a send record carries it. `delay` None: the queue's delivery delay;
-    `timestamp` None: the record's time (a replayed message keeps its first send time)."""
+    """A message as a record carries it, its body at `location`. `delay` None: the queue's
+    delivery delay; `timestamp` None: the record's time (a replayed message keeps its first
+    send time)."""
 
     id: str
-    body: bytes
     content_type: ContentType
+    location: Location
     delay: float | None = None
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
@@ -127,7 +143,7 @@ class QueueState:
 
     def _delete(self, message: Message) -> None:
         del self.messages[message.id]
-        self.bytes -= len(message.body)
+        self.bytes -= message.size
 
     def _live(self, lease: LeaseKey, now: float) -> Message | None:
         message = self.messages.get(lease[0])
@@ -153,17 +169,20 @@ class QueueState:
             if arrival.id in self.messages:
                 continue
             delay = self.settings.delivery_delay if arrival.delay is None else arrival.delay
+            record, offset, size = arrival.location
             message = Message(
                 id=arrival.id,
-                body=arrival.body,
                 content_type=arrival.content_type,
                 timestamp=now if arrival.timestamp is None else arrival.timestamp,
-                visible_at=now + delay,
+                visible_at=now if not delay else now + delay,  # shares the float when it can
                 order=first_order + index,
+                size=size,
+                record=record,
+                offset=offset,
                 dead_letter=arrival.dead_letter,
             )
             self.messages[message.id] = message
-            self.bytes += len(message.body)
+            self.bytes += size
             self.schedule(message)
             stored += 1
         return stored
@@ -250,7 +269,7 @@ class QueueState:
             move = moves.get(destination)
             if move is None:
                 move = moves[destination] = Move(f"{move_id}-{len(moves)}", destination, [], now)
-            move.copies.append(Arrival(new_id, message.body, message.content_type, 0.0, record, now))
+            move.copies.append(Arrival(new_id, message.content_type, message.location, 0.0, record, now))
         for move in moves.values():
             self.outbox[move.id] = move
         return Settled(statuses, retried, list(moves.values()))
@@ -275,12 +294,26 @@ class QueueState:
         for message in movable:
             self._delete(message)
             copies.append(
-                Arrival(message.id, message.body, message.content_type, 0.0, None, message.timestamp)
+                Arrival(message.id, message.content_type, message.location, 0.0, None, message.timestamp)
             )
         move = Move(move_id, destination, copies, now)
         if copies:
             self.outbox[move.id] = move
         return move
+
+    def rehome(self, bodies: Iterable[tuple[str, Location]]) -> None:
+        """Bodies written again further on in the log: messages still here read them there."""
+        for message_id, (record, offset, _) in bodies:
+            message = self.messages.get(message_id)
+            if message is not None:
+                message.record, message.offset = record, offset
+
+    def first_record_needed(self) -> float:
+        """The lowest stream sequence holding a body this state still points at (inf: none)."""
+        first = min((m.record for m in self.messages.values()), default=float("inf"))
+        for move in self.outbox.values():
+            first = min(first, min((c.location[0] for c in move.copies), default=first))
+        return first
 
     def moved(self, move_ids: Iterable[str]) -> None:
         for move_id in move_ids:
@@ -334,8 +367,8 @@ class QueueState:
             self.name, ready, delayed, in_flight, max(0.0, now - oldest), self.bytes, self.paused
         )
 
-    def peek(self, limit: int, now: float) -> list[StoredMessage]:
+    def peek(self, limit: int) -> list[Message]:
+        """Up to `limit` messages, oldest visible first."""
         if limit <= 0:
             return []
-        ordered = heapq.nsmallest(limit, self.messages.values(), key=lambda m: (m.visible_at, m.order))
-        return [m.stored(self.name, now) for m in ordered]
+        return heapq.nsmallest(limit, self.messages.values(), key=lambda m: (m.visible_at, m.order))

@@ -9,10 +9,15 @@ Records that vanish under a reader (a compaction purged them before it got there
 again from the snapshot; a stream deleted and made again under the same name is noticed by its
 creation time and read again too.
 
-Compaction: once the log holds COMPACT_MIN_BYTES more than twice what the state would take, the
-view writes the state as a snapshot (in parts of SNAPSHOT_PART_BYTES) and purges the records
-before it. Several processes may do this at once; a reader uses the snapshot that ends where
-the log begins.
+Bodies are read from the log when needed (`bodies`), by record, through a small cache: the state
+holds where each body lies, not the body.
+
+Compaction: once the log holds COMPACT_MIN_BYTES more than twice the bodies it still needs, the
+view writes the bodies of the oldest live messages again further on (a `rehome` record, up to
+REHOME_MAX_BYTES), the state as a snapshot (JSON, in parts of SNAPSHOT_PART_BYTES), and purges the
+records below both the snapshot and every body still needed. Several processes may do this at
+once; a reader starting later loads a complete snapshot whose base is at or past where the log
+begins, and applies the records after that base.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nats.aio.msg import Msg
@@ -33,7 +39,7 @@ from conveyor.backends.base import make_lease_id, new_token
 from conveyor.backends.nats import records
 from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence
 from conveyor.backends.nats.records import Record
-from conveyor.backends.nats.state import ORDER_SHIFT, QueueState
+from conveyor.backends.nats.state import ORDER_SHIFT, Location, QueueState
 from conveyor.errors import BackendUnavailable
 from conveyor.types import DeadLetterInfo, LeasedMessage
 
@@ -46,6 +52,12 @@ APPLY_TIMEOUT_SECONDS = 30.0
 COMPACT_MIN_BYTES = 8 * 1024 * 1024
 #: A snapshot is written in parts of this many bytes (under the server's 1 MB message limit).
 SNAPSHOT_PART_BYTES = 512 * 1024
+#: A compaction writes at most this many bytes of live bodies again to purge the records below them.
+REHOME_MAX_BYTES = 4 * 1024 * 1024
+#: Records whose bodies were read lately are kept up to this many bytes (leases go oldest first,
+#: so consecutive leases read the same records).
+BODY_CACHE_BYTES = 4 * 1024 * 1024
+_SNAP_PREFIX = b'{"op":"snap"'
 
 
 def record_position(reply: str) -> tuple[str, int, float]:
@@ -71,8 +83,8 @@ class QueueView:
         self._last_seen = 0
         self._consumer: str | None = None  # the consumer delivering the records
         self._held: list[Msg] | None = None  # records held while the stream's identity is checked
-        # records held while looking for the snapshot that ends where the log begins
-        self._loading: list[tuple[int, float, int, Record]] | None = None
+        # records (their header line only) held while looking for a snapshot to start from
+        self._loading: list[tuple[int, float, int, bytes]] | None = None
         self._parts: dict[str, dict[int, bytes]] = {}
         self._results: dict[str, asyncio.Future[Any]] = {}
         self._progress: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -82,6 +94,8 @@ class QueueView:
         self._compact_factor = random.uniform(1.0, 1.5)  # spreads compactions of several readers
         self._tasks: set[asyncio.Task[None]] = set()
         self._compacting = False
+        self._cache: OrderedDict[int, bytes] = OrderedDict()  # record seq -> payload
+        self._cache_bytes = 0
 
     # -- reading the log ---------------------------------------------------------------------
 
@@ -135,6 +149,8 @@ class QueueView:
         self._loading = None
         self._parts = {}
         self._log_bytes = 0
+        self._cache.clear()  # a queue made again numbers its records from 1 again
+        self._cache_bytes = 0
         self._spawn(self._resubscribe(self._generation))
 
     async def _resubscribe(self, generation: int) -> None:
@@ -208,31 +224,42 @@ class QueueView:
             self._restart()
             return
         self._last_seen = seq
+        if self._loading is not None:
+            self._load(seq, timestamp, data)
+            return
+        self._apply(seq, timestamp, len(data), self._decode(seq, data))
+
+    def _decode(self, seq: int, data: bytes) -> Record:
         try:
-            record = records.decode(data)
+            return records.decode(data)
         except ValueError:
             log.error("queue %s: record %d is not a conveyor record; skipped", self.queue, seq)
-            record = Record("unknown", {}, memoryview(b""))
-        if self._loading is not None:
-            self._load(seq, timestamp, len(data), record)
-        else:
-            self._apply(seq, timestamp, len(data), record)
+            return Record("unknown", {}, len(data), memoryview(b""))
 
-    def _load(self, seq: int, timestamp: float, size: int, record: Record) -> None:
+    def _load(self, seq: int, timestamp: float, data: bytes) -> None:
+        """Hold records until a complete snapshot with a base at or past where the log begins
+        (every record after that base is still in the log), then load it and apply the records
+        after its base. Held records keep their header line only: bodies are read by location."""
         assert self._loading is not None and self._first_seen is not None
-        self._loading.append((seq, timestamp, size, record))
+        end = data.find(b"\n")
+        self._loading.append((seq, timestamp, len(data), data if end < 0 else data[: end + 1]))
+        if not data.startswith(_SNAP_PREFIX):
+            return
+        record = self._decode(seq, data)
         header = record.header
-        if record.op != "snap" or header["base"] != self._first_seen - 1:
+        base = int(header["base"])
+        if base < self._first_seen - 1:  # an older snapshot, partly purged
             return
         parts = self._parts.setdefault(str(header["id"]), {})
         parts[int(header["part"])] = bytes(record.blob)
         if len(parts) < int(header["parts"]):
             return
         self.state = records.decode_state(self.queue, b"".join(parts[i] for i in range(len(parts))))
-        self.applied = int(header["base"])
+        self.applied = base
         held, self._loading, self._parts = self._loading, None, {}
-        for item in held:
-            self._apply(*item)
+        for held_seq, held_timestamp, size, head in held:
+            if held_seq > base:
+                self._apply(held_seq, held_timestamp, size, self._decode(held_seq, head))
 
     # -- applying records --------------------------------------------------------------------
 
@@ -243,25 +270,28 @@ class QueueView:
         op = record.op
         result: Any = None
         if op == "send":
-            if state.send(records.decode_arrivals(record), now, seq << ORDER_SHIFT):
+            if state.send(records.decode_arrivals(record, seq), now, seq << ORDER_SHIFT):
                 self.wake()
             if "x" in header:
-                state.fan_out(records.decode_fan_out(record, now))
+                state.fan_out(records.decode_fan_out(record, seq, now))
         elif op == "lease":
             token = str(header["tok"])
             leased = state.lease(int(header["n"]), float(header["vt"]), token, now)
-            if token in self._results:
+            if token in self._results:  # the body of each is read by the backend
                 queue = self.queue
                 result = [
-                    LeasedMessage(
-                        m.id,
-                        queue,
-                        m.body,
-                        m.content_type,
-                        m.timestamp,
-                        m.attempts,
-                        make_lease_id(m.id, token),
-                        m.dead_letter,
+                    (
+                        LeasedMessage(
+                            m.id,
+                            queue,
+                            b"",
+                            m.content_type,
+                            m.timestamp,
+                            m.attempts,
+                            make_lease_id(m.id, token),
+                            m.dead_letter,
+                        ),
+                        m.location,
                     )
                     for m in leased
                 ]
@@ -287,9 +317,11 @@ class QueueView:
         elif op == "meta":
             if state.set_meta(*records.decode_meta(record)):
                 self.wake()
+        elif op == "rehome":
+            state.rehome(records.decode_rehome(record, seq))
         elif op == "snap":
             if int(header["part"]) == int(header["parts"]) - 1:
-                self._log_bytes = 0  # someone compacted the log up to about here
+                self._log_bytes = state.bytes  # someone compacted: about the live bodies are left
         else:
             log.error("queue %s: record %d has an unknown kind %r; skipped", self.queue, seq, op)
         self.applied = seq
@@ -397,12 +429,52 @@ class QueueView:
             if event.is_set():
                 return
 
+    # -- bodies ------------------------------------------------------------------------------
+
+    async def bodies(self, locations: Sequence[Location]) -> list[bytes | None]:
+        """The bodies at `locations`, one read per record not in the cache; None where the record
+        is gone (purged by a compaction since: the message's location has moved on)."""
+        wanted = {location[0] for location in locations} - self._cache.keys()
+        if wanted:
+            ordered = sorted(wanted)
+            payloads = await asyncio.gather(*(self.js.record(self.queue, seq) for seq in ordered))
+            for seq, payload in zip(ordered, payloads, strict=True):
+                if payload is not None:
+                    self._remember(seq, payload)
+        found: list[bytes | None] = []
+        for seq, offset, size in locations:
+            payload = self._cache.get(seq)
+            if payload is None:
+                found.append(None)
+                continue
+            self._cache.move_to_end(seq)
+            found.append(payload[offset : offset + size])
+        return found
+
+    def _remember(self, seq: int, payload: bytes) -> None:
+        self._cache[seq] = payload
+        self._cache_bytes += len(payload)
+        while self._cache_bytes > BODY_CACHE_BYTES and len(self._cache) > 1:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= len(dropped)
+
+    async def current_bodies(self, message_ids: Sequence[str]) -> dict[str, bytes]:
+        """The bodies of messages still in the state, read where they lie now (after a
+        compaction moved them); a message gone since is left out."""
+        await self.sync()
+        present = [self.state.messages[i] for i in message_ids if i in self.state.messages]
+        bodies = await self.bodies([m.location for m in present])
+        return {m.id: body for m, body in zip(present, bodies, strict=True) if body is not None}
+
     # -- compaction --------------------------------------------------------------------------
 
     async def _compact(self) -> None:
         try:
+            await self._rehome_oldest()
             base = self.applied
-            data = records.encode_state(self.state)
+            state = self.state
+            data = records.encode_state(state)
+            keep = int(min(state.first_record_needed(), base + 1))
             snapshot = new_token()
             parts = [data[i : i + SNAPSHOT_PART_BYTES] for i in range(0, len(data), SNAPSHOT_PART_BYTES)]
             for index, part in enumerate(parts):
@@ -410,18 +482,60 @@ class QueueView:
                 await self.js.publish(
                     self.queue, "snap", records.encode(header, part), f"snap-{snapshot}-{index}"
                 )
-            # the latest settings must outlive the purge: copy them above `base` if they are below
+            # the latest settings must outlive the purge: copy them above `keep` if they are below
             last = await self.js.last_on(self.queue, "meta")
-            if last is not None and last[0] <= base:
-                with contextlib.suppress(WrongLastSequence):  # a newer one is above `base` already
+            if last is not None and last[0] < keep:
+                with contextlib.suppress(WrongLastSequence):  # a newer one is above already
                     await self.js.publish(
                         self.queue, "meta", last[1], f"meta-{snapshot}", expected_last_subject_seq=last[0]
                     )
-            await self.js.purge_below(self.queue, base + 1)
+            if keep > 1:
+                await self.js.purge_below(self.queue, keep)
             log.info(
-                "queue %s: log compacted below record %d (%d bytes of state)", self.queue, base, len(data)
+                "queue %s: log compacted below record %d (snapshot at %d, %d bytes)",
+                self.queue,
+                keep,
+                base,
+                len(data),
             )
         except Exception as exc:
             log.warning("queue %s: compacting the log failed: %r", self.queue, exc)
         finally:
             self._compacting = False
+
+    async def _rehome_oldest(self) -> None:
+        """Write the bodies of the oldest records' live messages again, up to REHOME_MAX_BYTES,
+        so that the purge can go past those records."""
+        by_record: dict[int, list[str]] = {}
+        sizes: dict[int, int] = {}
+        for message in self.state.messages.values():
+            by_record.setdefault(message.record, []).append(message.id)
+            sizes[message.record] = sizes.get(message.record, 0) + message.size
+        chosen: list[str] = []
+        total = 0
+        for seq in sorted(by_record):
+            if total + sizes[seq] > REHOME_MAX_BYTES:
+                break
+            chosen.extend(by_record[seq])
+            total += sizes[seq]
+        if not chosen:
+            return
+        bodies = await self.current_bodies(chosen)
+        limit = self.js.max_payload - 16 * 1024
+        batch: list[tuple[str, bytes]] = []
+        size = 0
+        last = 0
+        for message_id, body in bodies.items():
+            if batch and size + len(body) + 64 > limit:
+                last = await self._write_rehome(batch)
+                batch, size = [], 0
+            batch.append((message_id, body))
+            size += len(body) + 64
+        if batch:
+            last = await self._write_rehome(batch)
+        await self.wait_applied(last)
+
+    async def _write_rehome(self, bodies: list[tuple[str, bytes]]) -> int:
+        return await self.js.publish(
+            self.queue, "log", records.encode_rehome(bodies), f"rehome-{new_token()}"
+        )
