@@ -297,6 +297,19 @@ async def test_a_queue_another_process_reads_is_left_to_that_reader_which_sweeps
         await eventually(swept, "the reader swept the queue it reads", 10)
 
 
+async def test_a_reader_whose_queue_was_deleted_stops_sweeping_it(
+    url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(nats_backend, "SWEEP_INTERVAL_SECONDS", 0.2)
+    async with conveyor.App(url, limits=TEST_LIMITS) as reader, conveyor.App(url) as other:
+        await reader.create_queue("gone", retention_seconds=1)
+        await reader.queue("gone").send({"n": "old"})
+        assert (await reader.queue("gone").stats()).total == 1  # the reader holds it
+        assert await other.delete_queue("gone")
+        await asyncio.sleep(2.5)  # its message passed retention: the reader's sweeps came due
+    assert not [r for r in caplog.records if "sweeping failed" in r.getMessage()]
+
+
 async def test_dead_letters_left_in_the_outbox_by_a_crash_are_moved_by_the_next_sweep(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

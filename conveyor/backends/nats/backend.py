@@ -129,8 +129,14 @@ class NatsBackend(Backend):
             await view.close()
             raise
         if keep_swept:
-            view.sweep_every(SWEEP_INTERVAL_SECONDS, lambda: self._sweep_view(queue, view))
+            view.sweep_every(SWEEP_INTERVAL_SECONDS, lambda: self._sweep_held(queue, view))
         return view
+
+    async def _sweep_held(self, queue: str, view: QueueView) -> None:
+        try:
+            await self._sweep_view(queue, view)
+        except QueueNotFound:  # deleted: stop reading it (this ends the sweeping loop too)
+            await self._forget(queue)
 
     async def _forget(self, queue: str) -> None:
         self._known.discard(queue)

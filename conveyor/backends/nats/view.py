@@ -94,6 +94,7 @@ class QueueView:
         self._compact_factor = random.uniform(1.0, 1.5)  # spreads compactions of several readers
         self._tasks: set[asyncio.Task[None]] = set()
         self._compacting = False
+        self._closed = False
         self._cache: OrderedDict[int, bytes] = OrderedDict()  # record seq -> payload
         self._cache_bytes = 0
 
@@ -107,8 +108,11 @@ class QueueView:
 
     async def close(self) -> None:
         self._generation += 1
+        self._closed = True
+        current = asyncio.current_task()
         for task in self._tasks:
-            task.cancel()
+            if task is not current:  # a task of this view may close it (its queue was deleted)
+                task.cancel()
         await self._unsubscribe()
         for future in self._results.values():
             if not future.done():
@@ -397,7 +401,7 @@ class QueueView:
 
         async def loop() -> None:
             await asyncio.sleep(random.uniform(0.5, 1.0) * interval)
-            while True:
+            while not self._closed:
                 try:
                     await sweep()
                 except Exception as exc:  # the next one tries again
