@@ -23,7 +23,7 @@ from conveyor.http.envelope import EXCEPTION_HANDLERS, JSONResponse
 from conveyor.http.figures import STATS_REFRESH_SECONDS, QueueFigures
 from conveyor.http.headers import SecurityHeaders
 from conveyor.http.hosts import AllowedHosts, HostPolicy
-from conveyor.http.metrics import ApiMetrics
+from conveyor.http.metrics import ApiMetrics, RequestMetrics
 from conveyor.http.openapi import openapi_document
 from conveyor.http.overload import DEFAULT_MAX_CONCURRENT_REQUESTS, ShedLoad
 
@@ -83,9 +83,10 @@ def create_api(
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds).routes(),
     ]
-    # outermost first: log, label every answer, refuse strangers' names, tokens in URLs, other
-    # sites' writes, then requests without the token, then shed load for the rest
-    middleware = [Middleware(AccessLog)] if access_log else []
+    # outermost first: count and time, log, label every answer, refuse strangers' names, tokens
+    # in URLs, other sites' writes, then requests without the token, then shed load for the rest
+    middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
+    middleware += [Middleware(AccessLog)] if access_log else []
     middleware += [
         Middleware(SecurityHeaders),
         Middleware(AllowedHosts, policy=HostPolicy(allowed_hosts)),
