@@ -109,7 +109,12 @@ def test_serve_logs_json_lines(tmp_path: Path) -> None:
     command += ["--port", "0", "--log-format", "json", "--access-log"]
     with log.open("w") as errors:
         server = subprocess.Popen(
-            command, cwd=tmp_path, env=env_without_conveyor(), stdout=subprocess.DEVNULL, stderr=errors
+            command,
+            cwd=tmp_path,
+            env=env_without_conveyor(),
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            text=True,
         )
     try:
         address = wait_for_address(log, server)
