@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.admin import SAMPLE_INTERVAL_SECONDS, QueueHistory
 from conveyor.app import App
 from conveyor.http import operations
 from conveyor.http.access_log import AccessLog
@@ -41,6 +42,7 @@ def create_api(
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
     access_log: bool = False,
     stats_refresh_seconds: float = STATS_REFRESH_SECONDS,
+    dashboard_sample_seconds: float = SAMPLE_INTERVAL_SECONDS,
 ) -> Starlette:
     """The HTTP API and dashboard of `app` (docs/http.md lists the endpoints).
 
@@ -52,7 +54,9 @@ def create_api(
     429 at once; a request body must arrive within `body_timeout_seconds`. `access_log`: one
     line per request on the `conveyor.http.access` logger. Pulls and /metrics answer with queue
     figures read in the background at most every `stats_refresh_seconds` (0: read on every
-    request, exact but a count each time).
+    request, exact but a count each time). The dashboard's figures and charts come from a reading
+    of every queue taken in the background every `dashboard_sample_seconds` while the API's
+    lifespan runs (the last hour of them is kept).
 
     Besides the native API (`/queues/...`), Cloudflare Queues' REST API is mounted at
     `/client/v4/accounts/{account_id}/queues/...` for Cloudflare's SDKs.
@@ -68,6 +72,7 @@ def create_api(
         raise ValueError(f"body_timeout_seconds must be positive, got {body_timeout_seconds!r}")
     metrics = ApiMetrics()
     figures = QueueFigures(app, stats_refresh_seconds)
+    history = QueueHistory(app, interval_seconds=dashboard_sample_seconds)
     bodies = BodyReader(app.limits, body_timeout_seconds)
     declared = [
         *QueueApi(app, metrics, figures, bodies).operations(),
@@ -81,7 +86,7 @@ def create_api(
     routes = [
         *operations.routes(declared),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
-        *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds).routes(),
+        *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds, history).routes(),
     ]
     # outermost first: count and time, log, label every answer, refuse strangers' names, tokens
     # in URLs, other sites' writes, then requests without the token, then shed load for the rest
@@ -100,9 +105,15 @@ def create_api(
 
     @contextlib.asynccontextmanager
     async def lifespan(api: Starlette) -> AsyncIterator[None]:
-        yield
-        await figures.close()  # the background reader stops with the server
+        history.start()
+        try:
+            yield
+        finally:  # the background readers stop with the server
+            await history.close()
+            await figures.close()
 
-    return Starlette(
+    api = Starlette(
         routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
     )
+    api.state.queue_history = history  # the dashboard's sampler, for embedders and tests
+    return api
