@@ -20,7 +20,7 @@ GRID = "#e5e7eb"
 MAX_LABEL = 30
 
 
-def _nice_ceiling(value: float) -> float:
+def nice_ceiling(value: float) -> float:
     """The smallest of 1, 2, 2.5, 5 x 10^k that is >= value (an axis maximum people can read)."""
     if value <= 0:
         return 1.0
@@ -32,7 +32,7 @@ def _nice_ceiling(value: float) -> float:
     return float(10.0 ** (exponent + 1))  # pragma: no cover
 
 
-def _fmt(n: float) -> str:
+def short_number(n: float) -> str:
     if n >= 10_000:
         return f"{n / 1000:.0f}k"
     if n >= 1_000:
@@ -75,7 +75,7 @@ def timeline(
         return _empty(width, height, label, kind)
     left, right, top, bottom = 44, 12, 14, 28
     plot_w, plot_h = width - left - right, height - top - bottom
-    top_value = _nice_ceiling(max(count for _, count in points))
+    top_value = nice_ceiling(max(count for _, count in points))
     n = len(points)
 
     def x(i: int) -> float:
@@ -96,7 +96,7 @@ def timeline(
         parts.append(
             f'<text class="y-label" x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" font-size="11" '
             f'fill="{MUTED}">'
-            f"{_fmt(value)}</text>"
+            f"{short_number(value)}</text>"
         )
     line = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(c):.1f}" for i, (_, c) in enumerate(points))
     area = f"{line} L{x(n - 1):.1f},{y(0):.1f} L{x(0):.1f},{y(0):.1f} Z"
@@ -166,7 +166,7 @@ def bars(
         )
         parts.append(
             f'<text x="{width - 4}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="12" '
-            f'font-weight="600" fill="{INK}">{_fmt(count)}</text>'
+            f'font-weight="600" fill="{INK}">{short_number(count)}</text>'
         )
     return _svg(width, height, "".join(parts), label, kind)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.demo import analytics
-from conveyor.demo.charts import PALETTE, _fmt, _nice_ceiling
+from conveyor.demo.charts import PALETTE, nice_ceiling, short_number
 from conveyor.demo.models import LinkClickData
 from conveyor.demo.seed import visits
 from conveyor.demo.service import create_service
@@ -19,7 +19,9 @@ from tests.demo.conftest import Pipeline
 from tests.support import browser
 from tests.support.png import read_png
 
-
+TILE_TEXTS = (
+    "els => els.map(e => [e.querySelector('.label').textContent, e.querySelector('.value').textContent])"
+)
 # The box of the text itself (not of its block, which spans the width), per selector.
 TEXT_BOXES = """selectors => selectors.map(selector => {
   const range = document.createRange();
@@ -48,7 +50,7 @@ def marks(dom: str, name: str, mark: str) -> list[int]:
 
 def y_axis_top(dom: str, name: str) -> str:
     """The highest label of a timeline's y-axis (drawn bottom to top)."""
-    labels = re.findall(r'<text class="y-label"[^>]*>([^<]+)</text>', chart(dom, name))
+    labels: list[str] = re.findall(r'<text class="y-label"[^>]*>([^<]+)</text>', chart(dom, name))
     return labels[-1]
 
 
@@ -97,7 +99,9 @@ async def test_the_window_picks_the_clicks_buckets_and_y_axis_of_the_timeline(pi
     assert "per 1 min, last 1 hour" in hour and "per 30 min, last 24 hours" in day
     assert "per 5 s, last 5 min" in five
     for page in (hour, day, five):  # the axis fits the largest bucket in the window, not a burst outside it
-        assert y_axis_top(page, "timeline") == _fmt(_nice_ceiling(max(marks(page, "timeline", "point"))))
+        assert y_axis_top(page, "timeline") == short_number(
+            nice_ceiling(max(marks(page, "timeline", "point")))
+        )
     assert 'href="?window=24h" class="current"' in day
     refused = await pipeline.client.get("/analytics?window=7d")
     assert refused.status_code == 400 and "5m, 1h, 24h" in refused.text
@@ -130,16 +134,13 @@ async def test_the_page_fits_and_shows_the_engines_numbers_in_chromium(
     await pipeline.settle()
     clicks = await pipeline.store.count_clicks()
     dead = (await pipeline.app.queue("link-clicks-dlq").stats()).total
-    async with browser.serving(create_service(pipeline.deps), lifespan="off") as base_url:
-        async with browser.chromium_browser() as chromium:
-            page = await browser.open_page(chromium, f"{base_url}/analytics", width=width)
-            fits = await browser.overflow(page)
-            tiles = await page.eval_on_selector_all(
-                ".kpi",
-                "els => els.map(e => [e.querySelector('.label').textContent, e.querySelector('.value').textContent])",
-            )
-            header, updated = await page.evaluate(TEXT_BOXES, ["header p", ".updated"])
-            shot = await browser.keep_screenshot(page, f"analytics-{width}")
+    service = create_service(pipeline.deps)
+    async with browser.serving(service, lifespan="off") as base_url, browser.chromium_browser() as chromium:
+        page = await browser.open_page(chromium, f"{base_url}/analytics", width=width)
+        fits = await browser.overflow(page)
+        tiles = await page.eval_on_selector_all(".kpi", TILE_TEXTS)
+        header, updated = await page.evaluate(TEXT_BOXES, ["header p", ".updated"])
+        shot = await browser.keep_screenshot(page, f"analytics-{width}")
     assert fits.fits, fits
     values = dict(tiles)
     assert values["Clicks stored"] == f"{clicks:,}" and values["Dead letters"] == f"{dead:,}" and dead == 1
