@@ -42,7 +42,7 @@ def create_api(
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
     access_log: bool = False,
     stats_refresh_seconds: float = STATS_REFRESH_SECONDS,
-    dashboard_sample_seconds: float = SAMPLE_INTERVAL_SECONDS,
+    dashboard_sample_seconds: float | None = SAMPLE_INTERVAL_SECONDS,
 ) -> Starlette:
     """The HTTP API and dashboard of `app` (docs/http.md lists the endpoints).
 
@@ -56,7 +56,8 @@ def create_api(
     figures read in the background at most every `stats_refresh_seconds` (0: read on every
     request, exact but a count each time). The dashboard's figures and charts come from a reading
     of every queue taken in the background every `dashboard_sample_seconds` while the API's
-    lifespan runs (the last hour of them is kept).
+    lifespan runs (the last hour of them is kept); None takes no reading in the background, only
+    one per dashboard view (for an API whose dashboard nobody watches).
 
     Besides the native API (`/queues/...`), Cloudflare Queues' REST API is mounted at
     `/client/v4/accounts/{account_id}/queues/...` for Cloudflare's SDKs.
@@ -72,7 +73,8 @@ def create_api(
         raise ValueError(f"body_timeout_seconds must be positive, got {body_timeout_seconds!r}")
     metrics = ApiMetrics()
     figures = QueueFigures(app, stats_refresh_seconds)
-    history = QueueHistory(app, interval_seconds=dashboard_sample_seconds)
+    history = QueueHistory(app, interval_seconds=dashboard_sample_seconds or SAMPLE_INTERVAL_SECONDS)
+    sample_in_background = dashboard_sample_seconds is not None
     bodies = BodyReader(app.limits, body_timeout_seconds)
     declared = [
         *QueueApi(app, metrics, figures, bodies).operations(),
@@ -86,7 +88,13 @@ def create_api(
     routes = [
         *operations.routes(declared),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
-        *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds, history).routes(),
+        *Dashboard(
+            app,
+            dead_letter_queues or {},
+            body_timeout_seconds,
+            history,
+            sample_on_view=not sample_in_background,
+        ).routes(),
     ]
     # outermost first: count and time, log, label every answer, refuse strangers' names, tokens
     # in URLs, other sites' writes, then requests without the token, then shed load for the rest
@@ -105,7 +113,8 @@ def create_api(
 
     @contextlib.asynccontextmanager
     async def lifespan(api: Starlette) -> AsyncIterator[None]:
-        history.start()
+        if sample_in_background:
+            history.start()
         try:
             yield
         finally:  # the background readers stop with the server

@@ -217,3 +217,13 @@ async def test_the_queue_page_runs_nothing_foreign(memory_app: conveyor.App) -> 
     policy = page.headers["content-security-policy"]
     assert "default-src 'none'" in policy and "script-src" not in policy and "unsafe-inline" not in policy
     assert "<script" not in page.text
+
+
+async def test_without_background_sampling_each_view_reads_the_queues(memory_app: conveyor.App) -> None:
+    await memory_app.create_queue("jobs")
+    async with client_for(memory_app, dashboard_sample_seconds=None) as client:
+        assert history_of(client).readings() == []  # nothing read in the background
+        await memory_app.queue("jobs").send_batch([1, 2])
+        assert cell((await client.get("/")).text, "jobs", "backlog") == "2"
+        await memory_app.queue("jobs").send(3)
+        assert cell((await client.get("/")).text, "jobs", "backlog") == "3"

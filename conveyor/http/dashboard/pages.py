@@ -195,7 +195,7 @@ def _topics(subscriptions: Sequence[Subscription]) -> str:
             f"{escape(sub.queue)}</a></td>"
             f'<td class="text" data-label="types">'
             f"{escape(', '.join(sub.types)) if sub.types else EVERY_TYPE}</td>"
-            f'<td data-label="since">{when(sub.created_at)}</td></tr>'
+            f'<td class="full" data-label="since">{when(sub.created_at)}</td></tr>'
             for sub in sorted(subscriptions, key=lambda sub: (sub.topic, sub.queue))
         )
         body = (
@@ -285,7 +285,7 @@ def _messages_table(messages: Sequence[PeekedMessage]) -> str:
         rows.append(
             f'<tr data-message="{escape(message.id)}">'
             f'<td class="name"><code>{escape(message.id)}</code></td>'
-            f'<td data-label="sent (UTC)">{when(message.timestamp.timestamp())}</td>'
+            f'<td class="full" data-label="sent (UTC)">{when(message.timestamp.timestamp())}</td>'
             f'<td data-label="attempts">{message.attempts}</td>'
             f'<td data-label="state">{state}</td>'
             f'<td class="text wide"><code class="preview">{escape(preview)}</code>'
@@ -320,7 +320,7 @@ def _dead_letters_table(messages: Sequence[PeekedMessage]) -> str:
         rows.append(
             f'<tr data-message="{escape(message.id)}">'
             f'<td class="name top"><code>{escape(message.id)}</code>{original}</td>'
-            f'<td class="top" data-label="dead-lettered (UTC)">{when(at)}</td>'
+            f'<td class="top full" data-label="dead-lettered (UTC)">{when(at)}</td>'
             f'<td class="top" data-label="from">{origin}</td>'
             f'<td class="top" data-label="attempts" data-value="{attempts}">{attempts}</td>'
             f'<td class="text wide top"><div class="sub">last error</div>{error}</td>'

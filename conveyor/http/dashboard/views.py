@@ -59,8 +59,12 @@ class Dashboard:
         declared_dead_letter_queues: Mapping[str, str],
         body_timeout_seconds: float,
         history: QueueHistory,
+        *,
+        sample_on_view: bool = False,
     ) -> None:
+        """`sample_on_view`: read every queue at each view (when nothing samples in the background)."""
         self.app = app
+        self.sample_on_view = sample_on_view
         self.body_timeout = body_timeout_seconds
         self.declared = dict(declared_dead_letter_queues)
         self.history = history
@@ -116,7 +120,7 @@ class Dashboard:
 
     async def _reading(self) -> tuple[Reading, dict[str, QueueInfo]]:
         """The last sample, and every queue's settings (a cheap listing, not a count)."""
-        reading = await self.history.latest()
+        reading = await (self.history.sample() if self.sample_on_view else self.history.latest())
         infos = {info.name: info for info in await self.app.list_queues()}
         # a queue deleted since the sample is left out; one created since shows at the next
         stats = {name: s for name, s in reading.stats.items() if name in infos}
