@@ -161,9 +161,3 @@ async def test_the_page_fits_and_shows_the_engines_numbers_in_chromium(
             n for c, n in colours.items() if max(abs(a - b) for a, b in zip(c, rgb, strict=True)) <= 8
         )
         assert painted > 20, f"hardly any {hex_colour} on the page: its bars were not drawn"
-
-
-def test_the_docs_screenshots_exist() -> None:
-    docs = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-    for width in browser.WIDTHS:
-        assert (docs / f"analytics-{width}.png").is_file(), "run scripts/screenshots.py"
