@@ -20,9 +20,9 @@ from typing import Annotated
 import typer
 
 from conveyor.app import App
+from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out
 from conveyor.cli.state import CliState, current
-from conveyor.cli.worker import LogLevel, configure_logging
 from conveyor.errors import MissingDependency
 
 TOKEN_ENV_VAR = "CONVEYOR_TOKEN"
@@ -80,6 +80,7 @@ def serve(
         ),
     ] = DEFAULT_HEADER_TIMEOUT_SECONDS,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level on stderr.")] = LogLevel.info,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help=LOG_FORMAT_HELP)] = LogFormat.text,
 ) -> None:
     """Serve the HTTP API (Cloudflare Queues' shape) and the dashboard; see docs/http.md."""
     _require_http_extra()
@@ -94,7 +95,7 @@ def serve(
         )
     names = _allowed_hosts(host, allowed_hosts or [], authenticated=token is not None)
     sock = _bind(host, port)  # before anything else: a taken port creates nothing
-    options = _Options(token, names, access_log, body_timeout, header_timeout, log_level)
+    options = _Options(token, names, access_log, body_timeout, header_timeout, log_level, log_format)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as Ctrl-C does: app closed
     try:
         _run(current(), sock, options)
@@ -118,6 +119,7 @@ class _Options:
         body_timeout: float,
         header_timeout: float,
         log_level: LogLevel,
+        log_format: LogFormat,
     ) -> None:
         self.token = token
         self.allowed_hosts = allowed_hosts
@@ -125,6 +127,7 @@ class _Options:
         self.body_timeout = body_timeout
         self.header_timeout = header_timeout
         self.log_level = log_level
+        self.log_format = log_format
 
 
 def _allowed_hosts(host: str, allowed: list[str], *, authenticated: bool) -> list[str]:
@@ -187,7 +190,7 @@ def _run(state: CliState, sock: socket.socket, options: _Options) -> None:
     from conveyor.http.hosts import HostPolicy
     from conveyor.http.server import make_server
 
-    configure_logging(options.log_level)
+    configure_logging(options.log_level, options.log_format)
     config = state.config()
     declared: dict[str, str] = (
         {}

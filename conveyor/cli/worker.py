@@ -4,8 +4,6 @@ SIGTERM or Ctrl-C, then drain the batches in flight and exit 0."""
 from __future__ import annotations
 
 import asyncio
-import enum
-import logging
 import os
 import signal
 import sys
@@ -19,16 +17,10 @@ import typer
 from conveyor import limits as L
 from conveyor.app import App
 from conveyor.cli.config import ConveyorConfig, apply_queues, load_app, register_consumers
+from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
 from conveyor.cli.state import CliState, current
 from conveyor.consumer.spec import ConsumerSpec
-
-
-class LogLevel(enum.StrEnum):
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
 
 
 def register(cli: typer.Typer) -> None:
@@ -67,6 +59,7 @@ def worker(
         ),
     ] = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level on stderr.")] = LogLevel.info,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help=LOG_FORMAT_HELP)] = LogFormat.text,
 ) -> None:
     """Run consumers until SIGTERM or Ctrl-C (graceful: batches in flight finish, the rest is released).
 
@@ -76,7 +69,7 @@ def worker(
     # its own graceful handler for the rest of the run.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _run(target, concurrency, shutdown_grace, log_level)
+        _run(target, concurrency, shutdown_grace, log_level, log_format)
     except KeyboardInterrupt:
         pass  # stopped before the consumers started: nothing was leased
     finally:
@@ -87,9 +80,15 @@ def worker(
         out().print("conveyor worker stopped.", markup=False)
 
 
-def _run(target: str | None, concurrency: int | None, shutdown_grace: float, log_level: LogLevel) -> None:
+def _run(
+    target: str | None,
+    concurrency: int | None,
+    shutdown_grace: float,
+    log_level: LogLevel,
+    log_format: LogFormat,
+) -> None:
     state = current()
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     config = state.config()
     app, handlers = _build_app(state, config, target)
     if concurrency is not None:
@@ -116,17 +115,6 @@ def _run(target: str | None, concurrency: int | None, shutdown_grace: float, log
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
-
-
-def configure_logging(level: LogLevel) -> None:
-    # plain lines, not rich: a worker's log usually goes to a file, journald or a container log
-    logging.getLogger("conveyor").setLevel(level.value.upper())
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=level.value.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
 
 
 def _build_app(

@@ -283,7 +283,11 @@ class ConsumerRunner:
         except Exception as exc:
             error = exc
             log.exception(
-                "handler %s failed on a batch of %d from %s", self.spec.name, len(messages), self.spec.queue
+                "handler %s failed on a batch of %d from %s",
+                self.spec.name,
+                len(messages),
+                self.spec.queue,
+                extra={"queue": self.spec.queue, "outcome": "handler_failed"},
             )
         finally:
             self._running.pop(key, None)
@@ -353,6 +357,12 @@ class ConsumerRunner:
                 message.attempts,
                 spec.dead_letter_queue or "(dropped: no dead-letter queue)",
                 dead.error,
+                extra={
+                    "queue": spec.queue,
+                    "message_id": message.id,
+                    "attempt": message.attempts,
+                    "outcome": "dead_letter",
+                },
             )
 
     def _current_stats(self) -> QueueStats | None:

@@ -20,7 +20,7 @@ GRID = "#e5e7eb"
 MAX_LABEL = 30
 
 
-def _nice_ceiling(value: float) -> float:
+def nice_ceiling(value: float) -> float:
     """The smallest of 1, 2, 2.5, 5 x 10^k that is >= value (an axis maximum people can read)."""
     if value <= 0:
         return 1.0
@@ -32,7 +32,7 @@ def _nice_ceiling(value: float) -> float:
     return float(10.0 ** (exponent + 1))  # pragma: no cover
 
 
-def _fmt(n: float) -> str:
+def short_number(n: float) -> str:
     if n >= 10_000:
         return f"{n / 1000:.0f}k"
     if n >= 1_000:
@@ -57,15 +57,25 @@ def _empty(width: int, height: int, label: str, kind: str) -> str:
 
 
 def timeline(
-    points: Sequence[tuple[float, int]], bucket_seconds: int, *, width: int = 760, height: int = 240
+    points: Sequence[tuple[float, int]],
+    bucket_seconds: int,
+    *,
+    width: int = 760,
+    height: int = 240,
+    ticks: int = 6,
+    kind: str = "timeline",
 ) -> str:
-    """Clicks over time: an area under a line, one point per bucket (empty buckets are zeros)."""
+    """Clicks over time: an area under a line, one point per bucket (empty buckets are zeros).
+
+    The y-axis fits the largest bucket shown. `kind` names the chart (a page may draw a narrow
+    and a wide one of the same points, for phones and desktops).
+    """
     label = "Clicks over time"
     if not points:
-        return _empty(width, height, label, "timeline")
+        return _empty(width, height, label, kind)
     left, right, top, bottom = 44, 12, 14, 28
     plot_w, plot_h = width - left - right, height - top - bottom
-    top_value = _nice_ceiling(max(count for _, count in points))
+    top_value = nice_ceiling(max(count for _, count in points))
     n = len(points)
 
     def x(i: int) -> float:
@@ -75,7 +85,7 @@ def timeline(
         return top + plot_h * (1 - count / top_value)
 
     parts: list[str] = [
-        '<defs><linearGradient id="area-fill" x1="0" y1="0" x2="0" y2="1">'
+        f'<defs><linearGradient id="fill-{kind}" x1="0" y1="0" x2="0" y2="1">'
         f'<stop offset="0%" stop-color="{PALETTE[0]}" stop-opacity="0.35"/>'
         f'<stop offset="100%" stop-color="{PALETTE[0]}" stop-opacity="0.02"/></linearGradient></defs>'
     ]
@@ -84,13 +94,14 @@ def timeline(
         gy = y(value)
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{gy:.1f}" y2="{gy:.1f}" stroke="{GRID}"/>')
         parts.append(
-            f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" font-size="11" fill="{MUTED}">'
-            f"{_fmt(value)}</text>"
+            f'<text class="y-label" x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" font-size="11" '
+            f'fill="{MUTED}">'
+            f"{short_number(value)}</text>"
         )
     line = " ".join(f"{'M' if i == 0 else 'L'}{x(i):.1f},{y(c):.1f}" for i, (_, c) in enumerate(points))
     area = f"{line} L{x(n - 1):.1f},{y(0):.1f} L{x(0):.1f},{y(0):.1f} Z"
     total = sum(c for _, c in points)
-    parts.append(f'<path class="area" d="{area}" fill="url(#area-fill)" data-value="{total}"/>')
+    parts.append(f'<path class="area" d="{area}" fill="url(#fill-{kind})" data-value="{total}"/>')
     parts.append(
         f'<path class="line" d="{line}" fill="none" stroke="{PALETTE[0]}" stroke-width="2.2" '
         'stroke-linejoin="round" stroke-linecap="round"/>'
@@ -103,7 +114,7 @@ def timeline(
                 f'stroke="{PALETTE[0]}" stroke-width="1.6" data-value="{count}">'
                 f"<title>{when}: {count} clicks</title></circle>"
             )
-    ticks = min(6, n)
+    ticks = min(ticks, n)
     for k in range(ticks):
         i = round(k * (n - 1) / (ticks - 1)) if ticks > 1 else 0
         stamp = dt.datetime.fromtimestamp(points[i][0]).strftime(
@@ -114,7 +125,7 @@ def timeline(
             f'<text x="{x(i):.1f}" y="{height - 8}" text-anchor="{anchor}" font-size="11" fill="{MUTED}">'
             f"{stamp}</text>"
         )
-    return _svg(width, height, "".join(parts), label, "timeline")
+    return _svg(width, height, "".join(parts), label, kind)
 
 
 def bars(
@@ -155,7 +166,7 @@ def bars(
         )
         parts.append(
             f'<text x="{width - 4}" y="{y + row_height / 2 + 4:.1f}" text-anchor="end" font-size="12" '
-            f'font-weight="600" fill="{INK}">{_fmt(count)}</text>'
+            f'font-weight="600" fill="{INK}">{short_number(count)}</text>'
         )
     return _svg(width, height, "".join(parts), label, kind)
 

@@ -6,7 +6,7 @@ Where a visitor is, taken from request headers (as Cloudflare sets them in front
     headers `CF-IPLatitude` / `CF-IPLongitude`; absent or out of range means unknown.
 A link sends a visitor to its destination for their country, else to its default destination.
 
-Routes: `/{link_id}` (302, or a 404 page for an unknown link), `/analytics` (the page),
+Routes: `/{link_id}` (302, or a 404 page for an unknown link), `/analytics[?window=5m|1h|24h]` (the page),
 `/healthz`, and `/` (redirects to the page).
 """
 
@@ -154,7 +154,14 @@ def create_service(deps: Deps, *, lifespan: Callable[[Starlette], Any] | None = 
         return response
 
     async def page(request: Request) -> Response:
-        snapshot = await analytics.snapshot(deps.store, deps.clicks, deps.dead_letters, deps.sender)
+        window = request.query_params.get("window", analytics.DEFAULT_WINDOW)
+        try:
+            analytics.window_seconds(window)
+        except analytics.UnknownWindow as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+        snapshot = await analytics.snapshot(
+            deps.store, deps.clicks, deps.dead_letters, deps.sender, window=window
+        )
         fragment = request.query_params.get("fragment") == "1"
         return HTMLResponse(
             analytics.render(snapshot, fragment=fragment), headers={"Cache-Control": "no-store"}

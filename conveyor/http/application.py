@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from conveyor.admin import SAMPLE_INTERVAL_SECONDS, QueueHistory
 from conveyor.app import App
 from conveyor.http import operations
 from conveyor.http.access_log import AccessLog
@@ -23,7 +24,7 @@ from conveyor.http.envelope import EXCEPTION_HANDLERS, JSONResponse
 from conveyor.http.figures import STATS_REFRESH_SECONDS, QueueFigures
 from conveyor.http.headers import SecurityHeaders
 from conveyor.http.hosts import AllowedHosts, HostPolicy
-from conveyor.http.metrics import ApiMetrics
+from conveyor.http.metrics import ApiMetrics, RequestMetrics
 from conveyor.http.openapi import openapi_document
 from conveyor.http.overload import DEFAULT_MAX_CONCURRENT_REQUESTS, ShedLoad
 
@@ -41,6 +42,7 @@ def create_api(
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS,
     access_log: bool = False,
     stats_refresh_seconds: float = STATS_REFRESH_SECONDS,
+    dashboard_sample_seconds: float | None = SAMPLE_INTERVAL_SECONDS,
 ) -> Starlette:
     """The HTTP API and dashboard of `app` (docs/http.md lists the endpoints).
 
@@ -52,7 +54,10 @@ def create_api(
     429 at once; a request body must arrive within `body_timeout_seconds`. `access_log`: one
     line per request on the `conveyor.http.access` logger. Pulls and /metrics answer with queue
     figures read in the background at most every `stats_refresh_seconds` (0: read on every
-    request, exact but a count each time).
+    request, exact but a count each time). The dashboard's figures and charts come from a reading
+    of every queue taken in the background every `dashboard_sample_seconds` while the API's
+    lifespan runs (the last hour of them is kept); None takes no reading in the background, only
+    one per dashboard view (for an API whose dashboard nobody watches).
 
     Besides the native API (`/queues/...`), Cloudflare Queues' REST API is mounted at
     `/client/v4/accounts/{account_id}/queues/...` for Cloudflare's SDKs.
@@ -68,6 +73,8 @@ def create_api(
         raise ValueError(f"body_timeout_seconds must be positive, got {body_timeout_seconds!r}")
     metrics = ApiMetrics()
     figures = QueueFigures(app, stats_refresh_seconds)
+    history = QueueHistory(app, interval_seconds=dashboard_sample_seconds or SAMPLE_INTERVAL_SECONDS)
+    sample_in_background = dashboard_sample_seconds is not None
     bodies = BodyReader(app.limits, body_timeout_seconds)
     declared = [
         *QueueApi(app, metrics, figures, bodies).operations(),
@@ -81,11 +88,18 @@ def create_api(
     routes = [
         *operations.routes(declared),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
-        *Dashboard(app, dead_letter_queues or {}, body_timeout_seconds).routes(),
+        *Dashboard(
+            app,
+            dead_letter_queues or {},
+            body_timeout_seconds,
+            history,
+            sample_on_view=not sample_in_background,
+        ).routes(),
     ]
-    # outermost first: log, label every answer, refuse strangers' names, tokens in URLs, other
-    # sites' writes, then requests without the token, then shed load for the rest
-    middleware = [Middleware(AccessLog)] if access_log else []
+    # outermost first: count and time, log, label every answer, refuse strangers' names, tokens
+    # in URLs, other sites' writes, then requests without the token, then shed load for the rest
+    middleware = [Middleware(RequestMetrics, metrics=metrics, routes=routes)]
+    middleware += [Middleware(AccessLog)] if access_log else []
     middleware += [
         Middleware(SecurityHeaders),
         Middleware(AllowedHosts, policy=HostPolicy(allowed_hosts)),
@@ -99,9 +113,16 @@ def create_api(
 
     @contextlib.asynccontextmanager
     async def lifespan(api: Starlette) -> AsyncIterator[None]:
-        yield
-        await figures.close()  # the background reader stops with the server
+        if sample_in_background:
+            history.start()
+        try:
+            yield
+        finally:  # the background readers stop with the server
+            await history.close()
+            await figures.close()
 
-    return Starlette(
+    api = Starlette(
         routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
     )
+    api.state.queue_history = history  # the dashboard's sampler, for embedders and tests
+    return api

@@ -1,24 +1,43 @@
-"""/metrics in Prometheus' text format: every queue's gauges and counters of what this API process
-did.
+"""/metrics in Prometheus' text format: every queue's gauges, what this API process did (messages
+and requests), the process's own figures and conveyor's build.
 
-The gauges come from the engine (so they show every producer and consumer, not only this
+The queue gauges come from the engine (so they show every producer and consumer, not only this
 process), read in the background at most every few seconds (figures.py): a scrape never counts
 a queue. The counters are this API's own and start at 0 with it. Nothing lives in a module
-global: each `create_api` has its own registry.
+global: each `create_api` has its own registry. No `_created` series: they double the series
+count and Prometheus does not need them.
 """
 
 from __future__ import annotations
 
+import platform
+import time
 from collections.abc import Callable, Iterable, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import conveyor
 from conveyor.http.figures import QueueFigures
 from conveyor.types import QueueStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The route label of a request no route matched: one series, whatever paths strangers try.
+UNMATCHED_ROUTE = "<unmatched>"
+# The method label of anything else, so odd methods cannot grow the series count.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
 
 # (metric name, help, value of one queue's stats)
 GAUGES: tuple[tuple[str, str, Callable[[QueueStats], float]], ...] = (
@@ -46,8 +65,23 @@ class _QueueGauges(Collector):
             yield family
 
 
+class _WithoutCreated(Collector):
+    """A registry's metrics without their `_created` samples (prometheus-client can only turn
+    them off for the whole process; this keeps the choice to this registry)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self.registry.collect():
+            kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+            kept.samples = [sample for sample in metric.samples if not sample.name.endswith("_created")]
+            yield kept
+
+
 class ApiMetrics:
-    """This API's counters, and the scrape that adds every queue's gauges to them."""
+    """This API's counters and histograms, the process's figures, and the scrape that adds every
+    queue's gauges to them."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -57,12 +91,81 @@ class ApiMetrics:
             ["queue", "operation"],
             registry=self.registry,
         )
+        self.requests = Counter(
+            "conveyor_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.durations = Histogram(
+            "conveyor_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        build = Info("conveyor_build", "The conveyor serving this API.", registry=self.registry)
+        build.info({"version": conveyor.__version__, "python": platform.python_version()})
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     def count(self, queue: str, operation: str, amount: int) -> None:
         if amount:
             self.messages.labels(queue=queue, operation=operation).inc(amount)
 
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request."""
+        labels = {
+            "method": method if method in KNOWN_METHODS else OTHER_METHOD,
+            "route": route,
+            "status": str(status),
+        }
+        self.requests.labels(**labels).inc()
+        self.durations.labels(**labels).observe(seconds)
+
     async def scrape(self, figures: QueueFigures) -> bytes:
         gauges = CollectorRegistry(auto_describe=False)
         gauges.register(_QueueGauges([queue.stats for queue in await figures.every()]))
-        return generate_latest(gauges) + generate_latest(self.registry)
+        return generate_latest(gauges) + generate_latest(_WithoutCreated(self.registry))
+
+
+def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
+    """The path template of the route `scope` goes to (`/queues/{name}/messages`), never the
+    path itself: a label per queue name or message id would grow without bound."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", UNMATCHED_ROUTE))
+    for route in routes:  # the right path with the wrong method: a 405, labelled by its path
+        match, _ = route.matches(scope)
+        if match is Match.PARTIAL:
+            return str(getattr(route, "path", UNMATCHED_ROUTE))
+    return UNMATCHED_ROUTE
+
+
+class RequestMetrics:
+    """ASGI middleware: counts and times every HTTP request in `metrics`, refused ones included
+    (401, 429, ...), labelled by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server answers when the app raised before starting a response
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = route_template(self.routes, scope)
+            self.metrics.observe(scope["method"], route, status, time.perf_counter() - started)

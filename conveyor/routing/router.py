@@ -165,6 +165,12 @@ class Router:
             message.attempts,
             label,
             error,
+            extra={
+                "queue": queue,
+                "message_id": message.id,
+                "attempt": message.attempts,
+                "outcome": "invalid",
+            },
         )
         message.dead_letter(reason)
 
@@ -188,6 +194,7 @@ class Router:
                 route.label,
                 message.id,
                 message.attempts,
+                extra={"message_id": message.id, "attempt": message.attempts, "outcome": "handler_failed"},
             )
             _retry(message, exc)
         else:

@@ -212,41 +212,6 @@ async def test_metrics_need_the_token(sqlite_app: conveyor.App) -> None:
         assert error_code(await client.get("/metrics"), 401) == "unauthorized"
 
 
-async def test_the_dashboard_lists_queues_and_replays_dead_letters(sqlite_app: conveyor.App) -> None:
-    for name in ("jobs", "jobs-dlq", "other"):
-        await sqlite_app.create_queue(name)
-    await sqlite_app.queue("jobs-dlq").send_batch(["a", "b"])
-    await sqlite_app.queue("other").pause()
-    async with client_for(sqlite_app) as client:
-        page = await client.get("/")
-        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        for text in ("<td>jobs</td>", "<td>jobs-dlq</td>", "<td>other</td>", "replay 2 to jobs"):
-            assert text in page.text
-        assert page.text.count('<td class="text paused">paused</td>') == 1
-
-        replayed = await client.post(
-            "/dashboard/replay", data={"dead_letter_queue": "jobs-dlq", "to": "jobs"}
-        )
-        assert replayed.status_code == 303
-        after = await client.get(replayed.headers["location"])
-        assert "Replayed 2 message(s) from jobs-dlq to jobs." in after.text
-        assert "replay 2 to jobs" not in after.text
-    assert (await backlog(sqlite_app, "jobs"), await backlog(sqlite_app, "jobs-dlq")) == (2, 0)
-
-
-async def test_the_dashboard_shows_net_rates_from_its_second_view_on(sqlite_app: conveyor.App) -> None:
-    await sqlite_app.create_queue("jobs")
-    async with client_for(sqlite_app) as client:
-        first = await client.get("/")
-        assert "<td>jobs</td><td>0</td><td>0</td><td>0</td><td>-</td><td>-</td><td>-</td>" in first.text
-        await sqlite_app.queue("jobs").send_batch(["a", "b", "c"])
-        second = (await client.get("/")).text
-    row = second[second.index("<td>jobs</td>") :].split("</tr>")[0]
-    cells = [cell.removeprefix("<td>") for cell in row.split("</td>")[:7]]
-    send_rate, ack_rate = float(cells[5].replace(",", "")), float(cells[6])
-    assert cells[1] == "3" and send_rate > 0 and ack_rate == 0
-
-
 @pytest.mark.parametrize("raw", [b'{"body": NaN}', b'{"body": {"x": 1e400}}', b'{"body": [-Infinity]}'])
 async def test_a_non_finite_body_is_400_and_stores_nothing(sqlite_app: conveyor.App, raw: bytes) -> None:
     await sqlite_app.create_queue("jobs")
