@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ demo: $(STAMP)
 	$(BIN)/python -m examples.linkclicks $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check conveyor tests examples bench
-	$(BIN)/ruff format --check conveyor tests examples bench
+	$(BIN)/ruff check conveyor tests examples bench reliability
+	$(BIN)/ruff format --check conveyor tests examples bench reliability
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -31,6 +31,10 @@ test: lint typecheck pytest
 # Benchmarks (see bench/README.md): `make bench BENCH_ARGS="--quick --engines sqlite"`.
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The fault harness (see docs/reliability.md): `make reliability RELIABILITY_ARGS="--quick --engines sqlite"`.
+reliability: $(STAMP)
+	$(BIN)/python -m reliability $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
