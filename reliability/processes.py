@@ -30,6 +30,14 @@ RESTART_DELAY_SECONDS = 0.2
 MAX_RESTARTS = 40
 
 
+def worker_argv(url: str, shutdown_grace: float = 20) -> list[str]:
+    """The command line of a worker process: `conveyor worker` running reliability's worker app."""
+    return [
+        sys.executable, "-m", "conveyor", "--url", url, "worker", "reliability.roles.worker_app:app",
+        "--shutdown-grace", str(shutdown_grace), "--log-level", "info",
+    ]  # fmt: skip
+
+
 @dataclass
 class Child:
     role: str

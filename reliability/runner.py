@@ -58,7 +58,6 @@ async def run_one(
         return RunResult(scenario.name, engine.name, "skip", reason=problem)
     run_dir = directory / f"{scenario.name}-{engine.name}"
     run_dir.mkdir(parents=True)
-    run_dir.chmod(0o755)  # an own PostgreSQL runs as the postgres account and must reach its files
     started = time.monotonic()
     server: OwnServer | None = None
     context: Context | None = None
@@ -97,6 +96,7 @@ async def run_one(
             await context.close()
         if server is not None:
             await asyncio.to_thread(server.stop)
+            server.discard()
         elif context is not None:
             await engine.cleanup(context.url)
     result.seconds = round(time.monotonic() - started, 1)
@@ -150,7 +150,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.print(f"[red]{exc}[/]")
         return 2
     directory = Path(tempfile.mkdtemp(prefix="conveyor-reliability-"))
-    directory.chmod(0o755)
     started = time.time()
     try:
         results = asyncio.run(

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,6 +71,9 @@ class OwnServer:
 
     def prepare(self) -> None:
         """One-off set-up before the first start (PostgreSQL's initdb)."""
+
+    def discard(self) -> None:
+        """Remove what it keeps outside `directory`, once it is stopped for good."""
 
     @property
     def pid(self) -> int | None:
@@ -126,9 +131,23 @@ class OwnServer:
 
 
 class OwnPostgres(OwnServer):
-    """A temporary cluster: initdb (trust auth, loopback only), `postgres -D ... -p PORT`, fsync on."""
+    """A temporary cluster: initdb (trust auth, loopback only), `postgres -D ... -p PORT`, fsync on.
+
+    PostgreSQL refuses to run as root: when we are root it runs as the `postgres` account, its
+    cluster in a directory of its own (a run directory under a private temporary directory may
+    not be reachable by that account), removed by `discard()`."""
 
     name = "postgres"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.account: tuple[int, int] | None = None
+        self.cluster = directory
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            self.account = (account.pw_uid, account.pw_gid)
+            self.cluster = Path(tempfile.mkdtemp(prefix="conveyor-reliability-pg-"))
+            os.chown(self.cluster, *self.account)
 
     @staticmethod
     def binaries() -> Path | None:
@@ -139,62 +158,56 @@ class OwnPostgres(OwnServer):
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def prepare(self) -> None:
+    def _binary(self, name: str) -> str:
         bin_dir = self.binaries()
         if bin_dir is None:
             raise RuntimeError(f"no PostgreSQL binaries under {POSTGRES_BIN}")
+        return str(bin_dir / name)
+
+    def prepare(self) -> None:
         subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(self.directory / "data"), "-U", "postgres", "-A", "trust"],
+            [self._binary("initdb"), "-D", str(self.cluster / "data"), "-U", "postgres", "-A", "trust"],
             check=True,
             capture_output=True,
-            preexec_fn=_as_postgres_user(self.directory),
+            preexec_fn=self._become(die=False),
         )
 
     def command(self) -> list[str]:
-        bin_dir = self.binaries()
-        assert bin_dir is not None
         return [
-            str(bin_dir / "postgres"),
-            "-D", str(self.directory / "data"),
+            self._binary("postgres"),
+            "-D", str(self.cluster / "data"),
             "-p", str(self.port),
-            "-k", str(self.directory),
+            "-k", str(self.cluster),
             "-c", "listen_addresses=127.0.0.1",
             "-c", "max_connections=100",
         ]  # fmt: skip
 
     def preexec(self) -> Callable[[], None]:
-        return _as_postgres_user(self.directory, die=True)
+        return self._become(die=True)
+
+    def _become(self, *, die: bool) -> Callable[[], None]:
+        account = self.account
+
+        def become() -> None:
+            if account is not None:
+                os.setgid(account[1])
+                os.setuid(account[0])
+            if die:  # after setuid, which clears the parent-death signal
+                die_with_parent()
+
+        return become
 
     def ready(self) -> bool:
-        bin_dir = self.binaries()
-        assert bin_dir is not None
         probe = subprocess.run(
-            [str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+            [self._binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
             capture_output=True,
             check=False,
         )
         return probe.returncode == 0
 
-
-def _as_postgres_user(directory: Path, *, die: bool = False) -> Callable[[], None]:
-    """PostgreSQL refuses to run as root: run it as the `postgres` account when we are root."""
-    uid = gid = None
-    if os.geteuid() == 0:
-        import pwd
-
-        account = pwd.getpwnam("postgres")
-        uid, gid = account.pw_uid, account.pw_gid
-        for path in [directory, *directory.rglob("*")]:
-            os.chown(path, uid, gid)
-
-    def become() -> None:
-        if gid is not None and uid is not None:
-            os.setgid(gid)
-            os.setuid(uid)
-        if die:  # after setuid, which clears the parent-death signal
-            die_with_parent()
-
-    return become
+    def discard(self) -> None:
+        if self.cluster != self.directory:
+            shutil.rmtree(self.cluster, ignore_errors=True)
 
 
 class OwnRedis(OwnServer):

@@ -45,6 +45,8 @@ class WorkerSettings(_Settings):
     #: how long a "block" poison holds the event loop (time.sleep inside the async handler)
     block_seconds: float = 1.5
     auto_create: bool = True
+    #: also record each message as its handler starts (the `starts` ledger): which ones reached it
+    record_starts: bool = False
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ completed in the ledger, fsynced, before it returns. A body may carry `"poison"`
 - `exit`: the handler records the messages before it, then the delivery, then `os._exit(70)`;
 - `raise`: left unmarked and the handler raises at the end (the others are acked explicitly);
 - `block`: `time.sleep(block_seconds)` holds the event loop, then it completes like any other.
+With `record_starts`, every message is also recorded as its handler starts.
 A watcher records every time the event loop ran late by half the visibility timeout or more.
 """
 
@@ -26,6 +27,7 @@ LEDGER = Path(SETTINGS.ledger)
 DONE = LedgerFile(LEDGER, "done")
 POISON = LedgerFile(LEDGER, "poison")
 STALLS = LedgerFile(LEDGER, "stalls")
+STARTS = LedgerFile(LEDGER, "starts") if SETTINGS.record_starts else None
 # How often the loop watcher wakes.
 WATCH_TICK_SECONDS = 0.05
 
@@ -62,6 +64,10 @@ def _done(message: conveyor.Message, key: str, started: float) -> dict[str, Any]
 
 async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
     started = now()
+    if STARTS is not None:
+        STARTS.write(
+            *({"key": m.body["key"], "id": m.id, "a": m.attempts, "t": started} for m in batch.messages)
+        )
     if SETTINGS.handler_seconds:
         await asyncio.sleep(SETTINGS.handler_seconds)
     done: list[dict[str, Any]] = []

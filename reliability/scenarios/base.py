@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from conveyor.errors import ConveyorError, QueueNotFound
 from reliability.checker import DeadLetterSeen, Expectations, FinalState
 from reliability.engines import Engine
 from reliability.ledger import LedgerFile, now, read_records
-from reliability.processes import Child, Processes, Supervisor
+from reliability.processes import Child, Processes, Supervisor, worker_argv
 from reliability.roles.producer import produce
 from reliability.roles.settings import PRODUCER_ENV, WORKER_ENV, ProducePlan, WorkerSettings
 from reliability.servers import OwnServer
@@ -163,16 +162,10 @@ class Context:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def worker_command(self) -> list[str]:
-        return [
-            "-m", "conveyor", "--url", self.url, "worker", "reliability.roles.worker_app:app",
-            "--shutdown-grace", str(WORKER_SHUTDOWN_GRACE_SECONDS), "--log-level", "info",
-        ]  # fmt: skip
-
     def start_worker(self, settings: WorkerSettings | None = None, *, supervised: bool = True) -> Supervisor:
         """A worker process running `settings` (default: this run's), started again whenever it dies."""
         env = (settings or self.worker_settings).to_env(WORKER_ENV)
-        child = self.processes.start("worker", [sys.executable, *self.worker_command()], env)
+        child = self.processes.start("worker", worker_argv(self.url, WORKER_SHUTDOWN_GRACE_SECONDS), env)
         supervisor = Supervisor(self.processes, child, max_restarts=40 if supervised else 0)
         self.supervisors.append(supervisor)
         return supervisor
