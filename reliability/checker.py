@@ -13,7 +13,6 @@ Rules (docs/reliability.md):
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from reliability.ledger import Completion, Event, Ledger
 # settle's 5 tries span about 1.5 s, plus settles queued ahead of it and slow commits. A worker
 # death, stall or engine fault within this window of a completion may have undone its ack.
 ACK_WINDOW_SECONDS = 10.0
+# The violation of a send that raised and was stored anyway (issue 26 item 6).
+FAILED_BUT_STORED = "messages whose send raised an error were stored and delivered"
 # Events that are faults: recovery is measured from each of them, and from every exit that was
 # not a graceful stop (a poison's os._exit, a crash).
 FAULT_EVENTS = ("kill", "engine_fault", "fault")
@@ -203,7 +204,7 @@ def check(ledger: Ledger, final: FinalState, expect: Expectations) -> Verdict:
     stored = [key for key in sends.failed if key in by_key or key in dead or key in left]
     figures.failed_but_stored = len(stored)
     if stored:
-        violations.append(f"{len(stored)} messages whose send raised an error were stored and delivered")
+        violations.append(f"{len(stored)} {FAILED_BUT_STORED}")
     delivered_unknown = sum(1 for key in sends.unknown if key in by_key or key in dead)
     if sends.unknown:
         notes.append(f"{delivered_unknown} of {len(sends.unknown)} unknown sends were stored")
@@ -254,7 +255,8 @@ def _check_poison(
 
 
 def _recovery(ledger: Ledger, notes: list[str]) -> float | None:
-    """The longest time from a fault to the first completion after it (None: no fault)."""
+    """The longest time from a fault to the first completion of a batch that started after it:
+    new work, not a batch that was running anyway (None: no fault)."""
     faults = [
         event
         for event in ledger.events
@@ -262,15 +264,14 @@ def _recovery(ledger: Ledger, notes: list[str]) -> float | None:
     ]
     if not faults:
         return None
-    times = [completion.at for completion in ledger.completions]  # in order (Ledger.read sorts them)
     worst = 0.0
     unanswered = 0
     for fault in faults:
-        index = bisect.bisect_right(times, fault.at)
-        if index == len(times):
+        after = [c.at for c in ledger.completions if c.started > fault.at]
+        if not after:
             unanswered += 1
             continue
-        worst = max(worst, times[index] - fault.at)
+        worst = max(worst, min(after) - fault.at)
     if unanswered:
         notes.append(f"{unanswered} of {len(faults)} faults had no completion after them")
     return round(worst, 2)

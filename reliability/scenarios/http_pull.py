@@ -25,7 +25,7 @@ def http_extra() -> str | None:
 
 
 async def pull_client_killed(ctx: Context) -> None:
-    count = ctx.size(2_000, 12_000)
+    count = ctx.size(2_000, 6_000)
     kills = ctx.size(3, 6)
     port = free_port()
     ctx.processes.start(

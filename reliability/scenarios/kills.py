@@ -45,7 +45,7 @@ async def producer_sigkill(ctx: Context) -> None:
 async def sigterm_under_load(ctx: Context) -> None:
     """Two workers with 0.3 s batches under a steady producer; one gets SIGTERM now and then (and
     is started again): it must finish its batches, release the rest and exit 0."""
-    count = ctx.size(2_000, 12_000)
+    count = ctx.size(2_000, 10_000)
     stops = ctx.size(2, 4)
     ctx.worker_settings = ctx.worker_settings.but(handler_seconds=0.3)
     ctx.start_producer(

@@ -54,7 +54,7 @@ async def missing_dlq(ctx: Context) -> None:
     await ctx.app.delete_queue(dead_letter_queue)
     poison = [(n, "raise") for n in range(count // 10, count, count // 5)]
     ctx.start_producer(
-        ctx.plan(tag="p", count=count, batch=10, rate=count / (ctx.budget * 0.5), poison=poison)
+        ctx.plan(tag="p", count=count, batch=10, rate=count / (ctx.budget * 0.25), poison=poison)
     )
 
 
