@@ -111,6 +111,7 @@ def document(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, An
             {
                 "scenario": result.scenario,
                 "engine": result.engine,
+                "issue": result.issue,
                 "status": result.status,
                 "seconds": result.seconds,
                 "reason": result.reason,

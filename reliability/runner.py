@@ -43,6 +43,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     reason: str = ""
+    #: what the scenario exercises in the issues
+    issue: str = ""
 
     @property
     def passed(self) -> bool:
@@ -55,7 +57,7 @@ async def run_one(
     """One scenario on one engine, from its own storage to the checker's verdict."""
     problem = scenario.problem(engine) or engine.problem()
     if problem is not None:
-        return RunResult(scenario.name, engine.name, "skip", reason=problem)
+        return RunResult(scenario.name, engine.name, "skip", reason=problem, issue=scenario.issue)
     run_dir = directory / f"{scenario.name}-{engine.name}"
     run_dir.mkdir(parents=True)
     started = time.monotonic()
@@ -100,6 +102,7 @@ async def run_one(
         elif context is not None:
             await engine.cleanup(context.url)
     result.seconds = round(time.monotonic() - started, 1)
+    result.issue = scenario.issue
     if not keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     return result

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from reliability.processes import Child, Processes, Supervisor, worker_argv
 from reliability.roles.producer import produce
 from reliability.roles.settings import PRODUCER_ENV, WORKER_ENV, ProducePlan, WorkerSettings
 from reliability.servers import OwnServer
-
-log = logging.getLogger("reliability")
 
 # The drain ends when the queue stays unchanged this long (see `drain`) on top of two
 # visibility timeouts: what a redelivery after a lost lease takes.
