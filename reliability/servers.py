@@ -19,8 +19,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
@@ -251,6 +252,21 @@ class OwnNats(OwnServer):
             "-sd",
             str(self.directory / "js"),
         ]
+
+
+ServerT = TypeVar("ServerT", bound=OwnServer)
+
+
+@contextlib.contextmanager
+def running(server: ServerT) -> Iterator[ServerT]:
+    """`server` prepared and started; stopped by its PID and its data removed on the way out."""
+    try:
+        server.prepare()
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        server.discard()
 
 
 def available(kind: str) -> str | None:
