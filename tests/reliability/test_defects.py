@@ -207,7 +207,6 @@ async def _queues_of_the_start_up_app(url: str) -> None:
         await app.create_queue("orphan")
 
 
-@item("4", "`conveyor worker` stops the healthy consumers and exits 0")
 async def test_the_worker_exits_non_zero_when_a_consumer_dies_at_start_up(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     await _queues_of_the_start_up_app(url)
@@ -220,7 +219,6 @@ async def test_the_worker_exits_non_zero_when_a_consumer_dies_at_start_up(tmp_pa
     assert "missing-dlq" in result.stderr
 
 
-@item("4", "run_consumers() returns normally when a consumer dies at start-up")
 async def test_run_consumers_raises_when_a_consumer_dies_at_start_up(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'queue.db'}"
     await _queues_of_the_start_up_app(url)
