@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest docs bench clean
+.PHONY: demo test lint typecheck pytest docs bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,10 @@ demo: $(STAMP)
 	$(BIN)/python -m conveyor.demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check conveyor tests examples bench scripts
-	$(BIN)/ruff format --check conveyor tests examples bench scripts
+	$(BIN)/ruff check conveyor tests examples bench scripts reliability
+	$(BIN)/ruff format --check conveyor tests examples bench scripts reliability
 	$(BIN)/lint-imports
-	$(BIN)/python scripts/check_private_imports.py conveyor tests examples bench scripts
+	$(BIN)/python scripts/check_private_imports.py conveyor tests examples bench scripts reliability
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -39,6 +39,10 @@ test: lint typecheck pytest docs
 # Benchmarks (see bench/README.md): `make bench BENCH_ARGS="--quick --engines sqlite"`.
 bench: $(STAMP)
 	$(BIN)/python -m conveyor.bench --output bench/results/latest.json $(BENCH_ARGS)
+
+# The fault harness (see docs/reliability.md): `make reliability RELIABILITY_ARGS="--quick --engines sqlite"`.
+reliability: $(STAMP)
+	$(BIN)/python -m reliability $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache site

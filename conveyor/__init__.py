@@ -22,6 +22,8 @@ from conveyor.errors import (
     QueueAlreadyExists,
     QueueNotFound,
     QueuePaused,
+    StorageFull,
+    StorageUnusable,
 )
 from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
@@ -71,6 +73,8 @@ __all__ = [
     "Router",
     "RouterStats",
     "SendRequest",
+    "StorageFull",
+    "StorageUnusable",
     "Subscription",
     "Topic",
     "TypeCounters",

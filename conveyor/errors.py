@@ -126,6 +126,23 @@ class BackendUnavailable(ConveyorError, ConnectionError):
     code = "backend_unavailable"
 
 
+class StorageFull(BackendUnavailable):
+    """The disk holding the engine's storage is full (SQLite: "database or disk is full"). The
+    write that raised changed nothing. Sends fail until space is freed; consumers can still lease,
+    ack and delete, so the queue can be drained (docs/sqlite.md, "A full disk")."""
+
+    code = "storage_full"
+
+
+class StorageUnusable(ConveyorError):
+    """The engine's storage is not a database conveyor can use as it is: a SQLite path that is a
+    directory, a file that is not a database, a truncated or corrupt one, tables of conveyor's
+    names that conveyor did not create, or a schema newer than this conveyor. The message names the
+    path; conveyor changed nothing."""
+
+    code = "storage_unusable"
+
+
 class AppClosed(ConveyorError, RuntimeError):
     """The App was used after `close()`."""
 

@@ -63,7 +63,8 @@ def emit_json(document: Any, *, compact: bool = False) -> None:
 
 
 def error_line(exc: BaseException) -> str:
-    message = " ".join(str(exc).split())  # one line, whatever the message holds
+    # one line, whatever the message holds; notes add where it happened (the consumer that died)
+    message = " ".join(" ".join([str(exc), *(f"({note})" for note in getattr(exc, "__notes__", ()))]).split())
     if isinstance(exc, ConveyorError):
         return f"{message} [{exc.code}]"
     if isinstance(exc, EXPECTED_ERRORS):

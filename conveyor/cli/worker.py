@@ -1,5 +1,6 @@
 """`conveyor worker [APP]`: run an app's consumers (from `module:app` and/or conveyor.toml) until
-SIGTERM or Ctrl-C, then drain the batches in flight and exit 0."""
+SIGTERM or Ctrl-C, then drain the batches in flight and exit 0. A consumer that dies stops the
+others gracefully and the worker exits 1 with its error, so a supervisor starts it again."""
 
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ def worker(
     log_format: Annotated[LogFormat, typer.Option("--log-format", help=LOG_FORMAT_HELP)] = LogFormat.text,
 ) -> None:
     """Run consumers until SIGTERM or Ctrl-C (graceful: batches in flight finish, the rest is released).
+
+    Exits 0 after SIGTERM or Ctrl-C; 1 when a consumer died (at start-up, e.g. a missing
+    dead-letter queue, or later): the other consumers are stopped gracefully first.
 
     With --url (or conveyor.toml's url), an imported App() that names no URL uses it too.
     """

@@ -1,4 +1,5 @@
-"""The worker: runs every consumer of an app, sweeps retention, and shuts down gracefully."""
+"""The worker: runs every consumer of an app, sweeps retention, and shuts down gracefully (also
+when one of its consumers dies, whose error it then raises)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from conveyor.consumer.env import Env
 from conveyor.consumer.runner import ConsumerRunner
 from conveyor.consumer.spec import ConsumerSpec, Lifespan
 from conveyor.core import Core
+from conveyor.errors import ConveyorError
 
 log = logging.getLogger("conveyor.worker")
 
@@ -42,17 +44,18 @@ class Worker:
         self.stopping.set()
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Run until `stop` is set, `self.stop()` is called, or the task is cancelled."""
+        """Run until `stop` is set, `self.stop()` is called, or the task is cancelled.
+
+        A consumer that dies (its loop raises, at start-up or later) stops the others gracefully,
+        and `run` then raises that consumer's error: a worker never carries on short of a
+        consumer, nor ends as if it had been asked to stop.
+        """
         if not self.runners:
             raise ValueError("the app has no consumers: register one with @app.consumer(queue)")
         await self.core.connected()
+        died: list[BaseException] = []
         async with self.lifespan(self.env) if self.lifespan is not None else contextlib.nullcontext():
-            tasks = [
-                asyncio.create_task(
-                    runner.run(self.stopping, self.shutdown_grace), name=f"consumer:{runner.spec.queue}"
-                )
-                for runner in self.runners
-            ]
+            tasks = [self._start_consumer(runner, died) for runner in self.runners]
             sweeper = asyncio.create_task(self._sweep_forever())
             self.started.set()
             waiters = [asyncio.ensure_future(self.stopping.wait()), *tasks]
@@ -67,10 +70,30 @@ class Worker:
                 for waiter in waiters:
                     if waiter not in tasks:
                         waiter.cancel()
-                results = await asyncio.shield(asyncio.gather(*tasks, return_exceptions=True))
-                for runner, result in zip(self.runners, results, strict=True):
-                    if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                        log.error("consumer of %s stopped with an error", runner.spec.queue, exc_info=result)
+                await asyncio.shield(asyncio.gather(*tasks, sweeper, return_exceptions=True))
+        if died:
+            raise died[0]
+
+    def _start_consumer(self, runner: ConsumerRunner, died: list[BaseException]) -> asyncio.Task[None]:
+        queue = runner.spec.queue
+        task = asyncio.create_task(runner.run(self.stopping, self.shutdown_grace), name=f"consumer:{queue}")
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or (error := task.exception()) is None:
+                return
+            died.append(error)
+            error.add_note(f"the consumer of {queue!r} died of this; the worker stopped its other consumers")
+            # a conveyor error says what is wrong in one line; anything else is a bug: its traceback
+            log.error(
+                "the consumer of %r died: %s: %s; stopping the worker",
+                queue,
+                type(error).__name__,
+                error,
+                exc_info=None if isinstance(error, ConveyorError) else error,
+            )
+
+        task.add_done_callback(ended)
+        return task
 
     async def run_until_signalled(self) -> None:
         """`run()` until SIGTERM or SIGINT (Ctrl-C), which stop it gracefully."""
@@ -86,11 +109,14 @@ class Worker:
                     loop.remove_signal_handler(signum)
 
     async def _sweep_forever(self) -> None:
-        while True:
+        # ends when the worker stops, even if a driver swallowed the cancellation (Python 3.11's
+        # wait_for can, when the awaited call completes as it is cancelled)
+        while not self.stopping.is_set():
             try:
                 removed = await self.core.sweep()
                 if removed:
                     log.info("sweep removed=%d (past retention)", removed)
             except Exception:
                 log.exception("retention sweep failed")
-            await asyncio.sleep(L.SWEEP_INTERVAL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), L.SWEEP_INTERVAL_SECONDS)

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,8 +20,10 @@ import conveyor
 from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
 from conveyor.types import OutgoingMessage
+from reliability.servers import OwnPostgres
 from tests.support.apps import TEST_LIMITS
 from tests.support.engines import check_postgres, postgres_storage, unique_name
+from tests.support.own_servers import own_postgres
 from tests.support.services import POSTGRES_URL
 
 psycopg = pytest.importorskip("psycopg")
@@ -345,30 +346,12 @@ async def test_the_engine_reconnects_after_its_connections_are_killed(
         await waiter
 
 
-def cluster_command(action: str) -> list[str]:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
-
-
-def can_restart_postgres() -> bool:
-    return os.path.isdir("/etc/postgresql") and os.geteuid() == 0
-
-
-def ensure_postgres_running() -> None:
-    status = subprocess.run(cluster_command("status"), capture_output=True, check=False)
-    if status.returncode != 0:
-        subprocess.run(cluster_command("start"), capture_output=True, check=True, timeout=60)
-
-
 @pytest.fixture
-def restartable_postgres() -> Iterator[None]:
-    """Skips without a local cluster to restart; whatever the test does, PostgreSQL runs afterwards."""
-    if not can_restart_postgres():
-        pytest.skip("needs a local pg_ctlcluster-managed server and root")
-    try:
-        yield
-    finally:
-        ensure_postgres_running()
+def own_server(tmp_path: Path) -> Iterator[OwnPostgres]:
+    """A PostgreSQL cluster of the test's own on a spare port: the test may crash it."""
+    check_postgres()
+    with own_postgres(tmp_path / "server") as server:
+        yield server
 
 
 async def until(condition: Callable[[], Awaitable[bool]]) -> None:
@@ -379,10 +362,10 @@ async def until(condition: Callable[[], Awaitable[bool]]) -> None:
 
 
 @pytest.mark.slow
-async def test_a_worker_survives_a_server_restart_and_loses_nothing(
-    restartable_postgres: None, pg_url: str, make_pg_app: AppMaker
+async def test_a_worker_survives_a_server_crash_and_restart_and_loses_nothing(
+    own_server: OwnPostgres, make_pg_app: AppMaker
 ) -> None:
-    app = await make_pg_app(pg_url)
+    app = await make_pg_app(own_server.url)
     total = 500
     handled: set[int] = set()
     some_handled, all_handled = asyncio.Event(), asyncio.Event()
@@ -406,9 +389,9 @@ async def test_a_worker_survives_a_server_restart_and_loses_nothing(
     try:
         async with asyncio.timeout(90):
             await some_handled.wait()
-            await asyncio.to_thread(
-                subprocess.run, cluster_command("restart"), capture_output=True, check=True, timeout=60
-            )
+            # SIGKILL to the server and its backends (no shutdown), then started on the same data
+            await asyncio.to_thread(own_server.crash)
+            await asyncio.to_thread(own_server.start)
             await until(lambda: send_after_restart(queue, range(400, total)))
             await all_handled.wait()
 
@@ -417,7 +400,6 @@ async def test_a_worker_survives_a_server_restart_and_loses_nothing(
 
             await until(settled)  # every batch settled, or redelivered after its lease and settled
     finally:
-        await asyncio.to_thread(ensure_postgres_running)
         stop.set()
         await worker
     assert handled == set(range(total))

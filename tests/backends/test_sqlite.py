@@ -102,7 +102,7 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     finally:
         conn.close()
     app = conveyor.App(f"sqlite:///{path}")
-    with pytest.raises(RuntimeError, match="newer than this conveyor"):
+    with pytest.raises(conveyor.StorageUnusable, match="newer than this conveyor"):
         await app.queue("q").send({"n": 2})
     await app.close()
 

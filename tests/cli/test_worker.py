@@ -103,6 +103,28 @@ def test_worker_json_events(cli: Cli, tmp_path: Path) -> None:
     assert stopped["event"] == "stopped"
 
 
+ORPHAN_APP = """
+import conveyor
+
+app = conveyor.App(auto_create=False)
+app.consumer("jobs")(lambda batch, env: None)
+app.consumer("orphan", dead_letter_queue="missing-dlq")(lambda batch, env: None)
+"""
+
+
+def test_worker_exits_1_naming_the_queue_when_a_consumer_dies_at_start_up(cli: Cli, tmp_path: Path) -> None:
+    module = f"app_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text(ORPHAN_APP)
+    cli.ok("queues", "create", "jobs")
+    cli.ok("queues", "create", "orphan")
+    send_all(cli, "jobs", ["a", "b"])
+    result = cli("worker", f"{module}:app")
+    assert result.exit_code == 1, result.output
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert "queue 'missing-dlq' does not exist (the consumer of 'orphan' died of this" in error
+    assert "conveyor worker stopped." not in result.stdout
+
+
 def test_worker_with_nothing_to_run_explains_what_it_needs(cli: Cli) -> None:
     assert_one_error_line(cli("worker"), "nothing to run", "[no_consumers]")
 

@@ -739,6 +739,36 @@ async def test_a_worker_with_no_consumers_is_an_error(app: conveyor.App) -> None
         await app.run_consumers()
 
 
+async def test_a_consumer_that_dies_at_start_up_stops_the_worker_which_raises_its_error(
+    make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = await make_app(auto_create=False)
+    await app.create_queue("healthy")
+    await app.create_queue("orphan")
+    handled: list[Any] = []
+
+    @app.consumer("healthy", max_batch_timeout=0)
+    async def healthy(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        handled.extend(message.body for message in batch.messages)
+
+    @app.consumer("orphan", dead_letter_queue="missing-dlq")
+    async def orphan(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        pass
+
+    await app.queue("healthy").send_batch(list(range(20)))
+    with (
+        caplog.at_level(logging.ERROR, logger="conveyor.worker"),
+        pytest.raises(conveyor.QueueNotFound, match="missing-dlq"),
+    ):
+        await asyncio.wait_for(app.run_consumers(shutdown_grace=5), timeout=30)
+    # the healthy consumer stopped with it and left nothing leased: the rest waits for the next worker
+    stats = await app.queue("healthy").stats()
+    assert (stats.in_flight, stats.backlog + len(handled)) == (0, 20)
+    [line] = [record for record in caplog.records if record.name == "conveyor.worker"]
+    assert "the consumer of 'orphan' died: QueueNotFound: queue 'missing-dlq'" in line.getMessage()
+    assert line.exc_info is None  # a conveyor error is one line, no traceback
+
+
 async def test_a_message_body_that_does_not_decode_fails_only_that_message(app: conveyor.App) -> None:
     from conveyor.core.ids import new_message_id
     from conveyor.types import OutgoingMessage

@@ -17,7 +17,9 @@ start within one clock tick) is still caught by a full check every FULL_CHECK_SE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -29,7 +31,14 @@ from urllib.parse import parse_qs, urlsplit
 
 from conveyor.backends.base import Backend, new_token
 from conveyor.backends.scripts import load_named
-from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.backends.sqlite.storage import (
+    SHORT_OF_SPACE_MESSAGES,
+    Reserve,
+    checkpoint_pages,
+    is_full,
+    storage_error,
+)
+from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound, StorageFull, StorageUnusable
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -48,8 +57,11 @@ from conveyor.types import (
 
 T = TypeVar("T")
 # a write transaction waiting for the writer thread: its function, its caller's future, whether it
-# is a lease (see `_write_group`) and the caller's event loop
-_Pending = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop]
+# is a lease (see `_write_group`), the caller's event loop, and whether it grows the database
+# (sends and new queues: see storage.py)
+_Pending = tuple[
+    Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
+]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
 SCHEMA_VERSION = 1
 MIGRATIONS = {1: Q["schema_v1"]}
@@ -61,6 +73,12 @@ FULL_CHECK_SECONDS = 1.0
 SYNCHRONOUS_MODES = ("full", "normal")
 # Pause between tries of the switch to WAL while another process holds the new file (see _use_wal).
 WAL_SWITCH_RETRY_SECONDS = 0.01
+
+# The tables of conveyor's schema, and the ones every version has.
+CONVEYOR_TABLES_LIKE = "conveyor\\_%"
+CORE_TABLES = frozenset({"conveyor_queues", "conveyor_messages"})
+
+log = logging.getLogger("conveyor.sqlite")
 
 # In-process wake-ups between backends on the same file: path -> notify callbacks.
 _listeners: dict[str, set[Callable[[str], None]]] = {}
@@ -143,6 +161,9 @@ class SQLiteBackend(Backend):
         self._unfinished: set[asyncio.Future[Any]] = set()
         # the connection's current `PRAGMA synchronous` (switched per group, see _write_group)
         self._synchronous_now = self.synchronous
+        # room kept for draining on a full disk (storage.py); none for `:memory:`
+        self._reserve: Reserve | None = None
+        self._disk_full = False  # the last growing write found no room (logged once per episode)
 
     def sibling(self) -> SQLiteBackend:
         return SQLiteBackend(self.url, clock=self.clock)
@@ -153,18 +174,33 @@ class SQLiteBackend(Backend):
         if self._executor is not None:
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conveyor-sqlite")
-        await self._run(self._open)
+        try:
+            await self._run(self._open)
+        except BaseException:
+            # nothing stays half open: the next call opens again, and says again why it cannot
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=False)
+            raise
         with _listeners_lock:
             _listeners.setdefault(self._key, set()).add(self._wake)
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
-        conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
-        self._use_wal(conn)
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            self._schema_version(conn)  # a file conveyor will not use is refused before WAL changes it
+            self._use_wal(conn)
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if self.path != ":memory:":
+                self._reserve = Reserve(self.path)
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages(self._reserve.size, page_size)}")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         self._synchronous_now = self.synchronous
         self._conn = conn
-        self._migrate(conn)
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch to WAL, retrying for up to the busy timeout. While another process sets up the
@@ -180,15 +216,39 @@ class SQLiteBackend(Backend):
                     raise
                 time.sleep(WAL_SWITCH_RETRY_SECONDS)
 
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        """conveyor's schema version of the file (0: none yet). A file whose schema conveyor did
+        not make, or made newer than this conveyor knows, is refused as it is."""
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {
+            name
+            for (name,) in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'",
+                (CONVEYOR_TABLES_LIKE,),
+            )
+        }
+        if version > SCHEMA_VERSION:
+            raise StorageUnusable(
+                f"{self.path} has conveyor schema v{version}, newer than this conveyor (v{SCHEMA_VERSION})"
+            )
+        if version == 0 and tables:
+            raise StorageUnusable(
+                f"{self.path} holds tables of conveyor's names that conveyor did not create "
+                f"({', '.join(sorted(tables))}); conveyor will not use or change them: "
+                "point the URL at another file"
+            )
+        if version > 0 and not tables >= CORE_TABLES:
+            raise StorageUnusable(
+                f"{self.path} says it has conveyor schema v{version} (PRAGMA user_version) but lacks "
+                f"conveyor's tables ({', '.join(sorted(CORE_TABLES - tables))}): another program's "
+                "database? Point the URL at another file"
+            )
+        return version
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has conveyor schema v{version}, "
-                    f"newer than this conveyor (v{SCHEMA_VERSION})"
-                )
+            version = self._schema_version(conn)  # again, now that no other process can change it
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[target].split(";"):
                     if statement.strip():
@@ -227,15 +287,22 @@ class SQLiteBackend(Backend):
     async def _run(self, function: Callable[[], T]) -> T:
         if self._executor is None:
             raise RuntimeError("the SQLite backend is not connected")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path) from exc
 
-    async def _transaction(self, function: Callable[[sqlite3.Connection], T], *, lease: bool = False) -> T:
+    async def _transaction(
+        self, function: Callable[[sqlite3.Connection], T], *, lease: bool = False, grows: bool = False
+    ) -> T:
         """Run `function` in a write transaction and return once it is committed.
 
         Group commit: transactions requested while another group commits are written together,
         one COMMIT (one fsync) for all, each in its own savepoint so a failing one rolls back
         only itself. Concurrent batches of a consumer settle together this way.
         `lease=True` marks a lease, lease extension or release: see `_write_group`.
+        `grows=True` marks a write that makes the database bigger (a send, a new queue): on a full
+        disk it fails at once, and it never uses the room kept for draining (storage.py).
         """
         if self._executor is None:
             raise RuntimeError("the SQLite backend is not connected")
@@ -244,11 +311,14 @@ class SQLiteBackend(Backend):
         self._unfinished.add(future)
         future.add_done_callback(self._unfinished.discard)
         with self._pending_lock:
-            self._pending.append((function, future, lease, loop))
+            self._pending.append((function, future, lease, loop, grows))
             start, self._writing = not self._writing, True
         if start:
             self._executor.submit(self._write_pending)
-        result: T = await future
+        try:
+            result: T = await future
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path) from exc
         return result
 
     def _write_pending(self) -> None:
@@ -257,18 +327,95 @@ class SQLiteBackend(Backend):
         looping) lets reads waiting for the same thread run between groups."""
         with self._pending_lock:
             group, self._pending = self._pending, []
-        functions = [function for function, _, _, _ in group]
-        leases_only = all(lease for _, _, lease, _ in group)
-        try:
-            outcomes = self._write_group(functions, leases_only)
-        except BaseException as exc:  # every caller of the group gets it
-            outcomes = [(False, exc)] * len(group)
+        outcomes = self._write_outcomes(group)
         with self._pending_lock:
             self._writing = bool(self._pending)
         if self._writing and self._executor is not None:
             self._executor.submit(self._write_pending)
-        for loop in {loop for _, _, _, loop in group}:
+        for loop in {loop for _, _, _, loop, _ in group}:
             loop.call_soon_threadsafe(_settle_futures, group, outcomes, loop)
+
+    def _write_outcomes(self, group: list[_Pending]) -> list[tuple[bool, Any]]:
+        """Commit `group`, one outcome per transaction. On a disk without room, the writes that
+        grow the database fail at once; drains that failed for want of space run again with the
+        reserve's room (storage.py)."""
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(group)
+        if any(grows for *_, grows in group) and not self._room_to_grow():
+            full = StorageFull(
+                f"the disk holding {self.path} is full: nothing was written. Free space on it, or "
+                "drain the queue: consumers can still ack and delete (docs/sqlite.md, 'A full disk')"
+            )
+            outcomes = [(False, full) if grows else None for *_, grows in group]
+        todo = [index for index, outcome in enumerate(outcomes) if outcome is None]
+        written = self._write_safely([group[i][0] for i in todo], all(group[i][2] for i in todo))
+        drains = []
+        for index, outcome in zip(todo, written, strict=True):
+            outcomes[index] = outcome
+            if not outcome[0] and is_full(outcome[1]) and not group[index][4]:
+                drains.append(index)
+        if drains and self._reserve is not None:
+            again = self._drain_on_full_disk([group[i][0] for i in drains])
+            for index, outcome in zip(drains, again, strict=True):
+                outcomes[index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _write_safely(
+        self, functions: list[Callable[[sqlite3.Connection], Any]], leases_only: bool
+    ) -> list[tuple[bool, Any]]:
+        if not functions:
+            return []
+        try:
+            return self._write_group(functions, leases_only)
+        except BaseException as exc:  # every caller of the group gets it
+            return [(False, exc)] * len(functions)
+
+    def _room_to_grow(self) -> bool:
+        """May writes that grow the database go? (Logged when the answer changes.)"""
+        try:
+            room = self._reserve is None or self._reserve.room_to_grow() or self._room_inside()
+        except OSError:  # the file system would not say: let SQLite find out
+            room = True
+        if room and self._disk_full:
+            log.warning("the disk holding %s has room again: sends go again", self.path)
+        elif not room and not self._disk_full:
+            log.warning(
+                "the disk holding %s is full: sends fail with StorageFull until it has room again "
+                "(space freed, or messages drained); consumers can still lease, ack and delete",
+                self.path,
+            )
+        self._disk_full = not room
+        return room
+
+    def _room_inside(self) -> bool:
+        """Does the file hold a reserve's worth of free pages (deleted messages' room), which sends
+        fill without growing it, so drains keep the disk's room?"""
+        assert self._reserve is not None and self._conn is not None
+        free_pages = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
+        page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        return bool(free_pages * page_size >= self._reserve.size)
+
+    def _drain_on_full_disk(
+        self, functions: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[tuple[bool, Any]]:
+        """Drains (leases, settles, deletes) that failed for want of space: give the reserve
+        back, empty the WAL into the database, and run them again."""
+        assert self._reserve is not None and self._conn is not None
+        if self._reserve.give_back():
+            log.warning(
+                "the disk holding %s is full: gave its reserve back so that consumers can ack and delete",
+                self.path,
+            )
+            self._disk_full = True
+        self._checkpoint()
+        outcomes = self._write_safely(functions, False)
+        self._checkpoint()  # what the drain freed in the WAL goes back to the disk
+        return outcomes
+
+    def _checkpoint(self) -> None:
+        assert self._conn is not None
+        # a busy reader or no room yet leaves the WAL as it was: the next try may do better
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _write_group(
         self, functions: list[Callable[[sqlite3.Connection], Any]], leases_only: bool = False
@@ -295,13 +442,16 @@ class SQLiteBackend(Backend):
                     try:
                         outcomes.append((True, function(conn)))
                     except Exception as exc:
+                        if not conn.in_transaction:
+                            raise  # SQLite rolled the whole group back (a full disk can): all fail
                         conn.execute("ROLLBACK TO conveyor_op")
                         outcomes.append((False, exc))
                     conn.execute("RELEASE conveyor_op")
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (a full disk) leaves it open
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
         return outcomes
 
     async def _scan(self, function: Callable[[sqlite3.Connection], T]) -> T:
@@ -320,7 +470,10 @@ class SQLiteBackend(Backend):
                 self._scan_conn = conn
             return function(self._scan_conn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._scan_executor, run)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._scan_executor, run)
+        except sqlite3.Error as exc:
+            raise storage_error(exc, self.path) from exc
 
     async def _read(self, function: Callable[[sqlite3.Connection], T]) -> T:
         def run() -> T:
@@ -411,7 +564,7 @@ class SQLiteBackend(Backend):
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
 
-        return await self._transaction(create)
+        return await self._transaction(create, grows=True)
 
     async def get_queue(self, name: str) -> QueueInfo | None:
         row = await self._read(lambda conn: conn.execute(Q["queue_by_name"], (name,)).fetchone())
@@ -493,10 +646,11 @@ class SQLiteBackend(Backend):
                 ],
             )
 
-        await self._transaction(send)
+        await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})
 
     async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+        limit = self._drain_size(limit)
         token = new_token()
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
@@ -546,7 +700,23 @@ class SQLiteBackend(Backend):
             self._notify(queue)
         return released
 
+    def _drain_size(self, wanted: int) -> int:
+        """How many messages one lease or settle may take: all it wants, but on a disk short of
+        space only as many as fit in the room the reserve left (storage.py)."""
+        if self._reserve is not None and self._reserve.short_of_space():
+            return min(wanted, SHORT_OF_SPACE_MESSAGES)
+        return wanted
+
     async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
+        size = self._drain_size(len(outcomes))
+        if size == len(outcomes):
+            return await self._settle_at_once(queue, outcomes)
+        statuses: list[bool] = []
+        for part in _in_parts(outcomes, size):  # in order: the statuses line up with the outcomes
+            statuses += await self._settle_at_once(queue, part)
+        return statuses
+
+    async def _settle_at_once(self, queue: str, outcomes: Outcomes) -> list[bool]:
         # The leases are grouped by token here, on the event loop: the writer thread is what
         # limits a drain, so it only runs the statements.
         statuses = [False] * len(outcomes)
@@ -685,11 +855,21 @@ def _token_groups(leases: Sequence[Lease], start: int, indexes: Sequence[int] | 
     return [(token, json.dumps(list(items)), items) for token, items in by_token.items()]
 
 
+def _in_parts(outcomes: Outcomes, size: int) -> list[Outcomes]:
+    """`outcomes` as parts of at most `size` items, in the order acks, retries, dead letters."""
+    acks, retries, dead = outcomes.acks, outcomes.retries, outcomes.dead_letters
+    return [
+        *(Outcomes(acks=acks[i : i + size]) for i in range(0, len(acks), size)),
+        *(Outcomes(retries=retries[i : i + size]) for i in range(0, len(retries), size)),
+        *(Outcomes(dead_letters=dead[i : i + size]) for i in range(0, len(dead), size)),
+    ]
+
+
 def _settle_futures(
     group: list[_Pending], outcomes: list[tuple[bool, Any]], loop: asyncio.AbstractEventLoop
 ) -> None:
     """On `loop`: give the callers from that loop the outcomes of their transactions."""
-    for (_, future, _, future_loop), (ok, value) in zip(group, outcomes, strict=True):
+    for (_, future, _, future_loop, _), (ok, value) in zip(group, outcomes, strict=True):
         if future_loop is not loop or future.done():
             continue  # its caller gave up waiting; the write stands
         if ok:

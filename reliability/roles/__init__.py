@@ -1,0 +1,1 @@
+"""The processes a run starts: producers, workers and an HTTP pull client."""
