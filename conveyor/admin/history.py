@@ -159,6 +159,10 @@ class QueueHistory:
             except Exception:
                 log.exception("could not sample the queues")
             took = time.monotonic() - started
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # a driver swallowed the cancel (asyncio.wait_for on 3.11 can): stop all the same
+                raise asyncio.CancelledError
             await asyncio.sleep(max(self.interval_seconds, took / SAMPLER_MAX_DUTY) - took)
 
     def start(self) -> None:

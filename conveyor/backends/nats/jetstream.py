@@ -72,6 +72,14 @@ _TRANSIENT = (
 )
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that a timeout swallowed: nats-py (issue #373) and asyncio.wait_for
+    on 3.11 can turn a task's cancel into a TimeoutError, and a retry loop would then go on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class WrongLastSequence(Exception):
     """A compare-and-set publish lost to another writer."""
 
@@ -248,6 +256,7 @@ class JetStream:
         try:
             yield
         except (*_TRANSIENT, nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError) as exc:
+            raise_if_cancelled()
             raise BackendUnavailable(f"NATS at {self.options.where} is unavailable: {exc!r}") from exc
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -256,8 +265,11 @@ class JetStream:
         pause = 0.05
         while True:
             try:
-                return await call()
+                result = await call()
+                raise_if_cancelled()  # a reply that came as the task was cancelled wins on 3.11
+                return result
             except _TRANSIENT as exc:
+                raise_if_cancelled()
                 if time.monotonic() + pause > deadline:
                     raise BackendUnavailable(f"NATS at {self.options.where} is unavailable: {exc!r}") from exc
             except (nats.errors.ConnectionClosedError, nats.errors.NoServersError) as exc:
@@ -359,9 +371,11 @@ class JetStream:
         request = json.dumps({"seq": seq}).encode()
 
         with contextlib.suppress(*_TRANSIENT):  # then the leader, which the API call retries
+            # (the suppress must not eat a cancel that nats-py turned into a timeout)
             reply = await self.nc.request(
                 f"$JS.API.DIRECT.GET.{stream}", request, timeout=REQUEST_TIMEOUT_SECONDS
             )
+            raise_if_cancelled()
             if (reply.headers or {}).get("Status") is None:
                 return reply.data
         try:

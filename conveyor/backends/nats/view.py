@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 
 from conveyor.backends.base import make_lease_id, new_token
 from conveyor.backends.nats import records
-from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence
+from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, raise_if_cancelled
 from conveyor.backends.nats.records import Record
 from conveyor.backends.nats.state import ORDER_SHIFT, Location, QueueState
 from conveyor.errors import BackendUnavailable
@@ -365,6 +365,7 @@ class QueueView:
         try:
             await asyncio.wait_for(future, APPLY_TIMEOUT_SECONDS)
         except TimeoutError:
+            raise_if_cancelled()
             raise BackendUnavailable(
                 f"queue {self.queue}: its log did not reach record {seq} within {APPLY_TIMEOUT_SECONDS:g} s"
             ) from None
@@ -430,6 +431,7 @@ class QueueView:
             event = self._wake
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), remaining)
+            raise_if_cancelled()
             if event.is_set():
                 return
 
