@@ -151,8 +151,15 @@ class ConsumerRunner:
                 continue
             try:
                 await self.core.extend_leases(self.spec.queue, lease_ids, self.spec.visibility_timeout)
-            except Exception:
-                log.exception("renewing leases on %s failed", self.spec.queue)
+            except Exception as exc:  # one line per try: an outage would repeat a traceback
+                log.warning(
+                    "renewing %d leases on %s failed (%s: %s); trying again in %.1fs",
+                    len(lease_ids),
+                    self.spec.queue,
+                    type(exc).__name__,
+                    exc,
+                    self.spec.visibility_timeout / 3,
+                )
 
     async def _until(self, awaitable: Awaitable[object], stopping: asyncio.Event) -> bool:
         """Await `awaitable` unless `stopping` is set first; True if it completed."""
