@@ -21,6 +21,14 @@ MAX_BATCH_BYTES = 256_000
 # Delays, in seconds: `send(delay_seconds=)`, `retry(delay_seconds=)`, a queue's delivery delay.
 MAX_DELAY_SECONDS = 86_400
 
+# A send the engine could not confirm (BackendUnavailable, not StorageFull) is tried again, with
+# the same message ids, for up to this long after its first failure before the caller gets the
+# error (docs/semantics.md, "Ambiguous sends"): every engine stores an id once, so a repeat never
+# stores twice.
+SEND_RETRY_SECONDS = 10.0
+SEND_RETRY_FIRST_SECONDS = 0.1
+SEND_RETRY_MAX_SECONDS = 2.0
+
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
 MAX_BATCH_SIZE = 100

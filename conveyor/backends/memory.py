@@ -176,6 +176,8 @@ class MemoryBackend(Backend):
             now = self.clock.now()
             for outgoing in messages:
                 queue = targets[outgoing.queue]
+                if outgoing.id in queue.messages:
+                    continue  # an id is stored once, as on every engine
                 delay = outgoing.delay_seconds
                 if delay is None:
                     delay = queue.info.settings.delivery_delay

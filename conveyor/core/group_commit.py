@@ -3,7 +3,8 @@
 Each caller still returns only once its own messages are durable. Requests that arrive while a
 write is under way join the next write; a send after a quiet spell is written at once. When a
 group write fails, its requests are written one by one so that one caller's bad request (say, an
-unknown queue) fails only that caller.
+unknown queue) fails only that caller; an unreachable engine fails them all (Core has already
+tried the group again for a while).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from conveyor.errors import BackendUnavailable
 from conveyor.types import OutgoingMessage
 
 Write = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
@@ -78,8 +80,12 @@ class GroupCommitter:
         try:
             await self._store([message for messages, _ in group for message in messages])
         except Exception as exc:
-            if len(group) == 1:
-                _fail(group[0][1], exc)
+            # An unreachable engine fails every request alike; and a write that may have been
+            # stored must not be repeated in other groupings (NATS deduplicates a repeat by the
+            # grouping's first id).
+            if len(group) == 1 or isinstance(exc, BackendUnavailable):
+                for _, future in group:
+                    _fail(future, exc)
                 return
             for messages, future in group:
                 try:

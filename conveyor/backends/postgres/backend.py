@@ -516,19 +516,11 @@ class PostgresBackend(Backend):
         }
 
     def _sender(self, params: dict[str, Any]) -> Callable[[Conn], Awaitable[Any]]:
-        """The send statement as a repeatable operation."""
-        tries = 0
+        """The send statement as a repeatable operation: a repeat after a lost reply stores
+        nothing twice (an id is stored once)."""
 
         async def send(conn: Conn) -> Any:
-            nonlocal tries
-            tries += 1
-            try:
-                cursor = await conn.execute(self._q["send"], params, binary=True)
-            except psycopg.errors.UniqueViolation:
-                if tries == 1:
-                    raise
-                # A repeat after a lost reply: the first try committed (a send is all or nothing).
-                return (True, params["queue_names"], 0)
+            cursor = await conn.execute(self._q["send"], params, binary=True)
             return await cursor.fetchone()
 
         return send

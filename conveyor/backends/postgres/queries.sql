@@ -120,6 +120,8 @@ WITH targets AS (
     WHERE (SELECT ok FROM complete)
     -- rows take their seq in the order they were sent: a join may hand them over in any order
     ORDER BY m.position
+    -- an id is stored once: a send repeated after a lost reply changes nothing
+    ON CONFLICT (id) DO NOTHING
 )
 SELECT (SELECT ok FROM complete), array_agg(name),
        count(pg_notify(%(channel)b, name)) FILTER (WHERE (SELECT ok FROM complete))

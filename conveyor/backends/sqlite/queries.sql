@@ -72,9 +72,11 @@ DELETE FROM conveyor_subscriptions WHERE topic = ? AND queue = ?
 SELECT topic, queue, types, created_at FROM conveyor_subscriptions
 WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 
+-- An id is stored once: a send repeated after an unconfirmed write changes nothing.
 -- name: insert_message
 INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
 VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
 
 -- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
 -- hands rows over in no defined order, and the picked order is what the batch keeps.
