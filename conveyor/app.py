@@ -123,6 +123,7 @@ class App:
         *,
         delivery_delay: float = 0,
         retention_seconds: float = L.DEFAULT_RETENTION_SECONDS,
+        dedup_window_seconds: float = L.DEFAULT_DEDUP_WINDOW_SECONDS,
         exist_ok: bool = False,
     ) -> QueueInfo:
         """Create queue `name` (1-63 characters of `A-Z a-z 0-9 _ -`) and return it.
@@ -132,6 +133,9 @@ class App:
                 default 0), unless its send names its own delay.
             retention_seconds: messages older than this are deleted (60 s to 14 days; default
                 345,600, 4 days).
+            dedup_window_seconds: a send naming a dedup id sent to this queue within this many
+                seconds stores nothing and returns the first message's id (0-86,400; default
+                300; 0 turns deduplication off).
             exist_ok: return the existing queue instead of raising `QueueAlreadyExists`; its
                 settings are left as they are.
         """
@@ -139,6 +143,7 @@ class App:
         settings = QueueSettings(
             delivery_delay=float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
             retention_seconds=float(L.check_retention(retention_seconds, self.limits)),
+            dedup_window_seconds=float(L.check_dedup_window(dedup_window_seconds)),
         )
         return await self.core.create_queue(name, settings, exist_ok=exist_ok)
 
@@ -152,7 +157,12 @@ class App:
         return info
 
     async def update_queue(
-        self, name: str, *, delivery_delay: float | None = None, retention_seconds: float | None = None
+        self,
+        name: str,
+        *,
+        delivery_delay: float | None = None,
+        retention_seconds: float | None = None,
+        dedup_window_seconds: float | None = None,
     ) -> QueueInfo:
         """Change a queue's settings; a setting left None keeps its value (limits as in `create_queue`)."""
         current = (await self.get_queue(name)).settings
@@ -163,6 +173,9 @@ class App:
             retention_seconds=current.retention_seconds
             if retention_seconds is None
             else float(L.check_retention(retention_seconds, self.limits)),
+            dedup_window_seconds=current.dedup_window_seconds
+            if dedup_window_seconds is None
+            else float(L.check_dedup_window(dedup_window_seconds)),
         )
         return await self.backend.update_queue(name, settings)
 

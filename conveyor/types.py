@@ -39,6 +39,8 @@ class QueueSettings:
 
     delivery_delay: float = 0.0
     retention_seconds: float = 345_600.0
+    #: a send naming a dedup id seen this recently stores nothing (0: no deduplication)
+    dedup_window_seconds: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,8 @@ class OutgoingMessage:
     content_type: ContentType
     delay_seconds: float | None = None
     dead_letter: DeadLetterInfo | None = None
+    #: stored once per queue within its dedup window (see Backend.send_many)
+    dedup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

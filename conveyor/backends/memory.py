@@ -65,6 +65,8 @@ class _Queue:
     messages: dict[str, _Message] = field(default_factory=dict)
     # (visible_at, seq, id, version); entries whose version is stale are skipped.
     heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    # dedup id -> (the first message's id, when the claim expires)
+    dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def schedule(self, message: _Message) -> None:
         message.version += 1
@@ -170,12 +172,21 @@ class MemoryBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         with self.store.lock:
             targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
             now = self.clock.now()
+            ids: list[str] = []
             for outgoing in messages:
                 queue = targets[outgoing.queue]
+                window = queue.info.settings.dedup_window_seconds
+                if outgoing.dedup_id is not None and window > 0:
+                    claim = queue.dedup.get(outgoing.dedup_id)
+                    if claim is not None and claim[1] > now and claim[0] != outgoing.id:
+                        ids.append(claim[0])  # sent within the window: stored once
+                        continue
+                    queue.dedup[outgoing.dedup_id] = (outgoing.id, now + window)
+                ids.append(outgoing.id)
                 if outgoing.id in queue.messages:
                     continue  # an id is stored once, as on every engine
                 delay = outgoing.delay_seconds
@@ -194,6 +205,7 @@ class MemoryBackend(Backend):
                 queue.schedule(message)
             for name in targets:
                 self.store.notify(name)
+            return ids
 
     async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
         with self.store.lock:
@@ -385,6 +397,8 @@ class MemoryBackend(Backend):
                 for message_id in expired:
                     del state.messages[message_id]
                 removed += len(expired)
+                for dedup_id in [key for key, (_, until) in state.dedup.items() if until <= now]:
+                    del state.dedup[dedup_id]
             return removed
 
     def _next_due(self, state: _Queue, now: float) -> float | None:

@@ -57,6 +57,9 @@ class QueueConfig(_Section):
     retention_seconds: float = Field(
         float(L.DEFAULT_RETENTION_SECONDS), ge=L.MIN_RETENTION_SECONDS, le=L.MAX_RETENTION_SECONDS
     )
+    dedup_window_seconds: float = Field(
+        float(L.DEFAULT_DEDUP_WINDOW_SECONDS), ge=0, le=L.MAX_DEDUP_WINDOW_SECONDS
+    )
 
 
 class ConsumerConfig(_Section):
@@ -197,15 +200,20 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 queue.name,
                 delivery_delay=queue.delivery_delay,
                 retention_seconds=queue.retention_seconds,
+                dedup_window_seconds=queue.dedup_window_seconds,
                 exist_ok=True,
             )
             changed.append(queue.name)
-        elif (existing.settings.delivery_delay, existing.settings.retention_seconds) != (
-            queue.delivery_delay,
-            queue.retention_seconds,
-        ):
+        elif (
+            existing.settings.delivery_delay,
+            existing.settings.retention_seconds,
+            existing.settings.dedup_window_seconds,
+        ) != (queue.delivery_delay, queue.retention_seconds, queue.dedup_window_seconds):
             await app.update_queue(
-                queue.name, delivery_delay=queue.delivery_delay, retention_seconds=queue.retention_seconds
+                queue.name,
+                delivery_delay=queue.delivery_delay,
+                retention_seconds=queue.retention_seconds,
+                dedup_window_seconds=queue.dedup_window_seconds,
             )
             changed.append(queue.name)
     return changed

@@ -44,6 +44,15 @@ Retention = Annotated[
         show_default=False,
     ),
 ]
+DedupWindow = Annotated[
+    float | None,
+    typer.Option(
+        "--dedup-window",
+        parser=parse_seconds,
+        metavar="DURATION",
+        help="A send naming a dedup id seen this recently stores nothing (0 to 1d; default 5m; 0: off).",
+    ),
+]
 
 
 def register(cli: typer.Typer) -> None:
@@ -63,12 +72,18 @@ def _show(info: QueueInfo, stats: QueueStats, done: str | None = None) -> None:
 def _settings_text(info: QueueInfo) -> str:
     return (
         f"delivery delay {seconds_text(info.settings.delivery_delay)}, "
-        f"retention {seconds_text(info.settings.retention_seconds)}"
+        f"retention {seconds_text(info.settings.retention_seconds)}, "
+        f"dedup window {seconds_text(info.settings.dedup_window_seconds)}"
     )
 
 
 @queues.command("create")
-def create(name: Name, delivery_delay: DeliveryDelay = None, retention: Retention = None) -> None:
+def create(
+    name: Name,
+    delivery_delay: DeliveryDelay = None,
+    retention: Retention = None,
+    dedup_window: DedupWindow = None,
+) -> None:
     """Create a queue (an error if it exists)."""
 
     async def work(app: App) -> tuple[QueueInfo, QueueStats]:
@@ -76,6 +91,7 @@ def create(name: Name, delivery_delay: DeliveryDelay = None, retention: Retentio
             name,
             delivery_delay=delivery_delay or 0.0,
             retention_seconds=L.DEFAULT_RETENTION_SECONDS if retention is None else retention,
+            dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup_window is None else dedup_window,
         )
         return await one_queue(app, name)
 
@@ -104,13 +120,23 @@ def info(name: Name) -> None:
 
 
 @queues.command("update")
-def update(name: Name, delivery_delay: DeliveryDelay = None, retention: Retention = None) -> None:
-    """Change a queue's delivery delay or retention."""
-    if delivery_delay is None and retention is None:
-        raise typer.BadParameter("give --delivery-delay and/or --retention")
+def update(
+    name: Name,
+    delivery_delay: DeliveryDelay = None,
+    retention: Retention = None,
+    dedup_window: DedupWindow = None,
+) -> None:
+    """Change a queue's delivery delay, retention or dedup window."""
+    if delivery_delay is None and retention is None and dedup_window is None:
+        raise typer.BadParameter("give --delivery-delay, --retention and/or --dedup-window")
 
     async def work(app: App) -> tuple[QueueInfo, QueueStats]:
-        await app.update_queue(name, delivery_delay=delivery_delay, retention_seconds=retention)
+        await app.update_queue(
+            name,
+            delivery_delay=delivery_delay,
+            retention_seconds=retention,
+            dedup_window_seconds=dedup_window,
+        )
         return await one_queue(app, name)
 
     queue_info, stats = run(work)

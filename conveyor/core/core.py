@@ -138,8 +138,9 @@ class Core:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        """Store `messages` (all or none), creating unknown queues when auto_create is on.
+    async def write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> list[str]:
+        """Store `messages` (all or none), creating unknown queues when auto_create is on;
+        returns the id each is stored under (a deduplicated one's is the first message's).
 
         Concurrent writes are group-committed; each returns once its own messages are durable.
         `connection` writes inside the caller's open transaction instead, on an engine that can
@@ -148,10 +149,11 @@ class Core:
         if self.closed or not self._is_connected:  # the hot path skips a coroutine call
             await self.connected()
         if connection is None:
-            await self._committer.submit(messages)
-            return
+            return await self._committer.submit(messages)
         backend = self.transactional()
-        await self._with_queues_created(lambda: backend.send_many_in(connection, messages), len(messages))
+        return await self._with_queues_created(
+            lambda: backend.send_many_in(connection, messages), len(messages)
+        )
 
     def transactional(self) -> SendsInTransaction:
         """The engine, if it can write inside the caller's transaction; else TypeError."""
@@ -163,7 +165,7 @@ class Core:
             )
         return backend
 
-    async def _write_now(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def _write_now(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Store `messages`; an unconfirmed write (the engine unreachable, the reply lost) is
         tried again with the same ids for up to SEND_RETRY_SECONDS after its first failure:
         every engine stores an id once, so a write that did commit is not stored twice. A full
@@ -172,8 +174,9 @@ class Core:
         delay = L.SEND_RETRY_FIRST_SECONDS
         while True:
             try:
-                await self._with_queues_created(lambda: self.backend.send_many(messages), len(messages))
-                return
+                return await self._with_queues_created(
+                    lambda: self.backend.send_many(messages), len(messages)
+                )
             except StorageFull:
                 raise
             except BackendUnavailable as exc:
@@ -190,12 +193,11 @@ class Core:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, L.SEND_RETRY_MAX_SECONDS)
 
-    async def _with_queues_created(self, send: Callable[[], Awaitable[None]], count: int) -> None:
+    async def _with_queues_created(self, send: Callable[[], Awaitable[list[str]]], count: int) -> list[str]:
         # Unknown queues are created on first use; the common case pays no extra round trip.
         for _ in range(count + 1):
             try:
-                await send()
-                return
+                return await send()
             except QueueNotFound as exc:
                 self._known_queues.discard(exc.queue)
                 if not self.auto_create:

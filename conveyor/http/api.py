@@ -142,7 +142,10 @@ class QueueApi:
     async def create_queue(self, request: Request) -> Response:
         body = await self.bodies.parse(request, schemas.CreateQueue)
         await self.app.create_queue(
-            body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
+            body.name,
+            delivery_delay=body.delivery_delay,
+            retention_seconds=body.retention_seconds,
+            dedup_window_seconds=body.dedup_window_seconds,
         )
         return ok(queue_document(*await admin.one_queue(self.app, body.name)), 201)
 
@@ -154,7 +157,10 @@ class QueueApi:
         queue = self._queue(request)
         body = await self.bodies.parse(request, schemas.UpdateQueue)
         await self.app.update_queue(
-            queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
+            queue.name,
+            delivery_delay=body.delivery_delay,
+            retention_seconds=body.retention_seconds,
+            dedup_window_seconds=body.dedup_window_seconds,
         )
         return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 
@@ -189,7 +195,10 @@ class QueueApi:
         body = await self.bodies.parse(request, schemas.SendMessage)
         message = body.to_request()
         message_id = await queue.send(
-            message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
+            message.body,
+            delay_seconds=message.delay_seconds,
+            content_type=message.content_type,
+            dedup_id=message.dedup_id,
         )
         self.metrics.count(queue.name, "send", 1)
         return ok({"id": message_id})

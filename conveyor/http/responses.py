@@ -71,6 +71,7 @@ class QueueDocument(_Document):
     paused: bool
     delivery_delay: float
     retention_seconds: float
+    dedup_window_seconds: float
     created_at: str
 
 

@@ -33,6 +33,9 @@ DelaySeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DELAY_SECOND
 RetentionSeconds = Annotated[
     float, documented(minimum=L.MIN_RETENTION_SECONDS, maximum=L.MAX_RETENTION_SECONDS)
 ]
+DedupWindowSeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DEDUP_WINDOW_SECONDS)]
+# checked by conveyor (invalid_dedup_id), like a queue name
+DedupId = Annotated[str, documented(pattern=f"^{L.DEDUP_ID_PATTERN.pattern}$")]
 LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -83,6 +86,9 @@ class SendMessage(_Body):
     # checked by conveyor, not here, so an unknown one ("v8") is `invalid_content_type`
     content_type: ContentTypeName = "json"
     delay_seconds: DelaySeconds | None = None
+    #: a second send with this id within the queue's dedup window stores nothing and answers
+    #: with the first message's id
+    dedup_id: DedupId | None = None
 
     @model_validator(mode="after")
     def _body_matches_content_type(self) -> SendMessage:
@@ -104,7 +110,7 @@ class SendMessage(_Body):
         content_type = check_content_type(self.content_type)
         body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, content_type)
+        return SendRequest(body, delay, content_type, self.dedup_id)
 
 
 class SendBatch(_Body):
@@ -136,11 +142,13 @@ class CreateQueue(_Body):
     name: QueueName
     delivery_delay: DelaySeconds = 0.0
     retention_seconds: RetentionSeconds = float(L.DEFAULT_RETENTION_SECONDS)
+    dedup_window_seconds: DedupWindowSeconds = float(L.DEFAULT_DEDUP_WINDOW_SECONDS)
 
 
 class UpdateQueue(_Body):
     delivery_delay: DelaySeconds | None = None
     retention_seconds: RetentionSeconds | None = None
+    dedup_window_seconds: DedupWindowSeconds | None = None
 
 
 class Replay(_Body):

@@ -283,18 +283,25 @@ class NatsBackend(Backend):
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         by_queue: dict[str, list[Outgoing]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(
                 Outgoing(
-                    message.id, message.body, message.content_type, message.delay_seconds, message.dead_letter
+                    message.id,
+                    message.body,
+                    message.content_type,
+                    message.delay_seconds,
+                    message.dead_letter,
+                    dedup_id=message.dedup_id,
                 )
             )
         if len(by_queue) == 1:
             [(name, arrivals)] = by_queue.items()
-            await self._append(name, arrivals, "send")
-            return
+            last = await self._append(name, arrivals, "send")
+            if all(m.dedup_id is None for m in messages):
+                return [m.id for m in messages]
+            return await self._stored_as(name, messages, last)
         # a missing queue must fail the whole write before any of it
         unknown = [name for name in by_queue if name not in self._known]
         states = await asyncio.gather(*(self.js.stream_state(name) for name in unknown))
@@ -303,6 +310,18 @@ class NatsBackend(Backend):
                 raise QueueNotFound(name)
             self._known.add(name)
         await self._fan_out(by_queue)
+        # a write naming several queues is a topic's fan-out: its copies carry no dedup ids
+        return [m.id for m in messages]
+
+    async def _stored_as(self, queue: str, messages: Sequence[OutgoingMessage], last: int) -> list[str]:
+        """The ids messages with dedup ids are stored under, as the queue's log decided once
+        every process applies it: read up to the send's last record."""
+        view = await self._view(queue)
+        await view.wait_applied(last)
+        state = view.state
+        return [
+            m.id if m.dedup_id is None else state.stored_as(m.dedup_id, m.id, state.now) for m in messages
+        ]
 
     async def _fan_out(self, by_queue: dict[str, list[Outgoing]]) -> None:
         """One write to the first queue commits the messages of all: the others' copies wait in
@@ -334,8 +353,9 @@ class NatsBackend(Backend):
             moves.extend(record_moves)
         await self._finish_moves(home, moves)
 
-    async def _append(self, queue: str, messages: Sequence[Outgoing], msg_id_prefix: str) -> None:
-        """Store `messages` in `queue`, one record if they fit in one (else several, in order)."""
+    async def _append(self, queue: str, messages: Sequence[Outgoing], msg_id_prefix: str) -> int:
+        """Store `messages` in `queue`, one record if they fit in one (else several, in order);
+        returns the stream sequence of the last."""
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
         chunks: list[list[Outgoing]] = [[]]
         size = 0
@@ -346,15 +366,17 @@ class NatsBackend(Backend):
                 size = 0
             chunks[-1].append(message)
             size += grow
+        last = 0
         try:
             for chunk in chunks:
                 if chunk:
                     msg_id = f"{msg_id_prefix}-{chunk[0].id}-{len(chunk)}"
-                    await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
+                    last = await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
         except QueueNotFound:
             self._known.discard(queue)
             raise
         self._known.add(queue)
+        return last
 
     # -- leasing -----------------------------------------------------------------------------
 

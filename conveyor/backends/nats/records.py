@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
+from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
 SNAPSHOT_VERSION = 2
@@ -42,6 +43,7 @@ class Outgoing:
     delay: float | None = None
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
+    dedup_id: str | None = None
 
 
 def decode(data: bytes) -> Record:
@@ -75,7 +77,13 @@ def _content_type(name: str) -> ContentType:
 
 
 def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
-    return [[m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp] for m in messages]
+    """One entry per message; a seventh item, the dedup id, only where there is one."""
+    return [
+        [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
+        if m.dedup_id is None
+        else [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp, m.dedup_id]
+        for m in messages
+    ]
 
 
 def encode_send(
@@ -118,7 +126,8 @@ def decode_fan_out(record: Record, seq: int, now: float) -> list[Move]:
 
 def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arrival], int]:
     arrivals = []
-    for message_id, content_type, delay, length, dead, timestamp in entries:
+    for entry in entries:
+        message_id, content_type, delay, length, dead, timestamp = entry[:6]
         arrivals.append(
             Arrival(
                 id=message_id,
@@ -127,6 +136,7 @@ def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arr
                 delay=delay,
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp=timestamp,
+                dedup_id=entry[6] if len(entry) > 6 else None,
             )
         )
         offset += length
@@ -161,6 +171,7 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
             "op": "meta",
             "delay": settings.delivery_delay,
             "retention": settings.retention_seconds,
+            "dedup": settings.dedup_window_seconds,
             "paused": paused,
             "created": created_at,
         }
@@ -169,7 +180,9 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
 
 def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     header = record.header
-    settings = QueueSettings(float(header["delay"]), float(header["retention"]))
+    # a queue created before deduplication has the default window
+    dedup = float(header.get("dedup", DEFAULT_DEDUP_WINDOW_SECONDS))
+    settings = QueueSettings(float(header["delay"]), float(header["retention"]), dedup)
     return settings, bool(header["paused"]), float(header["created"])
 
 
@@ -209,12 +222,17 @@ def encode_state(state: QueueState) -> bytes:
     ]
     header = {
         "v": SNAPSHOT_VERSION,
-        "settings": [state.settings.delivery_delay, state.settings.retention_seconds],
+        "settings": [
+            state.settings.delivery_delay,
+            state.settings.retention_seconds,
+            state.settings.dedup_window_seconds,
+        ],
         "paused": state.paused,
         "created": state.created_at,
         "now": state.now,
         "messages": messages,
         "moves": moves,
+        "dedup": [[dedup_id, message_id, until] for dedup_id, (message_id, until) in state.dedup.items()],
     }
     return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -224,8 +242,11 @@ def decode_state(name: str, data: bytes) -> QueueState:
     if header.get("v") != SNAPSHOT_VERSION:
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
-    delay, retention = header["settings"]
-    state.set_meta(QueueSettings(float(delay), float(retention)), bool(header["paused"]), header["created"])
+    delay, retention, *dedup = header["settings"]  # no dedup window: a snapshot from before it
+    window = float(dedup[0]) if dedup else float(DEFAULT_DEDUP_WINDOW_SECONDS)
+    state.set_meta(
+        QueueSettings(float(delay), float(retention), window), bool(header["paused"]), header["created"]
+    )
     state.now = float(header["now"])
     for entry in header["messages"]:
         message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record, offset = entry
@@ -258,4 +279,6 @@ def decode_state(name: str, data: bytes) -> QueueState:
             for copy_id, kind, delay, dead, timestamp, record, offset, size in entries
         ]
         state.outbox[move_id] = Move(move_id, destination, copies, started_at)
+    for dedup_id, message_id, until in header.get("dedup", ()):
+        state.dedup[dedup_id] = (message_id, until)
     return state

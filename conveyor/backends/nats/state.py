@@ -82,6 +82,7 @@ class Arrival:
     delay: float | None = None
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
+    dedup_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -123,6 +124,8 @@ class QueueState:
         # (visible_at, order, id, version); entries whose version is stale are skipped
         self.heap: list[tuple[float, int, str, int]] = []
         self.outbox: dict[str, Move] = {}
+        # dedup id -> (the id of the first message naming it, when the claim ends)
+        self.dedup: dict[str, tuple[str, float]] = {}
         self.now = 0.0
         self.bytes = 0
 
@@ -162,10 +165,17 @@ class QueueState:
     # -- records -----------------------------------------------------------------------------
 
     def send(self, arrivals: Sequence[Arrival], now: float, first_order: int) -> int:
-        """Store arrivals not already here (a send retried after a lost reply is stored once).
-        Returns how many were stored."""
+        """Store arrivals not already here (a send retried after a lost reply is stored once),
+        nor those naming a dedup id a live claim of another message holds (the first message
+        naming it claims it for the queue's dedup window). Returns how many were stored."""
         stored = 0
+        window = self.settings.dedup_window_seconds
         for index, arrival in enumerate(arrivals):
+            if arrival.dedup_id is not None and window > 0:
+                claim = self.dedup.get(arrival.dedup_id)
+                if claim is not None and claim[1] > now and claim[0] != arrival.id:
+                    continue
+                self.dedup[arrival.dedup_id] = (arrival.id, now + window)
             if arrival.id in self.messages:
                 continue
             delay = self.settings.delivery_delay if arrival.delay is None else arrival.delay
@@ -324,6 +334,8 @@ class QueueState:
         expired = [m for m in self.messages.values() if m.timestamp < cutoff]
         for message in expired:
             self._delete(message)
+        for dedup_id in [key for key, (_, until) in self.dedup.items() if until <= now]:
+            del self.dedup[dedup_id]
         return len(expired)
 
     def sweep_due(self, move_grace: float) -> float:
@@ -366,6 +378,11 @@ class QueueState:
         return QueueStats(
             self.name, ready, delayed, in_flight, max(0.0, now - oldest), self.bytes, self.paused
         )
+
+    def stored_as(self, dedup_id: str, message_id: str, now: float) -> str:
+        """The id a message naming `dedup_id` is stored under, once its send was applied."""
+        claim = self.dedup.get(dedup_id)
+        return message_id if claim is None or claim[1] <= now else claim[0]
 
     def peek(self, limit: int) -> list[Message]:
         """Up to `limit` messages, oldest visible first."""

@@ -82,8 +82,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "schema_v1"}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "schema_v1", 2: "schema_v2"}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -138,7 +138,7 @@ def _connection_lost(exc: psycopg.Error) -> bool:
 def _info(row: Sequence[Any]) -> QueueInfo:
     return QueueInfo(
         name=row[0],
-        settings=QueueSettings(delivery_delay=row[1], retention_seconds=row[2]),
+        settings=QueueSettings(delivery_delay=row[1], retention_seconds=row[2], dedup_window_seconds=row[5]),
         paused=row[3],
         created_at=row[4],
     )
@@ -413,6 +413,7 @@ class PostgresBackend(Backend):
             "name": name,
             "delivery_delay": settings.delivery_delay,
             "retention_seconds": settings.retention_seconds,
+            "dedup_window": settings.dedup_window_seconds,
         }
         while True:
             row = await self._fetchone("insert_queue", params, repeatable=exist_ok)
@@ -434,6 +435,7 @@ class PostgresBackend(Backend):
             "name": name,
             "delivery_delay": settings.delivery_delay,
             "retention_seconds": settings.retention_seconds,
+            "dedup_window": settings.dedup_window_seconds,
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
         if row is None:
@@ -477,13 +479,13 @@ class PostgresBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         if not messages:
-            return
+            return []
         params = self._send_params(messages)
-        self._check_sent(params, await self._run(self._sender(params), repeatable=True))
+        return self._sent(messages, params, await self._run(self._sender(params), repeatable=True))
 
-    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Transactional enqueue (the `SendsInTransaction` capability): write with the caller's
         open psycopg AsyncConnection and do not commit; consumers are notified at their commit."""
         if not isinstance(connection, psycopg.AsyncConnection):
@@ -491,17 +493,23 @@ class PostgresBackend(Backend):
                 f"connection must be an open psycopg.AsyncConnection, not {type(connection).__name__}"
             )
         if not messages:
-            return
+            return []
         params = self._send_params(messages)
         cursor = await connection.execute(self._q["send"], params, binary=True)
-        self._check_sent(params, await cursor.fetchone())
+        return self._sent(messages, params, await cursor.fetchone())
 
     @staticmethod
-    def _check_sent(params: dict[str, Any], row: Any) -> None:
-        """QueueNotFound naming a missing queue, from the send statement's reply."""
+    def _sent(messages: Sequence[OutgoingMessage], params: dict[str, Any], row: Any) -> list[str]:
+        """The ids the messages are stored under, from the send statement's reply; QueueNotFound
+        naming a missing queue."""
         if row is None or not row[0]:
             found = set(row[1] or ()) if row is not None else set()
             raise QueueNotFound(next(name for name in params["queue_names"] if name not in found))
+        ids = [m.id for m in messages]
+        if row[3]:  # deduplicated: stored under their dedup id's first message
+            for position, stored_as in zip(row[3], row[4], strict=True):
+                ids[position - 1] = stored_as
+        return ids
 
     def _send_params(self, messages: Sequence[OutgoingMessage]) -> dict[str, Any]:
         return {
@@ -512,6 +520,7 @@ class PostgresBackend(Backend):
             "content_types": [m.content_type for m in messages],
             "delays": [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages],
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
+            "dedup_ids": [m.dedup_id for m in messages],
             "channel": self.channel,
         }
 
@@ -633,6 +642,7 @@ class PostgresBackend(Backend):
             swept = await self._rowcount("sweep", {"limit": SWEEP_CHUNK})
             removed += swept
             if swept < SWEEP_CHUNK:  # then every queue had fewer than a chunk left
+                await self._rowcount("sweep_dedup", {})
                 return removed
 
 

@@ -64,6 +64,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
+from conveyor import limits as L
 from conveyor.backends.base import Backend, make_lease_id, new_token
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
@@ -94,7 +95,7 @@ META, READY, INFLIGHT, WAKE = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "wake")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "dedup")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -192,11 +193,21 @@ def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
     return DeadLetterInfo.from_dict(json.loads(raw)) if raw else None
 
 
+def _settings_args(settings: QueueSettings) -> list[int]:
+    """A queue's settings as the create_queue and update_queue scripts take them (µs)."""
+    return [_us(settings.delivery_delay), _us(settings.retention_seconds), _us(settings.dedup_window_seconds)]
+
+
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created = fields
+    delay, retention, paused, created, dedup = fields
     if delay is None or retention is None or created is None:
         return None
-    settings = QueueSettings(delivery_delay=_seconds(delay), retention_seconds=_seconds(retention))
+    settings = QueueSettings(
+        delivery_delay=_seconds(delay),
+        retention_seconds=_seconds(retention),
+        # a queue created before deduplication has the default window
+        dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else _seconds(dedup),
+    )
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
 
 
@@ -210,6 +221,7 @@ class _Write:
     delay_us: int | None = None  # None: the queue's delivery delay
     dead_letter: str = ""
     timestamp_us: int | None = None  # None: now
+    dedup_id: str | None = None
 
     def args(self) -> list[str | bytes]:
         """The id, and the rest packed in one argument (see the `send` script): the client
@@ -228,6 +240,7 @@ class _Write:
             body=message.body,
             delay_us=None if message.delay_seconds is None else _us(message.delay_seconds),
             dead_letter="" if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+            dedup_id=message.dedup_id,
         )
 
 
@@ -367,7 +380,11 @@ class RedisBackend(Backend):
         # the registry first: a name listed without its queue is skipped, never the other way round
         with self._available():
             await self.client.sadd(self._registry, name)  # type: ignore[misc]
-        args = [_us(settings.delivery_delay), _us(settings.retention_seconds)]
+        args = [
+            _us(settings.delivery_delay),
+            _us(settings.retention_seconds),
+            _us(settings.dedup_window_seconds),
+        ]
         created, *fields = await self._run("create_queue", self._queue_keys(name), args)
         if not created and not exist_ok:
             raise QueueAlreadyExists(name)
@@ -380,7 +397,11 @@ class RedisBackend(Backend):
         return _queue_info(name, fields)
 
     async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
-        args = [_us(settings.delivery_delay), _us(settings.retention_seconds)]
+        args = [
+            _us(settings.delivery_delay),
+            _us(settings.retention_seconds),
+            _us(settings.dedup_window_seconds),
+        ]
         fields = await self._run("update_queue", self._queue_keys(name), args)
         info = _queue_info(name, fields) if fields else None
         if info is None:
@@ -432,30 +453,49 @@ class RedisBackend(Backend):
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         by_queue: dict[str, list[_Write]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(_Write.of(message))
         if len(by_queue) <= 1 or not self._cluster:
-            if by_queue:
-                await self._send_scripts(by_queue)
-            return
-        await self._require_queues(list(by_queue))
-        await asyncio.gather(*(self._send_scripts({name: writes}) for name, writes in by_queue.items()))
+            held = await self._send_scripts(by_queue) if by_queue else {}
+        else:
+            await self._require_queues(list(by_queue))
+            parts = await asyncio.gather(
+                *(self._send_scripts({name: writes}) for name, writes in by_queue.items())
+            )
+            held = {place: holder for part in parts for place, holder in part.items()}
+        if not held:
+            return [message.id for message in messages]
+        ids, seen = [], dict.fromkeys(by_queue, 0)
+        for message in messages:
+            ids.append(held.get((message.queue, seen[message.queue]), message.id))
+            seen[message.queue] += 1
+        return ids
 
-    async def _send_scripts(self, by_queue: dict[str, list[_Write]]) -> None:
-        """One `send` script over every queue in `by_queue` (they must share a node)."""
+    async def _send_scripts(self, by_queue: dict[str, list[_Write]]) -> dict[tuple[str, int], str]:
+        """One `send` script over every queue in `by_queue` (they must share a node). Returns the
+        messages not stored for their dedup id, by (queue, index in its list): the id holding it."""
         names = list(by_queue)
         keys: list[str] = []
         args: list[str | bytes | int] = []
         for name in names:
             keys.extend(self._queue_keys(name))
-            args.append(len(by_queue[name]))
-            for write in by_queue[name]:
+            writes = by_queue[name]
+            args.append(len(writes))
+            for write in writes:
                 args.extend(write.args())
-        missing = await self._run("send", keys, args)
-        if missing:
-            raise QueueNotFound(names[missing - 1])
+            claims = [(index, w.dedup_id) for index, w in enumerate(writes, 1) if w.dedup_id is not None]
+            args.append(len(claims))
+            for index, dedup_id in claims:
+                args.extend((index, dedup_id))
+        reply = await self._run("send", keys, args)
+        if reply[0]:
+            raise QueueNotFound(names[reply[0] - 1])
+        return {
+            (names[int(reply[i]) - 1], int(reply[i + 1]) - 1): _text(reply[i + 2])
+            for i in range(1, len(reply), 3)
+        }
 
     # -- leasing -----------------------------------------------------------------------------
 

@@ -5,13 +5,18 @@
 -- them exactly, and Redis passes Lua numbers to commands with full precision (never tostring()).
 --
 -- Per queue (KEYS, in this order, KEYS_PER_QUEUE of them):
---   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes)
+--   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes),
+--             dedup (the dedup window, µs; absent: the default)
 --   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
 --   state     hash id -> "<deliveries>:<body size>:<lease token>" (messages leased at least once)
 --   ready     zset id by visible time (due and delayed messages)
 --   inflight  zset id by lease deadline (an expired lease is deliverable again)
 --   age       zset id by send time (retention, oldest age; also: which ids are stored)
 --   wake      list of wake-up tokens consumers block on (BLPOP)
+--
+-- A dedup id's claim is a string key beside them, "{<prefix>:<queue>}:dedup:<dedup id>" (same
+-- slot), holding "<message id>|<queue created µs>" and expiring with the window: a claim left by
+-- a deleted queue of the same name is not the new queue's.
 --
 -- A lease is live when the state's token matches and the id is in `inflight` with a deadline
 -- still ahead. Work on many messages is done with one variadic command per key (HMGET, ZMSCORE,
@@ -24,6 +29,8 @@ local KEYS_PER_QUEUE = 7
 local WAKE_TOKENS = 4
 -- most arguments handed to one command (Lua's unpack() has a stack limit)
 local CHUNK = 2000
+-- a queue's dedup window when its meta has none (a queue created before deduplication), µs
+local DEFAULT_DEDUP_US = 300000000
 
 local function queue_keys(group)
   local base = (group - 1) * KEYS_PER_QUEUE
@@ -215,24 +222,29 @@ local function movable(q, limit, now)
 end
 
 -- name: create_queue
--- ARGV: delay µs, retention µs. Returns {created 0/1, delay, retention, paused, created µs}.
+-- ARGV: delay µs, retention µs, dedup window µs. Returns {created 0/1, delay, retention, paused,
+-- created µs, dedup window µs}.
 local q = queue_keys(1)
 if exists(q) then
-  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created')
-  return {0, m[1], m[2], m[3], m[4]}
+  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'dedup')
+  return {0, m[1], m[2], m[3], m[4], m[5]}
 end
 local now = int(server_now())
-redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0)
-return {1, ARGV[1], ARGV[2], '0', now}
+redis.call(
+  'HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
+  'dedup', ARGV[3]
+)
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3]}
 
 -- name: update_queue
--- ARGV: delay µs, retention µs. Returns {delay, retention, paused, created µs}, or {} if missing.
+-- ARGV: delay µs, retention µs, dedup window µs. Returns {delay, retention, paused, created µs,
+-- dedup window µs}, or {} if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
-redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created')
+redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'dedup', ARGV[3])
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'dedup')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.
@@ -274,14 +286,17 @@ return value
 -- name: send
 -- KEYS: one group per queue. ARGV: per queue a message count, then per message two arguments: its
 -- id, and "<delay µs>:<timestamp µs>:<content type>:<dead-letter JSON length>:<JSON><body>" (an
--- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter).
--- Returns 0, or the group number of a missing queue (then nothing was stored).
+-- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter);
+-- then a count of dedup ids and per dedup id two arguments: the message's index in the group, the
+-- dedup id. Returns {the group number of a missing queue (then nothing was stored)}, or {0, then
+-- per message not stored for its dedup id: group, index, the id of the message holding it}.
 for g = 1, group_count() do
   if not exists(queue_keys(g)) then
-    return g
+    return {g}
   end
 end
 local now = server_now()
+local reply = {0}
 local at = 1
 for g = 1, group_count() do
   local q = queue_keys(g)
@@ -306,10 +321,46 @@ for g = 1, group_count() do
     -- one microsecond apart: a batch stays in the order it was sent
     items[i] = {id, content_type .. ':' .. int(timestamp) .. ':' .. tail, now + delay + i - 1, timestamp, size}
   end
+  local claims = tonumber(ARGV[at])
+  at = at + 1
+  if claims > 0 then
+    local window = tonumber(redis.call('HGET', q.meta, 'dedup') or DEFAULT_DEDUP_US)
+    if window > 0 then
+      local created = redis.call('HGET', q.meta, 'created')
+      local prefix = string.sub(q.meta, 1, -5) .. 'dedup:'  -- q.meta ends with 'meta'
+      local ms = math.max(1, math.floor(window / 1000))
+      local kept = {}
+      for c = 1, claims do
+        local index, key = tonumber(ARGV[at]), prefix .. ARGV[at + 1]
+        at = at + 2
+        local id = items[index][1]
+        local value = id .. '|' .. created
+        if not redis.call('SET', key, value, 'NX', 'PX', ms) then
+          local holder, since = string.match(redis.call('GET', key), '^(.*)|([^|]*)$')
+          if since ~= created then  -- left by a deleted queue of this name
+            redis.call('SET', key, value, 'PX', ms)
+          elseif holder ~= id then
+            items[index] = false
+            reply[#reply + 1] = g
+            reply[#reply + 1] = index
+            reply[#reply + 1] = holder
+          end
+        end
+      end
+      for i = 1, count do
+        if items[i] then
+          kept[#kept + 1] = items[i]
+        end
+      end
+      items = kept
+    else
+      at = at + 2 * claims
+    end
+  end
   insert_many(q, items)
   wake(q, count)
 end
-return 0
+return reply
 
 -- name: lease
 -- ARGV: limit, visibility timeout µs, token. Returns id, record, deliveries per message.

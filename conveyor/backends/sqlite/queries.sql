@@ -36,17 +36,52 @@ CREATE TABLE IF NOT EXISTS conveyor_subscriptions (
     PRIMARY KEY (topic, queue)
 );
 
+-- Deduplication (v2): a queue's dedup window, and each dedup id's first message until the
+-- window ends. A claim past its end is taken over by the next send naming it, or swept.
+-- name: schema_v2
+ALTER TABLE conveyor_queues ADD COLUMN dedup_window REAL NOT NULL DEFAULT 300;
+CREATE TABLE IF NOT EXISTS conveyor_dedup (
+    queue_id INTEGER NOT NULL,
+    dedup_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (queue_id, dedup_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
+
 -- name: queue_by_name
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues WHERE name = ?
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, dedup_window
+FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues ORDER BY name
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, dedup_window
+FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
-INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, paused, created_at) VALUES (?, ?, ?, 0, ?)
+INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, paused, created_at, dedup_window)
+VALUES (?, ?, ?, 0, ?, ?)
 
 -- name: update_queue
-UPDATE conveyor_queues SET delivery_delay = ?, retention_seconds = ? WHERE name = ?
+UPDATE conveyor_queues SET delivery_delay = ?, retention_seconds = ?, dedup_window = ? WHERE name = ?
+
+-- Claims a dedup id for a message unless a live claim holds it: RETURNING names the message
+-- that now holds it (none: a live claim of another message does, see dedup_holder).
+-- name: dedup_claim
+INSERT INTO conveyor_dedup (queue_id, dedup_id, message_id, expires_at)
+VALUES (:queue_id, :dedup_id, :message_id, :now + :window)
+ON CONFLICT (queue_id, dedup_id) DO UPDATE
+SET message_id = excluded.message_id, expires_at = excluded.expires_at
+WHERE conveyor_dedup.expires_at <= :now OR conveyor_dedup.message_id = excluded.message_id
+RETURNING message_id
+
+-- name: dedup_holder
+SELECT message_id FROM conveyor_dedup WHERE queue_id = :queue_id AND dedup_id = :dedup_id
+
+-- name: delete_queue_dedup
+DELETE FROM conveyor_dedup WHERE queue_id = ?
+
+-- name: sweep_dedup
+DELETE FROM conveyor_dedup WHERE expires_at <= ?
 
 -- name: set_paused
 UPDATE conveyor_queues SET paused = ? WHERE name = ?
