@@ -28,7 +28,8 @@ name = "jobs"
 delivery_delay = 0
 # Seconds a message is kept before it is deleted ({L.MIN_RETENTION_SECONDS} to {L.MAX_RETENTION_SECONDS:,}).
 retention_seconds = {L.DEFAULT_RETENTION_SECONDS}
-# Seconds a dedup id is remembered: a send naming it again stores nothing (0: off; at most {L.MAX_DEDUP_WINDOW_SECONDS:,}).
+# Seconds a dedup id is remembered: a send naming it again stores nothing
+# (0 turns deduplication off; at most {L.MAX_DEDUP_WINDOW_SECONDS:,}).
 dedup_window_seconds = {L.DEFAULT_DEDUP_WINDOW_SECONDS}
 
 [[queues]]

@@ -100,6 +100,32 @@ async def test_an_unreachable_server_is_backend_unavailable() -> None:
 # -- schema ------------------------------------------------------------------------------------
 
 
+async def test_a_schema_of_v1_is_upgraded_keeping_its_queues_and_messages(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    schema = pg_url.rpartition("schema=")[2]
+    v1 = postgres.render_queries(schema)["schema_v1"]
+    async with await connect() as conn:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE "{schema}".schema_version '
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(v1)
+        await conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (1)')
+        await conn.execute(
+            f'INSERT INTO "{schema}".queues (name, delivery_delay, retention_seconds) VALUES (%s, 0, 345600)',
+            ["q"],
+        )
+        await conn.commit()
+    app = await make_pg_app(pg_url)
+    info = await app.get_queue("q")
+    assert info.settings.dedup_window_seconds == 300  # the default, for a queue made before
+    first = await app.queue("q").send(1, dedup_id="d")
+    assert await app.queue("q").send(2, dedup_id="d") == first
+    assert [m.body for m in await app.queue("q").peek(10)] == [1]
+
+
 async def test_concurrent_first_connects_create_one_versioned_schema(
     pg_url: str, make_pg_app: AppMaker
 ) -> None:
@@ -107,7 +133,8 @@ async def test_concurrent_first_connects_create_one_versioned_schema(
     schema = apps[0].backend.schema  # type: ignore[attr-defined]
     async with await connect() as conn:
         cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version')
-        assert await cursor.fetchall() == [(postgres.SCHEMA_VERSION,)]
+        # each version applied once, in order
+        assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 
 async def test_schemas_keep_their_queues_apart(pg_url: str, make_pg_app: AppMaker, tmp_path: Path) -> None:

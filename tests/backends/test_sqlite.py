@@ -107,6 +107,33 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
+async def test_a_file_of_schema_v1_is_upgraded_keeping_its_queues_and_messages(tmp_path: Path) -> None:
+    from conveyor.backends.sqlite.backend import Q
+
+    path = tmp_path / "q.db"
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(Q["schema_v1"])
+        conn.execute(
+            "INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, created_at) "
+            "VALUES ('q', 0, 345600, 0)"
+        )
+        conn.execute(
+            "INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at) "
+            "VALUES ('old', 1, '1', 'json', 0, 0)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    finally:
+        conn.close()
+    async with conveyor.App(f"sqlite:///{path}") as app:
+        info = await app.get_queue("q")
+        assert info.settings.dedup_window_seconds == 300  # the default, for a queue made before
+        first = await app.queue("q").send(2, dedup_id="d")
+        assert await app.queue("q").send(3, dedup_id="d") == first
+        assert sorted(m.body for m in await app.queue("q").peek(10)) == [1, 2]
+
+
 async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'q.db'}"
     async with conveyor.App(url) as app:
