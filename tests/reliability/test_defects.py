@@ -304,7 +304,6 @@ async def test_a_database_holding_a_foreign_table_of_conveyors_name_is_refused_a
 # -- 6. a send whose outcome is unknown -----------------------------------------------------------
 
 
-@item("6", "assumes send(dedup_id=) of DESIGN.md 3a: a send retried after BackendUnavailable stores once")
 @pytest.mark.parametrize("engine_name", NETWORK_ENGINES)
 async def test_a_send_retried_after_an_ambiguous_failure_is_stored_once(
     engine_name: str, tmp_path: Path
@@ -316,9 +315,9 @@ async def test_a_send_retried_after_an_ambiguous_failure_is_stored_once(
         await orders.send({"warm-up": True})
         proxy.blackhole()  # the server commits the send; its reply never arrives
         with pytest.raises(BackendUnavailable):
-            await orders.send({"order": 7}, dedup_id="order-7")  # type: ignore[call-arg]
+            await orders.send({"order": 7}, dedup_id="order-7")
         proxy.heal()
-        await orders.send({"order": 7}, dedup_id="order-7")  # type: ignore[call-arg]
+        await orders.send({"order": 7}, dedup_id="order-7")
         stored = [message for message in await orders.peek(10) if message.body == {"order": 7}]
     assert len(stored) == 1
 
