@@ -208,6 +208,8 @@ class SettleResult:
     retried: int
     dead_lettered: int
     stale: list[str] = field(default_factory=list)
+    #: dead letters retried instead, their dead-letter queue missing (counted in `retried`)
+    held: list[str] = field(default_factory=list)
 
 
 # What the core hands an engine to settle (conveyor/core/settle.py builds it).

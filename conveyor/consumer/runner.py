@@ -332,9 +332,11 @@ class ConsumerRunner:
         if result is None:
             return  # the engine failed every try: the leases expire and the messages come back
         self.processed += len(messages)
-        self._log_outcome(messages, settlement, result.stale)
+        self._log_outcome(messages, settlement, result.stale, result.held)
 
-    def _log_outcome(self, messages: list[Message], settlement: Settlement, stale: list[str]) -> None:
+    def _log_outcome(
+        self, messages: list[Message], settlement: Settlement, stale: list[str], held: list[str]
+    ) -> None:
         spec = self.spec
         level = logging.INFO if settlement.retries or settlement.dead_letters or stale else logging.DEBUG
         if log.isEnabledFor(level):
@@ -355,8 +357,8 @@ class ConsumerRunner:
         by_lease = {m.lease_id: m for m in messages}
         for dead in settlement.dead_letters:
             message = by_lease[dead.lease_id]
-            if dead.lease_id in stale:
-                continue
+            if dead.lease_id in stale or dead.lease_id in held:
+                continue  # not moved: lease lost, or held (the settle group said why, once)
             log.warning(
                 "dead_letter queue=%s id=%s attempts=%d to=%s error=%s",
                 spec.queue,

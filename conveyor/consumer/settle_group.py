@@ -16,6 +16,7 @@ queue, retried every DEAD_LETTER_QUEUE_MISSING_RETRY_SECONDS, with one ERROR lin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
@@ -130,11 +131,18 @@ class SettleGroup:
                 return await self._settle_with_retries(settlement)
             except Exception as exc:  # deleted again meanwhile, or cannot be created: as below
                 log.debug("creating dead-letter queue %s again failed: %s", dead_letter_queue, _cause(exc))
-        held = [d for d in settlement.dead_letters if d.dead_letter_queue == dead_letter_queue]
-        self._report_missing(dead_letter_queue, len(held))
-        retried = [Retry(d.lease_id, DEAD_LETTER_QUEUE_MISSING_RETRY_SECONDS) for d in held]
+        due = [d for d in settlement.dead_letters if d.dead_letter_queue == dead_letter_queue]
+        self._report_missing(dead_letter_queue, len(due))
+        retried = [Retry(d.lease_id, DEAD_LETTER_QUEUE_MISSING_RETRY_SECONDS) for d in due]
         others = [d for d in settlement.dead_letters if d.dead_letter_queue != dead_letter_queue]
-        return await self._settle_alone(Settlement(settlement.acks, [*settlement.retries, *retried], others))
+        result = await self._settle_alone(
+            Settlement(settlement.acks, [*settlement.retries, *retried], others)
+        )
+        if result is None:
+            return None
+        stale = set(result.stale)
+        held = [retry.lease_id for retry in retried if retry.lease_id not in stale]
+        return dataclasses.replace(result, held=[*result.held, *held])
 
     def _report_missing(self, dead_letter_queue: str, count: int) -> None:
         """One ERROR line per interval for a missing dead-letter queue, however many messages."""
@@ -203,6 +211,7 @@ def _joined(first: SettleResult | None, second: SettleResult | None) -> SettleRe
         first.retried + second.retried,
         first.dead_lettered + second.dead_lettered,
         [*first.stale, *second.stale],
+        [*first.held, *second.held],
     )
 
 
@@ -223,6 +232,8 @@ def _merged(settlements: list[Settlement]) -> Settlement:
 
 def _share(settlement: Settlement, result: SettleResult) -> SettleResult:
     """One batch's part of a group's result: its own stale leases, and counts without them."""
+    if result.held:  # never a merged result: a batch with held dead letters settled alone
+        return result
     if not result.stale:
         return SettleResult(len(settlement.acks), len(settlement.retries), len(settlement.dead_letters))
     stale = set(result.stale)
