@@ -178,3 +178,13 @@ async def test_two_processes_racing_the_same_dedup_ids_store_each_once(
     stored = await app.queue("orders").peek(1_000)
     assert len(stored) == count
     assert sorted(m.id for m in stored) == sorted(first)
+
+
+async def test_a_queue_deleted_and_made_again_forgets_its_dedup_ids(app: conveyor.App) -> None:
+    await app.create_queue("orders")
+    first = await app.queue("orders").send(1, dedup_id="order-7")
+    await app.delete_queue("orders")
+    await app.create_queue("orders")
+    second = await app.queue("orders").send(2, dedup_id="order-7")
+    assert second != first
+    assert [m.body for m in await app.queue("orders").peek(10)] == [2]
