@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 ENGINES = ["sqlite", "postgres", "redis"]
 # scenario -> the engines it runs on here
 SUBSET = {
-    "worker-sigkill": ENGINES,
-    "engine-restart": ["postgres", "redis"],
+    "worker-sigkill": [*ENGINES, "nats"],
+    "engine-restart": ["postgres", "redis", "nats"],
     "poison-isolation": ENGINES,
     "missing-dlq": ENGINES,
 }
