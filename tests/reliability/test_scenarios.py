@@ -21,6 +21,7 @@ ENGINES = ["sqlite", "postgres", "redis"]
 SUBSET = {
     "worker-sigkill": [*ENGINES, "nats"],
     "engine-restart": ["postgres", "redis", "nats"],
+    "nats-leader-kill": ["nats"],
     "poison-isolation": ENGINES,
     "missing-dlq": ENGINES,
 }
