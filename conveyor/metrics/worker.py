@@ -202,6 +202,11 @@ class WorkerMetrics(ConsumerObserver):
                 raise asyncio.CancelledError  # a driver swallowed the cancel: stop all the same
             await asyncio.sleep(max(self.sample_interval_seconds, took / L.METRICS_SAMPLER_MAX_DUTY) - took)
 
+    @property
+    def sampling(self) -> bool:
+        """Whether the sampler runs (while a worker of the App runs)."""
+        return self._sampler is not None and not self._sampler.done()
+
     async def close(self) -> None:
         """Stop the sampler (the gauges keep their last values)."""
         task, self._sampler = self._sampler, None
