@@ -4,6 +4,7 @@ gauges sampled in the background (a scrape never counts a queue), one registry p
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -219,3 +220,32 @@ async def test_serve_metrics_on_a_taken_port_is_a_one_line_error(tmp_path: Path)
     finally:
         server.close()
         await app.close()
+
+
+@pytest.mark.slow
+async def test_the_endpoint_answers_while_a_handler_blocks_the_event_loop(tmp_path: Path) -> None:
+    app = await sqlite_app(tmp_path)
+    server = app.serve_metrics(0)
+    answers: list[str] = []
+    answered = threading.Event()
+    while_blocked: list[bool] = []
+
+    def scrape_from_another_thread() -> None:
+        answers.append(httpx.get(server.url, timeout=10).text)
+        answered.set()
+
+    @app.consumer("jobs", max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        threading.Thread(target=scrape_from_another_thread).start()
+        # the event loop waits here (as in CPU-bound work): only the endpoint's own thread can answer
+        while_blocked.append(answered.wait(timeout=10))
+
+    try:
+        await app.queue("jobs").send("x")
+        await drain(app)
+    finally:
+        server.close()
+        await app.close()
+    assert while_blocked == [True]
+    assert 'conveyor_worker_messages_received_total{queue="jobs"} 1.0' in answers[0]
+    assert 'conveyor_worker_concurrency_in_use{queue="jobs"} 1.0' in answers[0]
