@@ -119,7 +119,7 @@ class WorkerMetrics(ConsumerObserver):
             registry=self.registry,
         )
         self.registry.register(_Concurrency(self))
-        self.registry.register(QueueGauges(lambda: [self._stats[name] for name in sorted(self._stats)]))
+        self.registry.register(QueueGauges(self._last_stats))
         add_process_and_build(self.registry, "running this worker")
 
     # -- the hooks (on the event loop) -------------------------------------------------------
@@ -184,6 +184,10 @@ class WorkerMetrics(ConsumerObserver):
                 readings[name] = await backend.stats(name)
         self._stats = readings
         self.samples += 1
+
+    def _last_stats(self) -> list[QueueStats]:
+        readings = self._stats  # one reading: the sampler replaces it whole, maybe meanwhile
+        return [readings[name] for name in sorted(readings)]
 
     async def _sample_forever(self) -> None:
         """Sample every interval, never more than METRICS_SAMPLER_MAX_DUTY of the time; a failed
