@@ -22,10 +22,10 @@ class ConsumerObserver:
     async def stopped(self, runners: Sequence[ConsumerRunner]) -> None:
         """The worker running `runners` has stopped."""
 
-    def handed(self, queue: str, size: int) -> None:
+    def batch_started(self, queue: str, size: int) -> None:
         """A batch of `size` messages of `queue` went to its handler."""
 
-    def handled(self, queue: str, seconds: float, failed: bool) -> None:
+    def batch_handled(self, queue: str, seconds: float, failed: bool) -> None:
         """A handler returned (or raised: `failed`) after `seconds`."""
 
     def settled(self, queue: str, result: SettleResult) -> None:

@@ -278,7 +278,7 @@ class ConsumerRunner:
         key = id(batch)
         self._running[key] = [m.lease_id for m in leased]  # renewed by _renew_leases from now on
         error: BaseException | None = None
-        self.observer.handed(self.spec.queue, len(messages))
+        self.observer.batch_started(self.spec.queue, len(messages))
         started = time.perf_counter()
         try:
             await self.spec.handler(batch, self.env)
@@ -299,7 +299,7 @@ class ConsumerRunner:
             )
         finally:
             self._running.pop(key, None)
-        self.observer.handled(self.spec.queue, time.perf_counter() - started, error is not None)
+        self.observer.batch_handled(self.spec.queue, time.perf_counter() - started, error is not None)
         # The handler is done: its slot goes to the next batch while this one settles (up to
         # settling_batches() settles at once; past that a batch keeps its slot until one is done).
         async with self._settling:

@@ -141,11 +141,11 @@ class WorkerMetrics(ConsumerObserver):
         if not self.runners:
             await self.close()
 
-    def handed(self, queue: str, size: int) -> None:
+    def batch_started(self, queue: str, size: int) -> None:
         self.received.labels(queue).inc(size)
         self.batch_size.labels(queue).observe(size)
 
-    def handled(self, queue: str, seconds: float, failed: bool) -> None:
+    def batch_handled(self, queue: str, seconds: float, failed: bool) -> None:
         self.handler_seconds.labels(queue).observe(seconds)
         if failed:
             self.handler_errors.labels(queue).inc()
