@@ -14,6 +14,7 @@ from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
 from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, Worker
+from conveyor.consumer.observer import NO_OBSERVER
 from conveyor.core import Core
 from conveyor.errors import MissingDependency, QueueNotFound
 from conveyor.producer import Queue
@@ -300,8 +301,7 @@ class App:
             self.env,
             lifespan=self._lifespan,
             shutdown_grace=shutdown_grace,
-            # the App's metrics once anybody asked for them (see `metrics`)
-            **({} if self._metrics is None else {"observer": self._metrics}),
+            observer=self._metrics or NO_OBSERVER,  # the App's metrics once asked for (`metrics`)
         )
 
     async def run_worker(
