@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -63,6 +64,19 @@ class _Concurrency(Collector):
         yield limit
 
 
+@dataclass(frozen=True, slots=True)
+class _QueueSeries:
+    """One queue's children of the per-batch counters and histograms."""
+
+    received: Counter
+    acked: Counter
+    retried: Counter
+    dead_lettered: Counter
+    handler_errors: Counter
+    handler_seconds: Histogram
+    batch_size: Histogram
+
+
 class WorkerMetrics(ConsumerObserver):
     """The metrics of the workers of one App (see docs/metrics.md for every series)."""
 
@@ -78,6 +92,7 @@ class WorkerMetrics(ConsumerObserver):
         #: what a server serves: the registry without `_created` series
         self.served = exposed(self.registry)
         self._stats: dict[str, QueueStats] = {}
+        self._series: dict[str, _QueueSeries] = {}
         self._sampler: asyncio.Task[None] | None = None
         self.samples = 0  # readings taken, for tests and the sampler's own check
 
@@ -127,8 +142,7 @@ class WorkerMetrics(ConsumerObserver):
     def started(self, runners: Sequence[ConsumerRunner]) -> None:
         self.runners.extend(runners)
         for runner in runners:  # every consumed queue shows 0s from the start, not only once used
-            for series in (self.received, self.acked, self.retried, self.dead_lettered):
-                series.labels(runner.spec.queue)
+            self._of(runner.spec.queue)
         if self._sampler is None or self._sampler.done():
             self._sampler = asyncio.get_running_loop().create_task(
                 self._sample_forever(), name="conveyor-metrics-sampler"
@@ -142,27 +156,45 @@ class WorkerMetrics(ConsumerObserver):
             await self.close()
 
     def batch_started(self, queue: str, size: int) -> None:
-        self.received.labels(queue).inc(size)
-        self.batch_size.labels(queue).observe(size)
+        series = self._of(queue)
+        series.received.inc(size)
+        series.batch_size.observe(size)
 
     def batch_handled(self, queue: str, seconds: float, failed: bool) -> None:
-        self.handler_seconds.labels(queue).observe(seconds)
+        series = self._of(queue)
+        series.handler_seconds.observe(seconds)
         if failed:
-            self.handler_errors.labels(queue).inc()
+            series.handler_errors.inc()
 
     def settled(self, queue: str, result: SettleResult) -> None:
+        series = self._of(queue)
         if result.acked:
-            self.acked.labels(queue).inc(result.acked)
+            series.acked.inc(result.acked)
         if result.retried:
-            self.retried.labels(queue).inc(result.retried)
+            series.retried.inc(result.retried)
         if result.dead_lettered:
-            self.dead_lettered.labels(queue).inc(result.dead_lettered)
+            series.dead_lettered.inc(result.dead_lettered)
         if result.stale:
             self.leases_lost.labels(queue).inc(len(result.stale))
 
     def renewed(self, queue: str, count: int) -> None:
         if count:
             self.leases_renewed.labels(queue).inc(count)
+
+    def _of(self, queue: str) -> _QueueSeries:
+        """The per-batch series of `queue`, looked up once (`labels()` costs a lock per call)."""
+        series = self._series.get(queue)
+        if series is None:
+            series = self._series[queue] = _QueueSeries(
+                received=self.received.labels(queue),
+                acked=self.acked.labels(queue),
+                retried=self.retried.labels(queue),
+                dead_lettered=self.dead_lettered.labels(queue),
+                handler_errors=self.handler_errors.labels(queue),
+                handler_seconds=self.handler_seconds.labels(queue),
+                batch_size=self.batch_size.labels(queue),
+            )
+        return series
 
     # -- the queue gauges, sampled in the background -----------------------------------------
 
