@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import limits as L
@@ -315,7 +315,7 @@ class App:
         then close the app: what `conveyor worker` runs. With `metrics_port`, serves the worker's
         metrics at http://metrics_host:metrics_port/metrics meanwhile (see `serve_metrics`)."""
         try:
-            with self._metrics_served(metrics_port, metrics_host):
+            async with self._metrics_served(metrics_port, metrics_host):
                 await self.worker(shutdown_grace=shutdown_grace).run_until_signalled()
         finally:
             await self.close()
@@ -344,7 +344,7 @@ class App:
         the rest. `conveyor worker` runs `run_worker`, which does this until SIGTERM or Ctrl-C.
         With `metrics_port`, the worker's metrics are served meanwhile (see `serve_metrics`).
         """
-        with self._metrics_served(metrics_port, metrics_host):
+        async with self._metrics_served(metrics_port, metrics_host):
             await self.worker(shutdown_grace=shutdown_grace).run(stop=stop)
 
     # -- worker metrics (conveyor/metrics/; needs prometheus-client) -------------------------
@@ -384,8 +384,8 @@ class App:
 
         return MetricsServer(self.metrics.served, port=port, host=host)
 
-    @contextlib.contextmanager
-    def _metrics_served(self, port: int | None, host: str) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def _metrics_served(self, port: int | None, host: str) -> AsyncIterator[None]:
         if port is None:
             yield
             return
@@ -393,4 +393,4 @@ class App:
         try:
             yield
         finally:
-            server.close()
+            await server.aclose()

@@ -123,7 +123,7 @@ def _run(
             await app.run_worker(shutdown_grace=shutdown_grace)
         finally:
             if server is not None:
-                server.close()
+                await server.aclose()
 
     asyncio.run(serve())
 

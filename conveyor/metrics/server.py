@@ -3,6 +3,7 @@ own, so a scrape is answered even while handlers keep the event loop busy."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import threading
 from wsgiref.simple_server import WSGIServer
@@ -32,7 +33,12 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
-        """Stop answering and free the port (idempotent)."""
-        self._server.shutdown()
+        """Stop answering and free the port (waits up to half a second for the server's loop)."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join()
         self._server.server_close()
-        self._thread.join()
+
+    async def aclose(self) -> None:
+        """`close()` off the event loop, which keeps running meanwhile."""
+        await asyncio.to_thread(self.close)

@@ -4,6 +4,7 @@ gauges sampled in the background (a scrape never counts a queue), one registry p
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from pathlib import Path
@@ -249,3 +250,61 @@ async def test_the_endpoint_answers_while_a_handler_blocks_the_event_loop(tmp_pa
     assert while_blocked == [True]
     assert 'conveyor_worker_messages_received_total{queue="jobs"} 1.0' in answers[0]
     assert 'conveyor_worker_concurrency_in_use{queue="jobs"} 1.0' in answers[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_run_consumers_serves_the_metrics_while_the_consumers_run() -> None:
+    app = conveyor.App("memory://")
+    handled = asyncio.Event()
+
+    @app.consumer("jobs", max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        handled.set()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop, metrics_port=port))
+    try:
+        await app.queue("jobs").send("x")
+        await asyncio.wait_for(handled.wait(), 10)
+        async with httpx.AsyncClient() as client:
+
+            async def acked() -> bool:
+                text = (await client.get(url)).text
+                return 'conveyor_worker_messages_acked_total{queue="jobs"} 1.0' in text
+
+            await eventually(acked, "the scrape showed the ack")
+            stop.set()
+            await worker
+            with pytest.raises(httpx.ConnectError):
+                await client.get(url)  # the endpoint stopped with the consumers
+    finally:
+        stop.set()
+        await worker
+        await app.close()
+
+
+async def test_run_consumers_on_a_taken_metrics_port_starts_nothing() -> None:
+    app = conveyor.App("memory://")
+    taken = app.serve_metrics(0)
+    handled: list[object] = []
+
+    @app.consumer("jobs", max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        handled.extend(message.body for message in batch.messages)
+
+    await app.queue("jobs").send("x")
+    try:
+        with pytest.raises(conveyor.MetricsServerError, match="the port is in use"):
+            await app.run_consumers(metrics_port=taken.port)
+        assert handled == [] and (await app.queue("jobs").stats()).backlog == 1
+    finally:
+        taken.close()
+        await app.close()
