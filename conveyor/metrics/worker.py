@@ -94,7 +94,7 @@ class WorkerMetrics(ConsumerObserver):
         self._stats: dict[str, QueueStats] = {}
         self._series: dict[str, _QueueSeries] = {}
         self._sampler: asyncio.Task[None] | None = None
-        self.samples = 0  # readings taken, for tests and the sampler's own check
+        self.samples = 0  # readings taken (what a test waits on)
 
         def counter(name: str, documentation: str) -> Counter:
             return Counter(name, documentation, ["queue"], registry=self.registry)
