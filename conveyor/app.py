@@ -13,13 +13,15 @@ from typing import Any, TypeVar
 from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
-from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, Worker
+from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, Worker
+from conveyor.consumer.handlers import checked_handler
 from conveyor.core import Core
 from conveyor.errors import QueueNotFound
 from conveyor.producer import Queue
 from conveyor.types import SYSTEM_CLOCK, Clock, QueueInfo, QueueSettings, Subscription
 
-H = TypeVar("H", bound=Handler)
+# async def handler(batch, env), or a plain def (run in a thread)
+H = TypeVar("H", bound=Callable[[MessageBatch, Env], Any])
 
 
 async def _unset_handler(batch: Any, env: Any) -> None:
@@ -234,8 +236,10 @@ class App:
     ) -> Callable[[H], H]:
         """Register `async def handler(batch, env)` as the consumer of `queue` (a decorator).
 
-        One consumer per queue. The settings are checked here, so a bad value raises
-        `LimitExceeded` at the decorator, not at start-up. A handler that returns acks every
+        One consumer per queue. The settings and the handler are checked here, so a bad value
+        raises `LimitExceeded`, and a handler that cannot be called as `handler(batch, env)`
+        raises `InvalidHandler`, at the decorator, not at start-up. A plain `def` handler is
+        supported: it runs in a worker thread, so it may block. A handler that returns acks every
         message it did not mark; one that raises retries them.
 
         Args:
@@ -269,7 +273,8 @@ class App:
         def register(handler: H) -> H:
             if any(spec.queue == queue for spec in self.consumers):
                 raise ValueError(f"queue {queue!r} already has a consumer")
-            self.consumers.append(dataclasses.replace(settings, handler=handler))
+            runnable = checked_handler(queue, handler)
+            self.consumers.append(dataclasses.replace(settings, handler=runnable))
             return handler
 
         return register

@@ -114,6 +114,14 @@ class BodyNotSerializable(ConveyorValueError, TypeError):
     code = "body_not_serializable"
 
 
+class InvalidHandler(ConveyorValueError, TypeError):
+    """A consumer handler conveyor cannot call as `handler(batch, env)`: not callable, or a
+    signature that does not take those two arguments. Raised when it is registered
+    (`@app.consumer`, a conveyor.toml `[[consumers]]` entry); nothing was registered."""
+
+    code = "invalid_handler"
+
+
 class MissingDependency(ConveyorError, ImportError):
     """An optional engine was chosen but its extra is not installed."""
 

@@ -19,7 +19,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from conveyor import limits as L
 from conveyor.app import App
-from conveyor.errors import ConveyorValueError
+from conveyor.errors import ConveyorValueError, InvalidHandler
 
 CONFIG_FILE = "conveyor.toml"
 
@@ -175,14 +175,13 @@ def load_app(path: str, *, search: Sequence[Path] = ()) -> App:
 
 def register_consumers(app: App, config: ConveyorConfig, *, search: Sequence[Path] = ()) -> None:
     """Register every `[[consumers]]` entry on `app`, importing its handler."""
-    for consumer in config.consumers:
+    for index, consumer in enumerate(config.consumers):
         handler = import_object(consumer.handler, search=search)
-        if not callable(handler):
-            raise ConfigError(
-                f"handler {consumer.handler!r} is not callable (it is a {type(handler).__name__!r})"
-            )
         options = consumer.model_dump(exclude={"queue", "handler"})
-        app.consumer(consumer.queue, **options)(handler)
+        try:
+            app.consumer(consumer.queue, **options)(handler)
+        except InvalidHandler as exc:
+            raise InvalidHandler(f"{CONFIG_FILE}: consumers[{index}].handler {consumer.handler!r}: {exc}") from None
 
 
 async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
