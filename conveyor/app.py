@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
+from conveyor.config import project_url
 from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, Worker
 from conveyor.consumer.handlers import checked_handler
 from conveyor.core import Core
@@ -31,9 +31,10 @@ async def _unset_handler(batch: Any, env: Any) -> None:
 class App:
     """A conveyor application: one engine, its queues, consumers, topics and lifespan.
 
-    `App()` takes its URL from `$CONVEYOR_URL`, else `sqlite:///conveyor.db` (a file in the current
-    directory); it does not read `conveyor.toml` (the `conveyor` command does). Connections open on
-    first use; `async with App(url) as app:` or `await app.close()` releases them.
+    `App()` with no URL takes it from where the `conveyor` command does: `$CONVEYOR_URL`, else
+    `url` in `./conveyor.toml` (or the file `$CONVEYOR_CONFIG` names), else `sqlite:///conveyor.db`
+    (a file in the current directory). Connections open on first use; `async with App(url) as
+    app:` or `await app.close()` releases them.
 
     Args:
         url: `memory://`, `sqlite:///path.db`, `postgresql://…` or `redis://…`.
@@ -56,7 +57,7 @@ class App:
     ) -> None:
         clock = clock or SYSTEM_CLOCK
         if backend is None:
-            backend = from_url(url or os.environ.get(L.URL_ENV_VAR) or L.DEFAULT_URL, clock=clock)
+            backend = from_url(url or project_url(), clock=clock)
         #: the connected engine and what every handle shares (one level below App)
         self.core = Core(backend, clock=clock, limits=limits, auto_create=auto_create)
         self.consumers: list[ConsumerSpec] = []

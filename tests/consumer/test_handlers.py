@@ -18,7 +18,7 @@ def test_a_handler_that_cannot_take_batch_and_env_is_refused_at_the_decorator() 
     async def takes_one(batch: conveyor.MessageBatch) -> None: ...
 
     with pytest.raises(conveyor.InvalidHandler, match=r"cannot be called as handler\(batch, env\)"):
-        app.consumer("jobs")(takes_one)
+        app.consumer("jobs")(takes_one)  # type: ignore[type-var]
     with pytest.raises(conveyor.InvalidHandler, match="not callable"):
         app.consumer("jobs")(42)  # type: ignore[type-var]
     assert app.consumers == []
