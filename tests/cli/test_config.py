@@ -119,7 +119,11 @@ def test_durations_are_read_as_the_command_line_reads_them() -> None:
     [queue] = config.queues
     [consumer] = config.consumers
     assert (queue.delivery_delay, queue.retention_seconds) == (30.0, 172_800.0)
-    assert (consumer.max_batch_timeout, consumer.retry_delay, consumer.visibility_timeout) == (1.0, 300.0, 5400.0)
+    assert (consumer.max_batch_timeout, consumer.retry_delay, consumer.visibility_timeout) == (
+        1.0,
+        300.0,
+        5400.0,
+    )
     assert parse_seconds("1s") == consumer.max_batch_timeout  # one parser for both
 
 

@@ -149,7 +149,8 @@ def test_worker_with_an_app_without_consumers(cli: Cli, tmp_path: Path) -> None:
 def test_worker_with_a_bad_toml_key(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "conveyor.toml").write_text('[[consumers]]\nqueue = "jobs"\nhandler = "h:f"\nretries = 3\n')
     assert_one_error_line(
-        cli("worker"), "conveyor.toml: consumers[0].retries: unknown key 'retries' — did you mean 'max_retries'?"
+        cli("worker"),
+        "conveyor.toml: consumers[0].retries: unknown key 'retries' — did you mean 'max_retries'?",
     )
 
 
