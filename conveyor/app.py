@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import signal
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from conveyor import limits as L
@@ -17,6 +20,7 @@ from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, Worker
 from conveyor.consumer.handlers import checked_handler
 from conveyor.core import Core
 from conveyor.errors import QueueNotFound
+from conveyor.processes import INTERRUPTED_EXIT_CODE
 from conveyor.producer import Queue
 from conveyor.types import SYSTEM_CLOCK, Clock, QueueInfo, QueueSettings, Subscription
 
@@ -302,13 +306,65 @@ class App:
             shutdown_grace=shutdown_grace,
         )
 
-    async def run_worker(self, *, shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS) -> None:
+    async def run_worker(self, *, shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS) -> int | None:
         """Run every consumer until SIGTERM or SIGINT (Ctrl-C), let the batches in flight finish,
-        then close the app: what `conveyor worker` runs."""
+        then close the app: what `conveyor worker` runs. Returns the signal that stopped it."""
         try:
-            await self.worker(shutdown_grace=shutdown_grace).run_until_signalled()
+            worker = self.worker(shutdown_grace=shutdown_grace)
+            await worker.run_until_signalled()
+            return worker.stopped_by
         finally:
             await self.close()
+
+    def run(
+        self, *, until_idle: bool = False, shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS
+    ) -> int:
+        """Run every registered consumer from code with no event loop (a script), then close the app;
+        returns how many messages were handled.
+
+        With `until_idle=True` it returns once the consumers' queues hold nothing ready or in
+        flight (delayed messages stay), handing a partial batch over as soon as its queue runs dry
+        rather than after `max_batch_timeout`: a script sends, handles and ends. Otherwise it runs
+        until SIGTERM or Ctrl-C. Either way SIGTERM and Ctrl-C stop it gracefully (batches in
+        flight finish within `shutdown_grace` seconds); after Ctrl-C it writes one line on stderr
+        and exits with code 130 (`SystemExit`), without a traceback.
+
+        One line on stderr first names the engine (and a SQLite file's full path) and the queues.
+        """
+        consumers = (
+            [dataclasses.replace(spec, max_batch_timeout=0) for spec in self.consumers]
+            if until_idle
+            else self.consumers
+        )
+        queues = ", ".join(spec.queue for spec in consumers)
+        until = "until its queues are empty" if until_idle else "until SIGTERM or Ctrl-C"
+        print(f"conveyor: consumers of {queues} on {self._where()}, {until}", file=sys.stderr, flush=True)
+
+        async def main() -> tuple[int, int | None]:
+            try:
+                worker = self.worker(consumers, shutdown_grace=shutdown_grace)
+                handled = await worker.run_until_signalled(until_idle=until_idle)
+                return handled, worker.stopped_by
+            finally:
+                await self.close()
+
+        try:
+            handled, stopped_by = asyncio.run(main())
+        except KeyboardInterrupt:  # Ctrl-C before the worker's own handler was in place
+            stopped_by, handled = signal.SIGINT, 0
+        if stopped_by == signal.SIGINT:
+            print("conveyor: stopped (Ctrl-C)", file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT_CODE)
+        return handled
+
+    def _where(self) -> str:
+        """The engine URL, with a SQLite file's full path (so a user knows where it is)."""
+        url = self.url
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+            if str(path) != ":memory:":
+                return f"{url} ({path.resolve()})"
+        return url
 
     @contextlib.asynccontextmanager
     async def running_lifespan(self) -> AsyncIterator[Env]:

@@ -1,4 +1,5 @@
-"""Child processes that stop with their parent, however the parent ends.
+"""Processes: how conveyor's entry points end (Ctrl-C is exit code 130 after one line) and child
+processes that stop with their parent, however the parent ends.
 
 A parent passes its children the read end of a pipe whose write end only it holds (the descriptor
 is not inherited by anything else). When the parent exits for any reason, SIGKILL included, the
@@ -18,6 +19,8 @@ import threading
 import time
 from typing import Any
 
+#: the exit code of a conveyor entry point stopped by Ctrl-C (the shell's 128 + SIGINT)
+INTERRUPTED_EXIT_CODE = 130
 #: the environment variable naming the pipe descriptor a child watches
 PARENT_PIPE_ENV = "CONVEYOR_PARENT_PIPE"
 #: how long an orphan's graceful shutdown (after SIGTERM) may take before it exits regardless

@@ -16,12 +16,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from conveyor.processes import watch_parent
+from conveyor.processes import INTERRUPTED_EXIT_CODE, watch_parent
 
 DEFAULT_QUEUE_URL = "sqlite:///.conveyor/linkclicks/queue.db"
 DEFAULT_STORE_URL = "sqlite:///.conveyor/linkclicks/store.db"
-# the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
-INTERRUPTED_EXIT_CODE = 130
 
 
 def parser() -> argparse.ArgumentParser:
