@@ -1,6 +1,7 @@
 """`conveyor worker [APP]`: run an app's consumers (from `module:app` and/or conveyor.toml) until
-SIGTERM or Ctrl-C, then drain the batches in flight and exit 0 (130 after Ctrl-C). A consumer that dies stops the
-others gracefully and the worker exits 1 with its error, so a supervisor starts it again."""
+SIGTERM or Ctrl-C, then drain the batches in flight and exit 0 (130 after Ctrl-C). A consumer that
+dies stops the others gracefully and the worker exits 1 with its error, so a supervisor starts it
+again."""
 
 from __future__ import annotations
 
