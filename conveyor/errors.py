@@ -134,6 +134,16 @@ class BackendUnavailable(ConveyorError, ConnectionError):
     code = "backend_unavailable"
 
 
+class CannotConnect(BackendUnavailable):
+    """The engine refused a first connection for a reason that waiting will not fix: an unknown
+    host, nothing listening on the port, a database that does not exist, rejected credentials, a
+    SQLite file whose folder is missing or not writable. Raised at once (no retries), with the
+    cause in its one-line message; only errors that can heal (a timeout, a server starting up or
+    out of connections) are retried first and end as plain BackendUnavailable."""
+
+    code = "cannot_connect"
+
+
 class StorageFull(BackendUnavailable):
     """The disk holding the engine's storage is full (SQLite: "database or disk is full"). The
     write that raised changed nothing. Sends fail until space is freed; consumers can still lease,
