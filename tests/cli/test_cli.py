@@ -98,3 +98,9 @@ def test_python_dash_m_conveyor_runs_the_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_connection_that_cannot_succeed_is_one_error_line(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder" / "q.db"
+    result = cli("--url", f"sqlite:///{missing}", "queues", "list", url=False)
+    assert_one_error_line(result, f"its folder {missing.parent} does not exist", "[cannot_connect]")
