@@ -9,12 +9,19 @@ system (Linux, macOS, the BSDs), unlike Linux's PR_SET_PDEATHSIG, and needs no p
 
 Parent: `Popen([...], **stop_with_me())` (or `asyncio.create_subprocess_exec`).
 Child (a conveyor entry point): `watch_parent()` first thing.
+
+A process whose parent is not conveyor's (the demo under `make demo`, which does not pass SIGHUP on
+to its recipe) uses `hang_up_with_parent()`: on Linux, PR_SET_PDEATHSIG delivers SIGHUP when the
+parent exits; elsewhere it does nothing (a closed terminal still sends SIGHUP to the whole group).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
@@ -48,6 +55,26 @@ def stop_with_me(env: dict[str, str] | None = None) -> dict[str, Any]:
         "pass_fds": (read_fd,),
         "env": {**(os.environ if env is None else env), PARENT_PIPE_ENV: str(read_fd)},
     }
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def hang_up_with_parent() -> bool:
+    """Linux: this process gets SIGHUP when its parent exits (for `make demo`, killed alone).
+    Returns whether that could be arranged."""
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGHUP)
+    return True
 
 
 def watch_parent() -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from conveyor.processes import INTERRUPTED_EXIT_CODE, watch_parent
+from conveyor.processes import INTERRUPTED_EXIT_CODE, hang_up_with_parent, watch_parent
 
 DEFAULT_QUEUE_URL = "sqlite:///.conveyor/linkclicks/queue.db"
 DEFAULT_STORE_URL = "sqlite:///.conveyor/linkclicks/store.db"
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "store_url": args.store_url,
     }
     options: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    hang_up_with_parent()  # `make demo` killed alone (SIGHUP, say) stops the demo too
     try:
         asyncio.run(_until_signalled(job.run(once=args.once, **options)))
     except job.PortInUse as exc:

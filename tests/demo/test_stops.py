@@ -4,6 +4,8 @@ error line before anything is created. Real processes, real signals."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,3 +98,40 @@ def test_a_taken_port_is_one_line_exit_1_and_nothing_is_created(tmp_path: Path) 
     assert line.startswith(f"Error: port {port} on 127.0.0.1 is in use")
     assert completed.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [
+        (signal.SIGTERM, False),  # `kill <make>`: make passes SIGTERM on to its recipe
+        (signal.SIGHUP, True),  # a closed terminal: SIGHUP to the whole foreground group
+        (signal.SIGKILL, False),  # make killed: the demo gets SIGHUP from the kernel (PDEATHSIG)
+    ],
+)
+def test_make_demo_stops_with_its_children(tmp_path: Path, signum: int, to_group: bool) -> None:
+    demo_args = f"--port 0 --visits 50 --dir {tmp_path / 'demo'}"
+    command = ["make", "-s", "-C", str(REPO), "demo", f"DEMO_ARGS={demo_args}"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as make:
+        try:
+            assert make.stdout is not None
+            for line in make.stdout:
+                if "Analytics:" in line:
+                    break
+            processes = psutil.Process(make.pid).children(recursive=True)
+            assert len(processes) == 3, processes  # the demo, its service and its worker
+            if to_group:
+                os.killpg(make.pid, signum)
+            else:
+                make.send_signal(signum)
+            make.wait(timeout=TIMEOUT_SECONDS)
+        finally:
+            make.kill()
+    assert all_gone(processes), [p.cmdline() for p in processes if p.is_running()]
