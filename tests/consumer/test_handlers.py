@@ -96,3 +96,21 @@ async def test_a_sync_handler_sends_with_send_sync(tmp_path: Any) -> None:
         await app.queue("jobs").send({"n": 1})
         await drain(app, queues=["jobs"])
         assert [m.body for m in await app.queue("done").peek()] == [{"n": 1}]
+
+
+async def test_a_sync_consumer_runs_max_concurrency_batches_at_once_in_its_own_threads() -> None:
+    app = conveyor.App("memory://")
+    concurrency = 8  # more than the loop's default executor has threads on a small machine
+    together = threading.Barrier(concurrency, timeout=20)  # passes only if all 8 run at once
+    threads: set[str] = set()
+
+    @app.consumer("jobs", max_batch_size=1, max_concurrency=concurrency)
+    def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        threads.add(threading.current_thread().name)
+        together.wait()
+
+    async with app:
+        await app.queue("jobs").send_batch([{"n": n} for n in range(concurrency * 2)])
+        assert await drain(app) == concurrency * 2
+    assert len(threads) <= concurrency
+    assert all(name.startswith("conveyor-jobs") for name in threads)
