@@ -59,6 +59,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from conveyor.backends.base import Backend, new_token
+from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
@@ -188,6 +189,8 @@ class PostgresBackend(Backend):
     async def connect(self) -> None:
         if self._pool is not None:
             return
+        # before the pool, whose retries would hide a cause that waiting will not fix
+        await check_connects(self._conninfo, self.url, self.pool_timeout)
         pool = AsyncConnectionPool(
             self._conninfo,
             min_size=1,

@@ -65,9 +65,10 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from conveyor.backends.base import Backend, make_lease_id, new_token
+from conveyor.backends.redis import connecting
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
-from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.errors import BackendUnavailable, CannotConnect, InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
     CONTENT_TYPES,
     SYSTEM_CLOCK,
@@ -279,7 +280,16 @@ class RedisBackend(Backend):
     async def connect(self) -> None:
         if self._client is not None:
             return
-        with self._available():
+        try:
+            await self._connect()
+        except redis_errors.RedisError as exc:
+            if not connecting.cannot_heal(exc):
+                raise
+            where = self.options.where
+            raise CannotConnect(f"cannot connect to Redis at {where}: {connecting.cause(exc)}") from None
+
+    async def _connect(self) -> None:
+        with self._available(heals_only=True):
             cluster = self.options.cluster
             if cluster is None:
                 cluster = await self._detect_cluster()
@@ -317,10 +327,14 @@ class RedisBackend(Backend):
             await client.aclose()
 
     @contextlib.contextmanager
-    def _available(self) -> Iterator[None]:
+    def _available(self, *, heals_only: bool = False) -> Iterator[None]:
+        """Redis's connection errors as BackendUnavailable; with `heals_only` (a first connect),
+        those that cannot heal pass through, for `connect` to raise as CannotConnect."""
         try:
             yield
         except UNAVAILABLE as exc:
+            if heals_only and connecting.cannot_heal(exc):
+                raise
             raise BackendUnavailable(f"Redis at {self.options.where} is unavailable: {exc}") from exc
 
     @property
