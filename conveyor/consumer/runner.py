@@ -237,6 +237,8 @@ class ConsumerRunner:
                 if deadline is None:
                     # the batch timeout runs on the app's clock, so a FakeClock drives it in tests
                     deadline = self.core.clock.now() + spec.max_batch_timeout
+            if not leased and self._startable():
+                break  # a suspect came and waits for a slot: give this one to it
             if len(leased) >= size or (got_all and len(got_all) == wanted):
                 continue
             if leased and spec.max_batch_timeout == 0:

@@ -287,7 +287,8 @@ async def test_a_message_delivered_max_retries_plus_one_times_without_an_outcome
         "delivered 2 times without an outcome: the worker handling it exited or lost its lease 2 times"
     )
     assert (await app.queue("jobs").stats()).total == 0
-    assert any(message_id in r.getMessage() and r.getMessage().startswith("dead_letter") for r in caplog.records)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(message_id in line and line.startswith("dead_letter") for line in lines)
 
 
 async def test_the_bound_counts_handler_retries_and_lost_deliveries_together(
@@ -308,7 +309,8 @@ async def test_the_bound_counts_handler_retries_and_lost_deliveries_together(
     [dead] = await app.queue("jobs-dlq").peek()
     assert dead.dead_letter is not None
     assert dead.dead_letter.error == (
-        "delivered 2 times, the last 1 without an outcome: the worker handling it exited or lost its lease 1 time"
+        "delivered 2 times, the last 1 without an outcome: "
+        "the worker handling it exited or lost its lease 1 time"
     )
 
 

@@ -10,6 +10,7 @@ ledger before it acks, and each poison delivery before it exits.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -54,7 +55,7 @@ def unexplained_repeats(ledger: Ledger, visibility_timeout: float) -> list[str]:
     return [
         key
         for key, completions in by_key.items()
-        for first, second in zip(completions, completions[1:], strict=False)
+        for first, second in itertools.pairwise(completions)
         if explainer.explain(first, second) is None
     ]
 
