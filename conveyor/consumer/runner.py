@@ -69,10 +69,15 @@ class ConsumerRunner:
         self._background: set[asyncio.Task[None]] = set()
         # full batches leased ahead, waiting for a slot; and whether the last lease came back full
         self._ready: deque[list[LeasedMessage]] = deque()
-        # suspects (their last delivery ended without an outcome), leased ahead: each runs alone,
-        # one at a time (docs/semantics.md); and whether one runs now
+        # suspects (their last delivery ended without an outcome), leased ahead: each runs alone
+        # (docs/semantics.md): it starts once no other handler of this consumer runs, and none
+        # starts, nor is anything more leased, until no suspect waits or runs
         self._suspects: deque[LeasedMessage] = deque()
         self._suspect_running = False
+        self._no_suspects = asyncio.Event()
+        self._no_suspects.set()
+        # batches started whose handlers have not finished
+        self._handlers = 0
         # one future per finished batch whose outcomes are not settled yet: a suspect waits for
         # those of its time, so that a crash it causes does not undo them
         self._unsettled: set[asyncio.Future[None]] = set()
@@ -103,6 +108,11 @@ class ConsumerRunner:
                 if self._startable():
                     self._start_next()
                     continue
+                if not self._no_suspects.is_set():
+                    # suspects go alone: nothing more is leased or started until they are done
+                    await self.slots.release()
+                    await self._until(self._no_suspects.wait(), stopping)
+                    continue
                 try:
                     leased = await self._collect(stopping)
                 except Exception as exc:
@@ -118,6 +128,11 @@ class ConsumerRunner:
                     await self.slots.release()
                     await self._release([m.lease_id for m in leased])
                     break
+                if not self._no_suspects.is_set():  # suspects came while it was collected
+                    self._ready.append(leased)
+                    await self.slots.release()
+                    self._start_ready()
+                    continue
                 self._start(leased)
         finally:
             if self._ready or self._suspects:
@@ -126,6 +141,7 @@ class ConsumerRunner:
                 await self._release(waiting)
                 self._ready.clear()
                 self._suspects.clear()
+                self._suspects_changed()
             await self._finish_in_flight(shutdown_grace)  # renewing their leases meanwhile
             renewer.cancel()
             for task in self._background:
@@ -145,20 +161,30 @@ class ConsumerRunner:
         """Run one batch in a task of its own; it holds a slot, which it gives back when done."""
         if suspect:
             self._suspect_running = True
+        self._handlers += 1
         task = asyncio.create_task(self._process(leased, suspect))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
     def _startable(self) -> bool:
-        """Whether a batch leased ahead may start: a suspect when none runs, or a ready batch."""
-        return bool(self._ready) or (bool(self._suspects) and not self._suspect_running)
+        """Whether a batch leased ahead may start now: while suspects wait or run, only the next
+        suspect, once no handler runs; otherwise a ready batch."""
+        if self._no_suspects.is_set():
+            return bool(self._ready)
+        return bool(self._suspects) and not self._suspect_running and self._handlers == 0
 
     def _start_next(self) -> None:
-        """Start the next batch leased ahead (a slot is held for it): suspects first, alone."""
-        if self._suspects and not self._suspect_running:
+        """Start the next batch leased ahead (a slot is held for it): a suspect alone, first."""
+        if self._suspects:
             self._start([self._suspects.popleft()], suspect=True)
         else:
             self._start(self._ready.popleft())
+
+    def _suspects_changed(self) -> None:
+        if self._suspects or self._suspect_running:
+            self._no_suspects.clear()
+        else:
+            self._no_suspects.set()
 
     def _start_ready(self) -> None:
         """Start batches leased ahead while slots are free (not once the worker is stopping)."""
@@ -237,8 +263,8 @@ class ConsumerRunner:
                 if deadline is None:
                     # the batch timeout runs on the app's clock, so a FakeClock drives it in tests
                     deadline = self.core.clock.now() + spec.max_batch_timeout
-            if not leased and self._startable():
-                break  # a suspect came and waits for a slot: give this one to it
+            if not leased and not self._no_suspects.is_set():
+                break  # suspects came: they go alone, and get this slot
             if len(leased) >= size or (got_all and len(got_all) == wanted):
                 continue
             if leased and spec.max_batch_timeout == 0:
@@ -287,6 +313,7 @@ class ConsumerRunner:
                 doomed.append(message)
             elif is_suspect(message):
                 self._suspects.append(message)
+                self._no_suspects.clear()
             else:
                 rest.append(message)
         if doomed:
@@ -412,8 +439,11 @@ class ConsumerRunner:
             unsettled.set_result(None)
 
     def _suspect_done(self, suspect: bool) -> None:
+        """A handler finished (or never started): the next suspect may go once none runs."""
+        self._handlers -= 1
         if suspect:
             self._suspect_running = False
+            self._suspects_changed()
 
     async def _settled_before(self) -> None:
         """Wait until the outcomes of every batch finished so far are settled (or given up)."""
