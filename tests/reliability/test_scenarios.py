@@ -25,7 +25,6 @@ SUBSET = {
     "missing-dlq": ENGINES,
 }
 FAILING_TODAY = {
-    "poison-isolation": "issue 26 item 1, issue 33: a message that exits its worker is delivered without end",
     "missing-dlq": "issue 26 item 2: dead letters to a deleted queue fail their settle and others' acks",
 }
 
