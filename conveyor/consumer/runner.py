@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 
 from conveyor import limits as L
 from conveyor.backends.base import handed_lease_id, is_ahead
+from conveyor.consumer.begin_group import BeginGroup
 from conveyor.consumer.concurrency import ConcurrencyLimit
 from conveyor.consumer.env import Env
 from conveyor.consumer.message import Message, MessageBatch, Outcome, error_text
@@ -88,6 +89,7 @@ class ConsumerRunner:
         settling = settling_batches(spec.max_batch_size, self.backend.settling_outcomes)
         self._settling = asyncio.Semaphore(settling)
         self._settle_group = SettleGroup(core, spec.queue)
+        self._begin_group = BeginGroup(core, spec.queue)
 
     # -- the fetch loop ----------------------------------------------------------------------
 
@@ -459,7 +461,7 @@ class ConsumerRunner:
         if not ahead:
             return leased
         try:
-            live = await self.core.begin(self.spec.queue, [m.lease_id for m in ahead])
+            live = await self._begin_group.begin([m.lease_id for m in ahead])
         except Exception as exc:
             log.warning(
                 "starting a batch of %d from %s failed (%s); its messages are given back",
