@@ -26,6 +26,10 @@ retry_delay = 2.5
 dead_letter_queue = "jobs-dlq"
 max_concurrency = 4
 visibility_timeout = 60
+
+[metrics]
+port = 9464
+host = "0.0.0.0"
 """
 
 
@@ -47,6 +51,7 @@ def test_every_key_is_read() -> None:
         "visibility_timeout": 60.0,
     }
     assert config.queue_names() == ["jobs", "jobs-dlq"]
+    assert (config.metrics.port, config.metrics.host) == (9464, "0.0.0.0")
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -55,6 +60,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (consumer.max_batch_size, consumer.max_batch_timeout, consumer.max_retries) == (10, 5.0, 3)
     assert (consumer.dead_letter_queue, consumer.max_concurrency) == (None, None)
     assert config.url is None and config.queues == []
+    assert (config.metrics.port, config.metrics.host) == (None, "127.0.0.1")  # no metrics endpoint
 
 
 @pytest.mark.parametrize(
@@ -86,6 +92,11 @@ def test_defaults_are_the_documented_ones() -> None:
         ('[[queues]]\nname = "q"\n[[queues]]\nname = "q"\n', "queues: 'q' declared more than once"),
         ('[[consumers]]\nhandler = "h:f"\n', "consumers[0].queue: Field required"),
         ("url = \n", "conveyor.toml: not valid TOML"),
+        (
+            "[metrics]\nport = 65536\n",
+            "conveyor.toml: metrics.port: Input should be less than or equal to 65535",
+        ),
+        ('[metrics]\nport = "9464"\n', "conveyor.toml: metrics.port: Input should be a valid integer"),
     ],
 )
 def test_errors_name_the_file_and_the_key(text: str, message: str) -> None:
