@@ -416,8 +416,13 @@ async def test_a_sigkill_spends_no_attempt_on_messages_that_never_reached_a_hand
         for start in range(0, 200, 100):
             await jobs.send_batch([{"key": f"m-{n}"} for n in range(start, start + 100)])
         worker = processes.start("worker", worker_argv(url), settings.to_env(WORKER_ENV))
+        # both slots' batches reached their handlers: a batch is handed (its attempt counts) just
+        # before its handler records its start, so a kill between the two would blur the count
+        both = 2 * settings.max_batch_size
         await eventually(
-            lambda: bool(started_keys(ledger)), "the first batch reached its handler", WAIT_SECONDS
+            lambda: len(started_keys(ledger)) >= both,
+            "both running batches reached their handlers",
+            WAIT_SECONDS,
         )
 
         async def leased_ahead() -> bool:
