@@ -22,7 +22,7 @@ SUBSET = {
     "worker-sigkill": [*ENGINES, "nats"],
     "engine-restart": ["postgres", "redis", "nats"],
     "nats-leader-kill": ["nats"],
-    "poison-isolation": ENGINES,
+    "poison-isolation": [*ENGINES, "nats"],
     "missing-dlq": ENGINES,
 }
 FAILING_TODAY = {
