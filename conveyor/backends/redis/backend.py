@@ -473,18 +473,20 @@ class RedisBackend(Backend):
 
     # -- leasing -----------------------------------------------------------------------------
 
-    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def lease_many(
+        self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         if limit <= 0:
             return []
-        token = new_token()
+        token = new_token(handed)
         raw = await self._run("lease", self._queue_keys(queue), [limit, _us(visibility_timeout), token])
         return self._leased(queue, token, raw)
 
     @staticmethod
     def _leased(queue: str, token: str, raw: list[Any]) -> list[LeasedMessage]:
-        """LeasedMessages from the lease script's reply: id, record and attempts per message."""
+        """LeasedMessages from the lease script's reply: id, record, attempts and lost per message."""
         leased = []
-        for i in range(0, len(raw), 3):
+        for i in range(0, len(raw), 4):
             message_id = raw[i].decode()
             content_type, timestamp, dead, body = _record(raw[i + 1])
             leased.append(
@@ -497,6 +499,7 @@ class RedisBackend(Backend):
                     attempts=raw[i + 2],
                     lease_id=make_lease_id(message_id, token),
                     dead_letter=_dead_letter(dead),
+                    lost=raw[i + 3],
                 )
             )
         return leased
@@ -513,6 +516,12 @@ class RedisBackend(Backend):
         return int(
             await self._run("extend_leases", self._queue_keys(queue), [_us(visibility_timeout), *pairs])
         )
+
+    async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        pairs = self._lease_pairs(leases)
+        if not pairs:
+            return []
+        return [bool(status) for status in await self._run("begin", self._queue_keys(queue), pairs)]
 
     async def release(self, queue: str, leases: Sequence[Lease]) -> int:
         pairs = self._lease_pairs(leases)
@@ -708,19 +717,19 @@ class RedisBackend(Backend):
                 await self.client.blpop([self._queue_keys(queue)[WAKE]], timeout=block)  # type: ignore[misc]
 
     async def wait_and_lease(
-        self, queue: str, limit: int, visibility_timeout: float, timeout: float
+        self, queue: str, limit: int, visibility_timeout: float, timeout: float, *, handed: bool = True
     ) -> list[LeasedMessage]:
         """The lease script is pipelined behind the blocking pop: Redis runs it the moment the
         pop returns, so a wake-up costs no round trip of its own. (On a Cluster, where a pipeline
         is split by node, the two go one after the other.)"""
         client = self.client
         if not isinstance(client, aioredis.Redis) or limit <= 0:  # a RedisCluster is not one
-            return await super().wait_and_lease(queue, limit, visibility_timeout, timeout)
+            return await super().wait_and_lease(queue, limit, visibility_timeout, timeout, handed=handed)
         block = await self._block_seconds(queue, timeout)
         if block is None:
-            return await self.lease_many(queue, limit, visibility_timeout)
+            return await self.lease_many(queue, limit, visibility_timeout, handed=handed)
         keys = self._queue_keys(queue)
-        token = new_token()
+        token = new_token(handed)
         lease = self._scripts["lease"]
         with self._available():
             # EVALSHA itself: a pipeline given the script object would first ask SCRIPT EXISTS
@@ -729,7 +738,7 @@ class RedisBackend(Backend):
                 pipe.evalsha(lease.sha, len(keys), *keys, str(limit), str(_us(visibility_timeout)), token)
                 _, raw = await pipe.execute(raise_on_error=False)
         if isinstance(raw, redis_errors.NoScriptError):  # a restarted server: lease_many loads it
-            return await self.lease_many(queue, limit, visibility_timeout)
+            return await self.lease_many(queue, limit, visibility_timeout, handed=handed)
         if isinstance(raw, Exception):
             raise raw
         return self._leased(queue, token, raw)
