@@ -47,6 +47,12 @@ name = "jobs-dlq"  # where messages that keep failing go
 # dead_letter_queue = "jobs-dlq"
 # max_concurrency = 4  # batches at once (1 to {L.MAX_CONCURRENCY}); leave out to autoscale
 # visibility_timeout = {L.DEFAULT_VISIBILITY_TIMEOUT:g}  # seconds a delivery is leased (renewed as it runs)
+
+# The worker's Prometheus metrics at http://host:port/metrics (--metrics-port and --metrics-host
+# take precedence). Uncomment to serve them.
+# [metrics]
+# port = 9464
+# host = "{L.DEFAULT_METRICS_HOST}"  # this machine only; "0.0.0.0" for every interface
 """
 
 

@@ -1,6 +1,7 @@
 """`conveyor worker [APP]`: run an app's consumers (from `module:app` and/or conveyor.toml) until
-SIGTERM or Ctrl-C, then drain the batches in flight and exit 0. A consumer that dies stops the
-others gracefully and the worker exits 1 with its error, so a supervisor starts it again."""
+SIGTERM or Ctrl-C, then drain the batches in flight and exit 0 (130 after Ctrl-C). A consumer that
+dies stops the others gracefully and the worker exits 1 with its error, so a supervisor starts it
+again."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
 from conveyor import limits as L
 from conveyor.app import App
+from conveyor.cli import metrics_options
 from conveyor.cli.config import ConveyorConfig, apply_queues, load_app, register_consumers
+from conveyor.cli.interrupt import Terminated, raise_terminated, stopped
 from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
 from conveyor.cli.state import CliState, current
@@ -61,27 +63,30 @@ def worker(
     ] = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level on stderr.")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help=LOG_FORMAT_HELP)] = LogFormat.text,
+    metrics_port: Annotated[int | None, metrics_options.PORT] = None,
+    metrics_host: Annotated[str | None, metrics_options.HOST] = None,
 ) -> None:
     """Run consumers until SIGTERM or Ctrl-C (graceful: batches in flight finish, the rest is released).
 
-    Exits 0 after SIGTERM or Ctrl-C; 1 when a consumer died (at start-up, e.g. a missing
+    Exits 0 after SIGTERM, 130 after Ctrl-C; 1 when a consumer died (at start-up, e.g. a missing
     dead-letter queue, or later): the other consumers are stopped gracefully first.
 
     With --url (or conveyor.toml's url), an imported App() that names no URL uses it too.
     """
     # SIGTERM during start-up (imports, queue set-up) stops cleanly too; run_worker then installs
     # its own graceful handler for the rest of the run.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        _run(target, concurrency, shutdown_grace, log_level, log_format)
+        stopped_by = _run(
+            target, concurrency, shutdown_grace, log_level, log_format, (metrics_port, metrics_host)
+        )
+    except Terminated:
+        stopped_by = signal.SIGTERM  # before the consumers started: nothing was leased
     except KeyboardInterrupt:
-        pass  # stopped before the consumers started: nothing was leased
+        stopped_by = signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if current().json:
-        emit_json({"event": "stopped", "pid": os.getpid()}, compact=True)
-    else:
-        out().print("conveyor worker stopped.", markup=False)
+    stopped("conveyor worker", stopped_by)
 
 
 def _run(
@@ -90,7 +95,9 @@ def _run(
     shutdown_grace: float,
     log_level: LogLevel,
     log_format: LogFormat,
-) -> None:
+    metrics: tuple[int | None, str | None],
+) -> int | None:
+    """Run the worker; the signal that stopped it."""
     state = current()
     configure_logging(log_level, log_format)
     config = state.config()
@@ -104,21 +111,24 @@ def _run(
             code="no_consumers",
         )
 
-    async def serve() -> None:
+    async def serve() -> int | None:
+        metrics_port, metrics_host = metrics_options.served(config, *metrics)
         try:
             if config is not None:
                 await apply_queues(app, config)
+            # before the banner: a taken port stops the worker before it leases anything
+            server = None if metrics_port is None else app.serve_metrics(metrics_port, metrics_host)
         except BaseException:
             await app.close()
             raise
-        _banner(state, app, config, handlers)
-        await app.run_worker(shutdown_grace=shutdown_grace)
+        try:
+            _banner(state, app, config, handlers, None if server is None else server.url)
+            return await app.run_worker(shutdown_grace=shutdown_grace)
+        finally:
+            if server is not None:
+                await server.aclose()
 
-    asyncio.run(serve())
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    return asyncio.run(serve())
 
 
 def _build_app(
@@ -151,7 +161,13 @@ def _handler_name(spec: ConsumerSpec) -> str:
     return f"{module}:{spec.name}" if module else spec.name
 
 
-def _banner(state: CliState, app: App, config: ConveyorConfig | None, handlers: dict[str, str]) -> None:
+def _banner(
+    state: CliState,
+    app: App,
+    config: ConveyorConfig | None,
+    handlers: dict[str, str],
+    metrics_url: str | None,
+) -> None:
     queues = set(config.queue_names() if config is not None else [])
     for spec in app.consumers:
         queues.add(spec.queue)
@@ -174,6 +190,7 @@ def _banner(state: CliState, app: App, config: ConveyorConfig | None, handlers: 
                     for spec in app.consumers
                 ],
                 "pid": os.getpid(),
+                "metrics": metrics_url,
             },
             compact=True,
         )
@@ -186,7 +203,9 @@ def _banner(state: CliState, app: App, config: ConveyorConfig | None, handlers: 
         )
         out().print(
             f"conveyor worker · engine {app.url} · queues: {', '.join(sorted(queues))} · "
-            f"consumers: {consumers} · pid {os.getpid()} · Ctrl-C or SIGTERM stops",
+            f"consumers: {consumers} · pid {os.getpid()} · "
+            + (f"metrics {metrics_url} · " if metrics_url else "")
+            + "Ctrl-C or SIGTERM stops",
             markup=False,
             soft_wrap=True,
         )

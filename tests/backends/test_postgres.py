@@ -10,6 +10,7 @@ import itertools
 import os
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -100,40 +101,63 @@ async def test_an_unreachable_server_is_backend_unavailable() -> None:
 # -- schema ------------------------------------------------------------------------------------
 
 
-async def test_a_schema_of_v1_is_upgraded_keeping_its_queues_and_messages(
-    pg_url: str, make_pg_app: AppMaker
-) -> None:
-    schema = pg_url.rpartition("schema=")[2]
-    v1 = postgres.render_queries(schema)["schema_v1"]
-    async with await connect() as conn:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        await conn.execute(
-            f'CREATE TABLE "{schema}".schema_version '
-            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        await conn.execute(v1)
-        await conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (1)')
-        await conn.execute(
-            f'INSERT INTO "{schema}".queues (name, delivery_delay, retention_seconds) VALUES (%s, 0, 345600)',
-            ["q"],
-        )
-        await conn.commit()
-    app = await make_pg_app(pg_url)
-    info = await app.get_queue("q")
-    assert info.settings.dedup_window_seconds == 300  # the default, for a queue made before
-    first = await app.queue("q").send(1, dedup_id="d")
-    assert await app.queue("q").send(2, dedup_id="d") == first
-    assert [m.body for m in await app.queue("q").peek(10)] == [1]
-
-
 async def test_concurrent_first_connects_create_one_versioned_schema(
     pg_url: str, make_pg_app: AppMaker
 ) -> None:
     apps = await asyncio.gather(*(make_pg_app(pg_url) for _ in range(4)))
     schema = apps[0].backend.schema  # type: ignore[attr-defined]
     async with await connect() as conn:
-        cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version')
-        # each version applied once, in order
+        cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
+        # every migration applied once
+        assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
+
+
+async def make_v1_schema(pg_url: str) -> str:
+    """The schema as conveyor v1 made it, with one queue, "jobs" (id 1); returns its name."""
+    schema = pg_url.rpartition("schema=")[2]
+    async with await connect() as conn:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE "{schema}".schema_version '
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute(postgres.render_queries(schema)["schema_v1"])
+        await conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (1)')
+        await conn.execute(
+            f'INSERT INTO "{schema}".queues (name, delivery_delay, retention_seconds) VALUES (%s, 0, 345600)',
+            ["jobs"],
+        )
+        await conn.commit()
+    return schema
+
+
+async def test_a_schema_of_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(pg_url: str) -> None:
+    schema = await make_v1_schema(pg_url)
+    waiting, orphan = new_message_id(), new_message_id()
+    async with await connect() as conn:
+        for message_id in (waiting, orphan):
+            await conn.execute(
+                f'INSERT INTO "{schema}".messages (id, queue_id, body, content_type, enqueued_at, visible_at)'
+                " VALUES (%s, 1, '{}', 'json', now(), now())",
+                [message_id],
+            )
+        # a worker of that version died holding `orphan`: its lease (a hex token) expired
+        await conn.execute(
+            f'UPDATE "{schema}".messages SET attempts = 1, lease_token = %s,'
+            " visible_at = now() - interval '10 seconds' WHERE id = %s",
+            [uuid.uuid4().hex, orphan],
+        )
+        await conn.commit()
+    async with conveyor.App(pg_url) as app:
+        backend = await app.core.connected()
+        leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
+        # a queue made before deduplication has the default window, and deduplicates
+        assert (await app.get_queue("jobs")).settings.dedup_window_seconds == 300
+        first = await app.queue("jobs").send(1, dedup_id="d")
+        assert await app.queue("jobs").send(2, dedup_id="d") == first
+    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    async with await connect() as conn:
+        cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
         assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 

@@ -7,13 +7,16 @@ import asyncio
 import sqlite3
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 import conveyor
 from conveyor.backends import from_url
+from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
+from conveyor.core.ids import new_message_id
 from conveyor.errors import InvalidURL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,31 +110,46 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-async def test_a_file_of_schema_v1_is_upgraded_keeping_its_queues_and_messages(tmp_path: Path) -> None:
-    from conveyor.backends.sqlite.backend import Q
-
-    path = tmp_path / "q.db"
-    conn = sqlite3.connect(path)
+async def test_a_file_of_schema_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v1.db"
+    waiting, orphan = new_message_id(), new_message_id()
+    conn = sqlite3.connect(path)  # the file as conveyor v1 made it, a worker holding `orphan`
     try:
-        conn.executescript(Q["schema_v1"])
+        conn.executescript(sqlite_backend.Q["schema_v1"])
         conn.execute(
             "INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, created_at) "
-            "VALUES ('q', 0, 345600, 0)"
+            "VALUES ('jobs', 0, 345600, 0)"
         )
+        for message_id in (waiting, orphan):
+            conn.execute(
+                "INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at) "
+                "VALUES (?, 1, '{}', 'json', 0, 0)",
+                (message_id,),
+            )
+        # that worker died: its lease (a hex token) expired
         conn.execute(
-            "INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at) "
-            "VALUES ('old', 1, '1', 'json', 0, 0)"
+            "UPDATE conveyor_messages SET attempts = 1, lease_token = ?, visible_at = 0 WHERE id = ?",
+            (uuid.uuid4().hex, orphan),
         )
         conn.execute("PRAGMA user_version = 1")
         conn.commit()
     finally:
         conn.close()
     async with conveyor.App(f"sqlite:///{path}") as app:
-        info = await app.get_queue("q")
-        assert info.settings.dedup_window_seconds == 300  # the default, for a queue made before
-        first = await app.queue("q").send(2, dedup_id="d")
-        assert await app.queue("q").send(3, dedup_id="d") == first
-        assert sorted(m.body for m in await app.queue("q").peek(10)) == [1, 2]
+        backend = await app.core.connected()
+        leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
+        # a queue made before deduplication has the default window, and deduplicates
+        assert (await app.get_queue("jobs")).settings.dedup_window_seconds == 300
+        first = await app.queue("jobs").send(1, dedup_id="d")
+        assert await app.queue("jobs").send(2, dedup_id="d") == first
+    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    finally:
+        conn.close()
 
 
 async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.cli.config import ConfigError, load_config, parse_config
+from conveyor.cli.output import parse_seconds
 from tests.cli.conftest import Cli, assert_one_error_line
 
 FULL = """
@@ -27,6 +28,10 @@ retry_delay = 2.5
 dead_letter_queue = "jobs-dlq"
 max_concurrency = 4
 visibility_timeout = 60
+
+[metrics]
+port = 9464
+host = "0.0.0.0"
 """
 
 
@@ -49,6 +54,7 @@ def test_every_key_is_read() -> None:
         "visibility_timeout": 60.0,
     }
     assert config.queue_names() == ["jobs", "jobs-dlq"]
+    assert (config.metrics.port, config.metrics.host) == (9464, "0.0.0.0")
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -57,6 +63,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (consumer.max_batch_size, consumer.max_batch_timeout, consumer.max_retries) == (10, 5.0, 3)
     assert (consumer.dead_letter_queue, consumer.max_concurrency) == (None, None)
     assert config.url is None and config.queues == []
+    assert (config.metrics.port, config.metrics.host) == (None, "127.0.0.1")  # no metrics endpoint
 
 
 @pytest.mark.parametrize(
@@ -68,9 +75,23 @@ def test_defaults_are_the_documented_ones() -> None:
         ),
         (
             '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batchsize = 5\n',
-            "conveyor.toml: consumers[0].max_batchsize: Extra inputs are not permitted",
+            "conveyor.toml: consumers[0].max_batchsize: unknown key 'max_batchsize' — did you mean "
+            "'max_batch_size'?",
         ),
-        ('urls = "x"\n', "conveyor.toml: urls: Extra inputs are not permitted"),
+        ('urls = "x"\n', "conveyor.toml: urls: unknown key 'urls' — did you mean 'url'?"),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_retires = 1\n',
+            "consumers[0].max_retires: unknown key 'max_retires' — did you mean 'max_retries'?",
+        ),
+        ('[[queues]]\nname = "q"\ncolour = 1\n', "queues[0].colour: unknown key 'colour' (known keys: name,"),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batch_timeout = "soon"\n',
+            "consumers[0].max_batch_timeout: 'soon' is not a duration",
+        ),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batch_timeout = "2m"\n',
+            "consumers[0].max_batch_timeout: Input should be less than or equal to 60",
+        ),
         (
             '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_retries = "3"\n',
             "conveyor.toml: consumers[0].max_retries: Input should be a valid integer",
@@ -92,6 +113,11 @@ def test_defaults_are_the_documented_ones() -> None:
         ('[[queues]]\nname = "q"\n[[queues]]\nname = "q"\n', "queues: 'q' declared more than once"),
         ('[[consumers]]\nhandler = "h:f"\n', "consumers[0].queue: Field required"),
         ("url = \n", "conveyor.toml: not valid TOML"),
+        (
+            "[metrics]\nport = 65536\n",
+            "conveyor.toml: metrics.port: Input should be less than or equal to 65535",
+        ),
+        ('[metrics]\nport = "9464"\n', "conveyor.toml: metrics.port: Input should be a valid integer"),
     ],
 )
 def test_errors_name_the_file_and_the_key(text: str, message: str) -> None:
@@ -99,6 +125,23 @@ def test_errors_name_the_file_and_the_key(text: str, message: str) -> None:
         parse_config(text)
     assert message in str(raised.value)
     assert raised.value.code == "invalid_config"
+
+
+def test_durations_are_read_as_the_command_line_reads_them() -> None:
+    config = parse_config(
+        '[[queues]]\nname = "q"\ndelivery_delay = "30s"\nretention_seconds = "2d"\n'
+        '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batch_timeout = "1s"\nretry_delay = "5m"\n'
+        'visibility_timeout = "1.5h"\n'
+    )
+    [queue] = config.queues
+    [consumer] = config.consumers
+    assert (queue.delivery_delay, queue.retention_seconds) == (30.0, 172_800.0)
+    assert (consumer.max_batch_timeout, consumer.retry_delay, consumer.visibility_timeout) == (
+        1.0,
+        300.0,
+        5400.0,
+    )
+    assert parse_seconds("1s") == consumer.max_batch_timeout  # one parser for both
 
 
 def test_load_names_the_path(tmp_path: Path) -> None:

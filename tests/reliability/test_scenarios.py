@@ -18,14 +18,13 @@ pytestmark = pytest.mark.slow
 ENGINES = ["sqlite", "postgres", "redis"]
 # scenario -> the engines it runs on here
 SUBSET = {
-    "worker-sigkill": ENGINES,
-    "engine-restart": ["postgres", "redis"],
-    "poison-isolation": ENGINES,
+    "worker-sigkill": [*ENGINES, "nats"],
+    "engine-restart": ["postgres", "redis", "nats"],
+    "nats-leader-kill": ["nats"],
+    "poison-isolation": [*ENGINES, "nats"],
     "missing-dlq": ENGINES,
 }
-FAILING_TODAY = {
-    "poison-isolation": "issue 26 item 1, issue 33: a message that exits its worker is delivered without end",
-}
+FAILING_TODAY: dict[str, str] = {}
 
 
 def cases() -> list[object]:

@@ -20,7 +20,7 @@ from conveyor.backends.nats.state import Arrival, Location, Message, Move, Queue
 from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
 
 
@@ -205,6 +205,7 @@ def encode_state(state: QueueState) -> bytes:
             m.size,
             m.record,
             m.offset,
+            m.lost,
         ]
         for m in state.messages.values()
     ]
@@ -239,7 +240,8 @@ def encode_state(state: QueueState) -> bytes:
 
 def decode_state(name: str, data: bytes) -> QueueState:
     header = json.loads(data)
-    if header.get("v") != SNAPSHOT_VERSION:
+    version = header.get("v")
+    if version not in (2, SNAPSHOT_VERSION):  # v2 had no `lost`
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
     delay, retention, *dedup = header["settings"]  # no dedup window: a snapshot from before it
@@ -249,7 +251,8 @@ def decode_state(name: str, data: bytes) -> QueueState:
     )
     state.now = float(header["now"])
     for entry in header["messages"]:
-        message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record, offset = entry
+        message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]
+        offset = entry[10]
         message = Message(
             id=message_id,
             content_type=_content_type(kind),
@@ -262,6 +265,7 @@ def decode_state(name: str, data: bytes) -> QueueState:
             attempts=attempts,
             lease_token=token,
             dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
+            lost=entry[11] if len(entry) > 11 else 0,
         )
         state.messages[message.id] = message
         state.bytes += size
