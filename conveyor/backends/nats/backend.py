@@ -447,8 +447,15 @@ class NatsBackend(Backend):
 
     async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
         targets = {move.queue for move in outcomes.dead_letters if move.queue is not None}
-        for target in targets - self._known:  # a missing dead-letter queue fails before any change
-            await self.js.require_stream(target)
+        # A missing dead-letter queue fails before any change. Asked every time (dead letters are
+        # rare): another process may have deleted a queue this one knew, and a dead letter
+        # moved out of its queue toward a missing one would wait in the outbox for good.
+        for target in targets:
+            try:
+                await self.js.require_stream(target)
+            except QueueNotFound:
+                self._known.discard(target)
+                raise
             self._known.add(target)
         await self._view(queue)  # QueueNotFound for a missing queue, as on every engine
         if not len(outcomes):
