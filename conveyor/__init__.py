@@ -27,7 +27,7 @@ from conveyor.errors import (
 )
 from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
-from conveyor.producer import AckResult, PeekedMessage, PulledMessage, Queue, SendRequest
+from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.topics import PublishResult, Topic
 from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
@@ -50,6 +50,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusClosed",
+    "ExtendResult",
     "InvalidContentType",
     "InvalidQueueName",
     "InvalidURL",

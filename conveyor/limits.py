@@ -39,6 +39,9 @@ MIN_VISIBILITY_TIMEOUT = 0.05
 MAX_VISIBILITY_TIMEOUT = 43_200.0
 # Pull consumers (Queue.pull / HTTP): batch size default and bound.
 DEFAULT_PULL_BATCH_SIZE = 5
+# Long-poll pulls: how long a pull may wait for a message before it answers empty (Python
+# `wait=` in seconds, HTTP `wait_ms`); 0 answers at once.
+MAX_PULL_WAIT_SECONDS = 20.0
 # The most messages one `App.replay` call may be asked to move.
 MAX_REPLAY_LIMIT = 10_000_000
 
@@ -138,6 +141,10 @@ def check_retention(value: object, limits: Limits) -> float:
 
 def check_visibility_timeout(value: object) -> float:
     return check_range("visibility_timeout", value, MIN_VISIBILITY_TIMEOUT, MAX_VISIBILITY_TIMEOUT)
+
+
+def check_pull_wait(value: object) -> float:
+    return check_range("wait", value, 0, MAX_PULL_WAIT_SECONDS)
 
 
 def check_message_size(data: bytes, limits: Limits) -> bytes:

@@ -128,6 +128,11 @@ class Acked(_Document):
     warnings: list[str]
 
 
+class Extended(_Document):
+    extended_count: int
+    warnings: list[str]
+
+
 class Replayed(_Document):
     from_: str = Field(alias="from")
     to: str

@@ -50,6 +50,8 @@ VisibilityTimeoutMs = Annotated[
     Field(ge=int(L.MIN_VISIBILITY_TIMEOUT * 1000), le=int(L.MAX_VISIBILITY_TIMEOUT * 1000)),
     BeforeValidator(whole_number),
 ]
+# A long-poll pull's wait, in milliseconds (0: answer at once).
+WaitMs = Annotated[int, Field(ge=0, le=int(L.MAX_PULL_WAIT_SECONDS * 1000)), BeforeValidator(whole_number)]
 ReplayLimit = Annotated[int, Field(ge=1, le=10_000_000), BeforeValidator(whole_number)]
 ContentTypeName = Annotated[str, documented(enum=["json", "text", "bytes"])]
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -116,6 +118,16 @@ class SendBatch(_Body):
 class Pull(_Body):
     batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
     visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+    wait_ms: WaitMs = 0
+
+
+class ExtendLease(_Body):
+    lease_id: LeaseId
+    visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+
+
+class ExtendRequest(_Body):
+    leases: Annotated[list[ExtendLease], Field(min_length=1), documented(maxItems=L.MAX_BATCH_SIZE)]
 
 
 class Ack(_Body):
