@@ -123,6 +123,8 @@ class App:
         *,
         delivery_delay: float = 0,
         retention_seconds: float = L.DEFAULT_RETENTION_SECONDS,
+        max_backlog_messages: int | None = None,
+        max_backlog_bytes: int | None = None,
         exist_ok: bool = False,
     ) -> QueueInfo:
         """Create queue `name` (1-63 characters of `A-Z a-z 0-9 _ -`) and return it.
@@ -132,6 +134,10 @@ class App:
                 default 0), unless its send names its own delay.
             retention_seconds: messages older than this are deleted (60 s to 14 days; default
                 345,600, 4 days).
+            max_backlog_messages: the most messages the queue may hold, ready, delayed and in
+                flight (1 to 2**63-1; default None, no limit): a send past it raises `QueueFull`
+                and stores nothing.
+            max_backlog_bytes: the same for the bytes of the bodies it holds.
             exist_ok: return the existing queue instead of raising `QueueAlreadyExists`; its
                 settings are left as they are.
         """
@@ -139,6 +145,8 @@ class App:
         settings = QueueSettings(
             delivery_delay=float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
             retention_seconds=float(L.check_retention(retention_seconds, self.limits)),
+            max_backlog_messages=L.check_backlog_limit("max_backlog_messages", max_backlog_messages),
+            max_backlog_bytes=L.check_backlog_limit("max_backlog_bytes", max_backlog_bytes),
         )
         return await self.core.create_queue(name, settings, exist_ok=exist_ok)
 
@@ -152,17 +160,36 @@ class App:
         return info
 
     async def update_queue(
-        self, name: str, *, delivery_delay: float | None = None, retention_seconds: float | None = None
+        self,
+        name: str,
+        *,
+        delivery_delay: float | None = None,
+        retention_seconds: float | None = None,
+        max_backlog_messages: int | None = None,
+        max_backlog_bytes: int | None = None,
     ) -> QueueInfo:
-        """Change a queue's settings; a setting left None keeps its value (limits as in `create_queue`)."""
+        """Change a queue's settings; a setting left None keeps its value (limits as in
+        `create_queue`). A backlog limit of 0 removes that limit. Lowering a limit below what
+        the queue holds deletes nothing: sends are refused until consumers make room."""
+        delay = (
+            None if delivery_delay is None else L.check_delay("delivery_delay", delivery_delay, self.limits)
+        )
+        retention = None if retention_seconds is None else L.check_retention(retention_seconds, self.limits)
+        if max_backlog_messages:
+            L.check_backlog_limit("max_backlog_messages", max_backlog_messages)
+        if max_backlog_bytes:
+            L.check_backlog_limit("max_backlog_bytes", max_backlog_bytes)
         current = (await self.get_queue(name)).settings
-        settings = QueueSettings(
-            delivery_delay=current.delivery_delay
-            if delivery_delay is None
-            else float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
-            retention_seconds=current.retention_seconds
-            if retention_seconds is None
-            else float(L.check_retention(retention_seconds, self.limits)),
+        settings = dataclasses.replace(
+            current,
+            delivery_delay=current.delivery_delay if delay is None else float(delay),
+            retention_seconds=current.retention_seconds if retention is None else float(retention),
+            max_backlog_messages=_backlog_change(
+                "max_backlog_messages", max_backlog_messages, current.max_backlog_messages
+            ),
+            max_backlog_bytes=_backlog_change(
+                "max_backlog_bytes", max_backlog_bytes, current.max_backlog_bytes
+            ),
         )
         return await self.backend.update_queue(name, settings)
 
@@ -326,3 +353,12 @@ class App:
         the rest. `conveyor worker` runs `run_worker`, which does this until SIGTERM or Ctrl-C.
         """
         await self.worker(shutdown_grace=shutdown_grace).run(stop=stop)
+
+
+def _backlog_change(what: str, value: int | None, current: int | None) -> int | None:
+    """An update's backlog limit: `current` for None, None (no limit) for 0, else the checked limit."""
+    if value is None:
+        return current
+    if value == 0 and not isinstance(value, bool):
+        return None
+    return L.check_backlog_limit(what, value)

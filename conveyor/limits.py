@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from conveyor.errors import InvalidQueueName, LimitExceeded, MessageTooLarge
+from conveyor.errors import InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
+from conveyor.types import OutgoingMessage, QueueSettings
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
@@ -44,6 +46,12 @@ DEFAULT_PULL_BATCH_SIZE = 5
 MAX_PULL_WAIT_SECONDS = 20.0
 # The most messages one `App.replay` call may be asked to move.
 MAX_REPLAY_LIMIT = 10_000_000
+
+# Bounded backlog: a queue's max_backlog_messages / max_backlog_bytes (None: no limit) are
+# whole numbers from 1 to this (PostgreSQL's bigint); `update_queue(..., 0)` removes a limit.
+MAX_BACKLOG_LIMIT = 2**63 - 1
+# What HTTP's 429 for a full queue says in Retry-After, in seconds: room comes as consumers ack.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 1
 
 # Retention: messages older than this are deleted.
 DEFAULT_RETENTION_SECONDS = 345_600  # 4 days
@@ -147,6 +155,26 @@ def check_pull_wait(value: object) -> float:
     return check_range("wait", value, 0, MAX_PULL_WAIT_SECONDS)
 
 
+def check_backlog_limit(what: str, value: object) -> int | None:
+    """A backlog limit: None (no limit) or a whole number from 1 to MAX_BACKLOG_LIMIT."""
+    if value is None:
+        return None
+    return check_int_range(what, value, 1, MAX_BACKLOG_LIMIT)
+
+
+def check_room(
+    queue: str,
+    settings: QueueSettings,
+    held: tuple[int, int],
+    adding: tuple[int, int],
+) -> None:
+    """QueueFull unless `adding` (messages, bytes) fits beside `held` within the limits."""
+    if settings.max_backlog_messages is not None and held[0] + adding[0] > settings.max_backlog_messages:
+        raise QueueFull(queue, "max_backlog_messages", held[0], adding[0], settings.max_backlog_messages)
+    if settings.max_backlog_bytes is not None and held[1] + adding[1] > settings.max_backlog_bytes:
+        raise QueueFull(queue, "max_backlog_bytes", held[1], adding[1], settings.max_backlog_bytes)
+
+
 def check_message_size(data: bytes, limits: Limits) -> bytes:
     """`data` (a serialised body) if it is within `max_message_bytes`, else MessageTooLarge."""
     if len(data) > limits.max_message_bytes:
@@ -157,3 +185,12 @@ def check_message_size(data: bytes, limits: Limits) -> bytes:
             maximum=limits.max_message_bytes,
         )
     return data
+
+
+def backlog_added(messages: Sequence[OutgoingMessage]) -> dict[str, tuple[int, int]]:
+    """What a send adds to each queue it names: (messages, bytes of bodies)."""
+    added: dict[str, tuple[int, int]] = {}
+    for message in messages:
+        count, size = added.get(message.queue, (0, 0))
+        added[message.queue] = (count + 1, size + len(message.body))
+    return added

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import conveyor
-from conveyor.errors import LimitExceeded, QueuePaused
+from conveyor.errors import LimitExceeded, QueueFull, QueuePaused
 from tests.support.apps import AppFactory, TimeMachine
 from tests.support.engines import EngineSetup
 
@@ -155,3 +155,105 @@ async def test_extend_refuses_a_timeout_outside_its_limit_and_changes_nothing(
     await time_machine.advance(0.8)
     [again] = await queue.pull()
     assert again.id == pulled.id
+
+
+# -- bounded backlog ----------------------------------------------------------------------------
+
+
+async def test_a_send_past_max_backlog_messages_is_queue_full_and_stores_nothing(app: conveyor.App) -> None:
+    await app.create_queue("bounded", max_backlog_messages=3)
+    queue = app.queue("bounded")
+    kept = await queue.send_batch([{"n": 1}, {"n": 2}])
+    with pytest.raises(QueueFull) as raised:
+        await queue.send_batch([{"n": 3}, {"n": 4}])
+    assert isinstance(raised.value, ValueError)
+    assert (raised.value.limit, raised.value.backlog, raised.value.maximum) == ("max_backlog_messages", 2, 3)
+    assert "max_backlog_messages" in str(raised.value) and "holds 2" in str(raised.value)
+    assert sorted(m.id for m in await queue.peek(10)) == sorted(kept)
+    kept.append(await queue.send({"n": 3}))  # what fits still goes in
+    with pytest.raises(QueueFull):
+        await queue.send({"n": 4})
+    assert (await queue.stats()).total == 3
+
+
+async def test_leased_and_delayed_messages_count_until_acked(app: conveyor.App) -> None:
+    await app.create_queue("bounded", max_backlog_messages=2)
+    queue = app.queue("bounded")
+    await queue.send({"n": 1})
+    await queue.send({"n": 2}, delay_seconds=600)
+    [pulled] = await queue.pull()
+    with pytest.raises(QueueFull):
+        await queue.send({"n": 3})
+    assert (await queue.ack(acks=[pulled.lease_id])).ack_count == 1
+    await queue.send({"n": 3})  # the ack made room
+    assert (await queue.stats()).total == 2
+
+
+async def test_a_send_past_max_backlog_bytes_is_queue_full(app: conveyor.App) -> None:
+    await app.create_queue("bytes", max_backlog_bytes=25)
+    queue = app.queue("bytes")
+    await queue.send("x" * 10, content_type="text")
+    await queue.send("y" * 10, content_type="text")
+    with pytest.raises(QueueFull) as raised:
+        await queue.send("z" * 10, content_type="text")
+    assert (raised.value.limit, raised.value.backlog, raised.value.maximum) == ("max_backlog_bytes", 20, 25)
+    await queue.send("z" * 5, content_type="text")
+    assert (await queue.stats()).total == 3
+
+
+async def test_only_the_group_committed_sends_that_do_not_fit_fail(app: conveyor.App) -> None:
+    await app.create_queue("room", max_backlog_messages=5)
+    queue = app.queue("room")
+    results = await asyncio.gather(*(queue.send({"n": n}) for n in range(8)), return_exceptions=True)
+    sent = [r for r in results if isinstance(r, str)]
+    refused = [r for r in results if not isinstance(r, str)]
+    assert len(sent) == 5 and len(refused) == 3
+    assert all(isinstance(error, QueueFull) for error in refused)
+    assert sorted(m.id for m in await queue.peek(10)) == sorted(sent)
+
+
+async def test_concurrent_senders_racing_for_the_last_room_never_overfill(
+    make_app: AppFactory, engine: EngineSetup
+) -> None:
+    apps = [await make_app() for _ in range(1 if engine.name == "memory" else 3)]
+    await apps[0].create_queue("race", max_backlog_messages=10)
+    await apps[0].queue("race").send_batch([{"n": n} for n in range(7)])  # room for 3 more
+
+    async def one(app: conveyor.App, n: int) -> str | BaseException:
+        try:
+            if n % 3 == 0:
+                return (await app.queue("race").send_batch([{"n": n}, {"n": n}]))[0]
+            return await app.queue("race").send({"n": n})
+        except QueueFull as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(apps[n % len(apps)], n) for n in range(30)))
+    assert any(isinstance(r, QueueFull) for r in results)
+    stats = await apps[0].queue("race").stats()
+    assert 9 <= stats.total <= 10  # a batch of two may not fit the last single place
+    peeked = await apps[0].queue("race").peek(100)
+    assert len(peeked) == stats.total
+
+
+async def test_backlog_limits_are_stored_updated_and_removed(app: conveyor.App) -> None:
+    info = await app.create_queue("limits", max_backlog_messages=100, max_backlog_bytes=10_000)
+    assert (info.settings.max_backlog_messages, info.settings.max_backlog_bytes) == (100, 10_000)
+    info = await app.get_queue("limits")
+    assert (info.settings.max_backlog_messages, info.settings.max_backlog_bytes) == (100, 10_000)
+    info = await app.update_queue("limits", max_backlog_messages=1)
+    assert (info.settings.max_backlog_messages, info.settings.max_backlog_bytes) == (1, 10_000)
+    await app.queue("limits").send({"n": 1})
+    with pytest.raises(QueueFull):
+        await app.queue("limits").send({"n": 2})
+    info = await app.update_queue("limits", max_backlog_messages=0, max_backlog_bytes=0)
+    assert (info.settings.max_backlog_messages, info.settings.max_backlog_bytes) == (None, None)
+    await app.queue("limits").send({"n": 2})
+    [listed] = [q for q in await app.list_queues() if q.name == "limits"]
+    assert listed.settings.max_backlog_messages is None
+
+
+@pytest.mark.parametrize("limit", [-1, 0, 1.5, "10", 2**63, True])
+async def test_out_of_range_backlog_limits_are_refused(app: conveyor.App, limit: object) -> None:
+    with pytest.raises(LimitExceeded, match="max_backlog_messages"):
+        await app.create_queue("bad", max_backlog_messages=limit)  # type: ignore[arg-type]
+    assert await app.backend.get_queue("bad") is None
