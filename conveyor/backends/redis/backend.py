@@ -67,7 +67,7 @@ from redis.crc import key_slot
 from conveyor.backends.base import Backend, make_lease_id, new_token
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
-from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueFull, QueueNotFound
 from conveyor.types import (
     CONTENT_TYPES,
     SYSTEM_CLOCK,
@@ -94,7 +94,7 @@ META, READY, INFLIGHT, WAKE = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "wake")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -193,11 +193,27 @@ def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
 
 
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created = fields
+    delay, retention, paused, created, most_messages, most_bytes = fields
     if delay is None or retention is None or created is None:
         return None
-    settings = QueueSettings(delivery_delay=_seconds(delay), retention_seconds=_seconds(retention))
+    settings = QueueSettings(
+        delivery_delay=_seconds(delay),
+        retention_seconds=_seconds(retention),
+        max_backlog_messages=int(most_messages) if most_messages else None,
+        max_backlog_bytes=int(most_bytes) if most_bytes else None,
+    )
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
+
+
+def _settings_args(settings: QueueSettings) -> list[str | int]:
+    """A queue's settings as the create_queue and update_queue scripts take them."""
+    most_messages, most_bytes = settings.max_backlog_messages, settings.max_backlog_bytes
+    return [
+        _us(settings.delivery_delay),
+        _us(settings.retention_seconds),
+        "" if most_messages is None else most_messages,
+        "" if most_bytes is None else most_bytes,
+    ]
 
 
 @dataclass(slots=True)
@@ -367,8 +383,7 @@ class RedisBackend(Backend):
         # the registry first: a name listed without its queue is skipped, never the other way round
         with self._available():
             await self.client.sadd(self._registry, name)  # type: ignore[misc]
-        args = [_us(settings.delivery_delay), _us(settings.retention_seconds)]
-        created, *fields = await self._run("create_queue", self._queue_keys(name), args)
+        created, *fields = await self._run("create_queue", self._queue_keys(name), _settings_args(settings))
         if not created and not exist_ok:
             raise QueueAlreadyExists(name)
         info = _queue_info(name, fields)
@@ -380,8 +395,7 @@ class RedisBackend(Backend):
         return _queue_info(name, fields)
 
     async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
-        args = [_us(settings.delivery_delay), _us(settings.retention_seconds)]
-        fields = await self._run("update_queue", self._queue_keys(name), args)
+        fields = await self._run("update_queue", self._queue_keys(name), _settings_args(settings))
         info = _queue_info(name, fields) if fields else None
         if info is None:
             raise QueueNotFound(name)
@@ -453,9 +467,12 @@ class RedisBackend(Backend):
             args.append(len(by_queue[name]))
             for write in by_queue[name]:
                 args.extend(write.args())
-        missing = await self._run("send", keys, args)
-        if missing:
-            raise QueueNotFound(names[missing - 1])
+        refused = await self._run("send", keys, args)
+        if isinstance(refused, list):  # a bounded queue the messages do not fit in
+            group, limit, held, adding, maximum = refused
+            raise QueueFull(names[group - 1], _text(limit), int(held), int(adding), int(maximum))
+        if refused:
+            raise QueueNotFound(names[refused - 1])
 
     # -- leasing -----------------------------------------------------------------------------
 
