@@ -107,7 +107,8 @@ async def test_concurrent_first_connects_create_one_versioned_schema(
     schema = apps[0].backend.schema  # type: ignore[attr-defined]
     async with await connect() as conn:
         cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version')
-        assert await cursor.fetchall() == [(postgres.SCHEMA_VERSION,)]
+        # each migration applied once, whichever connect ran it
+        assert sorted(await cursor.fetchall()) == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 
 async def test_schemas_keep_their_queues_apart(pg_url: str, make_pg_app: AppMaker, tmp_path: Path) -> None:

@@ -51,24 +51,33 @@ CREATE TABLE {schema}.subscriptions (
 );
 CREATE INDEX subscriptions_queue ON {schema}.subscriptions (queue)
 
+-- name: schema_v2
+-- bounded backlog (NULL: no limit)
+ALTER TABLE {schema}.queues ADD COLUMN max_backlog_messages bigint, ADD COLUMN max_backlog_bytes bigint
+
 -- name: queue_by_name
-SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8
+SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes
 FROM {schema}.queues WHERE name = %(name)b
 
 -- name: list_queues
-SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8
+SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes
 FROM {schema}.queues ORDER BY name COLLATE "C"
 
 -- name: insert_queue
-INSERT INTO {schema}.queues (name, delivery_delay, retention_seconds)
-VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b)
+INSERT INTO {schema}.queues (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes)
+VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b, %(max_backlog_messages)b, %(max_backlog_bytes)b)
 ON CONFLICT (name) DO NOTHING
-RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8
+RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes
 
 -- name: update_queue
-UPDATE {schema}.queues SET delivery_delay = %(delivery_delay)b, retention_seconds = %(retention_seconds)b
+UPDATE {schema}.queues SET delivery_delay = %(delivery_delay)b, retention_seconds = %(retention_seconds)b,
+    max_backlog_messages = %(max_backlog_messages)b, max_backlog_bytes = %(max_backlog_bytes)b
 WHERE name = %(name)b
-RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8
+RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes
 
 -- name: set_paused
 WITH updated AS (
@@ -103,11 +112,18 @@ ORDER BY topic COLLATE "C", queue COLLATE "C"
 
 -- name: send
 -- All or nothing: when a named queue is missing nothing is inserted and `found` says which exist.
+-- A bounded queue (one with a backlog limit) is written only with %(checked)b, after
+-- `lock_bounded` and `backlog` in the same transaction; otherwise nothing is inserted and
+-- `bounded` says so.
 WITH targets AS (
-    SELECT id, name, delivery_delay FROM {schema}.queues
+    SELECT id, name, delivery_delay,
+           max_backlog_messages IS NOT NULL OR max_backlog_bytes IS NOT NULL AS bounded
+    FROM {schema}.queues
     WHERE name = ANY(%(queue_names)b::text[]) FOR KEY SHARE
 ), complete AS (
-    SELECT count(*) = cardinality(%(queue_names)b::text[]) AS ok FROM targets
+    SELECT count(*) = cardinality(%(queue_names)b::text[])
+           AND (%(checked)b OR NOT coalesce(bool_or(bounded), false)) AS ok
+    FROM targets
 ), inserted AS (
     INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
     SELECT m.id, t.id, m.body, m.content_type, statement_timestamp(),
@@ -122,8 +138,23 @@ WITH targets AS (
     ORDER BY m.position
 )
 SELECT (SELECT ok FROM complete), array_agg(name),
-       count(pg_notify(%(channel)b, name)) FILTER (WHERE (SELECT ok FROM complete))
+       count(pg_notify(%(channel)b, name)) FILTER (WHERE (SELECT ok FROM complete)),
+       coalesce(bool_or(bounded), false)
 FROM targets
+
+-- name: lock_bounded
+-- The bounded queues of a send, locked against each other's senders until the transaction ends
+-- (FOR NO KEY UPDATE: other writers' FOR KEY SHARE goes on), in one order so senders cannot deadlock.
+SELECT id, name, max_backlog_messages, max_backlog_bytes FROM {schema}.queues
+WHERE name = ANY(%(queue_names)b::text[])
+  AND (max_backlog_messages IS NOT NULL OR max_backlog_bytes IS NOT NULL)
+ORDER BY id FOR NO KEY UPDATE
+
+-- name: backlog
+-- What locked queues hold: a statement after `lock_bounded`, so its snapshot sees every send
+-- committed by the senders that held the lock before.
+SELECT queue_id, count(*), coalesce(sum(octet_length(body)), 0)::bigint FROM {schema}.messages
+WHERE queue_id = ANY(%(ids)b::bigint[]) GROUP BY queue_id
 
 -- Leases, their renewals and releases commit without waiting for the WAL flush
 -- (`synchronous_commit` off for that transaction only, set where the queue is looked up): a crash
