@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from conveyor import limits as L
 from conveyor.app import App
 from conveyor.errors import ConveyorValueError
+from conveyor.types import QueueInfo
 
 CONFIG_FILE = "conveyor.toml"
 
@@ -57,6 +58,11 @@ class QueueConfig(_Section):
     retention_seconds: float = Field(
         float(L.DEFAULT_RETENTION_SECONDS), ge=L.MIN_RETENTION_SECONDS, le=L.MAX_RETENTION_SECONDS
     )
+    max_backlog_messages: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
+    max_backlog_bytes: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
+
+    def settings(self) -> tuple[float, float, int | None, int | None]:
+        return self.delivery_delay, self.retention_seconds, self.max_backlog_messages, self.max_backlog_bytes
 
 
 class ConsumerConfig(_Section):
@@ -197,15 +203,29 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 queue.name,
                 delivery_delay=queue.delivery_delay,
                 retention_seconds=queue.retention_seconds,
+                max_backlog_messages=queue.max_backlog_messages,
+                max_backlog_bytes=queue.max_backlog_bytes,
                 exist_ok=True,
             )
             changed.append(queue.name)
-        elif (existing.settings.delivery_delay, existing.settings.retention_seconds) != (
-            queue.delivery_delay,
-            queue.retention_seconds,
-        ):
+        elif _settings(existing) != queue.settings():
             await app.update_queue(
-                queue.name, delivery_delay=queue.delivery_delay, retention_seconds=queue.retention_seconds
+                queue.name,
+                delivery_delay=queue.delivery_delay,
+                retention_seconds=queue.retention_seconds,
+                # the file says the whole truth: a limit it leaves out is removed (0)
+                max_backlog_messages=queue.max_backlog_messages or 0,
+                max_backlog_bytes=queue.max_backlog_bytes or 0,
             )
             changed.append(queue.name)
     return changed
+
+
+def _settings(info: QueueInfo) -> tuple[float, float, int | None, int | None]:
+    settings = info.settings
+    return (
+        settings.delivery_delay,
+        settings.retention_seconds,
+        settings.max_backlog_messages,
+        settings.max_backlog_bytes,
+    )

@@ -154,7 +154,11 @@ class QueueApi:
     async def create_queue(self, request: Request) -> Response:
         body = await self.bodies.parse(request, schemas.CreateQueue)
         await self.app.create_queue(
-            body.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
+            body.name,
+            delivery_delay=body.delivery_delay,
+            retention_seconds=body.retention_seconds,
+            max_backlog_messages=body.max_backlog_messages,
+            max_backlog_bytes=body.max_backlog_bytes,
         )
         return ok(queue_document(*await admin.one_queue(self.app, body.name)), 201)
 
@@ -166,7 +170,11 @@ class QueueApi:
         queue = self._queue(request)
         body = await self.bodies.parse(request, schemas.UpdateQueue)
         await self.app.update_queue(
-            queue.name, delivery_delay=body.delivery_delay, retention_seconds=body.retention_seconds
+            queue.name,
+            delivery_delay=body.delivery_delay,
+            retention_seconds=body.retention_seconds,
+            max_backlog_messages=body.max_backlog_messages,
+            max_backlog_bytes=body.max_backlog_bytes,
         )
         return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 

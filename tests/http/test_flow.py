@@ -123,3 +123,45 @@ async def test_a_pull_after_the_api_stopped_answers_at_once(sqlite_app: conveyor
         async with asyncio.timeout(5):
             response = await http.post("/queues/jobs/messages/pull", json={"wait_ms": 20_000})
     assert result(response)["messages"] == []
+
+
+# -- bounded backlog ----------------------------------------------------------------------------
+
+
+async def test_a_send_to_a_full_queue_is_429_with_retry_after_and_stores_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    created = result(await client.post("/queues", json={"name": "jobs", "max_backlog_messages": 2}), 201)
+    assert (created["max_backlog_messages"], created["max_backlog_bytes"]) == (2, None)
+    result(await client.post("/queues/jobs/messages", json={"body": 1}))
+    batch = {"messages": [{"body": 2}, {"body": 3}]}
+    response = await client.post("/queues/jobs/messages/batch", json=batch)
+    assert error_code(response, 429) == "queue_full"
+    assert response.headers["retry-after"] == "1"
+    assert "max_backlog_messages" in response.json()["errors"][0]["message"]
+    assert result(await client.get("/queues/jobs"))["backlog"] == 1  # nothing of the batch stored
+    result(await client.post("/queues/jobs/messages", json={"body": 2}))  # what fits goes in
+    assert error_code(await client.post("/queues/jobs/messages", json={"body": 3}), 429) == "queue_full"
+
+
+async def test_the_cloudflare_push_to_a_full_queue_is_429_with_cloudflares_code(
+    client: httpx.AsyncClient,
+) -> None:
+    result(await client.post("/queues", json={"name": "jobs", "max_backlog_bytes": 10}), 201)
+    response = await client.post(
+        f"{CLOUDFLARE}/jobs/messages", json={"body": "x" * 11, "content_type": "text"}
+    )
+    assert response.status_code == 429 and response.headers["retry-after"] == "1"
+    assert response.json()["errors"][0]["code"] == 10251  # QueueStorageLimitExceeded
+
+
+async def test_backlog_limits_are_changed_and_removed_over_http(client: httpx.AsyncClient) -> None:
+    result(await client.post("/queues", json={"name": "jobs"}), 201)
+    changed = result(
+        await client.patch("/queues/jobs", json={"max_backlog_messages": 5, "max_backlog_bytes": 99})
+    )
+    assert (changed["max_backlog_messages"], changed["max_backlog_bytes"]) == (5, 99)
+    removed = result(await client.patch("/queues/jobs", json={"max_backlog_bytes": 0}))
+    assert (removed["max_backlog_messages"], removed["max_backlog_bytes"]) == (5, None)
+    response = await client.post("/queues", json={"name": "bad", "max_backlog_messages": 0})
+    assert error_code(response, 400) == "invalid_input"
