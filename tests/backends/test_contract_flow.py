@@ -257,3 +257,17 @@ async def test_out_of_range_backlog_limits_are_refused(app: conveyor.App, limit:
     with pytest.raises(LimitExceeded, match="max_backlog_messages"):
         await app.create_queue("bad", max_backlog_messages=limit)  # type: ignore[arg-type]
     assert await app.backend.get_queue("bad") is None
+
+
+async def test_a_topic_publish_into_a_full_subscription_queue_stores_nothing_anywhere(
+    app: conveyor.App,
+) -> None:
+    await app.create_queue("kitchen", max_backlog_messages=1)
+    await app.create_queue("billing")
+    await app.subscribe("orders", queue="kitchen")
+    await app.subscribe("orders", queue="billing")
+    orders = app.topic("orders")
+    await orders.publish({"type": "ORDER_UP", "n": 1})
+    with pytest.raises(QueueFull, match="kitchen"):
+        await orders.publish({"type": "ORDER_UP", "n": 2})
+    assert [(await app.queue(name).stats()).total for name in ("kitchen", "billing")] == [1, 1]

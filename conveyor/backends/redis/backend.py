@@ -68,6 +68,7 @@ from conveyor.backends.base import Backend, make_lease_id, new_token
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueFull, QueueNotFound
+from conveyor.limits import check_room
 from conveyor.types import (
     CONTENT_TYPES,
     SYSTEM_CLOCK,
@@ -90,8 +91,8 @@ PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CLUSTER_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "auto": None}
 # The per-queue keys, in the order the scripts expect them (see scripts.lua).
 QUEUE_KEY_SUFFIXES = ("meta", "msgs", "state", "ready", "inflight", "age", "wake")
-META, READY, INFLIGHT, WAKE = (
-    QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "wake")
+META, READY, INFLIGHT, AGE, WAKE = (
+    QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
 INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes")
@@ -455,7 +456,29 @@ class RedisBackend(Backend):
                 await self._send_scripts(by_queue)
             return
         await self._require_queues(list(by_queue))
+        await self._check_room(by_queue)
         await asyncio.gather(*(self._send_scripts({name: writes}) for name, writes in by_queue.items()))
+
+    async def _check_room(self, by_queue: dict[str, list[_Write]]) -> None:
+        """QueueFull unless the writes fit every bounded queue as it is now: for a send across
+        the nodes of a cluster, whose scripts (each of which checks its own queue) run apart."""
+        names = list(by_queue)
+        with self._available():
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                keys = self._queue_keys(name)
+                pipe.hmget(keys[META], ["maxmsgs", "maxbytes", "bytes"])
+                pipe.zcard(keys[AGE])
+            replies = list(await pipe.execute())
+        for i, name in enumerate(names):
+            (most_messages, most_bytes, held_bytes), held = replies[2 * i], replies[2 * i + 1]
+            settings = QueueSettings(
+                max_backlog_messages=int(most_messages) if most_messages else None,
+                max_backlog_bytes=int(most_bytes) if most_bytes else None,
+            )
+            writes = by_queue[name]
+            adding = (len(writes), sum(len(write.body) for write in writes))
+            check_room(name, settings, (int(held), int(held_bytes or 0)), adding)
 
     async def _send_scripts(self, by_queue: dict[str, list[_Write]]) -> None:
         """One `send` script over every queue in `by_queue` (they must share a node)."""
