@@ -14,6 +14,7 @@ from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
 from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, Worker
+from conveyor.consumer.rate import RateScope, shared_rate_limits
 from conveyor.core import Core
 from conveyor.errors import QueueNotFound
 from conveyor.producer import Queue
@@ -258,6 +259,8 @@ class App:
         dead_letter_queue: str | None = None,
         max_concurrency: int | None = None,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
+        max_rate: str | float | None = None,
+        max_rate_scope: RateScope = "process",
     ) -> Callable[[H], H]:
         """Register `async def handler(batch, env)` as the consumer of `queue` (a decorator).
 
@@ -280,6 +283,12 @@ class App:
                 default) autoscales from 1 up to 10 while the backlog grows.
             visibility_timeout: seconds a delivered message stays leased (0.05-43,200; default
                 30); the worker renews the lease while the handler runs.
+            max_rate: the most messages a second this consumer leases ("100/s", "600/m",
+                "10/h", or a number per second; 0.001-1,000,000 a second); None (the default)
+                has no limit. Batches shrink and wait to keep to it.
+            max_rate_scope: "process" (the default): each worker process keeps its own bucket,
+                so N workers lease up to N times the rate; "global": one bucket in the engine
+                shared by every worker of this queue (PostgreSQL, Redis and NATS).
         """
         settings = ConsumerSpec(
             queue=queue,
@@ -291,7 +300,11 @@ class App:
             dead_letter_queue=dead_letter_queue,
             max_concurrency=max_concurrency,
             visibility_timeout=visibility_timeout,
+            max_rate=max_rate,
+            max_rate_scope=max_rate_scope,
         )
+        if max_rate is not None and max_rate_scope == "global":
+            shared_rate_limits(self.backend)  # a clear error now, not at the worker's start
 
         def register(handler: H) -> H:
             if any(spec.queue == queue for spec in self.consumers):

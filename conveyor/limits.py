@@ -35,6 +35,10 @@ DEFAULT_RETRY_DELAY = 0.0
 AUTOSCALE_MAX_CONCURRENCY = 10
 MAX_CONCURRENCY = 250
 
+# Consumer rate limits (`max_rate`): messages per second a consumer may lease.
+MIN_RATE_PER_SECOND = 0.001
+MAX_RATE_PER_SECOND = 1_000_000.0
+
 # Leases: a delivered message stays invisible this long unless renewed.
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 MIN_VISIBILITY_TIMEOUT = 0.05

@@ -12,13 +12,14 @@ import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from conveyor import limits as L
 from conveyor.app import App
+from conveyor.consumer.rate import parse_rate
 from conveyor.errors import ConveyorValueError
 from conveyor.types import QueueInfo
 
@@ -40,6 +41,12 @@ def _import_path(value: str) -> str:
         or not all(part.isidentifier() for part in (*module.split("."), *attribute.split(".")))
     ):
         raise ValueError(f"expected 'module:attribute' (e.g. 'handlers:handle'), got {value!r}")
+    return value
+
+
+def _rate(value: str | float | None) -> str | float | None:
+    if value is not None:
+        parse_rate(value)
     return value
 
 
@@ -77,6 +84,9 @@ class ConsumerConfig(_Section):
     visibility_timeout: float = Field(
         L.DEFAULT_VISIBILITY_TIMEOUT, ge=L.MIN_VISIBILITY_TIMEOUT, le=L.MAX_VISIBILITY_TIMEOUT
     )
+    # "100/s", "600/m", "10/h" or a number per second; checked by conveyor (parse_rate)
+    max_rate: Annotated[str | float | None, AfterValidator(_rate)] = None
+    max_rate_scope: Literal["process", "global"] = "process"
 
     @model_validator(mode="after")
     def _dead_letter_queue_is_another_queue(self) -> ConsumerConfig:

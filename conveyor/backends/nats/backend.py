@@ -408,6 +408,40 @@ class NatsBackend(Backend):
         adding = (len(messages), sum(len(m.body) for m in messages))
         check_room(queue, state.settings, (len(state.messages), state.bytes), adding)
 
+    # -- shared rate limits (SharedRateLimits) ------------------------------------------------
+    # A bucket is the last message on its subject of the rates stream, replaced by compare-and-set;
+    # its time is the wall clock of the workers taking from it (keep them in sync, as NTP does).
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        for _ in range(CAS_ATTEMPTS):
+            seq, data = await self.js.read_rate(queue)
+            now = time.time()
+            tokens, at = (burst, now) if data is None else json.loads(data)
+            tokens = min(burst, float(tokens) + max(0.0, now - float(at)) * rate)
+            taken = min(wanted, int(tokens))
+            if not taken:  # nothing to write: the next take refills from the same point
+                return 0, (1 - tokens) / rate
+            try:
+                await self.js.write_rate(queue, json.dumps([tokens - taken, now]).encode(), seq)
+            except WrongLastSequence:
+                continue
+            return taken, 0.0
+        return 0, min(0.05, 1 / rate)  # busy: other workers took meanwhile; ask again soon
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        for _ in range(CAS_ATTEMPTS):
+            seq, data = await self.js.read_rate(queue)
+            if data is None:
+                return
+            tokens, at = json.loads(data)
+            try:
+                await self.js.write_rate(
+                    queue, json.dumps([min(burst, float(tokens) + count), at]).encode(), seq
+                )
+            except WrongLastSequence:
+                continue
+            return
+
     # -- leasing -----------------------------------------------------------------------------
 
     async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:

@@ -590,6 +590,17 @@ class PostgresBackend(Backend):
 
         return send
 
+    # -- shared rate limits (SharedRateLimits) ------------------------------------------------
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        params = {"name": queue, "wanted": float(wanted), "rate": float(rate), "burst": float(burst)}
+        taken, tokens = await self._fetchone("take_tokens", params)
+        return int(taken), 0.0 if taken else max(0.0, (1 - float(tokens)) / rate)
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        params = {"name": queue, "count": float(count), "burst": float(burst)}
+        await self._rowcount("give_back_tokens", params)
+
     async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
         token = new_token()
         params = {"queue": queue, "limit": limit, "token": token, "visibility_timeout": visibility_timeout}

@@ -53,7 +53,15 @@ CREATE INDEX subscriptions_queue ON {schema}.subscriptions (queue)
 
 -- name: schema_v2
 -- bounded backlog (NULL: no limit)
-ALTER TABLE {schema}.queues ADD COLUMN max_backlog_messages bigint, ADD COLUMN max_backlog_bytes bigint
+ALTER TABLE {schema}.queues ADD COLUMN max_backlog_messages bigint, ADD COLUMN max_backlog_bytes bigint;
+-- shared rate limits (max_rate_scope="global"): one token bucket per queue; `taken` is what the
+-- last take got (what take_tokens returns)
+CREATE TABLE {schema}.rate_buckets (
+    name text PRIMARY KEY,
+    tokens double precision NOT NULL,
+    taken integer NOT NULL,
+    updated_at timestamptz NOT NULL
+)
 
 -- name: queue_by_name
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
@@ -332,3 +340,22 @@ SELECT q.paused,
        extract(epoch FROM (SELECT min(m.visible_at) FROM {schema}.messages m WHERE m.queue_id = q.id)
                           - clock_timestamp())::float8
 FROM {schema}.queues q WHERE q.name = %(queue)b
+
+-- name: take_tokens
+-- Refill the queue's bucket at %(rate)b a second (server time) up to %(burst)b and take up to
+-- %(wanted)b whole tokens, in one atomic upsert; a new bucket starts full.
+INSERT INTO {schema}.rate_buckets AS b (name, tokens, taken, updated_at)
+VALUES (%(name)b, %(burst)b::float8 - least(%(wanted)b::float8, floor(%(burst)b::float8)),
+        least(%(wanted)b::float8, floor(%(burst)b::float8))::integer, now())
+ON CONFLICT (name) DO UPDATE SET
+    taken = least(%(wanted)b::float8, floor(least(%(burst)b::float8,
+        b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * %(rate)b::float8)))::integer,
+    tokens = least(%(burst)b::float8, b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * %(rate)b::float8)
+        - least(%(wanted)b::float8, floor(least(%(burst)b::float8,
+            b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * %(rate)b::float8))),
+    updated_at = now()
+RETURNING taken, tokens
+
+-- name: give_back_tokens
+UPDATE {schema}.rate_buckets SET tokens = least(%(burst)b::float8, tokens + %(count)b::float8)
+WHERE name = %(name)b

@@ -497,6 +497,20 @@ class RedisBackend(Backend):
         if refused:
             raise QueueNotFound(names[refused - 1])
 
+    # -- shared rate limits (SharedRateLimits) ------------------------------------------------
+
+    def _rate_key(self, queue: str) -> str:
+        return f"{{{self.prefix}:{queue}}}:rate"  # the queue's hash tag: its slot
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        taken, due = await self._run(
+            "take_tokens", [self._rate_key(queue)], [wanted, repr(rate), repr(burst)]
+        )
+        return int(taken), float(due)
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        await self._run("give_back_tokens", [self._rate_key(queue)], [count, repr(burst)])
+
     # -- leasing -----------------------------------------------------------------------------
 
     async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:

@@ -714,3 +714,32 @@ if due == nil then
   return -1
 end
 return math.max(0, due - server_now())
+
+-- name: take_tokens
+-- A shared rate limit's token bucket (KEYS: its hash; fields tokens, at µs): refill at ARGV[2] a
+-- second up to ARGV[3], take up to ARGV[1]. Returns {taken, seconds until one more is due}.
+-- The bucket expires once it would be full again anyway.
+local now = server_now()
+local wanted, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(held[1]) or burst
+local at = tonumber(held[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) / 1000000 * rate)
+local taken = math.min(wanted, math.floor(tokens))
+tokens = tokens - taken
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', int(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+local due = 0
+if taken == 0 then
+  due = (1 - tokens) / rate
+end
+return {taken, string.format('%.17g', due)}
+
+-- name: give_back_tokens
+-- KEYS: the bucket. ARGV: tokens to return, the bucket's size.
+local held = redis.call('HGET', KEYS[1], 'tokens')
+if held then
+  local tokens = math.min(tonumber(ARGV[2]), tonumber(held) + tonumber(ARGV[1]))
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens))
+end
+return 1
