@@ -13,7 +13,7 @@ import time
 import pytest
 
 import conveyor
-from conveyor.consumer.rate import parse_rate
+from conveyor.consumer.rate import RateScope, parse_rate
 from conveyor.errors import ConveyorValueError, LimitExceeded
 from tests.support.apps import AppFactory
 from tests.support.engines import EngineSetup
@@ -34,10 +34,10 @@ async def run_for(apps: list[conveyor.App], seconds: float) -> float:
     return time.monotonic() - started
 
 
-def register(app: conveyor.App, handled: list[int], scope: str = "process") -> None:
+def register(app: conveyor.App, handled: list[int], scope: RateScope = "process") -> None:
     @app.consumer(
         "jobs", max_batch_size=BATCH, max_batch_timeout=0.2, max_rate=f"{RATE:g}/s", max_rate_scope=scope
-    )  # type: ignore[arg-type]
+    )
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
         handled.extend(message.body for message in batch.messages)
 
