@@ -33,6 +33,9 @@ from conveyor.types import (
     StoredMessage,
 )
 
+# How long past its deadline a long-poll pull is cut off when the engine has not returned by then.
+PULL_WAIT_GRACE_SECONDS = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
@@ -300,9 +303,10 @@ class Queue:
         await self.core.ensure_queue(self.name)  # a wake-up needs the queue to exist
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        # real time bounds the wait even where the engine waits on the app's (fake) clock
+        # real time bounds the wait even where the engine waits on the app's (fake) clock; a
+        # little after the engine's own deadline, so that a lease taken as it wakes is not cut off
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
+            async with asyncio.timeout(wait + PULL_WAIT_GRACE_SECONDS):
                 while (remaining := deadline - loop.time()) > 0:
                     leased = await backend.wait_and_lease(
                         self.name, batch_size, visibility_timeout, remaining
