@@ -550,7 +550,9 @@ class PostgresBackend(Backend):
         bounded = {row[0]: row for row in await cursor.fetchall()}
         held: dict[int, tuple[int, int]] = {}
         if bounded:  # else its limits were removed meanwhile
-            cursor = await conn.execute(self._q["backlog"], {"ids": list(bounded)}, binary=True)
+            by_bytes = [queue_id for queue_id, row in bounded.items() if row[3] is not None] or [0]
+            counted = {"ids": list(bounded), "by_bytes": by_bytes}
+            cursor = await conn.execute(self._q["backlog"], counted, binary=True)
             held = {row[0]: (int(row[1]), int(row[2])) for row in await cursor.fetchall()}
         adding = backlog_added(messages)
         for queue_id, (_, name, most_messages, most_bytes) in bounded.items():

@@ -161,7 +161,10 @@ ORDER BY id FOR NO KEY UPDATE
 -- name: backlog
 -- What locked queues hold: a statement after `lock_bounded`, so its snapshot sees every send
 -- committed by the senders that held the lock before.
-SELECT queue_id, count(*), coalesce(sum(octet_length(body)), 0)::bigint FROM {schema}.messages
+-- (bytes only for the queues bounded by bytes: summing them reads every row)
+SELECT queue_id, count(*),
+       CASE WHEN queue_id = ANY(%(by_bytes)b::bigint[]) THEN coalesce(sum(octet_length(body)), 0) ELSE 0 END::bigint
+FROM {schema}.messages
 WHERE queue_id = ANY(%(ids)b::bigint[]) GROUP BY queue_id
 
 -- Leases, their renewals and releases commit without waiting for the WAL flush

@@ -682,7 +682,7 @@ class SQLiteBackend(Backend):
             row = queues[name]
             if row[6] is None and row[7] is None:
                 continue
-            held = conn.execute(Q["backlog"], (row[0],)).fetchone()
+            held = conn.execute(Q["backlog" if row[7] is not None else "backlog_count"], (row[0],)).fetchone()
             check_room(name, _info(row).settings, (held[0], held[1]), adding)
 
     async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:

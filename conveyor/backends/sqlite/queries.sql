@@ -60,8 +60,12 @@ SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_bac
 WHERE name = ?
 
 -- name: backlog
--- what a bounded queue holds, counted inside the send's write transaction
+-- what a bounded queue holds, counted inside the send's write transaction (bytes: a table scan)
 SELECT count(*), coalesce(sum(length(body)), 0) FROM conveyor_messages WHERE queue_id = ?
+
+-- name: backlog_count
+-- the same without the bytes, for a queue bounded by count only: the ready index alone
+SELECT count(*), 0 FROM conveyor_messages WHERE queue_id = ?
 
 -- name: set_paused
 UPDATE conveyor_queues SET paused = ? WHERE name = ?
