@@ -95,11 +95,19 @@ class ConsumerConfig(_Section):
         return self
 
 
+class MetricsConfig(_Section):
+    """`[metrics]`: where `conveyor worker` serves its Prometheus metrics (off without a port)."""
+
+    port: int | None = Field(None, ge=0, le=L.MAX_PORT)
+    host: str = Field(L.DEFAULT_METRICS_HOST, min_length=1)
+
+
 class ConveyorConfig(_Section):
     url: str | None = None
     app: ImportPath | None = None
     queues: list[QueueConfig] = []
     consumers: list[ConsumerConfig] = []
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> ConveyorConfig:

@@ -49,6 +49,12 @@ name = "jobs-dlq"  # where messages that keep failing go
 # visibility_timeout = {L.DEFAULT_VISIBILITY_TIMEOUT:g}  # seconds a delivery is leased (renewed as it runs)
 # max_rate = "100/s"  # lease no faster than this ("600/m", "10/h"); leave out for no limit
 # max_rate_scope = "process"  # or "global": one limit for every worker (PostgreSQL, Redis, NATS)
+
+# The worker's Prometheus metrics at http://host:port/metrics (--metrics-port and --metrics-host
+# take precedence). Uncomment to serve them.
+# [metrics]
+# port = 9464
+# host = "{L.DEFAULT_METRICS_HOST}"  # this machine only; "0.0.0.0" for every interface
 """
 
 

@@ -28,6 +28,10 @@ max_concurrency = 4
 visibility_timeout = 60
 max_rate = "100/s"
 max_rate_scope = "global"
+
+[metrics]
+port = 9464
+host = "0.0.0.0"
 """
 
 
@@ -51,6 +55,7 @@ def test_every_key_is_read() -> None:
         "max_rate_scope": "global",
     }
     assert config.queue_names() == ["jobs", "jobs-dlq"]
+    assert (config.metrics.port, config.metrics.host) == (9464, "0.0.0.0")
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -59,6 +64,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (consumer.max_batch_size, consumer.max_batch_timeout, consumer.max_retries) == (10, 5.0, 3)
     assert (consumer.dead_letter_queue, consumer.max_concurrency) == (None, None)
     assert config.url is None and config.queues == []
+    assert (config.metrics.port, config.metrics.host) == (None, "127.0.0.1")  # no metrics endpoint
 
 
 @pytest.mark.parametrize(
@@ -91,6 +97,11 @@ def test_defaults_are_the_documented_ones() -> None:
         ('[[queues]]\nname = "q"\n[[queues]]\nname = "q"\n', "queues: 'q' declared more than once"),
         ('[[consumers]]\nhandler = "h:f"\n', "consumers[0].queue: Field required"),
         ("url = \n", "conveyor.toml: not valid TOML"),
+        (
+            "[metrics]\nport = 65536\n",
+            "conveyor.toml: metrics.port: Input should be less than or equal to 65535",
+        ),
+        ('[metrics]\nport = "9464"\n', "conveyor.toml: metrics.port: Input should be a valid integer"),
     ],
 )
 def test_errors_name_the_file_and_the_key(text: str, message: str) -> None:
