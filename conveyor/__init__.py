@@ -23,6 +23,7 @@ from conveyor.errors import (
     MetricsServerError,
     MissingDependency,
     QueueAlreadyExists,
+    QueueFull,
     QueueNotFound,
     QueuePaused,
     StorageFull,
@@ -30,7 +31,7 @@ from conveyor.errors import (
 )
 from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
-from conveyor.producer import AckResult, PeekedMessage, PulledMessage, Queue, SendRequest
+from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.topics import PublishResult, Topic
 from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
@@ -54,6 +55,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusClosed",
+    "ExtendResult",
     "InvalidContentType",
     "InvalidHandler",
     "InvalidQueueName",
@@ -71,6 +73,7 @@ __all__ = [
     "PulledMessage",
     "Queue",
     "QueueAlreadyExists",
+    "QueueFull",
     "QueueInfo",
     "QueueNotFound",
     "QueuePaused",

@@ -22,6 +22,7 @@ from conveyor.backends.base import (
     new_token,
 )
 from conveyor.errors import QueueAlreadyExists, QueueNotFound
+from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -181,6 +182,11 @@ class MemoryBackend(Backend):
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         with self.store.lock:
             targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
+            for name, adding in backlog_added(messages).items():
+                queue = targets[name]
+                if queue.info.settings.bounded:
+                    held = (len(queue.messages), sum(len(m.body) for m in queue.messages.values()))
+                    check_room(name, queue.info.settings, held, adding)
             now = self.clock.now()
             for outgoing in messages:
                 queue = targets[outgoing.queue]

@@ -10,6 +10,7 @@ from conveyor import limits as L
 from conveyor.admin import every_queue, one_queue, queue_document
 from conveyor.app import App
 from conveyor.cli.output import (
+    backlog_limit_text,
     emit_json,
     out,
     parse_seconds,
@@ -46,6 +47,28 @@ Retention = Annotated[
 ]
 
 
+MaxBacklogMessages = Annotated[
+    int | None,
+    typer.Option(
+        "--max-backlog-messages",
+        min=0,
+        metavar="N",
+        help="Refuse sends (QueueFull) past this many messages held; 0 removes the limit (update).",
+        show_default=False,
+    ),
+]
+MaxBacklogBytes = Annotated[
+    int | None,
+    typer.Option(
+        "--max-backlog-bytes",
+        min=0,
+        metavar="BYTES",
+        help="Refuse sends (QueueFull) past this many bytes of bodies held; 0 removes the limit (update).",
+        show_default=False,
+    ),
+]
+
+
 def register(cli: typer.Typer) -> None:
     cli.add_typer(queues)
 
@@ -61,14 +84,24 @@ def _show(info: QueueInfo, stats: QueueStats, done: str | None = None) -> None:
 
 
 def _settings_text(info: QueueInfo) -> str:
-    return (
-        f"delivery delay {seconds_text(info.settings.delivery_delay)}, "
-        f"retention {seconds_text(info.settings.retention_seconds)}"
+    settings = info.settings
+    text = (
+        f"delivery delay {seconds_text(settings.delivery_delay)}, "
+        f"retention {seconds_text(settings.retention_seconds)}"
     )
+    if settings.bounded:
+        text += f", backlog limit {backlog_limit_text(settings)}"
+    return text
 
 
 @queues.command("create")
-def create(name: Name, delivery_delay: DeliveryDelay = None, retention: Retention = None) -> None:
+def create(
+    name: Name,
+    delivery_delay: DeliveryDelay = None,
+    retention: Retention = None,
+    max_backlog_messages: MaxBacklogMessages = None,
+    max_backlog_bytes: MaxBacklogBytes = None,
+) -> None:
     """Create a queue (an error if it exists)."""
 
     async def work(app: App) -> tuple[QueueInfo, QueueStats]:
@@ -76,6 +109,8 @@ def create(name: Name, delivery_delay: DeliveryDelay = None, retention: Retentio
             name,
             delivery_delay=delivery_delay or 0.0,
             retention_seconds=L.DEFAULT_RETENTION_SECONDS if retention is None else retention,
+            max_backlog_messages=max_backlog_messages or None,
+            max_backlog_bytes=max_backlog_bytes or None,
         )
         return await one_queue(app, name)
 
@@ -104,13 +139,27 @@ def info(name: Name) -> None:
 
 
 @queues.command("update")
-def update(name: Name, delivery_delay: DeliveryDelay = None, retention: Retention = None) -> None:
-    """Change a queue's delivery delay or retention."""
-    if delivery_delay is None and retention is None:
-        raise typer.BadParameter("give --delivery-delay and/or --retention")
+def update(
+    name: Name,
+    delivery_delay: DeliveryDelay = None,
+    retention: Retention = None,
+    max_backlog_messages: MaxBacklogMessages = None,
+    max_backlog_bytes: MaxBacklogBytes = None,
+) -> None:
+    """Change a queue's delivery delay, retention or backlog limits."""
+    if (delivery_delay, retention, max_backlog_messages, max_backlog_bytes) == (None, None, None, None):
+        raise typer.BadParameter(
+            "give --delivery-delay, --retention, --max-backlog-messages and/or --max-backlog-bytes"
+        )
 
     async def work(app: App) -> tuple[QueueInfo, QueueStats]:
-        await app.update_queue(name, delivery_delay=delivery_delay, retention_seconds=retention)
+        await app.update_queue(
+            name,
+            delivery_delay=delivery_delay,
+            retention_seconds=retention,
+            max_backlog_messages=max_backlog_messages,
+            max_backlog_bytes=max_backlog_bytes,
+        )
         return await one_queue(app, name)
 
     queue_info, stats = run(work)

@@ -112,16 +112,25 @@ async def test_concurrent_first_connects_create_one_versioned_schema(
         assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 
+# what schema v2 added (queries.sql `schema_v2`)
+V2_COLUMNS = [("messages", "lost"), ("queues", "max_backlog_messages"), ("queues", "max_backlog_bytes")]
+V2_TABLES = ["rate_buckets"]
+
+
 async def test_a_schema_of_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with monkeypatch.context() as patch:  # the schema as conveyor made it before v2
-        patch.setattr(postgres, "SCHEMA_VERSION", 1)
-        async with conveyor.App(pg_url) as app:
-            schema = app.backend.schema  # type: ignore[attr-defined]
-            waiting = await app.queue("jobs").send({"n": 1})
-            orphan = await app.queue("jobs").send({"n": 2})
+    async with conveyor.App(pg_url) as app:
+        schema = app.backend.schema  # type: ignore[attr-defined]
+        waiting = await app.queue("jobs").send({"n": 1})
+        orphan = await app.queue("jobs").send({"n": 2})
     async with await connect() as conn:
+        # the schema as conveyor made it before v2: what v2 added taken away again
+        for table, column in V2_COLUMNS:
+            await conn.execute(f'ALTER TABLE "{schema}".{table} DROP COLUMN {column}')
+        for table in V2_TABLES:
+            await conn.execute(f'DROP TABLE "{schema}".{table}')
+        await conn.execute(f'DELETE FROM "{schema}".schema_version WHERE version > 1')
         cursor = await conn.execute(
             "SELECT column_name FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = 'messages'",

@@ -14,7 +14,6 @@ import pytest
 
 import conveyor
 from conveyor.backends import from_url
-from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.errors import InvalidURL
 
@@ -109,18 +108,31 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
+# what schema v2 added (queries.sql `schema_v2`)
+V2_COLUMNS = [
+    ("conveyor_messages", "lost"),
+    ("conveyor_queues", "max_backlog_messages"),
+    ("conveyor_queues", "max_backlog_bytes"),
+]
+V2_TABLES: list[str] = []
+
+
 async def test_a_file_of_schema_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "v1.db"
     url = f"sqlite:///{path}"
-    with monkeypatch.context() as patch:  # the file as conveyor made it before schema v2
-        patch.setattr(sqlite_backend, "SCHEMA_VERSION", 1)
-        async with conveyor.App(url) as app:
-            waiting = await app.queue("jobs").send({"n": 1})
-            orphan = await app.queue("jobs").send({"n": 2})
+    async with conveyor.App(url) as app:
+        waiting = await app.queue("jobs").send({"n": 1})
+        orphan = await app.queue("jobs").send({"n": 2})
     conn = sqlite3.connect(path)
     try:
+        # the file as conveyor made it before schema v2: what v2 added taken away again
+        for table, column in V2_COLUMNS:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        for table in V2_TABLES:
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("PRAGMA user_version = 1")
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
         assert "lost" not in {row[1] for row in conn.execute("PRAGMA table_info(conveyor_messages)")}
         # a worker of that version died holding `orphan`: its lease (a hex token) expired

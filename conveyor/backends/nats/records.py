@@ -79,12 +79,19 @@ def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
 
 
 def encode_send(
-    messages: Sequence[Outgoing], fan_out: Sequence[tuple[str, str, Sequence[Outgoing]]] = ()
+    messages: Sequence[Outgoing],
+    fan_out: Sequence[tuple[str, str, Sequence[Outgoing]]] = (),
+    *,
+    checked: str | None = None,
 ) -> bytes:
     """A send record; `fan_out` (move id, queue, messages) adds copies for other queues, which
     wait in this queue's outbox until they are stored there (one write commits the messages of
-    every queue it names)."""
+    every queue it names). `checked` (a token its writer waits on) makes it a send into a
+    bounded queue: every reader stores its messages only if they fit the queue's backlog limits
+    as of that record, else none of them, and tells the writer which."""
     header: dict[str, Any] = {"op": "send", "m": send_entries(messages)}
+    if checked is not None:
+        header["tok"], header["lim"] = checked, 1
     bodies = [m.body for m in messages]
     if fan_out:
         header["x"] = [
@@ -156,21 +163,33 @@ def decode_rehome(record: Record, seq: int) -> list[tuple[str, Location]]:
 
 
 def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> bytes:
-    return encode(
-        {
-            "op": "meta",
-            "delay": settings.delivery_delay,
-            "retention": settings.retention_seconds,
-            "paused": paused,
-            "created": created_at,
-        }
-    )
+    header: dict[str, Any] = {
+        "op": "meta",
+        "delay": settings.delivery_delay,
+        "retention": settings.retention_seconds,
+        "paused": paused,
+        "created": created_at,
+    }
+    if settings.max_backlog_messages is not None:
+        header["maxm"] = settings.max_backlog_messages
+    if settings.max_backlog_bytes is not None:
+        header["maxb"] = settings.max_backlog_bytes
+    return encode(header)
 
 
 def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     header = record.header
-    settings = QueueSettings(float(header["delay"]), float(header["retention"]))
+    settings = _settings(header["delay"], header["retention"], header.get("maxm"), header.get("maxb"))
     return settings, bool(header["paused"]), float(header["created"])
+
+
+def _settings(delay: Any, retention: Any, most_messages: Any = None, most_bytes: Any = None) -> QueueSettings:
+    return QueueSettings(
+        float(delay),
+        float(retention),
+        None if most_messages is None else int(most_messages),
+        None if most_bytes is None else int(most_bytes),
+    )
 
 
 # -- snapshots -----------------------------------------------------------------------------------
@@ -210,7 +229,12 @@ def encode_state(state: QueueState) -> bytes:
     ]
     header = {
         "v": SNAPSHOT_VERSION,
-        "settings": [state.settings.delivery_delay, state.settings.retention_seconds],
+        "settings": [
+            state.settings.delivery_delay,
+            state.settings.retention_seconds,
+            state.settings.max_backlog_messages,
+            state.settings.max_backlog_bytes,
+        ],
         "paused": state.paused,
         "created": state.created_at,
         "now": state.now,
@@ -226,8 +250,7 @@ def decode_state(name: str, data: bytes) -> QueueState:
     if version not in (2, SNAPSHOT_VERSION):  # v2 had no `lost`
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
-    delay, retention = header["settings"]
-    state.set_meta(QueueSettings(float(delay), float(retention)), bool(header["paused"]), header["created"])
+    state.set_meta(_settings(*header["settings"]), bool(header["paused"]), header["created"])
     state.now = float(header["now"])
     for entry in header["messages"]:
         message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]

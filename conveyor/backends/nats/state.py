@@ -163,6 +163,19 @@ class QueueState:
 
     # -- records -----------------------------------------------------------------------------
 
+    def refusal(self, arrivals: Sequence[Arrival]) -> tuple[str, int, int, int] | None:
+        """Why `arrivals` do not fit the queue's backlog limits: (limit, held, adding, maximum);
+        None when they fit. Deterministic: every reader decides the same at the same record."""
+        settings = self.settings
+        new = [a for a in arrivals if a.id not in self.messages]
+        most_messages, most_bytes = settings.max_backlog_messages, settings.max_backlog_bytes
+        if most_messages is not None and len(self.messages) + len(new) > most_messages:
+            return "max_backlog_messages", len(self.messages), len(new), most_messages
+        adding = sum(a.location[2] for a in new)
+        if most_bytes is not None and self.bytes + adding > most_bytes:
+            return "max_backlog_bytes", self.bytes, adding, most_bytes
+        return None
+
     def send(self, arrivals: Sequence[Arrival], now: float, first_order: int) -> int:
         """Store arrivals not already here (a send retried after a lost reply is stored once).
         Returns how many were stored."""

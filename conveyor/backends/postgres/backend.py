@@ -63,6 +63,7 @@ from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -139,7 +140,12 @@ def _connection_lost(exc: psycopg.Error) -> bool:
 def _info(row: Sequence[Any]) -> QueueInfo:
     return QueueInfo(
         name=row[0],
-        settings=QueueSettings(delivery_delay=row[1], retention_seconds=row[2]),
+        settings=QueueSettings(
+            delivery_delay=row[1],
+            retention_seconds=row[2],
+            max_backlog_messages=row[5],
+            max_backlog_bytes=row[6],
+        ),
         paused=row[3],
         created_at=row[4],
     )
@@ -416,6 +422,8 @@ class PostgresBackend(Backend):
             "name": name,
             "delivery_delay": settings.delivery_delay,
             "retention_seconds": settings.retention_seconds,
+            "max_backlog_messages": settings.max_backlog_messages,
+            "max_backlog_bytes": settings.max_backlog_bytes,
         }
         while True:
             row = await self._fetchone("insert_queue", params, repeatable=exist_ok)
@@ -437,6 +445,8 @@ class PostgresBackend(Backend):
             "name": name,
             "delivery_delay": settings.delivery_delay,
             "retention_seconds": settings.retention_seconds,
+            "max_backlog_messages": settings.max_backlog_messages,
+            "max_backlog_bytes": settings.max_backlog_bytes,
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
         if row is None:
@@ -484,7 +494,9 @@ class PostgresBackend(Backend):
         if not messages:
             return
         params = self._send_params(messages)
-        self._check_sent(params, await self._run(self._sender(params), repeatable=True))
+        row = await self._run(self._sender(params), repeatable=True)
+        if self._check_sent(params, row):
+            await self._run(self._bounded_sender(params, messages), repeatable=True)
 
     async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> None:
         """Transactional enqueue (the `SendsInTransaction` capability): write with the caller's
@@ -497,14 +509,60 @@ class PostgresBackend(Backend):
             return
         params = self._send_params(messages)
         cursor = await connection.execute(self._q["send"], params, binary=True)
-        self._check_sent(params, await cursor.fetchone())
+        if self._check_sent(params, await cursor.fetchone()):
+            # the bounded queues stay locked until the caller's transaction ends
+            await self._send_checked(connection, params, messages)
 
     @staticmethod
-    def _check_sent(params: dict[str, Any], row: Any) -> None:
-        """QueueNotFound naming a missing queue, from the send statement's reply."""
+    def _check_sent(params: dict[str, Any], row: Any) -> bool:
+        """QueueNotFound naming a missing queue, from the send statement's reply; True when it
+        stored nothing because a queue is bounded (the send goes again through `_send_checked`)."""
         if row is None or not row[0]:
             found = set(row[1] or ()) if row is not None else set()
-            raise QueueNotFound(next(name for name in params["queue_names"] if name not in found))
+            missing = [name for name in params["queue_names"] if name not in found]
+            if missing or row is None:
+                raise QueueNotFound(missing[0] if missing else params["queue_names"][0])
+            return bool(row[3])
+        return False
+
+    def _bounded_sender(
+        self, params: dict[str, Any], messages: Sequence[OutgoingMessage]
+    ) -> Callable[[Conn], Awaitable[None]]:
+        """A send into bounded queues as a repeatable operation: one transaction."""
+        tries = 0
+
+        async def send(conn: Conn) -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                async with conn.transaction():
+                    await self._send_checked(conn, params, messages)
+            except psycopg.errors.UniqueViolation:
+                if tries == 1:
+                    raise
+                # A repeat after a lost reply: the first try committed (a send is all or nothing).
+
+        return send
+
+    async def _send_checked(
+        self, conn: Any, params: dict[str, Any], messages: Sequence[OutgoingMessage]
+    ) -> None:
+        """Lock the bounded queues, count what they hold, refuse with QueueFull what does not
+        fit (the caller's transaction rolls back), else send; in the caller's transaction."""
+        cursor = await conn.execute(self._q["lock_bounded"], params, binary=True)
+        bounded = {row[0]: row for row in await cursor.fetchall()}
+        held: dict[int, tuple[int, int]] = {}
+        if bounded:  # else its limits were removed meanwhile
+            by_bytes = [queue_id for queue_id, row in bounded.items() if row[3] is not None] or [0]
+            counted = {"ids": list(bounded), "by_bytes": by_bytes}
+            cursor = await conn.execute(self._q["backlog"], counted, binary=True)
+            held = {row[0]: (int(row[1]), int(row[2])) for row in await cursor.fetchall()}
+        adding = backlog_added(messages)
+        for queue_id, (_, name, most_messages, most_bytes) in bounded.items():
+            settings = QueueSettings(max_backlog_messages=most_messages, max_backlog_bytes=most_bytes)
+            check_room(name, settings, held.get(queue_id, (0, 0)), adding[name])
+        cursor = await conn.execute(self._q["send"], {**params, "checked": True}, binary=True)
+        self._check_sent(params, await cursor.fetchone())
 
     def _send_params(self, messages: Sequence[OutgoingMessage]) -> dict[str, Any]:
         return {
@@ -516,6 +574,7 @@ class PostgresBackend(Backend):
             "delays": [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages],
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
             "channel": self.channel,
+            "checked": False,
         }
 
     def _sender(self, params: dict[str, Any]) -> Callable[[Conn], Awaitable[Any]]:
@@ -531,10 +590,21 @@ class PostgresBackend(Backend):
                 if tries == 1:
                     raise
                 # A repeat after a lost reply: the first try committed (a send is all or nothing).
-                return (True, params["queue_names"], 0)
+                return (True, params["queue_names"], 0, False)
             return await cursor.fetchone()
 
         return send
+
+    # -- shared rate limits (SharedRateLimits) ------------------------------------------------
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        params = {"name": queue, "wanted": float(wanted), "rate": float(rate), "burst": float(burst)}
+        taken, tokens = await self._fetchone("take_tokens", params)
+        return int(taken), 0.0 if taken else max(0.0, (1 - float(tokens)) / rate)
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        params = {"name": queue, "count": float(count), "burst": float(burst)}
+        await self._rowcount("give_back_tokens", params)
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True

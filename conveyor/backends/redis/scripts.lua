@@ -5,7 +5,8 @@
 -- them exactly, and Redis passes Lua numbers to commands with full precision (never tostring()).
 --
 -- Per queue (KEYS, in this order, KEYS_PER_QUEUE of them):
---   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes)
+--   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes),
+--             maxmsgs, maxbytes (the backlog limits; '' or absent: no limit)
 --   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
 --   state     hash id -> "<deliveries>:<body size>:<lost>:<lease token>" (messages leased at
 --             least once; `lost`: deliveries in a row without an outcome; a state written before
@@ -221,24 +222,27 @@ local function movable(q, limit, now)
 end
 
 -- name: create_queue
--- ARGV: delay µs, retention µs. Returns {created 0/1, delay, retention, paused, created µs}.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit).
+-- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes}.
 local q = queue_keys(1)
 if exists(q) then
-  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created')
-  return {0, m[1], m[2], m[3], m[4]}
+  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes')
+  return {0, m[1], m[2], m[3], m[4], m[5], m[6]}
 end
 local now = int(server_now())
-redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0)
-return {1, ARGV[1], ARGV[2], '0', now}
+redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
+  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4])
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4]}
 
 -- name: update_queue
--- ARGV: delay µs, retention µs. Returns {delay, retention, paused, created µs}, or {} if missing.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit).
+-- Returns {delay, retention, paused, created µs, max messages, max bytes}, or {} if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
-redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created')
+redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4])
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.
@@ -281,7 +285,8 @@ return value
 -- KEYS: one group per queue. ARGV: per queue a message count, then per message two arguments: its
 -- id, and "<delay µs>:<timestamp µs>:<content type>:<dead-letter JSON length>:<JSON><body>" (an
 -- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter).
--- Returns 0, or the group number of a missing queue (then nothing was stored).
+-- Returns 0; or the group number of a missing queue; or, for a bounded queue the messages do not
+-- fit in, {group, limit name, what it holds, what the send adds, the limit}. Then nothing was stored.
 for g = 1, group_count() do
   if not exists(queue_keys(g)) then
     return g
@@ -289,12 +294,13 @@ for g = 1, group_count() do
 end
 local now = server_now()
 local at = 1
+local groups = {}
 for g = 1, group_count() do
   local q = queue_keys(g)
   local count = tonumber(ARGV[at])
   at = at + 1
   local default_delay = nil
-  local items = {}
+  local items, adding = {}, 0
   for i = 1, count do
     local id, packed = ARGV[at], ARGV[at + 1]
     at = at + 2
@@ -302,6 +308,7 @@ for g = 1, group_count() do
     -- from the length on, the packed message is what a stored record holds after its timestamp
     local tail = string.sub(packed, rest - #dead_length - 1)
     local size = #packed - rest + 1 - tonumber(dead_length)
+    adding = adding + size
     if delay == '' then
       default_delay = default_delay or tonumber(redis.call('HGET', q.meta, 'delay'))
       delay = default_delay
@@ -312,6 +319,24 @@ for g = 1, group_count() do
     -- one microsecond apart: a batch stays in the order it was sent
     items[i] = {id, content_type .. ':' .. int(timestamp) .. ':' .. tail, now + delay + i - 1, timestamp, size}
   end
+  -- a bounded queue: what it holds now plus this send must stay within its limits
+  local limits = redis.call('HMGET', q.meta, 'maxmsgs', 'maxbytes')
+  if limits[1] and limits[1] ~= '' then
+    local held = redis.call('ZCARD', q.age)
+    if held + count > tonumber(limits[1]) then
+      return {g, 'max_backlog_messages', held, count, limits[1]}
+    end
+  end
+  if limits[2] and limits[2] ~= '' then
+    local held = tonumber(redis.call('HGET', q.meta, 'bytes') or '0')
+    if held + adding > tonumber(limits[2]) then
+      return {g, 'max_backlog_bytes', held, adding, limits[2]}
+    end
+  end
+  groups[g] = {q, items, count}
+end
+for g = 1, group_count() do
+  local q, items, count = groups[g][1], groups[g][2], groups[g][3]
   insert_many(q, items)
   wake(q, count)
 end
@@ -744,3 +769,32 @@ if due == nil then
   return -1
 end
 return math.max(0, due - server_now())
+
+-- name: take_tokens
+-- A shared rate limit's token bucket (KEYS: its hash; fields tokens, at µs): refill at ARGV[2] a
+-- second up to ARGV[3], take up to ARGV[1]. Returns {taken, seconds until one more is due}.
+-- The bucket expires once it would be full again anyway.
+local now = server_now()
+local wanted, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(held[1]) or burst
+local at = tonumber(held[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) / 1000000 * rate)
+local taken = math.min(wanted, math.floor(tokens))
+tokens = tokens - taken
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', int(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+local due = 0
+if taken == 0 then
+  due = (1 - tokens) / rate
+end
+return {taken, string.format('%.17g', due)}
+
+-- name: give_back_tokens
+-- KEYS: the bucket. ARGV: tokens to return, the bucket's size.
+local held = redis.call('HGET', KEYS[1], 'tokens')
+if held then
+  local tokens = math.min(tonumber(ARGV[2]), tonumber(held) + tonumber(ARGV[1]))
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens))
+end
+return 1

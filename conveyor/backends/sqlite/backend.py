@@ -39,6 +39,7 @@ from conveyor.backends.sqlite.storage import (
     storage_error,
 )
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound, StorageFull, StorageUnusable
+from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -113,7 +114,12 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 def _info(row: tuple[Any, ...]) -> QueueInfo:
     return QueueInfo(
         name=row[1],
-        settings=QueueSettings(delivery_delay=row[2], retention_seconds=row[3]),
+        settings=QueueSettings(
+            delivery_delay=row[2],
+            retention_seconds=row[3],
+            max_backlog_messages=row[6],
+            max_backlog_bytes=row[7],
+        ),
         paused=bool(row[4]),
         created_at=row[5],
     )
@@ -560,7 +566,14 @@ class SQLiteBackend(Backend):
                 raise QueueAlreadyExists(name)
             conn.execute(
                 Q["insert_queue"],
-                (name, settings.delivery_delay, settings.retention_seconds, self.clock.now()),
+                (
+                    name,
+                    settings.delivery_delay,
+                    settings.retention_seconds,
+                    self.clock.now(),
+                    settings.max_backlog_messages,
+                    settings.max_backlog_bytes,
+                ),
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
 
@@ -573,7 +586,16 @@ class SQLiteBackend(Backend):
     async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
         def update(conn: sqlite3.Connection) -> QueueInfo:
             self._queue_row(conn, name)
-            conn.execute(Q["update_queue"], (settings.delivery_delay, settings.retention_seconds, name))
+            conn.execute(
+                Q["update_queue"],
+                (
+                    settings.delivery_delay,
+                    settings.retention_seconds,
+                    settings.max_backlog_messages,
+                    settings.max_backlog_bytes,
+                    name,
+                ),
+            )
             return _info(self._queue_row(conn, name))
 
         return await self._transaction(update)
@@ -629,6 +651,7 @@ class SQLiteBackend(Backend):
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
         def send(conn: sqlite3.Connection) -> None:
             queues = {name: self._queue_row(conn, name) for name in {m.queue for m in messages}}
+            self._check_room(conn, queues, messages)
             now = self.clock.now()
             conn.executemany(
                 Q["insert_message"],
@@ -648,6 +671,19 @@ class SQLiteBackend(Backend):
 
         await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})
+
+    @staticmethod
+    def _check_room(
+        conn: sqlite3.Connection, queues: dict[str, tuple[Any, ...]], messages: Sequence[OutgoingMessage]
+    ) -> None:
+        """QueueFull for a bounded queue the messages do not fit in; counted inside the write
+        transaction (BEGIN IMMEDIATE: one writer at a time), so racing senders cannot overfill it."""
+        for name, adding in backlog_added(messages).items():
+            row = queues[name]
+            if row[6] is None and row[7] is None:
+                continue
+            held = conn.execute(Q["backlog" if row[7] is not None else "backlog_count"], (row[0],)).fetchone()
+            check_room(name, _info(row).settings, (held[0], held[1]), adding)
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True

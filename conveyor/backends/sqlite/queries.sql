@@ -40,18 +40,35 @@ CREATE TABLE IF NOT EXISTS conveyor_subscriptions (
 -- v2: `lost` counts a message's deliveries in a row that ended without an outcome (a lease of a
 -- handed kind expired), a lease token's first character being its kind (backends/base.py)
 ALTER TABLE conveyor_messages ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+-- bounded backlog (NULL: no limit)
+ALTER TABLE conveyor_queues ADD COLUMN max_backlog_messages INTEGER;
+ALTER TABLE conveyor_queues ADD COLUMN max_backlog_bytes INTEGER
 
 -- name: queue_by_name
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues WHERE name = ?
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes
+FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues ORDER BY name
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes
+FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
-INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, paused, created_at) VALUES (?, ?, ?, 0, ?)
+INSERT INTO conveyor_queues
+    (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes)
+VALUES (?, ?, ?, 0, ?, ?, ?)
 
 -- name: update_queue
-UPDATE conveyor_queues SET delivery_delay = ?, retention_seconds = ? WHERE name = ?
+UPDATE conveyor_queues
+SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_backlog_bytes = ?
+WHERE name = ?
+
+-- name: backlog
+-- what a bounded queue holds, counted inside the send's write transaction (bytes: a table scan)
+SELECT count(*), coalesce(sum(length(body)), 0) FROM conveyor_messages WHERE queue_id = ?
+
+-- name: backlog_count
+-- the same without the bytes, for a queue bounded by count only: the ready index alone
+SELECT count(*), 0 FROM conveyor_messages WHERE queue_id = ?
 
 -- name: set_paused
 UPDATE conveyor_queues SET paused = ? WHERE name = ?
