@@ -24,6 +24,7 @@ from conveyor.errors import (
     MetricsServerError,
     MissingDependency,
     QueueAlreadyExists,
+    QueueFull,
     QueueNotFound,
     QueuePaused,
     StorageFull,
@@ -31,7 +32,7 @@ from conveyor.errors import (
 )
 from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
-from conveyor.producer import AckResult, PeekedMessage, PulledMessage, Queue, SendRequest
+from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.topics import PublishResult, Topic
 from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
@@ -55,6 +56,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusClosed",
+    "ExtendResult",
     "InvalidContentType",
     "InvalidDedupId",
     "InvalidHandler",
@@ -73,6 +75,7 @@ __all__ = [
     "PulledMessage",
     "Queue",
     "QueueAlreadyExists",
+    "QueueFull",
     "QueueInfo",
     "QueueNotFound",
     "QueuePaused",

@@ -19,6 +19,7 @@ from conveyor.config import project_url
 from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, Worker
 from conveyor.consumer.handlers import checked_handler
 from conveyor.consumer.observer import NO_OBSERVER
+from conveyor.consumer.rate import RateScope, shared_rate_limits
 from conveyor.core import Core
 from conveyor.errors import MissingDependency, QueueNotFound
 from conveyor.processes import INTERRUPTED_EXIT_CODE
@@ -138,6 +139,8 @@ class App:
         delivery_delay: float = 0,
         retention_seconds: float = L.DEFAULT_RETENTION_SECONDS,
         dedup_window_seconds: float = L.DEFAULT_DEDUP_WINDOW_SECONDS,
+        max_backlog_messages: int | None = None,
+        max_backlog_bytes: int | None = None,
         exist_ok: bool = False,
     ) -> QueueInfo:
         """Create queue `name` (1-63 characters of `A-Z a-z 0-9 _ -`) and return it.
@@ -150,6 +153,10 @@ class App:
             dedup_window_seconds: a send naming a dedup id sent to this queue within this many
                 seconds stores nothing and returns the first message's id (0-86,400; default
                 300; 0 turns deduplication off).
+            max_backlog_messages: the most messages the queue may hold, ready, delayed and in
+                flight (1 to 2**63-1; default None, no limit): a send past it raises `QueueFull`
+                and stores nothing.
+            max_backlog_bytes: the same for the bytes of the bodies it holds.
             exist_ok: return the existing queue instead of raising `QueueAlreadyExists`; its
                 settings are left as they are.
         """
@@ -158,6 +165,8 @@ class App:
             delivery_delay=float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
             retention_seconds=float(L.check_retention(retention_seconds, self.limits)),
             dedup_window_seconds=float(L.check_dedup_window(dedup_window_seconds)),
+            max_backlog_messages=L.check_backlog_limit("max_backlog_messages", max_backlog_messages),
+            max_backlog_bytes=L.check_backlog_limit("max_backlog_bytes", max_backlog_bytes),
         )
         return await self.core.create_queue(name, settings, exist_ok=exist_ok)
 
@@ -177,19 +186,33 @@ class App:
         delivery_delay: float | None = None,
         retention_seconds: float | None = None,
         dedup_window_seconds: float | None = None,
+        max_backlog_messages: int | None = None,
+        max_backlog_bytes: int | None = None,
     ) -> QueueInfo:
-        """Change a queue's settings; a setting left None keeps its value (limits as in `create_queue`)."""
+        """Change a queue's settings; a setting left None keeps its value (limits as in
+        `create_queue`). A backlog limit of 0 removes that limit. Lowering a limit below what
+        the queue holds deletes nothing: sends are refused until consumers make room."""
+        delay = (
+            None if delivery_delay is None else L.check_delay("delivery_delay", delivery_delay, self.limits)
+        )
+        retention = None if retention_seconds is None else L.check_retention(retention_seconds, self.limits)
+        window = None if dedup_window_seconds is None else L.check_dedup_window(dedup_window_seconds)
+        if max_backlog_messages:
+            L.check_backlog_limit("max_backlog_messages", max_backlog_messages)
+        if max_backlog_bytes:
+            L.check_backlog_limit("max_backlog_bytes", max_backlog_bytes)
         current = (await self.get_queue(name)).settings
-        settings = QueueSettings(
-            delivery_delay=current.delivery_delay
-            if delivery_delay is None
-            else float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
-            retention_seconds=current.retention_seconds
-            if retention_seconds is None
-            else float(L.check_retention(retention_seconds, self.limits)),
-            dedup_window_seconds=current.dedup_window_seconds
-            if dedup_window_seconds is None
-            else float(L.check_dedup_window(dedup_window_seconds)),
+        settings = dataclasses.replace(
+            current,
+            delivery_delay=current.delivery_delay if delay is None else float(delay),
+            retention_seconds=current.retention_seconds if retention is None else float(retention),
+            dedup_window_seconds=current.dedup_window_seconds if window is None else float(window),
+            max_backlog_messages=_backlog_change(
+                "max_backlog_messages", max_backlog_messages, current.max_backlog_messages
+            ),
+            max_backlog_bytes=_backlog_change(
+                "max_backlog_bytes", max_backlog_bytes, current.max_backlog_bytes
+            ),
         )
         return await self.backend.update_queue(name, settings)
 
@@ -258,6 +281,8 @@ class App:
         dead_letter_queue: str | None = None,
         max_concurrency: int | None = None,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
+        max_rate: str | float | None = None,
+        max_rate_scope: RateScope = "process",
     ) -> Callable[[H], H]:
         """Register `async def handler(batch, env)` as the consumer of `queue` (a decorator).
 
@@ -282,6 +307,12 @@ class App:
                 default) autoscales from 1 up to 10 while the backlog grows.
             visibility_timeout: seconds a delivered message stays leased (0.05-43,200; default
                 30); the worker renews the lease while the handler runs.
+            max_rate: the most messages a second this consumer leases ("100/s", "600/m",
+                "10/h", or a number per second; 0.001-1,000,000 a second); None (the default)
+                has no limit. Batches shrink and wait to keep to it.
+            max_rate_scope: "process" (the default): each worker process keeps its own bucket,
+                so N workers lease up to N times the rate; "global": one bucket in the engine
+                shared by every worker of this queue (PostgreSQL, Redis and NATS).
         """
         settings = ConsumerSpec(
             queue=queue,
@@ -293,7 +324,11 @@ class App:
             dead_letter_queue=dead_letter_queue,
             max_concurrency=max_concurrency,
             visibility_timeout=visibility_timeout,
+            max_rate=max_rate,
+            max_rate_scope=max_rate_scope,
         )
+        if max_rate is not None and max_rate_scope == "global":
+            shared_rate_limits(self.backend)  # a clear error now, not at the worker's start
 
         def register(handler: H) -> H:
             if any(spec.queue == queue for spec in self.consumers):
@@ -470,3 +505,12 @@ class App:
             yield
         finally:
             await server.aclose()
+
+
+def _backlog_change(what: str, value: int | None, current: int | None) -> int | None:
+    """An update's backlog limit: `current` for None, None (no limit) for 0, else the checked limit."""
+    if value is None:
+        return current
+    if value == 0 and not isinstance(value, bool):
+        return None
+    return L.check_backlog_limit(what, value)

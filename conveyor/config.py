@@ -15,7 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from conveyor import limits as L
 from conveyor.durations import parse_duration
 from conveyor.errors import ConveyorValueError
+from conveyor.limits import parse_rate
 
 #: the environment variable naming another config file than ./conveyor.toml
 CONFIG_ENV_VAR = "CONVEYOR_CONFIG"
@@ -59,6 +60,12 @@ ImportPath = Annotated[str, AfterValidator(import_path)]
 Duration = Annotated[float, BeforeValidator(_duration)]
 
 
+def _rate(value: str | float | None) -> str | float | None:
+    if value is not None:
+        parse_rate(value)
+    return value
+
+
 class _Section(BaseModel):
     # strict: a number written as a string ("10") is an error, not silently converted
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -73,6 +80,17 @@ class QueueConfig(_Section):
     dedup_window_seconds: Duration = Field(
         float(L.DEFAULT_DEDUP_WINDOW_SECONDS), ge=0, le=L.MAX_DEDUP_WINDOW_SECONDS
     )
+    max_backlog_messages: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
+    max_backlog_bytes: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
+
+    def settings(self) -> tuple[float, float, float, int | None, int | None]:
+        return (
+            self.delivery_delay,
+            self.retention_seconds,
+            self.dedup_window_seconds,
+            self.max_backlog_messages,
+            self.max_backlog_bytes,
+        )
 
 
 class ConsumerConfig(_Section):
@@ -87,6 +105,9 @@ class ConsumerConfig(_Section):
     visibility_timeout: Duration = Field(
         L.DEFAULT_VISIBILITY_TIMEOUT, ge=L.MIN_VISIBILITY_TIMEOUT, le=L.MAX_VISIBILITY_TIMEOUT
     )
+    # "100/s", "600/m", "10/h" or a number per second; checked by conveyor (parse_rate)
+    max_rate: Annotated[str | float | None, AfterValidator(_rate)] = None
+    max_rate_scope: Literal["process", "global"] = "process"
 
     @model_validator(mode="after")
     def _dead_letter_queue_is_another_queue(self) -> ConsumerConfig:

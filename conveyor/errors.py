@@ -54,6 +54,26 @@ class BatchCountTooLarge(LimitExceeded):
     code = "batch_count_too_large"
 
 
+class QueueFull(LimitExceeded):
+    """A send that would take the queue past its `max_backlog_messages` or `max_backlog_bytes`;
+    nothing of it was stored. The HTTP API answers 429 with Retry-After."""
+
+    code = "queue_full"
+
+    def __init__(self, queue: str, limit: str, backlog: int, adding: int, maximum: int) -> None:
+        unit = "bytes" if limit == "max_backlog_bytes" else "messages"
+        super().__init__(
+            f"queue {queue!r} is full: it holds {backlog:,} {unit} and this send adds {adding:,}; "
+            f"its {limit} is {maximum:,}",
+            limit=limit,
+            value=backlog + adding,
+            maximum=maximum,
+        )
+        self.queue = queue
+        #: what the queue held when the send was refused (messages or bytes, as `limit` counts)
+        self.backlog = backlog
+
+
 class InvalidURL(ConveyorValueError):
     """An engine URL conveyor cannot use (unknown scheme, bad option)."""
 

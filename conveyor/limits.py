@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from conveyor.errors import InvalidDedupId, InvalidQueueName, LimitExceeded, MessageTooLarge
+from conveyor.errors import InvalidDedupId, InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
+from conveyor.types import OutgoingMessage, QueueSettings
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
@@ -49,14 +51,27 @@ DEFAULT_RETRY_DELAY = 0.0
 AUTOSCALE_MAX_CONCURRENCY = 10
 MAX_CONCURRENCY = 250
 
+# Consumer rate limits (`max_rate`): messages per second a consumer may lease.
+MIN_RATE_PER_SECOND = 0.001
+MAX_RATE_PER_SECOND = 1_000_000.0
+
 # Leases: a delivered message stays invisible this long unless renewed.
 DEFAULT_VISIBILITY_TIMEOUT = 30.0
 MIN_VISIBILITY_TIMEOUT = 0.05
 MAX_VISIBILITY_TIMEOUT = 43_200.0
 # Pull consumers (Queue.pull / HTTP): batch size default and bound.
 DEFAULT_PULL_BATCH_SIZE = 5
+# Long-poll pulls: how long a pull may wait for a message before it answers empty (Python
+# `wait=` in seconds, HTTP `wait_ms`); 0 answers at once.
+MAX_PULL_WAIT_SECONDS = 20.0
 # The most messages one `App.replay` call may be asked to move.
 MAX_REPLAY_LIMIT = 10_000_000
+
+# Bounded backlog: a queue's max_backlog_messages / max_backlog_bytes (None: no limit) are
+# whole numbers from 1 to this (PostgreSQL's bigint); `update_queue(..., 0)` removes a limit.
+MAX_BACKLOG_LIMIT = 2**63 - 1
+# What HTTP's 429 for a full queue says in Retry-After, in seconds: room comes as consumers ack.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 1
 
 # Retention: messages older than this are deleted.
 DEFAULT_RETENTION_SECONDS = 345_600  # 4 days
@@ -181,6 +196,30 @@ def check_visibility_timeout(value: object) -> float:
     return check_range("visibility_timeout", value, MIN_VISIBILITY_TIMEOUT, MAX_VISIBILITY_TIMEOUT)
 
 
+def check_pull_wait(value: object) -> float:
+    return check_range("wait", value, 0, MAX_PULL_WAIT_SECONDS)
+
+
+def check_backlog_limit(what: str, value: object) -> int | None:
+    """A backlog limit: None (no limit) or a whole number from 1 to MAX_BACKLOG_LIMIT."""
+    if value is None:
+        return None
+    return check_int_range(what, value, 1, MAX_BACKLOG_LIMIT)
+
+
+def check_room(
+    queue: str,
+    settings: QueueSettings,
+    held: tuple[int, int],
+    adding: tuple[int, int],
+) -> None:
+    """QueueFull unless `adding` (messages, bytes) fits beside `held` within the limits."""
+    if settings.max_backlog_messages is not None and held[0] + adding[0] > settings.max_backlog_messages:
+        raise QueueFull(queue, "max_backlog_messages", held[0], adding[0], settings.max_backlog_messages)
+    if settings.max_backlog_bytes is not None and held[1] + adding[1] > settings.max_backlog_bytes:
+        raise QueueFull(queue, "max_backlog_bytes", held[1], adding[1], settings.max_backlog_bytes)
+
+
 def check_message_size(data: bytes, limits: Limits) -> bytes:
     """`data` (a serialised body) if it is within `max_message_bytes`, else MessageTooLarge."""
     if len(data) > limits.max_message_bytes:
@@ -191,3 +230,35 @@ def check_message_size(data: bytes, limits: Limits) -> bytes:
             maximum=limits.max_message_bytes,
         )
     return data
+
+
+def backlog_added(messages: Sequence[OutgoingMessage]) -> dict[str, tuple[int, int]]:
+    """What a send adds to each queue it names: (messages, bytes of bodies)."""
+    added: dict[str, tuple[int, int]] = {}
+    for message in messages:
+        count, size = added.get(message.queue, (0, 0))
+        added[message.queue] = (count + 1, size + len(message.body))
+    return added
+
+
+# -- rates ("100/s"): max_rate of a consumer, read the same in Python, the CLI and conveyor.toml
+
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*")
+_UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(value: object) -> float:
+    """Messages per second from "100/s", "600/m", "10/h" or a number (per second); LimitExceeded
+    outside MIN_RATE_PER_SECOND-MAX_RATE_PER_SECOND or for anything else."""
+    if isinstance(value, str):
+        match = _RATE.fullmatch(value)
+        if match is None:
+            raise LimitExceeded(
+                f'max_rate must look like "100/s", "600/m" or "10/h", got {value!r}',
+                limit="max_rate",
+                value=value,
+            )
+        rate: object = float(match[1]) / _UNIT_SECONDS[match[2]]
+    else:
+        rate = value
+    return check_range("max_rate", rate, MIN_RATE_PER_SECOND, MAX_RATE_PER_SECOND)

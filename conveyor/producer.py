@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from typing import Any
 import pydantic
 
 from conveyor import limits as L
+from conveyor.backends.base import Backend
 from conveyor.codec import check_content_type, decode_body, encode_body
 from conveyor.core import Core
 from conveyor.core.ids import new_message_id, new_message_ids
@@ -29,6 +32,9 @@ from conveyor.types import (
     Settlement,
     StoredMessage,
 )
+
+# How long past its deadline a long-poll pull is cut off when the engine has not returned by then.
+PULL_WAIT_GRACE_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,17 @@ class AckResult:
 
     ack_count: int
     retry_count: int
+    warnings: list[str] = field(default_factory=list)
+    #: the lease ids that were unknown or expired (each has its line in `warnings`)
+    stale: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtendResult:
+    """What one `Queue.extend` did: how many leases were pushed out, and a warning per lease
+    id that had expired or was unknown (those changed nothing)."""
+
+    extended_count: int
     warnings: list[str] = field(default_factory=list)
     #: the lease ids that were unknown or expired (each has its line in `warnings`)
     stale: list[str] = field(default_factory=list)
@@ -271,19 +288,65 @@ class Queue:
         self,
         batch_size: int = L.DEFAULT_PULL_BATCH_SIZE,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
+        *,
+        wait: float = 0.0,
     ) -> list[PulledMessage]:
         """Lease up to `batch_size` messages (1-100; default 5) for `visibility_timeout` seconds
         (0.05-43,200; default 30): a pull consumer. Settle them with `ack` before the lease ends.
 
+        `wait` (0-20 s; default 0) makes it a long poll: with nothing visible, the pull waits on
+        the engine's wake-up and returns as soon as a message is visible, or empty at the deadline.
         Raises QueuePaused while the queue is paused.
         """
         L.check_int_range("batch_size", batch_size, 1, L.MAX_BATCH_SIZE)
         L.check_visibility_timeout(visibility_timeout)
+        L.check_pull_wait(wait)
         backend = await self.core.connected()
         leased = await backend.lease_many(self.name, batch_size, visibility_timeout)
+        if not leased and wait > 0:
+            leased = await self._wait_and_lease(backend, batch_size, visibility_timeout, wait)
         if not leased:
             await self.core.check_not_paused(self.name)
         return [PulledMessage.from_leased(message) for message in leased]
+
+    async def _wait_and_lease(
+        self, backend: Backend, batch_size: int, visibility_timeout: float, wait: float
+    ) -> list[LeasedMessage]:
+        """Wait up to `wait` seconds on the engine's wake-up, leasing as soon as it fires. A
+        wake-up that found nothing (another consumer was first) waits again for the time left."""
+        await self.core.check_not_paused(self.name)  # a paused queue answers at once, not at the deadline
+        await self.core.ensure_queue(self.name)  # a wake-up needs the queue to exist
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        # real time bounds the wait even where the engine waits on the app's (fake) clock; a
+        # little after the engine's own deadline, so that a lease taken as it wakes is not cut off
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait + PULL_WAIT_GRACE_SECONDS):
+                while (remaining := deadline - loop.time()) > 0:
+                    leased = await backend.wait_and_lease(
+                        self.name, batch_size, visibility_timeout, remaining
+                    )
+                    if leased:
+                        return leased
+        return []
+
+    async def extend(
+        self, lease_ids: Sequence[str], visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT
+    ) -> ExtendResult:
+        """Push the leases of pulled messages to end `visibility_timeout` seconds from now
+        (0.05-43,200; default 30), for a consumer that needs longer than it first asked.
+
+        An expired or unknown lease id is reported in `warnings` and changes nothing: its
+        message may already be with another consumer.
+        """
+        if isinstance(lease_ids, str) or not isinstance(lease_ids, Sequence):
+            raise TypeError("extend takes a list of lease ids")
+        L.check_visibility_timeout(visibility_timeout)
+        unique = list(dict.fromkeys(lease_ids))
+        live = await self.core.live_leases(self.name, unique, visibility_timeout)
+        stale = [lease_id for lease_id in unique if lease_id not in live]
+        warnings = [f"lease {lease_id!r} is unknown or has expired" for lease_id in stale]
+        return ExtendResult(len(unique) - len(stale), warnings, stale)
 
     async def ack(
         self, acks: Sequence[str] = (), retries: Sequence[str | tuple[str, float]] = ()

@@ -35,12 +35,21 @@ SYSTEM_CLOCK = SystemClock()
 
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
-    """A queue's stored settings."""
+    """A queue's stored settings. A backlog limit of None means no limit."""
 
     delivery_delay: float = 0.0
     retention_seconds: float = 345_600.0
     #: a send naming a dedup id seen this recently stores nothing (0: no deduplication)
     dedup_window_seconds: float = 300.0
+    #: the most messages the queue may hold (ready, delayed and in flight); a send past it is QueueFull
+    max_backlog_messages: int | None = None
+    #: the most bytes of bodies the queue may hold; a send past it is QueueFull
+    max_backlog_bytes: int | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether sends must check the queue's room."""
+        return self.max_backlog_messages is not None or self.max_backlog_bytes is not None
 
 
 @dataclass(frozen=True, slots=True)

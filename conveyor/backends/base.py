@@ -293,4 +293,19 @@ class SendsInTransaction(Protocol):
     exist if and only if that transaction commits. `Queue.send(..., connection=)` needs it."""
 
     async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> list[str]:
-        """Write `messages` with `connection` and do not commit; ids and QueueNotFound as `send_many`."""
+        """Write `messages` with `connection` and do not commit; ids, QueueNotFound and QueueFull
+        as `send_many` (a refused send leaves nothing in the caller's transaction)."""
+
+
+@runtime_checkable
+class SharedRateLimits(Protocol):
+    """An engine that keeps token buckets every process shares (PostgreSQL, Redis, NATS): a
+    consumer's `max_rate_scope="global"`. A bucket is named by its queue; it holds at most
+    `burst` tokens and gains `rate` a second, on the server's clock."""
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        """Take up to `wanted` tokens in one atomic step: (how many were taken, seconds until
+        one more is due when none were)."""
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        """Return tokens taken but not used."""

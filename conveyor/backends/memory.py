@@ -22,6 +22,7 @@ from conveyor.backends.base import (
     new_token,
 )
 from conveyor.errors import QueueAlreadyExists, QueueNotFound
+from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -184,19 +185,34 @@ class MemoryBackend(Backend):
         with self.store.lock:
             targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
             now = self.clock.now()
+            # deduplication first, changing nothing yet: a deduplicated message takes no room
             ids: list[str] = []
+            stored: list[OutgoingMessage] = []
+            claims: dict[tuple[str, str], tuple[str, float]] = {}
             for outgoing in messages:
                 queue = targets[outgoing.queue]
                 window = queue.info.settings.dedup_window_seconds
                 if outgoing.dedup_id is not None and window > 0:
-                    claim = queue.dedup.get(outgoing.dedup_id)
+                    key = (outgoing.queue, outgoing.dedup_id)
+                    claim = claims.get(key) or queue.dedup.get(outgoing.dedup_id)
                     if claim is not None and claim[1] > now and claim[0] != outgoing.id:
                         ids.append(claim[0])  # sent within the window: stored once
                         continue
-                    queue.dedup[outgoing.dedup_id] = (outgoing.id, now + window)
+                    claims[key] = (outgoing.id, now + window)
                 ids.append(outgoing.id)
+                if outgoing.id not in queue.messages:  # an id is stored once, as on every engine
+                    stored.append(outgoing)
+            for name, adding in backlog_added(stored).items():
+                queue = targets[name]
+                if queue.info.settings.bounded:
+                    held = (len(queue.messages), sum(len(m.body) for m in queue.messages.values()))
+                    check_room(name, queue.info.settings, held, adding)
+            for (name, dedup_id), claim in claims.items():
+                targets[name].dedup[dedup_id] = claim
+            for outgoing in stored:
+                queue = targets[outgoing.queue]
                 if outgoing.id in queue.messages:
-                    continue  # an id is stored once, as on every engine
+                    continue
                 delay = outgoing.delay_seconds
                 if delay is None:
                     delay = queue.info.settings.delivery_delay

@@ -22,6 +22,7 @@ from conveyor.config import (
     parse_config,
 )
 from conveyor.errors import InvalidHandler
+from conveyor.types import QueueInfo
 
 __all__ = [
     "CONFIG_FILE",
@@ -96,19 +97,31 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 delivery_delay=queue.delivery_delay,
                 retention_seconds=queue.retention_seconds,
                 dedup_window_seconds=queue.dedup_window_seconds,
+                max_backlog_messages=queue.max_backlog_messages,
+                max_backlog_bytes=queue.max_backlog_bytes,
                 exist_ok=True,
             )
             changed.append(queue.name)
-        elif (
-            existing.settings.delivery_delay,
-            existing.settings.retention_seconds,
-            existing.settings.dedup_window_seconds,
-        ) != (queue.delivery_delay, queue.retention_seconds, queue.dedup_window_seconds):
+        elif _settings(existing) != queue.settings():
             await app.update_queue(
                 queue.name,
                 delivery_delay=queue.delivery_delay,
                 retention_seconds=queue.retention_seconds,
                 dedup_window_seconds=queue.dedup_window_seconds,
+                # the file says the whole truth: a limit it leaves out is removed (0)
+                max_backlog_messages=queue.max_backlog_messages or 0,
+                max_backlog_bytes=queue.max_backlog_bytes or 0,
             )
             changed.append(queue.name)
     return changed
+
+
+def _settings(info: QueueInfo) -> tuple[float, float, float, int | None, int | None]:
+    settings = info.settings
+    return (
+        settings.delivery_delay,
+        settings.retention_seconds,
+        settings.dedup_window_seconds,
+        settings.max_backlog_messages,
+        settings.max_backlog_bytes,
+    )

@@ -31,6 +31,9 @@ retention_seconds = {L.DEFAULT_RETENTION_SECONDS}
 # Seconds a dedup id is remembered: a send naming it again stores nothing
 # (0 turns deduplication off; at most {L.MAX_DEDUP_WINDOW_SECONDS:,}).
 dedup_window_seconds = {L.DEFAULT_DEDUP_WINDOW_SECONDS}
+# Refuse sends (QueueFull, HTTP 429) once the queue holds this many messages or bytes of bodies.
+# max_backlog_messages = 1000000
+# max_backlog_bytes = 1000000000
 
 [[queues]]
 name = "jobs-dlq"  # where messages that keep failing go
@@ -47,6 +50,8 @@ name = "jobs-dlq"  # where messages that keep failing go
 # dead_letter_queue = "jobs-dlq"
 # max_concurrency = 4  # batches at once (1 to {L.MAX_CONCURRENCY}); leave out to autoscale
 # visibility_timeout = {L.DEFAULT_VISIBILITY_TIMEOUT:g}  # seconds a delivery is leased (renewed as it runs)
+# max_rate = "100/s"  # lease no faster than this ("600/m", "10/h"); leave out for no limit
+# max_rate_scope = "process"  # or "global": one limit for every worker (PostgreSQL, Redis, NATS)
 
 # The worker's Prometheus metrics at http://host:port/metrics (--metrics-port and --metrics-host
 # take precedence). Uncomment to serve them.

@@ -16,7 +16,7 @@ from conveyor.admin import iso
 from conveyor.durations import parse_duration
 from conveyor.errors import ConveyorError
 from conveyor.producer import PeekedMessage
-from conveyor.types import QueueInfo, QueueStats
+from conveyor.types import QueueInfo, QueueSettings, QueueStats
 
 # Shown in a table cell that has no value.
 NO_VALUE = "-"
@@ -139,6 +139,16 @@ def queues_table(rows: Iterable[tuple[QueueInfo, QueueStats]]) -> Table:
     return table
 
 
+def backlog_limit_text(settings: QueueSettings) -> str:
+    """A queue's backlog limits as one line ("none" without)."""
+    parts = []
+    if settings.max_backlog_messages is not None:
+        parts.append(f"{settings.max_backlog_messages:,} messages")
+    if settings.max_backlog_bytes is not None:
+        parts.append(bytes_text(settings.max_backlog_bytes))
+    return " or ".join(parts) if parts else "none"
+
+
 def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
     table = Table(title=Text(f"Queue {info.name}"), title_justify="left", show_header=False)
     table.add_column("key", style="bold")
@@ -153,6 +163,7 @@ def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
         ("delivery delay", seconds_text(info.settings.delivery_delay)),
         ("retention", seconds_text(info.settings.retention_seconds)),
         ("dedup window", seconds_text(info.settings.dedup_window_seconds)),
+        ("backlog limit", backlog_limit_text(info.settings)),
         ("created", iso(info.created_at)),
     ]
     for key, value in rows:

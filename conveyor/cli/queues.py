@@ -10,6 +10,7 @@ from conveyor import limits as L
 from conveyor.admin import every_queue, one_queue, queue_document
 from conveyor.app import App
 from conveyor.cli.output import (
+    backlog_limit_text,
     emit_json,
     out,
     parse_seconds,
@@ -55,6 +56,28 @@ DedupWindow = Annotated[
 ]
 
 
+MaxBacklogMessages = Annotated[
+    int | None,
+    typer.Option(
+        "--max-backlog-messages",
+        min=0,
+        metavar="N",
+        help="Refuse sends (QueueFull) past this many messages held; 0 removes the limit (update).",
+        show_default=False,
+    ),
+]
+MaxBacklogBytes = Annotated[
+    int | None,
+    typer.Option(
+        "--max-backlog-bytes",
+        min=0,
+        metavar="BYTES",
+        help="Refuse sends (QueueFull) past this many bytes of bodies held; 0 removes the limit (update).",
+        show_default=False,
+    ),
+]
+
+
 def register(cli: typer.Typer) -> None:
     cli.add_typer(queues)
 
@@ -70,11 +93,15 @@ def _show(info: QueueInfo, stats: QueueStats, done: str | None = None) -> None:
 
 
 def _settings_text(info: QueueInfo) -> str:
-    return (
-        f"delivery delay {seconds_text(info.settings.delivery_delay)}, "
-        f"retention {seconds_text(info.settings.retention_seconds)}, "
-        f"dedup window {seconds_text(info.settings.dedup_window_seconds)}"
+    settings = info.settings
+    text = (
+        f"delivery delay {seconds_text(settings.delivery_delay)}, "
+        f"retention {seconds_text(settings.retention_seconds)}, "
+        f"dedup window {seconds_text(settings.dedup_window_seconds)}"
     )
+    if settings.bounded:
+        text += f", backlog limit {backlog_limit_text(settings)}"
+    return text
 
 
 @queues.command("create")
@@ -83,6 +110,8 @@ def create(
     delivery_delay: DeliveryDelay = None,
     retention: Retention = None,
     dedup_window: DedupWindow = None,
+    max_backlog_messages: MaxBacklogMessages = None,
+    max_backlog_bytes: MaxBacklogBytes = None,
 ) -> None:
     """Create a queue (an error if it exists)."""
 
@@ -92,6 +121,8 @@ def create(
             delivery_delay=delivery_delay or 0.0,
             retention_seconds=L.DEFAULT_RETENTION_SECONDS if retention is None else retention,
             dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup_window is None else dedup_window,
+            max_backlog_messages=max_backlog_messages or None,
+            max_backlog_bytes=max_backlog_bytes or None,
         )
         return await one_queue(app, name)
 
@@ -125,10 +156,21 @@ def update(
     delivery_delay: DeliveryDelay = None,
     retention: Retention = None,
     dedup_window: DedupWindow = None,
+    max_backlog_messages: MaxBacklogMessages = None,
+    max_backlog_bytes: MaxBacklogBytes = None,
 ) -> None:
-    """Change a queue's delivery delay, retention or dedup window."""
-    if delivery_delay is None and retention is None and dedup_window is None:
-        raise typer.BadParameter("give --delivery-delay, --retention and/or --dedup-window")
+    """Change a queue's delivery delay, retention, dedup window or backlog limits."""
+    if (delivery_delay, retention, dedup_window, max_backlog_messages, max_backlog_bytes) == (
+        None,
+        None,
+        None,
+        None,
+        None,
+    ):
+        raise typer.BadParameter(
+            "give --delivery-delay, --retention, --dedup-window, --max-backlog-messages"
+            " and/or --max-backlog-bytes"
+        )
 
     async def work(app: App) -> tuple[QueueInfo, QueueStats]:
         await app.update_queue(
@@ -136,6 +178,8 @@ def update(
             delivery_delay=delivery_delay,
             retention_seconds=retention,
             dedup_window_seconds=dedup_window,
+            max_backlog_messages=max_backlog_messages,
+            max_backlog_bytes=max_backlog_bytes,
         )
         return await one_queue(app, name)
 

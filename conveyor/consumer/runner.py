@@ -16,6 +16,7 @@ from conveyor.consumer.concurrency import ConcurrencyLimit
 from conveyor.consumer.env import Env
 from conveyor.consumer.message import Message, MessageBatch, Outcome, error_text
 from conveyor.consumer.observer import NO_OBSERVER, ConsumerObserver
+from conveyor.consumer.rate import rate_bucket
 from conveyor.consumer.settle_group import SettleGroup
 from conveyor.consumer.spec import ConsumerSpec
 from conveyor.consumer.suspects import is_suspect, past_bound, unfinished_reason
@@ -94,6 +95,7 @@ class ConsumerRunner:
         self._settling = asyncio.Semaphore(settling)
         self._settle_group = SettleGroup(core, spec.queue)
         self._begin_group = BeginGroup(core, spec.queue)
+        self._bucket = rate_bucket(core.backend, spec)
 
     # -- the fetch loop ----------------------------------------------------------------------
 
@@ -257,10 +259,16 @@ class ConsumerRunner:
             else:
                 if first and self._backlogged:
                     wanted = lease_ahead_size(size)
+                if self._bucket is not None:
+                    granted = await self._allowed(wanted, stopping, deadline)
+                    if not granted:  # the worker is stopping, or the batch's time ran out
+                        break
+                    wanted = granted
                 # leased ahead ("r"): an attempt counts once a handler starts (see _begin)
                 got_all = await self.backend.lease_many(
                     spec.queue, wanted, spec.visibility_timeout, handed=False
                 )
+                await self._unused(wanted - len(got_all))
             got = self._triage(got_all)
             if first:
                 self._backlogged = len(got_all) == wanted
@@ -295,13 +303,49 @@ class ConsumerRunner:
                     )
                     self.observer.renewed(spec.queue, live)
                     renewed_at = time.monotonic()
-            woken = await self._wait_and_lease(size - len(leased), wait, stopping)
+            wanted = size - len(leased)
+            if self._bucket is not None:
+                granted = await self._allowed(wanted, stopping, deadline)
+                if not granted:
+                    break
+                wanted = granted
+            woken = await self._wait_and_lease(wanted, wait, stopping)
+            await self._unused(wanted - len(woken or ()))
         if woken:
             leased.extend(woken)  # leased as the worker began to stop: given back below
         if stopping.is_set() and leased:
             await self._release([m.lease_id for m in leased])
             return []
         return leased
+
+    async def _allowed(self, wanted: int, stopping: asyncio.Event, deadline: float | None) -> int:
+        """How many of `wanted` messages the rate limit lets this consumer lease now, waiting for
+        the first token if none is due; 0 when the worker began to stop or the batch's deadline
+        (on the app's clock) passed first."""
+        assert self._bucket is not None
+        while not stopping.is_set():
+            try:
+                granted, due = await self._bucket.take(wanted)
+            except Exception:
+                log.exception("the rate limit of %s could not be read; waiting", self.spec.queue)
+                granted, due = 0, L.IDLE_POLL_SECONDS
+            if granted:
+                return granted
+            if deadline is not None:
+                left = deadline - self.core.clock.now()
+                if left <= 0:
+                    return 0
+                due = min(due, left)
+            await self._until(asyncio.sleep(due), stopping)
+        return 0
+
+    async def _unused(self, count: int) -> None:
+        """Give the rate limit back the tokens of messages a lease did not find."""
+        if self._bucket is not None and count > 0:
+            try:
+                await self._bucket.give_back(count)
+            except Exception:
+                log.exception("giving tokens back to the rate limit of %s failed", self.spec.queue)
 
     async def _wait_and_lease(
         self, wanted: int, wait: float, stopping: asyncio.Event

@@ -10,6 +10,8 @@ from typing import Any
 from conveyor import limits as L
 from conveyor.consumer.env import Env
 from conveyor.consumer.message import MessageBatch
+from conveyor.consumer.rate import RateScope, check_scope
+from conveyor.limits import parse_rate
 
 Handler = Callable[[MessageBatch, Env], Awaitable[Any]]
 #: what `@app.lifespan` registers: sets up `env` resources on entry, tears them down on exit
@@ -27,6 +29,10 @@ class ConsumerSpec:
     dead_letter_queue: str | None = None
     max_concurrency: int | None = None
     visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT
+    #: the most messages per second this consumer leases ("100/s", "600/m", "10/h" or a number)
+    max_rate: str | float | None = None
+    #: "process": each worker process has its own bucket; "global": one bucket in the engine
+    max_rate_scope: RateScope = "process"
 
     def __post_init__(self) -> None:
         L.validate_queue_name(self.queue)
@@ -39,10 +45,18 @@ class ConsumerSpec:
         L.check_visibility_timeout(self.visibility_timeout)
         if self.max_concurrency is not None:
             L.check_int_range("max_concurrency", self.max_concurrency, 1, L.MAX_CONCURRENCY)
+        if self.max_rate is not None:
+            parse_rate(self.max_rate)
+        check_scope(self.max_rate_scope)
         if self.dead_letter_queue is not None:
             L.validate_queue_name(self.dead_letter_queue)
             if self.dead_letter_queue == self.queue:
                 raise ValueError(f"queue {self.queue!r} cannot be its own dead-letter queue")
+
+    @property
+    def rate_per_second(self) -> float | None:
+        """`max_rate` in messages per second; None without a limit."""
+        return None if self.max_rate is None else parse_rate(self.max_rate)
 
     @property
     def name(self) -> str:

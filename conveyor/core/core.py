@@ -232,6 +232,27 @@ class Core:
         statuses = iter(await backend.begin(queue, leases))
         return [lease is not None and next(statuses) for lease in parsed]
 
+    async def live_leases(self, queue: str, lease_ids: Sequence[str], visibility_timeout: float) -> set[str]:
+        """Extend the leases named by `lease_ids` (each once); returns those that were live.
+
+        One engine call when every lease is live; when some were not (rare: a consumer that
+        waited too long), each lease is extended again on its own to tell which, which changes
+        nothing more (a deadline of now + timeout, a moment later)."""
+        rows = self.backend.lease_rows
+        parsed = {lease_id: parse_lease_id(lease_id, rows) for lease_id in dict.fromkeys(lease_ids)}
+        well_formed = {lease_id: lease for lease_id, lease in parsed.items() if lease is not None}
+        if not well_formed:
+            return set()
+        backend = await self.connected()
+        live = await backend.extend_leases(queue, list(well_formed.values()), visibility_timeout)
+        if live == len(well_formed):
+            return set(well_formed)
+        return {
+            lease_id
+            for lease_id, lease in well_formed.items()
+            if await backend.extend_leases(queue, [lease], visibility_timeout)
+        }
+
     async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
         """Give leased messages back at once, as if never delivered; returns how many were live."""
         leases = self._leases(lease_ids)

@@ -19,6 +19,7 @@ from conveyor.http import responses, schemas
 from conveyor.http.body import BodyReader
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
 from conveyor.http.figures import QueueFigures
+from conveyor.http.long_poll import LongPolls
 from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
 from conveyor.http.operations import Operation
 from conveyor.producer import Queue
@@ -31,11 +32,14 @@ DEFAULT_PEEK_LIMIT = 10
 class QueueApi:
     """The endpoints of one App; `operations()` declares them."""
 
-    def __init__(self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader) -> None:
+    def __init__(
+        self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader, long_polls: LongPolls
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.figures = figures
         self.bodies = bodies
+        self.long_polls = long_polls
 
     def operations(self) -> list[Operation]:
         R = responses
@@ -106,6 +110,14 @@ class QueueApi:
             ),
             Operation(
                 "POST",
+                messages + "/extend",
+                self.extend,
+                "Extend the leases of pulled messages",
+                body=schemas.ExtendRequest,
+                result=R.Extended,
+            ),
+            Operation(
+                "POST",
                 messages + "/replay",
                 self.replay,
                 "Move this dead-letter queue's messages back",
@@ -146,6 +158,8 @@ class QueueApi:
             delivery_delay=body.delivery_delay,
             retention_seconds=body.retention_seconds,
             dedup_window_seconds=body.dedup_window_seconds,
+            max_backlog_messages=body.max_backlog_messages,
+            max_backlog_bytes=body.max_backlog_bytes,
         )
         return ok(queue_document(*await admin.one_queue(self.app, body.name)), 201)
 
@@ -161,6 +175,8 @@ class QueueApi:
             delivery_delay=body.delivery_delay,
             retention_seconds=body.retention_seconds,
             dedup_window_seconds=body.dedup_window_seconds,
+            max_backlog_messages=body.max_backlog_messages,
+            max_backlog_bytes=body.max_backlog_bytes,
         )
         return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 
@@ -216,7 +232,9 @@ class QueueApi:
     async def pull(self, request: Request) -> Response:
         queue = self._queue(request)
         body = await self.bodies.parse(request, schemas.Pull, optional=True)
-        pulled = await queue.pull(body.batch_size, body.visibility_timeout_ms / 1000)
+        pulled = await self.long_polls.pull(
+            queue, body.batch_size, body.visibility_timeout_ms / 1000, body.wait_ms
+        )
         figures = await self.figures.of(queue.name)  # read in the background: never a count here
         self.metrics.count(queue.name, "pull", len(pulled))
         return ok(
@@ -241,6 +259,22 @@ class QueueApi:
         return ok(
             {"ack_count": result.ack_count, "retry_count": result.retry_count, "warnings": result.warnings}
         )
+
+    async def extend(self, request: Request) -> Response:
+        queue = self._queue(request)
+        body = await self.bodies.parse(request, schemas.ExtendRequest)
+        by_timeout: dict[int, list[str]] = {}
+        for lease in body.leases:
+            by_timeout.setdefault(lease.visibility_timeout_ms, []).append(lease.lease_id)
+        extended, warnings = 0, []
+        for milliseconds, lease_ids in by_timeout.items():
+            result = await queue.extend(lease_ids, milliseconds / 1000)
+            extended += result.extended_count
+            warnings += result.warnings
+        if warnings:
+            # engines differ on leases in a missing queue; a stale lease is rare, so look then
+            await self.app.get_queue(queue.name)
+        return ok({"extended_count": extended, "warnings": warnings})
 
     async def peek(self, request: Request) -> Response:
         queue = self._queue(request)

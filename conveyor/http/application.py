@@ -24,6 +24,7 @@ from conveyor.http.envelope import EXCEPTION_HANDLERS, JSONResponse
 from conveyor.http.figures import STATS_REFRESH_SECONDS, QueueFigures
 from conveyor.http.headers import SecurityHeaders
 from conveyor.http.hosts import AllowedHosts, HostPolicy
+from conveyor.http.long_poll import LongPolls
 from conveyor.http.metrics import ApiMetrics, RequestMetrics
 from conveyor.http.openapi import openapi_document
 from conveyor.http.overload import DEFAULT_MAX_CONCURRENT_REQUESTS, ShedLoad
@@ -76,9 +77,10 @@ def create_api(
     history = QueueHistory(app, interval_seconds=dashboard_sample_seconds or SAMPLE_INTERVAL_SECONDS)
     sample_in_background = dashboard_sample_seconds is not None
     bodies = BodyReader(app.limits, body_timeout_seconds)
+    long_polls = LongPolls()
     declared = [
-        *QueueApi(app, metrics, figures, bodies).operations(),
-        *CloudflareApi(app, metrics, figures, bodies).operations(),
+        *QueueApi(app, metrics, figures, bodies, long_polls).operations(),
+        *CloudflareApi(app, metrics, figures, bodies, long_polls).operations(),
     ]
     document = openapi_document(declared)
 
@@ -117,7 +119,8 @@ def create_api(
             history.start()
         try:
             yield
-        finally:  # the background readers stop with the server
+        finally:  # the background readers stop with the server, and waiting pulls answer
+            long_polls.stop()
             await history.close()
             await figures.close()
 
@@ -125,4 +128,5 @@ def create_api(
         routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
     )
     api.state.queue_history = history  # the dashboard's sampler, for embedders and tests
+    api.state.long_polls = long_polls  # stopped by conveyor's server as it begins to shut down
     return api

@@ -23,6 +23,7 @@ from conveyor.http import responses
 from conveyor.http.body import BodyReader
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
 from conveyor.http.figures import QueueFigures
+from conveyor.http.long_poll import LongPolls
 from conveyor.http.metrics import ApiMetrics
 from conveyor.http.operations import Endpoint, Operation
 from conveyor.producer import Queue
@@ -63,11 +64,14 @@ class QueueIds:
 class CloudflareApi:
     """The endpoints of Cloudflare Queues' REST API for one App; `operations()` declares them."""
 
-    def __init__(self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader) -> None:
+    def __init__(
+        self, app: App, metrics: ApiMetrics, figures: QueueFigures, bodies: BodyReader, long_polls: LongPolls
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.figures = figures
         self.bodies = bodies
+        self.long_polls = long_polls
         self.ids = QueueIds(app)
         self._purged_at: dict[str, float] = {}
 
@@ -291,7 +295,9 @@ class CloudflareApi:
     async def pull(self, request: Request) -> Response:
         queue = await self._queue(request)
         body = await self.bodies.parse(request, cf.MessagePullParams, optional=True)
-        pulled = await queue.pull(body.batch_size, body.visibility_timeout_seconds())
+        pulled = await self.long_polls.pull(
+            queue, body.batch_size, body.visibility_timeout_seconds(), body.wait_ms
+        )
         figures = await self.figures.of(queue.name)
         self.metrics.count(queue.name, "pull", len(pulled))
         return ok(

@@ -24,6 +24,7 @@ BATCH_COUNT_OUT_OF_BOUNDS = 10206
 JSON_BODY_INVALID = 10207  # valid JSON, not the expected schema
 JSON_BODY_MALFORMED = 10208  # not JSON at all
 QUEUE_OVERLOADED = 10250
+QUEUE_STORAGE_LIMIT_EXCEEDED = 10251  # a queue past its backlog limit
 QUEUE_DISABLED = 10252  # delivery paused
 UNKNOWN_INTERNAL_ERROR = 15000
 # conveyor's own, where Cloudflare documents no code
@@ -54,6 +55,7 @@ BY_CODE: Mapping[str, int] = {
     "body_not_serializable": JSON_BODY_INVALID,
     "message_validation_failed": JSON_BODY_INVALID,
     "overloaded": QUEUE_OVERLOADED,
+    "queue_full": QUEUE_STORAGE_LIMIT_EXCEEDED,
     "queue_paused": QUEUE_DISABLED,
     "request_timeout": REQUEST_TIMEOUT,
     "queue_already_exists": QUEUE_ALREADY_EXISTS,

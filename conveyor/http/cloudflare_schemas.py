@@ -33,6 +33,7 @@ from conveyor.http.schemas import (
     QueueName,
     RetentionSeconds,
     VisibilityTimeoutMs,
+    WaitMs,
     documented,
     whole_number,
 )
@@ -104,6 +105,8 @@ class MessagePullParams(_Body):
     visibility_timeout_ms: VisibilityTimeoutMs | None = None
     # the name Cloudflare's pull-consumer guide uses (milliseconds too)
     visibility_timeout: VisibilityTimeoutMs | None = None
+    # conveyor's long poll (Cloudflare answers at once): wait up to this long for a message
+    wait_ms: WaitMs = 0
 
     def visibility_timeout_seconds(self) -> float:
         milliseconds = self.visibility_timeout_ms or self.visibility_timeout

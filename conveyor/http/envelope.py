@@ -28,10 +28,12 @@ from conveyor.errors import (
     ConveyorValueError,
     MessageTooLarge,
     QueueAlreadyExists,
+    QueueFull,
     QueueNotFound,
     QueuePaused,
 )
 from conveyor.http.cloudflare_codes import cloudflare_code, cloudflare_code_of
+from conveyor.limits import QUEUE_FULL_RETRY_AFTER_SECONDS
 
 log = logging.getLogger("conveyor.http")
 
@@ -41,6 +43,7 @@ STATUS_BY_ERROR: Mapping[type[ConveyorError], int] = {
     QueueNotFound: 404,
     QueueAlreadyExists: 409,
     QueuePaused: 409,
+    QueueFull: 429,
     MessageTooLarge: 413,
     BatchTooLarge: 413,
     BatchCountTooLarge: 400,
@@ -163,10 +166,13 @@ async def handle_conveyor_error(request: Request, exc: Exception) -> Response:
     status = status_of(exc)
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    # a full queue makes room as its consumers ack: the client may send again after a while
+    headers = {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_SECONDS)} if isinstance(exc, QueueFull) else None
     return failure(
         status,
         exc.code,
         [" ".join(str(exc).split())],
+        headers,
         path=request.url.path,
         cloudflare_number=cloudflare_code_of(exc),
     )

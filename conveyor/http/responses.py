@@ -72,6 +72,8 @@ class QueueDocument(_Document):
     delivery_delay: float
     retention_seconds: float
     dedup_window_seconds: float
+    max_backlog_messages: int | None = Field(description="the most messages it may hold; null: no limit")
+    max_backlog_bytes: int | None = Field(description="the most bytes of bodies it may hold; null: no limit")
     created_at: str
 
 
@@ -126,6 +128,11 @@ class Pulled(_Document):
 class Acked(_Document):
     ack_count: int
     retry_count: int
+    warnings: list[str]
+
+
+class Extended(_Document):
+    extended_count: int
     warnings: list[str]
 
 

@@ -53,6 +53,11 @@ VisibilityTimeoutMs = Annotated[
     Field(ge=int(L.MIN_VISIBILITY_TIMEOUT * 1000), le=int(L.MAX_VISIBILITY_TIMEOUT * 1000)),
     BeforeValidator(whole_number),
 ]
+# A long-poll pull's wait, in milliseconds (0: answer at once).
+WaitMs = Annotated[int, Field(ge=0, le=int(L.MAX_PULL_WAIT_SECONDS * 1000)), BeforeValidator(whole_number)]
+# A queue's backlog limit (None: no limit); in an update, 0 removes it.
+BacklogLimit = Annotated[int, Field(ge=1, le=L.MAX_BACKLOG_LIMIT), BeforeValidator(whole_number)]
+BacklogChange = Annotated[int, Field(ge=0, le=L.MAX_BACKLOG_LIMIT), BeforeValidator(whole_number)]
 ReplayLimit = Annotated[int, Field(ge=1, le=10_000_000), BeforeValidator(whole_number)]
 ContentTypeName = Annotated[str, documented(enum=["json", "text", "bytes"])]
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -122,6 +127,16 @@ class SendBatch(_Body):
 class Pull(_Body):
     batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
     visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+    wait_ms: WaitMs = 0
+
+
+class ExtendLease(_Body):
+    lease_id: LeaseId
+    visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+
+
+class ExtendRequest(_Body):
+    leases: Annotated[list[ExtendLease], Field(min_length=1), documented(maxItems=L.MAX_BATCH_SIZE)]
 
 
 class Ack(_Body):
@@ -143,12 +158,17 @@ class CreateQueue(_Body):
     delivery_delay: DelaySeconds = 0.0
     retention_seconds: RetentionSeconds = float(L.DEFAULT_RETENTION_SECONDS)
     dedup_window_seconds: DedupWindowSeconds = float(L.DEFAULT_DEDUP_WINDOW_SECONDS)
+    max_backlog_messages: BacklogLimit | None = None
+    max_backlog_bytes: BacklogLimit | None = None
 
 
 class UpdateQueue(_Body):
     delivery_delay: DelaySeconds | None = None
     retention_seconds: RetentionSeconds | None = None
     dedup_window_seconds: DedupWindowSeconds | None = None
+    # 0 removes the limit
+    max_backlog_messages: BacklogChange | None = None
+    max_backlog_bytes: BacklogChange | None = None
 
 
 class Replay(_Body):

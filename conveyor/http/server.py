@@ -17,6 +17,8 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from conveyor.http.long_poll import stop_long_polls
+
 log = logging.getLogger("conveyor.http")
 
 # How long a connection may take to send a request's line and headers, in seconds.
@@ -90,12 +92,21 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class Server(uvicorn.Server):
+    """uvicorn's server, answering the API's waiting long-poll pulls as it begins to shut down
+    (uvicorn waits for requests in progress before the app's own lifespan hears of it)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        stop_long_polls(self.config.app)
+        await super().shutdown(sockets)
+
+
 def make_server(
     api: ASGIApp,
     *,
     log_level: str,
     header_timeout: float = DEFAULT_HEADER_TIMEOUT_SECONDS,
-) -> uvicorn.Server:
+) -> Server:
     """A uvicorn server for `api`; start it with `await server.serve(sockets=[bind(host, port)])`."""
     config = uvicorn.Config(
         api,
@@ -108,4 +119,4 @@ def make_server(
         log_config=None,
         lifespan="on",
     )
-    return uvicorn.Server(config)
+    return Server(config)

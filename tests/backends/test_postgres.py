@@ -112,8 +112,9 @@ async def test_concurrent_first_connects_create_one_versioned_schema(
         assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 
-async def make_v1_schema(pg_url: str) -> str:
-    """The schema as conveyor v1 made it, with one queue, "jobs" (id 1); returns its name."""
+async def make_old_schema(pg_url: str, version: int) -> str:
+    """The schema as conveyor of schema `version` made it, with one queue, "jobs" (id 1);
+    returns its name."""
     schema = pg_url.rpartition("schema=")[2]
     async with await connect() as conn:
         await conn.execute(f'CREATE SCHEMA "{schema}"')
@@ -121,18 +122,24 @@ async def make_v1_schema(pg_url: str) -> str:
             f'CREATE TABLE "{schema}".schema_version '
             "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        await conn.execute(postgres.render_queries(schema)["schema_v1"])
-        await conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (1)')
+        for older in range(1, version + 1):
+            await conn.execute(postgres.render_queries(schema)[f"schema_v{older}"])
+            await conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (%s)', [older])
         await conn.execute(
             f'INSERT INTO "{schema}".queues (name, delivery_delay, retention_seconds) VALUES (%s, 0, 345600)',
             ["jobs"],
         )
+        if version >= 2:
+            await conn.execute(f'UPDATE "{schema}".queues SET max_backlog_messages = 50')
         await conn.commit()
     return schema
 
 
-async def test_a_schema_of_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(pg_url: str) -> None:
-    schema = await make_v1_schema(pg_url)
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
+    pg_url: str, version: int
+) -> None:
+    schema = await make_old_schema(pg_url, version)
     waiting, orphan = new_message_id(), new_message_id()
     async with await connect() as conn:
         for message_id in (waiting, orphan):
@@ -141,21 +148,27 @@ async def test_a_schema_of_v1_is_upgraded_in_place_and_keeps_its_messages_and_le
                 " VALUES (%s, 1, '{}', 'json', now(), now())",
                 [message_id],
             )
-        # a worker of that version died holding `orphan`: its lease (a hex token) expired
-        await conn.execute(
-            f'UPDATE "{schema}".messages SET attempts = 1, lease_token = %s,'
-            " visible_at = now() - interval '10 seconds' WHERE id = %s",
-            [uuid.uuid4().hex, orphan],
-        )
+        if version == 1:
+            # a worker of that version died holding `orphan`: its lease (a hex token) expired
+            await conn.execute(
+                f'UPDATE "{schema}".messages SET attempts = 1, lease_token = %s,'
+                " visible_at = now() - interval '10 seconds' WHERE id = %s",
+                [uuid.uuid4().hex, orphan],
+            )
         await conn.commit()
     async with conveyor.App(pg_url) as app:
         backend = await app.core.connected()
         leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
         # a queue made before deduplication has the default window, and deduplicates
-        assert (await app.get_queue("jobs")).settings.dedup_window_seconds == 300
+        settings = (await app.get_queue("jobs")).settings
+        assert settings.dedup_window_seconds == 300
+        assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
-    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    if version == 1:
+        assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    else:
+        assert leased == {waiting: (1, 0), orphan: (1, 0)}
     async with await connect() as conn:
         cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
         assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]

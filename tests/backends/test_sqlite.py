@@ -110,30 +110,35 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-async def test_a_file_of_schema_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
-    tmp_path: Path,
+@pytest.mark.parametrize("version", [1, 2])
+async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
+    tmp_path: Path, version: int
 ) -> None:
-    path = tmp_path / "v1.db"
+    path = tmp_path / f"v{version}.db"
     waiting, orphan = new_message_id(), new_message_id()
-    conn = sqlite3.connect(path)  # the file as conveyor v1 made it, a worker holding `orphan`
+    conn = sqlite3.connect(path)  # the file as that conveyor made it, a worker holding `orphan`
     try:
-        conn.executescript(sqlite_backend.Q["schema_v1"])
+        for older in range(1, version + 1):
+            conn.executescript(sqlite_backend.Q[f"schema_v{older}"])
         conn.execute(
             "INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, created_at) "
             "VALUES ('jobs', 0, 345600, 0)"
         )
+        if version >= 2:
+            conn.execute("UPDATE conveyor_queues SET max_backlog_messages = 50 WHERE name = 'jobs'")
         for message_id in (waiting, orphan):
             conn.execute(
                 "INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at) "
                 "VALUES (?, 1, '{}', 'json', 0, 0)",
                 (message_id,),
             )
-        # that worker died: its lease (a hex token) expired
-        conn.execute(
-            "UPDATE conveyor_messages SET attempts = 1, lease_token = ?, visible_at = 0 WHERE id = ?",
-            (uuid.uuid4().hex, orphan),
-        )
-        conn.execute("PRAGMA user_version = 1")
+        if version == 1:
+            # that worker died: its lease (a v1 hex token, no kind) expired
+            conn.execute(
+                "UPDATE conveyor_messages SET attempts = 1, lease_token = ?, visible_at = 0 WHERE id = ?",
+                (uuid.uuid4().hex, orphan),
+            )
+        conn.execute(f"PRAGMA user_version = {version}")
         conn.commit()
     finally:
         conn.close()
@@ -141,10 +146,15 @@ async def test_a_file_of_schema_v1_is_upgraded_in_place_and_keeps_its_messages_a
         backend = await app.core.connected()
         leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
         # a queue made before deduplication has the default window, and deduplicates
-        assert (await app.get_queue("jobs")).settings.dedup_window_seconds == 300
+        settings = (await app.get_queue("jobs")).settings
+        assert settings.dedup_window_seconds == 300
+        assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
-    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    if version == 1:
+        assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    else:
+        assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

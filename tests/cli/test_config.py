@@ -28,6 +28,8 @@ retry_delay = 2.5
 dead_letter_queue = "jobs-dlq"
 max_concurrency = 4
 visibility_timeout = 60
+max_rate = "100/s"
+max_rate_scope = "global"
 
 [metrics]
 port = 9464
@@ -52,6 +54,8 @@ def test_every_key_is_read() -> None:
         "dead_letter_queue": "jobs-dlq",
         "max_concurrency": 4,
         "visibility_timeout": 60.0,
+        "max_rate": "100/s",
+        "max_rate_scope": "global",
     }
     assert config.queue_names() == ["jobs", "jobs-dlq"]
     assert (config.metrics.port, config.metrics.host) == (9464, "0.0.0.0")
@@ -102,6 +106,7 @@ def test_defaults_are_the_documented_ones() -> None:
         ),
         ('[[queues]]\nname = "a b"\n', "conveyor.toml: queues[0].name: invalid queue name 'a b'"),
         ('[[queues]]\nname = "q"\nretention_seconds = 10\n', "queues[0].retention_seconds: Input should be"),
+        ('[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_rate = "fast"\n', "consumers[0].max_rate: "),
         (
             '[[queues]]\nname = "q"\ndedup_window_seconds = -1\n',
             "queues[0].dedup_window_seconds: Input should be",

@@ -227,3 +227,13 @@ async def test_without_background_sampling_each_view_reads_the_queues(memory_app
         assert cell((await client.get("/")).text, "jobs", "backlog") == "2"
         await memory_app.queue("jobs").send(3)
         assert cell((await client.get("/")).text, "jobs", "backlog") == "3"
+
+
+async def test_the_queue_page_states_its_backlog_limit(memory_app: conveyor.App) -> None:
+    await memory_app.create_queue("jobs", max_backlog_messages=1_000, max_backlog_bytes=5_000)
+    await memory_app.create_queue("free")
+    async with client_for(memory_app) as client:
+        bounded = (await client.get("/dashboard/queues/jobs")).text
+        free = (await client.get("/dashboard/queues/free")).text
+    assert "backlog limit 1,000 messages or 5,000 bytes" in bounded
+    assert "no backlog limit" in free

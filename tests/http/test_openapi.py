@@ -23,6 +23,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WAIT_SECONDS = 30.0
 # Per operation and phase; about 30 operations: a few hundred requests in all.
 EXAMPLES_PER_OPERATION = 10
+# The longest long poll a generated pull may ask for (the document allows 20,000 ms).
+MAX_WAIT_MS = 200
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +86,9 @@ REFUSES_SOME_VALID_BODIES = {
 def test_the_api_answers_as_its_openapi_document_says(case: Any) -> None:
     from schemathesis.checks import CHECKS
 
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("wait_ms"), int) and body["wait_ms"] > MAX_WAIT_MS:
+        body["wait_ms"] = MAX_WAIT_MS  # a long poll on a drained queue waits it out: keep the run short
     excluded = []
     if (case.method.upper(), case.path) in REFUSES_SOME_VALID_BODIES:
         excluded.append(CHECKS.get_one("positive_data_acceptance"))

@@ -34,7 +34,7 @@ from conveyor.backends.nats.jetstream import JetStream, StreamState, WrongLastSe
 from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Location, Move, Settled
 from conveyor.backends.nats.view import QueueView
-from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueNotFound
+from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueFull, QueueNotFound
 from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -61,6 +61,9 @@ RECORD_MARGIN_BYTES = 16 * 1024
 #: A move (dead letters, replay) whose copy is not stored this long after it began was left by a
 #: process that stopped; the next sweep finishes it.
 MOVE_GRACE_SECONDS = 10.0
+#: A process that does not read a queue learns of a backlog limit set elsewhere within this long
+#: (it keeps the queue's settings that long instead of asking the server on every send).
+SETTINGS_CACHE_SECONDS = 1.0
 #: How often a compare-and-set of settings is tried against concurrent writers.
 CAS_ATTEMPTS = 20
 #: A queue nobody reads that changed since a sweep last read it is read again by a sweep at most
@@ -90,6 +93,7 @@ class NatsBackend(Backend):
         self._views: dict[str, asyncio.Future[QueueView]] = {}
         self._known: set[str] = set()  # queues seen to exist (a stale entry costs one retried write)
         self._looked: dict[str, _Looked] = {}  # queues nobody reads, as this process's sweep saw them
+        self._settings: dict[str, tuple[float, QueueSettings]] = {}  # (read at, settings) by queue
 
     def sibling(self) -> NatsBackend:
         return NatsBackend(self.url, clock=self.clock)
@@ -140,6 +144,7 @@ class NatsBackend(Backend):
 
     async def _forget(self, queue: str) -> None:
         self._known.discard(queue)
+        self._settings.pop(queue, None)
         future = self._views.pop(queue, None)
         if future is not None:
             await _close_view(future)
@@ -164,6 +169,7 @@ class NatsBackend(Backend):
     # -- queues ------------------------------------------------------------------------------
 
     async def create_queue(self, name: str, settings: QueueSettings, *, exist_ok: bool) -> QueueInfo:
+        self._settings.pop(name, None)
         await self.js.create_stream(name)
         created = time.time()
         try:
@@ -210,11 +216,15 @@ class NatsBackend(Backend):
             )
             payload = records.encode_meta(new.settings, new.paused, new.created_at)
             try:
-                await self.js.publish(
+                written = await self.js.publish(
                     name, "meta", payload, f"meta-{new_token()}", expected_last_subject_seq=seq
                 )
             except WrongLastSequence:
                 continue
+            self._settings.pop(name, None)
+            future = self._views.get(name)
+            if future is not None and _ready(future):  # this process's next send sees the change
+                await future.result().wait_applied(written)
             return new
         raise BackendUnavailable(f"queue {name}: its settings kept changing under {CAS_ATTEMPTS} attempts")
 
@@ -309,6 +319,9 @@ class NatsBackend(Backend):
             if state is None:
                 raise QueueNotFound(name)
             self._known.add(name)
+        for name, arrivals in by_queue.items():  # checked just before the write (docs/nats.md)
+            if (await self._queue_settings(name)).bounded:
+                await self._check_room(name, arrivals)
         await self._fan_out(by_queue)
         # a write naming several queues is a topic's fan-out: its copies carry no dedup ids
         return [m.id for m in messages]
@@ -368,15 +381,92 @@ class NatsBackend(Backend):
             size += grow
         last = 0
         try:
+            bounded = msg_id_prefix == "send" and (await self._queue_settings(queue)).bounded
+            if bounded and len(chunks) > 1:
+                await self._check_room(queue, messages)  # several records: each is checked too
             for chunk in chunks:
                 if chunk:
                     msg_id = f"{msg_id_prefix}-{chunk[0].id}-{len(chunk)}"
-                    last = await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
+                    if bounded:
+                        last = await self._append_checked(queue, chunk, msg_id)
+                    else:
+                        last = await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
         except QueueNotFound:
             self._known.discard(queue)
             raise
         self._known.add(queue)
         return last
+
+    # -- bounded queues ----------------------------------------------------------------------
+
+    async def _queue_settings(self, queue: str) -> QueueSettings:
+        """The queue's settings: this process's view's when it reads the queue, else read from
+        the server at most every SETTINGS_CACHE_SECONDS."""
+        future = self._views.get(queue)
+        if future is not None and _ready(future):
+            return future.result().state.settings
+        now = time.monotonic()
+        cached = self._settings.get(queue)
+        if cached is not None and now - cached[0] < SETTINGS_CACHE_SECONDS:
+            return cached[1]
+        settings = (await self._meta(queue))[1].settings
+        self._settings[queue] = (now, settings)
+        return settings
+
+    async def _append_checked(self, queue: str, chunk: Sequence[Outgoing], msg_id: str) -> int:
+        """One send record into a bounded queue: every reader stores it only if it fits (the
+        log orders racing senders), and this process's view says whether it did. Returns a
+        stream sequence its view has applied, the record's or later."""
+        view = await self._view(queue)
+        token = new_token()
+        refused = await view.submit(token, records.encode_send(chunk, checked=token), msg_id)
+        if refused is not None:
+            raise QueueFull(queue, *refused)
+        return view.applied
+
+    async def _check_room(self, queue: str, messages: Sequence[Outgoing]) -> None:
+        """QueueFull unless `messages` fit the bounded queue as it is now (for what one checked
+        record cannot cover: a send of several records, copies into other queues)."""
+        view = await self._synced(queue)
+        state = view.state
+        new = state.admitted(messages, state.now)  # a deduplicated message takes no room
+        refused = state.room_refusal(len(new), sum(len(m.body) for m in new))
+        if refused is not None:
+            raise QueueFull(queue, *refused)
+
+    # -- shared rate limits (SharedRateLimits) ------------------------------------------------
+    # A bucket is the last message on its subject of the rates stream, replaced by compare-and-set;
+    # its time is the wall clock of the workers taking from it (keep them in sync, as NTP does).
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        for _ in range(CAS_ATTEMPTS):
+            seq, data = await self.js.read_rate(queue)
+            now = time.time()
+            tokens, at = (burst, now) if data is None else json.loads(data)
+            tokens = min(burst, float(tokens) + max(0.0, now - float(at)) * rate)
+            taken = min(wanted, int(tokens))
+            if not taken:  # nothing to write: the next take refills from the same point
+                return 0, (1 - tokens) / rate
+            try:
+                await self.js.write_rate(queue, json.dumps([tokens - taken, now]).encode(), seq)
+            except WrongLastSequence:
+                continue
+            return taken, 0.0
+        return 0, min(0.05, 1 / rate)  # busy: other workers took meanwhile; ask again soon
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        for _ in range(CAS_ATTEMPTS):
+            seq, data = await self.js.read_rate(queue)
+            if data is None:
+                return
+            tokens, at = json.loads(data)
+            try:
+                await self.js.write_rate(
+                    queue, json.dumps([min(burst, float(tokens) + count), at]).encode(), seq
+                )
+            except WrongLastSequence:
+                continue
+            return
 
     # -- leasing -----------------------------------------------------------------------------
 

@@ -185,6 +185,9 @@ class JetStream:
         self._subject_prefix = f"{prefix}.q."
         self.topics_stream = f"{prefix}_topics"
         self.topics_subject = f"{prefix}.topics"
+        # shared rate limits: one subject per queue holding its token bucket's last state
+        self.rates_stream = f"{prefix}_rates"
+        self._rates_subject_prefix = f"{prefix}.rates."
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
 
@@ -501,6 +504,48 @@ class JetStream:
             raise
         message = reply["message"]
         return int(message["seq"]), base64.b64decode(message.get("data") or b"")
+
+    async def read_rate(self, queue: str) -> tuple[int, bytes | None]:
+        """A shared rate limit's bucket and its sequence (0 and None before the first take)."""
+        try:
+            reply = await self.api(
+                f"STREAM.MSG.GET.{self.rates_stream}", {"last_by_subj": self._rates_subject_prefix + queue}
+            )
+        except nats.js.errors.APIError as exc:
+            if _error_code(exc) in (STREAM_NOT_FOUND, MESSAGE_NOT_FOUND):
+                return 0, None
+            raise
+        message = reply["message"]
+        return int(message["seq"]), base64.b64decode(message.get("data") or b"")
+
+    async def write_rate(self, queue: str, state: bytes, expected_seq: int) -> None:
+        """Replace a rate limit's bucket if it is still at `expected_seq`, else WrongLastSequence."""
+        subject = self._rates_subject_prefix + queue
+        if expected_seq == 0:
+            config = {
+                "name": self.rates_stream,
+                "subjects": [self._rates_subject_prefix + ">"],
+                "retention": "limits",
+                "storage": "file",
+                "num_replicas": self.options.replicas,
+                "max_msgs_per_subject": 1,
+            }
+            try:
+                await self.api(f"STREAM.CREATE.{self.rates_stream}", config)
+            except nats.js.errors.APIError as exc:
+                if _error_code(exc) != STREAM_NAME_IN_USE:
+                    raise
+        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
+
+        async def call() -> None:
+            try:
+                await self.js.publish(subject, state, timeout=REQUEST_TIMEOUT_SECONDS, headers=headers)
+            except nats.js.errors.APIError as exc:
+                if _error_code(exc) == WRONG_LAST_SEQUENCE:
+                    raise WrongLastSequence(str(exc)) from exc
+                raise
+
+        await self._retrying(call)
 
     async def write_topics(self, document: bytes, expected_seq: int) -> None:
         """Replace the subscriptions document if it is still at `expected_seq`, else raise

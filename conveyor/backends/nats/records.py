@@ -87,12 +87,19 @@ def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
 
 
 def encode_send(
-    messages: Sequence[Outgoing], fan_out: Sequence[tuple[str, str, Sequence[Outgoing]]] = ()
+    messages: Sequence[Outgoing],
+    fan_out: Sequence[tuple[str, str, Sequence[Outgoing]]] = (),
+    *,
+    checked: str | None = None,
 ) -> bytes:
     """A send record; `fan_out` (move id, queue, messages) adds copies for other queues, which
     wait in this queue's outbox until they are stored there (one write commits the messages of
-    every queue it names)."""
+    every queue it names). `checked` (a token its writer waits on) makes it a send into a
+    bounded queue: every reader stores its messages only if they fit the queue's backlog limits
+    as of that record, else none of them, and tells the writer which."""
     header: dict[str, Any] = {"op": "send", "m": send_entries(messages)}
+    if checked is not None:
+        header["tok"], header["lim"] = checked, 1
     bodies = [m.body for m in messages]
     if fan_out:
         header["x"] = [
@@ -166,24 +173,40 @@ def decode_rehome(record: Record, seq: int) -> list[tuple[str, Location]]:
 
 
 def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> bytes:
-    return encode(
-        {
-            "op": "meta",
-            "delay": settings.delivery_delay,
-            "retention": settings.retention_seconds,
-            "dedup": settings.dedup_window_seconds,
-            "paused": paused,
-            "created": created_at,
-        }
-    )
+    header: dict[str, Any] = {
+        "op": "meta",
+        "delay": settings.delivery_delay,
+        "retention": settings.retention_seconds,
+        "dedup": settings.dedup_window_seconds,
+        "paused": paused,
+        "created": created_at,
+    }
+    if settings.max_backlog_messages is not None:
+        header["maxm"] = settings.max_backlog_messages
+    if settings.max_backlog_bytes is not None:
+        header["maxb"] = settings.max_backlog_bytes
+    return encode(header)
 
 
 def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     header = record.header
     # a queue created before deduplication has the default window
-    dedup = float(header.get("dedup", DEFAULT_DEDUP_WINDOW_SECONDS))
-    settings = QueueSettings(float(header["delay"]), float(header["retention"]), dedup)
+    settings = _settings(
+        header["delay"], header["retention"], header.get("dedup"), header.get("maxm"), header.get("maxb")
+    )
     return settings, bool(header["paused"]), float(header["created"])
+
+
+def _settings(
+    delay: Any, retention: Any, dedup: Any = None, most_messages: Any = None, most_bytes: Any = None
+) -> QueueSettings:
+    return QueueSettings(
+        delivery_delay=float(delay),
+        retention_seconds=float(retention),
+        dedup_window_seconds=float(DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else dedup),
+        max_backlog_messages=None if most_messages is None else int(most_messages),
+        max_backlog_bytes=None if most_bytes is None else int(most_bytes),
+    )
 
 
 # -- snapshots -----------------------------------------------------------------------------------
@@ -226,6 +249,8 @@ def encode_state(state: QueueState) -> bytes:
         "settings": [
             state.settings.delivery_delay,
             state.settings.retention_seconds,
+            state.settings.max_backlog_messages,
+            state.settings.max_backlog_bytes,
             state.settings.dedup_window_seconds,
         ],
         "paused": state.paused,
@@ -244,11 +269,12 @@ def decode_state(name: str, data: bytes) -> QueueState:
     if version not in (2, SNAPSHOT_VERSION):  # v2 had no `lost`
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
-    delay, retention, *dedup = header["settings"]  # no dedup window: a snapshot from before it
-    window = float(dedup[0]) if dedup else float(DEFAULT_DEDUP_WINDOW_SECONDS)
-    state.set_meta(
-        QueueSettings(float(delay), float(retention), window), bool(header["paused"]), header["created"]
-    )
+    # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
+    # dedup window; a snapshot from before deduplication has the default window
+    delay, retention, *rest = header["settings"]
+    most_messages, most_bytes, dedup = (*rest, None, None, None)[:3]
+    settings = _settings(delay, retention, dedup, most_messages, most_bytes)
+    state.set_meta(settings, bool(header["paused"]), header["created"])
     state.now = float(header["now"])
     for entry in header["messages"]:
         message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]

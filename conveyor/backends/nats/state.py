@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from conveyor.backends.base import expiry_is_lost, expiry_refunds, handed_token
 from conveyor.types import (
@@ -70,6 +71,19 @@ class Message:
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
         )
+
+
+class _Named(Protocol):
+    """What deduplication reads of a message on its way in (an Arrival or a records.Outgoing)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dedup_id(self) -> str | None: ...
+
+
+_Sent = TypeVar("_Sent", bound=_Named)
 
 
 @dataclass(slots=True)
@@ -165,6 +179,43 @@ class QueueState:
         return resumed
 
     # -- records -----------------------------------------------------------------------------
+
+    def refusal(self, arrivals: Sequence[Arrival], now: float) -> tuple[str, int, int, int] | None:
+        """Why `arrivals` do not fit the queue's backlog limits: (limit, held, adding, maximum);
+        None when they fit. Only what `send` would store counts (not a message already here nor
+        a deduplicated one). Deterministic: every reader decides the same at the same record."""
+        new = self.admitted(arrivals, now)
+        return self.room_refusal(len(new), sum(a.location[2] for a in new))
+
+    def room_refusal(self, count: int, adding: int) -> tuple[str, int, int, int] | None:
+        """Why `count` more messages of `adding` bytes do not fit: as `refusal`."""
+        if not count:
+            return None
+        most_messages, most_bytes = self.settings.max_backlog_messages, self.settings.max_backlog_bytes
+        if most_messages is not None and len(self.messages) + count > most_messages:
+            return "max_backlog_messages", len(self.messages), count, most_messages
+        if most_bytes is not None and self.bytes + adding > most_bytes:
+            return "max_backlog_bytes", self.bytes, adding, most_bytes
+        return None
+
+    def admitted(self, items: Sequence[_Sent], now: float) -> list[_Sent]:
+        """The items `send` would store now, changing nothing: those not already here and not
+        deduplicated (by a live claim of another message, or an earlier item naming its dedup id)."""
+        window = self.settings.dedup_window_seconds
+        claims: dict[str, str] = {}
+        kept = []
+        for item in items:
+            if item.dedup_id is not None and window > 0:
+                holder = claims.get(item.dedup_id)
+                if holder is None:
+                    claim = self.dedup.get(item.dedup_id)
+                    holder = claim[0] if claim is not None and claim[1] > now else item.id
+                    claims[item.dedup_id] = holder
+                if holder != item.id:
+                    continue
+            if item.id not in self.messages:
+                kept.append(item)
+        return kept
 
     def send(self, arrivals: Sequence[Arrival], now: float, first_order: int) -> int:
         """Store arrivals not already here (a send retried after a lost reply is stored once),

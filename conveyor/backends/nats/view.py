@@ -274,10 +274,15 @@ class QueueView:
         op = record.op
         result: Any = None
         if op == "send":
-            if state.send(records.decode_arrivals(record, seq), now, seq << ORDER_SHIFT):
-                self.wake()
-            if "x" in header:
-                state.fan_out(records.decode_fan_out(record, seq, now))
+            arrivals = records.decode_arrivals(record, seq)
+            # a checked send into a bounded queue: all of it if it fits, else nothing (its writer
+            # hears why; records it carries for other queues go with it)
+            result = state.refusal(arrivals, now) if "lim" in header else None
+            if result is None:
+                if state.send(arrivals, now, seq << ORDER_SHIFT):
+                    self.wake()
+                if "x" in header:
+                    state.fan_out(records.decode_fan_out(record, seq, now))
         elif op == "lease":
             token = str(header["tok"])
             leased = state.lease(int(header["n"]), float(header["vt"]), token, now)
@@ -384,10 +389,15 @@ class QueueView:
     async def command(self, header: dict[str, Any]) -> Any:
         """Write a command record and return its outcome as this view applies it."""
         token = str(header["tok"])
+        return await self.submit(token, records.encode(header), token)
+
+    async def submit(self, token: str, payload: bytes, msg_id: str) -> Any:
+        """Write a record whose header carries `token` and return its outcome as this view
+        applies it."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._results[token] = future
         try:
-            seq = await self.js.publish(self.queue, "log", records.encode(header), token)
+            seq = await self.js.publish(self.queue, "log", payload, msg_id)
             for _ in range(2):
                 await self.wait_applied(seq)
                 if future.done():

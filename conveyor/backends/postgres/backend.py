@@ -63,6 +63,7 @@ from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.limits import check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -139,7 +140,13 @@ def _connection_lost(exc: psycopg.Error) -> bool:
 def _info(row: Sequence[Any]) -> QueueInfo:
     return QueueInfo(
         name=row[0],
-        settings=QueueSettings(delivery_delay=row[1], retention_seconds=row[2], dedup_window_seconds=row[5]),
+        settings=QueueSettings(
+            delivery_delay=row[1],
+            retention_seconds=row[2],
+            max_backlog_messages=row[5],
+            max_backlog_bytes=row[6],
+            dedup_window_seconds=row[7],
+        ),
         paused=row[3],
         created_at=row[4],
     )
@@ -416,6 +423,8 @@ class PostgresBackend(Backend):
             "name": name,
             "delivery_delay": settings.delivery_delay,
             "retention_seconds": settings.retention_seconds,
+            "max_backlog_messages": settings.max_backlog_messages,
+            "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
         }
         while True:
@@ -438,6 +447,8 @@ class PostgresBackend(Backend):
             "name": name,
             "delivery_delay": settings.delivery_delay,
             "retention_seconds": settings.retention_seconds,
+            "max_backlog_messages": settings.max_backlog_messages,
+            "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
@@ -486,7 +497,10 @@ class PostgresBackend(Backend):
         if not messages:
             return []
         params = self._send_params(messages)
-        return self._sent(messages, params, await self._run(self._sender(params), repeatable=True))
+        ids = self._sent(messages, params, await self._run(self._sender(params), repeatable=True))
+        if ids is None:  # a bounded queue: again, with its room checked
+            ids = await self._run(self._bounded_sender(params, messages), repeatable=True)
+        return ids
 
     async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Transactional enqueue (the `SendsInTransaction` capability): write with the caller's
@@ -499,19 +513,72 @@ class PostgresBackend(Backend):
             return []
         params = self._send_params(messages)
         cursor = await connection.execute(self._q["send"], params, binary=True)
-        return self._sent(messages, params, await cursor.fetchone())
+        ids = self._sent(messages, params, await cursor.fetchone())
+        if ids is None:
+            # a savepoint: a refusal (QueueFull) takes back this send alone, not the caller's
+            # work; the bounded queues stay locked until the caller's transaction ends
+            async with connection.transaction():
+                ids = await self._send_checked(connection, params, messages)
+        return ids
 
     @staticmethod
-    def _sent(messages: Sequence[OutgoingMessage], params: dict[str, Any], row: Any) -> list[str]:
-        """The ids the messages are stored under, from the send statement's reply; QueueNotFound
-        naming a missing queue."""
+    def _sent(messages: Sequence[OutgoingMessage], params: dict[str, Any], row: Any) -> list[str] | None:
+        """The ids the messages are stored under, from the send statement's reply; None when it
+        stored nothing because a queue is bounded (the send goes again through `_send_checked`);
+        QueueNotFound naming a missing queue."""
         if row is None or not row[0]:
             found = set(row[1] or ()) if row is not None else set()
-            raise QueueNotFound(next(name for name in params["queue_names"] if name not in found))
+            missing = [name for name in params["queue_names"] if name not in found]
+            if missing or row is None or not row[5]:
+                raise QueueNotFound(missing[0] if missing else params["queue_names"][0])
+            return None
         ids = [m.id for m in messages]
         if row[3]:  # deduplicated: stored under their dedup id's first message
             for position, stored_as in zip(row[3], row[4], strict=True):
                 ids[position - 1] = stored_as
+        return ids
+
+    def _bounded_sender(
+        self, params: dict[str, Any], messages: Sequence[OutgoingMessage]
+    ) -> Callable[[Conn], Awaitable[list[str]]]:
+        """A send into bounded queues as a repeatable operation: one transaction (a repeat after
+        a lost reply stores nothing twice and adds no room: an id is stored once)."""
+
+        async def send(conn: Conn) -> list[str]:
+            async with conn.transaction():
+                return await self._send_checked(conn, params, messages)
+
+        return send
+
+    async def _send_checked(
+        self, conn: Any, params: dict[str, Any], messages: Sequence[OutgoingMessage]
+    ) -> list[str]:
+        """Lock the bounded queues, send, then count what they hold: QueueFull when the rows this
+        send stored do not fit (raised inside a transaction or savepoint that then rolls back, so
+        nothing stays), else the ids. A deduplicated message stores no row and takes no room."""
+        cursor = await conn.execute(self._q["lock_bounded"], params, binary=True)
+        bounded = {row[0]: row for row in await cursor.fetchall()}
+        cursor = await conn.execute(self._q["send"], {**params, "checked": True}, binary=True)
+        row = await cursor.fetchone()
+        ids = self._sent(messages, params, row)
+        assert ids is not None  # checked: being bounded is no reason to store nothing
+        adding: dict[int, tuple[int, int]] = {}
+        for queue_id, size in zip(row[6] or (), row[7] or (), strict=True):
+            count, total = adding.get(queue_id, (0, 0))
+            adding[queue_id] = (count + 1, total + size)
+        filled = [queue_id for queue_id in bounded if queue_id in adding]
+        if filled:  # else its limits were removed meanwhile, or nothing new was stored
+            by_bytes = [queue_id for queue_id in filled if bounded[queue_id][3] is not None]
+            counted = {"ids": filled, "by_bytes": by_bytes or [0]}
+            cursor = await conn.execute(self._q["backlog"], counted, binary=True)
+            holds = {row[0]: (int(row[1]), int(row[2])) for row in await cursor.fetchall()}
+            for queue_id in filled:
+                _, name, most_messages, most_bytes = bounded[queue_id]
+                added = adding[queue_id]
+                count, size = holds.get(queue_id, added)
+                held = (count - added[0], size - added[1] if queue_id in by_bytes else 0)
+                settings = QueueSettings(max_backlog_messages=most_messages, max_backlog_bytes=most_bytes)
+                check_room(name, settings, held, added if queue_id in by_bytes else (added[0], 0))
         return ids
 
     def _send_params(self, messages: Sequence[OutgoingMessage]) -> dict[str, Any]:
@@ -525,6 +592,7 @@ class PostgresBackend(Backend):
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
             "dedup_ids": [m.dedup_id for m in messages],
             "channel": self.channel,
+            "checked": False,
         }
 
     def _sender(self, params: dict[str, Any]) -> Callable[[Conn], Awaitable[Any]]:
@@ -536,6 +604,17 @@ class PostgresBackend(Backend):
             return await cursor.fetchone()
 
         return send
+
+    # -- shared rate limits (SharedRateLimits) ------------------------------------------------
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        params = {"name": queue, "wanted": float(wanted), "rate": float(rate), "burst": float(burst)}
+        taken, tokens = await self._fetchone("take_tokens", params)
+        return int(taken), 0.0 if taken else max(0.0, (1 - float(tokens)) / rate)
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        params = {"name": queue, "count": float(count), "burst": float(burst)}
+        await self._rowcount("give_back_tokens", params)
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True

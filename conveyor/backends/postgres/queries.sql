@@ -54,7 +54,17 @@ CREATE INDEX subscriptions_queue ON {schema}.subscriptions (queue)
 -- name: schema_v2
 -- v2: `lost` counts a message's deliveries in a row that ended without an outcome (a lease of a
 -- handed kind expired), a lease token's first character being its kind (backends/base.py)
-ALTER TABLE {schema}.messages ADD COLUMN lost integer NOT NULL DEFAULT 0
+ALTER TABLE {schema}.messages ADD COLUMN lost integer NOT NULL DEFAULT 0;
+-- bounded backlog (NULL: no limit)
+ALTER TABLE {schema}.queues ADD COLUMN max_backlog_messages bigint, ADD COLUMN max_backlog_bytes bigint;
+-- shared rate limits (max_rate_scope="global"): one token bucket per queue; `taken` is what the
+-- last take got (what take_tokens returns)
+CREATE TABLE {schema}.rate_buckets (
+    name text PRIMARY KEY,
+    tokens double precision NOT NULL,
+    taken integer NOT NULL,
+    updated_at timestamptz NOT NULL
+)
 
 -- Deduplication (v3): a queue's dedup window, and each dedup id's first message until the
 -- window ends. A claim past its end is taken over by the next send naming it, or swept.
@@ -70,24 +80,31 @@ CREATE TABLE {schema}.dedup (
 CREATE INDEX dedup_expiry ON {schema}.dedup (expires_at)
 
 -- name: queue_by_name
-SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8, dedup_window
+SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes, dedup_window
 FROM {schema}.queues WHERE name = %(name)b
 
 -- name: list_queues
-SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8, dedup_window
+SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes, dedup_window
 FROM {schema}.queues ORDER BY name COLLATE "C"
 
 -- name: insert_queue
-INSERT INTO {schema}.queues (name, delivery_delay, retention_seconds, dedup_window)
-VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b, %(dedup_window)b)
+INSERT INTO {schema}.queues
+    (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes, dedup_window)
+VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b, %(max_backlog_messages)b, %(max_backlog_bytes)b,
+        %(dedup_window)b)
 ON CONFLICT (name) DO NOTHING
-RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8, dedup_window
+RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes, dedup_window
 
 -- name: update_queue
-UPDATE {schema}.queues
-SET delivery_delay = %(delivery_delay)b, retention_seconds = %(retention_seconds)b, dedup_window = %(dedup_window)b
+UPDATE {schema}.queues SET delivery_delay = %(delivery_delay)b, retention_seconds = %(retention_seconds)b,
+    max_backlog_messages = %(max_backlog_messages)b, max_backlog_bytes = %(max_backlog_bytes)b,
+    dedup_window = %(dedup_window)b
 WHERE name = %(name)b
-RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8, dedup_window
+RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
+       max_backlog_messages, max_backlog_bytes, dedup_window
 
 -- name: set_paused
 WITH updated AS (
@@ -124,13 +141,21 @@ ORDER BY topic COLLATE "C", queue COLLATE "C"
 
 -- name: send
 -- All or nothing: when a named queue is missing nothing is inserted and `found` says which exist.
--- Returns (ok, found, notified, positions, ids): the 1-based positions of the messages stored
--- under another message's id (their dedup id's first message), and those ids.
+-- A bounded queue (one with a backlog limit) is written only with %(checked)b, after
+-- `lock_bounded` in the same transaction (`backlog` then counts what it holds with this send);
+-- otherwise nothing is inserted and `bounded` says so.
+-- Returns (ok, found, notified, positions, ids, bounded, inserted queue ids, inserted sizes):
+-- positions are the 1-based positions of the messages stored under another message's id (their
+-- dedup id's first message), ids those ids; the last two give each row this statement inserted.
 WITH targets AS (
-    SELECT id, name, delivery_delay, dedup_window FROM {schema}.queues
+    SELECT id, name, delivery_delay, dedup_window,
+           max_backlog_messages IS NOT NULL OR max_backlog_bytes IS NOT NULL AS bounded
+    FROM {schema}.queues
     WHERE name = ANY(%(queue_names)b::text[]) FOR KEY SHARE
 ), complete AS (
-    SELECT count(*) = cardinality(%(queue_names)b::text[]) AS ok FROM targets
+    SELECT count(*) = cardinality(%(queue_names)b::text[])
+           AND (%(checked)b OR NOT coalesce(bool_or(bounded), false)) AS ok
+    FROM targets
 ), incoming AS (
     SELECT * FROM unnest(%(ids)b::text[], %(queues)b::text[], %(bodies)b::bytea[],
                          %(content_types)b::text[], %(delays)b::float8[], %(dead_letters)b::text[],
@@ -167,15 +192,36 @@ WITH targets AS (
     ORDER BY r.position
     -- an id is stored once: a send repeated after a lost reply changes nothing
     ON CONFLICT (id) DO NOTHING
+    RETURNING queue_id, octet_length(body) AS size
 )
 SELECT (SELECT ok FROM complete), array_agg(name),
        count(pg_notify(%(channel)b, name)) FILTER (WHERE (SELECT ok FROM complete)),
        (SELECT array_agg(position::int4 ORDER BY position) FROM resolved WHERE stored_as <> id),
-       (SELECT array_agg(stored_as ORDER BY position) FROM resolved WHERE stored_as <> id)
+       (SELECT array_agg(stored_as ORDER BY position) FROM resolved WHERE stored_as <> id),
+       coalesce(bool_or(bounded), false),
+       (SELECT array_agg(queue_id) FROM inserted),
+       (SELECT array_agg(size) FROM inserted)
 FROM targets
 
 -- name: sweep_dedup
 DELETE FROM {schema}.dedup WHERE expires_at <= now()
+
+-- name: lock_bounded
+-- The bounded queues of a send, locked against each other's senders until the transaction ends
+-- (FOR NO KEY UPDATE: other writers' FOR KEY SHARE goes on), in one order so senders cannot deadlock.
+SELECT id, name, max_backlog_messages, max_backlog_bytes FROM {schema}.queues
+WHERE name = ANY(%(queue_names)b::text[])
+  AND (max_backlog_messages IS NOT NULL OR max_backlog_bytes IS NOT NULL)
+ORDER BY id FOR NO KEY UPDATE
+
+-- name: backlog
+-- What locked queues hold: a statement after `lock_bounded` and the send, so its snapshot sees
+-- every send committed by the senders that held the lock before, and this one's rows.
+-- (bytes only for the queues bounded by bytes: summing them reads every row)
+SELECT queue_id, count(*),
+       CASE WHEN queue_id = ANY(%(by_bytes)b::bigint[]) THEN coalesce(sum(octet_length(body)), 0) ELSE 0 END::bigint
+FROM {schema}.messages
+WHERE queue_id = ANY(%(ids)b::bigint[]) GROUP BY queue_id
 
 -- Leases, their renewals and releases commit without waiting for the WAL flush
 -- (`synchronous_commit` off for that transaction only, set where the queue is looked up): a crash
@@ -369,3 +415,22 @@ SELECT q.paused,
        extract(epoch FROM (SELECT min(m.visible_at) FROM {schema}.messages m WHERE m.queue_id = q.id)
                           - clock_timestamp())::float8
 FROM {schema}.queues q WHERE q.name = %(queue)b
+
+-- name: take_tokens
+-- Refill the queue's bucket at %(rate)b a second (server time) up to %(burst)b and take up to
+-- %(wanted)b whole tokens, in one atomic upsert; a new bucket starts full.
+INSERT INTO {schema}.rate_buckets AS b (name, tokens, taken, updated_at)
+VALUES (%(name)b, %(burst)b::float8 - least(%(wanted)b::float8, floor(%(burst)b::float8)),
+        least(%(wanted)b::float8, floor(%(burst)b::float8))::integer, now())
+ON CONFLICT (name) DO UPDATE SET
+    taken = least(%(wanted)b::float8, floor(least(%(burst)b::float8,
+        b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * %(rate)b::float8)))::integer,
+    tokens = least(%(burst)b::float8, b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * %(rate)b::float8)
+        - least(%(wanted)b::float8, floor(least(%(burst)b::float8,
+            b.tokens + greatest(0, extract(epoch FROM now() - b.updated_at)) * %(rate)b::float8))),
+    updated_at = now()
+RETURNING taken, tokens
+
+-- name: give_back_tokens
+UPDATE {schema}.rate_buckets SET tokens = least(%(burst)b::float8, tokens + %(count)b::float8)
+WHERE name = %(name)b

@@ -69,7 +69,15 @@ from conveyor.backends.base import Backend, make_lease_id, new_token
 from conveyor.backends.redis import connecting
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
-from conveyor.errors import BackendUnavailable, CannotConnect, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.errors import (
+    BackendUnavailable,
+    CannotConnect,
+    InvalidURL,
+    QueueAlreadyExists,
+    QueueFull,
+    QueueNotFound,
+)
+from conveyor.limits import check_room
 from conveyor.types import (
     CONTENT_TYPES,
     SYSTEM_CLOCK,
@@ -92,11 +100,11 @@ PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CLUSTER_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "auto": None}
 # The per-queue keys, in the order the scripts expect them (see scripts.lua).
 QUEUE_KEY_SUFFIXES = ("meta", "msgs", "state", "ready", "inflight", "age", "wake")
-META, READY, INFLIGHT, WAKE = (
-    QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "wake")
+META, READY, INFLIGHT, AGE, WAKE = (
+    QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created", "dedup")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -194,22 +202,31 @@ def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
     return DeadLetterInfo.from_dict(json.loads(raw)) if raw else None
 
 
-def _settings_args(settings: QueueSettings) -> list[int]:
-    """A queue's settings as the create_queue and update_queue scripts take them (µs)."""
-    return [_us(settings.delivery_delay), _us(settings.retention_seconds), _us(settings.dedup_window_seconds)]
-
-
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created, dedup = fields
+    delay, retention, paused, created, most_messages, most_bytes, dedup = fields
     if delay is None or retention is None or created is None:
         return None
     settings = QueueSettings(
         delivery_delay=_seconds(delay),
         retention_seconds=_seconds(retention),
+        max_backlog_messages=int(most_messages) if most_messages else None,
+        max_backlog_bytes=int(most_bytes) if most_bytes else None,
         # a queue created before deduplication has the default window
         dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else _seconds(dedup),
     )
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
+
+
+def _settings_args(settings: QueueSettings) -> list[str | int]:
+    """A queue's settings as the create_queue and update_queue scripts take them."""
+    most_messages, most_bytes = settings.max_backlog_messages, settings.max_backlog_bytes
+    return [
+        _us(settings.delivery_delay),
+        _us(settings.retention_seconds),
+        "" if most_messages is None else most_messages,
+        "" if most_bytes is None else most_bytes,
+        _us(settings.dedup_window_seconds),
+    ]
 
 
 @dataclass(slots=True)
@@ -394,12 +411,7 @@ class RedisBackend(Backend):
         # the registry first: a name listed without its queue is skipped, never the other way round
         with self._available():
             await self.client.sadd(self._registry, name)  # type: ignore[misc]
-        args = [
-            _us(settings.delivery_delay),
-            _us(settings.retention_seconds),
-            _us(settings.dedup_window_seconds),
-        ]
-        created, *fields = await self._run("create_queue", self._queue_keys(name), args)
+        created, *fields = await self._run("create_queue", self._queue_keys(name), _settings_args(settings))
         if not created and not exist_ok:
             raise QueueAlreadyExists(name)
         info = _queue_info(name, fields)
@@ -411,12 +423,7 @@ class RedisBackend(Backend):
         return _queue_info(name, fields)
 
     async def update_queue(self, name: str, settings: QueueSettings) -> QueueInfo:
-        args = [
-            _us(settings.delivery_delay),
-            _us(settings.retention_seconds),
-            _us(settings.dedup_window_seconds),
-        ]
-        fields = await self._run("update_queue", self._queue_keys(name), args)
+        fields = await self._run("update_queue", self._queue_keys(name), _settings_args(settings))
         info = _queue_info(name, fields) if fields else None
         if info is None:
             raise QueueNotFound(name)
@@ -475,6 +482,7 @@ class RedisBackend(Backend):
             held = await self._send_scripts(by_queue) if by_queue else {}
         else:
             await self._require_queues(list(by_queue))
+            await self._check_room(by_queue)
             parts = await asyncio.gather(
                 *(self._send_scripts({name: writes}) for name, writes in by_queue.items())
             )
@@ -486,6 +494,29 @@ class RedisBackend(Backend):
             ids.append(held.get((message.queue, seen[message.queue]), message.id))
             seen[message.queue] += 1
         return ids
+
+    async def _check_room(self, by_queue: dict[str, list[_Write]]) -> None:
+        """QueueFull unless the writes fit every bounded queue as it is now: for a send across
+        the nodes of a cluster, whose scripts (each of which checks its own queue) run apart.
+        It counts every write, deduplicated or not (which is known only inside each script):
+        a send it lets through can fail only in the scripts, which see the whole send at once."""
+        names = list(by_queue)
+        with self._available():
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                keys = self._queue_keys(name)
+                pipe.hmget(keys[META], ["maxmsgs", "maxbytes", "bytes"])
+                pipe.zcard(keys[AGE])
+            replies = list(await pipe.execute())
+        for i, name in enumerate(names):
+            (most_messages, most_bytes, held_bytes), held = replies[2 * i], replies[2 * i + 1]
+            settings = QueueSettings(
+                max_backlog_messages=int(most_messages) if most_messages else None,
+                max_backlog_bytes=int(most_bytes) if most_bytes else None,
+            )
+            writes = by_queue[name]
+            adding = (len(writes), sum(len(write.body) for write in writes))
+            check_room(name, settings, (int(held), int(held_bytes or 0)), adding)
 
     async def _send_scripts(self, by_queue: dict[str, list[_Write]]) -> dict[tuple[str, int], str]:
         """One `send` script over every queue in `by_queue` (they must share a node). Returns the
@@ -504,12 +535,29 @@ class RedisBackend(Backend):
             for index, dedup_id in claims:
                 args.extend((index, dedup_id))
         reply = await self._run("send", keys, args)
+        if reply[0] < 0:  # a bounded queue the messages to store do not fit in
+            group, limit, held, adding, maximum = reply
+            raise QueueFull(names[-group - 1], _text(limit), int(held), int(adding), int(maximum))
         if reply[0]:
             raise QueueNotFound(names[reply[0] - 1])
         return {
             (names[int(reply[i]) - 1], int(reply[i + 1]) - 1): _text(reply[i + 2])
             for i in range(1, len(reply), 3)
         }
+
+    # -- shared rate limits (SharedRateLimits) ------------------------------------------------
+
+    def _rate_key(self, queue: str) -> str:
+        return f"{{{self.prefix}:{queue}}}:rate"  # the queue's hash tag: its slot
+
+    async def take_tokens(self, queue: str, wanted: int, rate: float, burst: float) -> tuple[int, float]:
+        taken, due = await self._run(
+            "take_tokens", [self._rate_key(queue)], [wanted, repr(rate), repr(burst)]
+        )
+        return int(taken), float(due)
+
+    async def give_back_tokens(self, queue: str, count: int, burst: float) -> None:
+        await self._run("give_back_tokens", [self._rate_key(queue)], [count, repr(burst)])
 
     # -- leasing -----------------------------------------------------------------------------
 

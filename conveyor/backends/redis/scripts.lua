@@ -6,7 +6,8 @@
 --
 -- Per queue (KEYS, in this order, KEYS_PER_QUEUE of them):
 --   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes),
---             dedup (the dedup window, µs; absent: the default)
+--             maxmsgs, maxbytes (the backlog limits; '' or absent: no limit), dedup (the dedup
+--             window, µs; absent: the default)
 --   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
 --   state     hash id -> "<deliveries>:<body size>:<lost>:<lease token>" (messages leased at
 --             least once; `lost`: deliveries in a row without an outcome; a state written before
@@ -228,29 +229,29 @@ local function movable(q, limit, now)
 end
 
 -- name: create_queue
--- ARGV: delay µs, retention µs, dedup window µs. Returns {created 0/1, delay, retention, paused,
--- created µs, dedup window µs}.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
+-- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs}.
 local q = queue_keys(1)
 if exists(q) then
-  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'dedup')
-  return {0, m[1], m[2], m[3], m[4], m[5]}
+  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
+  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7]}
 end
 local now = int(server_now())
-redis.call(
-  'HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
-  'dedup', ARGV[3]
-)
-return {1, ARGV[1], ARGV[2], '0', now, ARGV[3]}
+redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
+  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5])
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5]}
 
 -- name: update_queue
--- ARGV: delay µs, retention µs, dedup window µs. Returns {delay, retention, paused, created µs,
--- dedup window µs}, or {} if missing.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
+-- Returns {delay, retention, paused, created µs, max messages, max bytes, dedup window µs}, or {}
+-- if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
-redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'dedup', ARGV[3])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'dedup')
+redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4],
+  'dedup', ARGV[5])
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.
@@ -294,8 +295,11 @@ return value
 -- id, and "<delay µs>:<timestamp µs>:<content type>:<dead-letter JSON length>:<JSON><body>" (an
 -- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter);
 -- then a count of dedup ids and per dedup id two arguments: the message's index in the group, the
--- dedup id. Returns {the group number of a missing queue (then nothing was stored)}, or {0, then
--- per message not stored for its dedup id: group, index, the id of the message holding it}.
+-- dedup id. Returns {the group number of a missing queue}; or, for a bounded queue the messages
+-- it would store do not fit in, {minus its group number, limit name, what it holds, what the send
+-- adds, the limit} (in both cases nothing was stored); or {0, then per message not stored for its
+-- dedup id: group, index, the id of the message holding it}. Every check comes before the first
+-- write (a script's writes are not undone by its return); a deduplicated message takes no room.
 for g = 1, group_count() do
   if not exists(queue_keys(g)) then
     return {g}
@@ -304,12 +308,13 @@ end
 local now = server_now()
 local reply = {0}
 local at = 1
+local groups = {}
 for g = 1, group_count() do
   local q = queue_keys(g)
   local count = tonumber(ARGV[at])
   at = at + 1
   local default_delay = nil
-  local items = {}
+  local items, adding = {}, 0
   for i = 1, count do
     local id, packed = ARGV[at], ARGV[at + 1]
     at = at + 2
@@ -317,6 +322,7 @@ for g = 1, group_count() do
     -- from the length on, the packed message is what a stored record holds after its timestamp
     local tail = string.sub(packed, rest - #dead_length - 1)
     local size = #packed - rest + 1 - tonumber(dead_length)
+    adding = adding + size
     if delay == '' then
       default_delay = default_delay or tonumber(redis.call('HGET', q.meta, 'delay'))
       delay = default_delay
@@ -329,30 +335,40 @@ for g = 1, group_count() do
   end
   local claims = tonumber(ARGV[at])
   at = at + 1
+  local claiming, ms = {}, 0
   if claims > 0 then
     local window = tonumber(redis.call('HGET', q.meta, 'dedup') or DEFAULT_DEDUP_US)
     if window > 0 then
       local created = redis.call('HGET', q.meta, 'created')
       local prefix = string.sub(q.meta, 1, -5) .. 'dedup:'  -- q.meta ends with 'meta'
-      local ms = math.max(1, math.floor(window / 1000))
-      local kept = {}
+      ms = math.max(1, math.floor(window / 1000))
+      local pending = {}  -- claims this send makes: a later message of it naming one is deduplicated
       for c = 1, claims do
         local index, key = tonumber(ARGV[at]), prefix .. ARGV[at + 1]
         at = at + 2
         local id = items[index][1]
-        local value = id .. '|' .. created
-        if not redis.call('SET', key, value, 'NX', 'PX', ms) then
-          local holder, since = string.match(redis.call('GET', key), '^(.*)|([^|]*)$')
-          if since ~= created then  -- left by a deleted queue of this name
-            redis.call('SET', key, value, 'PX', ms)
-          elseif holder ~= id then
-            items[index] = false
-            reply[#reply + 1] = g
-            reply[#reply + 1] = index
-            reply[#reply + 1] = holder
+        local holder = pending[key]
+        if not holder then
+          local current = redis.call('GET', key)
+          if current then
+            local held_by, since = string.match(current, '^(.*)|([^|]*)$')
+            if since == created then  -- else left by a deleted queue of this name: claimed again
+              holder = held_by
+            end
           end
         end
+        if not holder then
+          pending[key] = id
+          claiming[#claiming + 1] = {key, id .. '|' .. created}
+        elseif holder ~= id then
+          adding = adding - items[index][5]
+          items[index] = false
+          reply[#reply + 1] = g
+          reply[#reply + 1] = index
+          reply[#reply + 1] = holder
+        end
       end
+      local kept = {}
       for i = 1, count do
         if items[i] then
           kept[#kept + 1] = items[i]
@@ -362,6 +378,28 @@ for g = 1, group_count() do
     else
       at = at + 2 * claims
     end
+  end
+  -- a bounded queue: what it holds now plus what this send stores must stay within its limits
+  local storing = #items
+  local limits = redis.call('HMGET', q.meta, 'maxmsgs', 'maxbytes')
+  if storing > 0 and limits[1] and limits[1] ~= '' then
+    local held = redis.call('ZCARD', q.age)
+    if held + storing > tonumber(limits[1]) then
+      return {-g, 'max_backlog_messages', held, storing, limits[1]}
+    end
+  end
+  if storing > 0 and limits[2] and limits[2] ~= '' then
+    local held = tonumber(redis.call('HGET', q.meta, 'bytes') or '0')
+    if held + adding > tonumber(limits[2]) then
+      return {-g, 'max_backlog_bytes', held, adding, limits[2]}
+    end
+  end
+  groups[g] = {q, items, count, claiming, ms}
+end
+for g = 1, group_count() do
+  local q, items, count, claiming, ms = groups[g][1], groups[g][2], groups[g][3], groups[g][4], groups[g][5]
+  for _, claim in ipairs(claiming) do
+    redis.call('SET', claim[1], claim[2], 'PX', ms)
   end
   insert_many(q, items)
   wake(q, count)
@@ -795,3 +833,32 @@ if due == nil then
   return -1
 end
 return math.max(0, due - server_now())
+
+-- name: take_tokens
+-- A shared rate limit's token bucket (KEYS: its hash; fields tokens, at µs): refill at ARGV[2] a
+-- second up to ARGV[3], take up to ARGV[1]. Returns {taken, seconds until one more is due}.
+-- The bucket expires once it would be full again anyway.
+local now = server_now()
+local wanted, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(held[1]) or burst
+local at = tonumber(held[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) / 1000000 * rate)
+local taken = math.min(wanted, math.floor(tokens))
+tokens = tokens - taken
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', int(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+local due = 0
+if taken == 0 then
+  due = (1 - tokens) / rate
+end
+return {taken, string.format('%.17g', due)}
+
+-- name: give_back_tokens
+-- KEYS: the bucket. ARGV: tokens to return, the bucket's size.
+local held = redis.call('HGET', KEYS[1], 'tokens')
+if held then
+  local tokens = math.min(tonumber(ARGV[2]), tonumber(held) + tonumber(ARGV[1]))
+  redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens))
+end
+return 1

@@ -39,6 +39,7 @@ from conveyor.backends.sqlite.storage import (
     storage_error,
 )
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound, StorageFull, StorageUnusable
+from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -113,7 +114,13 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
 def _info(row: tuple[Any, ...]) -> QueueInfo:
     return QueueInfo(
         name=row[1],
-        settings=QueueSettings(delivery_delay=row[2], retention_seconds=row[3], dedup_window_seconds=row[6]),
+        settings=QueueSettings(
+            delivery_delay=row[2],
+            retention_seconds=row[3],
+            max_backlog_messages=row[6],
+            max_backlog_bytes=row[7],
+            dedup_window_seconds=row[8],
+        ),
         paused=bool(row[4]),
         created_at=row[5],
     )
@@ -565,6 +572,8 @@ class SQLiteBackend(Backend):
                     settings.delivery_delay,
                     settings.retention_seconds,
                     self.clock.now(),
+                    settings.max_backlog_messages,
+                    settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
                 ),
             )
@@ -581,7 +590,14 @@ class SQLiteBackend(Backend):
             self._queue_row(conn, name)
             conn.execute(
                 Q["update_queue"],
-                (settings.delivery_delay, settings.retention_seconds, settings.dedup_window_seconds, name),
+                (
+                    settings.delivery_delay,
+                    settings.retention_seconds,
+                    settings.max_backlog_messages,
+                    settings.max_backlog_bytes,
+                    settings.dedup_window_seconds,
+                    name,
+                ),
             )
             return _info(self._queue_row(conn, name))
 
@@ -645,6 +661,8 @@ class SQLiteBackend(Backend):
             if any(m.dedup_id is not None for m in messages):
                 ids = self._deduplicate(conn, messages, queues, now)
                 stored = [m for m, stored_as in zip(messages, ids, strict=True) if stored_as == m.id]
+            # a deduplicated message takes no room; a refusal rolls its claims back with the rest
+            self._check_room(conn, queues, stored)
             conn.executemany(
                 Q["insert_message"],
                 [
@@ -677,7 +695,7 @@ class SQLiteBackend(Backend):
         claims it (inside the send's write transaction: other writers wait for it)."""
         ids = []
         for m in messages:
-            queue_id, window = queues[m.queue][0], queues[m.queue][6]
+            queue_id, window = queues[m.queue][0], queues[m.queue][8]
             if m.dedup_id is None or window <= 0:
                 ids.append(m.id)
                 continue
@@ -687,6 +705,19 @@ class SQLiteBackend(Backend):
                 row = conn.execute(Q["dedup_holder"], params).fetchone()
             ids.append(row[0])
         return ids
+
+    @staticmethod
+    def _check_room(
+        conn: sqlite3.Connection, queues: dict[str, tuple[Any, ...]], messages: Sequence[OutgoingMessage]
+    ) -> None:
+        """QueueFull for a bounded queue the messages do not fit in; counted inside the write
+        transaction (BEGIN IMMEDIATE: one writer at a time), so racing senders cannot overfill it."""
+        for name, adding in backlog_added(messages).items():
+            row = queues[name]
+            if row[6] is None and row[7] is None:
+                continue
+            held = conn.execute(Q["backlog" if row[7] is not None else "backlog_count"], (row[0],)).fetchone()
+            check_room(name, _info(row).settings, (held[0], held[1]), adding)
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True

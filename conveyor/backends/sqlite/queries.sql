@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS conveyor_subscriptions (
 -- v2: `lost` counts a message's deliveries in a row that ended without an outcome (a lease of a
 -- handed kind expired), a lease token's first character being its kind (backends/base.py)
 ALTER TABLE conveyor_messages ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+-- bounded backlog (NULL: no limit)
+ALTER TABLE conveyor_queues ADD COLUMN max_backlog_messages INTEGER;
+ALTER TABLE conveyor_queues ADD COLUMN max_backlog_bytes INTEGER
 
 -- Deduplication (v3): a queue's dedup window, and each dedup id's first message until the
 -- window ends. A claim past its end is taken over by the next send naming it, or swept.
@@ -55,19 +58,34 @@ CREATE TABLE IF NOT EXISTS conveyor_dedup (
 CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
 
 -- name: queue_by_name
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at, dedup_window
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
+    dedup_window
 FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at, dedup_window
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
+    dedup_window
 FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
-INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, paused, created_at, dedup_window)
-VALUES (?, ?, ?, 0, ?, ?)
+INSERT INTO conveyor_queues
+    (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
+     dedup_window)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?)
 
 -- name: update_queue
-UPDATE conveyor_queues SET delivery_delay = ?, retention_seconds = ?, dedup_window = ? WHERE name = ?
+UPDATE conveyor_queues
+SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_backlog_bytes = ?,
+    dedup_window = ?
+WHERE name = ?
+
+-- name: backlog
+-- what a bounded queue holds, counted inside the send's write transaction (bytes: a table scan)
+SELECT count(*), coalesce(sum(length(body)), 0) FROM conveyor_messages WHERE queue_id = ?
+
+-- name: backlog_count
+-- the same without the bytes, for a queue bounded by count only: the ready index alone
+SELECT count(*), 0 FROM conveyor_messages WHERE queue_id = ?
 
 -- Claims a dedup id for a message unless a live claim holds it: RETURNING names the message
 -- that now holds it (none: a live claim of another message does, see dedup_holder).

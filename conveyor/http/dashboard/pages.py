@@ -18,7 +18,7 @@ from conveyor.admin import Point
 from conveyor.http.dashboard.charts import Series, clock, line_chart, number, sparkline
 from conveyor.http.dashboard.style import STYLESHEET
 from conveyor.producer import PeekedMessage
-from conveyor.types import QueueInfo, QueueStats, Subscription
+from conveyor.types import QueueInfo, QueueSettings, QueueStats, Subscription
 
 # A body is previewed in this many characters; its full text (up to BODY_SHOWN_CHARS) is one
 # click away.
@@ -461,7 +461,7 @@ def queue_page(
     settings = queue.info.settings
     links.append(
         f"retention {age(settings.retention_seconds)}, delivery delay {settings.delivery_delay:g}s, "
-        f"created {when(queue.info.created_at)} UTC"
+        f"{_backlog_limit(settings)}, created {when(queue.info.created_at)} UTC"
     )
     body = f"""<p><a href="/">← all queues</a></p>
 <h1 data-queue="{escape(queue.name)}">{escape(queue.name)} {badge}</h1>
@@ -518,3 +518,13 @@ def problem_page(title: str, detail: str, *, engine: str) -> str:
         f'<h1>{escape(title)}</h1><p class="problem">{escape(detail)}</p><p><a href="/">← all queues</a></p>'
     )
     return layout(title, body, engine=engine)
+
+
+def _backlog_limit(settings: QueueSettings) -> str:
+    """The queue's backlog limits, as its page states them."""
+    parts = []
+    if settings.max_backlog_messages is not None:
+        parts.append(f"{settings.max_backlog_messages:,} messages")
+    if settings.max_backlog_bytes is not None:
+        parts.append(f"{settings.max_backlog_bytes:,} bytes")
+    return f"backlog limit {' or '.join(parts)}" if parts else "no backlog limit"
