@@ -215,6 +215,27 @@ async def test_a_send_in_a_committed_transaction_stores_exactly_one(
     assert await queue.pull(10) == []
 
 
+async def test_a_send_refused_as_full_in_a_transaction_leaves_the_rest_of_it_to_commit(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    queue = app.queue("outbox")
+    await app.create_queue("outbox", max_backlog_messages=2)
+    async with await connect() as conn:
+        kept = [await queue.send({"n": 1}, connection=conn)]
+        with pytest.raises(conveyor.QueueFull):
+            await queue.send_batch(
+                [conveyor.SendRequest({"n": 2}, dedup_id="two"), {"n": 3}], connection=conn
+            )
+        kept.append(await queue.send({"n": 4}, connection=conn))  # the transaction goes on
+        await conn.commit()
+    assert sorted(m.id for m in await queue.peek(10)) == sorted(kept)
+    [pulled, _] = await queue.pull(10)
+    await queue.ack([pulled.lease_id])
+    stored = await queue.send({"n": 2}, dedup_id="two")  # the refused send claimed nothing
+    assert stored in {m.id for m in await queue.peek(10)}
+
+
 async def test_the_send_commits_or_rolls_back_with_the_callers_own_rows(
     pg_url: str, make_pg_app: AppMaker
 ) -> None:

@@ -66,9 +66,9 @@ CREATE TABLE {schema}.rate_buckets (
     updated_at timestamptz NOT NULL
 )
 
+-- name: schema_v3
 -- Deduplication (v3): a queue's dedup window, and each dedup id's first message until the
 -- window ends. A claim past its end is taken over by the next send naming it, or swept.
--- name: schema_v3
 ALTER TABLE {schema}.queues ADD COLUMN dedup_window double precision NOT NULL DEFAULT 300;
 CREATE TABLE {schema}.dedup (
     queue_id bigint NOT NULL,

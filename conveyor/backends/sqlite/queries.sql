@@ -44,9 +44,9 @@ ALTER TABLE conveyor_messages ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE conveyor_queues ADD COLUMN max_backlog_messages INTEGER;
 ALTER TABLE conveyor_queues ADD COLUMN max_backlog_bytes INTEGER
 
+-- name: schema_v3
 -- Deduplication (v3): a queue's dedup window, and each dedup id's first message until the
 -- window ends. A claim past its end is taken over by the next send naming it, or swept.
--- name: schema_v3
 ALTER TABLE conveyor_queues ADD COLUMN dedup_window REAL NOT NULL DEFAULT 300;
 CREATE TABLE IF NOT EXISTS conveyor_dedup (
     queue_id INTEGER NOT NULL,
