@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
-from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, Worker
+from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, RetryBackoff, Worker
 from conveyor.core import Core
 from conveyor.errors import QueueNotFound
 from conveyor.producer import Queue
@@ -231,12 +231,16 @@ class App:
         dead_letter_queue: str | None = None,
         max_concurrency: int | None = None,
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
+        timeout: float | None = None,
+        retry_backoff: RetryBackoff = "fixed",
+        retry_backoff_base: float = L.DEFAULT_RETRY_BACKOFF_BASE,
+        retry_backoff_cap: float = L.DEFAULT_RETRY_BACKOFF_CAP,
     ) -> Callable[[H], H]:
         """Register `async def handler(batch, env)` as the consumer of `queue` (a decorator).
 
-        One consumer per queue. The settings are checked here, so a bad value raises
-        `LimitExceeded` at the decorator, not at start-up. A handler that returns acks every
-        message it did not mark; one that raises retries them.
+        One consumer per queue. The settings are checked here against the App's `limits`, so a
+        bad value raises `LimitExceeded` at the decorator, not at start-up. A handler that returns
+        acks every message it did not mark; one that raises retries them.
 
         Args:
             queue: the queue to consume.
@@ -246,13 +250,24 @@ class App:
             max_retries: retries before a message is dead-lettered, so `max_retries + 1`
                 deliveries (0-100; default 3).
             retry_delay: seconds before a retried message is delivered again, unless
-                `Message.retry(delay_seconds=)` says otherwise (0-86,400; default 0).
+                `Message.retry(delay_seconds=)` says otherwise (0-86,400; default 0); the fixed
+                delay of `retry_backoff="fixed"`.
             dead_letter_queue: where messages go after the last retry or `dead_letter()`;
                 None (the default) deletes them with a WARNING log line.
             max_concurrency: batches of this consumer running at once (1-250); None (the
                 default) autoscales from 1 up to 10 while the backlog grows.
             visibility_timeout: seconds a delivered message stays leased (0.05-43,200; default
                 30); the worker renews the lease while the handler runs.
+            timeout: the handler's time limit in seconds (0.01-43,200; default None: none). A
+                batch still running after it is cancelled; the messages it did not mark are
+                retried with the error "timed out after N s" (the delivery counts as an
+                attempt) and its slot goes to the next batch.
+            retry_backoff: `"fixed"` (default: wait `retry_delay`) or `"exponential"`: the retry
+                after delivery n waits a random time between 0 and
+                `min(retry_backoff_cap, retry_backoff_base * 2 ** (n - 1))` ("full jitter").
+                `Message.retry(delay_seconds=)` still wins.
+            retry_backoff_base: the first retry's longest wait, in seconds (0-86,400; default 1).
+            retry_backoff_cap: the longest wait of any retry, in seconds (0-86,400; default 300).
         """
         settings = ConsumerSpec(
             queue=queue,
@@ -264,6 +279,11 @@ class App:
             dead_letter_queue=dead_letter_queue,
             max_concurrency=max_concurrency,
             visibility_timeout=visibility_timeout,
+            timeout=timeout,
+            retry_backoff=retry_backoff,
+            retry_backoff_base=retry_backoff_base,
+            retry_backoff_cap=retry_backoff_cap,
+            limits=self.limits,
         )
 
         def register(handler: H) -> H:

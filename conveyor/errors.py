@@ -153,3 +153,14 @@ class EventBusClosed(ConveyorError, RuntimeError):
     """`EventBus.publish` after `close()`."""
 
     code = "event_bus_closed"
+
+
+class HandlerTimedOut(ConveyorError, TimeoutError):
+    """A consumer's handler ran past its `timeout`: it was cancelled and the messages it had not
+    marked are retried (the attempt counts), then dead-lettered after the last retry."""
+
+    code = "handler_timed_out"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timed out after {seconds:g} s")
+        self.seconds = seconds

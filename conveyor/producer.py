@@ -262,8 +262,9 @@ class Queue:
 
         Raises QueuePaused while the queue is paused.
         """
-        L.check_int_range("batch_size", batch_size, 1, L.MAX_BATCH_SIZE)
-        L.check_visibility_timeout(visibility_timeout)
+        limits = self.core.limits
+        L.check_int_range("batch_size", batch_size, 1, limits.max_batch_size)
+        L.check_visibility_timeout(visibility_timeout, limits)
         backend = await self.core.connected()
         leased = await backend.lease_many(self.name, batch_size, visibility_timeout)
         if not leased:

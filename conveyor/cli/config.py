@@ -12,7 +12,7 @@ import sys
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -71,6 +71,10 @@ class ConsumerConfig(_Section):
     visibility_timeout: float = Field(
         L.DEFAULT_VISIBILITY_TIMEOUT, ge=L.MIN_VISIBILITY_TIMEOUT, le=L.MAX_VISIBILITY_TIMEOUT
     )
+    timeout: float | None = Field(None, ge=L.MIN_HANDLER_TIMEOUT, le=L.MAX_HANDLER_TIMEOUT)
+    retry_backoff: Literal["fixed", "exponential"] = "fixed"
+    retry_backoff_base: float = Field(L.DEFAULT_RETRY_BACKOFF_BASE, ge=0, le=L.MAX_DELAY_SECONDS)
+    retry_backoff_cap: float = Field(L.DEFAULT_RETRY_BACKOFF_CAP, ge=0, le=L.MAX_DELAY_SECONDS)
 
     @model_validator(mode="after")
     def _dead_letter_queue_is_another_queue(self) -> ConsumerConfig:
