@@ -12,6 +12,7 @@ from conveyor.errors import (
     ConveyorError,
     ConveyorValueError,
     EventBusClosed,
+    HandlerTimedOut,
     InvalidContentType,
     InvalidQueueName,
     InvalidURL,
@@ -19,6 +20,7 @@ from conveyor.errors import (
     MessageTooLarge,
     MessageValidationError,
     MissingDependency,
+    OwnerClosed,
     QueueAlreadyExists,
     QueueNotFound,
     QueuePaused,
@@ -27,6 +29,7 @@ from conveyor.errors import (
 )
 from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
+from conveyor.owned import Owned
 from conveyor.producer import AckResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.topics import PublishResult, Topic
@@ -50,6 +53,7 @@ __all__ = [
     "Event",
     "EventBus",
     "EventBusClosed",
+    "HandlerTimedOut",
     "InvalidContentType",
     "InvalidQueueName",
     "InvalidURL",
@@ -60,6 +64,8 @@ __all__ = [
     "MessageTooLarge",
     "MessageValidationError",
     "MissingDependency",
+    "Owned",
+    "OwnerClosed",
     "PeekedMessage",
     "PublishResult",
     "PulledMessage",

@@ -164,3 +164,9 @@ class HandlerTimedOut(ConveyorError, TimeoutError):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"timed out after {seconds:g} s")
         self.seconds = seconds
+
+
+class OwnerClosed(ConveyorError, RuntimeError):
+    """`Owned.call` on an owner that is not running (not started, or closed)."""
+
+    code = "owner_closed"

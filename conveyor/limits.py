@@ -71,6 +71,10 @@ MAX_EVENT_BUS_MAXSIZE = 10_000_000
 DEFAULT_EVENT_BUS_PUT_TIMEOUT = 1.0
 MAX_EVENT_BUS_PUT_TIMEOUT = 3_600.0
 
+# conveyor.Owned: calls that may wait for the owner before `call` waits for room.
+DEFAULT_OWNED_MAX_WAITING = 100
+MAX_OWNED_MAX_WAITING = 1_000_000
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -13,7 +13,7 @@ import conveyor
 from conveyor.testing import drain
 
 # Tighter than the defaults, but not than the consumer defaults (a consumer that names no
-# max_batch_size still gets 10, and the default backoff cap is 300 s), so that each case fails for its one value.
+# max_batch_size still gets 10; the default backoff cap is 300 s): each case fails for one value.
 TIGHT = conveyor.Limits(
     max_message_bytes=100,
     max_batch_messages=3,
@@ -47,7 +47,10 @@ CASES: dict[str, tuple[str, Callable[[conveyor.App], Awaitable[object]]]] = {
     "batch count": ("max_batch_messages", lambda app: app.queue("jobs").send_batch([1, 2, 3, 4])),
     "batch bytes": ("max_batch_bytes", lambda app: app.queue("jobs").send_batch(["x" * 90] * 3)),
     "send delay": ("delay_seconds", lambda app: app.queue("jobs").send(1, delay_seconds=500)),
-    "delivery delay": ("delivery_delay", lambda app: app.create_queue("other", delivery_delay=500, retention_seconds=600)),
+    "delivery delay": (
+        "delivery_delay",
+        lambda app: app.create_queue("other", delivery_delay=500, retention_seconds=600),
+    ),
     "short retention": ("retention_seconds", lambda app: app.create_queue("other", retention_seconds=60)),
     "long retention": ("retention_seconds", lambda app: app.create_queue("other", retention_seconds=7_200)),
     "pull batch size": ("batch_size", lambda app: app.queue("jobs").pull(batch_size=11)),
