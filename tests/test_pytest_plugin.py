@@ -1,0 +1,54 @@
+"""The pytest plugin, used the way a user uses it: the example test file of docs/testing.md, in a
+project of its own, run by pytest in a subprocess with conveyor installed (the `pytest11` entry
+point loads the plugin; nothing is configured)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# Starting pytest and running three small tests takes a few seconds; this bounds a hang.
+RUN_TIMEOUT_SECONDS = 120
+
+A_FAILING_TEST = """
+
+@pytest.mark.asyncio
+async def test_that_must_fail(conveyor_app, conveyor_drain, conveyor_sent) -> None:
+    register_consumers(conveyor_app)
+    await conveyor_app.queue("signups").send({"email": "grace@example.com"})
+    await conveyor_drain()
+    assert await conveyor_sent("emails") == [{"to": "someone else"}]
+"""
+
+
+def docs_example() -> str:
+    """The python block of docs/testing.md that holds the plugin's example test file."""
+    text = (REPO / "docs" / "testing.md").read_text()
+    blocks: list[str] = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
+    [example] = [block for block in blocks if "conveyor_sent" in block]
+    return example
+
+
+def test_the_documented_example_runs_with_plain_pytest_and_its_assertions_can_fail(tmp_path: Path) -> None:
+    (tmp_path / "test_signups.py").write_text(docs_example() + A_FAILING_TEST)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "test_signups.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS,
+    )
+    output = result.stdout + result.stderr
+    assert "1 failed, 2 passed" in output, output
+    assert "FAILED test_signups.py::test_that_must_fail" in output
+    assert "'grace@example.com'" in output  # what was really sent, in the failure's diff
+
+
+def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    [plugin] = [entry for entry in entry_points(group="pytest11") if entry.name == "conveyor"]
+    assert plugin.value == "conveyor.pytest_plugin"
