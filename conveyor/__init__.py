@@ -26,6 +26,8 @@ from conveyor.errors import (
     QueuePaused,
     StorageFull,
     StorageUnusable,
+    SubscriptionNotFound,
+    TopicNotFound,
 )
 from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
@@ -82,6 +84,8 @@ __all__ = [
     "StorageFull",
     "StorageUnusable",
     "Subscription",
+    "SubscriptionNotFound",
     "Topic",
+    "TopicNotFound",
     "TypeCounters",
 ]

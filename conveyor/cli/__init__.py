@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import typer
 
-from conveyor.cli import demo_and_bench, init_config, messages, queues, send, serve, top, worker
+from conveyor.cli import demo_and_bench, init_config, messages, queues, send, serve, top, topics, worker
 from conveyor.cli.state import ConveyorGroup, global_options
 
-COMMANDS = (queues, send, messages, worker, serve, top, init_config, demo_and_bench)
+COMMANDS = (queues, topics, send, messages, worker, serve, top, init_config, demo_and_bench)
 
 app = typer.Typer(
     name="conveyor",
