@@ -1,8 +1,9 @@
-"""conveyor.toml: a project's URL, queues and consumers (the wrangler.toml of conveyor).
+"""conveyor.toml: a project's URL, queues, consumers and topics (the wrangler.toml of conveyor).
 
 Loading validates every key with pydantic (unknown keys are errors) and reports the first problems
 as `conveyor.toml: consumers[0].max_batch_size: Input should be less than or equal to 100`.
-Applying it creates or updates the declared queues and registers the declared consumers on an App.
+Applying it creates or updates the declared queues and topic subscriptions and registers the
+declared consumers on an App.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import pydantic
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from conveyor import limits as L
+from conveyor.admin import subscribe
 from conveyor.app import App
 from conveyor.errors import ConveyorValueError
+from conveyor.topics import normalize_types
 
 CONFIG_FILE = "conveyor.toml"
 
@@ -83,17 +86,40 @@ class ConsumerConfig(_Section):
         return self
 
 
+class SubscriptionConfig(_Section):
+    queue: QueueName
+    # None (or ["*"]): every type
+    types: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+
+
+class TopicConfig(_Section):
+    name: QueueName
+    subscriptions: list[SubscriptionConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _queues_are_unique(self) -> TopicConfig:
+        queues = [subscription.queue for subscription in self.subscriptions]
+        duplicates = sorted({queue for queue in queues if queues.count(queue) > 1})
+        if duplicates:
+            raise ValueError(
+                f"topic {self.name!r} subscribes {', '.join(map(repr, duplicates))} more than once"
+            )
+        return self
+
+
 class ConveyorConfig(_Section):
     url: str | None = None
     app: ImportPath | None = None
     queues: list[QueueConfig] = []
     consumers: list[ConsumerConfig] = []
+    topics: list[TopicConfig] = []
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> ConveyorConfig:
         for section, names in (
             ("queues", [queue.name for queue in self.queues]),
             ("consumers", [consumer.queue for consumer in self.consumers]),
+            ("topics", [topic.name for topic in self.topics]),
         ):
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
@@ -101,8 +127,9 @@ class ConveyorConfig(_Section):
         return self
 
     def queue_names(self) -> list[str]:
-        """Every queue the file names: declared queues, consumed queues and dead-letter queues."""
+        """Every queue the file names: declared, consumed, dead-letter and subscription queues."""
         names = {queue.name for queue in self.queues}
+        names.update(subscription.queue for topic in self.topics for subscription in topic.subscriptions)
         for consumer in self.consumers:
             names.add(consumer.queue)
             if consumer.dead_letter_queue is not None:
@@ -212,4 +239,22 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 queue.name, delivery_delay=queue.delivery_delay, retention_seconds=queue.retention_seconds
             )
             changed.append(queue.name)
+    return changed
+
+
+async def apply_topics(app: App, config: ConveyorConfig) -> list[str]:
+    """Make the declared subscriptions (creating missing queues), or update their type filters to
+    match; returns "topic -> queue" of each one changed. Subscriptions the file does not declare
+    are left as they are (remove one with `conveyor topics unsubscribe`)."""
+    changed: list[str] = []
+    for topic in config.topics:
+        current = {
+            subscription.queue: subscription for subscription in await app.list_subscriptions(topic.name)
+        }
+        for wanted in topic.subscriptions:
+            existing = current.get(wanted.queue)
+            types = normalize_types(wanted.types)
+            if existing is None or existing.types != types:
+                await subscribe(app, topic.name, wanted.queue, types)
+                changed.append(f"{topic.name} -> {wanted.queue}")
     return changed

@@ -17,7 +17,7 @@ import typer
 
 from conveyor import limits as L
 from conveyor.app import App
-from conveyor.cli.config import ConveyorConfig, apply_queues, load_app, register_consumers
+from conveyor.cli.config import ConveyorConfig, apply_queues, apply_topics, load_app, register_consumers
 from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
 from conveyor.cli.state import CliState, current
@@ -108,6 +108,7 @@ def _run(
         try:
             if config is not None:
                 await apply_queues(app, config)
+                await apply_topics(app, config)
         except BaseException:
             await app.close()
             raise

@@ -30,6 +30,8 @@ from conveyor.errors import (
     QueueAlreadyExists,
     QueueNotFound,
     QueuePaused,
+    SubscriptionNotFound,
+    TopicNotFound,
 )
 from conveyor.http.cloudflare_codes import cloudflare_code, cloudflare_code_of
 
@@ -39,6 +41,8 @@ log = logging.getLogger("conveyor.http")
 # new subclass of ConveyorValueError is a 400 without an entry of its own.
 STATUS_BY_ERROR: Mapping[type[ConveyorError], int] = {
     QueueNotFound: 404,
+    TopicNotFound: 404,
+    SubscriptionNotFound: 404,
     QueueAlreadyExists: 409,
     QueuePaused: 409,
     MessageTooLarge: 413,

@@ -146,3 +146,22 @@ class UpdateQueue(_Body):
 class Replay(_Body):
     to: QueueName
     limit: ReplayLimit | None = None
+
+
+# A message type in a subscription's filter: a non-empty string ("*": every type).
+MessageType = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class Subscribe(_Body):
+    queue: QueueName
+    # None (or ["*"]): every type, messages without one included
+    types: Annotated[list[MessageType], Field(min_length=1, max_length=1_000)] | None = None
+
+
+class CreateTopic(_Body):
+    name: QueueName
+    subscriptions: Annotated[list[Subscribe], Field(min_length=1, max_length=1_000)]
+
+
+class Publish(SendMessage):
+    """A message published to a topic: the same fields as a send."""
