@@ -21,13 +21,21 @@ import pytest
 from conveyor.app import App
 from conveyor.testing import DEFAULT_DRAIN_TIMEOUT, FakeClock, drain, sent
 
-MEMORY_URL = "memory://"
+# The engine of `conveyor_app` unless a conftest overrides `conveyor_url`.
+DEFAULT_TEST_URL = "memory://"
 
 
 class Drain(Protocol):
     def __call__(
         self, *, timeout: float = DEFAULT_DRAIN_TIMEOUT, queues: list[str] | None = None
     ) -> Awaitable[int]: ...
+
+
+@pytest.fixture
+def conveyor_url() -> str:
+    """The engine URL of `conveyor_app`: `memory://`. Override it in a conftest.py to run the same
+    tests on SQLite (`f"sqlite:///{tmp_path / 'test.db'}"`), which obeys `conveyor_clock` too."""
+    return DEFAULT_TEST_URL
 
 
 @pytest.fixture
@@ -66,18 +74,18 @@ try:
 except ImportError:  # the fixture says what is missing when a test asks for it
 
     @pytest.fixture
-    def conveyor_app(conveyor_clock: FakeClock) -> App:
-        """An App on the memory engine with `conveyor_clock` (needs pytest-asyncio)."""
+    def conveyor_app(conveyor_url: str, conveyor_clock: FakeClock) -> App:
+        """An App on `conveyor_url` with `conveyor_clock` (needs pytest-asyncio)."""
         pytest.fail("conveyor_app needs pytest-asyncio: pip install 'conveyor[pytest]'", pytrace=False)
 
 else:
 
     @pytest_asyncio.fixture
-    async def conveyor_app(conveyor_clock: FakeClock) -> AsyncIterator[App]:
-        """An App on the memory engine whose time is `conveyor_clock`, closed after the test.
-        Register your consumers on it, or override this fixture to build your own App on
-        `memory://` with `clock=conveyor_clock`."""
-        app = App(MEMORY_URL, clock=conveyor_clock)
+    async def conveyor_app(conveyor_url: str, conveyor_clock: FakeClock) -> AsyncIterator[App]:
+        """An App on `conveyor_url` (default `memory://`) whose time is `conveyor_clock`, closed
+        after the test. Register your consumers on it, or override this fixture to build your own
+        App on `conveyor_url` with `clock=conveyor_clock`."""
+        app = App(conveyor_url, clock=conveyor_clock)
         try:
             yield app
         finally:

@@ -24,27 +24,45 @@ async def test_that_must_fail(conveyor_app, conveyor_drain, conveyor_sent) -> No
 """
 
 
-def docs_example() -> str:
-    """The python block of docs/testing.md that holds the plugin's example test file."""
+ON_SQLITE = """
+
+def test_the_app_is_on_sqlite(conveyor_app) -> None:
+    assert conveyor_app.url.startswith("sqlite:///")
+"""
+
+
+def docs_block(containing: str) -> str:
+    """The one python block of docs/testing.md that holds `containing`."""
     text = (REPO / "docs" / "testing.md").read_text()
     blocks: list[str] = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
-    [example] = [block for block in blocks if "conveyor_sent" in block]
-    return example
+    [block] = [block for block in blocks if containing in block]
+    return block
 
 
-def test_the_documented_example_runs_with_plain_pytest_and_its_assertions_can_fail(tmp_path: Path) -> None:
-    (tmp_path / "test_signups.py").write_text(docs_example() + A_FAILING_TEST)
+def run_pytest(folder: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", "test_signups.py"],
-        cwd=tmp_path,
+        cwd=folder,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_SECONDS,
     )
-    output = result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def test_the_documented_example_runs_with_plain_pytest_and_its_assertions_can_fail(tmp_path: Path) -> None:
+    (tmp_path / "test_signups.py").write_text(docs_block("conveyor_sent") + A_FAILING_TEST)
+    output = run_pytest(tmp_path)
     assert "1 failed, 2 passed" in output, output
     assert "FAILED test_signups.py::test_that_must_fail" in output
     assert "'grace@example.com'" in output  # what was really sent, in the failure's diff
+
+
+def test_the_documented_conftest_runs_the_same_tests_on_sqlite(tmp_path: Path) -> None:
+    (tmp_path / "test_signups.py").write_text(docs_block("conveyor_sent") + ON_SQLITE)
+    (tmp_path / "conftest.py").write_text(docs_block("def conveyor_url"))
+    output = run_pytest(tmp_path)
+    assert "3 passed" in output, output
 
 
 def test_the_plugin_is_registered_as_a_pytest11_entry_point() -> None:
