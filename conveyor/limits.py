@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from conveyor.errors import InvalidQueueName, LimitExceeded, MessageTooLarge
 
@@ -116,6 +116,24 @@ class Limits:
     max_visibility_timeout: float = MAX_VISIBILITY_TIMEOUT
     max_concurrency: int = MAX_CONCURRENCY
     max_handler_timeout: float = MAX_HANDLER_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise LimitExceeded(
+                    f"Limits.{field.name} must be a finite number of at least 0, got {value!r}",
+                    limit=field.name,
+                    value=value,
+                )
+        for low, high in (
+            ("min_retention_seconds", "max_retention_seconds"),
+            ("min_visibility_timeout", "max_visibility_timeout"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise LimitExceeded(
+                    f"Limits.{low} is above Limits.{high}", limit=low, value=getattr(self, low)
+                )
 
 
 #: the limits of an App that names none (Cloudflare's)

@@ -138,3 +138,17 @@ def test_limits_has_a_field_for_every_bound_in_the_readme_table() -> None:
         "max_concurrency",
         "max_handler_timeout",
     }
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_batch_size": -1},
+        {"max_delay_seconds": float("nan")},
+        {"max_retries": "3"},
+        {"min_visibility_timeout": 100, "max_visibility_timeout": 10},
+    ],
+)
+def test_limits_that_make_no_sense_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(conveyor.LimitExceeded, match="Limits"):
+        conveyor.Limits(**options)
