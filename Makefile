@@ -27,8 +27,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Tests run on PYTEST_WORKERS processes (pytest-xdist); every test owns its queues, keys and files.
+PYTEST_WORKERS ?= 4
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Warnings are errors (mkdocs.yml `strict`); nothing is fetched from the network.
 docs: $(STAMP)

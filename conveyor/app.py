@@ -7,19 +7,25 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
 from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, RetryBackoff, Worker
+from conveyor.consumer.observer import NO_OBSERVER
 from conveyor.core import Core
-from conveyor.errors import QueueNotFound
+from conveyor.errors import MissingDependency, QueueNotFound
 from conveyor.producer import Queue
 from conveyor.types import SYSTEM_CLOCK, Clock, QueueInfo, QueueSettings, Subscription
 
+if TYPE_CHECKING:
+    from conveyor.metrics import MetricsServer, WorkerMetrics
+
 H = TypeVar("H", bound=Handler)
+#: an ASGI application (scope, receive, send)
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 async def _unset_handler(batch: Any, env: Any) -> None:
@@ -61,6 +67,7 @@ class App:
         self.env = Env(self.core, self.consumers)
         self._lifespan: Lifespan | None = None
         self._topics: dict[str, topics.Topic] = {}
+        self._metrics: WorkerMetrics | None = None
 
     @property
     def backend(self) -> Backend:
@@ -314,13 +321,22 @@ class App:
             self.env,
             lifespan=self._lifespan,
             shutdown_grace=shutdown_grace,
+            observer=self._metrics or NO_OBSERVER,  # the App's metrics once asked for (`metrics`)
         )
 
-    async def run_worker(self, *, shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS) -> None:
+    async def run_worker(
+        self,
+        *,
+        shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        metrics_port: int | None = None,
+        metrics_host: str = L.DEFAULT_METRICS_HOST,
+    ) -> None:
         """Run every consumer until SIGTERM or SIGINT (Ctrl-C), let the batches in flight finish,
-        then close the app: what `conveyor worker` runs."""
+        then close the app: what `conveyor worker` runs. With `metrics_port`, serves the worker's
+        metrics at http://metrics_host:metrics_port/metrics meanwhile (see `serve_metrics`)."""
         try:
-            await self.worker(shutdown_grace=shutdown_grace).run_until_signalled()
+            async with self._metrics_served(metrics_port, metrics_host):
+                await self.worker(shutdown_grace=shutdown_grace).run_until_signalled()
         finally:
             await self.close()
 
@@ -338,11 +354,63 @@ class App:
         *,
         shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
         stop: asyncio.Event | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = L.DEFAULT_METRICS_HOST,
     ) -> None:
         """Run every registered consumer until cancelled or until `stop` is set, then shut down gracefully.
 
         Shutting down stops leasing, releases messages not yet handed to a handler, and lets
         running batches finish within `shutdown_grace` seconds (default 30) before releasing
         the rest. `conveyor worker` runs `run_worker`, which does this until SIGTERM or Ctrl-C.
+        With `metrics_port`, the worker's metrics are served meanwhile (see `serve_metrics`).
         """
-        await self.worker(shutdown_grace=shutdown_grace).run(stop=stop)
+        async with self._metrics_served(metrics_port, metrics_host):
+            await self.worker(shutdown_grace=shutdown_grace).run(stop=stop)
+
+    # -- worker metrics (conveyor/metrics/; needs prometheus-client) -------------------------
+
+    @property
+    def metrics(self) -> WorkerMetrics:
+        """The Prometheus metrics of this App's workers, in a registry of their own (created on
+        first use; `MissingDependency` without prometheus-client, the `metrics` extra).
+
+        Workers started after the first use report into it: ask for it (or for `metrics_app`,
+        `serve_metrics`) before `run_consumers`. docs/metrics.md lists every series.
+        """
+        if self._metrics is None:
+            try:
+                from conveyor.metrics import WorkerMetrics
+            except ImportError as exc:
+                raise MissingDependency(
+                    f"worker metrics need prometheus-client: pip install 'conveyor[metrics]' ({exc})"
+                ) from exc
+            self._metrics = WorkerMetrics(self.core)
+        return self._metrics
+
+    def metrics_app(self) -> ASGIApp:
+        """An ASGI app answering every GET with this App's worker metrics in Prometheus' text
+        format: mount it at /metrics in a web app whose lifespan runs the consumers."""
+        from prometheus_client import make_asgi_app
+
+        app: ASGIApp = make_asgi_app(self.metrics.served)
+        return app
+
+    def serve_metrics(self, port: int, host: str = L.DEFAULT_METRICS_HOST) -> MetricsServer:
+        """Serve this App's worker metrics at http://host:port/metrics on a thread of its own
+        until the returned server's `close()`; port 0 picks a free one (`server.port`).
+        `MetricsServerError` (one line) when the port is taken."""
+        L.check_int_range("metrics_port", port, 0, L.MAX_PORT)
+        from conveyor.metrics import MetricsServer
+
+        return MetricsServer(self.metrics.served, port=port, host=host)
+
+    @contextlib.asynccontextmanager
+    async def _metrics_served(self, port: int | None, host: str) -> AsyncIterator[None]:
+        if port is None:
+            yield
+            return
+        server = self.serve_metrics(port, host)
+        try:
+            yield
+        finally:
+            await server.aclose()

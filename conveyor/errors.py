@@ -120,6 +120,12 @@ class MissingDependency(ConveyorError, ImportError):
     code = "missing_dependency"
 
 
+class MetricsServerError(ConveyorError, OSError):
+    """The metrics endpoint could not listen (its port is taken, or the host is not this machine's)."""
+
+    code = "metrics_server_failed"
+
+
 class BackendUnavailable(ConveyorError, ConnectionError):
     """The engine's server could not be reached."""
 

@@ -61,6 +61,13 @@ MAX_RETENTION_SECONDS = 1_209_600  # 14 days
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 # How often a worker deletes messages past retention.
 SWEEP_INTERVAL_SECONDS = 60.0
+# Worker metrics (`conveyor worker --metrics-port`): the address the endpoint listens on by
+# default (this machine only), how often the queue gauges are read, and the largest share of time
+# spent reading them (a reading that took 1 s waits 10 s for the next).
+DEFAULT_METRICS_HOST = "127.0.0.1"
+MAX_PORT = 65_535
+METRICS_SAMPLE_INTERVAL_SECONDS = 5.0
+METRICS_SAMPLER_MAX_DUTY = 0.1
 # The longest an idle consumer sleeps before it looks again on its own (the fallback poll).
 IDLE_POLL_SECONDS = 1.0
 

@@ -1,13 +1,13 @@
 """The engines a run covers, taken by name or by URL, and the throwaway storage each run gets.
 
-`--engines sqlite,postgres,redis` uses the machine's services (127.0.0.1:5432 database `test`,
-127.0.0.1:6379); a URL (`postgresql://host:port/db`, `redis://host:port/0`, `nats://host:4222`)
+`--engines sqlite,postgres,redis,nats` uses the machine's services (127.0.0.1:5432 database `test`,
+127.0.0.1:6379, 127.0.0.1:4222); a URL (`postgresql://host:port/db`, `redis://host:port/0`, `nats://host:4222`)
 names another server. Each run gets storage of its own (a file, a schema, a key prefix), removed
 afterwards. Scenarios that crash the engine start an own server instead (reliability/servers.py).
 
 A new engine joins by adding an `EngineKind` to KINDS: its URL scheme, how a run gets isolated
 storage on it (`isolated_url`, `cleanup`), and which own server the crash scenarios start
-(`own_server`). NATS JetStream is listed already; it runs once `conveyor.backends.nats` exists.
+(`own_server`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ MACHINE_URLS = {
     "nats": "nats://127.0.0.1:4222",
 }
 ALIASES = {"postgresql": "postgres"}
-DEFAULT_ENGINES = ("sqlite", "postgres", "redis")
+DEFAULT_ENGINES = ("sqlite", "postgres", "redis", "nats")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ KINDS = [
         "postgres", ("postgresql", "postgres"), "conveyor.backends.postgres", "psycopg", "schema", "postgres"
     ),
     EngineKind("redis", ("redis",), "conveyor.backends.redis", "redis", "prefix", "redis"),
-    # the NATS helper's backend: `prefix` is assumed to isolate streams the way Redis keys are
+    # `prefix` starts the name of every stream the engine makes, as it starts Redis keys
     EngineKind("nats", ("nats",), "conveyor.backends.nats", "nats", "prefix", "nats"),
 ]
 
@@ -83,7 +83,10 @@ class Engine:
         """A URL for one run: a database file in `directory`, or a fresh schema / key prefix."""
         if self.kind.isolation_option is None:
             return f"sqlite:///{directory / 'conveyor.db'}"
-        return with_option(server_url or self.url, self.kind.isolation_option, isolation_name())
+        name = isolation_name()
+        if self.kind.name == "nats":  # a NATS prefix takes 1-32 of A-Z a-z 0-9 -
+            name = name.replace("conveyor_reliability_", "rel-")
+        return with_option(server_url or self.url, self.kind.isolation_option, name)
 
     async def cleanup(self, run_url: str) -> None:
         """Remove what a run left on a shared server (its schema or its keys)."""
@@ -109,7 +112,8 @@ class Engine:
                     await client.delete(*keys[start : start + 1000])
             finally:
                 await client.aclose()
-        # nats: the NATS helper adds stream removal here
+        elif self.kind.name == "nats":
+            await _delete_nats_streams(base, name)
 
     def own_server(self, directory: Path) -> servers.OwnServer:
         kind = self.kind.own_server
@@ -128,7 +132,7 @@ class Engine:
 
 
 def select(spec: str | None) -> list[Engine]:
-    """Engines from a comma-separated list of names and URLs (default: sqlite, postgres, redis)."""
+    """Engines from a comma-separated list of names and URLs (default: every engine)."""
     items = [part.strip() for part in (spec or ",".join(DEFAULT_ENGINES)).split(",") if part.strip()]
     engines: list[Engine] = []
     for item in items:
@@ -146,6 +150,22 @@ def select(spec: str | None) -> list[Engine]:
             raise ValueError(f"unknown engine {item!r}; known: {known}, or a URL")
         engines.append(Engine(kind, MACHINE_URLS[name]))
     return engines
+
+
+async def _delete_nats_streams(url: str, prefix: str) -> None:
+    import json
+
+    import nats
+
+    if not _port_open(*address(url)):
+        return  # a scenario's own cluster, stopped with its streams
+    client = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
+    try:
+        reply = await client.request("$JS.API.STREAM.NAMES", json.dumps({"subject": f"{prefix}.>"}).encode())
+        for stream in json.loads(reply.data).get("streams") or []:
+            await client.request(f"$JS.API.STREAM.DELETE.{stream}", b"")
+    finally:
+        await client.close()
 
 
 def isolation_name() -> str:

@@ -131,7 +131,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--engines",
         default=None,
-        help="comma-separated names (sqlite, postgres, redis, nats) or URLs (default: sqlite,postgres,redis)",
+        help="comma-separated names (sqlite, postgres, redis, nats) or URLs (default: all four)",
     )
     parser.add_argument(
         "--scenarios", default=None, help=f"comma-separated (default: all): {', '.join(registry.BY_NAME)}"

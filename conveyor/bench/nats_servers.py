@@ -21,6 +21,8 @@ from typing import Any
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 CLUSTER_NAME = "conveyor-test"
+# a replicated stream created and deleted to learn that every peer of a new cluster is ready
+PLACEMENT_PROBE = "conveyor-placement-probe"
 
 
 def nats_server_installed() -> bool:
@@ -154,6 +156,22 @@ class NatsCluster:
             node.start()
         for node in self.nodes:
             await node.wait_for_jetstream()
+        await self._wait_for_placement()
+
+    async def _wait_for_placement(self) -> None:
+        # A meta leader can answer before every peer has reported in; until then creating a
+        # replicated stream fails with "no suitable peers for placement". Probe with one.
+        probe = {"name": PLACEMENT_PROBE, "subjects": [PLACEMENT_PROBE], "num_replicas": len(self.nodes)}
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        port = self.nodes[0].port
+        while True:
+            with contextlib.suppress(Exception):
+                if "error" not in await jetstream_request(port, f"STREAM.CREATE.{PLACEMENT_PROBE}", probe):
+                    await jetstream_request(port, f"STREAM.DELETE.{PLACEMENT_PROBE}")
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError("the NATS cluster could not place a replicated stream")
+            await asyncio.sleep(0.2)
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -86,6 +86,13 @@ class ConsumerConfig(_Section):
         return self
 
 
+class MetricsConfig(_Section):
+    """`[metrics]`: where `conveyor worker` serves its Prometheus metrics (off without a port)."""
+
+    port: int | None = Field(None, ge=0, le=L.MAX_PORT)
+    host: str = Field(L.DEFAULT_METRICS_HOST, min_length=1)
+
+
 class SubscriptionConfig(_Section):
     queue: QueueName
     # None (or ["*"]): every type
@@ -113,6 +120,7 @@ class ConveyorConfig(_Section):
     queues: list[QueueConfig] = []
     consumers: list[ConsumerConfig] = []
     topics: list[TopicConfig] = []
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> ConveyorConfig:

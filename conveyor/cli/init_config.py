@@ -55,6 +55,12 @@ name = "jobs-dlq"  # where messages that keep failing go
 # retry_backoff = "exponential"  # (retry_delay then 0) random waits up to base * 2 ** (n - 1)
 # retry_backoff_base = {L.DEFAULT_RETRY_BACKOFF_BASE:g}  # seconds
 # retry_backoff_cap = {L.DEFAULT_RETRY_BACKOFF_CAP:g}  # seconds, the longest wait
+
+# The worker's Prometheus metrics at http://host:port/metrics (--metrics-port and --metrics-host
+# take precedence). Uncomment to serve them.
+# [metrics]
+# port = 9464
+# host = "{L.DEFAULT_METRICS_HOST}"  # this machine only; "0.0.0.0" for every interface
 """
 
 

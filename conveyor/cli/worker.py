@@ -17,6 +17,7 @@ import typer
 
 from conveyor import limits as L
 from conveyor.app import App
+from conveyor.cli import metrics_options
 from conveyor.cli.config import ConveyorConfig, apply_queues, apply_topics, load_app, register_consumers
 from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
@@ -61,6 +62,8 @@ def worker(
     ] = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
     log_level: Annotated[LogLevel, typer.Option("--log-level", help="Log level on stderr.")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help=LOG_FORMAT_HELP)] = LogFormat.text,
+    metrics_port: Annotated[int | None, metrics_options.PORT] = None,
+    metrics_host: Annotated[str | None, metrics_options.HOST] = None,
 ) -> None:
     """Run consumers until SIGTERM or Ctrl-C (graceful: batches in flight finish, the rest is released).
 
@@ -73,7 +76,7 @@ def worker(
     # its own graceful handler for the rest of the run.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _run(target, concurrency, shutdown_grace, log_level, log_format)
+        _run(target, concurrency, shutdown_grace, log_level, log_format, (metrics_port, metrics_host))
     except KeyboardInterrupt:
         pass  # stopped before the consumers started: nothing was leased
     finally:
@@ -90,6 +93,7 @@ def _run(
     shutdown_grace: float,
     log_level: LogLevel,
     log_format: LogFormat,
+    metrics: tuple[int | None, str | None],
 ) -> None:
     state = current()
     configure_logging(log_level, log_format)
@@ -105,15 +109,22 @@ def _run(
         )
 
     async def serve() -> None:
+        metrics_port, metrics_host = metrics_options.served(config, *metrics)
         try:
             if config is not None:
                 await apply_queues(app, config)
                 await apply_topics(app, config)
+            # before the banner: a taken port stops the worker before it leases anything
+            server = None if metrics_port is None else app.serve_metrics(metrics_port, metrics_host)
         except BaseException:
             await app.close()
             raise
-        _banner(state, app, config, handlers)
-        await app.run_worker(shutdown_grace=shutdown_grace)
+        try:
+            _banner(state, app, config, handlers, None if server is None else server.url)
+            await app.run_worker(shutdown_grace=shutdown_grace)
+        finally:
+            if server is not None:
+                await server.aclose()
 
     asyncio.run(serve())
 
@@ -152,7 +163,13 @@ def _handler_name(spec: ConsumerSpec) -> str:
     return f"{module}:{spec.name}" if module else spec.name
 
 
-def _banner(state: CliState, app: App, config: ConveyorConfig | None, handlers: dict[str, str]) -> None:
+def _banner(
+    state: CliState,
+    app: App,
+    config: ConveyorConfig | None,
+    handlers: dict[str, str],
+    metrics_url: str | None,
+) -> None:
     queues = set(config.queue_names() if config is not None else [])
     for spec in app.consumers:
         queues.add(spec.queue)
@@ -175,6 +192,7 @@ def _banner(state: CliState, app: App, config: ConveyorConfig | None, handlers: 
                     for spec in app.consumers
                 ],
                 "pid": os.getpid(),
+                "metrics": metrics_url,
             },
             compact=True,
         )
@@ -187,7 +205,9 @@ def _banner(state: CliState, app: App, config: ConveyorConfig | None, handlers: 
         )
         out().print(
             f"conveyor worker · engine {app.url} · queues: {', '.join(sorted(queues))} · "
-            f"consumers: {consumers} · pid {os.getpid()} · Ctrl-C or SIGTERM stops",
+            f"consumers: {consumers} · pid {os.getpid()} · "
+            + (f"metrics {metrics_url} · " if metrics_url else "")
+            + "Ctrl-C or SIGTERM stops",
             markup=False,
             soft_wrap=True,
         )

@@ -15,6 +15,7 @@ from conveyor.consumer import backoff
 from conveyor.consumer.concurrency import ConcurrencyLimit
 from conveyor.consumer.env import Env
 from conveyor.consumer.message import Message, MessageBatch, Outcome, error_text
+from conveyor.consumer.observer import NO_OBSERVER, ConsumerObserver
 from conveyor.consumer.settle_group import SettleGroup
 from conveyor.consumer.spec import ConsumerSpec
 from conveyor.core import Core
@@ -56,10 +57,13 @@ def settling_batches(batch_size: int, settling_outcomes: int) -> int:
 class ConsumerRunner:
     """One consumer: leases batches from its queue, runs its handler on each, settles the outcomes."""
 
-    def __init__(self, core: Core, spec: ConsumerSpec, env: Env) -> None:
+    def __init__(
+        self, core: Core, spec: ConsumerSpec, env: Env, observer: ConsumerObserver = NO_OBSERVER
+    ) -> None:
         self.core = core
         self.spec = spec
         self.env = env
+        self.observer = observer  # worker metrics
         self.backend = core.backend
         self.slots = ConcurrencyLimit(spec.max_concurrency)
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -153,7 +157,8 @@ class ConsumerRunner:
             if not lease_ids:
                 continue
             try:
-                await self.core.extend_leases(self.spec.queue, lease_ids, self.spec.visibility_timeout)
+                live = await self.core.extend_leases(self.spec.queue, lease_ids, self.spec.visibility_timeout)
+                self.observer.renewed(self.spec.queue, live)
             except Exception:
                 log.exception("renewing leases on %s failed", self.spec.queue)
 
@@ -222,9 +227,10 @@ class ConsumerRunner:
             if leased:
                 wait = min(wait, renew_every)
                 if time.monotonic() - renewed_at >= renew_every:
-                    await self.core.extend_leases(
+                    live = await self.core.extend_leases(
                         spec.queue, [m.lease_id for m in leased], spec.visibility_timeout
                     )
+                    self.observer.renewed(spec.queue, live)
                     renewed_at = time.monotonic()
             woken = await self._wait_and_lease(size - len(leased), wait, stopping)
         if woken:
@@ -275,6 +281,8 @@ class ConsumerRunner:
         key = id(batch)
         self._running[key] = [m.lease_id for m in leased]  # renewed by _renew_leases from now on
         error: BaseException | None = None
+        self.observer.batch_started(self.spec.queue, len(messages))
+        started = time.perf_counter()
         try:
             await self._run_handler(batch)
         except asyncio.CancelledError:
@@ -304,6 +312,7 @@ class ConsumerRunner:
             )
         finally:
             self._running.pop(key, None)
+        self.observer.batch_handled(self.spec.queue, time.perf_counter() - started, error is not None)
         # The handler is done: its slot goes to the next batch while this one settles (up to
         # settling_batches() settles at once; past that a batch keeps its slot until one is done).
         async with self._settling:
@@ -384,6 +393,7 @@ class ConsumerRunner:
         if result is None:
             return  # the engine failed every try: the leases expire and the messages come back
         self.processed += len(messages)
+        self.observer.settled(self.spec.queue, result)
         self._log_outcome(messages, settlement, result.stale)
 
     def _log_outcome(self, messages: list[Message], settlement: Settlement, stale: list[str]) -> None:

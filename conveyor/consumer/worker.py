@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from conveyor import limits as L
 from conveyor.consumer.env import Env
+from conveyor.consumer.observer import NO_OBSERVER, ConsumerObserver
 from conveyor.consumer.runner import ConsumerRunner
 from conveyor.consumer.spec import ConsumerSpec, Lifespan
 from conveyor.core import Core
@@ -30,12 +31,14 @@ class Worker:
         *,
         lifespan: Lifespan | None = None,
         shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
+        observer: ConsumerObserver = NO_OBSERVER,
     ) -> None:
         self.core = core
         self.env = env
         self.lifespan = lifespan
         self.shutdown_grace = shutdown_grace
-        self.runners = [ConsumerRunner(core, spec, env) for spec in consumers]
+        self.observer = observer  # worker metrics
+        self.runners = [ConsumerRunner(core, spec, env, observer) for spec in consumers]
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -57,6 +60,7 @@ class Worker:
         async with self.lifespan(self.env) if self.lifespan is not None else contextlib.nullcontext():
             tasks = [self._start_consumer(runner, died) for runner in self.runners]
             sweeper = asyncio.create_task(self._sweep_forever())
+            self.observer.started(self.runners)
             self.started.set()
             waiters = [asyncio.ensure_future(self.stopping.wait()), *tasks]
             if stop is not None:
@@ -71,6 +75,7 @@ class Worker:
                     if waiter not in tasks:
                         waiter.cancel()
                 await asyncio.shield(asyncio.gather(*tasks, sweeper, return_exceptions=True))
+                await self.observer.stopped(self.runners)
         if died:
             raise died[0]
 

@@ -10,73 +10,23 @@ count and Prometheus does not need them.
 
 from __future__ import annotations
 
-import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    Info,
-    PlatformCollector,
-    ProcessCollector,
-    generate_latest,
-)
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import conveyor
 from conveyor.http.figures import QueueFigures
-from conveyor.types import QueueStats
+from conveyor.metrics.exposition import CONTENT_TYPE, QueueGauges, WithoutCreated, add_process_and_build
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+__all__ = ["CONTENT_TYPE", "ApiMetrics", "RequestMetrics", "route_template"]
+
 # The route label of a request no route matched: one series, whatever paths strangers try.
 UNMATCHED_ROUTE = "<unmatched>"
 # The method label of anything else, so odd methods cannot grow the series count.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 OTHER_METHOD = "OTHER"
-
-# (metric name, help, value of one queue's stats)
-GAUGES: tuple[tuple[str, str, Callable[[QueueStats], float]], ...] = (
-    ("conveyor_queue_backlog", "Messages ready for delivery now.", lambda s: s.backlog),
-    ("conveyor_queue_delayed", "Messages not visible yet (delayed sends and retries).", lambda s: s.delayed),
-    ("conveyor_queue_in_flight", "Messages leased to a consumer.", lambda s: s.in_flight),
-    ("conveyor_queue_oldest_age_seconds", "Age of the oldest message.", lambda s: s.oldest_age_seconds),
-    ("conveyor_queue_bytes", "Bytes of the stored bodies.", lambda s: s.bytes),
-    ("conveyor_queue_paused", "1 while delivery is paused.", lambda s: int(s.paused)),
-)
-
-
-class _QueueGauges(Collector):
-    """One scrape's queue stats as gauges (prometheus-client collects synchronously, so the stats
-    are read first, asynchronously, and handed over)."""
-
-    def __init__(self, stats: Sequence[QueueStats]) -> None:
-        self.stats = stats
-
-    def collect(self) -> Iterable[Metric]:
-        for name, documentation, value in GAUGES:
-            family = GaugeMetricFamily(name, documentation, labels=["queue"])
-            for stats in self.stats:
-                family.add_metric([stats.queue], float(value(stats)))
-            yield family
-
-
-class _WithoutCreated(Collector):
-    """A registry's metrics without their `_created` samples (prometheus-client can only turn
-    them off for the whole process; this keeps the choice to this registry)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def collect(self) -> Iterable[Metric]:
-        for metric in self.registry.collect():
-            kept = Metric(metric.name, metric.documentation, metric.type, metric.unit)
-            kept.samples = [sample for sample in metric.samples if not sample.name.endswith("_created")]
-            yield kept
 
 
 class ApiMetrics:
@@ -103,10 +53,7 @@ class ApiMetrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
-        build = Info("conveyor_build", "The conveyor serving this API.", registry=self.registry)
-        build.info({"version": conveyor.__version__, "python": platform.python_version()})
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        add_process_and_build(self.registry, "serving this API")
 
     def count(self, queue: str, operation: str, amount: int) -> None:
         if amount:
@@ -123,9 +70,10 @@ class ApiMetrics:
         self.durations.labels(**labels).observe(seconds)
 
     async def scrape(self, figures: QueueFigures) -> bytes:
+        stats = [queue.stats for queue in await figures.every()]
         gauges = CollectorRegistry(auto_describe=False)
-        gauges.register(_QueueGauges([queue.stats for queue in await figures.every()]))
-        return generate_latest(gauges) + generate_latest(_WithoutCreated(self.registry))
+        gauges.register(QueueGauges(lambda: stats))
+        return generate_latest(gauges) + generate_latest(WithoutCreated(self.registry))
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from reliability.scenarios import backlog, engine, http_pull, kills, poison, sqlite
+from reliability.scenarios import backlog, cluster, engine, http_pull, kills, poison, sqlite
 from reliability.scenarios.base import Context, Scenario
 
 SCENARIOS: list[Scenario] = [
     *kills.SCENARIOS,
     *engine.SCENARIOS,
+    *cluster.SCENARIOS,
     *poison.SCENARIOS,
     *sqlite.SCENARIOS,
     *backlog.SCENARIOS,

@@ -35,6 +35,10 @@ retry_backoff_cap = 600
 [[topics]]
 name = "orders"
 subscriptions = [{ queue = "kitchen", types = ["ORDER_UP"] }, { queue = "audit" }]
+
+[metrics]
+port = 9464
+host = "0.0.0.0"
 """
 
 
@@ -63,6 +67,7 @@ def test_every_key_is_read() -> None:
     assert topic.name == "orders"
     assert [(s.queue, s.types) for s in topic.subscriptions] == [("kitchen", ["ORDER_UP"]), ("audit", None)]
     assert config.queue_names() == ["audit", "jobs", "jobs-dlq", "kitchen"]
+    assert (config.metrics.port, config.metrics.host) == (9464, "0.0.0.0")
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -71,6 +76,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (consumer.max_batch_size, consumer.max_batch_timeout, consumer.max_retries) == (10, 5.0, 3)
     assert (consumer.dead_letter_queue, consumer.max_concurrency) == (None, None)
     assert config.url is None and config.queues == []
+    assert (config.metrics.port, config.metrics.host) == (None, "127.0.0.1")  # no metrics endpoint
 
 
 @pytest.mark.parametrize(
@@ -118,6 +124,11 @@ def test_defaults_are_the_documented_ones() -> None:
         ('[[queues]]\nname = "q"\n[[queues]]\nname = "q"\n', "queues: 'q' declared more than once"),
         ('[[consumers]]\nhandler = "h:f"\n', "consumers[0].queue: Field required"),
         ("url = \n", "conveyor.toml: not valid TOML"),
+        (
+            "[metrics]\nport = 65536\n",
+            "conveyor.toml: metrics.port: Input should be less than or equal to 65535",
+        ),
+        ('[metrics]\nport = "9464"\n', "conveyor.toml: metrics.port: Input should be a valid integer"),
     ],
 )
 def test_errors_name_the_file_and_the_key(text: str, message: str) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from conveyor.cli.config import load_config, parse_config
@@ -16,17 +17,21 @@ def test_init_writes_a_valid_commented_config(cli: Cli, tmp_path: Path) -> None:
     assert config.consumers == []
 
 
-def test_the_commented_consumer_is_valid_once_uncommented(cli: Cli, tmp_path: Path) -> None:
+def test_the_commented_consumer_and_metrics_are_valid_once_uncommented(cli: Cli, tmp_path: Path) -> None:
     cli.ok("init")
     text = (tmp_path / "conveyor.toml").read_text()
     head, _, tail = text.partition("# [[consumers]]")
-    uncommented = head + "[[consumers]]" + "\n".join(line.removeprefix("# ") for line in tail.splitlines())
-    [consumer] = parse_config(uncommented).consumers
+    # the commented keys and tables, not the prose around them
+    settings = re.compile(r"# (\[|\w+ = )")
+    lines = [line[2:] if settings.match(line) else line for line in tail.splitlines()]
+    config = parse_config(head + "[[consumers]]" + "\n".join(lines))
+    [consumer] = config.consumers
     assert (consumer.queue, consumer.handler, consumer.dead_letter_queue) == (
         "jobs",
         "handlers:handle",
         "jobs-dlq",
     )
+    assert (config.metrics.port, config.metrics.host) == (9464, "127.0.0.1")
 
 
 def test_the_commented_topic_is_valid_once_uncommented(cli: Cli, tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.slow
 ENGINES = ["sqlite", "postgres", "redis"]
 # scenario -> the engines it runs on here
 SUBSET = {
-    "worker-sigkill": ENGINES,
-    "engine-restart": ["postgres", "redis"],
+    "worker-sigkill": [*ENGINES, "nats"],
+    "engine-restart": ["postgres", "redis", "nats"],
+    "nats-leader-kill": ["nats"],
     "poison-isolation": ENGINES,
     "missing-dlq": ENGINES,
 }
