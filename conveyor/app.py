@@ -6,24 +6,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
+import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
-from conveyor.consumer import ConsumerSpec, Env, Handler, Lifespan, RetryBackoff, Worker
+from conveyor.config import project_url
+from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, RetryBackoff, Worker
+from conveyor.consumer.handlers import checked_handler
 from conveyor.consumer.observer import NO_OBSERVER
 from conveyor.core import Core
 from conveyor.errors import MissingDependency, QueueNotFound
+from conveyor.processes import INTERRUPTED_EXIT_CODE
 from conveyor.producer import Queue
 from conveyor.types import SYSTEM_CLOCK, Clock, QueueInfo, QueueSettings, Subscription
 
 if TYPE_CHECKING:
     from conveyor.metrics import MetricsServer, WorkerMetrics
 
-H = TypeVar("H", bound=Handler)
+# async def handler(batch, env), or a plain def (run in a thread)
+H = TypeVar("H", bound=Callable[[MessageBatch, Env], Any])
 #: an ASGI application (scope, receive, send)
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -35,9 +41,10 @@ async def _unset_handler(batch: Any, env: Any) -> None:
 class App:
     """A conveyor application: one engine, its queues, consumers, topics and lifespan.
 
-    `App()` takes its URL from `$CONVEYOR_URL`, else `sqlite:///conveyor.db` (a file in the current
-    directory); it does not read `conveyor.toml` (the `conveyor` command does). Connections open on
-    first use; `async with App(url) as app:` or `await app.close()` releases them.
+    `App()` with no URL takes it from where the `conveyor` command does: `$CONVEYOR_URL`, else
+    `url` in `./conveyor.toml` (or the file `$CONVEYOR_CONFIG` names), else `sqlite:///conveyor.db`
+    (a file in the current directory). Connections open on first use; `async with App(url) as
+    app:` or `await app.close()` releases them.
 
     Args:
         url: `memory://`, `sqlite:///path.db`, `postgresql://…` or `redis://…`.
@@ -60,7 +67,7 @@ class App:
     ) -> None:
         clock = clock or SYSTEM_CLOCK
         if backend is None:
-            backend = from_url(url or os.environ.get(L.URL_ENV_VAR) or L.DEFAULT_URL, clock=clock)
+            backend = from_url(url or project_url(), clock=clock)
         #: the connected engine and what every handle shares (one level below App)
         self.core = Core(backend, clock=clock, limits=limits, auto_create=auto_create)
         self.consumers: list[ConsumerSpec] = []
@@ -245,9 +252,12 @@ class App:
     ) -> Callable[[H], H]:
         """Register `async def handler(batch, env)` as the consumer of `queue` (a decorator).
 
-        One consumer per queue. The settings are checked here against the App's `limits`, so a
-        bad value raises `LimitExceeded` at the decorator, not at start-up. A handler that returns
-        acks every message it did not mark; one that raises retries them.
+        One consumer per queue. The settings (against the App's `limits`) and the handler are
+        checked here, so a bad value
+        raises `LimitExceeded`, and a handler that cannot be called as `handler(batch, env)`
+        raises `InvalidHandler`, at the decorator, not at start-up. A plain `def` handler is
+        supported: it runs in a worker thread, so it may block. A handler that returns acks every
+        message it did not mark; one that raises retries them.
 
         Args:
             queue: the queue to consume.
@@ -266,7 +276,7 @@ class App:
             visibility_timeout: seconds a delivered message stays leased (0.05-43,200; default
                 30); the worker renews the lease while the handler runs.
             timeout: the handler's time limit in seconds (0.01-43,200; default None: none). A
-                batch still running after it is cancelled; the messages it did not mark are
+                handler still running after it is cancelled; the messages it did not mark are
                 retried with the error "timed out after N s" (the delivery counts as an
                 attempt) and its slot goes to the next batch.
             retry_backoff: `"fixed"` (default: wait `retry_delay`) or `"exponential"`: the retry
@@ -296,7 +306,8 @@ class App:
         def register(handler: H) -> H:
             if any(spec.queue == queue for spec in self.consumers):
                 raise ValueError(f"queue {queue!r} already has a consumer")
-            self.consumers.append(dataclasses.replace(settings, handler=handler))
+            runnable = checked_handler(queue, handler)
+            self.consumers.append(dataclasses.replace(settings, handler=runnable))
             return handler
 
         return register
@@ -330,15 +341,68 @@ class App:
         shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
         metrics_port: int | None = None,
         metrics_host: str = L.DEFAULT_METRICS_HOST,
-    ) -> None:
+    ) -> int | None:
         """Run every consumer until SIGTERM or SIGINT (Ctrl-C), let the batches in flight finish,
-        then close the app: what `conveyor worker` runs. With `metrics_port`, serves the worker's
-        metrics at http://metrics_host:metrics_port/metrics meanwhile (see `serve_metrics`)."""
+        then close the app: what `conveyor worker` runs. Returns the signal that stopped it. With
+        `metrics_port`, serves the worker's metrics at http://metrics_host:metrics_port/metrics
+        meanwhile (see `serve_metrics`)."""
         try:
             async with self._metrics_served(metrics_port, metrics_host):
-                await self.worker(shutdown_grace=shutdown_grace).run_until_signalled()
+                worker = self.worker(shutdown_grace=shutdown_grace)
+                await worker.run_until_signalled()
+                return worker.stopped_by
         finally:
             await self.close()
+
+    def run(
+        self, *, until_idle: bool = False, shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS
+    ) -> int:
+        """Run every registered consumer from code with no event loop (a script), then close the app;
+        returns how many messages were handled.
+
+        With `until_idle=True` it returns once the consumers' queues hold nothing ready or in
+        flight (delayed messages stay), handing a partial batch over as soon as its queue runs dry
+        rather than after `max_batch_timeout`: a script sends, handles and ends. Otherwise it runs
+        until SIGTERM or Ctrl-C. Either way SIGTERM and Ctrl-C stop it gracefully (batches in
+        flight finish within `shutdown_grace` seconds); after Ctrl-C it writes one line on stderr
+        and exits with code 130 (`SystemExit`), without a traceback.
+
+        One line on stderr first names the engine (and a SQLite file's full path) and the queues.
+        """
+        consumers = (
+            [dataclasses.replace(spec, max_batch_timeout=0) for spec in self.consumers]
+            if until_idle
+            else self.consumers
+        )
+        queues = ", ".join(spec.queue for spec in consumers)
+        until = "until its queues are empty" if until_idle else "until SIGTERM or Ctrl-C"
+        print(f"conveyor: consumers of {queues} on {self._where()}, {until}", file=sys.stderr, flush=True)
+
+        async def main() -> tuple[int, int | None]:
+            try:
+                worker = self.worker(consumers, shutdown_grace=shutdown_grace)
+                handled = await worker.run_until_signalled(until_idle=until_idle)
+                return handled, worker.stopped_by
+            finally:
+                await self.close()
+
+        try:
+            handled, stopped_by = asyncio.run(main())
+        except KeyboardInterrupt:  # Ctrl-C before the worker's own handler was in place
+            stopped_by, handled = signal.SIGINT, 0
+        if stopped_by == signal.SIGINT:
+            print("conveyor: stopped (Ctrl-C)", file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT_CODE)
+        return handled
+
+    def _where(self) -> str:
+        """The engine URL, with a SQLite file's full path (so a user knows where it is)."""
+        url = self.url
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+            if str(path) != ":memory:":
+                return f"{url} ({path.resolve()})"
+        return url
 
     @contextlib.asynccontextmanager
     async def running_lifespan(self) -> AsyncIterator[Env]:

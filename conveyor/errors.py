@@ -114,6 +114,14 @@ class BodyNotSerializable(ConveyorValueError, TypeError):
     code = "body_not_serializable"
 
 
+class InvalidHandler(ConveyorValueError, TypeError):
+    """A consumer handler conveyor cannot call as `handler(batch, env)`: not callable, or a
+    signature that does not take those two arguments. Raised when it is registered
+    (`@app.consumer`, a conveyor.toml `[[consumers]]` entry); nothing was registered."""
+
+    code = "invalid_handler"
+
+
 class MissingDependency(ConveyorError, ImportError):
     """An optional engine was chosen but its extra is not installed."""
 
@@ -130,6 +138,16 @@ class BackendUnavailable(ConveyorError, ConnectionError):
     """The engine's server could not be reached."""
 
     code = "backend_unavailable"
+
+
+class CannotConnect(BackendUnavailable):
+    """The engine refused a first connection for a reason that waiting will not fix: an unknown
+    host, nothing listening on the port, a database that does not exist, rejected credentials, a
+    SQLite file whose folder is missing or not writable. Raised at once (no retries), with the
+    cause in its one-line message; only errors that can heal (a timeout, a server starting up or
+    out of connections) are retried first and end as plain BackendUnavailable."""
+
+    code = "cannot_connect"
 
 
 class StorageFull(BackendUnavailable):

@@ -17,7 +17,6 @@ import time
 from typing import Any
 
 from conveyor.app import App
-from conveyor.consumer import Worker
 from conveyor.errors import QueueNotFound
 
 # How long `drain` waits at most before giving up.
@@ -82,31 +81,7 @@ async def drain(app: App, *, timeout: float = DEFAULT_DRAIN_TIMEOUT, queues: lis
         for spec in app.consumers
         if queues is None or spec.queue in queues
     ]
-    worker = app.worker(specs, shutdown_grace=timeout)
-    task = asyncio.create_task(worker.run())
-    try:
-        async with asyncio.timeout(timeout):
-            await worker.started.wait()
-            while not await _idle(app, worker):
-                if task.done():
-                    task.result()
-                    break
-                await asyncio.sleep(0.005)
-    finally:
-        worker.stop()
-        await task
-    return sum(runner.processed for runner in worker.runners)
-
-
-async def _idle(app: App, worker: Worker) -> bool:
-    for runner in worker.runners:
-        if runner.in_flight:
-            return False
-        stats = await app.queue(runner.spec.queue).stats()
-        if stats.backlog or stats.in_flight:
-            return False
-    # one more look after the runners have settled: nothing may have arrived meanwhile
-    return all(not runner.in_flight for runner in worker.runners)
+    return await app.worker(specs, shutdown_grace=timeout).run_until_idle(timeout)
 
 
 async def sent(app: App, queue: str, *, limit: int = DEFAULT_SENT_LIMIT) -> list[Any]:

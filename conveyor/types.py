@@ -164,6 +164,9 @@ class LeasedMessage:
     attempts: int  # 1 on first delivery
     lease_id: str
     dead_letter: DeadLetterInfo | None = None
+    #: deliveries in a row that ended without an outcome (lease expired, worker gone): a
+    #: message with lost > 0 is a suspect (docs/semantics.md)
+    lost: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -220,7 +220,17 @@ def test_mypy_strict_passes_on_a_user_file_against_the_installed_wheel(
 @pytest.mark.slow
 def test_dev_once_runs_the_demo_in_an_empty_directory(installed: Path, tmp_path: Path) -> None:
     completed = run_ok(
-        [installed / "conveyor", "dev", "--once", "--visits", "60", "--dir", tmp_path / "demo"],
+        [
+            installed / "conveyor",
+            "dev",
+            "--once",
+            "--port",
+            "0",
+            "--visits",
+            "60",
+            "--dir",
+            tmp_path / "demo",
+        ],
         tmp_path,
         clean_env(),
     )

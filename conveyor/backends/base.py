@@ -40,8 +40,49 @@ from conveyor.types import (
 # a row number can be reused after a delete, the token tells the deliveries apart.
 
 
-def new_token() -> str:
-    return uuid.uuid4().hex
+# A lease token's first character is the lease's kind, so that an engine that finds a lease
+# expired knows whether that delivery reached a handler (docs/semantics.md, "Deliveries without
+# an outcome"):
+#   "h"  handed to a handler (or a pull client): an expiry is a delivery without an outcome,
+#        which makes the message a suspect (`LeasedMessage.lost` grows by one)
+#   "r"  read ahead by a worker, not yet handed to a handler: an expiry or a release gives its
+#        attempt back; `Backend.begin` turns it into "h" when a handler starts on it
+# Tokens of older releases (hex) count as "h"; a Redis replay's hold ("move-") counts neither.
+HANDED = "h"
+AHEAD = "r"
+
+
+def new_token(handed: bool = True) -> str:
+    """A unique lease token of the kind `handed` says (the other token uses need no kind)."""
+    return (HANDED if handed else AHEAD) + uuid.uuid4().hex[1:]
+
+
+def handed_token(token: str) -> str:
+    """The token a read-ahead lease (`AHEAD`) has once `Backend.begin` handed it over."""
+    return HANDED + token[1:]
+
+
+def handed_lease_id(lease_id: str) -> str:
+    """The lease id of a read-ahead delivery once `Backend.begin` handed it over."""
+    message_id, _, rest = lease_id.partition(".")
+    return f"{message_id}.{handed_token(rest)}" if rest else lease_id
+
+
+def is_ahead(lease_id_or_token: str) -> bool:
+    """Whether a lease id's token (or a token) is of a read-ahead lease."""
+    _, dot, rest = lease_id_or_token.partition(".")
+    return (rest if dot else lease_id_or_token).startswith(AHEAD)
+
+
+def expiry_refunds(token: str) -> bool:
+    """Whether a lease under `token` that expired gives its attempt back (it never reached a
+    handler)."""
+    return token.startswith(AHEAD)
+
+
+def expiry_is_lost(token: str) -> bool:
+    """Whether a lease under `token` that expired was a delivery without an outcome."""
+    return not token.startswith((AHEAD, "move-"))
 
 
 def make_lease_id(message_id: str, token: str) -> str:
@@ -148,11 +189,23 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def lease_many(
+        self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         """Lease up to `limit` visible messages, oldest first, each for `visibility_timeout` seconds.
 
         Each leased message's attempts grow by one. A paused or missing queue leases nothing.
+        `handed` False leases ahead of the handlers: the token's kind is `AHEAD` (see
+        `new_token`). A message whose last lease expired is counted by that lease's kind:
+        `AHEAD` gives the attempt it took back (this lease's attempt replaces it); any other
+        adds one to the message's `lost` (deliveries in a row without an outcome), which a retry
+        resets and a release keeps.
         """
+
+    @abc.abstractmethod
+    async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        """Mark read-ahead leases as handed to a handler (their token becomes `handed_token`),
+        durably, before the handler starts; one status per lease: False where it was not live."""
 
     @abc.abstractmethod
     async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
@@ -200,7 +253,7 @@ class Backend(abc.ABC):
         coming due, a lease expiring) or after `timeout` seconds, whichever is first."""
 
     async def wait_and_lease(
-        self, queue: str, limit: int, visibility_timeout: float, timeout: float
+        self, queue: str, limit: int, visibility_timeout: float, timeout: float, *, handed: bool = True
     ) -> list[LeasedMessage]:
         """`wait_for_messages`, then `lease_many`, as one call: an engine that can lease the
         moment it is woken does (Redis queues the lease behind its blocking pop, which saves the
@@ -211,7 +264,7 @@ class Backend(abc.ABC):
         as it wakes may lose the reply of a lease taken in that instant, and those messages
         come back when the lease expires, as after a crash."""
         await self.wait_for_messages(queue, timeout)
-        lease = asyncio.ensure_future(self.lease_many(queue, limit, visibility_timeout))
+        lease = asyncio.ensure_future(self.lease_many(queue, limit, visibility_timeout, handed=handed))
         try:
             return await asyncio.shield(lease)
         except asyncio.CancelledError:

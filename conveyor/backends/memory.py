@@ -13,7 +13,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from conveyor.backends.base import Backend, make_lease_id, new_token
+from conveyor.backends.base import (
+    Backend,
+    expiry_is_lost,
+    expiry_refunds,
+    handed_token,
+    make_lease_id,
+    new_token,
+)
 from conveyor.errors import QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -44,6 +51,7 @@ class _Message:
     lease_token: str | None = None
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
+    lost: int = 0  # deliveries in a row without an outcome
 
     def stored(self, queue: str, now: float) -> StoredMessage:
         return StoredMessage(
@@ -193,13 +201,15 @@ class MemoryBackend(Backend):
             for name in targets:
                 self.store.notify(name)
 
-    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def lease_many(
+        self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         with self.store.lock:
             state = self.store.queues.get(queue)
             if state is None or state.info.paused:
                 return []
             now = self.clock.now()
-            token = new_token()
+            token = new_token(handed)
             leased: list[LeasedMessage] = []
             heap = state.heap
             while heap and len(leased) < limit and heap[0][0] <= now:
@@ -207,6 +217,11 @@ class MemoryBackend(Backend):
                 message = state.messages.get(message_id)
                 if message is None or message.version != version:
                     continue
+                if message.lease_token is not None:  # its last lease expired
+                    if expiry_refunds(message.lease_token):
+                        message.attempts -= 1
+                    elif expiry_is_lost(message.lease_token):
+                        message.lost += 1
                 message.attempts += 1
                 message.lease_token = token
                 message.visible_at = now + visibility_timeout
@@ -221,9 +236,24 @@ class MemoryBackend(Backend):
                         attempts=message.attempts,
                         lease_id=make_lease_id(message.id, token),
                         dead_letter=message.dead_letter,
+                        lost=message.lost,
                     )
                 )
             return leased
+
+    async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        with self.store.lock:
+            state = self.store.queues.get(queue)
+            if state is None:
+                return [False] * len(leases)
+            now = self.clock.now()
+            statuses = []
+            for lease in leases:
+                message = self._live(state, lease, now)
+                if message is not None and message.lease_token is not None:
+                    message.lease_token = handed_token(message.lease_token)
+                statuses.append(message is not None)
+            return statuses
 
     def _live(self, state: _Queue, lease: Lease, now: float) -> _Message | None:
         message = state.messages.get(lease[0])
@@ -283,6 +313,7 @@ class MemoryBackend(Backend):
                 message = self._live(state, lease, now)
                 if message is not None:
                     message.lease_token = None
+                    message.lost = 0  # the delivery ended with an outcome
                     message.visible_at = now + delay
                     state.schedule(message)
                     retried = True

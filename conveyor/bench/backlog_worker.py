@@ -17,6 +17,7 @@ import psutil
 
 import conveyor
 from conveyor.bench.conveyor_cases import consume
+from conveyor.processes import watch_parent
 
 RSS_SAMPLE_SECONDS = 0.02
 
@@ -50,4 +51,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    watch_parent()  # stop with the benchmark, however it ends
     raise SystemExit(main(sys.argv[1:]))

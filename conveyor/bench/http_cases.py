@@ -26,6 +26,7 @@ from conveyor.bench.conveyor_cases import fill
 from conveyor.bench.engines import Storage
 from conveyor.bench.modes import Mode
 from conveyor.bench.report import EngineResult
+from conveyor.processes import stop_with_me
 
 TOKEN = "bench-http-token"
 SEND_CONNECTIONS = 32
@@ -42,6 +43,7 @@ def server(url: str) -> Iterator[int]:
         [sys.executable, "-m", "conveyor.bench.http_server", url, TOKEN],
         stdout=subprocess.PIPE,
         text=True,
+        **stop_with_me(),
     )
     try:
         stdout: IO[str] | None = process.stdout
@@ -78,6 +80,7 @@ def load(port: int, case: str, queue: str, count: int, connections: int) -> dict
         capture_output=True,
         text=True,
         timeout=TIMEOUT_SECONDS,
+        **stop_with_me(),
         check=False,
     )
     if completed.returncode != 0:

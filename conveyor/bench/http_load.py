@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from conveyor.bench.body import click
 from conveyor.bench.modes import BULK
+from conveyor.processes import watch_parent
 
 PULL_BATCH = 100
 
@@ -137,6 +138,7 @@ async def run(port: int, token: str, case: str, queue: str, count: int, connecti
 
 
 if __name__ == "__main__":
+    watch_parent()  # stop with the benchmark, however it ends
     port, token, case, queue, count, connections = sys.argv[1:7]
     figures = asyncio.run(run(int(port), token, case, queue, int(count), int(connections)))
     print(json.dumps(figures), flush=True)

@@ -20,6 +20,7 @@ import conveyor
 from conveyor.http import create_api
 from conveyor.http.envelope import ok
 from conveyor.http.server import bind, make_server
+from conveyor.processes import watch_parent
 
 PING_PATH = "/bench/ping"
 
@@ -41,4 +42,5 @@ async def serve(url: str, token: str) -> None:
 
 
 if __name__ == "__main__":
+    watch_parent()  # stop with the benchmark, however it ends
     asyncio.run(serve(sys.argv[1], sys.argv[2]))

@@ -26,6 +26,7 @@ from conveyor.bench.backlog_worker import work
 from conveyor.bench.engines import Engine, Storage, backend_problem, select, service_problem, storage
 from conveyor.bench.modes import FULL, MODES, Mode
 from conveyor.bench.report import EngineResult, print_report, write
+from conveyor.processes import stop_with_me
 
 # Relative to the working directory (`make bench` writes to bench/results/ in the checkout).
 DEFAULT_OUTPUT = Path("conveyor-bench") / "latest.json"
@@ -199,6 +200,7 @@ def _worker_process(url: str, queue: str, count: int) -> tuple[float, float]:
         capture_output=True,
         text=True,
         timeout=WORKER_TIMEOUT_SECONDS,
+        **stop_with_me(),
         check=False,
     )
     if completed.returncode != 0:

@@ -18,7 +18,7 @@ def bench(ctx: typer.Context) -> None:
 
 
 def dev(ctx: typer.Context) -> None:
-    """Run the link-click demo on embedded SQLite (needs conveyor[http]). `--help` for options."""
+    """Run the link-click demo on embedded SQLite (needs conveyor\\[http]). `--help` for options."""
     from conveyor.demo.__main__ import main
 
     argv: list[Any] = list(ctx.args)

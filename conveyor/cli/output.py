@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from conveyor.admin import iso
+from conveyor.durations import parse_duration
 from conveyor.errors import ConveyorError
 from conveyor.producer import PeekedMessage
 from conveyor.types import QueueInfo, QueueStats
@@ -111,20 +112,9 @@ def bytes_text(size: int) -> str:
 
 
 def parse_seconds(value: str | float) -> float:
-    """'90', '90s', '5m', '2h', '4d' → seconds (a typer parser; defaults arrive as numbers)."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = value.strip().lower()
-    units = {"s": 1, "m": 60, "h": 3_600, "d": 86_400}
-    scale = units.get(text[-1:])
-    number = text[:-1] if scale is not None else text
-    try:
-        seconds = float(number) * (scale or 1)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a duration: use seconds or a number with s, m, h or d") from None
-    if seconds < 0:
-        raise ValueError(f"{value!r}: a duration cannot be negative")
-    return seconds
+    """'90', '90s', '5m', '2h', '4d' → seconds (a typer parser; defaults arrive as numbers); the
+    same parser reads conveyor.toml's durations."""
+    return parse_duration(value)
 
 
 # -- queues -----------------------------------------------------------------------------------

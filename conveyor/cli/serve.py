@@ -14,18 +14,20 @@ import os
 import signal
 import socket
 import sys
-from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from conveyor.app import App
+from conveyor.cli.interrupt import Terminated, raise_terminated, stopped
 from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out
 from conveyor.cli.state import CliState, current
 from conveyor.errors import MissingDependency
 
 TOKEN_ENV_VAR = "CONVEYOR_TOKEN"
+# How often the banner looks whether uvicorn has started.
+STARTED_POLL_SECONDS = 0.01
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8787
 # The same defaults as conveyor/http/body.py and conveyor/http/server.py (imported lazily there).
@@ -96,18 +98,18 @@ def serve(
     names = _allowed_hosts(host, allowed_hosts or [], authenticated=token is not None)
     sock = _bind(host, port)  # before anything else: a taken port creates nothing
     options = _Options(token, names, access_log, body_timeout, header_timeout, log_level, log_format)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops as Ctrl-C does: app closed
+    previous = signal.signal(signal.SIGTERM, raise_terminated)  # SIGTERM stops as Ctrl-C does
+    stopped_by: int | None = None
     try:
         _run(current(), sock, options)
+    except Terminated:
+        stopped_by = signal.SIGTERM
     except KeyboardInterrupt:
-        pass
+        stopped_by = signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
         sock.close()
-    if current().json:
-        emit_json({"event": "stopped", "pid": os.getpid()}, compact=True)
-    else:
-        out().print("conveyor serve stopped.", markup=False)
+    stopped("conveyor serve", stopped_by)
 
 
 class _Options:
@@ -170,10 +172,6 @@ def _bind(host: str, port: int) -> socket.socket:
         raise CommandError(f"cannot listen on {host}:{port}: {reason}", code="bind_failed") from None
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def _require_http_extra() -> None:
     try:
         import uvicorn  # noqa: F401
@@ -219,10 +217,20 @@ def _run(state: CliState, sock: socket.socket, options: _Options) -> None:
             address = _address(sock)
             hosts = HostPolicy(options.allowed_hosts).describe()
             log.info("listening on %s (answering the hosts: %s)", address, hosts)
-            _banner(state, app, address, options.token is not None)
-            await server.serve(sockets=[sock])
+            announce = asyncio.create_task(_announce(server, state, app, address, options.token is not None))
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                announce.cancel()
 
     asyncio.run(main())
+
+
+async def _announce(server: Any, state: CliState, app: App, address: str, authenticated: bool) -> None:
+    """The banner, once the server has started: by then uvicorn handles Ctrl-C and SIGTERM itself."""
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers a flag, not an event)
+        await asyncio.sleep(STARTED_POLL_SECONDS)
+    _banner(state, app, address, authenticated)
 
 
 def _address(sock: socket.socket) -> str:

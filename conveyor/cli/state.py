@@ -16,7 +16,8 @@ from typer.core import TyperGroup
 from conveyor import limits as L
 from conveyor.app import App
 from conveyor.cli.config import CONFIG_FILE, ConveyorConfig, load_config
-from conveyor.cli.output import report_error
+from conveyor.cli.output import err, report_error
+from conveyor.processes import INTERRUPTED_EXIT_CODE
 
 T = TypeVar("T")
 
@@ -116,6 +117,10 @@ class ConveyorGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise  # usage errors (exit 2), --help, confirmations: typer reports them itself
+        except KeyboardInterrupt:
+            # Ctrl-C in any command: one line, the shell's code for an interrupted program
+            err().print("Interrupted (Ctrl-C).", markup=False)
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
         except Exception as exc:
             report_error(
                 exc, as_json=bool(ctx.params.get("json_output")), debug=bool(ctx.params.get("debug"))

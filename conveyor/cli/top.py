@@ -137,5 +137,4 @@ def top(
                 previous = latest
                 await asyncio.sleep(interval)
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how top ends
-        run(watch)
+    run(watch)  # Ctrl-C ends it: one line and exit code 130, as every command

@@ -1,6 +1,7 @@
 """`conveyor worker [APP]`: run an app's consumers (from `module:app` and/or conveyor.toml) until
-SIGTERM or Ctrl-C, then drain the batches in flight and exit 0. A consumer that dies stops the
-others gracefully and the worker exits 1 with its error, so a supervisor starts it again."""
+SIGTERM or Ctrl-C, then drain the batches in flight and exit 0 (130 after Ctrl-C). A consumer that
+dies stops the others gracefully and the worker exits 1 with its error, so a supervisor starts it
+again."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +19,7 @@ from conveyor import limits as L
 from conveyor.app import App
 from conveyor.cli import metrics_options
 from conveyor.cli.config import ConveyorConfig, apply_queues, apply_topics, load_app, register_consumers
+from conveyor.cli.interrupt import Terminated, raise_terminated, stopped
 from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
 from conveyor.cli.state import CliState, current
@@ -67,24 +68,25 @@ def worker(
 ) -> None:
     """Run consumers until SIGTERM or Ctrl-C (graceful: batches in flight finish, the rest is released).
 
-    Exits 0 after SIGTERM or Ctrl-C; 1 when a consumer died (at start-up, e.g. a missing
+    Exits 0 after SIGTERM, 130 after Ctrl-C; 1 when a consumer died (at start-up, e.g. a missing
     dead-letter queue, or later): the other consumers are stopped gracefully first.
 
     With --url (or conveyor.toml's url), an imported App() that names no URL uses it too.
     """
     # SIGTERM during start-up (imports, queue set-up) stops cleanly too; run_worker then installs
     # its own graceful handler for the rest of the run.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        _run(target, concurrency, shutdown_grace, log_level, log_format, (metrics_port, metrics_host))
+        stopped_by = _run(
+            target, concurrency, shutdown_grace, log_level, log_format, (metrics_port, metrics_host)
+        )
+    except Terminated:
+        stopped_by = signal.SIGTERM  # before the consumers started: nothing was leased
     except KeyboardInterrupt:
-        pass  # stopped before the consumers started: nothing was leased
+        stopped_by = signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
-    if current().json:
-        emit_json({"event": "stopped", "pid": os.getpid()}, compact=True)
-    else:
-        out().print("conveyor worker stopped.", markup=False)
+    stopped("conveyor worker", stopped_by)
 
 
 def _run(
@@ -94,7 +96,8 @@ def _run(
     log_level: LogLevel,
     log_format: LogFormat,
     metrics: tuple[int | None, str | None],
-) -> None:
+) -> int | None:
+    """Run the worker; the signal that stopped it."""
     state = current()
     configure_logging(log_level, log_format)
     config = state.config()
@@ -108,7 +111,7 @@ def _run(
             code="no_consumers",
         )
 
-    async def serve() -> None:
+    async def serve() -> int | None:
         metrics_port, metrics_host = metrics_options.served(config, *metrics)
         try:
             if config is not None:
@@ -121,16 +124,12 @@ def _run(
             raise
         try:
             _banner(state, app, config, handlers, None if server is None else server.url)
-            await app.run_worker(shutdown_grace=shutdown_grace)
+            return await app.run_worker(shutdown_grace=shutdown_grace)
         finally:
             if server is not None:
                 await server.aclose()
 
-    asyncio.run(serve())
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    return asyncio.run(serve())
 
 
 def _build_app(

@@ -11,13 +11,16 @@ from collections import deque
 from collections.abc import Awaitable
 
 from conveyor import limits as L
+from conveyor.backends.base import handed_lease_id, is_ahead
 from conveyor.consumer import backoff
+from conveyor.consumer.begin_group import BeginGroup
 from conveyor.consumer.concurrency import ConcurrencyLimit
 from conveyor.consumer.env import Env
 from conveyor.consumer.message import Message, MessageBatch, Outcome, error_text
 from conveyor.consumer.observer import NO_OBSERVER, ConsumerObserver
 from conveyor.consumer.settle_group import SettleGroup
 from conveyor.consumer.spec import ConsumerSpec
+from conveyor.consumer.suspects import is_suspect, past_bound, unfinished_reason
 from conveyor.core import Core
 from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, HandlerTimedOut
@@ -73,6 +76,18 @@ class ConsumerRunner:
         self._background: set[asyncio.Task[None]] = set()
         # full batches leased ahead, waiting for a slot; and whether the last lease came back full
         self._ready: deque[list[LeasedMessage]] = deque()
+        # suspects (their last delivery ended without an outcome), leased ahead: each runs alone
+        # (docs/semantics.md): it starts once no other handler of this consumer runs, and none
+        # starts, nor is anything more leased, until no suspect waits or runs
+        self._suspects: deque[LeasedMessage] = deque()
+        self._suspect_running = False
+        self._no_suspects = asyncio.Event()
+        self._no_suspects.set()
+        # batches started whose handlers have not finished
+        self._handlers = 0
+        # one future per finished batch whose outcomes are not settled yet: a suspect waits for
+        # those of its time, so that a crash it causes does not undo them
+        self._unsettled: set[asyncio.Future[None]] = set()
         # the lease ids of the batches whose handlers run, by batch
         self._running: dict[int, list[str]] = {}
         self._backlogged = False
@@ -80,6 +95,7 @@ class ConsumerRunner:
         settling = settling_batches(spec.max_batch_size, self.backend.settling_outcomes)
         self._settling = asyncio.Semaphore(settling)
         self._settle_group = SettleGroup(core, spec.queue)
+        self._begin_group = BeginGroup(core, spec.queue)
         self._random = random.Random()  # the jitter of exponential retry backoff
 
     # -- the fetch loop ----------------------------------------------------------------------
@@ -98,8 +114,13 @@ class ConsumerRunner:
                 if stopping.is_set():  # the slot came free as the worker began to stop
                     await self.slots.release()
                     break
-                if self._ready:
-                    self._start(self._ready.popleft())
+                if self._startable():
+                    self._start_next()
+                    continue
+                if not self._no_suspects.is_set():
+                    # suspects go alone: nothing more is leased or started until they are done
+                    await self.slots.release()
+                    await self._until(self._no_suspects.wait(), stopping)
                     continue
                 try:
                     leased = await self._collect(stopping)
@@ -116,11 +137,20 @@ class ConsumerRunner:
                     await self.slots.release()
                     await self._release([m.lease_id for m in leased])
                     break
+                if not self._no_suspects.is_set():  # suspects came while it was collected
+                    self._ready.append(leased)
+                    await self.slots.release()
+                    self._start_ready()
+                    continue
                 self._start(leased)
         finally:
-            if self._ready:
-                await self._release([m.lease_id for batch in self._ready for m in batch])
+            if self._ready or self._suspects:
+                waiting = [m.lease_id for batch in self._ready for m in batch]
+                waiting.extend(m.lease_id for m in self._suspects)
+                await self._release(waiting)
                 self._ready.clear()
+                self._suspects.clear()
+                self._suspects_changed()
             await self._finish_in_flight(shutdown_grace)  # renewing their leases meanwhile
             renewer.cancel()
             for task in self._background:
@@ -136,16 +166,40 @@ class ConsumerRunner:
             log.exception("leasing from %s failed; retrying in %.1fs", self.spec.queue, backoff)
         return backoff
 
-    def _start(self, leased: list[LeasedMessage]) -> None:
+    def _start(self, leased: list[LeasedMessage], suspect: bool = False) -> None:
         """Run one batch in a task of its own; it holds a slot, which it gives back when done."""
-        task = asyncio.create_task(self._process(leased))
+        if suspect:
+            self._suspect_running = True
+        self._handlers += 1
+        task = asyncio.create_task(self._process(leased, suspect))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
+    def _startable(self) -> bool:
+        """Whether a batch leased ahead may start now: while suspects wait or run, only the next
+        suspect, once no handler runs; otherwise a ready batch."""
+        if self._no_suspects.is_set():
+            return bool(self._ready)
+        return bool(self._suspects) and not self._suspect_running and self._handlers == 0
+
+    def _start_next(self) -> None:
+        """Start the next batch leased ahead (a slot is held for it): a suspect alone, first."""
+        if self._suspects:
+            self._start([self._suspects.popleft()], suspect=True)
+        else:
+            self._start(self._ready.popleft())
+
+    def _suspects_changed(self) -> None:
+        if self._suspects or self._suspect_running:
+            self._no_suspects.clear()
+        else:
+            self._no_suspects.set()
+
     def _start_ready(self) -> None:
         """Start batches leased ahead while slots are free (not once the worker is stopping)."""
-        while self._ready and not (self._stopping and self._stopping.is_set()) and self.slots.try_acquire():
-            self._start(self._ready.popleft())
+        stopping = self._stopping
+        while self._startable() and not (stopping and stopping.is_set()) and self.slots.try_acquire():
+            self._start_next()
 
     async def _renew_leases(self) -> None:
         """The heartbeat: every third of the visibility timeout, renew the leases of every batch
@@ -153,6 +207,7 @@ class ConsumerRunner:
         while True:
             await asyncio.sleep(self.spec.visibility_timeout / 3)
             lease_ids = [m.lease_id for batch in self._ready for m in batch]
+            lease_ids.extend(m.lease_id for m in self._suspects)
             lease_ids.extend(lease_id for batch in self._running.values() for lease_id in batch)
             if not lease_ids:
                 continue
@@ -194,29 +249,33 @@ class ConsumerRunner:
             wanted = size - len(leased)
             first = deadline is None
             if woken is not None:
-                got, woken = woken, None
+                got_all, woken = woken, None
             else:
                 if first and self._backlogged:
                     wanted = lease_ahead_size(size)
-                got = await self.backend.lease_many(spec.queue, wanted, spec.visibility_timeout)
+                # leased ahead ("r"): an attempt counts once a handler starts (see _begin)
+                got_all = await self.backend.lease_many(
+                    spec.queue, wanted, spec.visibility_timeout, handed=False
+                )
+            got = self._triage(got_all)
             if first:
-                self._backlogged = len(got) == wanted
+                self._backlogged = len(got_all) == wanted
+                await self.slots.observe(
+                    fresh=sum(1 for m in got_all if m.attempts == 1),
+                    batch_size=wanted,
+                    drained=len(got_all) < wanted,
+                )
             if got:
                 leased.extend(got)
                 if len(leased) > size:
                     await self._keep_ahead(leased[size:])
                     del leased[size:]
-                if first:
+                if deadline is None:
                     # the batch timeout runs on the app's clock, so a FakeClock drives it in tests
                     deadline = self.core.clock.now() + spec.max_batch_timeout
-                    await self.slots.observe(
-                        fresh=sum(1 for m in got if m.attempts == 1),
-                        batch_size=wanted,
-                        drained=len(got) < wanted,
-                    )
-            elif first:
-                await self.slots.observe(fresh=0, batch_size=wanted, drained=True)
-            if len(leased) >= size or (got and len(got) == wanted):
+            if not leased and not self._no_suspects.is_set():
+                break  # suspects came: they go alone, and get this slot
+            if len(leased) >= size or (got_all and len(got_all) == wanted):
                 continue
             if leased and spec.max_batch_timeout == 0:
                 break
@@ -247,11 +306,70 @@ class ConsumerRunner:
         (one engine call); None if the worker began to stop first."""
         spec = self.spec
         waiting = asyncio.ensure_future(
-            self.backend.wait_and_lease(spec.queue, wanted, spec.visibility_timeout, wait)
+            self.backend.wait_and_lease(spec.queue, wanted, spec.visibility_timeout, wait, handed=False)
         )
         if not await self._until(waiting, stopping):
             return None
         return waiting.result()
+
+    def _triage(self, leased: list[LeasedMessage]) -> list[LeasedMessage]:
+        """Take out of a lease the messages past the bound (dead-lettered at once, no handler
+        sees them) and the suspects (queued to run alone); the rest batch as usual."""
+        if not any(m.lost or past_bound(m, self.spec.max_retries) for m in leased):
+            return leased  # the common case: one pass, no allocation
+        rest: list[LeasedMessage] = []
+        doomed: list[LeasedMessage] = []
+        for message in leased:
+            if past_bound(message, self.spec.max_retries):
+                doomed.append(message)
+            elif is_suspect(message):
+                self._suspects.append(message)
+                self._no_suspects.clear()
+            else:
+                rest.append(message)
+        if doomed:
+            task = asyncio.create_task(self._dead_letter_unfinished(doomed))
+            self.in_flight.add(task)  # a stopping worker waits for it like for a batch
+            task.add_done_callback(self.in_flight.discard)
+        self._start_ready()
+        return rest
+
+    async def _dead_letter_unfinished(self, doomed: list[LeasedMessage]) -> None:
+        """Dead-letter messages delivered max_retries + 1 times already (the last deliveries
+        without an outcome): at lease time, so a message that kills its worker ends."""
+        spec = self.spec
+        settlement = Settlement()
+        for message in doomed:
+            settlement.dead_letters.append(
+                DeadLetter(
+                    message.lease_id,
+                    new_message_id(),
+                    unfinished_reason(message),
+                    spec.dead_letter_queue,
+                    message.attempts - 1,  # the deliveries so far; this lease is not one
+                )
+            )
+        result = await self._settle_group.settle(settlement)
+        if result is None:
+            return  # the engine failed every try: the leases expire and the bound applies again
+        self.observer.settled(spec.queue, result)
+        for dead, message in zip(settlement.dead_letters, doomed, strict=True):
+            if dead.lease_id in result.stale:
+                continue
+            log.warning(
+                "dead_letter queue=%s id=%s attempts=%d to=%s error=%s",
+                spec.queue,
+                message.id,
+                message.attempts - 1,
+                spec.dead_letter_queue or "(dropped: no dead-letter queue)",
+                dead.error,
+                extra={
+                    "queue": spec.queue,
+                    "message_id": message.id,
+                    "attempt": message.attempts - 1,
+                    "outcome": "dead_letter",
+                },
+            )
 
     async def _keep_ahead(self, rest: list[LeasedMessage]) -> None:
         """Queue the whole batches of a lease-ahead to start when slots free up, in order; a
@@ -275,11 +393,28 @@ class ConsumerRunner:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    async def _process(self, leased: list[LeasedMessage]) -> None:
+    async def _process(self, leased: list[LeasedMessage], suspect: bool = False) -> None:
+        key = id(leased)
+        self._running[key] = [m.lease_id for m in leased]  # renewed by _renew_leases from now on
+        try:
+            if suspect:
+                await self._settled_before()
+            leased = await self._begin(leased)
+        except asyncio.CancelledError:
+            self._suspect_done(suspect)
+            del self._running[key]
+            await self._release([m.lease_id for m in leased])
+            await self.slots.release()
+            raise
+        if not leased:
+            self._suspect_done(suspect)
+            del self._running[key]
+            await self.slots.release()
+            self._start_ready()
+            return
+        self._running[key] = [m.lease_id for m in leased]
         messages = [Message(m, self.core.limits) for m in leased]
         batch = MessageBatch(self.spec.queue, messages, stats_source=self._current_stats)
-        key = id(batch)
-        self._running[key] = [m.lease_id for m in leased]  # renewed by _renew_leases from now on
         error: BaseException | None = None
         self.observer.batch_started(self.spec.queue, len(messages))
         started = time.perf_counter()
@@ -287,6 +422,7 @@ class ConsumerRunner:
             await self._run_handler(batch)
         except asyncio.CancelledError:
             # the shutdown grace ran out: give the messages back at once
+            self._suspect_done(suspect)
             del self._running[key]
             await self._release([m.lease_id for m in messages])
             await self.slots.release()
@@ -313,12 +449,58 @@ class ConsumerRunner:
         finally:
             self._running.pop(key, None)
         self.observer.batch_handled(self.spec.queue, time.perf_counter() - started, error is not None)
+        self._suspect_done(suspect)
         # The handler is done: its slot goes to the next batch while this one settles (up to
         # settling_batches() settles at once; past that a batch keeps its slot until one is done).
-        async with self._settling:
-            await self.slots.release()
-            self._start_ready()
-            await self._settle(messages, error)
+        unsettled = asyncio.get_running_loop().create_future()
+        self._unsettled.add(unsettled)
+        try:
+            async with self._settling:
+                await self.slots.release()
+                self._start_ready()
+                await self._settle(messages, error)
+        finally:
+            self._unsettled.discard(unsettled)
+            unsettled.set_result(None)
+
+    def _suspect_done(self, suspect: bool) -> None:
+        """A handler finished (or never started): the next suspect may go once none runs."""
+        self._handlers -= 1
+        if suspect:
+            self._suspect_running = False
+            self._suspects_changed()
+
+    async def _settled_before(self) -> None:
+        """Wait until the outcomes of every batch finished so far are settled (or given up)."""
+        pending = list(self._unsettled)
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _begin(self, leased: list[LeasedMessage]) -> list[LeasedMessage]:
+        """Mark the batch's read-ahead leases as handed to the handler, durably, before it
+        starts: from here a crash or an expired lease counts as a delivery without an outcome.
+        Messages whose lease was lost meanwhile are left out (someone else may hold them)."""
+        ahead = [m for m in leased if is_ahead(m.lease_id)]
+        if not ahead:
+            return leased
+        try:
+            live = await self._begin_group.begin([m.lease_id for m in ahead])
+        except Exception as exc:
+            log.warning(
+                "starting a batch of %d from %s failed (%s); its messages are given back",
+                len(leased),
+                self.spec.queue,
+                exc,
+            )
+            await self._release([m.lease_id for m in leased])
+            return []
+        lost = {id(m) for m, ok in zip(ahead, live, strict=True) if not ok}
+        for message in ahead:
+            message.lease_id = handed_lease_id(message.lease_id)
+        if lost:
+            log.info("%d leases on %s expired before a handler started", len(lost), self.spec.queue)
+            return [m for m in leased if id(m) not in lost]
+        return leased
 
     async def _run_handler(self, batch: MessageBatch) -> None:
         """Run the handler; past the consumer's `timeout` (on the App's clock, so a FakeClock
@@ -398,7 +580,20 @@ class ConsumerRunner:
 
     def _log_outcome(self, messages: list[Message], settlement: Settlement, stale: list[str]) -> None:
         spec = self.spec
-        level = logging.INFO if settlement.retries or settlement.dead_letters or stale else logging.DEBUG
+        if stale:
+            # the leases expired before the outcomes arrived: name the likely cause, once a batch
+            log.warning(
+                "%d of %d outcomes of a batch from %s came after their leases had expired, so they "
+                "changed nothing: the event loop was blocked, or the handler ran past the visibility "
+                "timeout (%gs). Those messages are delivered again as suspects; ids=%s",
+                len(stale),
+                len(messages),
+                spec.queue,
+                spec.visibility_timeout,
+                ",".join(lease_id.partition(".")[0] for lease_id in stale),
+                extra={"queue": spec.queue, "outcome": "stale"},
+            )
+        level = logging.INFO if settlement.retries or settlement.dead_letters else logging.DEBUG
         if log.isEnabledFor(level):
             log.log(
                 level,

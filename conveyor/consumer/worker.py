@@ -16,8 +16,11 @@ from conveyor.consumer.runner import ConsumerRunner
 from conveyor.consumer.spec import ConsumerSpec, Lifespan
 from conveyor.core import Core
 from conveyor.errors import ConveyorError
+from conveyor.producer import Queue
 
 log = logging.getLogger("conveyor.worker")
+# How often run_until_idle looks whether the queues are drained.
+IDLE_CHECK_SECONDS = 0.005
 
 
 class Worker:
@@ -41,6 +44,8 @@ class Worker:
         self.runners = [ConsumerRunner(core, spec, env, observer) for spec in consumers]
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
+        #: the signal that stopped `run_until_signalled` (SIGTERM or SIGINT), None if none did
+        self.stopped_by: int | None = None
 
     def stop(self) -> None:
         """Stop leasing; batches in flight finish within the grace period."""
@@ -100,18 +105,64 @@ class Worker:
         task.add_done_callback(ended)
         return task
 
-    async def run_until_signalled(self) -> None:
-        """`run()` until SIGTERM or SIGINT (Ctrl-C), which stop it gracefully."""
+    async def run_until_signalled(self, *, until_idle: bool = False) -> int:
+        """`run()` (or `run_until_idle()`) until SIGTERM or SIGINT (Ctrl-C), which stop it
+        gracefully; `stopped_by` then names the signal. Returns how many messages were handled."""
         loop = asyncio.get_running_loop()
+
+        def stop(signum: int) -> None:
+            self.stopped_by = signum
+            self.stop()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, self.stop)
+                loop.add_signal_handler(signum, stop, signum)
         try:
+            if until_idle:
+                return await self.run_until_idle()
             await self.run()
+            return self.processed
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(signum)
+
+    @property
+    def processed(self) -> int:
+        """Messages handled so far, by every consumer."""
+        return sum(runner.processed for runner in self.runners)
+
+    async def run_until_idle(self, timeout: float | None = None) -> int:
+        """`run()` until every consumer's queue holds nothing ready or in flight (delayed messages
+        stay), or until stopped; returns how many messages were handled. TimeoutError after
+        `timeout` seconds (None: no bound). Build the worker with `max_batch_timeout=0` specs so
+        that a partial batch is handed over as soon as its queue runs dry."""
+        task = asyncio.create_task(self.run())
+        try:
+            async with asyncio.timeout(timeout):
+                started = asyncio.ensure_future(self.started.wait())
+                try:
+                    await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    started.cancel()
+                while not task.done():
+                    if await self._idle():
+                        break
+                    await asyncio.sleep(IDLE_CHECK_SECONDS)
+        finally:
+            self.stop()
+            await task
+        return self.processed
+
+    async def _idle(self) -> bool:
+        for runner in self.runners:
+            if runner.in_flight:
+                return False
+            stats = await Queue(self.core, runner.spec.queue).stats()
+            if stats.backlog or stats.in_flight:
+                return False
+        # one more look after the runners have settled: nothing may have arrived meanwhile
+        return all(not runner.in_flight for runner in self.runners)
 
     async def _sweep_forever(self) -> None:
         # ends when the worker stops, even if a driver swallowed the cancellation (Python 3.11's

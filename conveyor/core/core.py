@@ -190,6 +190,18 @@ class Core:
         backend = await self.connected()
         return await backend.extend_leases(queue, leases, visibility_timeout)
 
+    async def begin(self, queue: str, lease_ids: Sequence[str]) -> list[bool]:
+        """Mark read-ahead leases as handed to a handler, durably; one status per lease id:
+        False where it was not live (or not a lease id at all)."""
+        rows = self.backend.lease_rows
+        parsed = [parse_lease_id(i, rows) for i in lease_ids]
+        leases = [lease for lease in parsed if lease is not None]
+        if not leases:
+            return [False] * len(lease_ids)
+        backend = await self.connected()
+        statuses = iter(await backend.begin(queue, leases))
+        return [lease is not None and next(statuses) for lease in parsed]
+
     async def release(self, queue: str, lease_ids: Sequence[str]) -> int:
         """Give leased messages back at once, as if never delivered; returns how many were live."""
         leases = self._leases(lease_ids)

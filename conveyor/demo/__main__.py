@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+
+from conveyor.processes import INTERRUPTED_EXIT_CODE, hang_up_with_parent, watch_parent
 
 DEFAULT_QUEUE_URL = "sqlite:///.conveyor/linkclicks/queue.db"
 DEFAULT_STORE_URL = "sqlite:///.conveyor/linkclicks/store.db"
@@ -28,7 +32,9 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--visits", type=int, default=None, help="how many visits the burst makes")
     demo.add_argument("--concurrency", type=int, default=None, help="visitors at a time")
-    demo.add_argument("--port", type=int, default=None, help="preferred port (a free one if taken)")
+    demo.add_argument(
+        "--port", type=int, default=None, help="the service's port (default 8000; 0: any free port)"
+    )
     demo.add_argument("--dir", type=Path, default=None, help="where the SQLite files go")
     demo.add_argument("--queue-url", default=None, help="conveyor's URL (default: SQLite in --dir)")
     demo.add_argument("--store-url", default=None, help="postgresql://... (default: SQLite in --dir)")
@@ -55,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command
     level = getattr(args, "log_level", "warning").upper()
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if command in ("serve", "worker"):
+        watch_parent()  # started by the demo: stop when it ends, however it ends
     if command == "serve":
         import uvicorn
 
@@ -82,11 +90,32 @@ def main(argv: list[str] | None = None) -> int:
         "store_url": args.store_url,
     }
     options: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    hang_up_with_parent()  # `make demo` killed alone (SIGHUP, say) stops the demo too
     try:
-        asyncio.run(job.run(once=args.once, **options))
+        asyncio.run(_until_signalled(job.run(once=args.once, **options)))
+    except job.PortInUse as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("\nstopped")
+        # Ctrl-C: the service and the worker were stopped in order; one line, the shell's code
+        print("\nstopped (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except asyncio.CancelledError:
+        print("stopped (SIGTERM or SIGHUP)", file=sys.stderr)
     return 0
+
+
+async def _until_signalled(job: Coroutine[Any, Any, object]) -> None:
+    """Run the demo; SIGTERM and SIGHUP cancel it as Ctrl-C does, so its children stop in order."""
+    task = asyncio.ensure_future(job)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, task.cancel)
+    try:
+        await task
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
 
 
 def _make_parent(*urls: str) -> None:

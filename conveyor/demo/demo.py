@@ -29,6 +29,7 @@ from conveyor.demo.analytics import percentile
 from conveyor.demo.consumer import DEAD_LETTER_QUEUE, QUEUE
 from conveyor.demo.seed import Visit, seed, visits
 from conveyor.demo.store import Store, open_store
+from conveyor.processes import stop_with_me
 
 DEFAULT_DIR = Path(".conveyor/linkclicks")
 DEFAULT_PORT = 8000
@@ -61,23 +62,32 @@ class Burst:
     elapsed: float = 0.0
 
 
-def free_port(preferred: int) -> int:
-    """`preferred` if it is free on loopback, else any free port."""
-    for port in (preferred, 0):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(probe.getsockname()[1])
-    raise RuntimeError("no free port on 127.0.0.1")
+class PortInUse(Exception):
+    """The demo's port is taken (often by an earlier demo still running); nothing was created."""
+
+
+def free_port(port: int) -> int:
+    """`port` if it is free on loopback (0: any free port); PortInUse if it is taken. A taken port
+    is an error rather than another port: an open tab would otherwise keep showing the old demo."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as uvicorn binds: a port left in TIME_WAIT by an earlier run is free, a listener is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUse(
+                f"port {port} on 127.0.0.1 is in use ({exc.strerror or exc}; an earlier demo still "
+                "running?): stop what holds it, or pass --port N (0 for any free port)"
+            ) from None
+        return int(probe.getsockname()[1])
 
 
 async def spawn(*args: str) -> Process:
     """`python -m conveyor.demo ARGS`, in its own session so that Ctrl-C reaches only this
-    process, which then stops the children in order."""
+    process, which then stops the children in order; a child also stops by itself when this
+    process ends any other way (SIGKILL included: conveyor/processes.py)."""
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "conveyor.demo", *args, start_new_session=True
+        sys.executable, "-m", "conveyor.demo", *args, start_new_session=True, **stop_with_me()
     )
 
 
@@ -255,12 +265,12 @@ async def run(
 ) -> Burst:
     """The demo. The queue and the store default to fresh SQLite files in `directory`; given URLs
     (PostgreSQL, say) are used as they are, and the summary counts only this run's rows."""
+    port = free_port(port)  # before anything is created
     await asyncio.to_thread(reset, directory)
     queue_url = queue_url or f"sqlite:///{(directory / 'queue.db').resolve()}"
     store_url = store_url or f"sqlite:///{(directory / 'store.db').resolve()}"
     store = open_store(store_url)
     await store.open()
-    port = free_port(port)
     base_url = f"http://127.0.0.1:{port}"
     try:
         await seed(store)

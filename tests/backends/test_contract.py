@@ -15,6 +15,7 @@ import pytest
 
 import conveyor
 from conveyor.backends import from_url
+from conveyor.backends.base import handed_lease_id, is_ahead
 from conveyor.core.ids import new_message_id
 from conveyor.errors import (
     BatchCountTooLarge,
@@ -29,7 +30,7 @@ from conveyor.errors import (
     QueueNotFound,
     QueuePaused,
 )
-from conveyor.types import DeadLetter, QueueSettings, Retry, Settlement
+from conveyor.types import DeadLetter, LeasedMessage, QueueSettings, Retry, Settlement
 from tests.support.apps import AppFactory, TimeMachine
 from tests.support.engines import EngineSetup
 
@@ -326,6 +327,101 @@ async def test_a_settle_counts_each_live_lease_once_and_names_every_other_stale(
     stats = await queue.stats()
     assert (stats.total, stats.in_flight) == (1, 1)  # c, still leased
     assert (await app.core.settle("work", Settlement(acks=[c.lease_id]))).acked == 1
+
+
+# -- deliveries without an outcome: read-ahead leases, suspects (docs/semantics.md) ----------------
+
+
+async def _lease_one(app: conveyor.App, *, handed: bool, visibility_timeout: float = 30) -> LeasedMessage:
+    backend = await app.core.connected()
+    [leased] = await backend.lease_many("orders", 1, visibility_timeout, handed=handed)
+    return leased
+
+
+async def test_a_read_ahead_lease_that_expires_gives_its_attempt_back(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    await app.queue("orders").send({"n": 1})
+    ahead = await _lease_one(app, handed=False, visibility_timeout=0.5)
+    assert (ahead.attempts, ahead.lost) == (1, 0)
+    await time_machine.advance(0.8)
+    again = await _lease_one(app, handed=True)
+    assert (again.id, again.attempts, again.lost) == (ahead.id, 1, 0)
+
+
+async def test_a_released_read_ahead_lease_does_not_count(app: conveyor.App) -> None:
+    await app.queue("orders").send({"n": 1})
+    ahead = await _lease_one(app, handed=False)
+    assert await app.core.release("orders", [ahead.lease_id]) == 1
+    again = await _lease_one(app, handed=False)
+    assert (again.attempts, again.lost) == (1, 0)
+
+
+async def test_a_handed_lease_that_expires_counts_and_makes_a_suspect(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    await app.queue("orders").send({"n": 1})
+    handed = await _lease_one(app, handed=True, visibility_timeout=0.5)
+    await time_machine.advance(0.8)
+    again = await _lease_one(app, handed=False, visibility_timeout=0.5)
+    assert (again.attempts, again.lost) == (2, 1)
+    await time_machine.advance(0.8)  # a read-ahead expiry keeps the count and the suspicion
+    third = await _lease_one(app, handed=True)
+    assert (third.attempts, third.lost) == (2, 1)
+    assert (await app.queue("orders").ack(acks=[handed.lease_id])).ack_count == 0
+
+
+async def test_begin_hands_a_read_ahead_lease_over_so_that_its_expiry_counts(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    await app.queue("orders").send({"n": 1})
+    ahead = await _lease_one(app, handed=False, visibility_timeout=0.5)
+    assert is_ahead(ahead.lease_id)
+    assert await app.core.begin("orders", [ahead.lease_id, "not-a-lease"]) == [True, False]
+    assert await app.core.begin("orders", [ahead.lease_id]) == [False]  # its token changed
+    handed = handed_lease_id(ahead.lease_id)
+    assert not is_ahead(handed)
+    assert await app.core.extend_leases("orders", [handed], 0.5) == 1
+    await time_machine.advance(0.8)
+    assert await app.core.begin("orders", [handed]) == [False]  # expired
+    again = await _lease_one(app, handed=True)
+    assert (again.attempts, again.lost) == (2, 1)
+
+
+async def test_a_begun_lease_settles_under_its_handed_id(app: conveyor.App) -> None:
+    await app.queue("orders").send({"n": 1})
+    ahead = await _lease_one(app, handed=False)
+    assert await app.core.begin("orders", [ahead.lease_id]) == [True]
+    stale = await app.queue("orders").ack(acks=[ahead.lease_id])
+    assert stale.ack_count == 0
+    assert (await app.queue("orders").ack(acks=[handed_lease_id(ahead.lease_id)])).ack_count == 1
+    assert (await app.queue("orders").stats()).total == 0
+
+
+async def test_a_retry_clears_the_suspicion_and_a_release_keeps_it(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    await app.queue("orders").send({"n": 1})
+    await _lease_one(app, handed=True, visibility_timeout=0.5)
+    await time_machine.advance(0.8)
+    suspect = await _lease_one(app, handed=True)
+    assert (suspect.attempts, suspect.lost) == (2, 1)
+    assert await app.core.release("orders", [suspect.lease_id]) == 1
+    kept = await _lease_one(app, handed=True)
+    assert (kept.attempts, kept.lost) == (2, 1)
+    await app.queue("orders").ack(retries=[kept.lease_id])
+    cleared = await _lease_one(app, handed=True)
+    assert (cleared.attempts, cleared.lost) == (3, 0)
+
+
+async def test_lost_deliveries_add_up_until_an_outcome(app: conveyor.App, time_machine: TimeMachine) -> None:
+    await app.queue("orders").send({"n": 1})
+    for _ in range(3):
+        await _lease_one(app, handed=True, visibility_timeout=0.3)
+        await time_machine.advance(0.5)
+    leased = await _lease_one(app, handed=True)
+    assert (leased.attempts, leased.lost) == (4, 3)
+    assert [m.attempts for m in await app.queue("orders").peek()] == [4]
 
 
 # -- delays, pause, purge, stats ------------------------------------------------------------------

@@ -10,6 +10,7 @@ import itertools
 import os
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,41 @@ async def test_concurrent_first_connects_create_one_versioned_schema(
     apps = await asyncio.gather(*(make_pg_app(pg_url) for _ in range(4)))
     schema = apps[0].backend.schema  # type: ignore[attr-defined]
     async with await connect() as conn:
-        cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version')
-        assert await cursor.fetchall() == [(postgres.SCHEMA_VERSION,)]
+        cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
+        # every migration applied once
+        assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
+
+
+async def test_a_schema_of_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:  # the schema as conveyor made it before v2
+        patch.setattr(postgres, "SCHEMA_VERSION", 1)
+        async with conveyor.App(pg_url) as app:
+            schema = app.backend.schema  # type: ignore[attr-defined]
+            waiting = await app.queue("jobs").send({"n": 1})
+            orphan = await app.queue("jobs").send({"n": 2})
+    async with await connect() as conn:
+        cursor = await conn.execute(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = 'messages'",
+            [schema],
+        )
+        assert "lost" not in {row[0] for row in await cursor.fetchall()}
+        # a worker of that version died holding `orphan`: its lease (a hex token) expired
+        await conn.execute(
+            f'UPDATE "{schema}".messages SET attempts = 1, lease_token = %s,'
+            " visible_at = now() - interval '10 seconds' WHERE id = %s",
+            [uuid.uuid4().hex, orphan],
+        )
+        await conn.commit()
+    async with conveyor.App(pg_url) as app:
+        backend = await app.core.connected()
+        leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
+    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    async with await connect() as conn:
+        cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
+        assert await cursor.fetchall() == [(1,), (2,)]
 
 
 async def test_schemas_keep_their_queues_apart(pg_url: str, make_pg_app: AppMaker, tmp_path: Path) -> None:

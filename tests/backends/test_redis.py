@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -129,6 +130,24 @@ async def test_every_key_carries_the_prefix_and_a_queue_keeps_to_one_hash_tag(sh
     queue_keys = [key for key in keys if key.startswith(f"{{{prefix}:orders}}:")]
     assert {"meta", "msgs", "state", "inflight", "age"} <= {key.rsplit(":", 1)[1] for key in queue_keys}
     assert set(keys) - set(queue_keys) == {f"{{{prefix}}}:queues", f"{{{prefix}}}:subscriptions"}
+
+
+async def test_a_message_state_of_the_release_before_lost_counts_is_read_in_place(shared_url: str) -> None:
+    prefix = parse_redis_url(shared_url).prefix
+    async with conveyor.App(shared_url) as app:
+        message_id = await app.queue("jobs").send({"n": 1})
+        await app.queue("jobs").pull(visibility_timeout=0.3)
+        client = redis.Redis.from_url(REDIS_URL)
+        try:  # as a worker of that release left it: "<deliveries>:<size>:<hex token>"
+            key = f"{{{prefix}:jobs}}:state"
+            attempts, size, _lost, _token = (await client.hget(key, message_id)).decode().split(":")
+            await client.hset(key, message_id, f"{attempts}:{size}:{uuid.uuid4().hex}")
+        finally:
+            await client.aclose()
+        await asyncio.sleep(0.5)  # its lease expires: a delivery without an outcome
+        backend = await app.core.connected()
+        [again] = await backend.lease_many("jobs", 1, 30)
+    assert (again.id, again.attempts, again.lost) == (message_id, 2, 1)
 
 
 async def test_deleting_a_queue_leaves_none_of_its_keys(shared_url: str) -> None:

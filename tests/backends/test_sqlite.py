@@ -7,12 +7,14 @@ import asyncio
 import sqlite3
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
 import conveyor
 from conveyor.backends import from_url
+from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.errors import InvalidURL
 
@@ -105,6 +107,39 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     with pytest.raises(conveyor.StorageUnusable, match="newer than this conveyor"):
         await app.queue("q").send({"n": 2})
     await app.close()
+
+
+async def test_a_file_of_schema_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v1.db"
+    url = f"sqlite:///{path}"
+    with monkeypatch.context() as patch:  # the file as conveyor made it before schema v2
+        patch.setattr(sqlite_backend, "SCHEMA_VERSION", 1)
+        async with conveyor.App(url) as app:
+            waiting = await app.queue("jobs").send({"n": 1})
+            orphan = await app.queue("jobs").send({"n": 2})
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert "lost" not in {row[1] for row in conn.execute("PRAGMA table_info(conveyor_messages)")}
+        # a worker of that version died holding `orphan`: its lease (a hex token) expired
+        conn.execute(
+            "UPDATE conveyor_messages SET attempts = 1, lease_token = ?, visible_at = 0 WHERE id = ?",
+            (uuid.uuid4().hex, orphan),
+        )
+        conn.commit()
+    finally:
+        conn.close()
+    async with conveyor.App(url) as app:
+        backend = await app.core.connected()
+        leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
+    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    finally:
+        conn.close()
 
 
 async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,24 @@ def test_python_dash_m_conveyor_runs_the_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_connection_that_cannot_succeed_is_one_error_line(cli: Cli, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder" / "q.db"
+    result = cli("--url", f"sqlite:///{missing}", "queues", "list", url=False)
+    assert_one_error_line(result, f"its folder {missing.parent} does not exist", "[cannot_connect]")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["queues", "delete", "--help"], ["send", "--help"]])
+def test_help_shows_flags_without_a_type(args: list[str]) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "conveyor", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+        check=True,
+    ).stdout
+    assert "<bool>" not in shown  # `--json <bool>` reads as if the flag took a value
+    assert "--help" in shown
+    if args == ["--help"]:
+        assert "needs conveyor[http]" in shown

@@ -6,6 +6,7 @@ import pytest
 
 import conveyor
 from conveyor.cli.config import ConfigError, apply_topics, load_config, parse_config
+from conveyor.cli.output import parse_seconds
 from tests.cli.conftest import Cli, assert_one_error_line
 
 FULL = """
@@ -88,9 +89,23 @@ def test_defaults_are_the_documented_ones() -> None:
         ),
         (
             '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batchsize = 5\n',
-            "conveyor.toml: consumers[0].max_batchsize: Extra inputs are not permitted",
+            "conveyor.toml: consumers[0].max_batchsize: unknown key 'max_batchsize' — did you mean "
+            "'max_batch_size'?",
         ),
-        ('urls = "x"\n', "conveyor.toml: urls: Extra inputs are not permitted"),
+        ('urls = "x"\n', "conveyor.toml: urls: unknown key 'urls' — did you mean 'url'?"),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_retires = 1\n',
+            "consumers[0].max_retires: unknown key 'max_retires' — did you mean 'max_retries'?",
+        ),
+        ('[[queues]]\nname = "q"\ncolour = 1\n', "queues[0].colour: unknown key 'colour' (known keys: name,"),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batch_timeout = "soon"\n',
+            "consumers[0].max_batch_timeout: 'soon' is not a duration",
+        ),
+        (
+            '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batch_timeout = "2m"\n',
+            "consumers[0].max_batch_timeout: Input should be less than or equal to 60",
+        ),
         (
             '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_retries = "3"\n',
             "conveyor.toml: consumers[0].max_retries: Input should be a valid integer",
@@ -136,6 +151,23 @@ def test_errors_name_the_file_and_the_key(text: str, message: str) -> None:
         parse_config(text)
     assert message in str(raised.value)
     assert raised.value.code == "invalid_config"
+
+
+def test_durations_are_read_as_the_command_line_reads_them() -> None:
+    config = parse_config(
+        '[[queues]]\nname = "q"\ndelivery_delay = "30s"\nretention_seconds = "2d"\n'
+        '[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_batch_timeout = "1s"\nretry_delay = "5m"\n'
+        'visibility_timeout = "1.5h"\n'
+    )
+    [queue] = config.queues
+    [consumer] = config.consumers
+    assert (queue.delivery_delay, queue.retention_seconds) == (30.0, 172_800.0)
+    assert (consumer.max_batch_timeout, consumer.retry_delay, consumer.visibility_timeout) == (
+        1.0,
+        300.0,
+        5400.0,
+    )
+    assert parse_seconds("1s") == consumer.max_batch_timeout  # one parser for both
 
 
 def test_load_names_the_path(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ traceback, and a refused file creates no queue."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -153,7 +154,8 @@ FOLDER = Path(tempfile.gettempdir())  # only to build the strategy; each example
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_any_conveyor_toml_is_loaded_or_refused_in_one_line(data: st.DataObject) -> None:
-    with tempfile.TemporaryDirectory() as name:
+    # in the example's folder: a file without a url must not leave conveyor.db in the repository
+    with tempfile.TemporaryDirectory() as name, contextlib.chdir(name):
         folder = Path(name)
         files = (documents(folder) | plausible(folder)).map(toml) | st.text(max_size=80)
         text = data.draw(files, label="conveyor.toml")

@@ -171,10 +171,23 @@ def test_worker_with_an_app_without_consumers(cli: Cli, tmp_path: Path) -> None:
 def test_worker_with_a_bad_toml_key(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "conveyor.toml").write_text('[[consumers]]\nqueue = "jobs"\nhandler = "h:f"\nretries = 3\n')
     assert_one_error_line(
-        cli("worker"), "conveyor.toml: consumers[0].retries: Extra inputs are not permitted"
+        cli("worker"),
+        "conveyor.toml: consumers[0].retries: unknown key 'retries' — did you mean 'max_retries'?",
     )
 
 
 def test_worker_with_a_handler_that_cannot_be_imported(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "conveyor.toml").write_text('[[consumers]]\nqueue = "jobs"\nhandler = "nosuch:handle"\n')
     assert_one_error_line(cli("worker"), "cannot import 'nosuch:handle'")
+
+
+def test_worker_refuses_a_handler_of_the_wrong_signature_in_conveyor_toml(cli: Cli, tmp_path: Path) -> None:
+    module = f"handlers_{uuid.uuid4().hex}"
+    (tmp_path / f"{module}.py").write_text("async def handle(batch):\n    pass\n")
+    (tmp_path / "conveyor.toml").write_text(
+        f'url = "{cli.url}"\n[[consumers]]\nqueue = "jobs"\nhandler = "{module}:handle"\n'
+    )
+    result = cli("worker", url=False)
+    assert_one_error_line(
+        result, f"conveyor.toml: consumers[0].handler '{module}:handle'", "handler(batch, env)"
+    )

@@ -426,6 +426,144 @@ def test_exponential_backoff_and_a_fixed_retry_delay_exclude_each_other() -> Non
         app.consumer("q", retry_backoff="exponential", retry_backoff_cap=86_401)
 
 
+# -- deliveries without an outcome (docs/semantics.md) -------------------------------------------
+
+
+async def _lose_deliveries(app: conveyor.App, body: Any, times: int, time_machine: TimeMachine) -> str:
+    """Send `body` and deliver it `times` times to a client that never settles (a worker that
+    died): each lease expires."""
+    [message_id] = await _lose_many(app, [body], times, time_machine)
+    return message_id
+
+
+async def _lose_many(
+    app: conveyor.App, bodies: list[Any], times: int, time_machine: TimeMachine
+) -> list[str]:
+    queue = app.queue("jobs")
+    ids = await queue.send_batch(bodies)
+    for _ in range(times):
+        pulled = await queue.pull(batch_size=len(bodies), visibility_timeout=0.3)
+        assert sorted(m.id for m in pulled) == sorted(ids)
+        await time_machine.advance(0.5)
+    return ids
+
+
+async def test_a_message_delivered_max_retries_plus_one_times_without_an_outcome_is_dead_lettered(
+    app: conveyor.App, recorder: Recorder, time_machine: TimeMachine, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.consumer("jobs", max_retries=1, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+
+    message_id = await _lose_deliveries(app, "killer", 2, time_machine)
+    with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
+        await drain(app)
+    assert recorder.batches == []  # at lease time: no handler saw it a third time
+    [dead] = await app.queue("jobs-dlq").peek()
+    assert dead.body == "killer"
+    assert dead.dead_letter is not None
+    assert (dead.dead_letter.original_id, dead.dead_letter.attempts) == (message_id, 2)
+    assert dead.dead_letter.error == (
+        "delivered 2 times without an outcome: the worker handling it exited or lost its lease 2 times"
+    )
+    assert (await app.queue("jobs").stats()).total == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(message_id in line and line.startswith("dead_letter") for line in lines)
+
+
+async def test_the_bound_counts_handler_retries_and_lost_deliveries_together(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("jobs")
+    await queue.send("flaky")
+    [pulled] = await queue.pull()
+    await queue.ack(retries=[pulled.lease_id])  # a delivery with an outcome
+    [pulled] = await queue.pull(visibility_timeout=0.3)  # and one without
+    await time_machine.advance(0.5)
+
+    @app.consumer("jobs", max_retries=1, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        raise AssertionError("delivered past the bound")
+
+    await drain(app)
+    [dead] = await app.queue("jobs-dlq").peek()
+    assert dead.dead_letter is not None
+    assert dead.dead_letter.error == (
+        "delivered 2 times, the last 1 without an outcome: "
+        "the worker handling it exited or lost its lease 1 time"
+    )
+
+
+async def test_a_suspect_under_the_bound_is_handled_and_acked(
+    app: conveyor.App, recorder: Recorder, time_machine: TimeMachine
+) -> None:
+    @app.consumer("jobs", max_retries=3, dead_letter_queue="jobs-dlq")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+
+    await _lose_deliveries(app, "survivor", 2, time_machine)
+    await drain(app)
+    assert recorder.batches == [[("survivor", 3)]]
+    assert (await app.queue("jobs").stats()).total == 0
+    assert (await app.queue("jobs-dlq").stats()).total == 0
+
+
+async def test_suspects_run_alone(app: conveyor.App, time_machine: TimeMachine) -> None:
+    # A suspect's batch holds it alone, and no other batch of its consumer runs with it: a crash
+    # it causes convicts it only.
+    suspects = [f"suspect-{n}" for n in range(4)]
+    await _lose_many(app, suspects, 1, time_machine)
+    await app.queue("jobs").send_batch([f"innocent-{n}" for n in range(12)])
+    batches: list[list[str]] = []
+    running: list[list[str]] = []
+    overlaps: list[list[list[str]]] = []
+
+    @app.consumer("jobs", max_batch_size=5, max_concurrency=4, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        names = [str(message.body) for message in batch.messages]
+        batches.append(names)
+        running.append(names)
+        if len(running) > 1 and any(name.startswith("suspect") for names in running for name in names):
+            overlaps.append(list(running))
+        await asyncio.sleep(0.05)
+        running.remove(names)
+
+    await drain(app)
+    handled = sorted(name for batch in batches for name in batch)
+    assert handled == sorted([*suspects, *(f"innocent-{n}" for n in range(12))])
+    assert all(len(batch) == 1 for batch in batches if any(n.startswith("suspect") for n in batch))
+    assert overlaps == []
+
+
+async def test_a_suspect_starts_once_the_outcomes_of_finished_batches_are_settled(
+    make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await make_app(real_clock=True)
+    queue = app.queue("jobs")
+    await queue.send("suspect")
+    assert len(await queue.pull(visibility_timeout=1.0)) == 1  # a delivery that ends without an outcome
+    await queue.send("finished")  # visible before the suspect is again: leased first
+    await asyncio.sleep(1.2)
+    settle = app.core.settle
+
+    async def slow_settle(name: str, settlement: Settlement) -> SettleResult:
+        await asyncio.sleep(0.5)
+        return await settle(name, settlement)
+
+    monkeypatch.setattr(app.core, "settle", slow_settle)
+    seen_by_suspect: list[list[str]] = []
+
+    @app.consumer("jobs", max_batch_size=1, max_concurrency=2, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        if batch.messages[0].body == "suspect":
+            seen_by_suspect.append(sorted(str(m.body) for m in await queue.peek(10)))
+
+    async with asyncio.timeout(20):
+        await drain(app)
+    assert seen_by_suspect == [["suspect"]]  # "finished" was acked (durably) before it started
+    assert (await queue.stats()).total == 0
+
+
 # -- batching -------------------------------------------------------------------------------------
 
 

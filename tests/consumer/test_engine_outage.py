@@ -43,12 +43,14 @@ async def test_leasing_from_an_unreachable_engine_backs_off_quietly_and_recovers
     real_lease = app.backend.lease_many
     failures = 0
 
-    async def flaky_lease(queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def flaky_lease(
+        queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         nonlocal failures
         if failures < 4:  # the engine is down for the first four tries
             failures += 1
             raise BackendUnavailable("connection refused")
-        return await real_lease(queue, limit, visibility_timeout)
+        return await real_lease(queue, limit, visibility_timeout, handed=handed)
 
     monkeypatch.setattr(app.backend, "lease_many", flaky_lease)
     with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
@@ -73,7 +75,9 @@ async def test_an_unexpected_lease_error_is_logged_with_its_traceback(
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
         pass
 
-    async def broken_lease(queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def broken_lease(
+        queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         failed.set()
         raise ValueError("a bug in the engine")
 

@@ -4,7 +4,9 @@ writes, /metrics, /healthz and the dashboard (one engine is enough: no engine is
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,6 +15,8 @@ import conveyor
 from conveyor.http import create_api
 from conveyor.http.body import request_limit
 from tests.http.conftest import TOKEN, client_for, error_code, result
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def backlog(app: conveyor.App, queue: str = "jobs") -> int:
@@ -41,6 +45,15 @@ async def test_the_right_token_passes_as_bearer(sqlite_app: conveyor.App) -> Non
 async def test_healthz_needs_no_token(sqlite_app: conveyor.App) -> None:
     async with client_for(sqlite_app, headers={}) as client:
         assert result(await client.get("/healthz")) == {"status": "ok"}
+
+
+async def test_healthz_answers_what_docs_http_md_shows(sqlite_app: conveyor.App) -> None:
+    async with client_for(sqlite_app, headers={}) as client:
+        response = await client.get("/healthz")
+    assert response.status_code == 200
+    documented = '`{"success": true, "result": {"status": "ok"}, "errors": [], "messages": []}`'
+    assert documented in " ".join((REPO / "docs" / "http.md").read_text().split())
+    assert response.json() == json.loads(documented.strip("`"))
 
 
 async def test_the_dashboard_asks_a_browser_for_the_token(sqlite_app: conveyor.App) -> None:

@@ -358,7 +358,9 @@ class NatsBackend(Backend):
 
     # -- leasing -----------------------------------------------------------------------------
 
-    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def lease_many(
+        self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         if limit <= 0:
             return []
         try:
@@ -368,7 +370,7 @@ class NatsBackend(Backend):
                 if not view.has_visible():
                     return []
             leased: list[tuple[LeasedMessage, Location]] = await self._command(
-                queue, {"op": "lease", "tok": new_token(), "n": limit, "vt": visibility_timeout}
+                queue, {"op": "lease", "tok": new_token(handed), "n": limit, "vt": visibility_timeout}
             )
             return await self._with_bodies(view, leased)
         except QueueNotFound:
@@ -396,6 +398,15 @@ class NatsBackend(Backend):
             message.body = body
             result.append(message)
         return result
+
+    async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        if not leases:
+            return []
+        try:
+            statuses = await self._command(queue, {"op": "begin", "tok": new_token(), "l": _keys(leases)})
+        except QueueNotFound:
+            return [False] * len(leases)
+        return [bool(status) for status in statuses]
 
     async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
         header = {"op": "extend", "tok": new_token(), "vt": visibility_timeout, "l": _keys(leases)}

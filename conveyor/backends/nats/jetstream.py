@@ -33,7 +33,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from conveyor.backends import redact
-from conveyor.errors import BackendUnavailable, InvalidURL, QueueNotFound
+from conveyor.backends.nats import connecting
+from conveyor.errors import BackendUnavailable, CannotConnect, InvalidURL, QueueNotFound
 
 T = TypeVar("T")
 log = logging.getLogger("conveyor.nats")
@@ -203,14 +204,34 @@ class JetStream:
     async def connect(self) -> None:
         if self._nc is not None:
             return
-        options = self.options
+        first_errors: list[Exception] = []  # until connected: what made the first connect fail
 
         async def quiet(exc: Exception) -> None:
             """nats-py reports reconnects and readers started again here; calls that fail say so."""
+            if self._nc is None and len(first_errors) < CONNECT_ATTEMPTS * 2:
+                first_errors.append(exc)
             log.debug("nats-py: %r", exc)
 
+        try:
+            nc = await self._first_connect(quiet)
+        except BackendUnavailable:
+            lasting = [exc for exc in first_errors if connecting.cannot_heal(exc)]
+            if lasting:
+                where = self.options.where
+                raise CannotConnect(
+                    f"cannot connect to NATS at {where}: {connecting.cause(lasting[-1])}"
+                ) from None
+            raise
+        # connected once: from now on reconnect for as long as it takes (nats-py would also
+        # retry the first connect forever with -1, so it is set only now)
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
+        self._js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
+
+    async def _first_connect(self, error_cb: Callable[[Exception], Awaitable[None]]) -> Client:
+        options = self.options
         with self.available():
-            nc = await nats.connect(
+            return await nats.connect(
                 servers=options.servers,
                 user=options.user,
                 password=options.password,
@@ -221,13 +242,8 @@ class JetStream:
                 allow_reconnect=True,
                 ping_interval=5,
                 max_outstanding_pings=2,
-                error_cb=quiet,
+                error_cb=error_cb,
             )
-        # connected once: from now on reconnect for as long as it takes (nats-py would also
-        # retry the first connect forever with -1, so it is set only now)
-        nc.options["max_reconnect_attempts"] = -1
-        self._nc = nc
-        self._js = nc.jetstream(timeout=REQUEST_TIMEOUT_SECONDS)
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None

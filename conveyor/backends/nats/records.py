@@ -19,7 +19,7 @@ from typing import Any
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
 
 
@@ -192,6 +192,7 @@ def encode_state(state: QueueState) -> bytes:
             m.size,
             m.record,
             m.offset,
+            m.lost,
         ]
         for m in state.messages.values()
     ]
@@ -221,14 +222,16 @@ def encode_state(state: QueueState) -> bytes:
 
 def decode_state(name: str, data: bytes) -> QueueState:
     header = json.loads(data)
-    if header.get("v") != SNAPSHOT_VERSION:
+    version = header.get("v")
+    if version not in (2, SNAPSHOT_VERSION):  # v2 had no `lost`
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
     delay, retention = header["settings"]
     state.set_meta(QueueSettings(float(delay), float(retention)), bool(header["paused"]), header["created"])
     state.now = float(header["now"])
     for entry in header["messages"]:
-        message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record, offset = entry
+        message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]
+        offset = entry[10]
         message = Message(
             id=message_id,
             content_type=_content_type(kind),
@@ -241,6 +244,7 @@ def decode_state(name: str, data: bytes) -> QueueState:
             attempts=attempts,
             lease_token=token,
             dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
+            lost=entry[11] if len(entry) > 11 else 0,
         )
         state.messages[message.id] = message
         state.bytes += size

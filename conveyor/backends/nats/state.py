@@ -20,6 +20,7 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from conveyor.backends.base import expiry_is_lost, expiry_refunds, handed_token
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -51,6 +52,7 @@ class Message:
     lease_token: str | None = None
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
+    lost: int = 0  # deliveries in a row without an outcome
 
     @property
     def location(self) -> Location:
@@ -202,12 +204,27 @@ class QueueState:
             message = self.messages.get(message_id)
             if message is None or message.version != version:
                 continue
+            if message.lease_token is not None:  # its last lease expired
+                if expiry_refunds(message.lease_token):
+                    message.attempts -= 1
+                elif expiry_is_lost(message.lease_token):
+                    message.lost += 1
             message.attempts += 1
             message.lease_token = token
             message.visible_at = now + visibility_timeout
             self.schedule(message)
             leased.append(message)
         return leased
+
+    def begin(self, leases: Iterable[LeaseKey], now: float) -> list[bool]:
+        """Read-ahead leases handed to a handler: their token becomes the handed kind."""
+        statuses = []
+        for lease in leases:
+            message = self._live(lease, now)
+            if message is not None and message.lease_token is not None:
+                message.lease_token = handed_token(message.lease_token)
+            statuses.append(message is not None)
+        return statuses
 
     def extend(self, leases: Iterable[LeaseKey], visibility_timeout: float, now: float) -> int:
         renewed = 0
@@ -253,6 +270,7 @@ class QueueState:
             message = self._live((message_id, token), now)
             if message is not None:
                 message.lease_token = None
+                message.lost = 0  # the delivery ended with an outcome
                 message.visible_at = now + delay
                 self.schedule(message)
                 retried = True

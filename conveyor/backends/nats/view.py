@@ -294,11 +294,14 @@ class QueueView:
                             m.attempts,
                             make_lease_id(m.id, token),
                             m.dead_letter,
+                            m.lost,
                         ),
                         m.location,
                     )
                     for m in leased
                 ]
+        elif op == "begin":
+            result = state.begin(header["l"], now)
         elif op == "extend":
             result = state.extend(header["l"], float(header["vt"]), now)
         elif op == "release":

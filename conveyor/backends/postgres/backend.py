@@ -59,6 +59,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from conveyor.backends.base import Backend, new_token
+from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
@@ -82,8 +83,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "schema_v1"}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "schema_v1", 2: "schema_v2"}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -188,6 +189,8 @@ class PostgresBackend(Backend):
     async def connect(self) -> None:
         if self._pool is not None:
             return
+        # before the pool, whose retries would hide a cause that waiting will not fix
+        await check_connects(self._conninfo, self.url, self.pool_timeout)
         pool = AsyncConnectionPool(
             self._conninfo,
             min_size=1,
@@ -533,15 +536,26 @@ class PostgresBackend(Backend):
 
         return send
 
-    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
-        token = new_token()
+    async def lease_many(
+        self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
+        token = new_token(handed)
         params = {"queue": queue, "limit": limit, "token": token, "visibility_timeout": visibility_timeout}
         rows = await self._fetchall("lease", params)
         # the lease id format of make_lease_id, inlined: this runs per message
         return [
-            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}", _dead_letter(dead))
-            for _, id_, body, kind, sent, attempts, dead in rows
+            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}", _dead_letter(dead), lost)
+            for _, id_, body, kind, sent, attempts, dead, lost in rows
         ]
+
+    async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        ids, tokens = _split_leases(leases)
+        if not ids:
+            return []
+        # not repeatable: a second run after a lost reply would find the tokens changed
+        rows = await self._fetchall("begin", {"queue": queue, "ids": ids, "tokens": tokens})
+        begun = {int(row[0]) for row in rows}
+        return [n in begun for n in range(1, len(ids) + 1)]
 
     async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
         ids, tokens = _split_leases(leases)

@@ -51,6 +51,11 @@ CREATE TABLE {schema}.subscriptions (
 );
 CREATE INDEX subscriptions_queue ON {schema}.subscriptions (queue)
 
+-- name: schema_v2
+-- v2: `lost` counts a message's deliveries in a row that ended without an outcome (a lease of a
+-- handed kind expired), a lease token's first character being its kind (backends/base.py)
+ALTER TABLE {schema}.messages ADD COLUMN lost integer NOT NULL DEFAULT 0
+
 -- name: queue_by_name
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8
 FROM {schema}.queues WHERE name = %(name)b
@@ -144,14 +149,18 @@ WITH source AS (
     FOR UPDATE SKIP LOCKED
 ), leased AS (
     UPDATE {schema}.messages m
-    SET attempts = m.attempts + 1, lease_token = %(token)b,
+    -- a row that still has a token had a lease that expired: a read-ahead one ('r') gives its
+    -- attempt back, a handed one adds a lost delivery (SET reads the values from before)
+    SET attempts = m.attempts + 1 - (m.lease_token IS NOT NULL AND left(m.lease_token, 1) = 'r')::int,
+        lost = m.lost + (m.lease_token IS NOT NULL AND left(m.lease_token, 1) <> 'r')::int,
+        lease_token = %(token)b,
         visible_at = now() + make_interval(secs => %(visibility_timeout)b)
     FROM picked WHERE m.ctid = picked.ctid
     RETURNING picked.visible_at AS was_visible, m.seq, m.id, m.body, m.content_type,
-              extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at, m.attempts, m.dead_letter
+              extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at, m.attempts, m.dead_letter, m.lost
 )
 -- RETURNING hands rows over in join order: the batch keeps the picked order, oldest visible first
-SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter FROM leased
+SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost FROM leased
 ORDER BY was_visible, seq
 
 -- Statements on leases look each message up by id: `queue_id + 0` keeps the planner off the ready
@@ -165,6 +174,18 @@ WHERE m.id = l.id AND m.lease_token = l.token AND m.visible_at > now()
       SELECT id FROM {schema}.queues
       WHERE name = %(queue)b AND set_config('synchronous_commit', 'off', true) = 'off'
   )
+
+-- name: begin
+-- read-ahead leases handed to a handler: the token's kind becomes 'h'; returns the positions
+-- (from 1) of the live ones
+UPDATE {schema}.messages m SET lease_token = 'h' || substr(m.lease_token, 2)
+FROM unnest(%(ids)b::text[], %(tokens)b::text[]) WITH ORDINALITY AS l(id, token, n)
+WHERE m.id = l.id AND m.lease_token = l.token AND m.visible_at > now()
+  AND m.queue_id + 0 = (
+      SELECT id FROM {schema}.queues
+      WHERE name = %(queue)b AND set_config('synchronous_commit', 'off', true) = 'off'
+  )
+RETURNING l.n
 
 -- name: release
 WITH released AS (
@@ -200,7 +221,7 @@ WITH source AS (
     RETURNING a.n
 ), retried AS (
     UPDATE {schema}.messages m
-    SET visible_at = now() + make_interval(secs => r.delay), lease_token = NULL
+    SET visible_at = now() + make_interval(secs => r.delay), lease_token = NULL, lost = 0
     FROM unnest(%(retry_ids)b::text[], %(retry_tokens)b::text[], %(retry_delays)b::float8[])
          WITH ORDINALITY AS r(id, token, delay, n)
     WHERE (SELECT ok FROM complete) AND m.id = r.id AND m.lease_token = r.token
@@ -273,7 +294,7 @@ WITH source AS (
     FOR UPDATE SKIP LOCKED
 ), moved AS (
     UPDATE {schema}.messages m
-    SET queue_id = (SELECT id FROM destination), attempts = 0, visible_at = now(), lease_token = NULL,
+    SET queue_id = (SELECT id FROM destination), attempts = 0, lost = 0, visible_at = now(), lease_token = NULL,
         dead_letter = NULL
     FROM picked WHERE m.id = picked.id
     RETURNING 1

@@ -65,9 +65,10 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from conveyor.backends.base import Backend, make_lease_id, new_token
+from conveyor.backends.redis import connecting
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
-from conveyor.errors import BackendUnavailable, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.errors import BackendUnavailable, CannotConnect, InvalidURL, QueueAlreadyExists, QueueNotFound
 from conveyor.types import (
     CONTENT_TYPES,
     SYSTEM_CLOCK,
@@ -279,7 +280,16 @@ class RedisBackend(Backend):
     async def connect(self) -> None:
         if self._client is not None:
             return
-        with self._available():
+        try:
+            await self._connect()
+        except redis_errors.RedisError as exc:
+            if not connecting.cannot_heal(exc):
+                raise
+            where = self.options.where
+            raise CannotConnect(f"cannot connect to Redis at {where}: {connecting.cause(exc)}") from None
+
+    async def _connect(self) -> None:
+        with self._available(heals_only=True):
             cluster = self.options.cluster
             if cluster is None:
                 cluster = await self._detect_cluster()
@@ -317,10 +327,14 @@ class RedisBackend(Backend):
             await client.aclose()
 
     @contextlib.contextmanager
-    def _available(self) -> Iterator[None]:
+    def _available(self, *, heals_only: bool = False) -> Iterator[None]:
+        """Redis's connection errors as BackendUnavailable; with `heals_only` (a first connect),
+        those that cannot heal pass through, for `connect` to raise as CannotConnect."""
         try:
             yield
         except UNAVAILABLE as exc:
+            if heals_only and connecting.cannot_heal(exc):
+                raise
             raise BackendUnavailable(f"Redis at {self.options.where} is unavailable: {exc}") from exc
 
     @property
@@ -459,18 +473,20 @@ class RedisBackend(Backend):
 
     # -- leasing -----------------------------------------------------------------------------
 
-    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def lease_many(
+        self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         if limit <= 0:
             return []
-        token = new_token()
+        token = new_token(handed)
         raw = await self._run("lease", self._queue_keys(queue), [limit, _us(visibility_timeout), token])
         return self._leased(queue, token, raw)
 
     @staticmethod
     def _leased(queue: str, token: str, raw: list[Any]) -> list[LeasedMessage]:
-        """LeasedMessages from the lease script's reply: id, record and attempts per message."""
+        """LeasedMessages from the lease script's reply: id, record, attempts and lost per message."""
         leased = []
-        for i in range(0, len(raw), 3):
+        for i in range(0, len(raw), 4):
             message_id = raw[i].decode()
             content_type, timestamp, dead, body = _record(raw[i + 1])
             leased.append(
@@ -483,6 +499,7 @@ class RedisBackend(Backend):
                     attempts=raw[i + 2],
                     lease_id=make_lease_id(message_id, token),
                     dead_letter=_dead_letter(dead),
+                    lost=raw[i + 3],
                 )
             )
         return leased
@@ -499,6 +516,12 @@ class RedisBackend(Backend):
         return int(
             await self._run("extend_leases", self._queue_keys(queue), [_us(visibility_timeout), *pairs])
         )
+
+    async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        pairs = self._lease_pairs(leases)
+        if not pairs:
+            return []
+        return [bool(status) for status in await self._run("begin", self._queue_keys(queue), pairs)]
 
     async def release(self, queue: str, leases: Sequence[Lease]) -> int:
         pairs = self._lease_pairs(leases)
@@ -694,19 +717,19 @@ class RedisBackend(Backend):
                 await self.client.blpop([self._queue_keys(queue)[WAKE]], timeout=block)  # type: ignore[misc]
 
     async def wait_and_lease(
-        self, queue: str, limit: int, visibility_timeout: float, timeout: float
+        self, queue: str, limit: int, visibility_timeout: float, timeout: float, *, handed: bool = True
     ) -> list[LeasedMessage]:
         """The lease script is pipelined behind the blocking pop: Redis runs it the moment the
         pop returns, so a wake-up costs no round trip of its own. (On a Cluster, where a pipeline
         is split by node, the two go one after the other.)"""
         client = self.client
         if not isinstance(client, aioredis.Redis) or limit <= 0:  # a RedisCluster is not one
-            return await super().wait_and_lease(queue, limit, visibility_timeout, timeout)
+            return await super().wait_and_lease(queue, limit, visibility_timeout, timeout, handed=handed)
         block = await self._block_seconds(queue, timeout)
         if block is None:
-            return await self.lease_many(queue, limit, visibility_timeout)
+            return await self.lease_many(queue, limit, visibility_timeout, handed=handed)
         keys = self._queue_keys(queue)
-        token = new_token()
+        token = new_token(handed)
         lease = self._scripts["lease"]
         with self._available():
             # EVALSHA itself: a pipeline given the script object would first ask SCRIPT EXISTS
@@ -715,7 +738,7 @@ class RedisBackend(Backend):
                 pipe.evalsha(lease.sha, len(keys), *keys, str(limit), str(_us(visibility_timeout)), token)
                 _, raw = await pipe.execute(raise_on_error=False)
         if isinstance(raw, redis_errors.NoScriptError):  # a restarted server: lease_many loads it
-            return await self.lease_many(queue, limit, visibility_timeout)
+            return await self.lease_many(queue, limit, visibility_timeout, handed=handed)
         if isinstance(raw, Exception):
             raise raw
         return self._leased(queue, token, raw)

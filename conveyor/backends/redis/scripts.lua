@@ -7,7 +7,9 @@
 -- Per queue (KEYS, in this order, KEYS_PER_QUEUE of them):
 --   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes)
 --   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
---   state     hash id -> "<deliveries>:<body size>:<lease token>" (messages leased at least once)
+--   state     hash id -> "<deliveries>:<body size>:<lost>:<lease token>" (messages leased at
+--             least once; `lost`: deliveries in a row without an outcome; a state written before
+--             `lost` existed reads as "<deliveries>:<body size>:<lease token>" with lost 0)
 --   ready     zset id by visible time (due and delayed messages)
 --   inflight  zset id by lease deadline (an expired lease is deliverable again)
 --   age       zset id by send time (retention, oldest age; also: which ids are stored)
@@ -107,14 +109,18 @@ local function body_size(rec)
   return #rec - at + 1 - tonumber(length)
 end
 
--- "<deliveries>:<size>:<token>" -> deliveries, size, token
+-- "<deliveries>:<size>:<lost>:<token>" -> deliveries, size, token, lost (tokens hold no ':')
 local function unpack_state(s)
-  local attempts, size, token = string.match(s, '^(%d+):(%d+):(.*)$')
-  return tonumber(attempts), tonumber(size), token
+  local attempts, size, lost, token = string.match(s, '^(%d+):(%d+):(%d+):(.*)$')
+  if attempts then
+    return tonumber(attempts), tonumber(size), token, tonumber(lost)
+  end
+  attempts, size, token = string.match(s, '^(%d+):(%d+):(.*)$')
+  return tonumber(attempts), tonumber(size), token, 0
 end
 
-local function state(attempts, size, token)
-  return attempts .. ':' .. size .. ':' .. token
+local function state(attempts, size, token, lost)
+  return attempts .. ':' .. size .. ':' .. (lost or 0) .. ':' .. token
 end
 
 -- Store messages {id, record, visible, timestamp, size} whose ids are not stored already, so a
@@ -312,7 +318,7 @@ end
 return 0
 
 -- name: lease
--- ARGV: limit, visibility timeout µs, token. Returns id, record, deliveries per message.
+-- ARGV: limit, visibility timeout µs, token. Returns id, record, deliveries, lost per message.
 local q = queue_keys(1)
 if redis.call('HGET', q.meta, 'paused') ~= '0' then
   return {}
@@ -320,7 +326,9 @@ end
 local now = server_now()
 local limit = tonumber(ARGV[1])
 local token = ARGV[3]
--- expired leases rejoin the ready set at the time they became visible
+-- expired leases rejoin the ready set at the time they became visible, counted by their kind
+-- (conveyor/backends/base.py): a read-ahead one ('r') gives its attempt back, a handed one adds
+-- a lost delivery; the token is cleared, so the expiry is counted once
 local expired = redis.call('ZRANGEBYSCORE', q.inflight, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 if #expired > 0 then
   local scored, ids = {}, {}
@@ -329,8 +337,23 @@ if #expired > 0 then
     scored[#scored + 1] = expired[i]
     ids[#ids + 1] = expired[i]
   end
+  local old = many_get('HMGET', q.state, ids)
+  local counted = {}
+  for i, id in ipairs(ids) do
+    if old[i] then
+      local attempts, size, token, lost = unpack_state(old[i])
+      if string.sub(token, 1, 1) == 'r' then
+        attempts = attempts - 1
+      elseif token ~= '' and string.sub(token, 1, 5) ~= 'move-' then
+        lost = lost + 1
+      end
+      counted[#counted + 1] = id
+      counted[#counted + 1] = state(attempts, size, '', lost)
+    end
+  end
   redis.call('ZADD', q.ready, unpack(scored))
   redis.call('ZREM', q.inflight, unpack(ids))
+  many('HSET', q.state, counted, 2)
 end
 local ids = redis.call('ZRANGEBYSCORE', q.ready, '-inf', now, 'LIMIT', 0, limit)
 if #ids == 0 then
@@ -341,9 +364,10 @@ local scored, fields, out = {}, {}, {}
 local states = many_get('HMGET', q.state, ids)
 local recs = many_get('HMGET', q.msgs, ids)
 for i, id in ipairs(ids) do
-  local attempts, size = 0, nil
+  local attempts, size, lost = 0, nil, 0
   if states[i] then
-    attempts, size = unpack_state(states[i])
+    local _
+    attempts, size, _, lost = unpack_state(states[i])
   else
     size = body_size(recs[i])
   end
@@ -351,10 +375,11 @@ for i, id in ipairs(ids) do
   scored[#scored + 1] = deadline
   scored[#scored + 1] = id
   fields[#fields + 1] = id
-  fields[#fields + 1] = state(attempts, size, token)
+  fields[#fields + 1] = state(attempts, size, token, lost)
   out[#out + 1] = id
   out[#out + 1] = recs[i]
   out[#out + 1] = attempts
+  out[#out + 1] = lost
 end
 many('ZREM', q.ready, ids)
 many('ZADD', q.inflight, scored, 2)
@@ -382,6 +407,31 @@ end
 many('ZADD', q.inflight, scored, 2)
 return #scored / 2
 
+-- name: begin
+-- ARGV: id, token pairs of read-ahead leases handed to a handler: their token's kind becomes
+-- 'h'. Returns 1/0 per pair: whether the lease was live.
+local q = queue_keys(1)
+local now = server_now()
+local ids, tokens = {}, {}
+for i = 1, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local fields, out, seen = {}, {}, {}
+for i, live in ipairs(live_states(q, ids, tokens, now)) do
+  if live and not seen[ids[i]] then
+    seen[ids[i]] = true
+    local attempts, size, token, lost = unpack_state(live)
+    fields[#fields + 1] = ids[i]
+    fields[#fields + 1] = state(attempts, size, 'h' .. string.sub(token, 2), lost)
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+many('HSET', q.state, fields, 2)
+return out
+
 -- name: release
 -- ARGV: id, token pairs. Returns how many leases were live.
 local q = queue_keys(1)
@@ -396,12 +446,12 @@ for i, live in ipairs(live_states(q, ids, tokens, now)) do
   local id = ids[i]
   if live and not seen[id] then
     seen[id] = true
-    local attempts, size, token = unpack_state(live)
+    local attempts, size, token, lost = unpack_state(live)
     gone[#gone + 1] = id
     scored[#scored + 1] = now
     scored[#scored + 1] = id
     fields[#fields + 1] = id
-    fields[#fields + 1] = state(attempts - 1, size, token)
+    fields[#fields + 1] = state(attempts - 1, size, '', lost)
   end
 end
 many('ZREM', q.inflight, gone)
@@ -438,7 +488,7 @@ for kind, width in ipairs({2, 3, 5}) do
 end
 local live = live_states(q, ids, tokens, now)
 local status, remote, woken, taken = {}, {}, {}, {}
-local acked, ack_bytes, retried, retry_scored, dead = {}, 0, {}, {}, {}
+local acked, ack_bytes, retried, retry_scored, retry_states, dead = {}, 0, {}, {}, {}, {}
 for i, id in ipairs(ids) do
   local s = live[i]
   if s and not taken[id] then
@@ -449,6 +499,9 @@ for i, id in ipairs(ids) do
       acked[#acked + 1] = id
       ack_bytes = ack_bytes + size
     elseif kinds[i] == 2 then
+      local attempts, size = unpack_state(s)
+      retry_states[#retry_states + 1] = id
+      retry_states[#retry_states + 1] = state(attempts, size, '', 0)  -- an outcome: lost is 0 again
       retried[#retried + 1] = id
       retry_scored[#retry_scored + 1] = now + tonumber(ARGV[extra[i] + 2])
       retry_scored[#retry_scored + 1] = id
@@ -470,6 +523,7 @@ end
 if #retried > 0 then
   many('ZREM', q.inflight, retried)
   many('ZADD', q.ready, retry_scored, 2)
+  many('HSET', q.state, retry_states, 2)
   wake(q, #retried)
 end
 -- dead letters are rare: one at a time
@@ -575,16 +629,17 @@ local states = many_get('HMGET', q.state, ids)
 local recs = many_get('HMGET', q.msgs, ids)
 local scored, fields, out = {}, {}, {}
 for i, id in ipairs(ids) do
-  local attempts, size = 0, nil
+  local attempts, size, lost = 0, nil, 0
   if states[i] then
-    attempts, size = unpack_state(states[i])
+    local _
+    attempts, size, _, lost = unpack_state(states[i])
   else
     size = body_size(recs[i])
   end
   scored[#scored + 1] = now + tonumber(ARGV[2])
   scored[#scored + 1] = id
   fields[#fields + 1] = id
-  fields[#fields + 1] = state(attempts, size, ARGV[3])
+  fields[#fields + 1] = state(attempts, size, ARGV[3], lost)
   out[#out + 1] = id
   out[#out + 1] = recs[i]
 end

@@ -63,8 +63,8 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: Q["schema_v1"]}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"]}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
@@ -422,7 +422,7 @@ class SQLiteBackend(Backend):
     ) -> list[tuple[bool, Any]]:
         conn = self._conn
         assert conn is not None
-        # A group of only leases / lease extensions / releases commits without an fsync. A process
+        # A group of only leases / lease extensions / begins / releases commits without an fsync. A process
         # crash still loses nothing (the WAL is in the OS's hands); a power cut can only forget the
         # latest leases: those messages come back with that attempt uncounted, which at-least-once
         # allows. The next durable commit fsyncs the WAL, lease frames included. Sends, settles,
@@ -649,9 +649,11 @@ class SQLiteBackend(Backend):
         await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})
 
-    async def lease_many(self, queue: str, limit: int, visibility_timeout: float) -> list[LeasedMessage]:
+    async def lease_many(
+        self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
         limit = self._drain_size(limit)
-        token = new_token()
+        token = new_token(handed)
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = self.clock.now()
@@ -668,9 +670,26 @@ class SQLiteBackend(Backend):
         rows = await self._transaction(lease, lease=True)
         # the lease id format of make_row_lease_id, inlined: this runs per message
         return [
-            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", _dead_letter(dead))
-            for seq, id_, body, kind, sent, attempts, dead in rows
+            LeasedMessage(
+                id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", _dead_letter(dead), lost
+            )
+            for seq, id_, body, kind, sent, attempts, dead, lost in rows
         ]
+
+    async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        if not leases:
+            return []
+
+        def begin(conn: sqlite3.Connection) -> list[bool]:
+            row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
+            if row is None:
+                return [False] * len(leases)
+            now = self.clock.now()
+            statement = Q["begin"]
+            params = ({"seq": seq, "token": tok, "queue_id": row[0], "now": now} for _, tok, seq in leases)
+            return [conn.execute(statement, item).fetchone() is not None for item in params]
+
+        return await self._transaction(begin, lease=True)
 
     async def _update_leases(self, statement: str, queue: str, leases: Sequence[Lease], **extra: Any) -> int:
         def update(conn: sqlite3.Connection) -> int:

@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS conveyor_subscriptions (
     PRIMARY KEY (topic, queue)
 );
 
+-- name: schema_v2
+-- v2: `lost` counts a message's deliveries in a row that ended without an outcome (a lease of a
+-- handed kind expired), a lease token's first character being its kind (backends/base.py)
+ALTER TABLE conveyor_messages ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
+
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at FROM conveyor_queues WHERE name = ?
 
@@ -85,11 +90,21 @@ WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
   AND visible_at <= ?
 ORDER BY visible_at, seq LIMIT ?
 
+-- A picked row that still has a token had a lease that expired: a read-ahead one ('r') gives its
+-- attempt back, a handed one adds a lost delivery ('move-' holds are Redis's only). SET reads
+-- the row's values from before the update.
 -- name: lease
 UPDATE conveyor_messages
-SET attempts = attempts + 1, lease_token = ?, visible_at = ?
+SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1, 1) = 'r'),
+    lost = lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
+    lease_token = ?, visible_at = ?
 WHERE seq IN (SELECT value FROM json_each(?))
-RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost
+
+-- name: begin
+UPDATE conveyor_messages SET lease_token = 'h' || substr(lease_token, 2)
+WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+RETURNING seq
 
 -- Leases name their row (seq, the rowid): no search of the id index. Rowids can be reused after a
 -- delete; the lease token, unique per delivery, is what proves the lease is live.
@@ -113,7 +128,7 @@ WHERE seq IN (SELECT value FROM json_each(:seqs))
 RETURNING seq
 
 -- name: retry
-UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL
+UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL, lost = 0
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
 RETURNING seq
@@ -139,7 +154,8 @@ FROM conveyor_messages WHERE queue_id = ? ORDER BY visible_at, seq LIMIT ?
 
 -- name: move
 UPDATE conveyor_messages
-SET queue_id = :destination, attempts = 0, visible_at = :now, lease_token = NULL, dead_letter = NULL
+SET queue_id = :destination, attempts = 0, lost = 0, visible_at = :now, lease_token = NULL,
+    dead_letter = NULL
 WHERE seq IN (
     SELECT seq FROM conveyor_messages
     WHERE queue_id = :source AND (lease_token IS NULL OR visible_at <= :now)

@@ -18,7 +18,7 @@ import os
 import sqlite3
 import time
 
-from conveyor.errors import BackendUnavailable, StorageFull, StorageUnusable
+from conveyor.errors import BackendUnavailable, CannotConnect, StorageFull, StorageUnusable
 
 RESERVE_SUFFIX = "-reserve"
 # The reserve is at most this big, and at most this share of its file system (a small disk keeps
@@ -64,6 +64,19 @@ def is_full(exc: BaseException) -> bool:
     return isinstance(exc, StorageFull) or _primary_code(exc) in _FULL
 
 
+def _unreachable_folder(path: str) -> str | None:
+    """Why the folder of `path` cannot hold a database (missing, not a folder, not writable), if so."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        return f"its folder {folder} does not exist"
+    if not os.path.isdir(folder):
+        return f"{folder} is not a folder"
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    if read_only or not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable" + (" (a read-only file system)" if read_only else "")
+    return None
+
+
 def storage_error(exc: sqlite3.Error, path: str) -> Exception:
     """conveyor's error for a storage failure of the database at `path`; any other sqlite3 error
     (a statement of conveyor's that is wrong) is returned as it is."""
@@ -79,6 +92,9 @@ def storage_error(exc: sqlite3.Error, path: str) -> Exception:
             "Restore it from a backup, or point the URL at another file"
         )
     if code in _CANNOT_OPEN:
+        unreachable = _unreachable_folder(path)
+        if unreachable is not None:
+            return CannotConnect(f"cannot open the SQLite database {path}: {unreachable}")
         return StorageUnusable(
             f"cannot open the SQLite database {path} ({exc}): is it a directory, or is its folder "
             "missing or not writable?"
