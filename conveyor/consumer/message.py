@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.codec import decode_body
-from conveyor.limits import MAX_DELAY_SECONDS, check_range
+from conveyor.limits import DEFAULT_LIMITS, Limits, check_delay
 from conveyor.types import ContentType, DeadLetterInfo, LeasedMessage, QueueStats
 
 # Longest error text kept with a dead letter.
@@ -33,10 +33,11 @@ class Outcome(enum.Enum):
 class Message:
     """One delivered message. Mark it with `ack()`, `retry()` or `dead_letter()`; the first call wins."""
 
-    __slots__ = ("_body", "_decoded", "_leased", "outcome", "reason", "retry_delay")
+    __slots__ = ("_body", "_decoded", "_leased", "_limits", "outcome", "reason", "retry_delay")
 
-    def __init__(self, leased: LeasedMessage) -> None:
+    def __init__(self, leased: LeasedMessage, limits: Limits = DEFAULT_LIMITS) -> None:
         self._leased = leased
+        self._limits = limits  # the App's: bounds `retry(delay_seconds=)`
         self._body: Any = None
         self._decoded = False
         self.outcome: Outcome | None = None
@@ -91,9 +92,10 @@ class Message:
         self._mark(Outcome.ACK)
 
     def retry(self, *, delay_seconds: float | None = None) -> None:
-        """Deliver again later (after `delay_seconds`, else the consumer's `retry_delay`)."""
+        """Deliver again later: after `delay_seconds` (0 to the App's `max_delay_seconds`), else
+        after the consumer's `retry_delay` or backoff."""
         if delay_seconds is not None:
-            check_range("delay_seconds", delay_seconds, 0, MAX_DELAY_SECONDS)
+            check_delay("delay_seconds", delay_seconds, self._limits)
         self._mark(Outcome.RETRY, delay_seconds=delay_seconds)
 
     def dead_letter(self, reason: str) -> None:
@@ -151,7 +153,7 @@ class MessageBatch:
 
     def retry_all(self, *, delay_seconds: float | None = None) -> None:
         """Retry every message not marked yet, after `delay_seconds` (0-86,400) or the consumer's
-        `retry_delay`."""
+        `retry_delay` or backoff."""
         for message in self.messages:
             message.retry(delay_seconds=delay_seconds)
 
