@@ -13,6 +13,7 @@ from conveyor.errors import (
     ConveyorError,
     ConveyorValueError,
     EventBusClosed,
+    HandlerTimedOut,
     InvalidContentType,
     InvalidDedupId,
     InvalidHandler,
@@ -23,15 +24,19 @@ from conveyor.errors import (
     MessageValidationError,
     MetricsServerError,
     MissingDependency,
+    OwnerClosed,
     QueueAlreadyExists,
     QueueFull,
     QueueNotFound,
     QueuePaused,
     StorageFull,
     StorageUnusable,
+    SubscriptionNotFound,
+    TopicNotFound,
 )
 from conveyor.events import Event, EventBus
 from conveyor.limits import Limits
+from conveyor.owned import Owned
 from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.topics import PublishResult, Topic
@@ -57,6 +62,7 @@ __all__ = [
     "EventBus",
     "EventBusClosed",
     "ExtendResult",
+    "HandlerTimedOut",
     "InvalidContentType",
     "InvalidDedupId",
     "InvalidHandler",
@@ -70,6 +76,8 @@ __all__ = [
     "MessageValidationError",
     "MetricsServerError",
     "MissingDependency",
+    "Owned",
+    "OwnerClosed",
     "PeekedMessage",
     "PublishResult",
     "PulledMessage",
@@ -87,6 +95,8 @@ __all__ = [
     "StorageFull",
     "StorageUnusable",
     "Subscription",
+    "SubscriptionNotFound",
     "Topic",
+    "TopicNotFound",
     "TypeCounters",
 ]

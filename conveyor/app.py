@@ -16,7 +16,7 @@ from conveyor import limits as L
 from conveyor import topics
 from conveyor.backends import Backend, from_url, redact
 from conveyor.config import project_url
-from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, Worker
+from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, RetryBackoff, Worker
 from conveyor.consumer.handlers import checked_handler
 from conveyor.consumer.observer import NO_OBSERVER
 from conveyor.consumer.rate import RateScope, shared_rate_limits
@@ -283,10 +283,15 @@ class App:
         visibility_timeout: float = L.DEFAULT_VISIBILITY_TIMEOUT,
         max_rate: str | float | None = None,
         max_rate_scope: RateScope = "process",
+        timeout: float | None = None,
+        retry_backoff: RetryBackoff = "fixed",
+        retry_backoff_base: float = L.DEFAULT_RETRY_BACKOFF_BASE,
+        retry_backoff_cap: float = L.DEFAULT_RETRY_BACKOFF_CAP,
     ) -> Callable[[H], H]:
         """Register `async def handler(batch, env)` as the consumer of `queue` (a decorator).
 
-        One consumer per queue. The settings and the handler are checked here, so a bad value
+        One consumer per queue. The settings (against the App's `limits`) and the handler are
+        checked here, so a bad value
         raises `LimitExceeded`, and a handler that cannot be called as `handler(batch, env)`
         raises `InvalidHandler`, at the decorator, not at start-up. A plain `def` handler is
         supported: it runs in a worker thread, so it may block. A handler that returns acks every
@@ -300,7 +305,8 @@ class App:
             max_retries: retries before a message is dead-lettered, so `max_retries + 1`
                 deliveries (0-100; default 3).
             retry_delay: seconds before a retried message is delivered again, unless
-                `Message.retry(delay_seconds=)` says otherwise (0-86,400; default 0).
+                `Message.retry(delay_seconds=)` says otherwise (0-86,400; default 0); the fixed
+                delay of `retry_backoff="fixed"`.
             dead_letter_queue: where messages go after the last retry or `dead_letter()`;
                 None (the default) deletes them with a WARNING log line.
             max_concurrency: batches of this consumer running at once (1-250); None (the
@@ -313,6 +319,16 @@ class App:
             max_rate_scope: "process" (the default): each worker process keeps its own bucket,
                 so N workers lease up to N times the rate; "global": one bucket in the engine
                 shared by every worker of this queue (PostgreSQL, Redis and NATS).
+            timeout: the handler's time limit in seconds (0.01-43,200; default None: none). A
+                handler still running after it is cancelled; the messages it did not mark are
+                retried with the error "timed out after N s" (the delivery counts as an
+                attempt) and its slot goes to the next batch.
+            retry_backoff: `"fixed"` (default: wait `retry_delay`) or `"exponential"`: the retry
+                after delivery n waits a random time between 0 and
+                `min(retry_backoff_cap, retry_backoff_base * 2 ** (n - 1))` ("full jitter").
+                `Message.retry(delay_seconds=)` still wins.
+            retry_backoff_base: the first retry's longest wait, in seconds (0-86,400; default 1).
+            retry_backoff_cap: the longest wait of any retry, in seconds (0-86,400; default 300).
         """
         settings = ConsumerSpec(
             queue=queue,
@@ -326,6 +342,11 @@ class App:
             visibility_timeout=visibility_timeout,
             max_rate=max_rate,
             max_rate_scope=max_rate_scope,
+            timeout=timeout,
+            retry_backoff=retry_backoff,
+            retry_backoff_base=retry_backoff_base,
+            retry_backoff_cap=retry_backoff_cap,
+            limits=self.limits,
         )
         if max_rate is not None and max_rate_scope == "global":
             shared_rate_limits(self.backend)  # a clear error now, not at the worker's start

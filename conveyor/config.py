@@ -1,4 +1,4 @@
-"""conveyor.toml: a project's URL, queues and consumers (the wrangler.toml of conveyor), and the URL
+"""conveyor.toml: a project's URL, queues, consumers and topics (the wrangler.toml of conveyor), and the URL
 an App or a command uses when none is given.
 
 Loading validates every key with pydantic (unknown keys are errors, with a did-you-mean) and
@@ -108,6 +108,10 @@ class ConsumerConfig(_Section):
     # "100/s", "600/m", "10/h" or a number per second; checked by conveyor (parse_rate)
     max_rate: Annotated[str | float | None, AfterValidator(_rate)] = None
     max_rate_scope: Literal["process", "global"] = "process"
+    timeout: Duration | None = Field(None, ge=L.MIN_HANDLER_TIMEOUT, le=L.MAX_HANDLER_TIMEOUT)
+    retry_backoff: Literal["fixed", "exponential"] = "fixed"
+    retry_backoff_base: Duration = Field(L.DEFAULT_RETRY_BACKOFF_BASE, ge=0, le=L.MAX_DELAY_SECONDS)
+    retry_backoff_cap: Duration = Field(L.DEFAULT_RETRY_BACKOFF_CAP, ge=0, le=L.MAX_DELAY_SECONDS)
 
     @model_validator(mode="after")
     def _dead_letter_queue_is_another_queue(self) -> ConsumerConfig:
@@ -123,18 +127,41 @@ class MetricsConfig(_Section):
     host: str = Field(L.DEFAULT_METRICS_HOST, min_length=1)
 
 
+class SubscriptionConfig(_Section):
+    queue: QueueName
+    # None (or ["*"]): every type
+    types: list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)
+
+
+class TopicConfig(_Section):
+    name: QueueName
+    subscriptions: list[SubscriptionConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _queues_are_unique(self) -> TopicConfig:
+        queues = [subscription.queue for subscription in self.subscriptions]
+        duplicates = sorted({queue for queue in queues if queues.count(queue) > 1})
+        if duplicates:
+            raise ValueError(
+                f"topic {self.name!r} subscribes {', '.join(map(repr, duplicates))} more than once"
+            )
+        return self
+
+
 class ConveyorConfig(_Section):
     url: str | None = None
     app: ImportPath | None = None
     queues: list[QueueConfig] = []
     consumers: list[ConsumerConfig] = []
     metrics: MetricsConfig = MetricsConfig()
+    topics: list[TopicConfig] = []
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> ConveyorConfig:
         for section, names in (
             ("queues", [queue.name for queue in self.queues]),
             ("consumers", [consumer.queue for consumer in self.consumers]),
+            ("topics", [topic.name for topic in self.topics]),
         ):
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
@@ -142,8 +169,9 @@ class ConveyorConfig(_Section):
         return self
 
     def queue_names(self) -> list[str]:
-        """Every queue the file names: declared queues, consumed queues and dead-letter queues."""
+        """Every queue the file names: declared, consumed, dead-letter and subscription queues."""
         names = {queue.name for queue in self.queues}
+        names.update(subscription.queue for topic in self.topics for subscription in topic.subscriptions)
         for consumer in self.consumers:
             names.add(consumer.queue)
             if consumer.dead_letter_queue is not None:

@@ -203,3 +203,41 @@ class EventBusClosed(ConveyorError, RuntimeError):
     """`EventBus.publish` after `close()`."""
 
     code = "event_bus_closed"
+
+
+class HandlerTimedOut(ConveyorError, TimeoutError):
+    """A consumer's handler ran past its `timeout`: it was cancelled and the messages it had not
+    marked are retried (the attempt counts), then dead-lettered after the last retry."""
+
+    code = "handler_timed_out"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timed out after {seconds:g} s")
+        self.seconds = seconds
+
+
+class OwnerClosed(ConveyorError, RuntimeError):
+    """`Owned.call` on an owner that is not running (not started, or closed)."""
+
+    code = "owner_closed"
+
+
+class TopicNotFound(ConveyorValueError, LookupError):
+    """No queue subscribes to the topic (a topic exists while it has subscriptions)."""
+
+    code = "topic_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"topic {name!r} does not exist: no queue subscribes to it")
+        self.topic = name
+
+
+class SubscriptionNotFound(ConveyorValueError, LookupError):
+    """The queue does not subscribe to the topic."""
+
+    code = "subscription_not_found"
+
+    def __init__(self, topic: str, queue: str) -> None:
+        super().__init__(f"queue {queue!r} does not subscribe to topic {topic!r}")
+        self.topic = topic
+        self.queue = queue

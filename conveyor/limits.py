@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from conveyor.errors import InvalidDedupId, InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
 from conveyor.types import OutgoingMessage, QueueSettings
@@ -47,6 +47,16 @@ MAX_BATCH_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 3
 MAX_RETRIES = 100
 DEFAULT_RETRY_DELAY = 0.0
+# Exponential retry backoff (`retry_backoff="exponential"`): the n-th retry waits a random time
+# between 0 and min(cap, base * 2 ** (n - 1)) seconds ("full jitter").
+DEFAULT_RETRY_BACKOFF_BASE = 1.0
+DEFAULT_RETRY_BACKOFF_CAP = 300.0
+# Handler time limit (`timeout=`): None means none. A limit is between these (seconds).
+MIN_HANDLER_TIMEOUT = 0.01
+MAX_HANDLER_TIMEOUT = 43_200.0
+# A handler cancelled at its time limit gets this long (real time) to end before its slot is
+# taken back anyway (a handler that swallows the cancel keeps running, unsupervised).
+HANDLER_CANCEL_GRACE_SECONDS = 5.0
 # None means autoscale from 1 up to this many concurrent batches per consumer.
 AUTOSCALE_MAX_CONCURRENCY = 10
 MAX_CONCURRENCY = 250
@@ -99,6 +109,10 @@ MAX_EVENT_BUS_MAXSIZE = 10_000_000
 DEFAULT_EVENT_BUS_PUT_TIMEOUT = 1.0
 MAX_EVENT_BUS_PUT_TIMEOUT = 3_600.0
 
+# conveyor.Owned: calls that may wait for the owner before `call` waits for room.
+DEFAULT_OWNED_MAX_WAITING = 100
+MAX_OWNED_MAX_WAITING = 1_000_000
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -107,13 +121,24 @@ class Limits:
     `App(limits=conveyor.Limits(max_message_bytes=64_000))` changes them for one App. Sizes are
     bytes of the serialised body; delays and retention are seconds.
 
+    Every check of a value against one of these reads the App's Limits: sends, `retry_delay`,
+    `retry(delay_seconds=)`, pulls, consumer settings, queue settings.
+
     Attributes:
         max_message_bytes: largest message body (default 128,000).
         max_batch_messages: most messages in one `send_batch` (default 100).
         max_batch_bytes: largest `send_batch` in all (default 256,000).
-        max_delay_seconds: longest send delay, retry delay or delivery delay (default 86,400).
+        max_delay_seconds: longest send delay, retry delay (fixed, per message or backoff cap)
+            or delivery delay (default 86,400).
         min_retention_seconds: shortest queue retention (default 60).
         max_retention_seconds: longest queue retention (default 1,209,600: 14 days).
+        max_batch_size: largest consumer `max_batch_size` and pull `batch_size` (default 100).
+        max_batch_timeout: longest consumer `max_batch_timeout` (default 60).
+        max_retries: most consumer `max_retries` (default 100).
+        min_visibility_timeout: shortest lease, consumer or pull (default 0.05).
+        max_visibility_timeout: longest lease, consumer or pull (default 43,200: 12 h).
+        max_concurrency: most consumer `max_concurrency` (default 250).
+        max_handler_timeout: longest consumer `timeout` (default 43,200: 12 h).
     """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -122,6 +147,35 @@ class Limits:
     max_delay_seconds: float = MAX_DELAY_SECONDS
     min_retention_seconds: float = MIN_RETENTION_SECONDS
     max_retention_seconds: float = MAX_RETENTION_SECONDS
+    max_batch_size: int = MAX_BATCH_SIZE
+    max_batch_timeout: float = MAX_BATCH_TIMEOUT
+    max_retries: int = MAX_RETRIES
+    min_visibility_timeout: float = MIN_VISIBILITY_TIMEOUT
+    max_visibility_timeout: float = MAX_VISIBILITY_TIMEOUT
+    max_concurrency: int = MAX_CONCURRENCY
+    max_handler_timeout: float = MAX_HANDLER_TIMEOUT
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise LimitExceeded(
+                    f"Limits.{field.name} must be a finite number of at least 0, got {value!r}",
+                    limit=field.name,
+                    value=value,
+                )
+        for low, high in (
+            ("min_retention_seconds", "max_retention_seconds"),
+            ("min_visibility_timeout", "max_visibility_timeout"),
+        ):
+            if getattr(self, low) > getattr(self, high):
+                raise LimitExceeded(
+                    f"Limits.{low} is above Limits.{high}", limit=low, value=getattr(self, low)
+                )
+
+
+#: the limits of an App that names none (Cloudflare's)
+DEFAULT_LIMITS = Limits()
 
 
 def validate_queue_name(name: object) -> str:
@@ -192,8 +246,10 @@ def validate_dedup_id(dedup_id: object) -> str | None:
     return dedup_id
 
 
-def check_visibility_timeout(value: object) -> float:
-    return check_range("visibility_timeout", value, MIN_VISIBILITY_TIMEOUT, MAX_VISIBILITY_TIMEOUT)
+def check_visibility_timeout(value: object, limits: Limits) -> float:
+    return check_range(
+        "visibility_timeout", value, limits.min_visibility_timeout, limits.max_visibility_timeout
+    )
 
 
 def check_pull_wait(value: object) -> float:

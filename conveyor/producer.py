@@ -298,8 +298,9 @@ class Queue:
         the engine's wake-up and returns as soon as a message is visible, or empty at the deadline.
         Raises QueuePaused while the queue is paused.
         """
-        L.check_int_range("batch_size", batch_size, 1, L.MAX_BATCH_SIZE)
-        L.check_visibility_timeout(visibility_timeout)
+        limits = self.core.limits
+        L.check_int_range("batch_size", batch_size, 1, limits.max_batch_size)
+        L.check_visibility_timeout(visibility_timeout, limits)
         L.check_pull_wait(wait)
         backend = await self.core.connected()
         leased = await backend.lease_many(self.name, batch_size, visibility_timeout)
@@ -341,7 +342,7 @@ class Queue:
         """
         if isinstance(lease_ids, str) or not isinstance(lease_ids, Sequence):
             raise TypeError("extend takes a list of lease ids")
-        L.check_visibility_timeout(visibility_timeout)
+        L.check_visibility_timeout(visibility_timeout, self.core.limits)
         unique = list(dict.fromkeys(lease_ids))
         live = await self.core.live_leases(self.name, unique, visibility_timeout)
         stale = [lease_id for lease_id in unique if lease_id not in live]

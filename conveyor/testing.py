@@ -1,10 +1,12 @@
-"""Helpers for users' tests: a fake clock and running consumers until the queues are drained.
+"""Helpers for users' tests: a fake clock, running consumers until the queues are drained, and
+what a queue holds. The pytest plugin (conveyor/pytest_plugin.py) offers them as fixtures.
 
 clock = FakeClock()
 async with App("memory://", clock=clock) as app:
     await app.queue("q").send({"n": 1}, delay_seconds=60)
     clock.advance(60)                    # no sleeping
     await drain(app)                     # runs every consumer until nothing is left to do
+    assert await sent(app, "emails") == [...]   # bodies in a queue, not leased
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from typing import Any
 
 from conveyor.app import App
+from conveyor.errors import QueueNotFound
 
 # How long `drain` waits at most before giving up.
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# The most messages `sent` returns.
+DEFAULT_SENT_LIMIT = 1_000
 
 
 class FakeClock:
@@ -78,4 +84,14 @@ async def drain(app: App, *, timeout: float = DEFAULT_DRAIN_TIMEOUT, queues: lis
     return await app.worker(specs, shutdown_grace=timeout).run_until_idle(timeout)
 
 
-__all__ = ["FakeClock", "drain"]
+async def sent(app: App, queue: str, *, limit: int = DEFAULT_SENT_LIMIT) -> list[Any]:
+    """The bodies of the messages in `queue` now (waiting, delayed or leased), oldest first, at
+    most `limit` (1-1,000); [] if the queue does not exist. Nothing is leased: what a consumer
+    sent to a queue that no consumer of the test reads is all there."""
+    try:
+        return [message.body for message in await app.queue(queue).peek(limit)]
+    except QueueNotFound:
+        return []
+
+
+__all__ = ["FakeClock", "drain", "sent"]

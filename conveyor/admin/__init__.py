@@ -1,7 +1,8 @@
 """The operations the CLI, the HTTP API and the dashboard share, on the public API: every queue
-with its stats, chunked replay of dead letters, which queue holds whose dead letters, net rates,
-the one JSON document of a queue and of a message that `--json` and the HTTP API both print,
-and the last hour of every queue's figures, sampled in the background (the dashboard's charts).
+with its stats, every topic with its subscriptions (admin/topics.py), chunked replay of dead
+letters, which queue holds whose dead letters, net rates, the one JSON document of a queue, a
+message and a topic that `--json` and the HTTP API both print, and the last hour of every
+queue's figures, sampled in the background (the dashboard's charts).
 """
 
 from conveyor.admin.dead_letters import REPLAY_CHUNK, movable, replay
@@ -22,6 +23,18 @@ from conveyor.admin.overview import (
     net_rates,
     one_queue,
 )
+from conveyor.admin.topics import (
+    SubscriptionRequest,
+    create_topic,
+    delete_topic,
+    every_topic,
+    one_topic,
+    publish_document,
+    subscribe,
+    subscription_document,
+    topic_document,
+    unsubscribe,
+)
 
 __all__ = [
     "DLQ_SUFFIX",
@@ -32,14 +45,24 @@ __all__ = [
     "QueueHistory",
     "Reading",
     "Sample",
+    "SubscriptionRequest",
+    "create_topic",
     "dead_letter_queues",
     "declared_dead_letter_queues",
+    "delete_topic",
     "every_queue",
+    "every_topic",
     "iso",
     "message_document",
     "movable",
     "net_rates",
     "one_queue",
+    "one_topic",
+    "publish_document",
     "queue_document",
     "replay",
+    "subscribe",
+    "subscription_document",
+    "topic_document",
+    "unsubscribe",
 ]

@@ -1,5 +1,6 @@
 """Applying conveyor.toml (parsed and validated by conveyor/config.py): importing handlers and apps,
-registering the declared consumers on an App and creating or updating the declared queues."""
+registering the declared consumers on an App, creating or updating the declared queues and making
+the declared topic subscriptions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from conveyor.admin import subscribe
 from conveyor.app import App
 from conveyor.config import (
     CONFIG_FILE,
@@ -17,11 +19,14 @@ from conveyor.config import (
     ConveyorConfig,
     MetricsConfig,
     QueueConfig,
+    SubscriptionConfig,
+    TopicConfig,
     import_path,
     load_config,
     parse_config,
 )
 from conveyor.errors import InvalidHandler
+from conveyor.topics import normalize_types
 from conveyor.types import QueueInfo
 
 __all__ = [
@@ -31,7 +36,10 @@ __all__ = [
     "ConveyorConfig",
     "MetricsConfig",
     "QueueConfig",
+    "SubscriptionConfig",
+    "TopicConfig",
     "apply_queues",
+    "apply_topics",
     "import_object",
     "load_app",
     "load_config",
@@ -125,3 +133,21 @@ def _settings(info: QueueInfo) -> tuple[float, float, float, int | None, int | N
         settings.max_backlog_messages,
         settings.max_backlog_bytes,
     )
+
+
+async def apply_topics(app: App, config: ConveyorConfig) -> list[str]:
+    """Make the declared subscriptions (creating missing queues), or update their type filters to
+    match; returns "topic -> queue" of each one changed. Subscriptions the file does not declare
+    are left as they are (remove one with `conveyor topics unsubscribe`)."""
+    changed: list[str] = []
+    for topic in config.topics:
+        current = {
+            subscription.queue: subscription for subscription in await app.list_subscriptions(topic.name)
+        }
+        for wanted in topic.subscriptions:
+            existing = current.get(wanted.queue)
+            types = normalize_types(wanted.types)
+            if existing is None or existing.types != types:
+                await subscribe(app, topic.name, wanted.queue, types)
+                changed.append(f"{topic.name} -> {wanted.queue}")
+    return changed

@@ -11,8 +11,9 @@ from conveyor.cli.output import CommandError, emit_json, out
 from conveyor.cli.state import current
 
 TEMPLATE = f"""\
-# conveyor.toml: the queues and consumers of this project (like wrangler.toml).
-# `conveyor worker` reads it: it creates or updates the queues below, then runs the consumers.
+# conveyor.toml: the queues, topics and consumers of this project (like wrangler.toml).
+# `conveyor worker` reads it: it creates or updates the queues and topic subscriptions below, then
+# runs the consumers.
 # Every key is checked; an unknown or out-of-range key is an error that names it.
 
 # Engine URL (--url and $CONVEYOR_URL take precedence). Others: postgresql://localhost/db,
@@ -38,6 +39,12 @@ dedup_window_seconds = {L.DEFAULT_DEDUP_WINDOW_SECONDS}
 [[queues]]
 name = "jobs-dlq"  # where messages that keep failing go
 
+# A topic: every message published to it is copied into each subscription queue whose types
+# include the message's `type` (leave `types` out for every type). Queues are created if missing.
+# [[topics]]
+# name = "orders"
+# subscriptions = [{{ queue = "jobs", types = ["ORDER_PLACED"] }}]
+
 # A consumer: `handler` is an async function handler(batch, env) in an importable module (the
 # current directory and this file's directory are on the import path). Uncomment to use it.
 # [[consumers]]
@@ -52,6 +59,10 @@ name = "jobs-dlq"  # where messages that keep failing go
 # visibility_timeout = {L.DEFAULT_VISIBILITY_TIMEOUT:g}  # seconds a delivery is leased (renewed as it runs)
 # max_rate = "100/s"  # lease no faster than this ("600/m", "10/h"); leave out for no limit
 # max_rate_scope = "process"  # or "global": one limit for every worker (PostgreSQL, Redis, NATS)
+# timeout = 60  # the handler's time limit in seconds; its unmarked messages are then retried
+# retry_backoff = "exponential"  # (retry_delay then 0) random waits up to base * 2 ** (n - 1)
+# retry_backoff_base = {L.DEFAULT_RETRY_BACKOFF_BASE:g}  # seconds
+# retry_backoff_cap = {L.DEFAULT_RETRY_BACKOFF_CAP:g}  # seconds, the longest wait
 
 # The worker's Prometheus metrics at http://host:port/metrics (--metrics-port and --metrics-host
 # take precedence). Uncomment to serve them.

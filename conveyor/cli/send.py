@@ -87,7 +87,7 @@ def send(
         _send_file(queue, file, kind, delay)
         return
     assert body is not None
-    value = _read_single(body, kind)
+    value = read_body(body, kind)
     message_id = run(
         lambda app: app.queue(queue).send(value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id)
     )
@@ -97,7 +97,7 @@ def send(
         out().print(f"Sent message {message_id} to {queue!r}.", markup=False)
 
 
-def _read_single(body: str, kind: ContentType) -> Any:
+def read_body(body: str, kind: ContentType) -> Any:
     if body == "-":
         if kind == "bytes":
             return sys.stdin.buffer.read()

@@ -18,7 +18,7 @@ import typer
 from conveyor import limits as L
 from conveyor.app import App
 from conveyor.cli import metrics_options
-from conveyor.cli.config import ConveyorConfig, apply_queues, load_app, register_consumers
+from conveyor.cli.config import ConveyorConfig, apply_queues, apply_topics, load_app, register_consumers
 from conveyor.cli.interrupt import Terminated, raise_terminated, stopped
 from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
@@ -116,6 +116,7 @@ def _run(
         try:
             if config is not None:
                 await apply_queues(app, config)
+                await apply_topics(app, config)
             # before the banner: a taken port stops the worker before it leases anything
             server = None if metrics_port is None else app.serve_metrics(metrics_port, metrics_host)
         except BaseException:

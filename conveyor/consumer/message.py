@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from conveyor.codec import decode_body
-from conveyor.limits import MAX_DELAY_SECONDS, check_range
+from conveyor.limits import DEFAULT_LIMITS, Limits, check_delay
 from conveyor.types import ContentType, DeadLetterInfo, LeasedMessage, QueueStats
 
 # Longest error text kept with a dead letter.
@@ -33,10 +33,11 @@ class Outcome(enum.Enum):
 class Message:
     """One delivered message. Mark it with `ack()`, `retry()` or `dead_letter()`; the first call wins."""
 
-    __slots__ = ("_body", "_decoded", "_leased", "outcome", "reason", "retry_delay")
+    __slots__ = ("_body", "_decoded", "_leased", "_limits", "outcome", "reason", "retry_delay")
 
-    def __init__(self, leased: LeasedMessage) -> None:
+    def __init__(self, leased: LeasedMessage, limits: Limits = DEFAULT_LIMITS) -> None:
         self._leased = leased
+        self._limits = limits  # the App's: bounds `retry(delay_seconds=)`
         self._body: Any = None
         self._decoded = False
         self.outcome: Outcome | None = None
@@ -91,12 +92,13 @@ class Message:
         self._mark(Outcome.ACK)
 
     def retry(self, *, delay_seconds: float | None = None, reason: str | None = None) -> None:
-        """Deliver again later (after `delay_seconds`, else the consumer's `retry_delay`).
+        """Deliver again later: after `delay_seconds` (0 to the App's `max_delay_seconds`), else
+        after the consumer's `retry_delay` or backoff.
 
         `reason` says why: a message out of retries goes to the dead-letter queue with it as its
         error (else with the handler's exception, or "retried by the handler")."""
         if delay_seconds is not None:
-            check_range("delay_seconds", delay_seconds, 0, MAX_DELAY_SECONDS)
+            check_delay("delay_seconds", delay_seconds, self._limits)
         self._mark(Outcome.RETRY, delay_seconds=delay_seconds, reason=_reason(reason))
 
     def dead_letter(self, reason: str) -> None:
@@ -163,7 +165,7 @@ class MessageBatch:
 
     def retry_all(self, *, delay_seconds: float | None = None, reason: str | None = None) -> None:
         """Retry every message not marked yet, after `delay_seconds` (0-86,400) or the consumer's
-        `retry_delay`; `reason` as in `Message.retry`."""
+        `retry_delay` or backoff; `reason` as in `Message.retry`."""
         for message in self.messages:
             message.retry(delay_seconds=delay_seconds, reason=reason)
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Awaitable
 
 from conveyor import limits as L
 from conveyor.backends.base import handed_lease_id, is_ahead
+from conveyor.consumer import backoff
 from conveyor.consumer.begin_group import BeginGroup
 from conveyor.consumer.concurrency import ConcurrencyLimit
 from conveyor.consumer.env import Env
@@ -22,7 +24,7 @@ from conveyor.consumer.spec import ConsumerSpec
 from conveyor.consumer.suspects import is_suspect, past_bound, unfinished_reason
 from conveyor.core import Core
 from conveyor.core.ids import new_message_id
-from conveyor.errors import BackendUnavailable
+from conveyor.errors import BackendUnavailable, HandlerTimedOut
 from conveyor.types import DeadLetter, LeasedMessage, QueueStats, Retry, Settlement
 
 log = logging.getLogger("conveyor.consumer")
@@ -96,6 +98,7 @@ class ConsumerRunner:
         self._settle_group = SettleGroup(core, spec.queue)
         self._begin_group = BeginGroup(core, spec.queue)
         self._bucket = rate_bucket(core.backend, spec)
+        self._random = random.Random()  # the jitter of exponential retry backoff
 
     # -- the fetch loop ----------------------------------------------------------------------
 
@@ -461,13 +464,13 @@ class ConsumerRunner:
             self._start_ready()
             return
         self._running[key] = [m.lease_id for m in leased]
-        messages = [Message(m) for m in leased]
+        messages = [Message(m, self.core.limits) for m in leased]
         batch = MessageBatch(self.spec.queue, messages, stats_source=self._current_stats)
         error: BaseException | None = None
         self.observer.batch_started(self.spec.queue, len(messages))
         started = time.perf_counter()
         try:
-            await self.spec.handler(batch, self.env)
+            await self._run_handler(batch)
         except asyncio.CancelledError:
             # the shutdown grace ran out: give the messages back at once
             self._suspect_done(suspect)
@@ -475,6 +478,16 @@ class ConsumerRunner:
             await self._release([m.lease_id for m in messages])
             await self.slots.release()
             raise
+        except HandlerTimedOut as exc:
+            error = exc
+            log.warning(
+                "handler %s on a batch of %d from %s %s; its unmarked messages are retried",
+                self.spec.name,
+                len(messages),
+                self.spec.queue,
+                exc,
+                extra={"queue": self.spec.queue, "outcome": "handler_timed_out"},
+            )
         except Exception as exc:
             error = exc
             log.exception(
@@ -540,6 +553,53 @@ class ConsumerRunner:
             return [m for m in leased if id(m) not in lost]
         return leased
 
+    async def _run_handler(self, batch: MessageBatch) -> None:
+        """Run the handler; past the consumer's `timeout` (on the App's clock, so a FakeClock
+        drives it in tests) cancel it and raise HandlerTimedOut, so its unmarked messages are
+        retried. A handler that ignores the cancel is left running, unsupervised, after
+        HANDLER_CANCEL_GRACE_SECONDS: its slot and messages are taken back anyway."""
+        timeout = self.spec.timeout
+        if timeout is None:
+            await self.spec.handler(batch, self.env)
+            return
+        handler = asyncio.ensure_future(self.spec.handler(batch, self.env))
+        timer = asyncio.ensure_future(self.core.clock.sleep(timeout))
+        try:
+            await asyncio.wait([handler, timer], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # shutdown: the handler goes too
+            handler.cancel()
+            raise
+        finally:
+            timer.cancel()
+        if handler.done():
+            handler.result()  # its return, or its error
+            return
+        handler.cancel()
+        done, _ = await asyncio.wait([handler], timeout=L.HANDLER_CANCEL_GRACE_SECONDS)
+        if not done:
+            log.error(
+                "handler %s on %s ignored its cancellation at its %g s time limit; left running",
+                self.spec.name,
+                self.spec.queue,
+                timeout,
+            )
+        elif not handler.cancelled() and handler.exception() is not None:
+            log.debug("handler %s raised as it was cancelled", self.spec.name, exc_info=handler.exception())
+        raise HandlerTimedOut(timeout)
+
+    def _retry_delay(self, message: Message) -> float:
+        """An explicit `retry(delay_seconds=)` wins; else the consumer's fixed `retry_delay` or its
+        exponential backoff with full jitter (by the delivery's attempt number)."""
+        if message.retry_delay is not None:
+            return message.retry_delay
+        spec = self.spec
+        if spec.retry_backoff == "fixed":
+            return spec.retry_delay
+        ceiling = backoff.exponential_ceiling(
+            message.attempts, spec.retry_backoff_base, spec.retry_backoff_cap
+        )
+        return backoff.full_jitter(ceiling, self._random)
+
     def _settlement(self, messages: list[Message], error: BaseException | None) -> Settlement:
         spec = self.spec
         settlement = Settlement()
@@ -557,8 +617,7 @@ class ConsumerRunner:
                     )
                 )
             else:
-                delay = message.retry_delay if message.retry_delay is not None else spec.retry_delay
-                settlement.retries.append(Retry(message.lease_id, delay))
+                settlement.retries.append(Retry(message.lease_id, self._retry_delay(message)))
         return settlement
 
     async def _settle(self, messages: list[Message], error: BaseException | None) -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import limits as L
+from conveyor.consumer.backoff import RETRY_BACKOFFS, RetryBackoff
 from conveyor.consumer.env import Env
 from conveyor.consumer.message import MessageBatch
 from conveyor.consumer.rate import RateScope, check_scope
+from conveyor.errors import ConveyorValueError, LimitExceeded
 from conveyor.limits import parse_rate
 
 Handler = Callable[[MessageBatch, Env], Awaitable[Any]]
@@ -33,25 +35,51 @@ class ConsumerSpec:
     max_rate: str | float | None = None
     #: "process": each worker process has its own bucket; "global": one bucket in the engine
     max_rate_scope: RateScope = "process"
+    #: the handler's time limit in seconds (None: none)
+    timeout: float | None = None
+    retry_backoff: RetryBackoff = "fixed"
+    retry_backoff_base: float = L.DEFAULT_RETRY_BACKOFF_BASE
+    retry_backoff_cap: float = L.DEFAULT_RETRY_BACKOFF_CAP
+    #: the App's limits, which every setting above is checked against
+    limits: L.Limits = field(default=L.DEFAULT_LIMITS, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        limits = self.limits
         L.validate_queue_name(self.queue)
         if not callable(self.handler):
             raise TypeError(f"consumer handler for {self.queue!r} is not callable: {self.handler!r}")
-        L.check_int_range("max_batch_size", self.max_batch_size, 1, L.MAX_BATCH_SIZE)
-        L.check_range("max_batch_timeout", self.max_batch_timeout, 0, L.MAX_BATCH_TIMEOUT)
-        L.check_int_range("max_retries", self.max_retries, 0, L.MAX_RETRIES)
-        L.check_range("retry_delay", self.retry_delay, 0, L.MAX_DELAY_SECONDS)
-        L.check_visibility_timeout(self.visibility_timeout)
+        L.check_int_range("max_batch_size", self.max_batch_size, 1, limits.max_batch_size)
+        L.check_range("max_batch_timeout", self.max_batch_timeout, 0, limits.max_batch_timeout)
+        L.check_int_range("max_retries", self.max_retries, 0, limits.max_retries)
+        L.check_delay("retry_delay", self.retry_delay, limits)
+        L.check_visibility_timeout(self.visibility_timeout, limits)
         if self.max_concurrency is not None:
-            L.check_int_range("max_concurrency", self.max_concurrency, 1, L.MAX_CONCURRENCY)
+            L.check_int_range("max_concurrency", self.max_concurrency, 1, limits.max_concurrency)
         if self.max_rate is not None:
             parse_rate(self.max_rate)
         check_scope(self.max_rate_scope)
+        if self.timeout is not None:
+            L.check_range("timeout", self.timeout, L.MIN_HANDLER_TIMEOUT, limits.max_handler_timeout)
+        self._check_backoff()
         if self.dead_letter_queue is not None:
             L.validate_queue_name(self.dead_letter_queue)
             if self.dead_letter_queue == self.queue:
                 raise ValueError(f"queue {self.queue!r} cannot be its own dead-letter queue")
+
+    def _check_backoff(self) -> None:
+        if self.retry_backoff not in RETRY_BACKOFFS:
+            raise LimitExceeded(
+                f"retry_backoff must be 'fixed' or 'exponential', got {self.retry_backoff!r}",
+                limit="retry_backoff",
+                value=self.retry_backoff,
+            )
+        L.check_delay("retry_backoff_base", self.retry_backoff_base, self.limits)
+        L.check_delay("retry_backoff_cap", self.retry_backoff_cap, self.limits)
+        if self.retry_backoff == "exponential" and self.retry_delay != 0:
+            raise ConveyorValueError(
+                "retry_delay is the fixed delay of retry_backoff='fixed'; with "
+                "retry_backoff='exponential' set retry_backoff_base and retry_backoff_cap instead"
+            )
 
     @property
     def rate_per_second(self) -> float | None:

@@ -124,9 +124,66 @@ class QueueApi:
                 body=schemas.Replay,
                 result=R.Replayed,
             ),
+            *self.topic_operations(),
             # last: the run of schemathesis goes in this order, and a deleted queue answers 404 after
             Operation("DELETE", one, self.delete_queue, "Delete a queue and its messages", result=R.Deleted),
         ]
+
+    def topic_operations(self) -> list[Operation]:
+        R = responses
+        topic = "/topics/{topic}"
+        return [
+            Operation(
+                "GET",
+                "/topics",
+                self.list_topics,
+                "Every topic and its subscriptions",
+                result=list[R.TopicDocument],
+            ),
+            Operation(
+                "POST",
+                "/topics",
+                self.create_topic,
+                "Create a topic with its first subscriptions (missing queues are created)",
+                body=schemas.CreateTopic,
+                result=R.TopicDocument,
+                status=201,
+            ),
+            Operation("GET", topic, self.get_topic, "A topic and its subscriptions", result=R.TopicDocument),
+            Operation(
+                "POST",
+                topic + "/subscriptions",
+                self.subscribe,
+                "Subscribe a queue (created if missing); again, to change its type filter",
+                body=schemas.Subscribe,
+                result=R.SubscriptionDocument,
+            ),
+            Operation(
+                "POST",
+                topic + "/messages",
+                self.publish,
+                "Publish a message: a copy to every subscription its type matches",
+                body=schemas.Publish,
+                result=R.Published,
+            ),
+            Operation(
+                "DELETE",
+                topic + "/subscriptions/{queue}",
+                self.unsubscribe,
+                "Unsubscribe a queue (the queue and its messages stay)",
+                result=R.Unsubscribed,
+            ),
+            Operation(
+                "DELETE",
+                topic,
+                self.delete_topic,
+                "Delete a topic: every subscription (queues stay)",
+                result=R.TopicDeleted,
+            ),
+        ]
+
+    def _topic(self, request: Request) -> str:
+        return L.validate_queue_name(request.path_params["topic"])
 
     def _queue(self, request: Request) -> Queue:
         return self.app.queue(L.validate_queue_name(request.path_params["name"]))
@@ -290,3 +347,49 @@ class QueueApi:
         body = await self.bodies.parse(request, schemas.Replay)
         moved = await admin.replay(self.app, queue.name, body.to, body.limit)
         return ok({"from": queue.name, "to": body.to, "replayed": moved})
+
+    # -- topics ----------------------------------------------------------------------------------
+
+    async def list_topics(self, request: Request) -> Response:
+        topics = await admin.every_topic(self.app)
+        return ok([admin.topic_document(name, subscriptions) for name, subscriptions in topics.items()])
+
+    async def create_topic(self, request: Request) -> Response:
+        body = await self.bodies.parse(request, schemas.CreateTopic)
+        wanted = [admin.SubscriptionRequest(s.queue, _types(s.types)) for s in body.subscriptions]
+        subscriptions = await admin.create_topic(self.app, body.name, wanted)
+        return ok(admin.topic_document(body.name, subscriptions), 201)
+
+    async def get_topic(self, request: Request) -> Response:
+        name = self._topic(request)
+        return ok(admin.topic_document(name, await admin.one_topic(self.app, name)))
+
+    async def delete_topic(self, request: Request) -> Response:
+        name = self._topic(request)
+        removed = await admin.delete_topic(self.app, name)
+        return ok({"name": name, "deleted": True, "subscriptions": len(removed)})
+
+    async def subscribe(self, request: Request) -> Response:
+        name = self._topic(request)
+        body = await self.bodies.parse(request, schemas.Subscribe)
+        subscription = await admin.subscribe(self.app, name, body.queue, _types(body.types))
+        return ok(admin.subscription_document(subscription))
+
+    async def unsubscribe(self, request: Request) -> Response:
+        name = self._topic(request)
+        queue = L.validate_queue_name(request.path_params["queue"])
+        await admin.unsubscribe(self.app, name, queue)
+        return ok({"topic": name, "queue": queue, "unsubscribed": True})
+
+    async def publish(self, request: Request) -> Response:
+        name = self._topic(request)
+        body = await self.bodies.parse(request, schemas.Publish)
+        message = body.to_request()
+        result = await self.app.topic(name).publish(
+            message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
+        )
+        return ok(admin.publish_document(result))
+
+
+def _types(types: list[str] | None) -> tuple[str, ...] | None:
+    return None if types is None else tuple(types)

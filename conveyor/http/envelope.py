@@ -31,6 +31,8 @@ from conveyor.errors import (
     QueueFull,
     QueueNotFound,
     QueuePaused,
+    SubscriptionNotFound,
+    TopicNotFound,
 )
 from conveyor.http.cloudflare_codes import cloudflare_code, cloudflare_code_of
 from conveyor.limits import QUEUE_FULL_RETRY_AFTER_SECONDS
@@ -41,6 +43,8 @@ log = logging.getLogger("conveyor.http")
 # new subclass of ConveyorValueError is a 400 without an entry of its own.
 STATUS_BY_ERROR: Mapping[type[ConveyorError], int] = {
     QueueNotFound: 404,
+    TopicNotFound: 404,
+    SubscriptionNotFound: 404,
     QueueAlreadyExists: 409,
     QueuePaused: 409,
     QueueFull: 429,

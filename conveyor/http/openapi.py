@@ -23,11 +23,15 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "name": ({"type": "string", "pattern": f"^{L.QUEUE_NAME_PATTERN.pattern}$"}, "jobs"),
     "queue_id": ({"type": "string", "pattern": f"^{L.QUEUE_NAME_PATTERN.pattern}$"}, "jobs"),
     "account_id": ({"type": "string", "minLength": 1, "pattern": r"^[^/]+$"}, "local"),
+    "topic": ({"type": "string", "pattern": f"^{L.QUEUE_NAME_PATTERN.pattern}$"}, "orders"),
+    "queue": ({"type": "string", "pattern": f"^{L.QUEUE_NAME_PATTERN.pattern}$"}, "jobs"),
 }
 DESCRIPTIONS = {
     "name": "the queue's name",
     "queue_id": "the queue's queue_id (32 hex digits) or its name",
     "account_id": "any account id: a conveyor server is one account",
+    "topic": "the topic's name",
+    "queue": "the subscription queue's name",
 }
 
 

@@ -136,6 +136,36 @@ class Extended(_Document):
     warnings: list[str]
 
 
+class SubscriptionDocument(_Document):
+    topic: str
+    queue: str
+    types: list[str] | None = Field(description="the message types copied; null: every type")
+    created_at: str
+
+
+class TopicDocument(_Document):
+    name: str
+    subscriptions: list[SubscriptionDocument]
+
+
+class TopicDeleted(_Document):
+    name: str
+    deleted: Literal[True]
+    subscriptions: int = Field(description="subscriptions removed (the queues stay)")
+
+
+class Unsubscribed(_Document):
+    topic: str
+    queue: str
+    unsubscribed: Literal[True]
+
+
+class Published(_Document):
+    topic: str
+    type: str | None = Field(description="the message's type, which subscriptions match on")
+    ids: dict[str, str] = Field(description="the id of the copy in each subscription queue")
+
+
 class Replayed(_Document):
     from_: str = Field(alias="from")
     to: str

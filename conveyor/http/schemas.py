@@ -174,3 +174,29 @@ class UpdateQueue(_Body):
 class Replay(_Body):
     to: QueueName
     limit: ReplayLimit | None = None
+
+
+# A topic request's bounds: the largest one stays far below the request body limit.
+MAX_TYPE_CHARS = 100
+MAX_TYPES_PER_SUBSCRIPTION = 50
+MAX_SUBSCRIPTIONS_PER_REQUEST = 50
+
+# A message type in a subscription's filter: a non-empty string ("*": every type).
+MessageType = Annotated[str, Field(min_length=1, max_length=MAX_TYPE_CHARS)]
+
+
+class Subscribe(_Body):
+    queue: QueueName
+    # None (or ["*"]): every type, messages without one included
+    types: Annotated[list[MessageType], Field(min_length=1, max_length=MAX_TYPES_PER_SUBSCRIPTION)] | None = (
+        None
+    )
+
+
+class CreateTopic(_Body):
+    name: QueueName
+    subscriptions: Annotated[list[Subscribe], Field(min_length=1, max_length=MAX_SUBSCRIPTIONS_PER_REQUEST)]
+
+
+class Publish(SendMessage):
+    """A message published to a topic: the same fields as a send."""

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from conveyor.cli.config import ConfigError, load_config, parse_config
+import conveyor
+from conveyor.cli.config import ConfigError, apply_topics, load_config, parse_config
 from conveyor.cli.output import parse_seconds
 from tests.cli.conftest import Cli, assert_one_error_line
 
@@ -30,6 +31,14 @@ max_concurrency = 4
 visibility_timeout = 60
 max_rate = "100/s"
 max_rate_scope = "global"
+timeout = 30
+retry_backoff = "fixed"
+retry_backoff_base = 2
+retry_backoff_cap = 600
+
+[[topics]]
+name = "orders"
+subscriptions = [{ queue = "kitchen", types = ["ORDER_UP"] }, { queue = "audit" }]
 
 [metrics]
 port = 9464
@@ -56,8 +65,15 @@ def test_every_key_is_read() -> None:
         "visibility_timeout": 60.0,
         "max_rate": "100/s",
         "max_rate_scope": "global",
+        "timeout": 30.0,
+        "retry_backoff": "fixed",
+        "retry_backoff_base": 2.0,
+        "retry_backoff_cap": 600.0,
     }
-    assert config.queue_names() == ["jobs", "jobs-dlq"]
+    [topic] = config.topics
+    assert topic.name == "orders"
+    assert [(s.queue, s.types) for s in topic.subscriptions] == [("kitchen", ["ORDER_UP"]), ("audit", None)]
+    assert config.queue_names() == ["audit", "jobs", "jobs-dlq", "kitchen"]
     assert (config.metrics.port, config.metrics.host) == (9464, "0.0.0.0")
 
 
@@ -105,6 +121,22 @@ def test_defaults_are_the_documented_ones() -> None:
             "consumers[0].handler: expected 'module:attribute'",
         ),
         ('[[queues]]\nname = "a b"\n', "conveyor.toml: queues[0].name: invalid queue name 'a b'"),
+        (
+            '[[topics]]\nname = "t"\nsubscriptions = []\n',
+            "topics[0].subscriptions: List should have at least 1 item",
+        ),
+        (
+            '[[topics]]\nname = "t"\nsubscriptions = [{ queue = "q", types = [] }]\n',
+            "topics[0].subscriptions[0].types: List should have at least 1 item",
+        ),
+        (
+            '[[topics]]\nname = "t"\nsubscriptions = [{ queue = "q" }, { queue = "q" }]\n',
+            "topics[0]: topic 't' subscribes 'q' more than once",
+        ),
+        (
+            '[[topics]]\nname = "t"\nsubscriptions = [{ queue = "q" }]\n' * 2,
+            "topics: 't' declared more than once",
+        ),
         ('[[queues]]\nname = "q"\nretention_seconds = 10\n', "queues[0].retention_seconds: Input should be"),
         ('[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_rate = "fast"\n', "consumers[0].max_rate: "),
         (
@@ -183,3 +215,19 @@ def test_explicit_config_path_must_exist(cli: Cli) -> None:
     assert_one_error_line(
         cli("--config", "other.toml", "queues", "list", url=False), "other.toml: no such file"
     )
+
+
+async def test_applying_topics_subscribes_updates_filters_and_is_idempotent() -> None:
+    text = (
+        '[[topics]]\nname = "orders"\n'
+        'subscriptions = [{ queue = "kitchen", types = ["ORDER_UP"] }, { queue = "audit" }]\n'
+    )
+    async with conveyor.App("memory://", auto_create=False) as app:
+        await app.create_queue("kitchen")
+        await app.create_queue("old")
+        await app.subscribe("orders", queue="kitchen", types=["PAID"])  # a filter the file changes
+        await app.subscribe("orders", queue="old", types=None)  # not in the file: left alone
+        assert await apply_topics(app, parse_config(text)) == ["orders -> kitchen", "orders -> audit"]
+        assert await apply_topics(app, parse_config(text)) == []
+        subscriptions = {s.queue: s.types for s in await app.list_subscriptions("orders")}
+    assert subscriptions == {"kitchen": ("ORDER_UP",), "audit": None, "old": None}

@@ -34,6 +34,17 @@ def test_the_commented_consumer_and_metrics_are_valid_once_uncommented(cli: Cli,
     assert (config.metrics.port, config.metrics.host) == (9464, "127.0.0.1")
 
 
+def test_the_commented_topic_is_valid_once_uncommented(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("init")
+    text = (tmp_path / "conveyor.toml").read_text()
+    head, _, tail = text.partition("# [[topics]]")
+    block, _, _ = tail.partition("\n\n")
+    uncommented = head + "[[topics]]" + "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    [topic] = parse_config(uncommented).topics
+    assert topic.name == "orders"
+    assert [(s.queue, s.types) for s in topic.subscriptions] == [("jobs", ["ORDER_PLACED"])]
+
+
 def test_init_refuses_to_overwrite_without_force(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "conveyor.toml"
     path.write_text("# mine\n")

@@ -76,6 +76,28 @@ def test_worker_runs_consumers_from_conveyor_toml(cli: Cli, tmp_path: Path) -> N
     assert (info["retention_seconds"], info["dedup_window_seconds"]) == (7200, 30)
 
 
+def test_worker_makes_the_topic_subscriptions_of_conveyor_toml(cli: Cli, tmp_path: Path) -> None:
+    handlers = write_handlers(tmp_path)
+    (tmp_path / "conveyor.toml").write_text(
+        f'url = "{cli.url}"\n'
+        '[[topics]]\nname = "orders"\n'
+        'subscriptions = [{ queue = "jobs", types = ["ORDER_UP"] }, { queue = "audit" }]\n'
+        f'[[consumers]]\nqueue = "jobs"\nhandler = "{handlers}:handle"\nmax_batch_timeout = 0.05\n'
+    )
+    cli.ok("queues", "create", "jobs")
+    send_all(cli, "jobs", ["stop"])
+    result = cli("worker", url=False)
+    assert result.exit_code == 0, result.output
+    assert "queues: audit, jobs" in result.stdout.splitlines()[0]
+    [topic] = cli.json("topics", "list")
+    assert [(s["queue"], s["types"]) for s in topic["subscriptions"]] == [
+        ("audit", None),
+        ("jobs", ["ORDER_UP"]),
+    ]
+    published = cli.json("topics", "publish", "orders", '{"type": "ORDER_UP"}')
+    assert sorted(published["ids"]) == ["audit", "jobs"]
+
+
 def test_worker_runs_an_app_module_with_the_url_and_concurrency_given(cli: Cli, tmp_path: Path) -> None:
     handlers = write_handlers(tmp_path)
     module = f"app_{uuid.uuid4().hex}"

@@ -5,7 +5,9 @@ engine in ENGINES (tests/support/engines.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 import conveyor
+from conveyor.consumer import backoff
 from conveyor.consumer import runner as runner_module
 from conveyor.testing import drain
 from conveyor.types import Settlement, SettleResult
@@ -251,6 +254,176 @@ async def test_replayed_dead_letters_are_consumed_again_from_attempt_one(app: co
     await drain(app)
     assert attempts == [1, 1]
     assert (await app.queue("jobs-dlq").stats()).total == 0
+
+
+# -- handler time limits ---------------------------------------------------------------------------
+
+
+async def run_until(
+    app: conveyor.App, time_machine: TimeMachine, step: float, done: Callable[[], bool]
+) -> None:
+    """Run the app's consumers, moving time on by `step` until `done()`, then stop them."""
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    try:
+        async with asyncio.timeout(60):
+            while not done():
+                await time_machine.advance(step)
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await worker
+
+
+async def test_a_handler_past_its_timeout_is_cancelled_and_its_unmarked_messages_retried(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    seen: list[tuple[str, int]] = []
+    cancelled: list[int] = []
+
+    @app.consumer("jobs", timeout=1, max_batch_size=3, max_retries=5, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        seen.extend((message.body, message.attempts) for message in batch.messages)
+        if batch.messages[0].attempts > 1:
+            return
+        next(m for m in batch.messages if m.body == "marked").ack()
+        try:
+            await asyncio.Event().wait()  # hangs: only the time limit ends it
+        except asyncio.CancelledError:
+            cancelled.append(len(batch.messages))
+            raise
+
+    await app.queue("jobs").send_batch(["marked", "a", "b"])
+    await run_until(app, time_machine, 0.6, lambda: {("a", 2), ("b", 2)} <= set(seen))
+    assert cancelled == [3]
+    # the explicit ack stood; the unmarked messages came back as attempt 2
+    assert sorted(seen) == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("marked", 1)]
+    await eventually(lambda: queue_is_empty(app.queue("jobs")), "the retried messages were acked")
+
+
+async def test_a_message_that_keeps_timing_out_is_dead_lettered_with_the_time_limit_as_its_error(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    deliveries: list[int] = []
+
+    @app.consumer("jobs", timeout=0.5, max_retries=1, dead_letter_queue="jobs-dlq", max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        deliveries.extend(message.attempts for message in batch.messages)
+        await asyncio.Event().wait()
+
+    await app.create_queue("jobs-dlq")
+    await app.queue("jobs").send("slow")
+    dead: list[Any] = []
+    stop = asyncio.Event()
+    worker = asyncio.create_task(app.run_consumers(stop=stop))
+    try:
+        async with asyncio.timeout(60):
+            while not dead:
+                await time_machine.advance(0.3)
+                dead = await app.queue("jobs-dlq").peek()
+    finally:
+        stop.set()
+        await worker
+    assert deliveries == [1, 2]  # the timed-out delivery counted as an attempt
+    [message] = dead
+    assert message.dead_letter is not None
+    assert message.dead_letter.attempts == 2
+    assert "timed out after 0.5 s" in message.dead_letter.error
+
+
+async def test_a_timed_out_batch_frees_its_slot_even_if_its_handler_ignores_the_cancel(
+    app: conveyor.App, time_machine: TimeMachine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conveyor.limits, "HANDLER_CANCEL_GRACE_SECONDS", 0.05)
+    release = asyncio.Event()
+    handled: list[tuple[str, int]] = []
+
+    @app.consumer("jobs", timeout=1, max_batch_size=1, max_concurrency=1, max_retries=5, max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        [message] = batch.messages
+        handled.append((message.body, message.attempts))
+        if message.body == "stubborn" and message.attempts == 1:
+            while not release.is_set():  # swallows every cancel
+                with contextlib.suppress(asyncio.CancelledError):
+                    await release.wait()
+
+    await app.queue("jobs").send("stubborn")
+    await app.queue("jobs").send("next")
+    try:
+        await run_until(app, time_machine, 0.6, lambda: {("next", 1), ("stubborn", 2)} <= set(handled))
+    finally:
+        release.set()
+    # one slot: "next" ran while the stubborn first delivery was still running, after its limit
+    assert handled[0] == ("stubborn", 1)
+
+
+async def test_a_handler_within_its_timeout_is_left_alone(app: conveyor.App, recorder: Recorder) -> None:
+    @app.consumer("jobs", timeout=3600)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        recorder.record(batch)
+        await asyncio.sleep(0.01)
+
+    await app.queue("jobs").send_batch([1, 2, 3])
+    assert await drain(app) == 3
+    assert sorted(recorder.deliveries.values()) == [1, 1, 1]
+
+
+# -- retry backoff ---------------------------------------------------------------------------------
+
+
+async def retried_after(app: conveyor.App, *, failing_attempt: int) -> tuple[float, float]:
+    """Fail one message at delivery `failing_attempt` (earlier deliveries retry it explicitly
+    at once); return the bounds (low, high) of how long after its settle it becomes visible."""
+
+    @app.consumer(
+        "jobs", retry_backoff="exponential", retry_backoff_base=100, retry_backoff_cap=350, max_retries=10
+    )
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        for message in batch.messages:
+            if message.attempts < failing_attempt:
+                message.retry(delay_seconds=0)  # an explicit delay wins over the backoff
+        raise RuntimeError("fails")
+
+    await app.queue("jobs").send("x")
+    before = app.clock.now()
+    await drain(app)
+    after = app.clock.now()
+    [stored] = await app.backend.peek("jobs", 10)
+    assert stored.attempts == failing_attempt
+    return stored.visible_at - after, stored.visible_at - before
+
+
+@pytest.mark.parametrize(("attempt", "ceiling"), [(1, 100), (2, 200), (3, 350), (6, 350)])
+async def test_exponential_backoff_doubles_from_its_base_up_to_its_cap(
+    app: conveyor.App, monkeypatch: pytest.MonkeyPatch, attempt: int, ceiling: float
+) -> None:
+    monkeypatch.setattr(backoff, "full_jitter", lambda ceiling, rng: ceiling)  # the longest wait
+    low, high = await retried_after(app, failing_attempt=attempt)
+    # the engine's clock may differ from ours by a little (a server's), never by seconds
+    assert low - 1 <= ceiling <= high + 1
+
+
+async def test_exponential_backoff_waits_a_random_time_up_to_its_ceiling(app: conveyor.App) -> None:
+    low, high = await retried_after(app, failing_attempt=2)
+    assert high >= -1 and low <= 200 + 1  # the second retry waits 0 to base * 2 = 200 s
+
+
+def test_full_jitter_spreads_waits_over_the_whole_range() -> None:
+    rng = random.Random(7)
+    waits = [backoff.full_jitter(backoff.exponential_ceiling(4, 1.0, 300.0), rng) for _ in range(1000)]
+    assert all(0 <= wait <= 8 for wait in waits)
+    assert min(waits) < 1 and max(waits) > 7  # spread, not bunched at the ceiling
+    assert backoff.exponential_ceiling(10_000, 1.0, 300.0) == 300.0
+
+
+def test_exponential_backoff_and_a_fixed_retry_delay_exclude_each_other() -> None:
+    app = conveyor.App("memory://")
+    with pytest.raises(ValueError, match="retry_delay is the fixed delay"):
+        app.consumer("q", retry_delay=5, retry_backoff="exponential")
+    with pytest.raises(ValueError, match="retry_backoff must be"):
+        app.consumer("q", retry_backoff="linear")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="retry_backoff_cap"):
+        app.consumer("q", retry_backoff="exponential", retry_backoff_cap=86_401)
 
 
 # -- deliveries without an outcome (docs/semantics.md) -------------------------------------------
