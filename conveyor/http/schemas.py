@@ -84,19 +84,18 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class SendMessage(_Body):
+class MessageFields(_Body):
+    """What a send and a topic publish share."""
+
     model_config = ConfigDict(json_schema_extra=BODY_MATCHES_CONTENT_TYPE)
 
     body: Any
     # checked by conveyor, not here, so an unknown one ("v8") is `invalid_content_type`
     content_type: ContentTypeName = "json"
     delay_seconds: DelaySeconds | None = None
-    #: a second send with this id within the queue's dedup window stores nothing and answers
-    #: with the first message's id
-    dedup_id: DedupId | None = None
 
     @model_validator(mode="after")
-    def _body_matches_content_type(self) -> SendMessage:
+    def _body_matches_content_type(self) -> MessageFields:
         if self.content_type == "text" and not isinstance(self.body, str):
             raise ValueError('content_type "text" needs a string body')
         if self.content_type == "bytes":
@@ -115,7 +114,19 @@ class SendMessage(_Body):
         content_type = check_content_type(self.content_type)
         body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, content_type, self.dedup_id)
+        return SendRequest(body, delay, content_type, self.dedup())
+
+    def dedup(self) -> str | None:
+        return None
+
+
+class SendMessage(MessageFields):
+    #: a second send with this id within the queue's dedup window stores nothing and answers
+    #: with the first message's id
+    dedup_id: DedupId | None = None
+
+    def dedup(self) -> str | None:
+        return self.dedup_id
 
 
 class SendBatch(_Body):
@@ -198,5 +209,6 @@ class CreateTopic(_Body):
     subscriptions: Annotated[list[Subscribe], Field(min_length=1, max_length=MAX_SUBSCRIPTIONS_PER_REQUEST)]
 
 
-class Publish(SendMessage):
-    """A message published to a topic: the same fields as a send."""
+class Publish(MessageFields):
+    """A message published to a topic: the same fields as a send but `dedup_id` (a topic's
+    copies carry none)."""
