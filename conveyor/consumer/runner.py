@@ -472,7 +472,9 @@ class ConsumerRunner:
         try:
             if suspect:
                 await self._settled_before()
-            leased = await self._begin(leased, self._begun.pop(key, None))
+            begun = self._begun.pop(key, None)
+            self._begin_ahead()  # its place among the batches begun ahead is free
+            leased = await self._begin(leased, begun)
         except asyncio.CancelledError:
             self._suspect_done(suspect)
             del self._running[key]
