@@ -3,7 +3,8 @@ read-ahead leases handed together, in the next engine call (see `Backend.begin`)
 
 A handler may start only once its batch's begin is durable, so a begin costs each batch a round
 trip; batches starting together share it. A lone batch begins after one turn of the event loop:
-nothing waits for a group to fill. The batch that finds no begin under way writes the group itself (no extra task).
+nothing waits for a group to fill. The batch that finds no begin under way writes the group
+itself (no extra task).
 """
 
 from __future__ import annotations
