@@ -443,7 +443,9 @@ async def test_a_sigkill_spends_no_attempt_on_messages_read_ahead_but_the_one_ba
     assert len(never) == 200 - len(reached) > 0
     # the batches next in line are begun (handed) ahead of their slots, at most one per slot
     # (docs/semantics.md): a kill spends their attempt; every other message read ahead keeps it
-    begun_ahead = settings.max_concurrency * settings.max_batch_size
+    slots = settings.max_concurrency
+    assert slots is not None
+    begun_ahead = slots * settings.max_batch_size
     attempts = Counter(message.attempts for message in never)
     assert set(attempts) <= {1, 2}
     assert attempts[2] <= begun_ahead
