@@ -105,7 +105,7 @@ def _find_problem(value: Any, *, strings: bool = True, where: str = "body", dept
                     "strings (it would read back as a string, and could collide with another key)"
                 )
             inner = f"{where}[{key[:40]!r}]"
-            problem = (_surrogate(key, f"a key of {where}") if strings else None) or _find_problem(
+            problem = (_surrogate(key, f"{where} has a key that") if strings else None) or _find_problem(
                 item, strings=strings, where=inner, depth=depth + 1
             )
             if problem is not None:

@@ -77,6 +77,11 @@ class ConsumerRunner:
         self._background: set[asyncio.Task[None]] = set()
         # full batches leased ahead, waiting for a slot; and whether the last lease came back full
         self._ready: deque[list[LeasedMessage]] = deque()
+        # begins under way or done for the batches at the front of `_ready`, by batch: at most
+        # one per slot (max_concurrency; the autoscale bound when autoscaled), so a batch whose
+        # slot frees up starts without waiting for its begin, and the begins of many batches
+        # share one engine call (a SIGKILL burns the attempts of these few only; docs/semantics.md)
+        self._begun: dict[int, asyncio.Task[list[LeasedMessage]]] = {}
         # suspects (their last delivery ended without an outcome), leased ahead: each runs alone
         # (docs/semantics.md): it starts once no other handler of this consumer runs, and none
         # starts, nor is anything more leased, until no suspect waits or runs
@@ -146,6 +151,7 @@ class ConsumerRunner:
                     continue
                 self._start(leased)
         finally:
+            await self._settle_begins_ahead()  # their leases are handed, or given up, first
             if self._ready or self._suspects:
                 waiting = [m.lease_id for batch in self._ready for m in batch]
                 waiting.extend(m.lease_id for m in self._suspects)
@@ -190,6 +196,31 @@ class ConsumerRunner:
             self._start([self._suspects.popleft()], suspect=True)
         else:
             self._start(self._ready.popleft())
+            self._begin_ahead()
+
+    def _begin_ahead(self) -> None:
+        """Begin the batches at the front of `_ready`, at most one per slot (`slots.bound`), before
+        their slots free up: a steady-state batch then starts with its begin already durable, and the begins
+        of many batches share one engine call. Not while suspects wait (they go alone) nor once
+        the worker is stopping (those batches are given back unbegun)."""
+        stopping = self._stopping
+        if not self._no_suspects.is_set() or (stopping and stopping.is_set()):
+            return
+        room = self.slots.bound - len(self._begun)
+        for batch in self._ready:
+            if room <= 0:
+                break
+            if id(batch) not in self._begun:
+                self._begun[id(batch)] = asyncio.create_task(self._begin_now(batch))
+                room -= 1
+
+    async def _settle_begins_ahead(self) -> None:
+        """Wait for the begins under way for batches that will not start (a stopping worker):
+        their leases are then handed (given back by their handed ids) or were never begun."""
+        begun = list(self._begun.values())
+        self._begun.clear()
+        if begun:
+            await asyncio.gather(*begun, return_exceptions=True)
 
     def _suspects_changed(self) -> None:
         if self._suspects or self._suspect_running:
@@ -202,6 +233,7 @@ class ConsumerRunner:
         stopping = self._stopping
         while self._startable() and not (stopping and stopping.is_set()) and self.slots.try_acquire():
             self._start_next()
+        self._begin_ahead()
 
     async def _renew_leases(self) -> None:
         """The heartbeat: every third of the visibility timeout, renew the leases of every batch
@@ -450,7 +482,9 @@ class ConsumerRunner:
         try:
             if suspect:
                 await self._settled_before()
-            leased = await self._begin(leased)
+            begun = self._begun.pop(key, None)
+            self._begin_ahead()  # its place among the batches begun ahead is free
+            leased = await self._begin(leased, begun)
         except asyncio.CancelledError:
             self._suspect_done(suspect)
             del self._running[key]
@@ -527,15 +561,15 @@ class ConsumerRunner:
         if pending:
             await asyncio.wait(pending)
 
-    async def _begin(self, leased: list[LeasedMessage]) -> list[LeasedMessage]:
+    async def _begin(
+        self, leased: list[LeasedMessage], begun: asyncio.Task[list[LeasedMessage]] | None
+    ) -> list[LeasedMessage]:
         """Mark the batch's read-ahead leases as handed to the handler, durably, before it
-        starts: from here a crash or an expired lease counts as a delivery without an outcome.
-        Messages whose lease was lost meanwhile are left out (someone else may hold them)."""
-        ahead = [m for m in leased if is_ahead(m.lease_id)]
-        if not ahead:
-            return leased
+        starts (or wait for the begin `_begin_ahead` started): from here a crash or an expired
+        lease counts as a delivery without an outcome. Messages whose lease was lost meanwhile
+        are left out (someone else may hold them); a failed begin gives the batch back."""
         try:
-            live = await self._begin_group.begin([m.lease_id for m in ahead])
+            return await (begun if begun is not None else self._begin_now(leased))
         except Exception as exc:
             log.warning(
                 "starting a batch of %d from %s failed (%s); its messages are given back",
@@ -545,6 +579,14 @@ class ConsumerRunner:
             )
             await self._release([m.lease_id for m in leased])
             return []
+
+    async def _begin_now(self, leased: list[LeasedMessage]) -> list[LeasedMessage]:
+        """Begin the batch's read-ahead leases in the next group; the messages still live, their
+        lease ids now handed. Raises what the engine raised."""
+        ahead = [m for m in leased if is_ahead(m.lease_id)]
+        if not ahead:
+            return leased
+        live = await self._begin_group.begin([m.lease_id for m in ahead])
         lost = {id(m) for m, ok in zip(ahead, live, strict=True) if not ok}
         for message in ahead:
             message.lease_id = handed_lease_id(message.lease_id)

@@ -750,14 +750,19 @@ class SQLiteBackend(Backend):
         if not leases:
             return []
 
+        groups = _token_groups(leases, 0)  # on the event loop: the writer thread limits a drain
+
         def begin(conn: sqlite3.Connection) -> list[bool]:
+            statuses = [False] * len(leases)
             row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
             if row is None:
-                return [False] * len(leases)
+                return statuses
             now = self.clock.now()
-            statement = Q["begin"]
-            params = ({"seq": seq, "token": tok, "queue_id": row[0], "now": now} for _, tok, seq in leases)
-            return [conn.execute(statement, item).fetchone() is not None for item in params]
+            for token, seqs, items in groups:
+                params = {"seqs": seqs, "token": token, "queue_id": row[0], "now": now}
+                for (seq,) in conn.execute(Q["begin"], params):
+                    statuses[items[seq]] = True
+            return statuses
 
         return await self._transaction(begin, lease=True)
 

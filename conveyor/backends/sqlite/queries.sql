@@ -157,8 +157,10 @@ WHERE seq IN (SELECT value FROM json_each(?))
 RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost
 
 -- name: begin
+-- One statement per token (the leases of one lease call share it), as for the settles.
 UPDATE conveyor_messages SET lease_token = 'h' || substr(lease_token, 2)
-WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+  AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
 RETURNING seq
 
 -- Leases name their row (seq, the rowid): no search of the id index. Rowids can be reused after a
