@@ -138,6 +138,7 @@ class App:
         *,
         delivery_delay: float = 0,
         retention_seconds: float = L.DEFAULT_RETENTION_SECONDS,
+        dedup_window_seconds: float = L.DEFAULT_DEDUP_WINDOW_SECONDS,
         max_backlog_messages: int | None = None,
         max_backlog_bytes: int | None = None,
         exist_ok: bool = False,
@@ -149,6 +150,9 @@ class App:
                 default 0), unless its send names its own delay.
             retention_seconds: messages older than this are deleted (60 s to 14 days; default
                 345,600, 4 days).
+            dedup_window_seconds: a send naming a dedup id sent to this queue within this many
+                seconds stores nothing and returns the first message's id (0-86,400; default
+                300; 0 turns deduplication off).
             max_backlog_messages: the most messages the queue may hold, ready, delayed and in
                 flight (1 to 2**63-1; default None, no limit): a send past it raises `QueueFull`
                 and stores nothing.
@@ -160,6 +164,7 @@ class App:
         settings = QueueSettings(
             delivery_delay=float(L.check_delay("delivery_delay", delivery_delay, self.limits)),
             retention_seconds=float(L.check_retention(retention_seconds, self.limits)),
+            dedup_window_seconds=float(L.check_dedup_window(dedup_window_seconds)),
             max_backlog_messages=L.check_backlog_limit("max_backlog_messages", max_backlog_messages),
             max_backlog_bytes=L.check_backlog_limit("max_backlog_bytes", max_backlog_bytes),
         )
@@ -180,6 +185,7 @@ class App:
         *,
         delivery_delay: float | None = None,
         retention_seconds: float | None = None,
+        dedup_window_seconds: float | None = None,
         max_backlog_messages: int | None = None,
         max_backlog_bytes: int | None = None,
     ) -> QueueInfo:
@@ -190,6 +196,7 @@ class App:
             None if delivery_delay is None else L.check_delay("delivery_delay", delivery_delay, self.limits)
         )
         retention = None if retention_seconds is None else L.check_retention(retention_seconds, self.limits)
+        window = None if dedup_window_seconds is None else L.check_dedup_window(dedup_window_seconds)
         if max_backlog_messages:
             L.check_backlog_limit("max_backlog_messages", max_backlog_messages)
         if max_backlog_bytes:
@@ -199,6 +206,7 @@ class App:
             current,
             delivery_delay=current.delivery_delay if delay is None else float(delay),
             retention_seconds=current.retention_seconds if retention is None else float(retention),
+            dedup_window_seconds=current.dedup_window_seconds if window is None else float(window),
             max_backlog_messages=_backlog_change(
                 "max_backlog_messages", max_backlog_messages, current.max_backlog_messages
             ),

@@ -77,11 +77,20 @@ class QueueConfig(_Section):
     retention_seconds: Duration = Field(
         float(L.DEFAULT_RETENTION_SECONDS), ge=L.MIN_RETENTION_SECONDS, le=L.MAX_RETENTION_SECONDS
     )
+    dedup_window_seconds: Duration = Field(
+        float(L.DEFAULT_DEDUP_WINDOW_SECONDS), ge=0, le=L.MAX_DEDUP_WINDOW_SECONDS
+    )
     max_backlog_messages: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
     max_backlog_bytes: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
 
-    def settings(self) -> tuple[float, float, int | None, int | None]:
-        return self.delivery_delay, self.retention_seconds, self.max_backlog_messages, self.max_backlog_bytes
+    def settings(self) -> tuple[float, float, float, int | None, int | None]:
+        return (
+            self.delivery_delay,
+            self.retention_seconds,
+            self.dedup_window_seconds,
+            self.max_backlog_messages,
+            self.max_backlog_bytes,
+        )
 
 
 class ConsumerConfig(_Section):

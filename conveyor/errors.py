@@ -96,6 +96,12 @@ class QueueNotFound(ConveyorValueError, LookupError):
         self.queue = name
 
 
+class InvalidDedupId(ConveyorValueError):
+    """A dedup id that is not 1 to 128 printable ASCII characters without space."""
+
+    code = "invalid_dedup_id"
+
+
 class QueueAlreadyExists(ConveyorValueError):
     """`create_queue` of a name in use, without `exist_ok=True`."""
 

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from conveyor.errors import InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
+from conveyor.errors import InvalidDedupId, InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
 from conveyor.types import OutgoingMessage, QueueSettings
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
@@ -22,6 +22,22 @@ MAX_BATCH_BYTES = 256_000
 
 # Delays, in seconds: `send(delay_seconds=)`, `retry(delay_seconds=)`, a queue's delivery delay.
 MAX_DELAY_SECONDS = 86_400
+
+# A send the engine could not confirm (BackendUnavailable, not StorageFull) is tried again, with
+# the same message ids, for up to this long after its first failure before the caller gets the
+# error (docs/semantics.md, "Ambiguous sends"): every engine stores an id once, so a repeat never
+# stores twice.
+SEND_RETRY_SECONDS = 10.0
+SEND_RETRY_FIRST_SECONDS = 0.1
+SEND_RETRY_MAX_SECONDS = 2.0
+
+# Deduplication: a send naming a dedup id already sent to the queue within its dedup window
+# stores nothing and returns the first message's id. A dedup id is 1 to 128 printable ASCII
+# characters, no space (as SQS's MessageDeduplicationId). Window 0 turns it off for the queue.
+DEFAULT_DEDUP_WINDOW_SECONDS = 300
+MAX_DEDUP_WINDOW_SECONDS = 86_400
+MAX_DEDUP_ID_LENGTH = 128
+DEDUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
@@ -210,6 +226,24 @@ def check_delay(what: str, value: object, limits: Limits) -> float:
 
 def check_retention(value: object, limits: Limits) -> float:
     return check_range("retention_seconds", value, limits.min_retention_seconds, limits.max_retention_seconds)
+
+
+def check_dedup_window(value: object) -> float:
+    return check_range("dedup_window_seconds", value, 0, MAX_DEDUP_WINDOW_SECONDS)
+
+
+def validate_dedup_id(dedup_id: object) -> str | None:
+    """`dedup_id` if it is None or 1 to MAX_DEDUP_ID_LENGTH printable ASCII characters without
+    space, else InvalidDedupId."""
+    if dedup_id is None:
+        return None
+    if not isinstance(dedup_id, str) or DEDUP_ID_PATTERN.fullmatch(dedup_id) is None:
+        shown = repr(dedup_id) if not isinstance(dedup_id, str) or len(dedup_id) <= 200 else "too long"
+        raise InvalidDedupId(
+            f"invalid dedup_id {shown}: use 1 to {MAX_DEDUP_ID_LENGTH} printable ASCII characters "
+            "without space (! to ~)"
+        )
+    return dedup_id
 
 
 def check_visibility_timeout(value: object, limits: Limits) -> float:

@@ -39,11 +39,13 @@ PULL_WAIT_GRACE_SECONDS = 1.0
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
-    """One message of a `send_batch`, with its own delay and content type."""
+    """One message of a `send_batch`, with its own delay, content type and dedup id."""
 
     body: Any
     delay_seconds: float | None = None
     content_type: ContentType = "json"
+    #: stored once per queue within its dedup window (see `Queue.send`)
+    dedup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,7 @@ class Queue:
             body=self._encode(request.body, content_type),
             content_type=content_type,
             delay_seconds=delay,
+            dedup_id=L.validate_dedup_id(request.dedup_id),
         )
 
     async def send(
@@ -193,19 +196,23 @@ class Queue:
         *,
         delay_seconds: float | None = None,
         content_type: ContentType = "json",
+        dedup_id: str | None = None,
         connection: Any = None,
     ) -> str:
         """Send one message; returns its id once it is durable.
 
         The body is at most `Limits.max_message_bytes` serialised (default 128,000; else
         MessageTooLarge). `delay_seconds` is 0-86,400; None uses the queue's delivery delay.
-        `content_type` is "json" (default), "text" (a str) or "bytes". `connection` (an open
-        psycopg AsyncConnection, on PostgreSQL only) writes inside the caller's open transaction
-        instead.
+        `content_type` is "json" (default), "text" (a str) or "bytes". `dedup_id` (1-128
+        printable ASCII characters, no space): a send naming a dedup id the queue saw within
+        its dedup window (`dedup_window_seconds`, default 300) stores nothing and returns the
+        first message's id. `connection` (an open psycopg AsyncConnection, on PostgreSQL only)
+        writes inside the caller's open transaction instead.
         """
-        message = self._outgoing(SendRequest(body, delay_seconds, content_type), None, new_message_id())
-        await self.core.write([message], connection=connection)
-        return message.id
+        request = SendRequest(body, delay_seconds, content_type, dedup_id)
+        message = self._outgoing(request, None, new_message_id())
+        [stored_as] = await self.core.write([message], connection=connection)
+        return stored_as
 
     async def send_batch(
         self,
@@ -217,10 +224,11 @@ class Queue:
         """Send up to 100 messages (256 KB in all) atomically; returns their ids in order.
 
         Items are bodies or `SendRequest`s; a `SendRequest`'s own delay wins over `delay_seconds`.
+        A `SendRequest` with a `dedup_id` is deduplicated as in `send` (against earlier sends and
+        earlier messages of the batch): its id in the reply is then the first message's.
         """
         outgoing = self._prepare_batch(messages, delay_seconds)
-        await self.core.write(outgoing, connection=connection)
-        return [message.id for message in outgoing]
+        return await self.core.write(outgoing, connection=connection)
 
     def _prepare_batch(self, messages: Sequence[Any], delay_seconds: float | None) -> list[OutgoingMessage]:
         if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
@@ -254,11 +262,18 @@ class Queue:
         return outgoing
 
     def send_sync(
-        self, body: Any, *, delay_seconds: float | None = None, content_type: ContentType = "json"
+        self,
+        body: Any,
+        *,
+        delay_seconds: float | None = None,
+        content_type: ContentType = "json",
+        dedup_id: str | None = None,
     ) -> str:
         """Blocking `send` for code with no event loop (Flask, Django, scripts)."""
         return self.core.run_sync(
-            lambda core: self._on(core).send(body, delay_seconds=delay_seconds, content_type=content_type)
+            lambda core: self._on(core).send(
+                body, delay_seconds=delay_seconds, content_type=content_type, dedup_id=dedup_id
+            )
         )
 
     def send_batch_sync(self, messages: Sequence[Any], *, delay_seconds: float | None = None) -> list[str]:

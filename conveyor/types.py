@@ -39,6 +39,8 @@ class QueueSettings:
 
     delivery_delay: float = 0.0
     retention_seconds: float = 345_600.0
+    #: a send naming a dedup id seen this recently stores nothing (0: no deduplication)
+    dedup_window_seconds: float = 300.0
     #: the most messages the queue may hold (ready, delayed and in flight); a send past it is QueueFull
     max_backlog_messages: int | None = None
     #: the most bytes of bodies the queue may hold; a send past it is QueueFull
@@ -144,6 +146,8 @@ class OutgoingMessage:
     content_type: ContentType
     delay_seconds: float | None = None
     dead_letter: DeadLetterInfo | None = None
+    #: stored once per queue within its dedup window (see Backend.send_many)
+    dedup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +220,8 @@ class SettleResult:
     retried: int
     dead_lettered: int
     stale: list[str] = field(default_factory=list)
+    #: dead letters retried instead, their dead-letter queue missing (counted in `retried`)
+    held: list[str] = field(default_factory=list)
 
 
 # What the core hands an engine to settle (conveyor/core/settle.py builds it).

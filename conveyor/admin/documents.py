@@ -32,6 +32,7 @@ def queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
         "paused": stats.paused,
         "delivery_delay": info.settings.delivery_delay,
         "retention_seconds": info.settings.retention_seconds,
+        "dedup_window_seconds": info.settings.dedup_window_seconds,
         "max_backlog_messages": info.settings.max_backlog_messages,
         "max_backlog_bytes": info.settings.max_backlog_bytes,
         "created_at": iso(info.created_at),

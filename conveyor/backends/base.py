@@ -182,8 +182,15 @@ class Backend(abc.ABC):
     # -- messages ----------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Store every message, all or none (they may name several queues).
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Store every message, all or none (they may name several queues); returns the id each
+        message is stored under, in order.
+
+        An id already stored in its queue is not stored again (a repeated write changes
+        nothing). A message with a `dedup_id` that its queue saw within its dedup window (an
+        earlier write, or an earlier message of this one) is not stored: its id in the reply is
+        the first message's. That check and the claim are atomic across processes. A queue
+        whose `dedup_window_seconds` is 0 ignores dedup ids.
 
         Raises QueueNotFound, storing nothing, when a named queue does not exist.
         """
@@ -245,7 +252,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def sweep(self) -> int:
-        """Delete messages older than their queue's retention; returns how many."""
+        """Delete messages older than their queue's retention (and dedup ids past their
+        window); returns how many messages."""
 
     @abc.abstractmethod
     async def wait_for_messages(self, queue: str, timeout: float) -> None:
@@ -284,8 +292,9 @@ class SendsInTransaction(Protocol):
     """An engine that can write messages inside the caller's open transaction (PostgreSQL): they
     exist if and only if that transaction commits. `Queue.send(..., connection=)` needs it."""
 
-    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> None:
-        """Write `messages` with `connection` and do not commit; QueueNotFound as `send_many`."""
+    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Write `messages` with `connection` and do not commit; ids, QueueNotFound and QueueFull
+        as `send_many` (a refused send leaves nothing in the caller's transaction)."""
 
 
 @runtime_checkable

@@ -74,6 +74,8 @@ class _Queue:
     messages: dict[str, _Message] = field(default_factory=dict)
     # (visible_at, seq, id, version); entries whose version is stale are skipped.
     heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    # dedup id -> (the first message's id, when the claim expires)
+    dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def schedule(self, message: _Message) -> None:
         message.version += 1
@@ -179,17 +181,38 @@ class MemoryBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         with self.store.lock:
             targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
-            for name, adding in backlog_added(messages).items():
+            now = self.clock.now()
+            # deduplication first, changing nothing yet: a deduplicated message takes no room
+            ids: list[str] = []
+            stored: list[OutgoingMessage] = []
+            claims: dict[tuple[str, str], tuple[str, float]] = {}
+            for outgoing in messages:
+                queue = targets[outgoing.queue]
+                window = queue.info.settings.dedup_window_seconds
+                if outgoing.dedup_id is not None and window > 0:
+                    key = (outgoing.queue, outgoing.dedup_id)
+                    claim = claims.get(key) or queue.dedup.get(outgoing.dedup_id)
+                    if claim is not None and claim[1] > now and claim[0] != outgoing.id:
+                        ids.append(claim[0])  # sent within the window: stored once
+                        continue
+                    claims[key] = (outgoing.id, now + window)
+                ids.append(outgoing.id)
+                if outgoing.id not in queue.messages:  # an id is stored once, as on every engine
+                    stored.append(outgoing)
+            for name, adding in backlog_added(stored).items():
                 queue = targets[name]
                 if queue.info.settings.bounded:
                     held = (len(queue.messages), sum(len(m.body) for m in queue.messages.values()))
                     check_room(name, queue.info.settings, held, adding)
-            now = self.clock.now()
-            for outgoing in messages:
+            for (name, dedup_id), claim in claims.items():
+                targets[name].dedup[dedup_id] = claim
+            for outgoing in stored:
                 queue = targets[outgoing.queue]
+                if outgoing.id in queue.messages:
+                    continue
                 delay = outgoing.delay_seconds
                 if delay is None:
                     delay = queue.info.settings.delivery_delay
@@ -206,6 +229,7 @@ class MemoryBackend(Backend):
                 queue.schedule(message)
             for name in targets:
                 self.store.notify(name)
+            return ids
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
@@ -420,6 +444,8 @@ class MemoryBackend(Backend):
                 for message_id in expired:
                     del state.messages[message_id]
                 removed += len(expired)
+                for dedup_id in [key for key, (_, until) in state.dedup.items() if until <= now]:
+                    del state.dedup[dedup_id]
             return removed
 
     def _next_due(self, state: _Queue, now: float) -> float | None:

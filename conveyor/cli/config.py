@@ -104,6 +104,7 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 queue.name,
                 delivery_delay=queue.delivery_delay,
                 retention_seconds=queue.retention_seconds,
+                dedup_window_seconds=queue.dedup_window_seconds,
                 max_backlog_messages=queue.max_backlog_messages,
                 max_backlog_bytes=queue.max_backlog_bytes,
                 exist_ok=True,
@@ -114,6 +115,7 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 queue.name,
                 delivery_delay=queue.delivery_delay,
                 retention_seconds=queue.retention_seconds,
+                dedup_window_seconds=queue.dedup_window_seconds,
                 # the file says the whole truth: a limit it leaves out is removed (0)
                 max_backlog_messages=queue.max_backlog_messages or 0,
                 max_backlog_bytes=queue.max_backlog_bytes or 0,
@@ -122,11 +124,12 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
     return changed
 
 
-def _settings(info: QueueInfo) -> tuple[float, float, int | None, int | None]:
+def _settings(info: QueueInfo) -> tuple[float, float, float, int | None, int | None]:
     settings = info.settings
     return (
         settings.delivery_delay,
         settings.retention_seconds,
+        settings.dedup_window_seconds,
         settings.max_backlog_messages,
         settings.max_backlog_bytes,
     )

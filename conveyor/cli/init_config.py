@@ -29,6 +29,9 @@ name = "jobs"
 delivery_delay = 0
 # Seconds a message is kept before it is deleted ({L.MIN_RETENTION_SECONDS} to {L.MAX_RETENTION_SECONDS:,}).
 retention_seconds = {L.DEFAULT_RETENTION_SECONDS}
+# Seconds a dedup id is remembered: a send naming it again stores nothing
+# (0 turns deduplication off; at most {L.MAX_DEDUP_WINDOW_SECONDS:,}).
+dedup_window_seconds = {L.DEFAULT_DEDUP_WINDOW_SECONDS}
 # Refuse sends (QueueFull, HTTP 429) once the queue holds this many messages or bytes of bodies.
 # max_backlog_messages = 1000000
 # max_backlog_bytes = 1000000000

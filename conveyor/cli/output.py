@@ -162,6 +162,7 @@ def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
         ("paused", "yes (sends accepted, no delivery)" if stats.paused else "no"),
         ("delivery delay", seconds_text(info.settings.delivery_delay)),
         ("retention", seconds_text(info.settings.retention_seconds)),
+        ("dedup window", seconds_text(info.settings.dedup_window_seconds)),
         ("backlog limit", backlog_limit_text(info.settings)),
         ("created", iso(info.created_at)),
     ]

@@ -45,6 +45,15 @@ Retention = Annotated[
         show_default=False,
     ),
 ]
+DedupWindow = Annotated[
+    float | None,
+    typer.Option(
+        "--dedup-window",
+        parser=parse_seconds,
+        metavar="DURATION",
+        help="A send naming a dedup id seen this recently stores nothing (0 to 1d; default 5m; 0: off).",
+    ),
+]
 
 
 MaxBacklogMessages = Annotated[
@@ -87,7 +96,8 @@ def _settings_text(info: QueueInfo) -> str:
     settings = info.settings
     text = (
         f"delivery delay {seconds_text(settings.delivery_delay)}, "
-        f"retention {seconds_text(settings.retention_seconds)}"
+        f"retention {seconds_text(settings.retention_seconds)}, "
+        f"dedup window {seconds_text(settings.dedup_window_seconds)}"
     )
     if settings.bounded:
         text += f", backlog limit {backlog_limit_text(settings)}"
@@ -99,6 +109,7 @@ def create(
     name: Name,
     delivery_delay: DeliveryDelay = None,
     retention: Retention = None,
+    dedup_window: DedupWindow = None,
     max_backlog_messages: MaxBacklogMessages = None,
     max_backlog_bytes: MaxBacklogBytes = None,
 ) -> None:
@@ -109,6 +120,7 @@ def create(
             name,
             delivery_delay=delivery_delay or 0.0,
             retention_seconds=L.DEFAULT_RETENTION_SECONDS if retention is None else retention,
+            dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup_window is None else dedup_window,
             max_backlog_messages=max_backlog_messages or None,
             max_backlog_bytes=max_backlog_bytes or None,
         )
@@ -143,13 +155,21 @@ def update(
     name: Name,
     delivery_delay: DeliveryDelay = None,
     retention: Retention = None,
+    dedup_window: DedupWindow = None,
     max_backlog_messages: MaxBacklogMessages = None,
     max_backlog_bytes: MaxBacklogBytes = None,
 ) -> None:
-    """Change a queue's delivery delay, retention or backlog limits."""
-    if (delivery_delay, retention, max_backlog_messages, max_backlog_bytes) == (None, None, None, None):
+    """Change a queue's delivery delay, retention, dedup window or backlog limits."""
+    if (delivery_delay, retention, dedup_window, max_backlog_messages, max_backlog_bytes) == (
+        None,
+        None,
+        None,
+        None,
+        None,
+    ):
         raise typer.BadParameter(
-            "give --delivery-delay, --retention, --max-backlog-messages and/or --max-backlog-bytes"
+            "give --delivery-delay, --retention, --dedup-window, --max-backlog-messages"
+            " and/or --max-backlog-bytes"
         )
 
     async def work(app: App) -> tuple[QueueInfo, QueueStats]:
@@ -157,6 +177,7 @@ def update(
             name,
             delivery_delay=delivery_delay,
             retention_seconds=retention,
+            dedup_window_seconds=dedup_window,
             max_backlog_messages=max_backlog_messages,
             max_backlog_bytes=max_backlog_bytes,
         )

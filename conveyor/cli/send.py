@@ -68,17 +68,29 @@ def send(
     content_type: Annotated[
         ContentTypeChoice, typer.Option("--content-type", "-t", help="How to read and store the body.")
     ] = ContentTypeChoice.json,
+    dedup_id: Annotated[
+        str | None,
+        typer.Option(
+            "--dedup-id",
+            help="Stored once: a send naming it again within the queue's dedup window prints the first id.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send BODY (JSON unless --content-type says otherwise), stdin ('-'), or every line of --file."""
     kind: ContentType = content_type.value
     if (body is None) == (file is None):
         raise typer.BadParameter("give a BODY (or '-' for stdin) or --file, not both")
     if file is not None:
+        if dedup_id is not None:
+            raise typer.BadParameter("--dedup-id names one message: not with --file")
         _send_file(queue, file, kind, delay)
         return
     assert body is not None
     value = read_body(body, kind)
-    message_id = run(lambda app: app.queue(queue).send(value, delay_seconds=delay, content_type=kind))
+    message_id = run(
+        lambda app: app.queue(queue).send(value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id)
+    )
     if current().json:
         emit_json({"queue": queue, "id": message_id})
     else:

@@ -91,16 +91,19 @@ class Message:
         """Mark as done; it is deleted when the batch settles."""
         self._mark(Outcome.ACK)
 
-    def retry(self, *, delay_seconds: float | None = None) -> None:
+    def retry(self, *, delay_seconds: float | None = None, reason: str | None = None) -> None:
         """Deliver again later: after `delay_seconds` (0 to the App's `max_delay_seconds`), else
-        after the consumer's `retry_delay` or backoff."""
+        after the consumer's `retry_delay` or backoff.
+
+        `reason` says why: a message out of retries goes to the dead-letter queue with it as its
+        error (else with the handler's exception, or "retried by the handler")."""
         if delay_seconds is not None:
             check_delay("delay_seconds", delay_seconds, self._limits)
-        self._mark(Outcome.RETRY, delay_seconds=delay_seconds)
+        self._mark(Outcome.RETRY, delay_seconds=delay_seconds, reason=_reason(reason))
 
     def dead_letter(self, reason: str) -> None:
         """Never retry: move to the consumer's dead-letter queue now (dropped if it has none)."""
-        self._mark(Outcome.DEAD_LETTER, reason=reason)
+        self._mark(Outcome.DEAD_LETTER, reason=_reason(reason))
 
     def _mark(
         self, outcome: Outcome, *, delay_seconds: float | None = None, reason: str | None = None
@@ -112,6 +115,15 @@ class Message:
 
     def __repr__(self) -> str:
         return f"Message(id={self.id!r}, attempts={self.attempts}, outcome={self.outcome})"
+
+
+def _reason(reason: str | None) -> str | None:
+    """A handler's reason as kept with a dead letter: a str, cut to MAX_ERROR_CHARS."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+    return reason[:MAX_ERROR_CHARS]
 
 
 class MessageBatch:
@@ -151,11 +163,11 @@ class MessageBatch:
         for message in self.messages:
             message.ack()
 
-    def retry_all(self, *, delay_seconds: float | None = None) -> None:
+    def retry_all(self, *, delay_seconds: float | None = None, reason: str | None = None) -> None:
         """Retry every message not marked yet, after `delay_seconds` (0-86,400) or the consumer's
-        `retry_delay` or backoff."""
+        `retry_delay` or backoff; `reason` as in `Message.retry`."""
         for message in self.messages:
-            message.retry(delay_seconds=delay_seconds)
+            message.retry(delay_seconds=delay_seconds, reason=reason)
 
     def __len__(self) -> int:
         return len(self.messages)

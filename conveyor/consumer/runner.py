@@ -248,8 +248,15 @@ class ConsumerRunner:
             try:
                 live = await self.core.extend_leases(self.spec.queue, lease_ids, self.spec.visibility_timeout)
                 self.observer.renewed(self.spec.queue, live)
-            except Exception:
-                log.exception("renewing leases on %s failed", self.spec.queue)
+            except Exception as exc:  # one line per try: an outage would repeat a traceback
+                log.warning(
+                    "renewing %d leases on %s failed (%s: %s); trying again in %.1fs",
+                    len(lease_ids),
+                    self.spec.queue,
+                    type(exc).__name__,
+                    exc,
+                    self.spec.visibility_timeout / 3,
+                )
 
     async def _until(self, awaitable: Awaitable[object], stopping: asyncio.Event) -> bool:
         """Await `awaitable` unless `stopping` is set first; True if it completed."""
@@ -662,9 +669,11 @@ class ConsumerRunner:
             return  # the engine failed every try: the leases expire and the messages come back
         self.processed += len(messages)
         self.observer.settled(self.spec.queue, result)
-        self._log_outcome(messages, settlement, result.stale)
+        self._log_outcome(messages, settlement, result.stale, result.held)
 
-    def _log_outcome(self, messages: list[Message], settlement: Settlement, stale: list[str]) -> None:
+    def _log_outcome(
+        self, messages: list[Message], settlement: Settlement, stale: list[str], held: list[str]
+    ) -> None:
         spec = self.spec
         if stale:
             # the leases expired before the outcomes arrived: name the likely cause, once a batch
@@ -698,8 +707,8 @@ class ConsumerRunner:
         by_lease = {m.lease_id: m for m in messages}
         for dead in settlement.dead_letters:
             message = by_lease[dead.lease_id]
-            if dead.lease_id in stale:
-                continue
+            if dead.lease_id in stale or dead.lease_id in held:
+                continue  # not moved: lease lost, or held (the settle group said why, once)
             log.warning(
                 "dead_letter queue=%s id=%s attempts=%d to=%s error=%s",
                 spec.queue,

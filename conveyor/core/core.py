@@ -9,14 +9,17 @@ that runs the async API for code with no event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+from conveyor import limits as L
 from conveyor.backends.base import Backend, SendsInTransaction, parse_lease_id
 from conveyor.core import settle as settle_policy
 from conveyor.core.group_commit import GroupCommitter
 from conveyor.core.sync_portal import SyncPortal
-from conveyor.errors import AppClosed, QueueNotFound, QueuePaused
+from conveyor.errors import AppClosed, BackendUnavailable, QueueNotFound, QueuePaused, StorageFull
 from conveyor.limits import Limits
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -30,6 +33,7 @@ from conveyor.types import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("conveyor.core")
 
 
 class Core:
@@ -134,8 +138,9 @@ class Core:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> None:
-        """Store `messages` (all or none), creating unknown queues when auto_create is on.
+    async def write(self, messages: Sequence[OutgoingMessage], *, connection: Any = None) -> list[str]:
+        """Store `messages` (all or none), creating unknown queues when auto_create is on;
+        returns the id each is stored under (a deduplicated one's is the first message's).
 
         Concurrent writes are group-committed; each returns once its own messages are durable.
         `connection` writes inside the caller's open transaction instead, on an engine that can
@@ -144,10 +149,11 @@ class Core:
         if self.closed or not self._is_connected:  # the hot path skips a coroutine call
             await self.connected()
         if connection is None:
-            await self._committer.submit(messages)
-            return
+            return await self._committer.submit(messages)
         backend = self.transactional()
-        await self._with_queues_created(lambda: backend.send_many_in(connection, messages), len(messages))
+        return await self._with_queues_created(
+            lambda: backend.send_many_in(connection, messages), len(messages)
+        )
 
     def transactional(self) -> SendsInTransaction:
         """The engine, if it can write inside the caller's transaction; else TypeError."""
@@ -159,15 +165,39 @@ class Core:
             )
         return backend
 
-    async def _write_now(self, messages: Sequence[OutgoingMessage]) -> None:
-        await self._with_queues_created(lambda: self.backend.send_many(messages), len(messages))
+    async def _write_now(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Store `messages`; an unconfirmed write (the engine unreachable, the reply lost) is
+        tried again with the same ids for up to SEND_RETRY_SECONDS after its first failure:
+        every engine stores an id once, so a write that did commit is not stored twice. A full
+        disk is not retried."""
+        deadline: float | None = None
+        delay = L.SEND_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await self._with_queues_created(
+                    lambda: self.backend.send_many(messages), len(messages)
+                )
+            except StorageFull:
+                raise
+            except BackendUnavailable as exc:
+                if deadline is None:  # counted from the first failure: a driver may take long to fail
+                    deadline = time.monotonic() + L.SEND_RETRY_SECONDS
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning(
+                    "sending %d messages failed (%s); trying again with the same ids in %.1fs",
+                    len(messages),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, L.SEND_RETRY_MAX_SECONDS)
 
-    async def _with_queues_created(self, send: Callable[[], Awaitable[None]], count: int) -> None:
+    async def _with_queues_created(self, send: Callable[[], Awaitable[list[str]]], count: int) -> list[str]:
         # Unknown queues are created on first use; the common case pays no extra round trip.
         for _ in range(count + 1):
             try:
-                await send()
-                return
+                return await send()
             except QueueNotFound as exc:
                 self._known_queues.discard(exc.queue)
                 if not self.auto_create:

@@ -3,7 +3,8 @@
 Each caller still returns only once its own messages are durable. Requests that arrive while a
 write is under way join the next write; a send after a quiet spell is written at once. When a
 group write fails, its requests are written one by one so that one caller's bad request (say, an
-unknown queue) fails only that caller.
+unknown queue) fails only that caller; an unreachable engine fails them all (Core has already
+tried the group again for a while).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+from conveyor.errors import BackendUnavailable
 from conveyor.types import OutgoingMessage
 
-Write = Callable[[Sequence[OutgoingMessage]], Awaitable[None]]
+Write = Callable[[Sequence[OutgoingMessage]], Awaitable[list[str]]]
+_Request = tuple[Sequence[OutgoingMessage], "asyncio.Future[list[str]]"]
 R = TypeVar("R")
 
 # At most this many messages go into one grouped write.
@@ -30,32 +33,32 @@ class GroupCommitter:
     def __init__(self, write: Write, max_group_messages: int = MAX_GROUP_MESSAGES) -> None:
         self._store = write
         self._max = max_group_messages
-        self._pending: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]] = []
+        self._pending: list[_Request] = []
         self._flusher: asyncio.Task[None] | None = None
         self._writing_alone = False
         self._last_write_end = float("-inf")
 
-    async def submit(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def submit(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Write `messages`; the ids they are stored under, in order."""
         loop = asyncio.get_running_loop()
         if self._flusher is None and not self._writing_alone:
             if loop.time() - self._last_write_end > QUIET_SECONDS:
-                await self._write_alone(messages)
-                return
+                return await self._write_alone(messages)
             self._flusher = asyncio.create_task(self._flush())
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[list[str]] = loop.create_future()
         self._pending.append((messages, future))
         # The flusher task does the write; this future only carries its outcome, so a caller that
         # gives up cancels nothing but its own wait (no shield: it cost a quarter of a send's
         # time in the event loop with 100 concurrent senders).
-        await future
+        return await future
 
-    async def _write_alone(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def _write_alone(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         """After a quiet spell the caller writes its own messages at once (no hop through the
         flusher task). Requests arriving meanwhile wait, and are written together by the
         flusher once this write is done."""
         self._writing_alone = True
         try:
-            await self._store(messages)
+            return await self._store(messages)
         finally:
             self._writing_alone = False
             self._last_write_end = asyncio.get_running_loop().time()
@@ -71,26 +74,32 @@ class GroupCommitter:
             self._flusher = None
             self._last_write_end = asyncio.get_running_loop().time()
 
-    def _take_group(self) -> list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]]:
+    def _take_group(self) -> list[_Request]:
         return take_group(self._pending, lambda request: len(request[0]), self._max)
 
-    async def _write_group(self, group: list[tuple[Sequence[OutgoingMessage], asyncio.Future[None]]]) -> None:
+    async def _write_group(self, group: list[_Request]) -> None:
         try:
-            await self._store([message for messages, _ in group for message in messages])
+            ids = await self._store([message for messages, _ in group for message in messages])
         except Exception as exc:
-            if len(group) == 1:
-                _fail(group[0][1], exc)
+            # An unreachable engine fails every request alike; and a write that may have been
+            # stored must not be repeated in other groupings (NATS deduplicates a repeat by the
+            # grouping's first id).
+            if len(group) == 1 or isinstance(exc, BackendUnavailable):
+                for _, future in group:
+                    _fail(future, exc)
                 return
             for messages, future in group:
                 try:
-                    await self._store(messages)
+                    own = await self._store(messages)
                 except Exception as single_exc:
                     _fail(future, single_exc)
                 else:
-                    _succeed(future)
+                    _succeed(future, own)
         else:
-            for _, future in group:
-                _succeed(future)
+            start = 0
+            for messages, future in group:
+                _succeed(future, ids[start : start + len(messages)])
+                start += len(messages)
 
 
 def take_group(pending: list[R], size: Callable[[R], int], limit: int) -> list[R]:
@@ -105,11 +114,11 @@ def take_group(pending: list[R], size: Callable[[R], int], limit: int) -> list[R
     return group
 
 
-def _succeed(future: asyncio.Future[None]) -> None:
+def _succeed(future: asyncio.Future[list[str]], ids: list[str]) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(ids)
 
 
-def _fail(future: asyncio.Future[None], exc: BaseException) -> None:
+def _fail(future: asyncio.Future[list[str]], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)

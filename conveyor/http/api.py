@@ -214,6 +214,7 @@ class QueueApi:
             body.name,
             delivery_delay=body.delivery_delay,
             retention_seconds=body.retention_seconds,
+            dedup_window_seconds=body.dedup_window_seconds,
             max_backlog_messages=body.max_backlog_messages,
             max_backlog_bytes=body.max_backlog_bytes,
         )
@@ -230,6 +231,7 @@ class QueueApi:
             queue.name,
             delivery_delay=body.delivery_delay,
             retention_seconds=body.retention_seconds,
+            dedup_window_seconds=body.dedup_window_seconds,
             max_backlog_messages=body.max_backlog_messages,
             max_backlog_bytes=body.max_backlog_bytes,
         )
@@ -266,7 +268,10 @@ class QueueApi:
         body = await self.bodies.parse(request, schemas.SendMessage)
         message = body.to_request()
         message_id = await queue.send(
-            message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
+            message.body,
+            delay_seconds=message.delay_seconds,
+            content_type=message.content_type,
+            dedup_id=message.dedup_id,
         )
         self.metrics.count(queue.name, "send", 1)
         return ok({"id": message_id})

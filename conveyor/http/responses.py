@@ -71,6 +71,7 @@ class QueueDocument(_Document):
     paused: bool
     delivery_delay: float
     retention_seconds: float
+    dedup_window_seconds: float
     max_backlog_messages: int | None = Field(description="the most messages it may hold; null: no limit")
     max_backlog_bytes: int | None = Field(description="the most bytes of bodies it may hold; null: no limit")
     created_at: str

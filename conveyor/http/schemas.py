@@ -33,6 +33,9 @@ DelaySeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DELAY_SECOND
 RetentionSeconds = Annotated[
     float, documented(minimum=L.MIN_RETENTION_SECONDS, maximum=L.MAX_RETENTION_SECONDS)
 ]
+DedupWindowSeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DEDUP_WINDOW_SECONDS)]
+# checked by conveyor (invalid_dedup_id), like a queue name
+DedupId = Annotated[str, documented(pattern=f"^{L.DEDUP_ID_PATTERN.pattern}$")]
 LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -81,7 +84,9 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class SendMessage(_Body):
+class MessageFields(_Body):
+    """What a send and a topic publish share."""
+
     model_config = ConfigDict(json_schema_extra=BODY_MATCHES_CONTENT_TYPE)
 
     body: Any
@@ -90,7 +95,7 @@ class SendMessage(_Body):
     delay_seconds: DelaySeconds | None = None
 
     @model_validator(mode="after")
-    def _body_matches_content_type(self) -> SendMessage:
+    def _body_matches_content_type(self) -> MessageFields:
         if self.content_type == "text" and not isinstance(self.body, str):
             raise ValueError('content_type "text" needs a string body')
         if self.content_type == "bytes":
@@ -109,7 +114,19 @@ class SendMessage(_Body):
         content_type = check_content_type(self.content_type)
         body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, content_type)
+        return SendRequest(body, delay, content_type, self.dedup())
+
+    def dedup(self) -> str | None:
+        return None
+
+
+class SendMessage(MessageFields):
+    #: a second send with this id within the queue's dedup window stores nothing and answers
+    #: with the first message's id
+    dedup_id: DedupId | None = None
+
+    def dedup(self) -> str | None:
+        return self.dedup_id
 
 
 class SendBatch(_Body):
@@ -151,6 +168,7 @@ class CreateQueue(_Body):
     name: QueueName
     delivery_delay: DelaySeconds = 0.0
     retention_seconds: RetentionSeconds = float(L.DEFAULT_RETENTION_SECONDS)
+    dedup_window_seconds: DedupWindowSeconds = float(L.DEFAULT_DEDUP_WINDOW_SECONDS)
     max_backlog_messages: BacklogLimit | None = None
     max_backlog_bytes: BacklogLimit | None = None
 
@@ -158,6 +176,7 @@ class CreateQueue(_Body):
 class UpdateQueue(_Body):
     delivery_delay: DelaySeconds | None = None
     retention_seconds: RetentionSeconds | None = None
+    dedup_window_seconds: DedupWindowSeconds | None = None
     # 0 removes the limit
     max_backlog_messages: BacklogChange | None = None
     max_backlog_bytes: BacklogChange | None = None
@@ -190,5 +209,6 @@ class CreateTopic(_Body):
     subscriptions: Annotated[list[Subscribe], Field(min_length=1, max_length=MAX_SUBSCRIPTIONS_PER_REQUEST)]
 
 
-class Publish(SendMessage):
-    """A message published to a topic: the same fields as a send."""
+class Publish(MessageFields):
+    """A message published to a topic: the same fields as a send but `dedup_id` (a topic's
+    copies carry none)."""

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import conveyor
-from conveyor.errors import ConveyorError
+from conveyor.errors import BackendUnavailable, ConveyorError, StorageFull
 from reliability.ledger import LedgerFile, now
 from reliability.roles.settings import PRODUCER_ENV, ProducePlan
 
-# Errors after which, by conveyor's documentation (docs/semantics.md), a send may or may not have
-# been stored. Today only a cancelled send is, so a BackendUnavailable counts as "failed" and a
-# failed send that is delivered anyway is reported (issue 26 item 6). Once the docs call it
-# ambiguous, add `conveyor.errors.BackendUnavailable` here.
-AMBIGUOUS_ERRORS: tuple[type[BaseException], ...] = ()
+# Errors after which, by conveyor's documentation (docs/semantics.md, "Ambiguous sends"), a send
+# may or may not have been stored: a cancelled send, and BackendUnavailable once conveyor's own
+# retries with the same ids gave up (issue 26 item 6), except StorageFull (nothing was written).
+AMBIGUOUS_ERRORS: tuple[type[BaseException], ...] = (BackendUnavailable,)
+UNAMBIGUOUS_ERRORS: tuple[type[BaseException], ...] = (StorageFull,)
 
 
 def bodies(plan: ProducePlan, first: int, last: int) -> tuple[list[str], list[dict[str, Any]]]:
@@ -39,7 +39,9 @@ def bodies(plan: ProducePlan, first: int, last: int) -> tuple[list[str], list[di
 
 
 def outcome_record(number: int, exc: BaseException) -> dict[str, Any]:
-    ambiguous = isinstance(exc, (asyncio.CancelledError, *AMBIGUOUS_ERRORS))
+    ambiguous = isinstance(exc, (asyncio.CancelledError, *AMBIGUOUS_ERRORS)) and not isinstance(
+        exc, UNAMBIGUOUS_ERRORS
+    )
     return {
         "e": "unknown" if ambiguous else "failed",
         "n": number,

@@ -176,6 +176,39 @@ async def test_a_send_past_max_backlog_messages_is_queue_full_and_stores_nothing
     assert (await queue.stats()).total == 3
 
 
+async def test_a_deduplicated_message_takes_no_room_in_a_bounded_queue(app: conveyor.App) -> None:
+    await app.create_queue("bounded", max_backlog_messages=2)
+    queue = app.queue("bounded")
+    first = await queue.send({"n": 1}, dedup_id="one")
+    # the second message fits only because the batch's copies of "one" store nothing
+    ids = await queue.send_batch(
+        [
+            conveyor.SendRequest({"n": 1}, dedup_id="one"),
+            conveyor.SendRequest({"n": 2}, dedup_id="two"),
+            conveyor.SendRequest({"n": 2}, dedup_id="two"),
+        ]
+    )
+    assert ids[0] == first and ids[2] == ids[1] != first
+    # full now: a send whose dedup id is held still answers with the first id, not QueueFull
+    assert await queue.send({"n": 1}, dedup_id="one") == first
+    with pytest.raises(QueueFull):
+        await queue.send({"n": 3}, dedup_id="three")
+    assert sorted(m.id for m in await queue.peek(10)) == sorted({first, ids[1]})
+
+
+async def test_a_send_refused_as_full_claims_no_dedup_id(app: conveyor.App) -> None:
+    await app.create_queue("bounded", max_backlog_messages=1)
+    queue = app.queue("bounded")
+    await queue.send({"n": 1})
+    with pytest.raises(QueueFull):
+        await queue.send_batch([conveyor.SendRequest({"n": 2}, dedup_id="two"), {"n": 3}])
+    [pulled] = await queue.pull()
+    await queue.ack([pulled.lease_id])
+    stored = await queue.send({"n": 2}, dedup_id="two")  # stored now: the refusal held nothing
+    [kept] = await queue.peek(10)
+    assert (kept.id, kept.body) == (stored, {"n": 2})
+
+
 async def test_leased_and_delayed_messages_count_until_acked(app: conveyor.App) -> None:
     await app.create_queue("bounded", max_backlog_messages=2)
     queue = app.queue("bounded")

@@ -112,45 +112,66 @@ async def test_concurrent_first_connects_create_one_versioned_schema(
         assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 
-# what schema v2 added (queries.sql `schema_v2`)
-V2_COLUMNS = [("messages", "lost"), ("queues", "max_backlog_messages"), ("queues", "max_backlog_bytes")]
-V2_TABLES = ["rate_buckets"]
-
-
-async def test_a_schema_of_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with conveyor.App(pg_url) as app:
-        schema = app.backend.schema  # type: ignore[attr-defined]
-        waiting = await app.queue("jobs").send({"n": 1})
-        orphan = await app.queue("jobs").send({"n": 2})
+async def make_old_schema(pg_url: str, version: int) -> str:
+    """The schema as conveyor of schema `version` made it, with one queue, "jobs" (id 1);
+    returns its name."""
+    schema = pg_url.rpartition("schema=")[2]
     async with await connect() as conn:
-        # the schema as conveyor made it before v2: what v2 added taken away again
-        for table, column in V2_COLUMNS:
-            await conn.execute(f'ALTER TABLE "{schema}".{table} DROP COLUMN {column}')
-        for table in V2_TABLES:
-            await conn.execute(f'DROP TABLE "{schema}".{table}')
-        await conn.execute(f'DELETE FROM "{schema}".schema_version WHERE version > 1')
-        cursor = await conn.execute(
-            "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = %s AND table_name = 'messages'",
-            [schema],
-        )
-        assert "lost" not in {row[0] for row in await cursor.fetchall()}
-        # a worker of that version died holding `orphan`: its lease (a hex token) expired
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
         await conn.execute(
-            f'UPDATE "{schema}".messages SET attempts = 1, lease_token = %s,'
-            " visible_at = now() - interval '10 seconds' WHERE id = %s",
-            [uuid.uuid4().hex, orphan],
+            f'CREATE TABLE "{schema}".schema_version '
+            "(version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        for older in range(1, version + 1):
+            await conn.execute(postgres.render_queries(schema)[f"schema_v{older}"])
+            await conn.execute(f'INSERT INTO "{schema}".schema_version (version) VALUES (%s)', [older])
+        await conn.execute(
+            f'INSERT INTO "{schema}".queues (name, delivery_delay, retention_seconds) VALUES (%s, 0, 345600)',
+            ["jobs"],
+        )
+        if version >= 2:
+            await conn.execute(f'UPDATE "{schema}".queues SET max_backlog_messages = 50')
+        await conn.commit()
+    return schema
+
+
+@pytest.mark.parametrize("version", [1, 2])
+async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
+    pg_url: str, version: int
+) -> None:
+    schema = await make_old_schema(pg_url, version)
+    waiting, orphan = new_message_id(), new_message_id()
+    async with await connect() as conn:
+        for message_id in (waiting, orphan):
+            await conn.execute(
+                f'INSERT INTO "{schema}".messages (id, queue_id, body, content_type, enqueued_at, visible_at)'
+                " VALUES (%s, 1, '{}', 'json', now(), now())",
+                [message_id],
+            )
+        if version == 1:
+            # a worker of that version died holding `orphan`: its lease (a hex token) expired
+            await conn.execute(
+                f'UPDATE "{schema}".messages SET attempts = 1, lease_token = %s,'
+                " visible_at = now() - interval '10 seconds' WHERE id = %s",
+                [uuid.uuid4().hex, orphan],
+            )
         await conn.commit()
     async with conveyor.App(pg_url) as app:
         backend = await app.core.connected()
         leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
-    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+        # a queue made before deduplication has the default window, and deduplicates
+        settings = (await app.get_queue("jobs")).settings
+        assert settings.dedup_window_seconds == 300
+        assert settings.max_backlog_messages == (50 if version >= 2 else None)
+        first = await app.queue("jobs").send(1, dedup_id="d")
+        assert await app.queue("jobs").send(2, dedup_id="d") == first
+    if version == 1:
+        assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    else:
+        assert leased == {waiting: (1, 0), orphan: (1, 0)}
     async with await connect() as conn:
         cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
-        assert await cursor.fetchall() == [(1,), (2,)]
+        assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 
 async def test_schemas_keep_their_queues_apart(pg_url: str, make_pg_app: AppMaker, tmp_path: Path) -> None:
@@ -192,6 +213,27 @@ async def test_a_send_in_a_committed_transaction_stores_exactly_one(
     [pulled] = await queue.pull(10)
     assert (pulled.id, pulled.body) == (message_id, {"n": 1})
     assert await queue.pull(10) == []
+
+
+async def test_a_send_refused_as_full_in_a_transaction_leaves_the_rest_of_it_to_commit(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    queue = app.queue("outbox")
+    await app.create_queue("outbox", max_backlog_messages=2)
+    async with await connect() as conn:
+        kept = [await queue.send({"n": 1}, connection=conn)]
+        with pytest.raises(conveyor.QueueFull):
+            await queue.send_batch(
+                [conveyor.SendRequest({"n": 2}, dedup_id="two"), {"n": 3}], connection=conn
+            )
+        kept.append(await queue.send({"n": 4}, connection=conn))  # the transaction goes on
+        await conn.commit()
+    assert sorted(m.id for m in await queue.peek(10)) == sorted(kept)
+    [pulled, _] = await queue.pull(10)
+    await queue.ack([pulled.lease_id])
+    stored = await queue.send({"n": 2}, dedup_id="two")  # the refused send claimed nothing
+    assert stored in {m.id for m in await queue.peek(10)}
 
 
 async def test_the_send_commits_or_rolls_back_with_the_callers_own_rows(

@@ -14,7 +14,9 @@ import pytest
 
 import conveyor
 from conveyor.backends import from_url
+from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
+from conveyor.core.ids import new_message_id
 from conveyor.errors import InvalidURL
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,48 +110,54 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-# what schema v2 added (queries.sql `schema_v2`)
-V2_COLUMNS = [
-    ("conveyor_messages", "lost"),
-    ("conveyor_queues", "max_backlog_messages"),
-    ("conveyor_queues", "max_backlog_bytes"),
-]
-V2_TABLES: list[str] = []
-
-
-async def test_a_file_of_schema_v1_is_upgraded_in_place_and_keeps_its_messages_and_leases(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("version", [1, 2])
+async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
+    tmp_path: Path, version: int
 ) -> None:
-    path = tmp_path / "v1.db"
-    url = f"sqlite:///{path}"
-    async with conveyor.App(url) as app:
-        waiting = await app.queue("jobs").send({"n": 1})
-        orphan = await app.queue("jobs").send({"n": 2})
-    conn = sqlite3.connect(path)
+    path = tmp_path / f"v{version}.db"
+    waiting, orphan = new_message_id(), new_message_id()
+    conn = sqlite3.connect(path)  # the file as that conveyor made it, a worker holding `orphan`
     try:
-        # the file as conveyor made it before schema v2: what v2 added taken away again
-        for table, column in V2_COLUMNS:
-            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        for table in V2_TABLES:
-            conn.execute(f"DROP TABLE {table}")
-        conn.execute("PRAGMA user_version = 1")
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
-        assert "lost" not in {row[1] for row in conn.execute("PRAGMA table_info(conveyor_messages)")}
-        # a worker of that version died holding `orphan`: its lease (a hex token) expired
+        for older in range(1, version + 1):
+            conn.executescript(sqlite_backend.Q[f"schema_v{older}"])
         conn.execute(
-            "UPDATE conveyor_messages SET attempts = 1, lease_token = ?, visible_at = 0 WHERE id = ?",
-            (uuid.uuid4().hex, orphan),
+            "INSERT INTO conveyor_queues (name, delivery_delay, retention_seconds, created_at) "
+            "VALUES ('jobs', 0, 345600, 0)"
         )
+        if version >= 2:
+            conn.execute("UPDATE conveyor_queues SET max_backlog_messages = 50 WHERE name = 'jobs'")
+        for message_id in (waiting, orphan):
+            conn.execute(
+                "INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at) "
+                "VALUES (?, 1, '{}', 'json', 0, 0)",
+                (message_id,),
+            )
+        if version == 1:
+            # that worker died: its lease (a v1 hex token, no kind) expired
+            conn.execute(
+                "UPDATE conveyor_messages SET attempts = 1, lease_token = ?, visible_at = 0 WHERE id = ?",
+                (uuid.uuid4().hex, orphan),
+            )
+        conn.execute(f"PRAGMA user_version = {version}")
         conn.commit()
     finally:
         conn.close()
-    async with conveyor.App(url) as app:
+    async with conveyor.App(f"sqlite:///{path}") as app:
         backend = await app.core.connected()
         leased = {m.id: (m.attempts, m.lost) for m in await backend.lease_many("jobs", 10, 30)}
-    assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+        # a queue made before deduplication has the default window, and deduplicates
+        settings = (await app.get_queue("jobs")).settings
+        assert settings.dedup_window_seconds == 300
+        assert settings.max_backlog_messages == (50 if version >= 2 else None)
+        first = await app.queue("jobs").send(1, dedup_id="d")
+        assert await app.queue("jobs").send(2, dedup_id="d") == first
+    if version == 1:
+        assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
+    else:
+        assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     finally:
         conn.close()
 

@@ -17,6 +17,7 @@ app = "myapp.main:app"
 name = "jobs"
 delivery_delay = 5
 retention_seconds = 86400
+dedup_window_seconds = 60
 
 [[consumers]]
 queue = "jobs"
@@ -50,6 +51,7 @@ def test_every_key_is_read() -> None:
     assert (config.url, config.app) == ("sqlite:///x.db", "myapp.main:app")
     [queue] = config.queues
     assert (queue.name, queue.delivery_delay, queue.retention_seconds) == ("jobs", 5.0, 86_400.0)
+    assert queue.dedup_window_seconds == 60.0
     [consumer] = config.consumers
     assert consumer.model_dump() == {
         "queue": "jobs",
@@ -137,6 +139,10 @@ def test_defaults_are_the_documented_ones() -> None:
         ),
         ('[[queues]]\nname = "q"\nretention_seconds = 10\n', "queues[0].retention_seconds: Input should be"),
         ('[[consumers]]\nqueue = "q"\nhandler = "h:f"\nmax_rate = "fast"\n', "consumers[0].max_rate: "),
+        (
+            '[[queues]]\nname = "q"\ndedup_window_seconds = -1\n',
+            "queues[0].dedup_window_seconds: Input should be",
+        ),
         (
             '[[consumers]]\nqueue = "q"\nhandler = "h:f"\ndead_letter_queue = "q"\n',
             "consumers[0]: queue 'q' cannot be its own dead_letter_queue",

@@ -35,6 +35,12 @@ def test_create_takes_settings_as_seconds_or_durations(cli: Cli) -> None:
     assert info["retention_seconds"] == 2 * 86_400
 
 
+def test_the_dedup_window_is_set_at_create_and_update(cli: Cli) -> None:
+    assert cli.json("queues", "create", "jobs", "--dedup-window", "1m")["dedup_window_seconds"] == 60
+    assert cli.json("queues", "update", "jobs", "--dedup-window", "0")["dedup_window_seconds"] == 0
+    assert "dedup window" in cli.ok("queues", "info", "jobs").stdout
+
+
 def test_create_of_an_existing_queue_is_an_error(cli: Cli) -> None:
     cli.ok("queues", "create", "jobs")
     assert_one_error_line(cli("queues", "create", "jobs"), "already exists", "[queue_already_exists]")

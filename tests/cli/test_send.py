@@ -46,6 +46,17 @@ def test_send_with_delay_is_delayed(cli: Cli) -> None:
     assert (info["backlog"], info["delayed"]) == (0, 1)
 
 
+def test_send_with_a_dedup_id_stores_once_and_prints_the_first_id(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    first = cli.json("send", "jobs", "1", "--dedup-id", "job-1")
+    again = cli.json("send", "jobs", "2", "--dedup-id", "job-1")
+    assert again == first
+    assert [m.body for m in peeked(cli, "jobs")] == [1]
+    assert_one_error_line(
+        cli("send", "jobs", "3", "--dedup-id", "a b"), "invalid dedup_id", "[invalid_dedup_id]"
+    )
+
+
 def test_send_invalid_json_is_a_clear_error_that_sends_nothing(cli: Cli) -> None:
     cli.ok("queues", "create", "jobs")
     result = cli("send", "jobs", "{not json")

@@ -58,7 +58,7 @@ def test_worker_runs_consumers_from_conveyor_toml(cli: Cli, tmp_path: Path) -> N
     handlers = write_handlers(tmp_path)
     (tmp_path / "conveyor.toml").write_text(
         f'url = "{cli.url}"\n'
-        '[[queues]]\nname = "jobs"\nretention_seconds = 7200\n'
+        '[[queues]]\nname = "jobs"\nretention_seconds = 7200\ndedup_window_seconds = 30\n'
         f'[[consumers]]\nqueue = "jobs"\nhandler = "{handlers}:handle"\nmax_batch_timeout = 0.05\n'
         'dead_letter_queue = "jobs-dlq"\n'
     )
@@ -72,7 +72,8 @@ def test_worker_runs_consumers_from_conveyor_toml(cli: Cli, tmp_path: Path) -> N
     assert f"jobs → {handlers}:handle (batch 10, concurrency auto, dlq jobs-dlq)" in banner
     assert "conveyor worker stopped." in result.stdout
     assert handled(tmp_path) == ["a", "b", "stop"]
-    assert cli.json("queues", "info", "jobs")["retention_seconds"] == 7200
+    info = cli.json("queues", "info", "jobs")
+    assert (info["retention_seconds"], info["dedup_window_seconds"]) == (7200, 30)
 
 
 def test_worker_makes_the_topic_subscriptions_of_conveyor_toml(cli: Cli, tmp_path: Path) -> None:

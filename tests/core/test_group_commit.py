@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from conveyor.core.group_commit import GroupCommitter
+from conveyor.errors import BackendUnavailable
 from conveyor.types import OutgoingMessage
 
 
@@ -25,14 +26,17 @@ class Writer:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def __call__(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def __call__(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.writes.append([m.id for m in messages])
         await self.release.wait()
         if any(m.queue == "missing" for m in messages):
             raise LookupError("no such queue")
+        if any(m.queue == "down" for m in messages):
+            raise BackendUnavailable("the engine is down")
+        return [f"stored-{m.id}" for m in messages]  # as an engine names what it stored
 
 
-async def held_lone_write(queue: str = "q") -> tuple[Writer, GroupCommitter, asyncio.Task[None]]:
+async def held_lone_write(queue: str = "q") -> tuple[Writer, GroupCommitter, asyncio.Task[list[str]]]:
     """A committer whose first send (id-0) is being written alone and held there by the writer."""
     writer = Writer()
     committer = GroupCommitter(writer)
@@ -128,3 +132,29 @@ async def test_requests_waiting_behind_a_cancelled_lone_write_are_still_written(
     writer.release.set()
     await waiting
     assert writer.writes == [["id-0"], ["id-1"]]
+
+
+async def test_each_request_of_a_group_gets_the_ids_its_own_messages_were_stored_under() -> None:
+    writer, committer, lone = await held_lone_write()
+    one = asyncio.create_task(committer.submit([message("q", 1)]))
+    two = asyncio.create_task(committer.submit([message("q", 2), message("q", 3)]))
+    await asyncio.sleep(0)
+    writer.release.set()
+    assert list(await asyncio.gather(lone, one, two)) == [
+        ["stored-id-0"],
+        ["stored-id-1"],
+        ["stored-id-2", "stored-id-3"],
+    ]
+
+
+async def test_an_unreachable_engine_fails_the_whole_group_without_writing_it_in_other_groupings() -> None:
+    writer, committer, lone = await held_lone_write()
+    down = asyncio.create_task(committer.submit([message("down", 1)]))
+    other = asyncio.create_task(committer.submit([message("q", 2)]))
+    await asyncio.sleep(0)
+    writer.release.set()
+    await lone
+    for request in (down, other):
+        with pytest.raises(BackendUnavailable):
+            await request
+    assert writer.writes == [["id-0"], ["id-1", "id-2"]]  # not split: it may have been stored

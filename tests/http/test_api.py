@@ -248,3 +248,27 @@ async def test_queues_and_messages_are_the_documents_the_cli_prints(sqlite_app: 
     expected = admin.queue_document(*await admin.one_queue(sqlite_app, "jobs"))
     assert shown.keys() == expected.keys()  # the age goes on growing between the two looks
     assert {**shown, "oldest_age_seconds": 0} == {**expected, "oldest_age_seconds": 0}
+
+
+async def test_a_send_naming_a_dedup_id_seen_in_the_window_answers_the_first_id(
+    client: httpx.AsyncClient,
+) -> None:
+    created = result(await client.post("/queues", json={"name": "jobs", "dedup_window_seconds": 60}), 201)
+    assert created["dedup_window_seconds"] == 60
+    first = result(await client.post("/queues/jobs/messages", json={"body": 1, "dedup_id": "job-1"}))
+    again = result(await client.post("/queues/jobs/messages", json={"body": 2, "dedup_id": "job-1"}))
+    batch = {"messages": [{"body": 3, "dedup_id": "job-1"}, {"body": 4, "dedup_id": "job-2"}]}
+    ids = result(await client.post("/queues/jobs/messages/batch", json=batch))["ids"]
+    assert again["id"] == first["id"] == ids[0] != ids[1]
+    assert (await queue(client, "jobs"))["backlog"] == 2
+    patched = result(await client.patch("/queues/jobs", json={"dedup_window_seconds": 0}))
+    assert patched["dedup_window_seconds"] == 0
+
+
+async def test_a_bad_dedup_id_is_invalid_dedup_id_and_stores_nothing(client: httpx.AsyncClient) -> None:
+    await create(client, "jobs")
+    response = await client.post("/queues/jobs/messages", json={"body": 1, "dedup_id": "has space"})
+    assert error_code(response, 400) == "invalid_dedup_id"
+    batch = {"messages": [{"body": 1}, {"body": 2, "dedup_id": "x" * 129}]}
+    assert error_code(await client.post("/queues/jobs/messages/batch", json=batch), 400) == "invalid_dedup_id"
+    assert (await queue(client, "jobs"))["backlog"] == 0

@@ -95,7 +95,6 @@ async def test_a_message_that_kills_its_worker_is_dead_lettered_after_max_retrie
 # -- 2. a missing dead-letter queue ---------------------------------------------------------------
 
 
-@item("2", "a settle with a dead letter to a missing queue fails the acks settled with it")
 async def test_a_missing_dead_letter_queue_does_not_undo_the_acks_of_other_batches(
     make_app: AppFactory,
 ) -> None:
@@ -303,7 +302,6 @@ async def test_a_database_holding_a_foreign_table_of_conveyors_name_is_refused_a
 # -- 6. a send whose outcome is unknown -----------------------------------------------------------
 
 
-@item("6", "assumes send(dedup_id=) of DESIGN.md 3a: a send retried after BackendUnavailable stores once")
 @pytest.mark.parametrize("engine_name", NETWORK_ENGINES)
 async def test_a_send_retried_after_an_ambiguous_failure_is_stored_once(
     engine_name: str, tmp_path: Path
@@ -315,9 +313,9 @@ async def test_a_send_retried_after_an_ambiguous_failure_is_stored_once(
         await orders.send({"warm-up": True})
         proxy.blackhole()  # the server commits the send; its reply never arrives
         with pytest.raises(BackendUnavailable):
-            await orders.send({"order": 7}, dedup_id="order-7")  # type: ignore[call-arg]
+            await orders.send({"order": 7}, dedup_id="order-7")
         proxy.heal()
-        await orders.send({"order": 7}, dedup_id="order-7")  # type: ignore[call-arg]
+        await orders.send({"order": 7}, dedup_id="order-7")
         stored = [message for message in await orders.peek(10) if message.body == {"order": 7}]
     assert len(stored) == 1
 
@@ -340,7 +338,6 @@ async def test_a_full_disk_gives_a_conveyor_error_and_acks_still_work(tmp_path: 
             assert result.ack_count == len(pulled) == 10
 
 
-@item("8", "each failed settle and renewal try logs a full traceback")
 @pytest.mark.parametrize("engine_name", NETWORK_ENGINES)
 async def test_settles_and_renewals_failing_on_an_unreachable_engine_log_one_line_per_try(
     engine_name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -382,14 +379,13 @@ def _said(caplog: pytest.LogCaptureFixture, word: str) -> int:
     )
 
 
-@item("8", "Message.retry() takes no reason: the dead letter says 'retried by the handler'")
 async def test_a_retry_reason_reaches_the_dead_letter_queue(app: conveyor.App) -> None:
     from conveyor.testing import drain
 
     @app.consumer("jobs", max_retries=0, dead_letter_queue="jobs-dlq")
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
         for message in batch.messages:
-            message.retry(reason="the partner API said 429")  # type: ignore[call-arg]
+            message.retry(reason="the partner API said 429")
 
     await app.queue("jobs").send({"n": 1})
     await drain(app)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from reliability.checker import FAILED_BUT_STORED
 from reliability.engines import select
 from reliability.runner import RunResult, run_one
 from reliability.scenarios import BY_NAME
@@ -23,11 +22,9 @@ SUBSET = {
     "engine-restart": ["postgres", "redis", "nats"],
     "nats-leader-kill": ["nats"],
     "poison-isolation": [*ENGINES, "nats"],
-    "missing-dlq": ENGINES,
+    "missing-dlq": [*ENGINES, "nats"],
 }
-FAILING_TODAY = {
-    "missing-dlq": "issue 26 item 2: dead letters to a deleted queue fail their settle and others' acks",
-}
+FAILING_TODAY: dict[str, str] = {}
 
 
 def cases() -> list[object]:
@@ -41,9 +38,9 @@ def cases() -> list[object]:
 
 
 # Violations a scenario may show today without failing here, because a deterministic test pins
-# them elsewhere: an engine crash makes a send raise BackendUnavailable after it was stored, now
-# and then (issue 26 item 6; test_defects.py stages it through a proxy every time).
-TOLERATED = {"engine-restart": [FAILED_BUT_STORED]}
+# them elsewhere (none since issue 26 item 6: a send that raised BackendUnavailable is ambiguous,
+# counted as unknown, and tests/reliability/test_ambiguous_sends.py pins its retries).
+TOLERATED: dict[str, list[str]] = {}
 
 
 def explain(result: RunResult) -> str:

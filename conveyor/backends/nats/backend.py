@@ -35,7 +35,7 @@ from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Location, Move, Settled
 from conveyor.backends.nats.view import QueueView
 from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueFull, QueueNotFound
-from conveyor.limits import SWEEP_INTERVAL_SECONDS, check_room
+from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -293,18 +293,25 @@ class NatsBackend(Backend):
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         by_queue: dict[str, list[Outgoing]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(
                 Outgoing(
-                    message.id, message.body, message.content_type, message.delay_seconds, message.dead_letter
+                    message.id,
+                    message.body,
+                    message.content_type,
+                    message.delay_seconds,
+                    message.dead_letter,
+                    dedup_id=message.dedup_id,
                 )
             )
         if len(by_queue) == 1:
             [(name, arrivals)] = by_queue.items()
-            await self._append(name, arrivals, "send")
-            return
+            last = await self._append(name, arrivals, "send")
+            if all(m.dedup_id is None for m in messages):
+                return [m.id for m in messages]
+            return await self._stored_as(name, messages, last)
         # a missing queue must fail the whole write before any of it
         unknown = [name for name in by_queue if name not in self._known]
         states = await asyncio.gather(*(self.js.stream_state(name) for name in unknown))
@@ -316,6 +323,18 @@ class NatsBackend(Backend):
             if (await self._queue_settings(name)).bounded:
                 await self._check_room(name, arrivals)
         await self._fan_out(by_queue)
+        # a write naming several queues is a topic's fan-out: its copies carry no dedup ids
+        return [m.id for m in messages]
+
+    async def _stored_as(self, queue: str, messages: Sequence[OutgoingMessage], last: int) -> list[str]:
+        """The ids messages with dedup ids are stored under, as the queue's log decided once
+        every process applies it: read up to the send's last record."""
+        view = await self._view(queue)
+        await view.wait_applied(last)
+        state = view.state
+        return [
+            m.id if m.dedup_id is None else state.stored_as(m.dedup_id, m.id, state.now) for m in messages
+        ]
 
     async def _fan_out(self, by_queue: dict[str, list[Outgoing]]) -> None:
         """One write to the first queue commits the messages of all: the others' copies wait in
@@ -347,8 +366,9 @@ class NatsBackend(Backend):
             moves.extend(record_moves)
         await self._finish_moves(home, moves)
 
-    async def _append(self, queue: str, messages: Sequence[Outgoing], msg_id_prefix: str) -> None:
-        """Store `messages` in `queue`, one record if they fit in one (else several, in order)."""
+    async def _append(self, queue: str, messages: Sequence[Outgoing], msg_id_prefix: str) -> int:
+        """Store `messages` in `queue`, one record if they fit in one (else several, in order);
+        returns the stream sequence of the last."""
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
         chunks: list[list[Outgoing]] = [[]]
         size = 0
@@ -359,6 +379,7 @@ class NatsBackend(Backend):
                 size = 0
             chunks[-1].append(message)
             size += grow
+        last = 0
         try:
             bounded = msg_id_prefix == "send" and (await self._queue_settings(queue)).bounded
             if bounded and len(chunks) > 1:
@@ -367,13 +388,14 @@ class NatsBackend(Backend):
                 if chunk:
                     msg_id = f"{msg_id_prefix}-{chunk[0].id}-{len(chunk)}"
                     if bounded:
-                        await self._append_checked(queue, chunk, msg_id)
+                        last = await self._append_checked(queue, chunk, msg_id)
                     else:
-                        await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
+                        last = await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
         except QueueNotFound:
             self._known.discard(queue)
             raise
         self._known.add(queue)
+        return last
 
     # -- bounded queues ----------------------------------------------------------------------
 
@@ -391,22 +413,26 @@ class NatsBackend(Backend):
         self._settings[queue] = (now, settings)
         return settings
 
-    async def _append_checked(self, queue: str, chunk: Sequence[Outgoing], msg_id: str) -> None:
+    async def _append_checked(self, queue: str, chunk: Sequence[Outgoing], msg_id: str) -> int:
         """One send record into a bounded queue: every reader stores it only if it fits (the
-        log orders racing senders), and this process's view says whether it did."""
+        log orders racing senders), and this process's view says whether it did. Returns a
+        stream sequence its view has applied, the record's or later."""
         view = await self._view(queue)
         token = new_token()
         refused = await view.submit(token, records.encode_send(chunk, checked=token), msg_id)
         if refused is not None:
             raise QueueFull(queue, *refused)
+        return view.applied
 
     async def _check_room(self, queue: str, messages: Sequence[Outgoing]) -> None:
         """QueueFull unless `messages` fit the bounded queue as it is now (for what one checked
         record cannot cover: a send of several records, copies into other queues)."""
         view = await self._synced(queue)
         state = view.state
-        adding = (len(messages), sum(len(m.body) for m in messages))
-        check_room(queue, state.settings, (len(state.messages), state.bytes), adding)
+        new = state.admitted(messages, state.now)  # a deduplicated message takes no room
+        refused = state.room_refusal(len(new), sum(len(m.body) for m in new))
+        if refused is not None:
+            raise QueueFull(queue, *refused)
 
     # -- shared rate limits (SharedRateLimits) ------------------------------------------------
     # A bucket is the last message on its subject of the rates stream, replaced by compare-and-set;
@@ -511,8 +537,15 @@ class NatsBackend(Backend):
 
     async def settle(self, queue: str, outcomes: Outcomes) -> list[bool]:
         targets = {move.queue for move in outcomes.dead_letters if move.queue is not None}
-        for target in targets - self._known:  # a missing dead-letter queue fails before any change
-            await self.js.require_stream(target)
+        # A missing dead-letter queue fails before any change. Asked every time (dead letters are
+        # rare): another process may have deleted a queue this one knew, and a dead letter
+        # moved out of its queue toward a missing one would wait in the outbox for good.
+        for target in targets:
+            try:
+                await self.js.require_stream(target)
+            except QueueNotFound:
+                self._known.discard(target)
+                raise
             self._known.add(target)
         await self._view(queue)  # QueueNotFound for a missing queue, as on every engine
         if not len(outcomes):

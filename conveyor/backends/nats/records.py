@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
+from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
 SNAPSHOT_VERSION = 3
@@ -42,6 +43,7 @@ class Outgoing:
     delay: float | None = None
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
+    dedup_id: str | None = None
 
 
 def decode(data: bytes) -> Record:
@@ -75,7 +77,13 @@ def _content_type(name: str) -> ContentType:
 
 
 def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
-    return [[m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp] for m in messages]
+    """One entry per message; a seventh item, the dedup id, only where there is one."""
+    return [
+        [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
+        if m.dedup_id is None
+        else [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp, m.dedup_id]
+        for m in messages
+    ]
 
 
 def encode_send(
@@ -125,7 +133,8 @@ def decode_fan_out(record: Record, seq: int, now: float) -> list[Move]:
 
 def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arrival], int]:
     arrivals = []
-    for message_id, content_type, delay, length, dead, timestamp in entries:
+    for entry in entries:
+        message_id, content_type, delay, length, dead, timestamp = entry[:6]
         arrivals.append(
             Arrival(
                 id=message_id,
@@ -134,6 +143,7 @@ def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arr
                 delay=delay,
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp=timestamp,
+                dedup_id=entry[6] if len(entry) > 6 else None,
             )
         )
         offset += length
@@ -167,6 +177,7 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
         "op": "meta",
         "delay": settings.delivery_delay,
         "retention": settings.retention_seconds,
+        "dedup": settings.dedup_window_seconds,
         "paused": paused,
         "created": created_at,
     }
@@ -179,16 +190,22 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
 
 def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     header = record.header
-    settings = _settings(header["delay"], header["retention"], header.get("maxm"), header.get("maxb"))
+    # a queue created before deduplication has the default window
+    settings = _settings(
+        header["delay"], header["retention"], header.get("dedup"), header.get("maxm"), header.get("maxb")
+    )
     return settings, bool(header["paused"]), float(header["created"])
 
 
-def _settings(delay: Any, retention: Any, most_messages: Any = None, most_bytes: Any = None) -> QueueSettings:
+def _settings(
+    delay: Any, retention: Any, dedup: Any = None, most_messages: Any = None, most_bytes: Any = None
+) -> QueueSettings:
     return QueueSettings(
-        float(delay),
-        float(retention),
-        None if most_messages is None else int(most_messages),
-        None if most_bytes is None else int(most_bytes),
+        delivery_delay=float(delay),
+        retention_seconds=float(retention),
+        dedup_window_seconds=float(DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else dedup),
+        max_backlog_messages=None if most_messages is None else int(most_messages),
+        max_backlog_bytes=None if most_bytes is None else int(most_bytes),
     )
 
 
@@ -234,12 +251,14 @@ def encode_state(state: QueueState) -> bytes:
             state.settings.retention_seconds,
             state.settings.max_backlog_messages,
             state.settings.max_backlog_bytes,
+            state.settings.dedup_window_seconds,
         ],
         "paused": state.paused,
         "created": state.created_at,
         "now": state.now,
         "messages": messages,
         "moves": moves,
+        "dedup": [[dedup_id, message_id, until] for dedup_id, (message_id, until) in state.dedup.items()],
     }
     return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -250,7 +269,12 @@ def decode_state(name: str, data: bytes) -> QueueState:
     if version not in (2, SNAPSHOT_VERSION):  # v2 had no `lost`
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
-    state.set_meta(_settings(*header["settings"]), bool(header["paused"]), header["created"])
+    # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
+    # dedup window; a snapshot from before deduplication has the default window
+    delay, retention, *rest = header["settings"]
+    most_messages, most_bytes, dedup = (*rest, None, None, None)[:3]
+    settings = _settings(delay, retention, dedup, most_messages, most_bytes)
+    state.set_meta(settings, bool(header["paused"]), header["created"])
     state.now = float(header["now"])
     for entry in header["messages"]:
         message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]
@@ -285,4 +309,6 @@ def decode_state(name: str, data: bytes) -> QueueState:
             for copy_id, kind, delay, dead, timestamp, record, offset, size in entries
         ]
         state.outbox[move_id] = Move(move_id, destination, copies, started_at)
+    for dedup_id, message_id, until in header.get("dedup", ()):
+        state.dedup[dedup_id] = (message_id, until)
     return state

@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from conveyor.backends.base import expiry_is_lost, expiry_refunds, handed_token
 from conveyor.types import (
@@ -72,6 +73,19 @@ class Message:
         )
 
 
+class _Named(Protocol):
+    """What deduplication reads of a message on its way in (an Arrival or a records.Outgoing)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def dedup_id(self) -> str | None: ...
+
+
+_Sent = TypeVar("_Sent", bound=_Named)
+
+
 @dataclass(slots=True)
 class Arrival:
     """A message as a record carries it, its body at `location`. `delay` None: the queue's
@@ -84,6 +98,7 @@ class Arrival:
     delay: float | None = None
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
+    dedup_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -125,6 +140,8 @@ class QueueState:
         # (visible_at, order, id, version); entries whose version is stale are skipped
         self.heap: list[tuple[float, int, str, int]] = []
         self.outbox: dict[str, Move] = {}
+        # dedup id -> (the id of the first message naming it, when the claim ends)
+        self.dedup: dict[str, tuple[str, float]] = {}
         self.now = 0.0
         self.bytes = 0
 
@@ -163,24 +180,55 @@ class QueueState:
 
     # -- records -----------------------------------------------------------------------------
 
-    def refusal(self, arrivals: Sequence[Arrival]) -> tuple[str, int, int, int] | None:
+    def refusal(self, arrivals: Sequence[Arrival], now: float) -> tuple[str, int, int, int] | None:
         """Why `arrivals` do not fit the queue's backlog limits: (limit, held, adding, maximum);
-        None when they fit. Deterministic: every reader decides the same at the same record."""
-        settings = self.settings
-        new = [a for a in arrivals if a.id not in self.messages]
-        most_messages, most_bytes = settings.max_backlog_messages, settings.max_backlog_bytes
-        if most_messages is not None and len(self.messages) + len(new) > most_messages:
-            return "max_backlog_messages", len(self.messages), len(new), most_messages
-        adding = sum(a.location[2] for a in new)
+        None when they fit. Only what `send` would store counts (not a message already here nor
+        a deduplicated one). Deterministic: every reader decides the same at the same record."""
+        new = self.admitted(arrivals, now)
+        return self.room_refusal(len(new), sum(a.location[2] for a in new))
+
+    def room_refusal(self, count: int, adding: int) -> tuple[str, int, int, int] | None:
+        """Why `count` more messages of `adding` bytes do not fit: as `refusal`."""
+        if not count:
+            return None
+        most_messages, most_bytes = self.settings.max_backlog_messages, self.settings.max_backlog_bytes
+        if most_messages is not None and len(self.messages) + count > most_messages:
+            return "max_backlog_messages", len(self.messages), count, most_messages
         if most_bytes is not None and self.bytes + adding > most_bytes:
             return "max_backlog_bytes", self.bytes, adding, most_bytes
         return None
 
+    def admitted(self, items: Sequence[_Sent], now: float) -> list[_Sent]:
+        """The items `send` would store now, changing nothing: those not already here and not
+        deduplicated (by a live claim of another message, or an earlier item naming its dedup id)."""
+        window = self.settings.dedup_window_seconds
+        claims: dict[str, str] = {}
+        kept = []
+        for item in items:
+            if item.dedup_id is not None and window > 0:
+                holder = claims.get(item.dedup_id)
+                if holder is None:
+                    claim = self.dedup.get(item.dedup_id)
+                    holder = claim[0] if claim is not None and claim[1] > now else item.id
+                    claims[item.dedup_id] = holder
+                if holder != item.id:
+                    continue
+            if item.id not in self.messages:
+                kept.append(item)
+        return kept
+
     def send(self, arrivals: Sequence[Arrival], now: float, first_order: int) -> int:
-        """Store arrivals not already here (a send retried after a lost reply is stored once).
-        Returns how many were stored."""
+        """Store arrivals not already here (a send retried after a lost reply is stored once),
+        nor those naming a dedup id a live claim of another message holds (the first message
+        naming it claims it for the queue's dedup window). Returns how many were stored."""
         stored = 0
+        window = self.settings.dedup_window_seconds
         for index, arrival in enumerate(arrivals):
+            if arrival.dedup_id is not None and window > 0:
+                claim = self.dedup.get(arrival.dedup_id)
+                if claim is not None and claim[1] > now and claim[0] != arrival.id:
+                    continue
+                self.dedup[arrival.dedup_id] = (arrival.id, now + window)
             if arrival.id in self.messages:
                 continue
             delay = self.settings.delivery_delay if arrival.delay is None else arrival.delay
@@ -355,6 +403,8 @@ class QueueState:
         expired = [m for m in self.messages.values() if m.timestamp < cutoff]
         for message in expired:
             self._delete(message)
+        for dedup_id in [key for key, (_, until) in self.dedup.items() if until <= now]:
+            del self.dedup[dedup_id]
         return len(expired)
 
     def sweep_due(self, move_grace: float) -> float:
@@ -397,6 +447,11 @@ class QueueState:
         return QueueStats(
             self.name, ready, delayed, in_flight, max(0.0, now - oldest), self.bytes, self.paused
         )
+
+    def stored_as(self, dedup_id: str, message_id: str, now: float) -> str:
+        """The id a message naming `dedup_id` is stored under, once its send was applied."""
+        claim = self.dedup.get(dedup_id)
+        return message_id if claim is None or claim[1] <= now else claim[0]
 
     def peek(self, limit: int) -> list[Message]:
         """Up to `limit` messages, oldest visible first."""

@@ -277,7 +277,7 @@ class QueueView:
             arrivals = records.decode_arrivals(record, seq)
             # a checked send into a bounded queue: all of it if it fits, else nothing (its writer
             # hears why; records it carries for other queues go with it)
-            result = state.refusal(arrivals) if "lim" in header else None
+            result = state.refusal(arrivals, now) if "lim" in header else None
             if result is None:
                 if state.send(arrivals, now, seq << ORDER_SHIFT):
                     self.wake()

@@ -63,7 +63,7 @@ from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
-from conveyor.limits import backlog_added, check_room
+from conveyor.limits import check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
     Clock,
@@ -84,8 +84,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 2
-MIGRATIONS = {1: "schema_v1", 2: "schema_v2"}
+SCHEMA_VERSION = 3
+MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3"}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -145,6 +145,7 @@ def _info(row: Sequence[Any]) -> QueueInfo:
             retention_seconds=row[2],
             max_backlog_messages=row[5],
             max_backlog_bytes=row[6],
+            dedup_window_seconds=row[7],
         ),
         paused=row[3],
         created_at=row[4],
@@ -424,6 +425,7 @@ class PostgresBackend(Backend):
             "retention_seconds": settings.retention_seconds,
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
+            "dedup_window": settings.dedup_window_seconds,
         }
         while True:
             row = await self._fetchone("insert_queue", params, repeatable=exist_ok)
@@ -447,6 +449,7 @@ class PostgresBackend(Backend):
             "retention_seconds": settings.retention_seconds,
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
+            "dedup_window": settings.dedup_window_seconds,
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
         if row is None:
@@ -490,15 +493,16 @@ class PostgresBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         if not messages:
-            return
+            return []
         params = self._send_params(messages)
-        row = await self._run(self._sender(params), repeatable=True)
-        if self._check_sent(params, row):
-            await self._run(self._bounded_sender(params, messages), repeatable=True)
+        ids = self._sent(messages, params, await self._run(self._sender(params), repeatable=True))
+        if ids is None:  # a bounded queue: again, with its room checked
+            ids = await self._run(self._bounded_sender(params, messages), repeatable=True)
+        return ids
 
-    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Transactional enqueue (the `SendsInTransaction` capability): write with the caller's
         open psycopg AsyncConnection and do not commit; consumers are notified at their commit."""
         if not isinstance(connection, psycopg.AsyncConnection):
@@ -506,63 +510,76 @@ class PostgresBackend(Backend):
                 f"connection must be an open psycopg.AsyncConnection, not {type(connection).__name__}"
             )
         if not messages:
-            return
+            return []
         params = self._send_params(messages)
         cursor = await connection.execute(self._q["send"], params, binary=True)
-        if self._check_sent(params, await cursor.fetchone()):
-            # the bounded queues stay locked until the caller's transaction ends
-            await self._send_checked(connection, params, messages)
+        ids = self._sent(messages, params, await cursor.fetchone())
+        if ids is None:
+            # a savepoint: a refusal (QueueFull) takes back this send alone, not the caller's
+            # work; the bounded queues stay locked until the caller's transaction ends
+            async with connection.transaction():
+                ids = await self._send_checked(connection, params, messages)
+        return ids
 
     @staticmethod
-    def _check_sent(params: dict[str, Any], row: Any) -> bool:
-        """QueueNotFound naming a missing queue, from the send statement's reply; True when it
-        stored nothing because a queue is bounded (the send goes again through `_send_checked`)."""
+    def _sent(messages: Sequence[OutgoingMessage], params: dict[str, Any], row: Any) -> list[str] | None:
+        """The ids the messages are stored under, from the send statement's reply; None when it
+        stored nothing because a queue is bounded (the send goes again through `_send_checked`);
+        QueueNotFound naming a missing queue."""
         if row is None or not row[0]:
             found = set(row[1] or ()) if row is not None else set()
             missing = [name for name in params["queue_names"] if name not in found]
-            if missing or row is None:
+            if missing or row is None or not row[5]:
                 raise QueueNotFound(missing[0] if missing else params["queue_names"][0])
-            return bool(row[3])
-        return False
+            return None
+        ids = [m.id for m in messages]
+        if row[3]:  # deduplicated: stored under their dedup id's first message
+            for position, stored_as in zip(row[3], row[4], strict=True):
+                ids[position - 1] = stored_as
+        return ids
 
     def _bounded_sender(
         self, params: dict[str, Any], messages: Sequence[OutgoingMessage]
-    ) -> Callable[[Conn], Awaitable[None]]:
-        """A send into bounded queues as a repeatable operation: one transaction."""
-        tries = 0
+    ) -> Callable[[Conn], Awaitable[list[str]]]:
+        """A send into bounded queues as a repeatable operation: one transaction (a repeat after
+        a lost reply stores nothing twice and adds no room: an id is stored once)."""
 
-        async def send(conn: Conn) -> None:
-            nonlocal tries
-            tries += 1
-            try:
-                async with conn.transaction():
-                    await self._send_checked(conn, params, messages)
-            except psycopg.errors.UniqueViolation:
-                if tries == 1:
-                    raise
-                # A repeat after a lost reply: the first try committed (a send is all or nothing).
+        async def send(conn: Conn) -> list[str]:
+            async with conn.transaction():
+                return await self._send_checked(conn, params, messages)
 
         return send
 
     async def _send_checked(
         self, conn: Any, params: dict[str, Any], messages: Sequence[OutgoingMessage]
-    ) -> None:
-        """Lock the bounded queues, count what they hold, refuse with QueueFull what does not
-        fit (the caller's transaction rolls back), else send; in the caller's transaction."""
+    ) -> list[str]:
+        """Lock the bounded queues, send, then count what they hold: QueueFull when the rows this
+        send stored do not fit (raised inside a transaction or savepoint that then rolls back, so
+        nothing stays), else the ids. A deduplicated message stores no row and takes no room."""
         cursor = await conn.execute(self._q["lock_bounded"], params, binary=True)
         bounded = {row[0]: row for row in await cursor.fetchall()}
-        held: dict[int, tuple[int, int]] = {}
-        if bounded:  # else its limits were removed meanwhile
-            by_bytes = [queue_id for queue_id, row in bounded.items() if row[3] is not None] or [0]
-            counted = {"ids": list(bounded), "by_bytes": by_bytes}
-            cursor = await conn.execute(self._q["backlog"], counted, binary=True)
-            held = {row[0]: (int(row[1]), int(row[2])) for row in await cursor.fetchall()}
-        adding = backlog_added(messages)
-        for queue_id, (_, name, most_messages, most_bytes) in bounded.items():
-            settings = QueueSettings(max_backlog_messages=most_messages, max_backlog_bytes=most_bytes)
-            check_room(name, settings, held.get(queue_id, (0, 0)), adding[name])
         cursor = await conn.execute(self._q["send"], {**params, "checked": True}, binary=True)
-        self._check_sent(params, await cursor.fetchone())
+        row = await cursor.fetchone()
+        ids = self._sent(messages, params, row)
+        assert ids is not None  # checked: being bounded is no reason to store nothing
+        adding: dict[int, tuple[int, int]] = {}
+        for queue_id, size in zip(row[6] or (), row[7] or (), strict=True):
+            count, total = adding.get(queue_id, (0, 0))
+            adding[queue_id] = (count + 1, total + size)
+        filled = [queue_id for queue_id in bounded if queue_id in adding]
+        if filled:  # else its limits were removed meanwhile, or nothing new was stored
+            by_bytes = [queue_id for queue_id in filled if bounded[queue_id][3] is not None]
+            counted = {"ids": filled, "by_bytes": by_bytes or [0]}
+            cursor = await conn.execute(self._q["backlog"], counted, binary=True)
+            holds = {row[0]: (int(row[1]), int(row[2])) for row in await cursor.fetchall()}
+            for queue_id in filled:
+                _, name, most_messages, most_bytes = bounded[queue_id]
+                added = adding[queue_id]
+                count, size = holds.get(queue_id, added)
+                held = (count - added[0], size - added[1] if queue_id in by_bytes else 0)
+                settings = QueueSettings(max_backlog_messages=most_messages, max_backlog_bytes=most_bytes)
+                check_room(name, settings, held, added if queue_id in by_bytes else (added[0], 0))
+        return ids
 
     def _send_params(self, messages: Sequence[OutgoingMessage]) -> dict[str, Any]:
         return {
@@ -573,24 +590,17 @@ class PostgresBackend(Backend):
             "content_types": [m.content_type for m in messages],
             "delays": [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages],
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
+            "dedup_ids": [m.dedup_id for m in messages],
             "channel": self.channel,
             "checked": False,
         }
 
     def _sender(self, params: dict[str, Any]) -> Callable[[Conn], Awaitable[Any]]:
-        """The send statement as a repeatable operation."""
-        tries = 0
+        """The send statement as a repeatable operation: a repeat after a lost reply stores
+        nothing twice (an id is stored once)."""
 
         async def send(conn: Conn) -> Any:
-            nonlocal tries
-            tries += 1
-            try:
-                cursor = await conn.execute(self._q["send"], params, binary=True)
-            except psycopg.errors.UniqueViolation:
-                if tries == 1:
-                    raise
-                # A repeat after a lost reply: the first try committed (a send is all or nothing).
-                return (True, params["queue_names"], 0, False)
+            cursor = await conn.execute(self._q["send"], params, binary=True)
             return await cursor.fetchone()
 
         return send
@@ -725,6 +735,7 @@ class PostgresBackend(Backend):
             swept = await self._rowcount("sweep", {"limit": SWEEP_CHUNK})
             removed += swept
             if swept < SWEEP_CHUNK:  # then every queue had fewer than a chunk left
+                await self._rowcount("sweep_dedup", {})
                 return removed
 
 

@@ -66,29 +66,45 @@ CREATE TABLE {schema}.rate_buckets (
     updated_at timestamptz NOT NULL
 )
 
+-- name: schema_v3
+-- Deduplication (v3): a queue's dedup window, and each dedup id's first message until the
+-- window ends. A claim past its end is taken over by the next send naming it, or swept.
+ALTER TABLE {schema}.queues ADD COLUMN dedup_window double precision NOT NULL DEFAULT 300;
+CREATE TABLE {schema}.dedup (
+    queue_id bigint NOT NULL,
+    dedup_id text COLLATE "C" NOT NULL,
+    message_id text COLLATE "C" NOT NULL,
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (queue_id, dedup_id)
+);
+CREATE INDEX dedup_expiry ON {schema}.dedup (expires_at)
+
 -- name: queue_by_name
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes
+       max_backlog_messages, max_backlog_bytes, dedup_window
 FROM {schema}.queues WHERE name = %(name)b
 
 -- name: list_queues
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes
+       max_backlog_messages, max_backlog_bytes, dedup_window
 FROM {schema}.queues ORDER BY name COLLATE "C"
 
 -- name: insert_queue
-INSERT INTO {schema}.queues (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes)
-VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b, %(max_backlog_messages)b, %(max_backlog_bytes)b)
+INSERT INTO {schema}.queues
+    (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes, dedup_window)
+VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b, %(max_backlog_messages)b, %(max_backlog_bytes)b,
+        %(dedup_window)b)
 ON CONFLICT (name) DO NOTHING
 RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes
+       max_backlog_messages, max_backlog_bytes, dedup_window
 
 -- name: update_queue
 UPDATE {schema}.queues SET delivery_delay = %(delivery_delay)b, retention_seconds = %(retention_seconds)b,
-    max_backlog_messages = %(max_backlog_messages)b, max_backlog_bytes = %(max_backlog_bytes)b
+    max_backlog_messages = %(max_backlog_messages)b, max_backlog_bytes = %(max_backlog_bytes)b,
+    dedup_window = %(dedup_window)b
 WHERE name = %(name)b
 RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes
+       max_backlog_messages, max_backlog_bytes, dedup_window
 
 -- name: set_paused
 WITH updated AS (
@@ -103,6 +119,8 @@ SELECT id FROM {schema}.queues WHERE name = %(name)b FOR UPDATE
 -- runs after lock_queue_for_delete, in a fresh snapshot that sees every send that held the queue
 WITH gone AS (
     DELETE FROM {schema}.messages WHERE queue_id = %(id)b
+), claims AS (
+    DELETE FROM {schema}.dedup WHERE queue_id = %(id)b
 ), subscriptions AS (
     DELETE FROM {schema}.subscriptions WHERE queue = %(name)b
 )
@@ -124,10 +142,13 @@ ORDER BY topic COLLATE "C", queue COLLATE "C"
 -- name: send
 -- All or nothing: when a named queue is missing nothing is inserted and `found` says which exist.
 -- A bounded queue (one with a backlog limit) is written only with %(checked)b, after
--- `lock_bounded` and `backlog` in the same transaction; otherwise nothing is inserted and
--- `bounded` says so.
+-- `lock_bounded` in the same transaction (`backlog` then counts what it holds with this send);
+-- otherwise nothing is inserted and `bounded` says so.
+-- Returns (ok, found, notified, positions, ids, bounded, inserted queue ids, inserted sizes):
+-- positions are the 1-based positions of the messages stored under another message's id (their
+-- dedup id's first message), ids those ids; the last two give each row this statement inserted.
 WITH targets AS (
-    SELECT id, name, delivery_delay,
+    SELECT id, name, delivery_delay, dedup_window,
            max_backlog_messages IS NOT NULL OR max_backlog_bytes IS NOT NULL AS bounded
     FROM {schema}.queues
     WHERE name = ANY(%(queue_names)b::text[]) FOR KEY SHARE
@@ -135,23 +156,55 @@ WITH targets AS (
     SELECT count(*) = cardinality(%(queue_names)b::text[])
            AND (%(checked)b OR NOT coalesce(bool_or(bounded), false)) AS ok
     FROM targets
+), incoming AS (
+    SELECT * FROM unnest(%(ids)b::text[], %(queues)b::text[], %(bodies)b::bytea[],
+                         %(content_types)b::text[], %(delays)b::float8[], %(dead_letters)b::text[],
+                         %(dedup_ids)b::text[]) WITH ORDINALITY
+         AS m(id, queue, body, content_type, delay, dead_letter, dedup_id, position)
+), claimed AS (
+    -- The first message naming a dedup id claims it unless a live claim of another message
+    -- holds it. DO UPDATE, not DO NOTHING: it waits for a concurrent claim to commit and then
+    -- RETURNING names the holder, which a plain read in this statement's snapshot would miss.
+    INSERT INTO {schema}.dedup AS d (queue_id, dedup_id, message_id, expires_at)
+    SELECT DISTINCT ON (t.id, m.dedup_id) t.id, m.dedup_id, m.id,
+           statement_timestamp() + make_interval(secs => t.dedup_window)
+    FROM incoming m JOIN targets t ON t.name = m.queue
+    WHERE m.dedup_id IS NOT NULL AND t.dedup_window > 0 AND (SELECT ok FROM complete)
+    ORDER BY t.id, m.dedup_id, m.position
+    ON CONFLICT (queue_id, dedup_id) DO UPDATE SET
+        message_id = CASE WHEN d.expires_at <= statement_timestamp() OR d.message_id = excluded.message_id
+                          THEN excluded.message_id ELSE d.message_id END,
+        expires_at = CASE WHEN d.expires_at <= statement_timestamp() OR d.message_id = excluded.message_id
+                          THEN excluded.expires_at ELSE d.expires_at END
+    RETURNING d.queue_id, d.dedup_id, d.message_id
+), resolved AS (
+    SELECT m.*, t.id AS queue_id, t.delivery_delay, coalesce(c.message_id, m.id) AS stored_as
+    FROM incoming m JOIN targets t ON t.name = m.queue
+    LEFT JOIN claimed c ON c.queue_id = t.id AND c.dedup_id = m.dedup_id
 ), inserted AS (
     INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
-    SELECT m.id, t.id, m.body, m.content_type, statement_timestamp(),
-           statement_timestamp() + make_interval(secs => coalesce(m.delay, t.delivery_delay)),
-           m.dead_letter::jsonb
-    FROM unnest(%(ids)b::text[], %(queues)b::text[], %(bodies)b::bytea[], %(content_types)b::text[],
-                %(delays)b::float8[], %(dead_letters)b::text[]) WITH ORDINALITY
-         AS m(id, queue, body, content_type, delay, dead_letter, position)
-    JOIN targets t ON t.name = m.queue
-    WHERE (SELECT ok FROM complete)
+    SELECT r.id, r.queue_id, r.body, r.content_type, statement_timestamp(),
+           statement_timestamp() + make_interval(secs => coalesce(r.delay, r.delivery_delay)),
+           r.dead_letter::jsonb
+    FROM resolved r
+    WHERE (SELECT ok FROM complete) AND r.stored_as = r.id
     -- rows take their seq in the order they were sent: a join may hand them over in any order
-    ORDER BY m.position
+    ORDER BY r.position
+    -- an id is stored once: a send repeated after a lost reply changes nothing
+    ON CONFLICT (id) DO NOTHING
+    RETURNING queue_id, octet_length(body) AS size
 )
 SELECT (SELECT ok FROM complete), array_agg(name),
        count(pg_notify(%(channel)b, name)) FILTER (WHERE (SELECT ok FROM complete)),
-       coalesce(bool_or(bounded), false)
+       (SELECT array_agg(position::int4 ORDER BY position) FROM resolved WHERE stored_as <> id),
+       (SELECT array_agg(stored_as ORDER BY position) FROM resolved WHERE stored_as <> id),
+       coalesce(bool_or(bounded), false),
+       (SELECT array_agg(queue_id) FROM inserted),
+       (SELECT array_agg(size) FROM inserted)
 FROM targets
+
+-- name: sweep_dedup
+DELETE FROM {schema}.dedup WHERE expires_at <= now()
 
 -- name: lock_bounded
 -- The bounded queues of a send, locked against each other's senders until the transaction ends
@@ -162,8 +215,8 @@ WHERE name = ANY(%(queue_names)b::text[])
 ORDER BY id FOR NO KEY UPDATE
 
 -- name: backlog
--- What locked queues hold: a statement after `lock_bounded`, so its snapshot sees every send
--- committed by the senders that held the lock before.
+-- What locked queues hold: a statement after `lock_bounded` and the send, so its snapshot sees
+-- every send committed by the senders that held the lock before, and this one's rows.
 -- (bytes only for the queues bounded by bytes: summing them reads every row)
 SELECT queue_id, count(*),
        CASE WHEN queue_id = ANY(%(by_bytes)b::bigint[]) THEN coalesce(sum(octet_length(body)), 0) ELSE 0 END::bigint

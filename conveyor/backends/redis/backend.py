@@ -64,6 +64,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
+from conveyor import limits as L
 from conveyor.backends.base import Backend, make_lease_id, new_token
 from conveyor.backends.redis import connecting
 from conveyor.backends.scripts import load_named
@@ -103,7 +104,7 @@ META, READY, INFLIGHT, AGE, WAKE = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -202,7 +203,7 @@ def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
 
 
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created, most_messages, most_bytes = fields
+    delay, retention, paused, created, most_messages, most_bytes, dedup = fields
     if delay is None or retention is None or created is None:
         return None
     settings = QueueSettings(
@@ -210,6 +211,8 @@ def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
         retention_seconds=_seconds(retention),
         max_backlog_messages=int(most_messages) if most_messages else None,
         max_backlog_bytes=int(most_bytes) if most_bytes else None,
+        # a queue created before deduplication has the default window
+        dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else _seconds(dedup),
     )
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
 
@@ -222,6 +225,7 @@ def _settings_args(settings: QueueSettings) -> list[str | int]:
         _us(settings.retention_seconds),
         "" if most_messages is None else most_messages,
         "" if most_bytes is None else most_bytes,
+        _us(settings.dedup_window_seconds),
     ]
 
 
@@ -235,6 +239,7 @@ class _Write:
     delay_us: int | None = None  # None: the queue's delivery delay
     dead_letter: str = ""
     timestamp_us: int | None = None  # None: now
+    dedup_id: str | None = None
 
     def args(self) -> list[str | bytes]:
         """The id, and the rest packed in one argument (see the `send` script): the client
@@ -253,6 +258,7 @@ class _Write:
             body=message.body,
             delay_us=None if message.delay_seconds is None else _us(message.delay_seconds),
             dead_letter="" if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+            dedup_id=message.dedup_id,
         )
 
 
@@ -468,21 +474,32 @@ class RedisBackend(Backend):
 
     # -- sending -----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         by_queue: dict[str, list[_Write]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(_Write.of(message))
         if len(by_queue) <= 1 or not self._cluster:
-            if by_queue:
-                await self._send_scripts(by_queue)
-            return
-        await self._require_queues(list(by_queue))
-        await self._check_room(by_queue)
-        await asyncio.gather(*(self._send_scripts({name: writes}) for name, writes in by_queue.items()))
+            held = await self._send_scripts(by_queue) if by_queue else {}
+        else:
+            await self._require_queues(list(by_queue))
+            await self._check_room(by_queue)
+            parts = await asyncio.gather(
+                *(self._send_scripts({name: writes}) for name, writes in by_queue.items())
+            )
+            held = {place: holder for part in parts for place, holder in part.items()}
+        if not held:
+            return [message.id for message in messages]
+        ids, seen = [], dict.fromkeys(by_queue, 0)
+        for message in messages:
+            ids.append(held.get((message.queue, seen[message.queue]), message.id))
+            seen[message.queue] += 1
+        return ids
 
     async def _check_room(self, by_queue: dict[str, list[_Write]]) -> None:
         """QueueFull unless the writes fit every bounded queue as it is now: for a send across
-        the nodes of a cluster, whose scripts (each of which checks its own queue) run apart."""
+        the nodes of a cluster, whose scripts (each of which checks its own queue) run apart.
+        It counts every write, deduplicated or not (which is known only inside each script):
+        a send it lets through can fail only in the scripts, which see the whole send at once."""
         names = list(by_queue)
         with self._available():
             pipe = self.client.pipeline(transaction=False)
@@ -501,22 +518,32 @@ class RedisBackend(Backend):
             adding = (len(writes), sum(len(write.body) for write in writes))
             check_room(name, settings, (int(held), int(held_bytes or 0)), adding)
 
-    async def _send_scripts(self, by_queue: dict[str, list[_Write]]) -> None:
-        """One `send` script over every queue in `by_queue` (they must share a node)."""
+    async def _send_scripts(self, by_queue: dict[str, list[_Write]]) -> dict[tuple[str, int], str]:
+        """One `send` script over every queue in `by_queue` (they must share a node). Returns the
+        messages not stored for their dedup id, by (queue, index in its list): the id holding it."""
         names = list(by_queue)
         keys: list[str] = []
         args: list[str | bytes | int] = []
         for name in names:
             keys.extend(self._queue_keys(name))
-            args.append(len(by_queue[name]))
-            for write in by_queue[name]:
+            writes = by_queue[name]
+            args.append(len(writes))
+            for write in writes:
                 args.extend(write.args())
-        refused = await self._run("send", keys, args)
-        if isinstance(refused, list):  # a bounded queue the messages do not fit in
-            group, limit, held, adding, maximum = refused
-            raise QueueFull(names[group - 1], _text(limit), int(held), int(adding), int(maximum))
-        if refused:
-            raise QueueNotFound(names[refused - 1])
+            claims = [(index, w.dedup_id) for index, w in enumerate(writes, 1) if w.dedup_id is not None]
+            args.append(len(claims))
+            for index, dedup_id in claims:
+                args.extend((index, dedup_id))
+        reply = await self._run("send", keys, args)
+        if reply[0] < 0:  # a bounded queue the messages to store do not fit in
+            group, limit, held, adding, maximum = reply
+            raise QueueFull(names[-group - 1], _text(limit), int(held), int(adding), int(maximum))
+        if reply[0]:
+            raise QueueNotFound(names[reply[0] - 1])
+        return {
+            (names[int(reply[i]) - 1], int(reply[i + 1]) - 1): _text(reply[i + 2])
+            for i in range(1, len(reply), 3)
+        }
 
     # -- shared rate limits (SharedRateLimits) ------------------------------------------------
 

@@ -6,7 +6,8 @@
 --
 -- Per queue (KEYS, in this order, KEYS_PER_QUEUE of them):
 --   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes),
---             maxmsgs, maxbytes (the backlog limits; '' or absent: no limit)
+--             maxmsgs, maxbytes (the backlog limits; '' or absent: no limit), dedup (the dedup
+--             window, µs; absent: the default)
 --   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
 --   state     hash id -> "<deliveries>:<body size>:<lost>:<lease token>" (messages leased at
 --             least once; `lost`: deliveries in a row without an outcome; a state written before
@@ -15,6 +16,10 @@
 --   inflight  zset id by lease deadline (an expired lease is deliverable again)
 --   age       zset id by send time (retention, oldest age; also: which ids are stored)
 --   wake      list of wake-up tokens consumers block on (BLPOP)
+--
+-- A dedup id's claim is a string key beside them, "{<prefix>:<queue>}:dedup:<dedup id>" (same
+-- slot), holding "<message id>|<queue created µs>" and expiring with the window: a claim left by
+-- a deleted queue of the same name is not the new queue's.
 --
 -- A lease is live when the state's token matches and the id is in `inflight` with a deadline
 -- still ahead. Work on many messages is done with one variadic command per key (HMGET, ZMSCORE,
@@ -27,6 +32,8 @@ local KEYS_PER_QUEUE = 7
 local WAKE_TOKENS = 4
 -- most arguments handed to one command (Lua's unpack() has a stack limit)
 local CHUNK = 2000
+-- a queue's dedup window when its meta has none (a queue created before deduplication), µs
+local DEFAULT_DEDUP_US = 300000000
 
 local function queue_keys(group)
   local base = (group - 1) * KEYS_PER_QUEUE
@@ -222,27 +229,29 @@ local function movable(q, limit, now)
 end
 
 -- name: create_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit).
--- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes}.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
+-- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs}.
 local q = queue_keys(1)
 if exists(q) then
-  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes')
-  return {0, m[1], m[2], m[3], m[4], m[5], m[6]}
+  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
+  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7]}
 end
 local now = int(server_now())
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
-  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4])
-return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4]}
+  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5])
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5]}
 
 -- name: update_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit).
--- Returns {delay, retention, paused, created µs, max messages, max bytes}, or {} if missing.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
+-- Returns {delay, retention, paused, created µs, max messages, max bytes, dedup window µs}, or {}
+-- if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
-redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes')
+redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4],
+  'dedup', ARGV[5])
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.
@@ -284,15 +293,20 @@ return value
 -- name: send
 -- KEYS: one group per queue. ARGV: per queue a message count, then per message two arguments: its
 -- id, and "<delay µs>:<timestamp µs>:<content type>:<dead-letter JSON length>:<JSON><body>" (an
--- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter).
--- Returns 0; or the group number of a missing queue; or, for a bounded queue the messages do not
--- fit in, {group, limit name, what it holds, what the send adds, the limit}. Then nothing was stored.
+-- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter);
+-- then a count of dedup ids and per dedup id two arguments: the message's index in the group, the
+-- dedup id. Returns {the group number of a missing queue}; or, for a bounded queue the messages
+-- it would store do not fit in, {minus its group number, limit name, what it holds, what the send
+-- adds, the limit} (in both cases nothing was stored); or {0, then per message not stored for its
+-- dedup id: group, index, the id of the message holding it}. Every check comes before the first
+-- write (a script's writes are not undone by its return); a deduplicated message takes no room.
 for g = 1, group_count() do
   if not exists(queue_keys(g)) then
-    return g
+    return {g}
   end
 end
 local now = server_now()
+local reply = {0}
 local at = 1
 local groups = {}
 for g = 1, group_count() do
@@ -319,28 +333,78 @@ for g = 1, group_count() do
     -- one microsecond apart: a batch stays in the order it was sent
     items[i] = {id, content_type .. ':' .. int(timestamp) .. ':' .. tail, now + delay + i - 1, timestamp, size}
   end
-  -- a bounded queue: what it holds now plus this send must stay within its limits
-  local limits = redis.call('HMGET', q.meta, 'maxmsgs', 'maxbytes')
-  if limits[1] and limits[1] ~= '' then
-    local held = redis.call('ZCARD', q.age)
-    if held + count > tonumber(limits[1]) then
-      return {g, 'max_backlog_messages', held, count, limits[1]}
+  local claims = tonumber(ARGV[at])
+  at = at + 1
+  local claiming, ms = {}, 0
+  if claims > 0 then
+    local window = tonumber(redis.call('HGET', q.meta, 'dedup') or DEFAULT_DEDUP_US)
+    if window > 0 then
+      local created = redis.call('HGET', q.meta, 'created')
+      local prefix = string.sub(q.meta, 1, -5) .. 'dedup:'  -- q.meta ends with 'meta'
+      ms = math.max(1, math.floor(window / 1000))
+      local pending = {}  -- claims this send makes: a later message of it naming one is deduplicated
+      for c = 1, claims do
+        local index, key = tonumber(ARGV[at]), prefix .. ARGV[at + 1]
+        at = at + 2
+        local id = items[index][1]
+        local holder = pending[key]
+        if not holder then
+          local current = redis.call('GET', key)
+          if current then
+            local held_by, since = string.match(current, '^(.*)|([^|]*)$')
+            if since == created then  -- else left by a deleted queue of this name: claimed again
+              holder = held_by
+            end
+          end
+        end
+        if not holder then
+          pending[key] = id
+          claiming[#claiming + 1] = {key, id .. '|' .. created}
+        elseif holder ~= id then
+          adding = adding - items[index][5]
+          items[index] = false
+          reply[#reply + 1] = g
+          reply[#reply + 1] = index
+          reply[#reply + 1] = holder
+        end
+      end
+      local kept = {}
+      for i = 1, count do
+        if items[i] then
+          kept[#kept + 1] = items[i]
+        end
+      end
+      items = kept
+    else
+      at = at + 2 * claims
     end
   end
-  if limits[2] and limits[2] ~= '' then
+  -- a bounded queue: what it holds now plus what this send stores must stay within its limits
+  local storing = #items
+  local limits = redis.call('HMGET', q.meta, 'maxmsgs', 'maxbytes')
+  if storing > 0 and limits[1] and limits[1] ~= '' then
+    local held = redis.call('ZCARD', q.age)
+    if held + storing > tonumber(limits[1]) then
+      return {-g, 'max_backlog_messages', held, storing, limits[1]}
+    end
+  end
+  if storing > 0 and limits[2] and limits[2] ~= '' then
     local held = tonumber(redis.call('HGET', q.meta, 'bytes') or '0')
     if held + adding > tonumber(limits[2]) then
-      return {g, 'max_backlog_bytes', held, adding, limits[2]}
+      return {-g, 'max_backlog_bytes', held, adding, limits[2]}
     end
   end
-  groups[g] = {q, items, count}
+  groups[g] = {q, items, count, claiming, ms}
 end
 for g = 1, group_count() do
-  local q, items, count = groups[g][1], groups[g][2], groups[g][3]
+  local q, items, count, claiming, ms = groups[g][1], groups[g][2], groups[g][3], groups[g][4], groups[g][5]
+  for _, claim in ipairs(claiming) do
+    redis.call('SET', claim[1], claim[2], 'PX', ms)
+  end
   insert_many(q, items)
   wake(q, count)
 end
-return 0
+return reply
 
 -- name: lease
 -- ARGV: limit, visibility timeout µs, token. Returns id, record, deliveries, lost per message.

@@ -64,8 +64,8 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 2
-MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"]}
+SCHEMA_VERSION = 3
+MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"]}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
@@ -119,6 +119,7 @@ def _info(row: tuple[Any, ...]) -> QueueInfo:
             retention_seconds=row[3],
             max_backlog_messages=row[6],
             max_backlog_bytes=row[7],
+            dedup_window_seconds=row[8],
         ),
         paused=bool(row[4]),
         created_at=row[5],
@@ -573,6 +574,7 @@ class SQLiteBackend(Backend):
                     self.clock.now(),
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
+                    settings.dedup_window_seconds,
                 ),
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
@@ -593,6 +595,7 @@ class SQLiteBackend(Backend):
                     settings.retention_seconds,
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
+                    settings.dedup_window_seconds,
                     name,
                 ),
             )
@@ -606,6 +609,7 @@ class SQLiteBackend(Backend):
             if row is None:
                 return False
             conn.execute(Q["delete_queue_messages"], (row[0],))
+            conn.execute(Q["delete_queue_dedup"], (row[0],))
             conn.execute(Q["delete_queue"], (row[0],))
             conn.execute(Q["delete_queue_subscriptions"], (name,))
             return True
@@ -648,11 +652,17 @@ class SQLiteBackend(Backend):
 
     # -- messages ----------------------------------------------------------------------------
 
-    async def send_many(self, messages: Sequence[OutgoingMessage]) -> None:
-        def send(conn: sqlite3.Connection) -> None:
+    async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        def send(conn: sqlite3.Connection) -> list[str]:
             queues = {name: self._queue_row(conn, name) for name in {m.queue for m in messages}}
-            self._check_room(conn, queues, messages)
             now = self.clock.now()
+            ids = [m.id for m in messages]
+            stored = messages
+            if any(m.dedup_id is not None for m in messages):
+                ids = self._deduplicate(conn, messages, queues, now)
+                stored = [m for m, stored_as in zip(messages, ids, strict=True) if stored_as == m.id]
+            # a deduplicated message takes no room; a refusal rolls its claims back with the rest
+            self._check_room(conn, queues, stored)
             conn.executemany(
                 Q["insert_message"],
                 [
@@ -665,12 +675,36 @@ class SQLiteBackend(Backend):
                         now + (queues[m.queue][2] if m.delay_seconds is None else m.delay_seconds),
                         None if m.dead_letter is None else json.dumps(m.dead_letter.to_dict()),
                     )
-                    for m in messages
+                    for m in stored
                 ],
             )
+            return ids
 
-        await self._transaction(send, grows=True)
+        ids = await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})
+        return ids
+
+    @staticmethod
+    def _deduplicate(
+        conn: sqlite3.Connection,
+        messages: Sequence[OutgoingMessage],
+        queues: dict[str, tuple[Any, ...]],
+        now: float,
+    ) -> list[str]:
+        """The id each message is stored under: a dedup id's live claim wins, else the message
+        claims it (inside the send's write transaction: other writers wait for it)."""
+        ids = []
+        for m in messages:
+            queue_id, window = queues[m.queue][0], queues[m.queue][8]
+            if m.dedup_id is None or window <= 0:
+                ids.append(m.id)
+                continue
+            params = {"queue_id": queue_id, "dedup_id": m.dedup_id, "message_id": m.id, "now": now}
+            row = conn.execute(Q["dedup_claim"], params | {"window": window}).fetchone()
+            if row is None:
+                row = conn.execute(Q["dedup_holder"], params).fetchone()
+            ids.append(row[0])
+        return ids
 
     @staticmethod
     def _check_room(
@@ -895,6 +929,7 @@ class SQLiteBackend(Backend):
             removed = 0
             for row in conn.execute(Q["list_queues"]).fetchall():
                 removed += conn.execute(Q["sweep"], (row[0], now - row[3])).rowcount
+            conn.execute(Q["sweep_dedup"], (now,))
             return removed
 
         return await self._transaction(sweep)

@@ -44,22 +44,39 @@ ALTER TABLE conveyor_messages ADD COLUMN lost INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE conveyor_queues ADD COLUMN max_backlog_messages INTEGER;
 ALTER TABLE conveyor_queues ADD COLUMN max_backlog_bytes INTEGER
 
+-- name: schema_v3
+-- Deduplication (v3): a queue's dedup window, and each dedup id's first message until the
+-- window ends. A claim past its end is taken over by the next send naming it, or swept.
+ALTER TABLE conveyor_queues ADD COLUMN dedup_window REAL NOT NULL DEFAULT 300;
+CREATE TABLE IF NOT EXISTS conveyor_dedup (
+    queue_id INTEGER NOT NULL,
+    dedup_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (queue_id, dedup_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
+
 -- name: queue_by_name
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
+    dedup_window
 FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
-SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes
+SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
+    dedup_window
 FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
 INSERT INTO conveyor_queues
-    (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes)
-VALUES (?, ?, ?, 0, ?, ?, ?)
+    (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
+     dedup_window)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?)
 
 -- name: update_queue
 UPDATE conveyor_queues
-SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_backlog_bytes = ?
+SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_backlog_bytes = ?,
+    dedup_window = ?
 WHERE name = ?
 
 -- name: backlog
@@ -69,6 +86,25 @@ SELECT count(*), coalesce(sum(length(body)), 0) FROM conveyor_messages WHERE que
 -- name: backlog_count
 -- the same without the bytes, for a queue bounded by count only: the ready index alone
 SELECT count(*), 0 FROM conveyor_messages WHERE queue_id = ?
+
+-- Claims a dedup id for a message unless a live claim holds it: RETURNING names the message
+-- that now holds it (none: a live claim of another message does, see dedup_holder).
+-- name: dedup_claim
+INSERT INTO conveyor_dedup (queue_id, dedup_id, message_id, expires_at)
+VALUES (:queue_id, :dedup_id, :message_id, :now + :window)
+ON CONFLICT (queue_id, dedup_id) DO UPDATE
+SET message_id = excluded.message_id, expires_at = excluded.expires_at
+WHERE conveyor_dedup.expires_at <= :now OR conveyor_dedup.message_id = excluded.message_id
+RETURNING message_id
+
+-- name: dedup_holder
+SELECT message_id FROM conveyor_dedup WHERE queue_id = :queue_id AND dedup_id = :dedup_id
+
+-- name: delete_queue_dedup
+DELETE FROM conveyor_dedup WHERE queue_id = ?
+
+-- name: sweep_dedup
+DELETE FROM conveyor_dedup WHERE expires_at <= ?
 
 -- name: set_paused
 UPDATE conveyor_queues SET paused = ? WHERE name = ?
@@ -94,9 +130,11 @@ DELETE FROM conveyor_subscriptions WHERE topic = ? AND queue = ?
 SELECT topic, queue, types, created_at FROM conveyor_subscriptions
 WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 
+-- An id is stored once: a send repeated after an unconfirmed write changes nothing.
 -- name: insert_message
 INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
 VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
 
 -- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
 -- hands rows over in no defined order, and the picked order is what the batch keeps.
