@@ -521,17 +521,35 @@ class JetStream:
     async def write_rate(self, queue: str, state: bytes, expected_seq: int) -> None:
         """Replace a rate limit's bucket if it is still at `expected_seq`, else WrongLastSequence."""
         subject = self._rates_subject_prefix + queue
-        if expected_seq == 0:
+        # the stream is made with the first bucket: queues without a shared rate never need it
+        stream = (self.rates_stream, self._rates_subject_prefix + ">") if expected_seq == 0 else None
+        await self._replace_last(subject, state, expected_seq, stream)
+
+    async def write_topics(self, document: bytes, expected_seq: int) -> None:
+        """Replace the subscriptions document if it is still at `expected_seq`, else raise
+        WrongLastSequence."""
+        await self._replace_last(
+            self.topics_subject, document, expected_seq, (self.topics_stream, self.topics_subject)
+        )
+
+    async def _replace_last(
+        self, subject: str, data: bytes, expected_seq: int, stream: tuple[str, str] | None
+    ) -> None:
+        """Publish `data` as the one record of `subject` if its last is still at `expected_seq`
+        (compare-and-set), else WrongLastSequence; `stream` (name, subjects) is created first
+        when given (one record per subject)."""
+        if stream is not None:
+            name, subjects = stream
             config = {
-                "name": self.rates_stream,
-                "subjects": [self._rates_subject_prefix + ">"],
+                "name": name,
+                "subjects": [subjects],
                 "retention": "limits",
                 "storage": "file",
                 "num_replicas": self.options.replicas,
                 "max_msgs_per_subject": 1,
             }
             try:
-                await self.api(f"STREAM.CREATE.{self.rates_stream}", config)
+                await self.api(f"STREAM.CREATE.{name}", config)
             except nats.js.errors.APIError as exc:
                 if _error_code(exc) != STREAM_NAME_IN_USE:
                     raise
@@ -539,37 +557,7 @@ class JetStream:
 
         async def call() -> None:
             try:
-                await self.js.publish(subject, state, timeout=REQUEST_TIMEOUT_SECONDS, headers=headers)
-            except nats.js.errors.APIError as exc:
-                if _error_code(exc) == WRONG_LAST_SEQUENCE:
-                    raise WrongLastSequence(str(exc)) from exc
-                raise
-
-        await self._retrying(call)
-
-    async def write_topics(self, document: bytes, expected_seq: int) -> None:
-        """Replace the subscriptions document if it is still at `expected_seq`, else raise
-        WrongLastSequence."""
-        config = {
-            "name": self.topics_stream,
-            "subjects": [self.topics_subject],
-            "retention": "limits",
-            "storage": "file",
-            "num_replicas": self.options.replicas,
-            "max_msgs_per_subject": 1,
-        }
-        try:
-            await self.api(f"STREAM.CREATE.{self.topics_stream}", config)
-        except nats.js.errors.APIError as exc:
-            if _error_code(exc) != STREAM_NAME_IN_USE:
-                raise
-        headers = {"Nats-Expected-Last-Subject-Sequence": str(expected_seq)}
-
-        async def call() -> None:
-            try:
-                await self.js.publish(
-                    self.topics_subject, document, timeout=REQUEST_TIMEOUT_SECONDS, headers=headers
-                )
+                await self.js.publish(subject, data, timeout=REQUEST_TIMEOUT_SECONDS, headers=headers)
             except nats.js.errors.APIError as exc:
                 if _error_code(exc) == WRONG_LAST_SEQUENCE:
                     raise WrongLastSequence(str(exc)) from exc
