@@ -85,6 +85,14 @@ def expiry_is_lost(token: str) -> bool:
     return not token.startswith((AHEAD, "move-"))
 
 
+def expired_lease_counts(token: str) -> tuple[int, int]:
+    """What a lease under `token` that expired does to its message's counts, for the engines that
+    keep them in Python (memory, NATS): (attempts given back, deliveries without an outcome)."""
+    if expiry_refunds(token):
+        return 1, 0
+    return 0, int(expiry_is_lost(token))
+
+
 def make_lease_id(message_id: str, token: str) -> str:
     return f"{message_id}.{token}"
 

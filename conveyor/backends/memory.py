@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 
 from conveyor.backends.base import (
     Backend,
-    expiry_is_lost,
-    expiry_refunds,
+    expired_lease_counts,
     handed_token,
     make_lease_id,
     new_token,
@@ -248,10 +247,9 @@ class MemoryBackend(Backend):
                 if message is None or message.version != version:
                     continue
                 if message.lease_token is not None:  # its last lease expired
-                    if expiry_refunds(message.lease_token):
-                        message.attempts -= 1
-                    elif expiry_is_lost(message.lease_token):
-                        message.lost += 1
+                    refunded, lost = expired_lease_counts(message.lease_token)
+                    message.attempts -= refunded
+                    message.lost += lost
                 message.attempts += 1
                 message.lease_token = token
                 message.visible_at = now + visibility_timeout

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from conveyor.backends.base import expiry_is_lost, expiry_refunds, handed_token
+from conveyor.backends.base import expired_lease_counts, handed_token
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -266,10 +266,9 @@ class QueueState:
             if message is None or message.version != version:
                 continue
             if message.lease_token is not None:  # its last lease expired
-                if expiry_refunds(message.lease_token):
-                    message.attempts -= 1
-                elif expiry_is_lost(message.lease_token):
-                    message.lost += 1
+                refunded, lost = expired_lease_counts(message.lease_token)
+                message.attempts -= refunded
+                message.lost += lost
             message.attempts += 1
             message.lease_token = token
             message.visible_at = now + visibility_timeout
