@@ -122,6 +122,21 @@ class QueuePaused(ConveyorError):
         self.queue = name
 
 
+class MessageLeased(ConveyorError):
+    """`Queue.delete` of a message a consumer holds under a live lease: nothing was deleted (the
+    lease's outcome decides; try again after it). The HTTP API answers 409."""
+
+    code = "message_leased"
+
+    def __init__(self, queue: str, message_id: str) -> None:
+        super().__init__(
+            f"message {message_id!r} of queue {queue!r} is leased by a consumer: nothing was deleted; "
+            "delete it once its lease ends"
+        )
+        self.queue = queue
+        self.message_id = message_id
+
+
 class MessageValidationError(ConveyorValueError):
     """A body refused by the queue's pydantic schema; `errors` is pydantic's error list."""
 
