@@ -122,6 +122,18 @@ class QueuePaused(ConveyorError):
         self.queue = name
 
 
+class MessageNotFound(ConveyorValueError, LookupError):
+    """The queue holds no message of that id (acked, expired, deleted, or never sent): the CLI's
+    `messages delete` and the HTTP API's DELETE answer with it (404); `Queue.delete` returns False."""
+
+    code = "message_not_found"
+
+    def __init__(self, queue: str, message_id: str) -> None:
+        super().__init__(f"queue {queue!r} holds no message {message_id!r}")
+        self.queue = queue
+        self.message_id = message_id
+
+
 class MessageLeased(ConveyorError):
     """`Queue.delete` of a message a consumer holds under a live lease: nothing was deleted (the
     lease's outcome decides; try again after it). The HTTP API answers 409."""

@@ -39,6 +39,10 @@ MAX_DEDUP_WINDOW_SECONDS = 86_400
 MAX_DEDUP_ID_LENGTH = 128
 DEDUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 
+# Message ids (core/ids.py makes 32 hex digits): the shape /openapi.json gives a path parameter
+# naming one (any other text names no message: 404).
+MESSAGE_ID_PATTERN = re.compile(r"[0-9A-Za-z_-]{1,128}")
+
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
 MAX_BATCH_SIZE = 100
