@@ -18,6 +18,7 @@ from conveyor.errors import (
     InvalidDedupId,
     InvalidHandler,
     InvalidQueueName,
+    InvalidSchedule,
     InvalidURL,
     LimitExceeded,
     MessageLeased,
@@ -41,6 +42,7 @@ from conveyor.limits import Limits
 from conveyor.owned import Owned
 from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
+from conveyor.schedules import Schedule
 from conveyor.topics import PublishResult, Topic
 from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
 
@@ -69,6 +71,7 @@ __all__ = [
     "InvalidDedupId",
     "InvalidHandler",
     "InvalidQueueName",
+    "InvalidSchedule",
     "InvalidURL",
     "LimitExceeded",
     "Limits",
@@ -95,6 +98,7 @@ __all__ = [
     "QueueStats",
     "Router",
     "RouterStats",
+    "Schedule",
     "SendRequest",
     "StorageFull",
     "StorageUnusable",

@@ -18,6 +18,13 @@ class ConveyorValueError(ConveyorError, ValueError):
     code = "invalid_value"
 
 
+class InvalidSchedule(ConveyorValueError):
+    """A schedule conveyor cannot run: a bad cron expression, time zone, interval or name, or a
+    queue whose dedup window is too short for one message per tick (checked at worker start)."""
+
+    code = "invalid_schedule"
+
+
 class InvalidQueueName(ConveyorValueError):
     """A queue or topic name outside 1-63 characters of `A-Z a-z 0-9 _ -`."""
 
