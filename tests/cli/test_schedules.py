@@ -3,6 +3,7 @@ the next runs of each; a schedule-only worker sends its ticks."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_schedules_list_shows_each_schedule_with_its_next_runs(cli: Cli, tmp_pat
     assert all((run.hour, run.minute) == (9, 0) and run.weekday() < 5 for run in runs)  # Paris time
     assert (hourly["name"], hourly["every_seconds"], hourly["catch_up_seconds"]) == ("hourly", 3600, 60)
     ticks = [datetime.fromisoformat(run).timestamp() for run in hourly["next_runs_utc"]]
-    assert [b - a for a, b in zip(ticks, ticks[1:], strict=False)] == [3600, 3600]
+    assert [b - a for a, b in itertools.pairwise(ticks)] == [3600, 3600]
     assert ticks[0] % 3600 == 0
     table = cli("schedules", "list", url=False).stdout
     for text in ("Schedules", "reports/0_9_*_*_1-5", "0 9 * * 1-5", "Europe/Paris", "every 3600 s", "hourly"):
