@@ -73,6 +73,7 @@ class Schedule:
         return f"every {self.every:g} s"
 
     def zone(self) -> ZoneInfo:
+        """The time zone its cron expression is read in."""
         return ZoneInfo(self.tz)
 
     def previous_tick(self, now: float) -> float:
@@ -91,6 +92,7 @@ class Schedule:
         return next(CronSim(self.cron, datetime.fromtimestamp(after, self.zone()))).timestamp()
 
     def next_ticks(self, after: float, count: int) -> list[float]:
+        """The next `count` ticks after `after` (seconds since the epoch)."""
         ticks = []
         for _ in range(count):
             after = self.next_tick(after)
@@ -98,6 +100,7 @@ class Schedule:
         return ticks
 
     def dedup_id(self, tick: float) -> str:
+        """The dedup id of the message of `tick`: every worker sends it, the queue keeps one."""
         return f"schedule:{self.name}:{int(tick)}"
 
     def message(self, tick: float) -> Any:
