@@ -34,6 +34,7 @@ from conveyor.core import Core
 from conveyor.durations import parse_duration
 from conveyor.errors import InvalidSchedule, QueueNotFound
 from conveyor.producer import Queue
+from conveyor.types import Clock
 
 log = logging.getLogger("conveyor.schedules")
 
@@ -241,7 +242,7 @@ class Scheduler:
             log.error("schedule %s: the tick of %s was not sent: %s", schedule.name, _when(tick), exc)
 
 
-async def _sleep_until(clock: Any, when: float, stopping: asyncio.Event) -> bool:
+async def _sleep_until(clock: Clock, when: float, stopping: asyncio.Event) -> bool:
     """Sleep on the App's clock until `when`; False if the worker stops first."""
     while (left := when - clock.now()) > 0:
         sleeper = asyncio.ensure_future(clock.sleep(left))
