@@ -393,7 +393,8 @@ class App:
                 (default 60 s; never more than one missed tick). The queue's dedup window must be
                 at least this plus 30 s (checked when a worker starts).
 
-        Raises `InvalidSchedule` for a bad cron expression, time zone, interval or a name in use.
+        Raises `InvalidSchedule` for a bad cron expression, time zone, interval or a name in use,
+        and `BodyNotSerializable` for a body JSON cannot carry.
         """
         made = schedules.make_schedule(
             cron, queue=queue, every=every, body=body, tz=tz, name=name, catch_up=catch_up

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from conveyor import limits as L
+from conveyor.codec import encode_json
 from conveyor.core import Core
 from conveyor.durations import parse_duration
 from conveyor.errors import InvalidSchedule, QueueNotFound
@@ -126,7 +127,8 @@ def make_schedule(
     name: str | None,
     catch_up: float | str | None,
 ) -> Schedule:
-    """A checked Schedule; InvalidSchedule (a ValueError) naming what is wrong otherwise."""
+    """A checked Schedule; InvalidSchedule (a ValueError) naming what is wrong otherwise, and
+    BodyNotSerializable for a body JSON cannot carry."""
     L.validate_queue_name(queue)
     if (cron is None) == (every is None):
         raise InvalidSchedule("a schedule takes a cron expression or every=, exactly one of them")
@@ -154,6 +156,8 @@ def make_schedule(
                 f"invalid cron expression {cron!r}: {exc} (five fields: minute hour day-of-month "
                 "month day-of-week, e.g. '*/5 * * * *')"
             ) from None
+    if body is not None:
+        encode_json(body)  # BodyNotSerializable now, not at every tick
     window = L.DEFAULT_SCHEDULE_CATCH_UP_SECONDS if catch_up is None else _seconds("catch_up", catch_up)
     if window > L.MAX_SCHEDULE_CATCH_UP_SECONDS:
         raise InvalidSchedule(

@@ -57,6 +57,13 @@ def test_a_bad_schedule_is_refused_with_a_clear_error(
     assert app.schedules == []
 
 
+def test_a_body_json_cannot_carry_is_refused_at_registration() -> None:
+    app = conveyor.App("memory://")
+    with pytest.raises(conveyor.BodyNotSerializable):
+        app.schedule(every=60, queue="reports", body={"at": float("nan")})
+    assert app.schedules == []
+
+
 def test_two_schedules_of_one_name_are_refused() -> None:
     app = conveyor.App("memory://")
     app.schedule(every=60, queue="reports")

@@ -25,7 +25,7 @@ from conveyor.config import (
     load_config,
     parse_config,
 )
-from conveyor.errors import InvalidHandler, InvalidSchedule
+from conveyor.errors import BodyNotSerializable, InvalidHandler, InvalidSchedule
 from conveyor.topics import normalize_types
 from conveyor.types import QueueInfo
 
@@ -98,8 +98,8 @@ def register_schedules(app: App, config: ConveyorConfig) -> None:
         options = schedule.model_dump()
         try:
             app.schedule(options.pop("cron"), **options)
-        except InvalidSchedule as exc:
-            raise InvalidSchedule(f"{CONFIG_FILE}: schedules[{index}]: {exc}") from None
+        except (InvalidSchedule, BodyNotSerializable) as exc:
+            raise type(exc)(f"{CONFIG_FILE}: schedules[{index}]: {exc}") from None
 
 
 async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
