@@ -106,3 +106,22 @@ async def test_delete_sync_from_a_thread_without_an_event_loop(app: conveyor.App
     assert await asyncio.to_thread(orders.delete_sync, message_id) is True
     assert await asyncio.to_thread(orders.delete_sync, message_id) is False
     assert (await orders.stats()).total == 0
+
+
+async def test_deletes_racing_pulls_never_delete_a_delivered_message(app: conveyor.App) -> None:
+    orders = app.queue("orders")
+    ids = await orders.send_batch(list(range(60)))
+
+    async def delete(message_id: str) -> str | None:
+        try:
+            return message_id if await orders.delete(message_id) else None
+        except conveyor.MessageLeased:
+            return None
+
+    pulls = [orders.pull(10) for _ in range(6)]
+    results = await asyncio.gather(*pulls, *(delete(message_id) for message_id in ids))
+    pulled = {m.id for batch in results[: len(pulls)] for m in batch}  # type: ignore[union-attr]
+    deleted = {message_id for message_id in results[len(pulls) :] if message_id is not None}
+    assert not pulled & deleted  # a message went one way or the other, never both
+    assert pulled | deleted == set(ids)  # and none was lost: a delete fails only on a leased one
+    assert (await orders.stats()).total == len(pulled)
