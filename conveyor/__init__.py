@@ -18,8 +18,11 @@ from conveyor.errors import (
     InvalidDedupId,
     InvalidHandler,
     InvalidQueueName,
+    InvalidSchedule,
     InvalidURL,
     LimitExceeded,
+    MessageLeased,
+    MessageNotFound,
     MessageTooLarge,
     MessageValidationError,
     MetricsServerError,
@@ -39,6 +42,7 @@ from conveyor.limits import Limits
 from conveyor.owned import Owned
 from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
+from conveyor.schedules import Schedule
 from conveyor.topics import PublishResult, Topic
 from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
 
@@ -67,11 +71,14 @@ __all__ = [
     "InvalidDedupId",
     "InvalidHandler",
     "InvalidQueueName",
+    "InvalidSchedule",
     "InvalidURL",
     "LimitExceeded",
     "Limits",
     "Message",
     "MessageBatch",
+    "MessageLeased",
+    "MessageNotFound",
     "MessageTooLarge",
     "MessageValidationError",
     "MetricsServerError",
@@ -91,6 +98,7 @@ __all__ = [
     "QueueStats",
     "Router",
     "RouterStats",
+    "Schedule",
     "SendRequest",
     "StorageFull",
     "StorageUnusable",

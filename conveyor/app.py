@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import limits as L
-from conveyor import topics
+from conveyor import schedules, topics
 from conveyor.backends import Backend, from_url, redact
 from conveyor.config import project_url
 from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, RetryBackoff, Worker
@@ -75,6 +75,8 @@ class App:
         self.env = Env(self.core, self.consumers)
         self._lifespan: Lifespan | None = None
         self._topics: dict[str, topics.Topic] = {}
+        #: the schedules every worker of this App runs (`schedule`)
+        self.schedules: list[schedules.Schedule] = []
         self._metrics: WorkerMetrics | None = None
 
     @property
@@ -360,6 +362,47 @@ class App:
 
         return register
 
+    def schedule(
+        self,
+        cron: str | None = None,
+        *,
+        queue: str,
+        every: float | str | None = None,
+        body: Any = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        catch_up: float | str | None = None,
+    ) -> schedules.Schedule:
+        """Send a message to `queue` on a cron expression or `every` N seconds, from every running
+        worker of this App (`app.run`, `run_consumers`, `conveyor worker`), exactly once per tick
+        however many workers run. Usable as a call or as a decorator (which leaves the function
+        as it is, e.g. the queue's consumer).
+
+        Args:
+            cron: a cron expression (`"*/5 * * * *"`; a sixth field first is seconds), read in `tz`.
+            queue: where the messages go (created on first use, as by a send).
+            every: instead of `cron`: seconds (or "30s", "5m", "1h") between ticks, at multiples
+                of it since the epoch (1 s to 366 days).
+            body: the message body (JSON); default `{"schedule": name, "tick": ISO time in UTC}`.
+            tz: the IANA time zone of the cron expression (default "UTC"); daylight saving time
+                is handled by the cron library: a tick in the hour skipped in spring runs when
+                it ends, one in the hour repeated in autumn runs once.
+            name: names the schedule in its messages' dedup ids (`schedule:<name>:<tick epoch>`)
+                and in `conveyor schedules list`; default `<queue>/<timing>`.
+            catch_up: a worker that starts sends the latest tick if it is at most this old
+                (default 60 s; never more than one missed tick). The queue's dedup window must be
+                at least this plus 30 s (checked when a worker starts).
+
+        Raises `InvalidSchedule` for a bad cron expression, time zone, interval or a name in use,
+        and `BodyNotSerializable` for a body JSON cannot carry.
+        """
+        made = schedules.make_schedule(
+            cron, queue=queue, every=every, body=body, tz=tz, name=name, catch_up=catch_up
+        )
+        schedules.check_unique(self.schedules, made)
+        self.schedules.append(made)
+        return made
+
     def lifespan(
         self, function: Callable[[Env], AsyncIterator[None]]
     ) -> Callable[[Env], AsyncIterator[None]]:
@@ -381,7 +424,13 @@ class App:
             lifespan=self._lifespan,
             shutdown_grace=shutdown_grace,
             observer=self._metrics or NO_OBSERVER,  # the App's metrics once asked for (`metrics`)
+            background=self._scheduler_jobs(),
         )
+
+    def _scheduler_jobs(self) -> list[tuple[str, Callable[[asyncio.Event], Awaitable[None]]]]:
+        if not self.schedules:
+            return []
+        return [("scheduler", schedules.Scheduler(self.core, self.schedules).run)]
 
     async def run_worker(
         self,

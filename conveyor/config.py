@@ -1,5 +1,5 @@
-"""conveyor.toml: a project's URL, queues, consumers and topics (the wrangler.toml of conveyor), and the URL
-an App or a command uses when none is given.
+"""conveyor.toml: a project's URL, queues, consumers, topics and schedules (the wrangler.toml of
+conveyor), and the URL an App or a command uses when none is given.
 
 Loading validates every key with pydantic (unknown keys are errors, with a did-you-mean) and
 reports the first problems as `conveyor.toml: consumers[0].max_batch_size: Input should be less
@@ -148,6 +148,25 @@ class TopicConfig(_Section):
         return self
 
 
+class ScheduleConfig(_Section):
+    """`[[schedules]]`: what `app.schedule` takes (its cron expression, interval, time zone and name
+    are checked when a worker or `conveyor schedules list` registers it)."""
+
+    queue: QueueName
+    cron: str | None = None
+    every: Duration | None = None
+    body: Any = None
+    tz: str = "UTC"
+    name: str | None = None
+    catch_up: Duration | None = None
+
+    @model_validator(mode="after")
+    def _cron_or_every(self) -> ScheduleConfig:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("a schedule takes cron or every, exactly one of them")
+        return self
+
+
 class ConveyorConfig(_Section):
     url: str | None = None
     app: ImportPath | None = None
@@ -155,6 +174,7 @@ class ConveyorConfig(_Section):
     consumers: list[ConsumerConfig] = []
     metrics: MetricsConfig = MetricsConfig()
     topics: list[TopicConfig] = []
+    schedules: list[ScheduleConfig] = []
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> ConveyorConfig:
@@ -172,6 +192,7 @@ class ConveyorConfig(_Section):
         """Every queue the file names: declared, consumed, dead-letter and subscription queues."""
         names = {queue.name for queue in self.queues}
         names.update(subscription.queue for topic in self.topics for subscription in topic.subscriptions)
+        names.update(schedule.queue for schedule in self.schedules)
         for consumer in self.consumers:
             names.add(consumer.queue)
             if consumer.dead_letter_queue is not None:
@@ -192,6 +213,7 @@ def _section_model(loc: Sequence[int | str]) -> type[BaseModel]:
         "queues": QueueConfig,
         "consumers": ConsumerConfig,
         "metrics": MetricsConfig,
+        "schedules": ScheduleConfig,
     }
     return sections.get(str(loc[0]), ConveyorConfig) if len(loc) > 1 else ConveyorConfig
 

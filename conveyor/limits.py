@@ -39,6 +39,23 @@ MAX_DEDUP_WINDOW_SECONDS = 86_400
 MAX_DEDUP_ID_LENGTH = 128
 DEDUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 
+# Message ids (core/ids.py makes 32 hex digits): the shape /openapi.json gives a path parameter
+# naming one (any other text names no message: 404).
+MESSAGE_ID_PATTERN = re.compile(r"[0-9A-Za-z_-]{1,128}")
+
+# Schedules (conveyor/schedules.py): a worker that starts sends the latest tick only if it is at
+# most the catch-up window old (never a burst of missed ticks); a schedule's queue needs a dedup
+# window of at least its catch-up window plus the margin (for the workers' clocks and slow sends).
+DEFAULT_SCHEDULE_CATCH_UP_SECONDS = 60.0
+SCHEDULE_DEDUP_MARGIN_SECONDS = 30.0
+MAX_SCHEDULE_CATCH_UP_SECONDS = MAX_DEDUP_WINDOW_SECONDS - SCHEDULE_DEDUP_MARGIN_SECONDS
+MIN_SCHEDULE_EVERY_SECONDS = 1.0
+MAX_SCHEDULE_EVERY_SECONDS = 366 * 86_400
+# a schedule's name goes into its dedup ids: printable ASCII without space or ':'
+SCHEDULE_NAME_PATTERN = re.compile(r"[!-9;-~]{1,80}")
+# how many next runs `conveyor schedules list` shows
+SCHEDULE_NEXT_RUNS = 3
+
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
 MAX_BATCH_SIZE = 100

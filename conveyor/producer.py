@@ -385,6 +385,21 @@ class Queue:
         backend = await self.core.connected()
         return await backend.purge(self.name)
 
+    async def delete(self, message_id: str) -> bool:
+        """Delete one message by id, ready or delayed (a dead letter too, on a dead-letter
+        queue); it is never delivered after. False when the queue holds no such message (acked,
+        expired, deleted, or never sent). A message a consumer holds under a live lease raises
+        MessageLeased and is left alone: its consumer's outcome decides. QueueNotFound if the
+        queue does not exist."""
+        if not isinstance(message_id, str):
+            raise TypeError("delete takes a message id (str)")
+        backend = await self.core.connected()
+        return await backend.delete_message(self.name, message_id)
+
+    def delete_sync(self, message_id: str) -> bool:
+        """Blocking `delete`."""
+        return self.core.run_sync(lambda core: self._on(core).delete(message_id))
+
     async def pause(self) -> None:
         """Stop delivery: consumers get nothing and `pull` raises QueuePaused; sends are still accepted."""
         backend = await self.core.connected()

@@ -254,6 +254,12 @@ class Backend(abc.ABC):
         """Delete every message of the queue; returns how many."""
 
     @abc.abstractmethod
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        """Delete one message by id, atomically, wherever it is (ready, delayed, or with a lease
+        that has expired); False if the queue holds no such message. A message under a live lease
+        raises MessageLeased and changes nothing. QueueNotFound if the queue does not exist."""
+
+    @abc.abstractmethod
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         """Move up to `limit` unleased messages atomically (for DLQ replay): they keep id, body and
         content type, start again at attempts 0, are visible at once and lose dead-letter info."""

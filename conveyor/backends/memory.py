@@ -20,7 +20,7 @@ from conveyor.backends.base import (
     make_lease_id,
     new_token,
 )
-from conveyor.errors import QueueAlreadyExists, QueueNotFound
+from conveyor.errors import MessageLeased, QueueAlreadyExists, QueueNotFound
 from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -404,6 +404,17 @@ class MemoryBackend(Backend):
             state.messages.clear()
             state.heap.clear()
             return count
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        with self.store.lock:
+            state = self._queue(queue)
+            message = state.messages.get(message_id)
+            if message is None:
+                return False
+            if message.lease_token is not None and message.visible_at > self.clock.now():
+                raise MessageLeased(queue, message_id)
+            del state.messages[message_id]  # its heap entry is skipped as stale
+            return True
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         with self.store.lock:

@@ -25,7 +25,7 @@ from conveyor.config import (
     load_config,
     parse_config,
 )
-from conveyor.errors import InvalidHandler
+from conveyor.errors import BodyNotSerializable, InvalidHandler, InvalidSchedule
 from conveyor.topics import normalize_types
 from conveyor.types import QueueInfo
 
@@ -90,6 +90,16 @@ def register_consumers(app: App, config: ConveyorConfig, *, search: Sequence[Pat
             raise InvalidHandler(
                 f"{CONFIG_FILE}: consumers[{index}].handler {consumer.handler!r}: {exc}"
             ) from None
+
+
+def register_schedules(app: App, config: ConveyorConfig) -> None:
+    """Register every `[[schedules]]` entry on `app`; an error names the entry."""
+    for index, schedule in enumerate(config.schedules):
+        options = schedule.model_dump()
+        try:
+            app.schedule(options.pop("cron"), **options)
+        except (InvalidSchedule, BodyNotSerializable) as exc:
+            raise type(exc)(f"{CONFIG_FILE}: schedules[{index}]: {exc}") from None
 
 
 async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:

@@ -1,5 +1,6 @@
-"""The worker: runs every consumer of an app, sweeps retention, and shuts down gracefully (also
-when one of its consumers dies, whose error it then raises)."""
+"""The worker: runs every consumer of an app (and its background jobs: the schedules), sweeps
+retention, and shuts down gracefully (also when one of its consumers or jobs dies, whose error it
+then raises)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from conveyor import limits as L
 from conveyor.consumer.env import Env
@@ -22,6 +23,10 @@ log = logging.getLogger("conveyor.worker")
 # How often run_until_idle looks whether the queues are drained.
 IDLE_CHECK_SECONDS = 0.005
 
+#: a job the worker runs beside its consumers (the App's scheduler): (its name, a coroutine
+#: function given the worker's stopping event, which returns once it is set)
+BackgroundJob = tuple[str, Callable[[asyncio.Event], Awaitable[None]]]
+
 
 class Worker:
     """Runs consumers on one Core: each in a ConsumerRunner, with the app's env and lifespan."""
@@ -35,8 +40,10 @@ class Worker:
         lifespan: Lifespan | None = None,
         shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
         observer: ConsumerObserver = NO_OBSERVER,
+        background: Sequence[BackgroundJob] = (),
     ) -> None:
         self.core = core
+        self.background = list(background)
         self.env = env
         self.lifespan = lifespan
         self.shutdown_grace = shutdown_grace
@@ -58,12 +65,13 @@ class Worker:
         and `run` then raises that consumer's error: a worker never carries on short of a
         consumer, nor ends as if it had been asked to stop.
         """
-        if not self.runners:
+        if not self.runners and not self.background:
             raise ValueError("the app has no consumers: register one with @app.consumer(queue)")
         await self.core.connected()
         died: list[BaseException] = []
         async with self.lifespan(self.env) if self.lifespan is not None else contextlib.nullcontext():
             tasks = [self._start_consumer(runner, died) for runner in self.runners]
+            tasks += [self._start_job(name, job, died) for name, job in self.background]
             sweeper = asyncio.create_task(self._sweep_forever())
             self.observer.started(self.runners)
             self.started.set()
@@ -97,6 +105,30 @@ class Worker:
             log.error(
                 "the consumer of %r died: %s: %s; stopping the worker",
                 queue,
+                type(error).__name__,
+                error,
+                exc_info=None if isinstance(error, ConveyorError) else error,
+            )
+
+        task.add_done_callback(ended)
+        return task
+
+    def _start_job(
+        self, name: str, job: Callable[[asyncio.Event], Awaitable[None]], died: list[BaseException]
+    ) -> asyncio.Task[None]:
+        async def run() -> None:
+            await job(self.stopping)
+
+        task = asyncio.create_task(run(), name=name)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or (error := task.exception()) is None:
+                return
+            died.append(error)
+            error.add_note(f"the worker's {name} died of this; the worker stopped its consumers")
+            log.error(
+                "the %s died: %s: %s; stopping the worker",
+                name,
                 type(error).__name__,
                 error,
                 exc_info=None if isinstance(error, ConveyorError) else error,

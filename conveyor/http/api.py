@@ -14,7 +14,7 @@ from conveyor import admin
 from conveyor import limits as L
 from conveyor.admin import message_document, queue_document
 from conveyor.app import App
-from conveyor.errors import BackendUnavailable, QueueNotFound
+from conveyor.errors import BackendUnavailable, MessageNotFound, QueueNotFound
 from conveyor.http import responses, schemas
 from conveyor.http.body import BodyReader
 from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
@@ -123,6 +123,13 @@ class QueueApi:
                 "Move this dead-letter queue's messages back",
                 body=schemas.Replay,
                 result=R.Replayed,
+            ),
+            Operation(
+                "DELETE",
+                messages + "/{message_id}",
+                self.delete_message,
+                "Delete one message by id (409 while a consumer holds it)",
+                result=R.MessageDeleted,
             ),
             *self.topic_operations(),
             # last: the run of schemathesis goes in this order, and a deleted queue answers 404 after
@@ -250,6 +257,14 @@ class QueueApi:
         purged = await queue.purge()
         self.figures.forget(queue.name)
         return ok({"name": queue.name, "purged": purged})
+
+    async def delete_message(self, request: Request) -> Response:
+        queue = self._queue(request)
+        message_id = request.path_params["message_id"]
+        if not await queue.delete(message_id):
+            raise MessageNotFound(queue.name, message_id)
+        self.figures.forget(queue.name)
+        return ok({"queue": queue.name, "id": message_id, "deleted": True})
 
     async def pause(self, request: Request) -> Response:
         queue = self._queue(request)

@@ -87,6 +87,12 @@ class Purged(_Document):
     purged: int
 
 
+class MessageDeleted(_Document):
+    queue: str
+    id: str
+    deleted: bool
+
+
 class DeadLetter(_Document):
     original_id: str
     source_queue: str

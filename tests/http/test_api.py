@@ -272,3 +272,20 @@ async def test_a_bad_dedup_id_is_invalid_dedup_id_and_stores_nothing(client: htt
     batch = {"messages": [{"body": 1}, {"body": 2, "dedup_id": "x" * 129}]}
     assert error_code(await client.post("/queues/jobs/messages/batch", json=batch), 400) == "invalid_dedup_id"
     assert (await queue(client, "jobs"))["backlog"] == 0
+
+
+async def test_delete_one_message_by_id(client: httpx.AsyncClient) -> None:
+    await create(client, "jobs")
+    doomed = result(await client.post("/queues/jobs/messages", json={"body": "doomed"}))["id"]
+    held = result(await client.post("/queues/jobs/messages", json={"body": "held"}))["id"]
+    assert result(await client.delete(f"/queues/jobs/messages/{doomed}")) == {
+        "queue": "jobs",
+        "id": doomed,
+        "deleted": True,
+    }
+    assert error_code(await client.delete(f"/queues/jobs/messages/{doomed}"), 404) == "message_not_found"
+    [pulled] = await pull(client, "jobs")
+    assert pulled["id"] == held
+    assert error_code(await client.delete(f"/queues/jobs/messages/{held}"), 409) == "message_leased"
+    assert (await queue(client, "jobs"))["in_flight"] == 1
+    assert error_code(await client.delete(f"/queues/nope/messages/{held}"), 404) == "queue_not_found"

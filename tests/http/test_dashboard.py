@@ -237,3 +237,32 @@ async def test_the_queue_page_states_its_backlog_limit(memory_app: conveyor.App)
         free = (await client.get("/dashboard/queues/free")).text
     assert "backlog limit 1,000 messages or 5,000 bytes" in bounded
     assert "no backlog limit" in free
+
+
+async def test_delete_one_message_asks_for_confirmation_and_skips_leased_ones(
+    memory_app: conveyor.App,
+) -> None:
+    await memory_app.create_queue("jobs")
+    jobs = memory_app.queue("jobs")
+    doomed = await jobs.send("doomed")
+    ready = await jobs.send("ready")
+    await jobs.pull(1)  # leases the oldest: `doomed`
+    async with client_for(memory_app) as client:
+        page = (await client.get("/dashboard/queues/jobs")).text
+        # the leased message has no delete button; the other one has
+        assert f"/dashboard/queues/jobs/messages/{doomed}/delete" not in page
+        assert f"/dashboard/queues/jobs/messages/{ready}/delete" in page
+        url = f"/dashboard/queues/jobs/messages/{ready}/delete"
+        asked = await client.post(url)
+        assert asked.status_code == 200 and f"Delete message {ready}?" in asked.text
+        assert (await jobs.stats()).total == 2
+        done = await client.post(url, data={"confirm": "yes"})
+        assert done.status_code == 303
+        assert "Deleted one message from jobs." in (await client.get(done.headers["location"])).text
+        again = await client.post(url, data={"confirm": "yes"})
+        assert "no longer in jobs" in (await client.get(again.headers["location"])).text
+        leased_url = f"/dashboard/queues/jobs/messages/{doomed}/delete"
+        refused = await client.post(leased_url, data={"confirm": "yes"})
+        assert refused.status_code == 409 and "leased" in refused.text
+        assert (await client.post("/dashboard/queues/jobs/messages/a.b/delete")).status_code == 400
+    assert [m.id for m in await jobs.peek()] == [doomed]

@@ -34,7 +34,7 @@ from conveyor.backends.nats.jetstream import JetStream, StreamState, WrongLastSe
 from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Location, Move, Settled
 from conveyor.backends.nats.view import QueueView
-from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueFull, QueueNotFound
+from conveyor.errors import BackendUnavailable, MessageLeased, QueueAlreadyExists, QueueFull, QueueNotFound
 from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -629,6 +629,12 @@ class NatsBackend(Backend):
 
     async def purge(self, queue: str) -> int:
         return int(await self._command(queue, {"op": "purge", "tok": new_token()}))
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        deleted = await self._command(queue, {"op": "delete", "tok": new_token(), "id": message_id})
+        if deleted is None:
+            raise MessageLeased(queue, message_id)
+        return bool(deleted)
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         await self.js.require_stream(destination)

@@ -5,7 +5,7 @@
 Bodies are raw bytes (never pickled, never base64); the header says how long each is, so a body is
 found again by its record's stream sequence and offset (`state.Location`) without decoding the
 rest. Every other record is a header alone: a command (lease, extend, release, settle, purge,
-move, moved, sweep) with the token its writer waits on, a queue's settings (`meta`), one part of
+delete, move, moved, sweep) with the token its writer waits on, a queue's settings (`meta`), one part of
 a snapshot, or a `rehome` (bodies written again ahead of a compaction, in the send layout).
 """
 

@@ -359,6 +359,17 @@ class QueueState:
         self.bytes = 0
         return count
 
+    def delete(self, message_id: str, now: float) -> bool | None:
+        """Delete one message unless a live lease holds it: True deleted, False no such message,
+        None leased (nothing changed)."""
+        message = self.messages.get(message_id)
+        if message is None:
+            return False
+        if message.lease_token is not None and message.visible_at > now:
+            return None
+        self._delete(message)  # its heap entry is skipped as stale
+        return True
+
     def move_out(self, destination: str, limit: int | None, move_id: str, now: float) -> Move:
         """Take up to `limit` unleased messages, oldest visible first, for `destination`: they
         keep id, body, content type and send time, and start again at attempt 0."""

@@ -320,6 +320,8 @@ class QueueView:
                 self.wake()
         elif op == "purge":
             result = state.purge()
+        elif op == "delete":
+            result = state.delete(str(header["id"]), now)
         elif op == "move":
             result = state.move_out(str(header["to"]), header["n"], str(header["tok"]), now)
         elif op == "moved":

@@ -62,7 +62,14 @@ from conveyor.backends.base import Backend, new_token
 from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
-from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.errors import (
+    BackendUnavailable,
+    ConveyorError,
+    InvalidURL,
+    MessageLeased,
+    QueueAlreadyExists,
+    QueueNotFound,
+)
 from conveyor.limits import check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -719,6 +726,24 @@ class PostgresBackend(Backend):
         if not exists:
             raise QueueNotFound(queue)
         return int(purged)
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        async def delete(conn: Conn) -> bool:
+            async with conn.transaction():
+                params = {"queue": queue, "id": message_id}
+                cursor = await conn.execute(self._q["lock_message"], params, binary=True)
+                row = await cursor.fetchone()
+                if row is None:
+                    cursor = await conn.execute(self._q["queue_by_name"], {"name": queue}, binary=True)
+                    if await cursor.fetchone() is None:
+                        raise QueueNotFound(queue)
+                    return False
+                if row[0]:
+                    raise MessageLeased(queue, message_id)
+                await conn.execute(self._q["delete_message"], params, binary=True)
+                return True
+
+        return await self._run(delete)
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         params = {"source": source, "destination": destination, "limit": limit, "channel": self.channel}

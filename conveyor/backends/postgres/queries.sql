@@ -373,6 +373,17 @@ WITH source AS (
 )
 SELECT (SELECT count(*) FROM source), (SELECT count(*) FROM purged)
 
+-- Deleting one message by id: its row is locked first (a lease running meanwhile has committed
+-- when the lock is granted, and the row is read as it is then), then deleted unless a live lease
+-- holds it. Returns whether the message is under a live lease; no row: no such message.
+-- name: lock_message
+SELECT m.lease_token IS NOT NULL AND m.visible_at > now() FROM {schema}.messages m
+WHERE m.id = %(id)b AND m.queue_id = (SELECT id FROM {schema}.queues WHERE name = %(queue)b)
+FOR UPDATE
+
+-- name: delete_message
+DELETE FROM {schema}.messages WHERE id = %(id)b
+
 -- name: move
 WITH source AS (
     SELECT id FROM {schema}.queues WHERE name = %(source)b

@@ -8,7 +8,7 @@ Storage. The keys of one queue share the hash tag `{<prefix>:<queue>}` (so one C
 message hashes, a `ready` sorted set scored by visible time, an `inflight` sorted set scored by
 lease deadline, an `age` set for retention, a settings hash and a wake-up list. All of it, and
 every script, is in `scripts.lua`. Every batch operation on one queue (send, lease, extend,
-release, settle, stats, peek, purge, sweep) is ONE Lua script (EVALSHA), atomic, timed by the
+release, settle, stats, peek, purge, delete, sweep) is ONE Lua script (EVALSHA), atomic, timed by the
 server's clock (`TIME`); the worker's clock is never used. The queue registry and the topic
 subscriptions are two keys under the tag `{<prefix>}`.
 
@@ -73,6 +73,7 @@ from conveyor.errors import (
     BackendUnavailable,
     CannotConnect,
     InvalidURL,
+    MessageLeased,
     QueueAlreadyExists,
     QueueFull,
     QueueNotFound,
@@ -736,6 +737,14 @@ class RedisBackend(Backend):
         if count < 0:
             raise QueueNotFound(queue)
         return count
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        status = int(await self._run("delete_message", self._queue_keys(queue), [message_id]))
+        if status < 0:
+            raise QueueNotFound(queue)
+        if status == 2:
+            raise MessageLeased(queue, message_id)
+        return status == 1
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         await self._require_queues([source, destination])

@@ -748,6 +748,22 @@ redis.call('DEL', q.msgs, q.state, q.ready, q.inflight, q.age)
 redis.call('HSET', q.meta, 'bytes', 0)
 return count
 
+-- name: delete_message
+-- ARGV: id. Deletes one message unless a live lease holds it. Returns 1 deleted, 0 no such
+-- message, 2 under a live lease (nothing changed), -1 the queue is missing.
+local q = queue_keys(1)
+if not exists(q) then
+  return -1
+end
+local deadline = redis.call('ZSCORE', q.inflight, ARGV[1])
+if deadline and tonumber(deadline) > server_now() then
+  return 2
+end
+if drop_many(q, {ARGV[1]})[ARGV[1]] then
+  return 1
+end
+return 0
+
 -- name: sweep
 -- ARGV: most to delete. Deletes messages sent before now - retention; returns how many.
 local q = queue_keys(1)

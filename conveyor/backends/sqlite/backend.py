@@ -38,7 +38,14 @@ from conveyor.backends.sqlite.storage import (
     is_full,
     storage_error,
 )
-from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound, StorageFull, StorageUnusable
+from conveyor.errors import (
+    InvalidURL,
+    MessageLeased,
+    QueueAlreadyExists,
+    QueueNotFound,
+    StorageFull,
+    StorageUnusable,
+)
 from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -907,6 +914,18 @@ class SQLiteBackend(Backend):
             return conn.execute(Q["delete_queue_messages"], (self._queue_row(conn, queue)[0],)).rowcount
 
         return await self._transaction(purge)
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            params = {"id": message_id, "queue_id": self._queue_row(conn, queue)[0], "now": self.clock.now()}
+            if conn.execute(Q["delete_message"], params).fetchone() is not None:
+                return True
+            # not deleted: in the same transaction, a row still there is under a live lease
+            if conn.execute(Q["message_leased"], params).fetchone() is not None:
+                raise MessageLeased(queue, message_id)
+            return False
+
+        return await self._transaction(delete)
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         def move(conn: sqlite3.Connection) -> int:

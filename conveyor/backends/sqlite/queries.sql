@@ -209,6 +209,15 @@ FROM conveyor_messages WHERE queue_id = :queue_id
 SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter
 FROM conveyor_messages WHERE queue_id = ? ORDER BY visible_at, seq LIMIT ?
 
+-- One message by id, unless a live lease holds it; RETURNING names it when it went.
+-- name: delete_message
+DELETE FROM conveyor_messages
+WHERE id = :id AND queue_id = :queue_id AND (lease_token IS NULL OR visible_at <= :now)
+RETURNING seq
+
+-- name: message_leased
+SELECT 1 FROM conveyor_messages WHERE id = :id AND queue_id = :queue_id
+
 -- name: move
 UPDATE conveyor_messages
 SET queue_id = :destination, attempts = 0, lost = 0, visible_at = :now, lease_token = NULL,

@@ -277,7 +277,18 @@ def _message_details(message: PeekedMessage, full: str) -> str:
     return f"<details><summary>{summary}</summary><pre>{escape(full)}</pre></details>"
 
 
-def _messages_table(messages: Sequence[PeekedMessage]) -> str:
+def _delete_form(queue: str, message: PeekedMessage) -> str:
+    """A message's delete button: it asks for confirmation first; a leased one has none (the engine
+    would refuse it: its consumer decides)."""
+    if message.leased:
+        return ""
+    action = f"{queue_url(queue)}/messages/{escape(message.id)}/delete"
+    return (
+        f'<form method="post" action="{action}"><button class="danger" type="submit">Delete…</button></form>'
+    )
+
+
+def _messages_table(queue: str, messages: Sequence[PeekedMessage]) -> str:
     rows = []
     for message in messages:
         preview, full = _preview(message)
@@ -289,16 +300,19 @@ def _messages_table(messages: Sequence[PeekedMessage]) -> str:
             f'<td data-label="attempts">{message.attempts}</td>'
             f'<td data-label="state">{state}</td>'
             f'<td class="text wide"><code class="preview">{escape(preview)}</code>'
-            f"{_message_details(message, full)}</td></tr>"
+            f"{_message_details(message, full)}</td>"
+            f'<td data-label="">{_delete_form(queue, message)}</td></tr>'
         )
     return (
         '<table class="stack messages"><thead><tr><th class="text">id</th><th>sent (UTC)</th>'
         "<th>attempts</th>"
-        '<th>state</th><th class="text">body</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+        '<th>state</th><th class="text">body</th><th></th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
     )
 
 
-def _dead_letters_table(messages: Sequence[PeekedMessage]) -> str:
+def _dead_letters_table(queue: str, messages: Sequence[PeekedMessage]) -> str:
     rows = []
     for message in messages:
         preview, full = _preview(message)
@@ -325,12 +339,13 @@ def _dead_letters_table(messages: Sequence[PeekedMessage]) -> str:
             f'<td class="top" data-label="attempts" data-value="{attempts}">{attempts}</td>'
             f'<td class="text wide top"><div class="sub">last error</div>{error}</td>'
             f'<td class="text wide top"><code class="preview">{escape(preview)}</code>'
-            f"{_message_details(message, full)}</td></tr>"
+            f"{_message_details(message, full)}</td>"
+            f'<td class="top" data-label="">{_delete_form(queue, message)}</td></tr>'
         )
     return (
         '<table class="stack messages dead-letters"><thead><tr><th class="text">id</th>'
         '<th>dead-lettered (UTC)</th><th>from</th><th>attempts</th><th class="text">last error</th>'
-        '<th class="text">body</th></tr></thead>'
+        '<th class="text">body</th><th></th></tr></thead>'
         "<tbody>" + "".join(rows) + "</tbody></table>"
     )
 
@@ -440,7 +455,11 @@ def queue_page(
         )
     )
     is_dead_letter_queue = bool(queue.dead_letters_of) or any(m.dead_letter for m in messages)
-    browser = _dead_letters_table(messages) if is_dead_letter_queue else _messages_table(messages)
+    browser = (
+        _dead_letters_table(queue.name, messages)
+        if is_dead_letter_queue
+        else _messages_table(queue.name, messages)
+    )
     if not messages:
         browser = '<p class="muted">No messages.</p>'
     title = "Dead letters" if is_dead_letter_queue else "Messages"
