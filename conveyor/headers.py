@@ -40,7 +40,9 @@ def check_headers(headers: object, limits: Limits) -> dict[str, str] | None:
     if not isinstance(headers, Mapping):
         raise InvalidHeaders(f"headers must be a mapping of str to str, got {type(headers).__name__}")
     if len(headers) > limits.max_headers:
-        raise InvalidHeaders(f"{len(headers):,} headers; the limit is {limits.max_headers:,} (Limits.max_headers)")
+        raise InvalidHeaders(
+            f"{len(headers):,} headers; the limit is {limits.max_headers:,} (Limits.max_headers)"
+        )
     checked: dict[str, str] = {}
     for key, value in headers.items():
         if not isinstance(key, str) or not 1 <= len(key) <= limits.max_header_key_length:
@@ -63,7 +65,8 @@ def check_headers(headers: object, limits: Limits) -> dict[str, str] | None:
 
 def headers_size(headers: Mapping[str, str] | None) -> int:
     """Bytes the headers take beside the body (their JSON), what counts toward the message size."""
-    return 0 if not headers else len(dump_headers(headers))
+    text = dump_headers(headers)
+    return 0 if text is None else len(text.encode())
 
 
 def check_size(body: bytes, headers: Mapping[str, str] | None, limits: Limits) -> None:

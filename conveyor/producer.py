@@ -16,13 +16,13 @@ from conveyor.backends.base import Backend
 from conveyor.codec import check_content_type, decode_body, encode_body
 from conveyor.core import Core
 from conveyor.core.ids import new_message_id, new_message_ids
-from conveyor.headers import check_headers, check_size, headers_size
 from conveyor.errors import (
     BatchCountTooLarge,
     BatchTooLarge,
     InvalidContentType,
     MessageValidationError,
 )
+from conveyor.headers import check_headers, check_size, headers_size
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -293,7 +293,11 @@ class Queue:
         """Blocking `send` for code with no event loop (Flask, Django, scripts)."""
         return self.core.run_sync(
             lambda core: self._on(core).send(
-                body, delay_seconds=delay_seconds, content_type=content_type, dedup_id=dedup_id, headers=headers
+                body,
+                delay_seconds=delay_seconds,
+                content_type=content_type,
+                dedup_id=dedup_id,
+                headers=headers,
             )
         )
 

@@ -87,10 +87,18 @@ class Topic:
 
         The type is `body["type"]` for a mapping, else the body's `type` attribute (a pydantic
         model's); a body without one matches only subscriptions with no type filter. Every copy
-        carries `headers` (checked as in `Queue.send`). Returns once every copy is durable. `connection` (PostgreSQL only) writes inside the caller's transaction.
+        carries `headers` (checked as in `Queue.send`). Returns once every copy is durable.
+        `connection` (PostgreSQL only) writes inside the caller's transaction.
         """
         result = await publish(
-            self.core, self.name, self._read_subscriptions, body, delay_seconds, content_type, connection, headers
+            self.core,
+            self.name,
+            self._read_subscriptions,
+            body,
+            delay_seconds,
+            content_type,
+            connection,
+            headers,
         )
         self._count(result)
         return result

@@ -210,7 +210,9 @@ def messages_table(queue: str, messages: list[PeekedMessage], now: float | None 
             if info is None or not key.startswith(DEAD_LETTER_PREFIX)  # the lines above say it
         }
         if shown:
-            body.append("\n" + preview(", ".join(f"{key}={value}" for key, value in shown.items()), 120), "cyan")
+            body.append(
+                "\n" + preview(", ".join(f"{key}={value}" for key, value in shown.items()), 120), "cyan"
+            )
         table.add_row(
             Text(message.id, style="dim" if message.leased else ""),
             str(message.attempts),

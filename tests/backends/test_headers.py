@@ -63,7 +63,8 @@ async def test_a_handler_reads_headers_as_a_read_only_mapping(app: conveyor.App)
 async def _dead_letter(app: conveyor.App, source: str, dlq: str, error: str) -> conveyor.PulledMessage:
     [pulled] = await app.queue(source).pull(batch_size=1)
     await app.core.settle(
-        source, Settlement(dead_letters=[DeadLetter(pulled.lease_id, new_message_id(), error, dlq, pulled.attempts)])
+        source,
+        Settlement(dead_letters=[DeadLetter(pulled.lease_id, new_message_id(), error, dlq, pulled.attempts)]),
     )
     return pulled
 
@@ -101,7 +102,9 @@ async def test_a_replayed_message_keeps_its_headers_and_the_trace_of_its_dead_le
     assert replayed[1].headers["tenant"] == "acme"
     assert replayed[1].headers[ORIGINAL_ID] == first.id  # the record's headers win over the user's
     assert replayed[2].headers[ORIGINAL_ID] == second.id
-    assert {n: (m.headers[SOURCE_QUEUE], m.headers[ERROR], m.headers[ATTEMPTS]) for n, m in replayed.items()} == {
+    assert {
+        n: (m.headers[SOURCE_QUEUE], m.headers[ERROR], m.headers[ATTEMPTS]) for n, m in replayed.items()
+    } == {
         1: ("jobs", "boom", "1"),
         2: ("jobs", "bang", "1"),
     }
@@ -144,7 +147,17 @@ async def test_headers_count_toward_the_message_size_and_a_refused_send_stores_n
         [("k", "v")],
         "k=v",
     ],
-    ids=["int value", "int key", "empty key", "None value", "long key", "too many", "surrogate", "list", "str"],
+    ids=[
+        "int value",
+        "int key",
+        "empty key",
+        "None value",
+        "long key",
+        "too many",
+        "surrogate",
+        "list",
+        "str",
+    ],
 )
 async def test_bad_headers_are_refused_with_a_clear_error_and_store_nothing(
     app: conveyor.App, headers: Any

@@ -147,7 +147,9 @@ def test_send_records_without_headers_keep_their_old_layout() -> None:
     with_headers = records.Outgoing("c", b"x", "json", headers={"k": "v"})
     entries = records.send_entries([plain, deduplicated, with_headers])
     assert [len(entry) for entry in entries] == [6, 7, 8]
-    arrivals = records.decode_arrivals(records.decode(records.encode_send([plain, deduplicated, with_headers])), 1)
+    arrivals = records.decode_arrivals(
+        records.decode(records.encode_send([plain, deduplicated, with_headers])), 1
+    )
     assert [(a.dedup_id, a.headers) for a in arrivals] == [(None, None), ("d", None), (None, {"k": "v"})]
 
 

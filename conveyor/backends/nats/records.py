@@ -88,7 +88,16 @@ def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
         if m.dedup_id is None and m.headers is None
         else [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp, m.dedup_id]
         if m.headers is None
-        else [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp, m.dedup_id, m.headers]
+        else [
+            m.id,
+            m.content_type,
+            m.delay,
+            len(m.body),
+            _dead(m.dead_letter),
+            m.timestamp,
+            m.dedup_id,
+            m.headers,
+        ]
         for m in messages
     ]
 

@@ -864,7 +864,9 @@ class SQLiteBackend(Backend):
                     if move.queue is not None:
                         dlq_id, record = dlq_ids[move.queue], records[index - dead_start]
                         copy_headers = with_dead_letter(headers, move.record)
-                        copies.append((move.new_id, dlq_id, body, content_type, now, now, record, copy_headers))
+                        copies.append(
+                            (move.new_id, dlq_id, body, content_type, now, now, record, copy_headers)
+                        )
             conn.executemany(Q["insert_message"], copies)
 
         await self._transaction(settle)
