@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 import pydantic
 
 from conveyor import limits as L
+from conveyor import tracing
 from conveyor.backends.base import Backend
 from conveyor.codec import check_content_type, decode_body, encode_body
 from conveyor.core import Core
@@ -227,9 +229,14 @@ class Queue:
         open psycopg AsyncConnection, on PostgreSQL only) writes inside the caller's open
         transaction instead.
         """
-        request = SendRequest(body, delay_seconds, content_type, dedup_id, headers)
-        message = self._outgoing(request, None, new_message_id())
-        [stored_as] = await self.core.write([message], connection=connection)
+        span = tracing.send_span(self.name) if tracing.AVAILABLE else None
+        if span is not None:
+            headers = tracing.inject(span, headers)
+        with tracing.running(span):
+            request = SendRequest(body, delay_seconds, content_type, dedup_id, headers)
+            message = self._outgoing(request, None, new_message_id())
+            tracing.sent(span, message.id)
+            [stored_as] = await self.core.write([message], connection=connection)
         return stored_as
 
     async def send_batch(
@@ -247,8 +254,17 @@ class Queue:
         `SendRequest`'s `headers` are its own, checked as in `send`; they count toward the
         batch's size.
         """
-        outgoing = self._prepare_batch(messages, delay_seconds)
-        return await self.core.write(outgoing, connection=connection)
+        span = tracing.send_span(self.name, len(messages)) if tracing.AVAILABLE else None
+        if span is not None:
+            messages = [
+                dataclasses.replace(item, headers=tracing.inject(span, item.headers))
+                if isinstance(item, SendRequest)
+                else SendRequest(item, headers=tracing.inject(span, None))
+                for item in messages
+            ]
+        with tracing.running(span):
+            outgoing = self._prepare_batch(messages, delay_seconds)
+            return await self.core.write(outgoing, connection=connection)
 
     def _prepare_batch(self, messages: Sequence[Any], delay_seconds: float | None) -> list[OutgoingMessage]:
         if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from conveyor import limits as L
+from conveyor import tracing
 from conveyor.codec import check_content_type, encode_body
 from conveyor.core import Core
 from conveyor.core.ids import new_message_id
@@ -165,6 +166,34 @@ async def publish(
     content_type: ContentType,
     connection: Any,
     headers: Mapping[str, str] | None = None,
+) -> PublishResult:
+    span = tracing.send_span(topic) if tracing.AVAILABLE else None
+    if span is None:
+        return await _publish(
+            core, topic, read_subscriptions, body, delay_seconds, content_type, connection, headers
+        )
+    with tracing.running(span):
+        return await _publish(
+            core,
+            topic,
+            read_subscriptions,
+            body,
+            delay_seconds,
+            content_type,
+            connection,
+            tracing.inject(span, headers),
+        )
+
+
+async def _publish(
+    core: Core,
+    topic: str,
+    read_subscriptions: Callable[[], Awaitable[list[Subscription]]],
+    body: Any,
+    delay_seconds: float | None,
+    content_type: ContentType,
+    connection: Any,
+    headers: Mapping[str, str] | None,
 ) -> PublishResult:
     content_type = check_content_type(content_type)
     checked = check_headers(headers, core.limits)
