@@ -8,8 +8,8 @@ a retry and a dead-lettering are events on it, a handler's exception is recorded
 follow the messaging semantic conventions (messaging.system "conveyor").
 
 Spans go to the global tracer provider unless `use_tracer_provider` names another. With no SDK
-provider set (or without opentelemetry installed at all) nothing is made and no header added:
-a send pays one check.
+provider set (or without opentelemetry installed at all) nothing is recorded and no header added:
+a send pays for one no-op span (a microsecond or two), a batch of deliveries for one more.
 """
 
 from __future__ import annotations
@@ -59,27 +59,17 @@ DEAD_LETTER_QUEUE = "conveyor.dead_letter.queue"
 DEAD_LETTER_ERROR = "conveyor.dead_letter.error"
 RELEASED_EVENT = "conveyor.released"
 
-_override: TracerProvider | None = None
-_cached: tuple[Any, Tracer] | None = None
+# conveyor's tracer: the global provider's (a proxy until one is set, which then follows it:
+# asking the global provider on every send would cost more than the no-op span), or the one of
+# `use_tracer_provider`.
+_tracer: Tracer | None = trace.get_tracer("conveyor") if AVAILABLE else None
+_global_tracer = _tracer
 
 
 def use_tracer_provider(provider: TracerProvider | None) -> None:
     """Trace to `provider` instead of the global one (None: the global one again)."""
-    global _override, _cached
-    _override, _cached = provider, None
-
-
-def _tracer() -> Tracer | None:
-    """conveyor's tracer, or None when no SDK provider is set (nothing would be recorded)."""
-    global _cached
-    if not AVAILABLE:
-        return None
-    provider = _override if _override is not None else trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        return None
-    if _cached is None or _cached[0] is not provider:
-        _cached = (provider, provider.get_tracer("conveyor"))
-    return _cached[1]
+    global _tracer
+    _tracer = _global_tracer if provider is None else provider.get_tracer("conveyor")
 
 
 # -- producers -----------------------------------------------------------------------------------
@@ -87,19 +77,22 @@ def _tracer() -> Tracer | None:
 
 def send_span(destination: str, count: int | None = None) -> Span | None:
     """A started PRODUCER span for a send of `count` messages (None: one) to `destination`, or
-    None when tracing is off. The caller runs the send inside `running(span)`."""
-    tracer = _tracer()
+    None when tracing is off (no SDK provider, no current trace). The caller runs the send
+    inside `running(span)`."""
+    tracer = _tracer
     if tracer is None:
         return None
-    attributes: dict[str, Any] = {
-        SYSTEM: "conveyor",
-        DESTINATION: destination,
-        OPERATION_TYPE: "send",
-        OPERATION_NAME: "send",
-    }
+    span = tracer.start_span(f"send {destination}", kind=SpanKind.PRODUCER)
+    if not span.get_span_context().is_valid:
+        # no SDK provider and no trace to continue: nothing to record or pass on (a sampled-out
+        # span is valid, and passes its context on so that the consumer samples it out too)
+        return None
+    span.set_attributes(
+        {SYSTEM: "conveyor", DESTINATION: destination, OPERATION_TYPE: "send", OPERATION_NAME: "send"}
+    )
     if count is not None:
-        attributes[BATCH_COUNT] = count
-    return tracer.start_span(f"send {destination}", kind=SpanKind.PRODUCER, attributes=attributes)
+        span.set_attribute(BATCH_COUNT, count)
+    return span
 
 
 def inject(span: Span, headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -124,11 +117,11 @@ def sent(span: Span | None, message_id: str) -> None:
 
 def process_spans(queue: str, leased: Sequence[LeasedMessage]) -> list[Span] | None:
     """One started CONSUMER span per delivered message, each the child of the trace context in
-    its headers (a root where there is none); None when tracing is off."""
-    tracer = _tracer()
+    its headers (a root where there is none); None when nothing would be recorded."""
+    tracer = _tracer
     if tracer is None:
         return None
-    spans = []
+    spans: list[Span] = []
     for message in leased:
         parent = propagate.extract(message.headers) if message.headers else None
         attributes: dict[str, Any] = {
@@ -139,11 +132,12 @@ def process_spans(queue: str, leased: Sequence[LeasedMessage]) -> list[Span] | N
             MESSAGE_ID: message.id,
             ATTEMPTS: message.attempts,
         }
-        spans.append(
-            tracer.start_span(
-                f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-            )
+        span = tracer.start_span(
+            f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
+        if not spans and not span.is_recording():
+            return None  # no SDK provider, or sampled out: the rest would not be recorded either
+        spans.append(span)
     return spans
 
 
