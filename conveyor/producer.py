@@ -230,9 +230,9 @@ class Queue:
         transaction instead.
         """
         span = tracing.send_span(self.name) if tracing.AVAILABLE else None
-        if span is not None:
-            headers = tracing.inject(span, headers)
         with tracing.running(span):
+            if span is not None:
+                headers = tracing.inject(span, headers)
             request = SendRequest(body, delay_seconds, content_type, dedup_id, headers)
             message = self._outgoing(request, None, new_message_id())
             tracing.sent(span, message.id)
@@ -254,15 +254,16 @@ class Queue:
         `SendRequest`'s `headers` are its own, checked as in `send`; they count toward the
         batch's size.
         """
-        span = tracing.send_span(self.name, len(messages)) if tracing.AVAILABLE else None
-        if span is not None:
-            messages = [
-                dataclasses.replace(item, headers=tracing.inject(span, item.headers))
-                if isinstance(item, SendRequest)
-                else SendRequest(item, headers=tracing.inject(span, None))
-                for item in messages
-            ]
+        listed = isinstance(messages, Sequence) and not isinstance(messages, str | bytes)
+        span = tracing.send_span(self.name, len(messages)) if tracing.AVAILABLE and listed else None
         with tracing.running(span):
+            if span is not None:
+                messages = [
+                    dataclasses.replace(item, headers=tracing.inject(span, item.headers))
+                    if isinstance(item, SendRequest)
+                    else SendRequest(item, headers=tracing.inject(span, None))
+                    for item in messages
+                ]
             outgoing = self._prepare_batch(messages, delay_seconds)
             return await self.core.write(outgoing, connection=connection)
 

@@ -172,7 +172,7 @@ async def publish(
         return await _publish(
             core, topic, read_subscriptions, body, delay_seconds, content_type, connection, headers
         )
-    with tracing.running(span):
+    with tracing.running(span):  # headers that are not a mapping are refused with InvalidHeaders
         return await _publish(
             core,
             topic,

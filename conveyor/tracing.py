@@ -95,8 +95,11 @@ def send_span(destination: str, count: int | None = None) -> Span | None:
     return span
 
 
-def inject(span: Span, headers: Mapping[str, str] | None) -> dict[str, str]:
-    """`headers` with the trace context of `span` added (over any the caller set)."""
+def inject(span: Span, headers: Mapping[str, str] | None) -> Any:
+    """`headers` with the trace context of `span` added (over any the caller set); headers that
+    are not a mapping are returned as they are, for the send to refuse (InvalidHeaders)."""
+    if headers is not None and not isinstance(headers, Mapping):
+        return headers
     carrier = dict(headers) if headers is not None else {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return carrier

@@ -154,9 +154,15 @@ async def test_a_refused_send_ends_its_span_with_the_error(spans: InMemorySpanEx
     async with conveyor.App("memory://") as app:
         with pytest.raises(conveyor.InvalidHeaders):
             await app.queue("orders").send(1, headers={"k": 1})  # type: ignore[dict-item]
-    [send] = by_kind(spans, SpanKind.PRODUCER)
-    assert send.status.status_code is StatusCode.ERROR
-    assert [event.name for event in send.events] == ["exception"]
+        with pytest.raises(conveyor.InvalidHeaders):
+            await app.queue("orders").send(1, headers=[("k", "v")])  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            await app.queue("orders").send_batch("not a list")
+        assert await app.list_queues() == []
+    sends = by_kind(spans, SpanKind.PRODUCER)
+    assert len(sends) == 2
+    assert all(send.status.status_code is StatusCode.ERROR for send in sends)
+    assert all([event.name for event in send.events] == ["exception"] for send in sends)
 
 
 async def test_without_a_tracer_provider_nothing_is_added_to_the_headers() -> None:
