@@ -109,6 +109,13 @@ class InvalidDedupId(ConveyorValueError):
     code = "invalid_dedup_id"
 
 
+class InvalidHeaders(ConveyorValueError):
+    """Message headers that are not a mapping of strings to strings within the limits
+    (`Limits.max_headers`, `Limits.max_header_key_length`)."""
+
+    code = "invalid_headers"
+
+
 class QueueAlreadyExists(ConveyorValueError):
     """`create_queue` of a name in use, without `exist_ok=True`."""
 

@@ -55,6 +55,13 @@ MAX_SCHEDULE_EVERY_SECONDS = 366 * 86_400
 SCHEDULE_NAME_PATTERN = re.compile(r"[!-9;-~]{1,80}")
 # how many next runs `conveyor schedules list` shows
 SCHEDULE_NEXT_RUNS = 3
+# Message headers (`send(headers=)`): string keys and values; at most this many, each key 1 to
+# this many characters. Their JSON counts toward `max_message_bytes` with the body.
+MAX_HEADERS = 64
+MAX_HEADER_KEY_LENGTH = 256
+# A dead letter's headers name its record (conveyor-dead-letter-*); its error is cut to this
+# many characters there (the whole error stays in the record).
+MAX_DEAD_LETTER_ERROR_HEADER_LENGTH = 1_024
 
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
@@ -156,6 +163,8 @@ class Limits:
         max_visibility_timeout: longest lease, consumer or pull (default 43,200: 12 h).
         max_concurrency: most consumer `max_concurrency` (default 250).
         max_handler_timeout: longest consumer `timeout` (default 43,200: 12 h).
+        max_headers: most headers of one message (default 64).
+        max_header_key_length: longest header key, in characters (default 256).
     """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -171,6 +180,8 @@ class Limits:
     max_visibility_timeout: float = MAX_VISIBILITY_TIMEOUT
     max_concurrency: int = MAX_CONCURRENCY
     max_handler_timeout: float = MAX_HANDLER_TIMEOUT
+    max_headers: int = MAX_HEADERS
+    max_header_key_length: int = MAX_HEADER_KEY_LENGTH
 
     def __post_init__(self) -> None:
         for field in fields(self):

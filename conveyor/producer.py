@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
 
 from conveyor import limits as L
+from conveyor import tracing
 from conveyor.backends.base import Backend
 from conveyor.codec import check_content_type, decode_body, encode_body
 from conveyor.core import Core
@@ -22,6 +24,7 @@ from conveyor.errors import (
     InvalidContentType,
     MessageValidationError,
 )
+from conveyor.headers import check_headers, check_size, headers_size
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -46,6 +49,8 @@ class SendRequest:
     content_type: ContentType = "json"
     #: stored once per queue within its dedup window (see `Queue.send`)
     dedup_id: str | None = None
+    #: string keys and values the handler reads as `message.headers` (see `Queue.send`)
+    headers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,8 @@ class PeekedMessage:
     attempts: int
     leased: bool
     dead_letter: DeadLetterInfo | None
+    #: the message's headers (empty when it has none)
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_stored(cls, stored: StoredMessage) -> PeekedMessage:
@@ -71,6 +78,7 @@ class PeekedMessage:
             attempts=stored.attempts,
             leased=stored.leased,
             dead_letter=stored.dead_letter,
+            headers=dict(stored.headers or {}),
         )
 
 
@@ -85,6 +93,8 @@ class PulledMessage:
     attempts: int
     lease_id: str
     dead_letter: DeadLetterInfo | None
+    #: the message's headers (empty when it has none)
+    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_leased(cls, leased: LeasedMessage) -> PulledMessage:
@@ -97,6 +107,7 @@ class PulledMessage:
             attempts=leased.attempts,
             lease_id=leased.lease_id,
             dead_letter=leased.dead_letter,
+            headers=dict(leased.headers or {}),
         )
 
 
@@ -181,13 +192,18 @@ class Queue:
         delay = request.delay_seconds if request.delay_seconds is not None else default_delay
         if delay is not None:
             delay = L.check_delay("delay_seconds", delay, self.core.limits)
+        headers = check_headers(request.headers, self.core.limits)
+        body = self._encode(request.body, content_type)
+        if headers is not None:
+            check_size(body, headers, self.core.limits)
         return OutgoingMessage(
             queue=self.name,
             id=message_id,
-            body=self._encode(request.body, content_type),
+            body=body,
             content_type=content_type,
             delay_seconds=delay,
             dedup_id=L.validate_dedup_id(request.dedup_id),
+            headers=headers,
         )
 
     async def send(
@@ -197,6 +213,7 @@ class Queue:
         delay_seconds: float | None = None,
         content_type: ContentType = "json",
         dedup_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
         connection: Any = None,
     ) -> str:
         """Send one message; returns its id once it is durable.
@@ -206,12 +223,20 @@ class Queue:
         `content_type` is "json" (default), "text" (a str) or "bytes". `dedup_id` (1-128
         printable ASCII characters, no space): a send naming a dedup id the queue saw within
         its dedup window (`dedup_window_seconds`, default 300) stores nothing and returns the
-        first message's id. `connection` (an open psycopg AsyncConnection, on PostgreSQL only)
-        writes inside the caller's open transaction instead.
+        first message's id. `headers` (str keys and values; at most `Limits.max_headers`, keys
+        up to `Limits.max_header_key_length` characters, else InvalidHeaders) travel with the
+        message (`message.headers`); their JSON counts toward the size limit. `connection` (an
+        open psycopg AsyncConnection, on PostgreSQL only) writes inside the caller's open
+        transaction instead.
         """
-        request = SendRequest(body, delay_seconds, content_type, dedup_id)
-        message = self._outgoing(request, None, new_message_id())
-        [stored_as] = await self.core.write([message], connection=connection)
+        span = tracing.send_span(self.name) if tracing.AVAILABLE else None
+        with tracing.running(span):
+            if span is not None:
+                headers = tracing.inject(span, headers)
+            request = SendRequest(body, delay_seconds, content_type, dedup_id, headers)
+            message = self._outgoing(request, None, new_message_id())
+            tracing.sent(span, message.id)
+            [stored_as] = await self.core.write([message], connection=connection)
         return stored_as
 
     async def send_batch(
@@ -225,10 +250,22 @@ class Queue:
 
         Items are bodies or `SendRequest`s; a `SendRequest`'s own delay wins over `delay_seconds`.
         A `SendRequest` with a `dedup_id` is deduplicated as in `send` (against earlier sends and
-        earlier messages of the batch): its id in the reply is then the first message's.
+        earlier messages of the batch): its id in the reply is then the first message's. A
+        `SendRequest`'s `headers` are its own, checked as in `send`; they count toward the
+        batch's size.
         """
-        outgoing = self._prepare_batch(messages, delay_seconds)
-        return await self.core.write(outgoing, connection=connection)
+        listed = isinstance(messages, Sequence) and not isinstance(messages, str | bytes)
+        span = tracing.send_span(self.name, len(messages)) if tracing.AVAILABLE and listed else None
+        with tracing.running(span):
+            if span is not None:
+                messages = [
+                    dataclasses.replace(item, headers=tracing.inject(span, item.headers))
+                    if isinstance(item, SendRequest)
+                    else SendRequest(item, headers=tracing.inject(span, None))
+                    for item in messages
+                ]
+            outgoing = self._prepare_batch(messages, delay_seconds)
+            return await self.core.write(outgoing, connection=connection)
 
     def _prepare_batch(self, messages: Sequence[Any], delay_seconds: float | None) -> list[OutgoingMessage]:
         if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
@@ -251,7 +288,7 @@ class Queue:
             else OutgoingMessage(self.name, message_id, self._encode(item, "json"), "json", delay_seconds)
             for item, message_id in zip(messages, ids, strict=True)
         ]
-        total = sum(len(message.body) for message in outgoing)
+        total = sum(len(message.body) + headers_size(message.headers) for message in outgoing)
         if total > limits.max_batch_bytes:
             raise BatchTooLarge(
                 f"batch is {total:,} bytes; the limit is {limits.max_batch_bytes:,}",
@@ -268,11 +305,16 @@ class Queue:
         delay_seconds: float | None = None,
         content_type: ContentType = "json",
         dedup_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
         """Blocking `send` for code with no event loop (Flask, Django, scripts)."""
         return self.core.run_sync(
             lambda core: self._on(core).send(
-                body, delay_seconds=delay_seconds, content_type=content_type, dedup_id=dedup_id
+                body,
+                delay_seconds=delay_seconds,
+                content_type=content_type,
+                dedup_id=dedup_id,
+                headers=headers,
             )
         )
 

@@ -21,6 +21,7 @@ from conveyor.backends.base import (
     new_token,
 )
 from conveyor.errors import MessageLeased, QueueAlreadyExists, QueueNotFound
+from conveyor.headers import dead_letter_headers
 from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -52,6 +53,7 @@ class _Message:
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
+    headers: dict[str, str] | None = None
 
     def stored(self, queue: str, now: float) -> StoredMessage:
         return StoredMessage(
@@ -64,6 +66,7 @@ class _Message:
             visible_at=self.visible_at,
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
+            headers=self.headers,
         )
 
 
@@ -223,6 +226,7 @@ class MemoryBackend(Backend):
                     visible_at=now + delay,
                     seq=next(self.store.seq),
                     dead_letter=outgoing.dead_letter,
+                    headers=outgoing.headers,
                 )
                 queue.messages[message.id] = message
                 queue.schedule(message)
@@ -265,6 +269,7 @@ class MemoryBackend(Backend):
                         lease_id=make_lease_id(message.id, token),
                         dead_letter=message.dead_letter,
                         lost=message.lost,
+                        headers=message.headers,
                     )
                 )
             return leased
@@ -363,6 +368,7 @@ class MemoryBackend(Backend):
                     visible_at=now,
                     seq=next(self.store.seq),
                     dead_letter=move.record,
+                    headers={**(message.headers or {}), **dead_letter_headers(move.record)},
                 )
                 target.messages[copy.id] = copy
                 target.schedule(copy)
@@ -436,6 +442,7 @@ class MemoryBackend(Backend):
                     timestamp=message.timestamp,
                     visible_at=now,
                     seq=next(self.store.seq),
+                    headers=message.headers,
                 )
                 dst.messages[moved.id] = moved
                 dst.schedule(moved)

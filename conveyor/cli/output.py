@@ -15,6 +15,7 @@ from rich.text import Text
 from conveyor.admin import iso
 from conveyor.durations import parse_duration
 from conveyor.errors import ConveyorError
+from conveyor.headers import DEAD_LETTER_PREFIX
 from conveyor.producer import PeekedMessage
 from conveyor.types import QueueInfo, QueueSettings, QueueStats
 
@@ -203,6 +204,15 @@ def messages_table(queue: str, messages: list[PeekedMessage], now: float | None 
                 f"\nfrom {info.source_queue} after {info.attempts} attempt(s), id {info.original_id}", "dim"
             )
             body.append(f"\n{preview(info.error, 120)}", "red")
+        shown = {
+            key: value
+            for key, value in message.headers.items()
+            if info is None or not key.startswith(DEAD_LETTER_PREFIX)  # the lines above say it
+        }
+        if shown:
+            body.append(
+                "\n" + preview(", ".join(f"{key}={value}" for key, value in shown.items()), 120), "cyan"
+            )
         table.add_row(
             Text(message.id, style="dim" if message.leased else ""),
             str(message.attempts),

@@ -287,6 +287,7 @@ class QueueApi:
             delay_seconds=message.delay_seconds,
             content_type=message.content_type,
             dedup_id=message.dedup_id,
+            headers=message.headers,
         )
         self.metrics.count(queue.name, "send", 1)
         return ok({"id": message_id})
@@ -401,7 +402,10 @@ class QueueApi:
         body = await self.bodies.parse(request, schemas.Publish)
         message = body.to_request()
         result = await self.app.topic(name).publish(
-            message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
+            message.body,
+            delay_seconds=message.delay_seconds,
+            content_type=message.content_type,
+            headers=message.headers,
         )
         return ok(admin.publish_document(result))
 

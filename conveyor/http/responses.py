@@ -108,6 +108,7 @@ class _Message(_Document):
     attempts: int
     content_type: ContentType
     dead_letter: DeadLetter | None
+    headers: dict[str, str] = Field(description="the message's headers ({} when none)")
 
 
 class PulledMessage(_Message):

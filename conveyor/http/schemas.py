@@ -37,6 +37,15 @@ DedupWindowSeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DEDUP_
 # checked by conveyor (invalid_dedup_id), like a queue name
 DedupId = Annotated[str, documented(pattern=f"^{L.DEDUP_ID_PATTERN.pattern}$")]
 LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
+# checked by conveyor against the App's Limits (invalid_headers): string keys and values
+Headers = Annotated[
+    dict[str, Any],
+    documented(
+        additionalProperties={"type": "string"},
+        maxProperties=L.MAX_HEADERS,
+        propertyNames={"minLength": 1, "maxLength": L.MAX_HEADER_KEY_LENGTH},
+    ),
+]
 
 
 def whole_number(value: object) -> object:
@@ -93,6 +102,8 @@ class MessageFields(_Body):
     # checked by conveyor, not here, so an unknown one ("v8") is `invalid_content_type`
     content_type: ContentTypeName = "json"
     delay_seconds: DelaySeconds | None = None
+    #: string keys and values the handler reads as `message.headers`
+    headers: Headers | None = None
 
     @model_validator(mode="after")
     def _body_matches_content_type(self) -> MessageFields:
@@ -114,7 +125,7 @@ class MessageFields(_Body):
         content_type = check_content_type(self.content_type)
         body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, content_type, self.dedup())
+        return SendRequest(body, delay, content_type, self.dedup(), self.headers)
 
     def dedup(self) -> str | None:
         return None

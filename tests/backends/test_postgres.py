@@ -135,7 +135,7 @@ async def make_old_schema(pg_url: str, version: int) -> str:
     return schema
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     pg_url: str, version: int
 ) -> None:
@@ -165,6 +165,10 @@ async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_l
         assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
+        # messages made before headers have none; new ones keep theirs
+        with_headers = await app.queue("jobs").send(3, headers={"k": "v"})
+        headers = {m.id: m.headers for m in await app.queue("jobs").peek(10)}
+        assert headers == {waiting: {}, orphan: {}, first: {}, with_headers: {"k": "v"}}
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:

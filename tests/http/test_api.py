@@ -265,6 +265,32 @@ async def test_a_send_naming_a_dedup_id_seen_in_the_window_answers_the_first_id(
     assert patched["dedup_window_seconds"] == 0
 
 
+async def test_headers_are_sent_and_shown_by_pull_peek_and_a_topics_copies(client: httpx.AsyncClient) -> None:
+    await create(client, "jobs")
+    sent = {"body": 1, "headers": {"traceparent": "00-abc-def-01", "tenant": "ünï"}}
+    first = result(await client.post("/queues/jobs/messages", json=sent))["id"]
+    batch = {"messages": [{"body": 2, "headers": {"k": "v"}}, {"body": 3}]}
+    second, third = result(await client.post("/queues/jobs/messages/batch", json=batch))["ids"]
+    peeked = {m["id"]: m["headers"] for m in result(await client.get("/queues/jobs/messages"))}
+    assert peeked == {first: sent["headers"], second: {"k": "v"}, third: {}}
+    pulled = result(await client.post("/queues/jobs/messages/pull", json={"batch_size": 10}))["messages"]
+    assert {m["id"]: m["headers"] for m in pulled} == peeked
+    subscription = {"name": "events", "subscriptions": [{"queue": "audit"}]}
+    result(await client.post("/topics", json=subscription), 201)
+    result(await client.post("/topics/events/messages", json={"body": {"type": "x"}, "headers": {"k": "t"}}))
+    [copy] = result(await client.get("/queues/audit/messages"))
+    assert copy["headers"] == {"k": "t"}
+
+
+async def test_bad_headers_are_invalid_headers_and_store_nothing(client: httpx.AsyncClient) -> None:
+    await create(client, "jobs")
+    response = await client.post("/queues/jobs/messages", json={"body": 1, "headers": {"k": 1}})
+    assert error_code(response, 400) == "invalid_headers"
+    batch = {"messages": [{"body": 1}, {"body": 2, "headers": {"": "v"}}]}
+    assert error_code(await client.post("/queues/jobs/messages/batch", json=batch), 400) == "invalid_headers"
+    assert (await queue(client, "jobs"))["backlog"] == 0
+
+
 async def test_a_bad_dedup_id_is_invalid_dedup_id_and_stores_nothing(client: httpx.AsyncClient) -> None:
     await create(client, "jobs")
     response = await client.post("/queues/jobs/messages", json={"body": 1, "dedup_id": "has space"})

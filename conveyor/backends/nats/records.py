@@ -1,6 +1,8 @@
 """The bytes of a queue's log records: a JSON header line, then the bodies it names, back to back.
 
 `{"op": "send", "m": [[id, content type, delay, body length, dead letter, timestamp], ...]}\n<bodies>`
+(an entry has a seventh item, its dedup id, only where it has one or headers, and an eighth, its
+headers, only where it has headers: records written before either read as they always did)
 
 Bodies are raw bytes (never pickled, never base64); the header says how long each is, so a body is
 found again by its record's stream sequence and offset (`state.Location`) without decoding the
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
+from conveyor.headers import headers_size, load_headers
 from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
@@ -44,6 +47,7 @@ class Outgoing:
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
     dedup_id: str | None = None
+    headers: dict[str, str] | None = None
 
 
 def decode(data: bytes) -> Record:
@@ -77,11 +81,23 @@ def _content_type(name: str) -> ContentType:
 
 
 def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
-    """One entry per message; a seventh item, the dedup id, only where there is one."""
+    """One entry per message; a seventh item, the dedup id, only where there is one or headers;
+    an eighth, the headers, only where there are some."""
     return [
         [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
-        if m.dedup_id is None
+        if m.dedup_id is None and m.headers is None
         else [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp, m.dedup_id]
+        if m.headers is None
+        else [
+            m.id,
+            m.content_type,
+            m.delay,
+            len(m.body),
+            _dead(m.dead_letter),
+            m.timestamp,
+            m.dedup_id,
+            m.headers,
+        ]
         for m in messages
     ]
 
@@ -112,7 +128,7 @@ def encode_send(
 def send_size(message: Outgoing) -> int:
     """About how many bytes `message` adds to a send record."""
     dead = 0 if message.dead_letter is None else 200 + len(message.dead_letter.error)
-    return len(message.body) + len(message.id) + 40 + dead
+    return len(message.body) + len(message.id) + 40 + dead + headers_size(message.headers)
 
 
 def decode_arrivals(record: Record, seq: int) -> list[Arrival]:
@@ -144,6 +160,7 @@ def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arr
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp=timestamp,
                 dedup_id=entry[6] if len(entry) > 6 else None,
+                headers=load_headers(entry[7]) if len(entry) > 7 else None,
             )
         )
         offset += length
@@ -229,6 +246,7 @@ def encode_state(state: QueueState) -> bytes:
             m.record,
             m.offset,
             m.lost,
+            *(() if m.headers is None else (m.headers,)),
         ]
         for m in state.messages.values()
     ]
@@ -238,7 +256,15 @@ def encode_state(state: QueueState) -> bytes:
             move.destination,
             move.started_at,
             [
-                [c.id, c.content_type, c.delay, _dead(c.dead_letter), c.timestamp, *c.location]
+                [
+                    c.id,
+                    c.content_type,
+                    c.delay,
+                    _dead(c.dead_letter),
+                    c.timestamp,
+                    *c.location,
+                    *(() if c.headers is None else (c.headers,)),
+                ]
                 for c in move.copies
             ],
         ]
@@ -292,11 +318,13 @@ def decode_state(name: str, data: bytes) -> QueueState:
             lease_token=token,
             dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
             lost=entry[11] if len(entry) > 11 else 0,
+            headers=load_headers(entry[12]) if len(entry) > 12 else None,
         )
         state.messages[message.id] = message
         state.bytes += size
         state.schedule(message)
     for move_id, destination, started_at, entries in header["moves"]:
+        # a copy's ninth item, its headers, only where it has some
         copies = [
             Arrival(
                 copy_id,
@@ -305,8 +333,9 @@ def decode_state(name: str, data: bytes) -> QueueState:
                 delay,
                 None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp,
+                headers=load_headers(rest[0]) if rest else None,
             )
-            for copy_id, kind, delay, dead, timestamp, record, offset, size in entries
+            for copy_id, kind, delay, dead, timestamp, record, offset, size, *rest in entries
         ]
         state.outbox[move_id] = Move(move_id, destination, copies, started_at)
     for dedup_id, message_id, until in header.get("dedup", ()):

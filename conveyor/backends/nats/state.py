@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from conveyor.backends.base import expired_lease_counts, handed_token
+from conveyor.headers import dead_letter_headers
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -54,6 +55,7 @@ class Message:
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
+    headers: dict[str, str] | None = None
 
     @property
     def location(self) -> Location:
@@ -70,6 +72,7 @@ class Message:
             visible_at=self.visible_at,
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
+            headers=self.headers,
         )
 
 
@@ -99,6 +102,7 @@ class Arrival:
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
     dedup_id: str | None = None
+    headers: dict[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -243,6 +247,7 @@ class QueueState:
                 record=record,
                 offset=offset,
                 dead_letter=arrival.dead_letter,
+                headers=arrival.headers,
             )
             self.messages[message.id] = message
             self.bytes += size
@@ -347,7 +352,10 @@ class QueueState:
             move = moves.get(destination)
             if move is None:
                 move = moves[destination] = Move(f"{move_id}-{len(moves)}", destination, [], now)
-            move.copies.append(Arrival(new_id, message.content_type, message.location, 0.0, record, now))
+            headers = {**(message.headers or {}), **dead_letter_headers(record)}
+            move.copies.append(
+                Arrival(new_id, message.content_type, message.location, 0.0, record, now, headers=headers)
+            )
         for move in moves.values():
             self.outbox[move.id] = move
         return Settled(statuses, retried, list(moves.values()))
@@ -372,7 +380,7 @@ class QueueState:
 
     def move_out(self, destination: str, limit: int | None, move_id: str, now: float) -> Move:
         """Take up to `limit` unleased messages, oldest visible first, for `destination`: they
-        keep id, body, content type and send time, and start again at attempt 0."""
+        keep id, body, content type, headers and send time, and start again at attempt 0."""
         movable = sorted(
             (m for m in self.messages.values() if m.lease_token is None or m.visible_at <= now),
             key=lambda m: (m.visible_at, m.order),
@@ -383,7 +391,15 @@ class QueueState:
         for message in movable:
             self._delete(message)
             copies.append(
-                Arrival(message.id, message.content_type, message.location, 0.0, None, message.timestamp)
+                Arrival(
+                    message.id,
+                    message.content_type,
+                    message.location,
+                    0.0,
+                    None,
+                    message.timestamp,
+                    headers=message.headers,
+                )
             )
         move = Move(move_id, destination, copies, now)
         if copies:

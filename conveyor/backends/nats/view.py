@@ -300,6 +300,7 @@ class QueueView:
                             make_lease_id(m.id, token),
                             m.dead_letter,
                             m.lost,
+                            m.headers,
                         ),
                         m.location,
                     )

@@ -70,6 +70,7 @@ from conveyor.errors import (
     QueueAlreadyExists,
     QueueNotFound,
 )
+from conveyor.headers import dead_letter_headers, dump_headers, load_headers
 from conveyor.limits import check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -91,8 +92,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 3
-MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3"}
+SCHEMA_VERSION = 4
+MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3", 4: "schema_v4"}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -598,6 +599,7 @@ class PostgresBackend(Backend):
             "delays": [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages],
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
             "dedup_ids": [m.dedup_id for m in messages],
+            "headers": [None if m.headers is None else dump_headers(m.headers) for m in messages],
             "channel": self.channel,
             "checked": False,
         }
@@ -631,8 +633,19 @@ class PostgresBackend(Backend):
         rows = await self._fetchall("lease", params)
         # the lease id format of make_lease_id, inlined: this runs per message
         return [
-            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}", _dead_letter(dead), lost)
-            for _, id_, body, kind, sent, attempts, dead, lost in rows
+            LeasedMessage(
+                id_,
+                queue,
+                body,
+                kind,
+                sent,
+                attempts,
+                f"{id_}.{token}",
+                _dead_letter(dead),
+                lost,
+                None if headers is None else load_headers(headers),
+            )
+            for _, id_, body, kind, sent, attempts, dead, lost, headers in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -677,6 +690,7 @@ class PostgresBackend(Backend):
             "dead_new_ids": [move.new_id for move in moves],
             "dead_records": [_json(move.record) for move in moves],
             "dead_queues": [move.queue for move in moves],
+            "dead_headers": [dump_headers(dead_letter_headers(move.record)) for move in moves],
         }
         ok, found, acked, retried, dead, _ = await self._fetchone("settle", params)
         if not ok:
@@ -717,6 +731,7 @@ class PostgresBackend(Backend):
                 visible_at=r[5],
                 leased=r[6],
                 dead_letter=_dead_letter(r[7]),
+                headers=load_headers(r[8]),
             )
             for r in rows
         ]

@@ -79,6 +79,10 @@ CREATE TABLE {schema}.dedup (
 );
 CREATE INDEX dedup_expiry ON {schema}.dedup (expires_at)
 
+-- name: schema_v4
+-- Headers (v4): a message's headers, NULL when it has none (adding a NULL column rewrites nothing)
+ALTER TABLE {schema}.messages ADD COLUMN headers jsonb
+
 -- name: queue_by_name
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
        max_backlog_messages, max_backlog_bytes, dedup_window
@@ -159,8 +163,8 @@ WITH targets AS (
 ), incoming AS (
     SELECT * FROM unnest(%(ids)b::text[], %(queues)b::text[], %(bodies)b::bytea[],
                          %(content_types)b::text[], %(delays)b::float8[], %(dead_letters)b::text[],
-                         %(dedup_ids)b::text[]) WITH ORDINALITY
-         AS m(id, queue, body, content_type, delay, dead_letter, dedup_id, position)
+                         %(dedup_ids)b::text[], %(headers)b::text[]) WITH ORDINALITY
+         AS m(id, queue, body, content_type, delay, dead_letter, dedup_id, headers, position)
 ), claimed AS (
     -- The first message naming a dedup id claims it unless a live claim of another message
     -- holds it. DO UPDATE, not DO NOTHING: it waits for a concurrent claim to commit and then
@@ -182,10 +186,11 @@ WITH targets AS (
     FROM incoming m JOIN targets t ON t.name = m.queue
     LEFT JOIN claimed c ON c.queue_id = t.id AND c.dedup_id = m.dedup_id
 ), inserted AS (
-    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
+    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter,
+                                   headers)
     SELECT r.id, r.queue_id, r.body, r.content_type, statement_timestamp(),
            statement_timestamp() + make_interval(secs => coalesce(r.delay, r.delivery_delay)),
-           r.dead_letter::jsonb
+           r.dead_letter::jsonb, r.headers::jsonb
     FROM resolved r
     WHERE (SELECT ok FROM complete) AND r.stored_as = r.id
     -- rows take their seq in the order they were sent: a join may hand them over in any order
@@ -250,10 +255,11 @@ WITH source AS (
         visible_at = now() + make_interval(secs => %(visibility_timeout)b)
     FROM picked WHERE m.ctid = picked.ctid
     RETURNING picked.visible_at AS was_visible, m.seq, m.id, m.body, m.content_type,
-              extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at, m.attempts, m.dead_letter, m.lost
+              extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at, m.attempts, m.dead_letter, m.lost,
+              m.headers
 )
 -- RETURNING hands rows over in join order: the batch keeps the picked order, oldest visible first
-SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost FROM leased
+SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers FROM leased
 ORDER BY was_visible, seq
 
 -- Statements on leases look each message up by id: `queue_id + 0` keeps the planner off the ready
@@ -298,7 +304,8 @@ SELECT released, (SELECT count(pg_notify(%(channel)b, %(queue)b::text)) WHERE re
 -- name: settle
 -- One batch's outcomes in one statement. Nothing changes unless the queue and every dead-letter
 -- queue exist; each CTE returns the positions (from 1, per kind) of the items it settled, the
--- others are stale. Dead letters arrive with their record (built by the core) as JSON text.
+-- others are stale. Dead letters arrive with their record (built by the core) as JSON text, and
+-- the headers naming it, added over the message's own.
 WITH source AS (
     SELECT id FROM {schema}.queues WHERE name = %(queue)b
 ), targets AS (
@@ -323,14 +330,16 @@ WITH source AS (
 ), dead AS (
     DELETE FROM {schema}.messages m
     USING unnest(%(dead_ids)b::text[], %(dead_tokens)b::text[], %(dead_new_ids)b::text[],
-                 %(dead_records)b::text[], %(dead_queues)b::text[])
-          WITH ORDINALITY AS d(id, token, new_id, record, target, n)
+                 %(dead_records)b::text[], %(dead_queues)b::text[], %(dead_headers)b::text[])
+          WITH ORDINALITY AS d(id, token, new_id, record, target, trace, n)
     WHERE (SELECT ok FROM complete) AND m.id = d.id AND m.lease_token = d.token
       AND m.queue_id + 0 = (SELECT id FROM source) AND m.visible_at > now()
-    RETURNING d.n, m.body, m.content_type, d.new_id, d.record, d.target
+    RETURNING d.n, m.body, m.content_type, d.new_id, d.record, d.target,
+              coalesce(m.headers, '{{}}'::jsonb) || d.trace::jsonb AS headers
 ), moved AS (
-    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
-    SELECT dead.new_id, t.id, dead.body, dead.content_type, now(), now(), dead.record::jsonb
+    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter,
+                                   headers)
+    SELECT dead.new_id, t.id, dead.body, dead.content_type, now(), now(), dead.record::jsonb, dead.headers
     FROM dead JOIN targets t ON t.name = dead.target
     RETURNING queue_id
 ), woken AS (
@@ -359,7 +368,7 @@ GROUP BY q.id
 -- name: peek
 SELECT m.id, m.body, m.content_type, extract(epoch FROM m.enqueued_at)::float8, m.attempts,
        extract(epoch FROM m.visible_at)::float8, m.lease_token IS NOT NULL AND m.visible_at > now(),
-       m.dead_letter
+       m.dead_letter, m.headers
 FROM {schema}.messages m
 WHERE m.queue_id = (SELECT id FROM {schema}.queues WHERE name = %(queue)b)
 ORDER BY m.visible_at, m.seq

@@ -78,6 +78,7 @@ from conveyor.errors import (
     QueueFull,
     QueueNotFound,
 )
+from conveyor.headers import dead_letter_headers, load_headers
 from conveyor.limits import check_room
 from conveyor.types import (
     CONTENT_TYPES,
@@ -199,8 +200,29 @@ def _record(raw: bytes) -> tuple[ContentType, int, bytes, bytes]:
     return kind, int(timestamp), rest[:size], rest[size:]
 
 
-def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
-    return DeadLetterInfo.from_dict(json.loads(raw)) if raw else None
+def _details(raw: bytes) -> tuple[DeadLetterInfo | None, dict[str, str] | None]:
+    """A record's JSON section: the dead-letter record's fields (when it is one) and the
+    message's headers under "headers" (records written before headers hold the record only)."""
+    if not raw:
+        return None, None
+    data = json.loads(raw)
+    headers = load_headers(data.pop("headers", None))
+    return (DeadLetterInfo.from_dict(data) if "original_id" in data else None), headers
+
+
+def _section(dead_letter: DeadLetterInfo | None, headers: dict[str, str] | None) -> str:
+    """The JSON section of a record (see `_details`): "" when there is neither."""
+    if dead_letter is None and headers is None:
+        return ""
+    data: dict[str, Any] = {} if dead_letter is None else dead_letter.to_dict()
+    if headers is not None:
+        data["headers"] = headers
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _headers_only(raw: bytes) -> str:
+    """A record's JSON section without its dead-letter record, as a replay keeps it."""
+    return _section(None, _details(raw)[1])
 
 
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
@@ -248,7 +270,7 @@ class _Write:
         delay = "" if self.delay_us is None else self.delay_us
         timestamp = "" if self.timestamp_us is None else self.timestamp_us
         dead = self.dead_letter.encode()
-        head = f"{delay}:{timestamp}:{self.content_type}:{len(dead)}:".encode()
+        head = f"{delay}:{timestamp}:{self.content_type}:{len(dead)}:".encode()  # length in bytes
         return [self.id, head + dead + self.body if dead else head + self.body]
 
     @classmethod
@@ -258,7 +280,9 @@ class _Write:
             content_type=message.content_type,
             body=message.body,
             delay_us=None if message.delay_seconds is None else _us(message.delay_seconds),
-            dead_letter="" if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+            dead_letter=""
+            if message.dead_letter is None and message.headers is None
+            else _section(message.dead_letter, message.headers),
             dedup_id=message.dedup_id,
         )
 
@@ -578,6 +602,7 @@ class RedisBackend(Backend):
         for i in range(0, len(raw), 4):
             message_id = raw[i].decode()
             content_type, timestamp, dead, body = _record(raw[i + 1])
+            dead_letter, headers = _details(dead)
             leased.append(
                 LeasedMessage(
                     id=message_id,
@@ -587,8 +612,9 @@ class RedisBackend(Backend):
                     timestamp=timestamp / 1_000_000,
                     attempts=raw[i + 2],
                     lease_id=make_lease_id(message_id, token),
-                    dead_letter=_dead_letter(dead),
+                    dead_letter=dead_letter,
                     lost=raw[i + 3],
+                    headers=headers,
                 )
             )
         return leased
@@ -645,7 +671,16 @@ class RedisBackend(Backend):
             else:
                 groups.append(target)
                 group = len(groups)
-            args.extend((move.lease[0], move.lease[1], move.new_id, json.dumps(move.record.to_dict()), group))
+            args.extend(
+                (
+                    move.lease[0],
+                    move.lease[1],
+                    move.new_id,
+                    json.dumps(move.record.to_dict()),
+                    group,
+                    json.dumps(dead_letter_headers(move.record), ensure_ascii=False),
+                )
+            )
         if remote_queues:
             await self._require_queues(sorted(remote_queues))
 
@@ -715,6 +750,7 @@ class RedisBackend(Backend):
         for i in range(1, len(raw), 5):
             message_id, rec, attempts, visible, leased = raw[i : i + 5]
             content_type, timestamp, dead, body = _record(rec)
+            dead_letter, headers = _details(dead)
             peeked.append(
                 StoredMessage(
                     id=_text(message_id),
@@ -725,7 +761,8 @@ class RedisBackend(Backend):
                     attempts=int(attempts),
                     visible_at=_seconds(visible),
                     leased=bool(leased),
-                    dead_letter=_dead_letter(dead),
+                    dead_letter=dead_letter,
+                    headers=headers,
                 )
             )
         return peeked
@@ -784,8 +821,8 @@ class RedisBackend(Backend):
             raise QueueNotFound(source)
         writes = []
         for i in range(0, len(raw), 2):
-            content_type, timestamp, _, body = _record(raw[i + 1])
-            writes.append(_Write(_text(raw[i]), content_type, body, 0, "", timestamp))
+            content_type, timestamp, details, body = _record(raw[i + 1])
+            writes.append(_Write(_text(raw[i]), content_type, body, 0, _headers_only(details), timestamp))
         if not writes:
             return 0
         await self._send_scripts({destination: writes})  # copy first: idempotent by id

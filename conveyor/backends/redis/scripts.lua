@@ -8,7 +8,9 @@
 --   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes),
 --             maxmsgs, maxbytes (the backlog limits; '' or absent: no limit), dedup (the dedup
 --             window, µs; absent: the default)
---   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
+--   msgs      hash id -> record "<content type>:<timestamp µs>:<JSON length>:<JSON><body>"; the JSON
+--             (length 0: none) holds the dead-letter record's fields and the message's headers
+--             under "headers" (records written before headers hold the record only)
 --   state     hash id -> "<deliveries>:<body size>:<lost>:<lease token>" (messages leased at
 --             least once; `lost`: deliveries in a row without an outcome; a state written before
 --             `lost` existed reads as "<deliveries>:<body size>:<lease token>" with lost 0)
@@ -105,7 +107,32 @@ local function record(content_type, timestamp, dead, body)
   return content_type .. ':' .. int(timestamp) .. ':' .. #dead .. ':' .. dead .. body
 end
 
--- content type, timestamp, dead-letter JSON and body of a stored record
+-- the JSON section of a replayed message: its headers, without the dead-letter record
+local function headers_only(section)
+  if section == '' then
+    return ''
+  end
+  local headers = cjson.decode(section)['headers']
+  if not headers then
+    return ''
+  end
+  return '{"headers":' .. cjson.encode(headers) .. '}'
+end
+
+-- the JSON section of a dead letter's copy: the record (JSON text, kept as the core wrote it),
+-- the message's headers and over them the record's own (JSON text)
+local function dead_letter_section(section, json, trace)
+  local headers = {}
+  if section ~= '' then
+    headers = cjson.decode(section)['headers'] or {}
+  end
+  for key, value in pairs(cjson.decode(trace)) do
+    headers[key] = value
+  end
+  return string.sub(json, 1, -2) .. ',"headers":' .. cjson.encode(headers) .. '}'
+end
+
+-- content type, timestamp, JSON section and body of a stored record
 local function unpack_record(rec)
   local content_type, timestamp, length, at = string.match(rec, '^([^:]*):(%d+):(%d+):()')
   length = tonumber(length)
@@ -552,7 +579,7 @@ return #gone
 -- name: settle
 -- KEYS: the queue, then one group per dead-letter queue on this node. ARGV: ack count,
 -- (id, token)..., retry count, (id, token, delay µs)..., dead-letter count,
--- (id, token, new id, dead-letter record JSON, target)... where target is 0 (delete), a group
+-- (id, token, new id, dead-letter record JSON, target, its headers JSON)... where target is 0 (delete), a group
 -- number (move there) or -1 (another Cluster slot: returned for the caller to copy, then
 -- `finish_moves`).
 -- Returns {missing group or 0, statuses 1/0 per item in order, records of -1 targets}.
@@ -566,7 +593,7 @@ local now = server_now()
 -- every item's id and token, in order, so one HMGET and one ZMSCORE check all leases
 local ids, tokens, kinds, extra = {}, {}, {}, {}
 local at = 1
-for kind, width in ipairs({2, 3, 5}) do
+for kind, width in ipairs({2, 3, 6}) do
   local count = tonumber(ARGV[at])
   at = at + 1
   for _ = 1, count do
@@ -621,7 +648,8 @@ for n, i in ipairs(dead) do
   local new_id, json, target = ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4])
   if target ~= 0 then
     local rec = redis.call('HGET', q.msgs, id)
-    local content_type, _, _, body = unpack_record(rec)
+    local content_type, _, section, body = unpack_record(rec)
+    json = dead_letter_section(section, json, ARGV[base + 5])
     if target > 0 then
       drop_many(q, {id}, {rec})
       insert_many(queue_keys(target), {{new_id, record(content_type, now, json, body), now + n - 1, now, #body}})
@@ -694,9 +722,9 @@ local recs = many_get('HMGET', src.msgs, ids)
 drop_many(src, ids, recs)
 local items = {}
 for i, id in ipairs(ids) do
-  -- a replayed message keeps its id and send time and loses its dead-letter details
-  local content_type, timestamp, _, body = unpack_record(recs[i])
-  items[i] = {id, record(content_type, timestamp, '', body), now + i - 1, timestamp, #body}
+  -- a replayed message keeps its id, send time and headers and loses its dead-letter details
+  local content_type, timestamp, section, body = unpack_record(recs[i])
+  items[i] = {id, record(content_type, timestamp, headers_only(section), body), now + i - 1, timestamp, #body}
 end
 insert_many(dst, items)
 wake(dst, #ids)

@@ -57,6 +57,10 @@ CREATE TABLE IF NOT EXISTS conveyor_dedup (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
 
+-- name: schema_v4
+-- Headers (v4): a message's headers as compact JSON text, NULL when it has none
+ALTER TABLE conveyor_messages ADD COLUMN headers TEXT
+
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
     dedup_window
@@ -132,8 +136,8 @@ WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 
 -- An id is stored once: a send repeated after an unconfirmed write changes nothing.
 -- name: insert_message
-INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, headers)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 
 -- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
@@ -154,7 +158,7 @@ SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1
     lost = lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
     lease_token = ?, visible_at = ?
 WHERE seq IN (SELECT value FROM json_each(?))
-RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers
 
 -- name: begin
 -- One statement per token (the leases of one lease call share it), as for the settles.
@@ -194,7 +198,7 @@ RETURNING seq
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq, body, content_type
+RETURNING seq, body, content_type, headers
 
 -- name: stats
 SELECT
@@ -206,7 +210,7 @@ SELECT
 FROM conveyor_messages WHERE queue_id = :queue_id
 
 -- name: peek
-SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter
+SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter, headers
 FROM conveyor_messages WHERE queue_id = ? ORDER BY visible_at, seq LIMIT ?
 
 -- One message by id, unless a live lease holds it; RETURNING names it when it went.
