@@ -40,7 +40,7 @@ from conveyor.owned import Owned
 from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.topics import PublishResult, Topic
-from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
+from conveyor.types import DeadLetterInfo, PullConsumer, QueueInfo, QueueSettings, QueueStats, Subscription
 
 __version__ = "0.1.0"
 
@@ -80,6 +80,7 @@ __all__ = [
     "OwnerClosed",
     "PeekedMessage",
     "PublishResult",
+    "PullConsumer",
     "PulledMessage",
     "Queue",
     "QueueAlreadyExists",

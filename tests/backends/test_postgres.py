@@ -135,7 +135,7 @@ async def make_old_schema(pg_url: str, version: int) -> str:
     return schema
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     pg_url: str, version: int
 ) -> None:
@@ -165,6 +165,11 @@ async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_l
         assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
+        # a queue made before pull consumer settings has none, and takes one
+        assert settings.pull_consumer is None
+        consumer = conveyor.PullConsumer(batch_size=7, max_retries=1, dead_letter_queue="jobs-dlq")
+        await app.set_pull_consumer("jobs", consumer)
+        assert (await app.get_queue("jobs")).settings.pull_consumer == consumer
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:

@@ -110,7 +110,7 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     tmp_path: Path, version: int
 ) -> None:
@@ -151,13 +151,18 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
+        # a queue made before pull consumer settings has none, and takes one
+        assert settings.pull_consumer is None
+        consumer = conveyor.PullConsumer(batch_size=7, max_retries=1, dead_letter_queue="jobs-dlq")
+        await app.set_pull_consumer("jobs", consumer)
+        assert (await app.get_queue("jobs")).settings.pull_consumer == consumer
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:
         assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     finally:
         conn.close()
 

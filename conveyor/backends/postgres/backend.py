@@ -72,6 +72,7 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
@@ -84,8 +85,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 3
-MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3"}
+SCHEMA_VERSION = 4
+MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3", 4: "schema_v4"}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -146,6 +147,7 @@ def _info(row: Sequence[Any]) -> QueueInfo:
             max_backlog_messages=row[5],
             max_backlog_bytes=row[6],
             dedup_window_seconds=row[7],
+            pull_consumer=PullConsumer.from_json(row[8]),
         ),
         paused=row[3],
         created_at=row[4],
@@ -426,6 +428,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
         }
         while True:
             row = await self._fetchone("insert_queue", params, repeatable=exist_ok)
@@ -450,6 +453,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
         if row is None:

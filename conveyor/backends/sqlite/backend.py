@@ -49,6 +49,7 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
@@ -64,8 +65,8 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 3
-MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"]}
+SCHEMA_VERSION = 4
+MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"], 4: Q["schema_v4"]}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
@@ -111,6 +112,10 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+def _pull_consumer(settings: QueueSettings) -> str | None:
+    return None if settings.pull_consumer is None else settings.pull_consumer.to_json()
+
+
 def _info(row: tuple[Any, ...]) -> QueueInfo:
     return QueueInfo(
         name=row[1],
@@ -120,6 +125,7 @@ def _info(row: tuple[Any, ...]) -> QueueInfo:
             max_backlog_messages=row[6],
             max_backlog_bytes=row[7],
             dedup_window_seconds=row[8],
+            pull_consumer=PullConsumer.from_json(row[9]),
         ),
         paused=bool(row[4]),
         created_at=row[5],
@@ -575,6 +581,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
+                    _pull_consumer(settings),
                 ),
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
@@ -596,6 +603,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
+                    _pull_consumer(settings),
                     name,
                 ),
             )

@@ -57,26 +57,30 @@ CREATE TABLE IF NOT EXISTS conveyor_dedup (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
 
+-- name: schema_v4
+-- v4: a queue's HTTP pull consumer settings, as JSON (types.PullConsumer.to_dict), NULL for none
+ALTER TABLE conveyor_queues ADD COLUMN pull_consumer TEXT
+
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window
+    dedup_window, pull_consumer
 FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window
+    dedup_window, pull_consumer
 FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
 INSERT INTO conveyor_queues
     (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-     dedup_window)
-VALUES (?, ?, ?, 0, ?, ?, ?, ?)
+     dedup_window, pull_consumer)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)
 
 -- name: update_queue
 UPDATE conveyor_queues
 SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_backlog_bytes = ?,
-    dedup_window = ?
+    dedup_window = ?, pull_consumer = ?
 WHERE name = ?
 
 -- name: backlog
