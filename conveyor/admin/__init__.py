@@ -6,7 +6,7 @@ queue's figures, sampled in the background (the dashboard's charts).
 """
 
 from conveyor.admin.dead_letters import REPLAY_CHUNK, movable, replay
-from conveyor.admin.documents import iso, message_document, queue_document
+from conveyor.admin.documents import iso, message_document, pull_consumer_document, queue_document
 from conveyor.admin.history import (
     HISTORY_SECONDS,
     SAMPLE_INTERVAL_SECONDS,
@@ -59,6 +59,7 @@ __all__ = [
     "one_queue",
     "one_topic",
     "publish_document",
+    "pull_consumer_document",
     "queue_document",
     "replay",
     "subscribe",
