@@ -105,21 +105,17 @@ async def test_a_pull_naming_no_batch_size_or_visibility_gets_the_consumers(
 ) -> None:
     result(await client.post("/queues", json={"name": "jobs"}), 201)
     await configure(client, visibility_timeout_ms=300)
-    result(
-        await client.post("/queues/jobs/messages/batch", json={"messages": [{"body": n} for n in range(5)]})
-    )
+    messages = [{"body": n} for n in range(6)]
+    result(await client.post("/queues/jobs/messages/batch", json={"messages": messages}))
 
-    assert [message["body"] for message in await pull(client)] == [0, 1]
-    assert [
-        message["body"] for message in await pull(client, batch_size=3, visibility_timeout_ms=60_000)
-    ] == [
-        2,
-        3,
-        4,
-    ]
-    await time_machine.advance(0.5)  # the first two were leased for the consumer's 300 ms
-    again = await pull(client, batch_size=10)
-    assert [(message["body"], message["attempts"]) for message in again] == [(0, 2), (1, 2)]
+    # a pull's own settings win
+    held = await pull(client, batch_size=3, visibility_timeout_ms=60_000)
+    assert [message["body"] for message in held] == [0, 1, 2]
+    # the consumer's batch size of 2 and its lease of 300 ms
+    assert [message["body"] for message in await pull(client)] == [3, 4]
+    await time_machine.advance(0.5)
+    again = await pull(client, batch_size=10, visibility_timeout_ms=60_000)
+    assert [(message["body"], message["attempts"]) for message in again] == [(3, 2), (4, 2), (5, 1)]
 
 
 async def test_a_retry_past_max_retries_goes_to_the_dead_letter_queue(client: httpx.AsyncClient) -> None:
