@@ -308,7 +308,7 @@ async def test_an_http_pull_consumer_through_the_sdks_consumer_calls(sdk: AsyncC
         1,
         0,
     )
-    assert created.settings.visibility_timeout_ms == 60_000  # type: ignore[union-attr]
+    assert created.settings.visibility_timeout_ms == 60_000
     consumer_id = created.consumer_id
     assert await sdk.queues.consumers.get(consumer_id, account_id=ACCOUNT, queue_id=qid) == created
     assert [c async for c in sdk.queues.consumers.list(qid, account_id=ACCOUNT)] == [created]

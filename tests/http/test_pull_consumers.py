@@ -80,7 +80,7 @@ async def test_the_settings_are_kept_with_the_queue_shown_and_removed(
 async def test_bad_settings_are_refused_and_change_nothing(client: httpx.AsyncClient) -> None:
     result(await client.post("/queues", json={"name": "jobs"}), 201)
     await configure(client)
-    refused = [
+    refused: list[tuple[dict[str, Any], str]] = [
         ({"batch_size": 0}, "invalid_input"),
         ({"batch_size": 101}, "invalid_input"),
         ({"max_retries": -1}, "invalid_input"),
