@@ -122,11 +122,11 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
             )
             changed.append(queue.name)
         # the file says the whole truth here too: a queue declared without one has none
-        if existing is None or existing.settings.pull_consumer != queue.consumer():
-            if existing is not None or queue.consumer() is not None:
-                await app.set_pull_consumer(queue.name, queue.consumer())
-                if queue.name not in changed:
-                    changed.append(queue.name)
+        had = None if existing is None else existing.settings.pull_consumer
+        if had != queue.consumer():
+            await app.set_pull_consumer(queue.name, queue.consumer())
+            if queue.name not in changed:
+                changed.append(queue.name)
     return changed
 
 
