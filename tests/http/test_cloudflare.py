@@ -335,6 +335,13 @@ async def test_an_http_pull_consumer_through_the_sdks_consumer_calls(sdk: AsyncC
     assert dead is not None and dead.messages is not None
     assert sorted(decoded(m) for m in dead.messages) == [0, 1]
 
+    # a queue has one: a second create replaces it
+    again = await sdk.queues.consumers.create(
+        qid, account_id=ACCOUNT, type="http_pull", settings={"batch_size": 3}
+    )
+    assert again is not None and again.consumer_id == consumer_id and again.settings is not None
+    assert again.settings.batch_size == 3
+    assert len([c async for c in sdk.queues.consumers.list(qid, account_id=ACCOUNT)]) == 1
     updated = await sdk.queues.consumers.update(
         consumer_id, account_id=ACCOUNT, queue_id=qid, type="http_pull", settings={"max_retries": 7}
     )

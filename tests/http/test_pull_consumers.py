@@ -210,3 +210,15 @@ async def test_extend_and_ack_take_the_lease_ids_a_consumers_pull_gives(client: 
     )
     assert acked["ack_count"] == 1
     assert result(await client.get("/queues/jobs"))["in_flight"] == 0
+
+
+async def test_a_dead_letter_queue_deleted_after_is_created_again_when_a_message_goes_to_it(
+    client: httpx.AsyncClient,
+) -> None:
+    result(await client.post("/queues", json={"name": "jobs"}), 201)
+    await configure(client, max_retries=0)
+    result(await client.delete("/queues/jobs-dlq"))
+    result(await client.post("/queues/jobs/messages", json={"body": 1}))
+    (message,) = await pull(client)
+    assert (await retry(client, message))["dead_letter_count"] == 1
+    assert [m["body"] for m in result(await client.get("/queues/jobs-dlq/messages"))] == [1]
