@@ -72,6 +72,7 @@ class PullConsumer:
         )
 
     def to_json(self) -> str:
+        """`to_dict` as compact JSON: how the SQL and Redis engines store it."""
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
