@@ -128,6 +128,47 @@ class Subscription:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as its last heartbeat described it (`conveyor workers`, the dashboard).
+    Times are seconds since the epoch, on the worker's host."""
+
+    #: unique per worker run: host, pid and a random part
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    #: batches it may run at once, all consumers together (autoscaled ones at their ceiling)
+    concurrency: int
+    started_at: float
+    seen_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form engines store and the API shows."""
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "started_at": self.started_at,
+            "seen_at": self.seen_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerInfo:
+        """The inverse of `to_dict`."""
+        return cls(
+            id=str(data["id"]),
+            host=str(data["host"]),
+            pid=int(data["pid"]),
+            queues=tuple(str(queue) for queue in data["queues"]),
+            concurrency=int(data["concurrency"]),
+            started_at=float(data["started_at"]),
+            seen_at=float(data["seen_at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     """A queue's contents at one moment.
 

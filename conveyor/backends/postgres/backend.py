@@ -78,6 +78,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 log = logging.getLogger("conveyor.postgres")
@@ -494,6 +495,31 @@ class PostgresBackend(Backend):
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
         rows = await self._fetchall("list_subscriptions", {"topic": topic}, repeatable=True)
         return [_subscription(row) for row in rows]
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        params = {
+            "id": worker.id,
+            "seen_at": worker.seen_at,
+            "info": json.dumps(worker.to_dict()),
+            "oldest": worker.seen_at - ttl,
+        }
+
+        async def record(conn: Conn) -> None:
+            await conn.execute(self._q["record_worker"], params, binary=True)
+
+        await self._run(record, repeatable=True)
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        rows = await self._fetchall("list_workers", {"since": since}, repeatable=True)
+        return [WorkerInfo.from_dict(json.loads(row[0])) for row in rows]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        async def forget(conn: Conn) -> None:
+            await conn.execute(self._q["forget_worker"], {"id": worker_id}, binary=True)
+
+        await self._run(forget, repeatable=True)
 
     # -- messages ----------------------------------------------------------------------------
 

@@ -81,7 +81,24 @@ CREATE INDEX dedup_expiry ON {schema}.dedup (expires_at)
 
 -- name: schema_v4
 -- v4: a queue's HTTP pull consumer settings, as JSON text (types.PullConsumer.to_dict), NULL for none
-ALTER TABLE {schema}.queues ADD COLUMN pull_consumer text
+ALTER TABLE {schema}.queues ADD COLUMN pull_consumer text;
+-- worker heartbeats (`conveyor workers`): info is types.WorkerInfo.to_dict as JSON
+CREATE TABLE {schema}.workers (
+    id text PRIMARY KEY,
+    seen_at double precision NOT NULL,
+    info text NOT NULL
+)
+
+-- name: record_worker
+WITH old AS (DELETE FROM {schema}.workers WHERE seen_at < %(oldest)b AND id <> %(id)b)
+INSERT INTO {schema}.workers (id, seen_at, info) VALUES (%(id)b, %(seen_at)b, %(info)b)
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, info = excluded.info
+
+-- name: list_workers
+SELECT info FROM {schema}.workers WHERE seen_at >= %(since)b ORDER BY id
+
+-- name: forget_worker
+DELETE FROM {schema}.workers WHERE id = %(id)b
 
 -- name: queue_by_name
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,

@@ -94,6 +94,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 DEFAULT_PREFIX = "conveyor"
@@ -288,6 +289,8 @@ class RedisBackend(Backend):
         self._keys: dict[str, list[str]] = {}
         self._registry = f"{{{self.prefix}}}:queues"
         self._subscriptions = f"{{{self.prefix}}}:subscriptions"
+        # worker heartbeats: id -> WorkerInfo.to_dict as JSON
+        self._workers = f"{{{self.prefix}}}:workers"
 
     def sibling(self) -> RedisBackend:
         return RedisBackend(self.url, clock=self.clock)
@@ -475,6 +478,30 @@ class RedisBackend(Backend):
         return sorted(
             (s for s in subscriptions if topic is None or s.topic == topic), key=lambda s: (s.topic, s.queue)
         )
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        with self._available():
+            await self.client.hset(self._workers, worker.id, json.dumps(worker.to_dict()))  # type: ignore[misc]
+            entries = await self.client.hgetall(self._workers)  # type: ignore[misc]
+            old = [
+                field
+                for field, value in entries.items()
+                if WorkerInfo.from_dict(json.loads(value)).seen_at < worker.seen_at - ttl
+            ]
+            if old:
+                await self.client.hdel(self._workers, *old)  # type: ignore[misc]
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        with self._available():
+            entries = await self.client.hgetall(self._workers)  # type: ignore[misc]
+        workers = [WorkerInfo.from_dict(json.loads(value)) for value in entries.values()]
+        return sorted((worker for worker in workers if worker.seen_at >= since), key=lambda worker: worker.id)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        with self._available():
+            await self.client.hdel(self._workers, worker_id)  # type: ignore[misc]
 
     # -- sending -----------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 T = TypeVar("T")
@@ -657,6 +658,22 @@ class SQLiteBackend(Backend):
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
         rows = await self._read(lambda conn: conn.execute(Q["list_subscriptions"], (topic, topic)).fetchall())
         return [_subscription(row) for row in rows]
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["delete_old_workers"], (worker.seen_at - ttl,))
+            conn.execute(Q["record_worker"], (worker.id, worker.seen_at, json.dumps(worker.to_dict())))
+
+        await self._transaction(record)
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        rows = await self._read(lambda conn: conn.execute(Q["list_workers"], (since,)).fetchall())
+        return [WorkerInfo.from_dict(json.loads(row[0])) for row in rows]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._transaction(lambda conn: conn.execute(Q["forget_worker"], (worker_id,)))
 
     # -- messages ----------------------------------------------------------------------------
 
