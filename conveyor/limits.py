@@ -81,6 +81,12 @@ DEFAULT_PULL_BATCH_SIZE = 5
 # A queue's pull consumer settings (batch size, retries, ...) as a pull reads them are kept this
 # long per process: a change made by another process reaches pulls within it (seconds).
 PULL_CONSUMER_CACHE_SECONDS = 1.0
+# Worker heartbeats (`conveyor workers`, GET /workers, the dashboard): a worker writes one this
+# often; one older than the TTL is deleted by the next write of any worker, and a worker is listed
+# as seen recently while its last heartbeat is younger than WORKERS_SEEN_SECONDS.
+WORKER_HEARTBEAT_SECONDS = 5.0
+WORKER_HEARTBEAT_TTL_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
+WORKERS_SEEN_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
 # Long-poll pulls: how long a pull may wait for a message before it answers empty (Python
 # `wait=` in seconds, HTTP `wait_ms`); 0 answers at once.
 MAX_PULL_WAIT_SECONDS = 20.0

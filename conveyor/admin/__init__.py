@@ -2,7 +2,7 @@
 with its stats, every topic with its subscriptions (admin/topics.py), chunked replay of dead
 letters, which queue holds whose dead letters, net rates, the one JSON document of a queue, a
 message and a topic that `--json` and the HTTP API both print, and the last hour of every
-queue's figures, sampled in the background (the dashboard's charts).
+queue's figures, sampled in the background (the dashboard's charts), and the workers seen recently.
 """
 
 from conveyor.admin.dead_letters import REPLAY_CHUNK, movable, replay
@@ -35,6 +35,7 @@ from conveyor.admin.topics import (
     topic_document,
     unsubscribe,
 )
+from conveyor.admin.workers import recent_workers, worker_document
 
 __all__ = [
     "DLQ_SUFFIX",
@@ -61,9 +62,11 @@ __all__ = [
     "publish_document",
     "pull_consumer_document",
     "queue_document",
+    "recent_workers",
     "replay",
     "subscribe",
     "subscription_document",
     "topic_document",
     "unsubscribe",
+    "worker_document",
 ]

@@ -54,6 +54,13 @@ class QueueApi:
             Operation("GET", "/metrics", self.prometheus, "Prometheus metrics", media_type=CONTENT_TYPE),
             Operation("GET", "/queues", self.list_queues, "Every queue", result=list[R.QueueDocument]),
             Operation(
+                "GET",
+                "/workers",
+                self.list_workers,
+                "The workers seen in the last 15 s (their last heartbeats)",
+                result=list[R.WorkerDocument],
+            ),
+            Operation(
                 "POST",
                 "/queues",
                 self.create_queue,
@@ -282,6 +289,9 @@ class QueueApi:
         queue = self._queue(request)
         await queue.resume()
         return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
+
+    async def list_workers(self, request: Request) -> Response:
+        return ok([admin.worker_document(worker) for worker in await admin.recent_workers(self.app)])
 
     # -- the HTTP pull consumer ------------------------------------------------------------------
 

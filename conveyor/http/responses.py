@@ -61,6 +61,17 @@ class Health(_Document):
     status: Literal["ok"]
 
 
+class WorkerDocument(_Document):
+    id: str = Field(description="unique per worker run: host, pid and a random part")
+    host: str
+    pid: int
+    queues: list[str] = Field(description="the queues its consumers consume")
+    concurrency: int = Field(description="batches it may run at once, all consumers together")
+    started_at: str
+    last_heartbeat: str
+    last_heartbeat_seconds_ago: float
+
+
 class PullConsumerDocument(_Document):
     batch_size: int = Field(description="messages a pull that names no batch_size gets")
     max_retries: int = Field(description="retries before a pulled message goes to the dead-letter queue")
