@@ -4,6 +4,7 @@ when refused. (tests/http/test_dashboard_browser.py looks at the pages in Chromi
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 import conveyor
+import conveyor.admin
 from conveyor.admin import QueueHistory
 from conveyor.testing import FakeClock, drain
 from tests.http.conftest import client_for
@@ -237,3 +239,36 @@ async def test_the_queue_page_states_its_backlog_limit(memory_app: conveyor.App)
         free = (await client.get("/dashboard/queues/free")).text
     assert "backlog limit 1,000 messages or 5,000 bytes" in bounded
     assert "no backlog limit" in free
+
+
+async def test_workers_seen_recently_are_listed_with_host_pid_queues_and_heartbeat(
+    memory_app: conveyor.App,
+) -> None:
+    await memory_app.create_queue("jobs")
+
+    @memory_app.consumer("jobs", max_concurrency=3)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        pass
+
+    async with client_for(memory_app) as client:
+        assert "No worker seen in the last 15 s" in (await client.get("/")).text
+        worker = memory_app.worker()
+        running = asyncio.create_task(worker.run())
+        await worker.started.wait()
+        try:
+            async with asyncio.timeout(10):
+                while not await conveyor.admin.recent_workers(memory_app):
+                    await asyncio.sleep(0.01)  # the first heartbeat is written as the worker starts
+            page = (await client.get("/")).text
+        finally:
+            worker.stop()
+            await running
+        after = (await client.get("/")).text
+    section = page[page.index('id="workers"') :]
+    match = re.search(rf'<tr data-worker="{re.escape(worker.info.id)}">.*?</tr>', section, re.S)
+    assert match, section
+    row_html = match.group(0)
+    assert f">{worker.info.pid}<" in row_html and 'href="/dashboard/queues/jobs"' in row_html
+    assert 'data-value="3"' in row_html and " ago" in row_html
+    # a worker that stopped gracefully deletes its heartbeat
+    assert "No worker seen" in after[after.index('id="workers"') :]

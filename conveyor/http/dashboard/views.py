@@ -130,11 +130,13 @@ class Dashboard:
         reading, infos = await self._reading()
         views = self._views(reading, infos)
         subscriptions = await self.app.list_subscriptions()
+        workers = await admin.recent_workers(self.app)
         refresh = max(MIN_REFRESH_SECONDS, math.ceil(self.history.interval_seconds))
         page = pages.overview_page(
             list(views.values()),
             subscriptions,
             self._span(),
+            workers,
             engine=self.app.url,
             notice=_notice(request),
             refresh_seconds=refresh,
