@@ -16,6 +16,7 @@ import conveyor.admin
 from conveyor.admin import QueueHistory
 from conveyor.testing import FakeClock, drain
 from tests.http.conftest import client_for
+from tests.support.polling import eventually
 
 
 @pytest.fixture
@@ -241,6 +242,10 @@ async def test_the_queue_page_states_its_backlog_limit(memory_app: conveyor.App)
     assert "no backlog limit" in free
 
 
+async def has_workers(app: conveyor.App) -> bool:
+    return bool(await conveyor.admin.recent_workers(app))
+
+
 async def test_workers_seen_recently_are_listed_with_host_pid_queues_and_heartbeat(
     memory_app: conveyor.App,
 ) -> None:
@@ -256,9 +261,7 @@ async def test_workers_seen_recently_are_listed_with_host_pid_queues_and_heartbe
         running = asyncio.create_task(worker.run())
         await worker.started.wait()
         try:
-            async with asyncio.timeout(10):
-                while not await conveyor.admin.recent_workers(memory_app):
-                    await asyncio.sleep(0.01)  # the first heartbeat is written as the worker starts
+            await eventually(lambda: has_workers(memory_app), "the worker's first heartbeat")
             page = (await client.get("/")).text
         finally:
             worker.stop()
