@@ -275,3 +275,28 @@ async def test_workers_seen_recently_are_listed_with_host_pid_queues_and_heartbe
     assert 'data-value="3"' in row_html and " ago" in row_html
     # a worker that stopped gracefully deletes its heartbeat
     assert "No worker seen" in after[after.index('id="workers"') :]
+
+
+async def test_the_topics_page_lists_each_topic_with_its_subscriptions_and_types(
+    memory_app: conveyor.App,
+) -> None:
+    async with client_for(memory_app) as client:
+        assert "No topics yet" in (await client.get("/dashboard/topics")).text
+        for name in ("kitchen", "billing", "ledger"):
+            await memory_app.create_queue(name)
+        await memory_app.subscribe("orders", queue="kitchen", types=["ORDER_UP", "ORDER_CANCELLED"])
+        await memory_app.subscribe("orders", queue="billing")
+        await memory_app.subscribe("audit", queue="ledger", types=["<script>"])
+        await memory_app.queue("kitchen").send_batch([1, 2, 3])
+        await history_of(client).sample()
+        page = (await client.get("/dashboard/topics")).text
+    orders = re.search(r'<section class="card" data-topic="orders">.*?</section>', page, re.S)
+    assert orders, page
+    kitchen = re.search(r'<tr data-subscription="kitchen">.*?</tr>', orders.group(0), re.S)
+    billing = re.search(r'<tr data-subscription="billing">.*?</tr>', orders.group(0), re.S)
+    assert kitchen and billing
+    assert "ORDER_CANCELLED, ORDER_UP" in kitchen.group(0) and 'data-value="3"' in kitchen.group(0)
+    assert "every type" in billing.group(0) and 'href="/dashboard/queues/billing"' in billing.group(0)
+    assert "2 subscriptions" in orders.group(0)
+    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert '<a href="/dashboard/topics">Topics</a>' in page

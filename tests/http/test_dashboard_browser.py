@@ -25,6 +25,7 @@ PAGES = {
     "dashboard": "/",
     "dashboard-queue": "/dashboard/queues/emails",
     "dashboard-dead-letters": "/dashboard/queues/emails-dlq",
+    "dashboard-topics": "/dashboard/topics",
 }
 # Each queue row's name and backlog cell, as the page shows them.
 BACKLOGS = """() => [...document.querySelectorAll("tr[data-queue]")].map(
@@ -52,7 +53,7 @@ async def populated(app: conveyor.App) -> None:
     )
     await app.queue("reports").send({"kind": "daily"})
     await app.queue("reports").pause()
-    await app.subscribe("orders", queue="kitchen", types=["ORDER_UP"])
+    await app.subscribe("orders", queue="kitchen", types=["ORDER_UP", "ORDER_CANCELLED", "ORDER_REFUNDED"])
 
 
 @contextlib.asynccontextmanager
@@ -105,6 +106,8 @@ async def test_the_dashboard_fits_and_shows_the_engines_figures(
                 assert shown == {queue: f"{count:,}" for queue, count in expected.items()}
                 assert await page.evaluate(WORKER_PIDS) == [str(os.getpid())]
                 assert await page.locator('tr[data-topic="orders"]').count() == 1
+            if name == "dashboard-topics":
+                assert await page.locator('tr[data-subscription="kitchen"]').count() == 1
             if name == "dashboard-dead-letters":
                 errors = await page.locator(".error-text").all_text_contents()
                 assert errors == ["LookupError: no mailbox at example.invalid"] * 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -117,7 +117,7 @@ def layout(title: str, body: str, *, engine: str, refresh_seconds: int | None = 
 </head>
 <body>
 <header class="top"><a class="brand" href="/">conveyor</a>
-<nav><a href="/">Queues</a><a href="/#topics">Topics</a><a href="/#workers">Workers</a></nav>
+<nav><a href="/">Queues</a><a href="/dashboard/topics">Topics</a><a href="/#workers">Workers</a></nav>
 <span class="meta">{escape(engine)} · {now}</span></header>
 <main>
 {body}
@@ -207,6 +207,54 @@ def _topics(subscriptions: Sequence[Subscription]) -> str:
             f"<tbody>{rows}</tbody></table>"
         )
     return f'<section class="card" id="topics"><h2>Topics</h2>{body}</section>'
+
+
+def topics_page(
+    subscriptions: Sequence[Subscription], stats: Mapping[str, QueueStats], *, engine: str
+) -> str:
+    """Every topic with its subscriptions: each queue, the message types it takes, and what it holds."""
+    by_topic: dict[str, list[Subscription]] = {}
+    for sub in sorted(subscriptions, key=lambda sub: (sub.topic, sub.queue)):
+        by_topic.setdefault(sub.topic, []).append(sub)
+
+    def held(queue: str, what: str) -> str:
+        figures = stats.get(queue)
+        if figures is None:
+            return "-"
+        value = figures.backlog if what == "backlog" else figures.in_flight
+        return f'<span data-value="{value}">{value:,}</span>'
+
+    def types(sub: Subscription) -> str:
+        return escape(", ".join(sub.types)) if sub.types else EVERY_TYPE
+
+    cards = []
+    for topic, subs in by_topic.items():
+        rows = "".join(
+            f'<tr data-subscription="{escape(sub.queue)}"><td class="name">'
+            f'<a href="{queue_url(sub.queue)}">{escape(sub.queue)}</a></td>'
+            f'<td class="text" data-label="types">{types(sub)}</td>'
+            f'<td data-label="backlog">{held(sub.queue, "backlog")}</td>'
+            f'<td data-label="in flight">{held(sub.queue, "in_flight")}</td>'
+            f'<td class="full" data-label="since">{when(sub.created_at)}</td></tr>'
+            for sub in subs
+        )
+        cards.append(
+            f'<section class="card" data-topic="{escape(topic)}"><h2>{escape(topic)} '
+            f'<span class="muted">{len(subs)} subscription{"s" if len(subs) != 1 else ""}</span></h2>'
+            '<table class="stack"><thead><tr><th class="text">subscription queue</th>'
+            '<th class="text">types</th><th>backlog</th><th>in flight</th><th>since (UTC)</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></section>"
+        )
+    if not cards:
+        example = '<code>app.subscribe("orders", queue="kitchen")</code>'
+        cards.append(
+            f'<section class="card"><p class="muted">No topics yet: {example} makes one.</p></section>'
+        )
+    note = (
+        '<p class="note">A message published to a topic is copied into every subscription queue whose '
+        "types include its type (every type when none are named). Backlogs are the last sample's.</p>"
+    )
+    return layout("Topics", f"<h1>Topics</h1>{''.join(cards)}{note}", engine=engine)
 
 
 def _workers(workers: Sequence[WorkerInfo], now: float) -> str:

@@ -73,6 +73,7 @@ class Dashboard:
         queue = "/dashboard/queues/{name}"
         return [
             Route("/", self._page(self.overview), methods=["GET"]),
+            Route("/dashboard/topics", self._page(self.topics), methods=["GET"]),
             Route(queue, self._page(self.queue), methods=["GET"]),
             Route(f"{queue}/pause", self._page(self.pause), methods=["POST"]),
             Route(f"{queue}/resume", self._page(self.resume), methods=["POST"]),
@@ -141,6 +142,12 @@ class Dashboard:
             notice=_notice(request),
             refresh_seconds=refresh,
         )
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    async def topics(self, request: Request) -> Response:
+        reading, _ = await self._reading()
+        subscriptions = await self.app.list_subscriptions()
+        page = pages.topics_page(subscriptions, reading.stats, engine=self.app.url)
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     async def queue(self, request: Request) -> Response:
