@@ -45,7 +45,7 @@ from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMess
 from conveyor.routing import Router, RouterStats, TypeCounters
 from conveyor.schedules import Schedule
 from conveyor.topics import PublishResult, Topic
-from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
+from conveyor.types import DeadLetterInfo, PullConsumer, QueueInfo, QueueSettings, QueueStats, Subscription
 
 __version__ = "0.1.0"
 
@@ -89,6 +89,7 @@ __all__ = [
     "OwnerClosed",
     "PeekedMessage",
     "PublishResult",
+    "PullConsumer",
     "PulledMessage",
     "Queue",
     "QueueAlreadyExists",

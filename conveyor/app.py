@@ -24,7 +24,7 @@ from conveyor.core import Core
 from conveyor.errors import MissingDependency, QueueNotFound
 from conveyor.processes import INTERRUPTED_EXIT_CODE
 from conveyor.producer import Queue
-from conveyor.types import SYSTEM_CLOCK, Clock, QueueInfo, QueueSettings, Subscription
+from conveyor.types import SYSTEM_CLOCK, Clock, PullConsumer, QueueInfo, QueueSettings, Subscription
 
 if TYPE_CHECKING:
     from conveyor.metrics import MetricsServer, WorkerMetrics
@@ -217,6 +217,35 @@ class App:
             ),
         )
         return await self.backend.update_queue(name, settings)
+
+    async def set_pull_consumer(self, name: str, consumer: PullConsumer | None) -> QueueInfo:
+        """Configure the queue's HTTP pull consumer (`wrangler queues consumer http add`), or
+        remove it with None; the queue must exist.
+
+        Pulls that name no batch size or visibility timeout get the consumer's; a pulled message
+        retried once it has been delivered `max_retries + 1` times, or leased again after that
+        many deliveries (their leases expired), goes to `dead_letter_queue` (created here if
+        missing) or is deleted when that is None; a retry that names no delay waits
+        `retry_delay`. Limits as a consumer's (`batch_size` 1-100, `max_retries` 0-100,
+        `retry_delay` 0-86,400 s, `visibility_timeout` 0.05-43,200 s). Other processes see the
+        change within `PULL_CONSUMER_CACHE_SECONDS` (1 s).
+        """
+        L.validate_queue_name(name)
+        if consumer is not None:
+            if not isinstance(consumer, PullConsumer):
+                raise TypeError(f"consumer must be a conveyor.PullConsumer or None, got {consumer!r}")
+            L.check_pull_consumer(name, consumer, self.limits)
+            consumer = dataclasses.replace(
+                consumer,
+                retry_delay=float(consumer.retry_delay),
+                visibility_timeout=float(consumer.visibility_timeout),
+            )
+        current = (await self.get_queue(name)).settings
+        if consumer is not None and consumer.dead_letter_queue is not None:
+            await self.core.create_queue(consumer.dead_letter_queue, QueueSettings(), exist_ok=True)
+        info = await self.backend.update_queue(name, dataclasses.replace(current, pull_consumer=consumer))
+        self.core.forget_pull_consumer(name)
+        return info
 
     async def delete_queue(self, name: str) -> bool:
         """Delete the queue and every message in it; False if there was no such queue."""

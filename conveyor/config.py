@@ -24,6 +24,7 @@ from conveyor import limits as L
 from conveyor.durations import parse_duration
 from conveyor.errors import ConveyorValueError
 from conveyor.limits import parse_rate
+from conveyor.types import PullConsumer
 
 #: the environment variable naming another config file than ./conveyor.toml
 CONFIG_ENV_VAR = "CONVEYOR_CONFIG"
@@ -71,6 +72,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class PullConsumerConfig(_Section):
+    """`[queues.pull_consumer]`: the queue's HTTP pull consumer (`App.set_pull_consumer`)."""
+
+    batch_size: int = Field(L.DEFAULT_PULL_BATCH_SIZE, ge=1, le=L.MAX_BATCH_SIZE)
+    max_retries: int = Field(L.DEFAULT_MAX_RETRIES, ge=0, le=L.MAX_RETRIES)
+    retry_delay: Duration = Field(L.DEFAULT_RETRY_DELAY, ge=0, le=L.MAX_DELAY_SECONDS)
+    visibility_timeout: Duration = Field(
+        L.DEFAULT_VISIBILITY_TIMEOUT, ge=L.MIN_VISIBILITY_TIMEOUT, le=L.MAX_VISIBILITY_TIMEOUT
+    )
+    dead_letter_queue: QueueName | None = None
+
+    def consumer(self) -> PullConsumer:
+        return PullConsumer(
+            batch_size=self.batch_size,
+            max_retries=self.max_retries,
+            retry_delay=float(self.retry_delay),
+            visibility_timeout=float(self.visibility_timeout),
+            dead_letter_queue=self.dead_letter_queue,
+        )
+
+
 class QueueConfig(_Section):
     name: QueueName
     delivery_delay: Duration = Field(0.0, ge=0, le=L.MAX_DELAY_SECONDS)
@@ -82,6 +104,8 @@ class QueueConfig(_Section):
     )
     max_backlog_messages: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
     max_backlog_bytes: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
+    # the queue's HTTP pull consumer; left out, the queue has none
+    pull_consumer: PullConsumerConfig | None = None
 
     def settings(self) -> tuple[float, float, float, int | None, int | None]:
         return (
@@ -91,6 +115,9 @@ class QueueConfig(_Section):
             self.max_backlog_messages,
             self.max_backlog_bytes,
         )
+
+    def consumer(self) -> PullConsumer | None:
+        return None if self.pull_consumer is None else self.pull_consumer.consumer()
 
 
 class ConsumerConfig(_Section):

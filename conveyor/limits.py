@@ -7,8 +7,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from conveyor.errors import InvalidDedupId, InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
-from conveyor.types import OutgoingMessage, QueueSettings
+from conveyor.errors import (
+    ConveyorValueError,
+    InvalidDedupId,
+    InvalidQueueName,
+    LimitExceeded,
+    MessageTooLarge,
+    QueueFull,
+)
+from conveyor.types import OutgoingMessage, PullConsumer, QueueSettings
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
@@ -95,6 +102,15 @@ MIN_VISIBILITY_TIMEOUT = 0.05
 MAX_VISIBILITY_TIMEOUT = 43_200.0
 # Pull consumers (Queue.pull / HTTP): batch size default and bound.
 DEFAULT_PULL_BATCH_SIZE = 5
+# A queue's pull consumer settings (batch size, retries, ...) as a pull reads them are kept this
+# long per process: a change made by another process reaches pulls within it (seconds).
+PULL_CONSUMER_CACHE_SECONDS = 1.0
+# Worker heartbeats (`conveyor workers`, GET /workers, the dashboard): a worker writes one this
+# often; one older than the TTL is deleted by the next write of any worker, and a worker is listed
+# as seen recently while its last heartbeat is younger than WORKERS_SEEN_SECONDS.
+WORKER_HEARTBEAT_SECONDS = 5.0
+WORKER_HEARTBEAT_TTL_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
+WORKERS_SEEN_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
 # Long-poll pulls: how long a pull may wait for a message before it answers empty (Python
 # `wait=` in seconds, HTTP `wait_ms`); 0 answers at once.
 MAX_PULL_WAIT_SECONDS = 20.0
@@ -346,3 +362,18 @@ def parse_rate(value: object) -> float:
     else:
         rate = value
     return check_range("max_rate", rate, MIN_RATE_PER_SECOND, MAX_RATE_PER_SECOND)
+
+
+def check_pull_consumer(queue: str, consumer: PullConsumer, limits: Limits) -> PullConsumer:
+    """A queue's pull consumer settings, each in its range (as a pull's and a consumer's)."""
+    check_int_range("batch_size", consumer.batch_size, 1, limits.max_batch_size)
+    check_int_range("max_retries", consumer.max_retries, 0, limits.max_retries)
+    check_delay("retry_delay", consumer.retry_delay, limits)
+    check_visibility_timeout(consumer.visibility_timeout, limits)
+    if consumer.dead_letter_queue is not None:
+        validate_queue_name(consumer.dead_letter_queue)
+        if consumer.dead_letter_queue == queue:
+            raise ConveyorValueError(
+                f"dead_letter_queue: queue {queue!r} cannot be its own dead-letter queue"
+            )
+    return consumer

@@ -32,6 +32,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 # -- lease ids -------------------------------------------------------------------------------
@@ -186,6 +187,21 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
         """Every subscription (of one topic, when given), ordered by topic then queue."""
+
+    # -- worker heartbeats (`conveyor workers`, the dashboard) ------------------------------------
+
+    @abc.abstractmethod
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store a worker's heartbeat, replacing its last one; a heartbeat older than `ttl`
+        seconds (by `seen_at`) may be deleted by any later write."""
+
+    @abc.abstractmethod
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        """The workers whose last heartbeat is at `since` or later, by id."""
+
+    @abc.abstractmethod
+    async def forget_worker(self, worker_id: str) -> None:
+        """Delete a worker's heartbeat (it stopped); nothing if there is none."""
 
     # -- messages ----------------------------------------------------------------------------
 

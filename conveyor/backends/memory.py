@@ -37,6 +37,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 
@@ -89,6 +90,7 @@ class MemoryStore:
         self.lock = threading.Lock()
         self.queues: dict[str, _Queue] = {}
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
+        self.workers: dict[str, WorkerInfo] = {}
         self.seq = itertools.count()
         self.waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
 
@@ -180,6 +182,23 @@ class MemoryBackend(Backend):
                 for key, subscription in sorted(self.store.subscriptions.items())
                 if topic is None or key[0] == topic
             ]
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        with self.store.lock:
+            workers = self.store.workers
+            for stale in [key for key, seen in workers.items() if seen.seen_at < worker.seen_at - ttl]:
+                del workers[stale]
+            workers[worker.id] = worker
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        with self.store.lock:
+            return [worker for _, worker in sorted(self.store.workers.items()) if worker.seen_at >= since]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        with self.store.lock:
+            self.store.workers.pop(worker_id, None)
 
     # -- messages ----------------------------------------------------------------------------
 

@@ -23,10 +23,23 @@ from conveyor.cli import (
     top,
     topics,
     worker,
+    workers,
 )
 from conveyor.cli.state import ConveyorGroup, global_options
 
-COMMANDS = (queues, topics, send, messages, schedules, worker, serve, top, init_config, demo_and_bench)
+COMMANDS = (
+    queues,
+    topics,
+    send,
+    messages,
+    schedules,
+    worker,
+    workers,
+    serve,
+    top,
+    init_config,
+    demo_and_bench,
+)
 
 app = typer.Typer(
     name="conveyor",

@@ -131,6 +131,12 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 max_backlog_bytes=queue.max_backlog_bytes or 0,
             )
             changed.append(queue.name)
+        # the file says the whole truth here too: a queue declared without one has none
+        had = None if existing is None else existing.settings.pull_consumer
+        if had != queue.consumer():
+            await app.set_pull_consumer(queue.name, queue.consumer())
+            if queue.name not in changed:
+                changed.append(queue.name)
     return changed
 
 

@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from conveyor import limits as L
 from conveyor.consumer.env import Env
+from conveyor.consumer.heartbeat import Heartbeat, describe
 from conveyor.consumer.observer import NO_OBSERVER, ConsumerObserver
 from conveyor.consumer.runner import ConsumerRunner
 from conveyor.consumer.spec import ConsumerSpec, Lifespan
@@ -49,6 +51,8 @@ class Worker:
         self.shutdown_grace = shutdown_grace
         self.observer = observer  # worker metrics
         self.runners = [ConsumerRunner(core, spec, env, observer) for spec in consumers]
+        #: this worker as its heartbeat describes it (`conveyor workers`)
+        self.info = describe(consumers, time.time())
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
         #: the signal that stopped `run_until_signalled` (SIGTERM or SIGINT), None if none did
@@ -73,6 +77,7 @@ class Worker:
             tasks = [self._start_consumer(runner, died) for runner in self.runners]
             tasks += [self._start_job(name, job, died) for name, job in self.background]
             sweeper = asyncio.create_task(self._sweep_forever())
+            heartbeat = asyncio.create_task(Heartbeat(self.core, self.info).run(self.stopping))
             self.observer.started(self.runners)
             self.started.set()
             waiters = [asyncio.ensure_future(self.stopping.wait()), *tasks]
@@ -87,7 +92,7 @@ class Worker:
                 for waiter in waiters:
                     if waiter not in tasks:
                         waiter.cancel()
-                await asyncio.shield(asyncio.gather(*tasks, sweeper, return_exceptions=True))
+                await asyncio.shield(asyncio.gather(*tasks, sweeper, heartbeat, return_exceptions=True))
                 await self.observer.stopped(self.runners)
         if died:
             raise died[0]

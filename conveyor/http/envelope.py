@@ -72,6 +72,8 @@ HOST_NOT_ALLOWED = "host_not_allowed"
 TOKEN_IN_URL = "token_in_url"
 OVERLOADED = "overloaded"
 NOT_FOUND = "not_found"
+# a queue without an HTTP pull consumer, asked for it
+CONSUMER_NOT_FOUND = "consumer_not_found"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 INTERNAL_ERROR = "internal_error"
 CLIENT_DISCONNECTED = "client_disconnected"

@@ -29,6 +29,7 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
         {"type": "string", "pattern": f"^{L.MESSAGE_ID_PATTERN.pattern}$"},
         "0193a1b2c3d4e5f60718293a4b5c6d7e",
     ),
+    "consumer_id": ({"type": "string", "pattern": "^[0-9a-f]{32}$"}, "0123456789abcdef0123456789abcdef"),
 }
 DESCRIPTIONS = {
     "name": "the queue's name",
@@ -37,6 +38,7 @@ DESCRIPTIONS = {
     "topic": "the topic's name",
     "queue": "the subscription queue's name",
     "message_id": "the message's id, as send returned it",
+    "consumer_id": "the queue's HTTP pull consumer's consumer_id (32 hex digits; a queue has at most one)",
 }
 
 

@@ -16,6 +16,7 @@ from pydantic.config import JsonDict
 from conveyor import limits as L
 from conveyor.codec import check_content_type
 from conveyor.producer import SendRequest
+from conveyor.types import PullConsumer
 
 
 def documented(**schema: Any) -> Any:
@@ -147,9 +148,13 @@ class SendBatch(_Body):
 
 
 class Pull(_Body):
-    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
-    visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+    # None: the queue's pull consumer's, else 5 messages and 30,000 ms
+    batch_size: BatchSize | None = None
+    visibility_timeout_ms: VisibilityTimeoutMs | None = None
     wait_ms: WaitMs = 0
+
+    def visibility_timeout(self) -> float | None:
+        return None if self.visibility_timeout_ms is None else self.visibility_timeout_ms / 1000
 
 
 class ExtendLease(_Body):
@@ -167,7 +172,8 @@ class Ack(_Body):
 
 class RetryLease(_Body):
     lease_id: LeaseId
-    delay_seconds: DelaySeconds = 0.0
+    # None: the queue's pull consumer's retry_delay, else none
+    delay_seconds: DelaySeconds | None = None
 
 
 class AckRequest(_Body):
@@ -223,3 +229,27 @@ class CreateTopic(_Body):
 class Publish(MessageFields):
     """A message published to a topic: the same fields as a send but `dedup_id` (a topic's
     copies carry none)."""
+
+
+MaxRetries = Annotated[int, Field(ge=0, le=L.MAX_RETRIES), BeforeValidator(whole_number)]
+
+
+class HttpConsumer(_Body):
+    """A queue's HTTP pull consumer (`PUT /queues/{name}/consumers/http`): every setting, a
+    missing one taking its default."""
+
+    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
+    max_retries: MaxRetries = L.DEFAULT_MAX_RETRIES
+    retry_delay: DelaySeconds = L.DEFAULT_RETRY_DELAY
+    visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+    # checked by the App (invalid_queue_name), as a queue name in a path is
+    dead_letter_queue: Annotated[str, documented(pattern=f"^{L.QUEUE_NAME_PATTERN.pattern}$")] | None = None
+
+    def to_consumer(self) -> PullConsumer:
+        return PullConsumer(
+            batch_size=self.batch_size,
+            max_retries=self.max_retries,
+            retry_delay=self.retry_delay,
+            visibility_timeout=self.visibility_timeout_ms / 1000,
+            dead_letter_queue=self.dead_letter_queue,
+        )

@@ -110,7 +110,7 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     tmp_path: Path, version: int
 ) -> None:
@@ -155,6 +155,11 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         with_headers = await app.queue("jobs").send(3, headers={"k": "v"})
         headers = {m.id: m.headers for m in await app.queue("jobs").peek(10)}
         assert headers == {waiting: {}, orphan: {}, first: {}, with_headers: {"k": "v"}}
+        # a queue made before pull consumer settings has none, and takes one
+        assert settings.pull_consumer is None
+        consumer = conveyor.PullConsumer(batch_size=7, max_retries=1, dead_letter_queue="jobs-dlq")
+        await app.set_pull_consumer("jobs", consumer)
+        assert (await app.get_queue("jobs")).settings.pull_consumer == consumer
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:

@@ -49,7 +49,7 @@ async def test_send_pull_ack_round_trip(client: httpx.AsyncClient) -> None:
 
     leases = [{"lease_id": m["lease_id"]} for m in (first, second, third)]
     acked = result(await client.post("/queues/jobs/messages/ack", json={"acks": leases}))
-    assert acked == {"ack_count": 3, "retry_count": 0, "warnings": []}
+    assert acked == {"ack_count": 3, "retry_count": 0, "dead_letter_count": 0, "warnings": []}
     assert await pull(client, "jobs") == []
     document = await queue(client, "jobs")
     assert (document["backlog"], document["in_flight"], document["delayed"]) == (0, 0, 0)
@@ -72,7 +72,7 @@ async def test_retry_redelivers_with_attempts_counted(client: httpx.AsyncClient)
     retried = result(
         await client.post("/queues/jobs/messages/ack", json={"retries": [{"lease_id": message["lease_id"]}]})
     )
-    assert retried == {"ack_count": 0, "retry_count": 1, "warnings": []}
+    assert retried == {"ack_count": 0, "retry_count": 1, "dead_letter_count": 0, "warnings": []}
     (again,) = await pull(client, "jobs")
     assert (again["id"], again["body"], again["attempts"]) == (message["id"], "again", 2)
     assert again["lease_id"] != message["lease_id"]

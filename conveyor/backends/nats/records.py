@@ -21,7 +21,7 @@ from typing import Any
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
 from conveyor.headers import headers_size, load_headers
 from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
-from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
+from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, PullConsumer, QueueSettings
 
 SNAPSHOT_VERSION = 3
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
@@ -202,6 +202,8 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
         header["maxm"] = settings.max_backlog_messages
     if settings.max_backlog_bytes is not None:
         header["maxb"] = settings.max_backlog_bytes
+    if settings.pull_consumer is not None:
+        header["pull"] = settings.pull_consumer.to_dict()
     return encode(header)
 
 
@@ -209,13 +211,23 @@ def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     header = record.header
     # a queue created before deduplication has the default window
     settings = _settings(
-        header["delay"], header["retention"], header.get("dedup"), header.get("maxm"), header.get("maxb")
+        header["delay"],
+        header["retention"],
+        header.get("dedup"),
+        header.get("maxm"),
+        header.get("maxb"),
+        header.get("pull"),
     )
     return settings, bool(header["paused"]), float(header["created"])
 
 
 def _settings(
-    delay: Any, retention: Any, dedup: Any = None, most_messages: Any = None, most_bytes: Any = None
+    delay: Any,
+    retention: Any,
+    dedup: Any = None,
+    most_messages: Any = None,
+    most_bytes: Any = None,
+    pull: Any = None,
 ) -> QueueSettings:
     return QueueSettings(
         delivery_delay=float(delay),
@@ -223,6 +235,8 @@ def _settings(
         dedup_window_seconds=float(DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else dedup),
         max_backlog_messages=None if most_messages is None else int(most_messages),
         max_backlog_bytes=None if most_bytes is None else int(most_bytes),
+        # a queue created before pull consumer settings has none
+        pull_consumer=None if pull is None else PullConsumer.from_dict(pull),
     )
 
 
@@ -278,6 +292,7 @@ def encode_state(state: QueueState) -> bytes:
             state.settings.max_backlog_messages,
             state.settings.max_backlog_bytes,
             state.settings.dedup_window_seconds,
+            None if state.settings.pull_consumer is None else state.settings.pull_consumer.to_dict(),
         ],
         "paused": state.paused,
         "created": state.created_at,
@@ -296,10 +311,11 @@ def decode_state(name: str, data: bytes) -> QueueState:
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
     # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
-    # dedup window; a snapshot from before deduplication has the default window
+    # dedup window, then the pull consumer; a snapshot from before deduplication has the default
+    # window, one from before pull consumers none
     delay, retention, *rest = header["settings"]
-    most_messages, most_bytes, dedup = (*rest, None, None, None)[:3]
-    settings = _settings(delay, retention, dedup, most_messages, most_bytes)
+    most_messages, most_bytes, dedup, pull = (*rest, None, None, None, None)[:4]
+    settings = _settings(delay, retention, dedup, most_messages, most_bytes, pull)
     state.set_meta(settings, bool(header["paused"]), header["created"])
     state.now = float(header["now"])
     for entry in header["messages"]:

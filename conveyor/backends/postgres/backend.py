@@ -80,11 +80,13 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 log = logging.getLogger("conveyor.postgres")
@@ -92,8 +94,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 4
-MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3", 4: "schema_v4"}
+SCHEMA_VERSION = 5
+MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3", 4: "schema_v4", 5: "schema_v5"}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -154,6 +156,7 @@ def _info(row: Sequence[Any]) -> QueueInfo:
             max_backlog_messages=row[5],
             max_backlog_bytes=row[6],
             dedup_window_seconds=row[7],
+            pull_consumer=PullConsumer.from_json(row[8]),
         ),
         paused=row[3],
         created_at=row[4],
@@ -434,6 +437,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
         }
         while True:
             row = await self._fetchone("insert_queue", params, repeatable=exist_ok)
@@ -458,6 +462,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
         if row is None:
@@ -498,6 +503,31 @@ class PostgresBackend(Backend):
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
         rows = await self._fetchall("list_subscriptions", {"topic": topic}, repeatable=True)
         return [_subscription(row) for row in rows]
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        params = {
+            "id": worker.id,
+            "seen_at": worker.seen_at,
+            "info": json.dumps(worker.to_dict()),
+            "oldest": worker.seen_at - ttl,
+        }
+
+        async def record(conn: Conn) -> None:
+            await conn.execute(self._q["record_worker"], params, binary=True)
+
+        await self._run(record, repeatable=True)
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        rows = await self._fetchall("list_workers", {"since": since}, repeatable=True)
+        return [WorkerInfo.from_dict(json.loads(row[0])) for row in rows]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        async def forget(conn: Conn) -> None:
+            await conn.execute(self._q["forget_worker"], {"id": worker_id}, binary=True)
+
+        await self._run(forget, repeatable=True)
 
     # -- messages ----------------------------------------------------------------------------
 

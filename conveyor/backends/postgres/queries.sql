@@ -83,32 +83,54 @@ CREATE INDEX dedup_expiry ON {schema}.dedup (expires_at)
 -- Headers (v4): a message's headers, NULL when it has none (adding a NULL column rewrites nothing)
 ALTER TABLE {schema}.messages ADD COLUMN headers jsonb
 
+-- name: schema_v5
+-- v5: a queue's HTTP pull consumer settings, as JSON text (types.PullConsumer.to_dict), NULL for none
+ALTER TABLE {schema}.queues ADD COLUMN pull_consumer text;
+-- worker heartbeats (`conveyor workers`): info is types.WorkerInfo.to_dict as JSON
+CREATE TABLE {schema}.workers (
+    id text PRIMARY KEY,
+    seen_at double precision NOT NULL,
+    info text NOT NULL
+)
+
+-- name: record_worker
+WITH old AS (DELETE FROM {schema}.workers WHERE seen_at < %(oldest)b AND id <> %(id)b)
+INSERT INTO {schema}.workers (id, seen_at, info) VALUES (%(id)b, %(seen_at)b, %(info)b)
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, info = excluded.info
+
+-- name: list_workers
+SELECT info FROM {schema}.workers WHERE seen_at >= %(since)b ORDER BY id
+
+-- name: forget_worker
+DELETE FROM {schema}.workers WHERE id = %(id)b
+
 -- name: queue_by_name
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer
 FROM {schema}.queues WHERE name = %(name)b
 
 -- name: list_queues
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer
 FROM {schema}.queues ORDER BY name COLLATE "C"
 
 -- name: insert_queue
 INSERT INTO {schema}.queues
-    (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes, dedup_window)
+    (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes, dedup_window,
+     pull_consumer)
 VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b, %(max_backlog_messages)b, %(max_backlog_bytes)b,
-        %(dedup_window)b)
+        %(dedup_window)b, %(pull_consumer)b)
 ON CONFLICT (name) DO NOTHING
 RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer
 
 -- name: update_queue
 UPDATE {schema}.queues SET delivery_delay = %(delivery_delay)b, retention_seconds = %(retention_seconds)b,
     max_backlog_messages = %(max_backlog_messages)b, max_backlog_bytes = %(max_backlog_bytes)b,
-    dedup_window = %(dedup_window)b
+    dedup_window = %(dedup_window)b, pull_consumer = %(pull_consumer)b
 WHERE name = %(name)b
 RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer
 
 -- name: set_paused
 WITH updated AS (

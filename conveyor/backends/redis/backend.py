@@ -90,11 +90,13 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 DEFAULT_PREFIX = "conveyor"
@@ -106,7 +108,7 @@ META, READY, INFLIGHT, AGE, WAKE = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup", "pull")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -226,7 +228,7 @@ def _headers_only(raw: bytes) -> str:
 
 
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created, most_messages, most_bytes, dedup = fields
+    delay, retention, paused, created, most_messages, most_bytes, dedup, pull = fields
     if delay is None or retention is None or created is None:
         return None
     settings = QueueSettings(
@@ -236,6 +238,8 @@ def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
         max_backlog_bytes=int(most_bytes) if most_bytes else None,
         # a queue created before deduplication has the default window
         dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else _seconds(dedup),
+        # '' or missing (a queue from before pull consumer settings): none
+        pull_consumer=PullConsumer.from_json(pull),
     )
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
 
@@ -249,6 +253,7 @@ def _settings_args(settings: QueueSettings) -> list[str | int]:
         "" if most_messages is None else most_messages,
         "" if most_bytes is None else most_bytes,
         _us(settings.dedup_window_seconds),
+        "" if settings.pull_consumer is None else settings.pull_consumer.to_json(),
     ]
 
 
@@ -309,6 +314,8 @@ class RedisBackend(Backend):
         self._keys: dict[str, list[str]] = {}
         self._registry = f"{{{self.prefix}}}:queues"
         self._subscriptions = f"{{{self.prefix}}}:subscriptions"
+        # worker heartbeats: id -> WorkerInfo.to_dict as JSON
+        self._workers = f"{{{self.prefix}}}:workers"
 
     def sibling(self) -> RedisBackend:
         return RedisBackend(self.url, clock=self.clock)
@@ -496,6 +503,30 @@ class RedisBackend(Backend):
         return sorted(
             (s for s in subscriptions if topic is None or s.topic == topic), key=lambda s: (s.topic, s.queue)
         )
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        with self._available():
+            await self.client.hset(self._workers, worker.id, json.dumps(worker.to_dict()))  # type: ignore[misc]
+            entries = await self.client.hgetall(self._workers)  # type: ignore[misc]
+            old = [
+                field
+                for field, value in entries.items()
+                if WorkerInfo.from_dict(json.loads(value)).seen_at < worker.seen_at - ttl
+            ]
+            if old:
+                await self.client.hdel(self._workers, *old)  # type: ignore[misc]
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        with self._available():
+            entries = await self.client.hgetall(self._workers)  # type: ignore[misc]
+        workers = [WorkerInfo.from_dict(json.loads(value)) for value in entries.values()]
+        return sorted((worker for worker in workers if worker.seen_at >= since), key=lambda worker: worker.id)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        with self._available():
+            await self.client.hdel(self._workers, worker_id)  # type: ignore[misc]
 
     # -- sending -----------------------------------------------------------------------------
 

@@ -256,29 +256,32 @@ local function movable(q, limit, now)
 end
 
 -- name: create_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
--- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs}.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs, pull
+-- consumer (JSON, '' for none).
+-- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs,
+-- pull consumer}.
 local q = queue_keys(1)
 if exists(q) then
-  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
-  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7]}
+  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup',
+    'pull')
+  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]}
 end
 local now = int(server_now())
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
-  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5])
-return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5]}
+  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5], 'pull', ARGV[6])
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5], ARGV[6]}
 
 -- name: update_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
--- Returns {delay, retention, paused, created µs, max messages, max bytes, dedup window µs}, or {}
--- if missing.
+-- ARGV: as create_queue's.
+-- Returns {delay, retention, paused, created µs, max messages, max bytes, dedup window µs, pull
+-- consumer}, or {} if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4],
-  'dedup', ARGV[5])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
+  'dedup', ARGV[5], 'pull', ARGV[6])
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup', 'pull')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.

@@ -57,11 +57,13 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 T = TypeVar("T")
@@ -72,8 +74,8 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 4
-MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"], 4: Q["schema_v4"]}
+SCHEMA_VERSION = 5
+MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"], 4: Q["schema_v4"], 5: Q["schema_v5"]}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
@@ -119,6 +121,10 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+def _pull_consumer(settings: QueueSettings) -> str | None:
+    return None if settings.pull_consumer is None else settings.pull_consumer.to_json()
+
+
 def _info(row: tuple[Any, ...]) -> QueueInfo:
     return QueueInfo(
         name=row[1],
@@ -128,6 +134,7 @@ def _info(row: tuple[Any, ...]) -> QueueInfo:
             max_backlog_messages=row[6],
             max_backlog_bytes=row[7],
             dedup_window_seconds=row[8],
+            pull_consumer=PullConsumer.from_json(row[9]),
         ),
         paused=bool(row[4]),
         created_at=row[5],
@@ -583,6 +590,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
+                    _pull_consumer(settings),
                 ),
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
@@ -604,6 +612,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
+                    _pull_consumer(settings),
                     name,
                 ),
             )
@@ -657,6 +666,22 @@ class SQLiteBackend(Backend):
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
         rows = await self._read(lambda conn: conn.execute(Q["list_subscriptions"], (topic, topic)).fetchall())
         return [_subscription(row) for row in rows]
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["delete_old_workers"], (worker.seen_at - ttl,))
+            conn.execute(Q["record_worker"], (worker.id, worker.seen_at, json.dumps(worker.to_dict())))
+
+        await self._transaction(record)
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        rows = await self._read(lambda conn: conn.execute(Q["list_workers"], (since,)).fetchall())
+        return [WorkerInfo.from_dict(json.loads(row[0])) for row in rows]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._transaction(lambda conn: conn.execute(Q["forget_worker"], (worker_id,)))
 
     # -- messages ----------------------------------------------------------------------------
 

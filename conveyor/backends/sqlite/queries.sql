@@ -61,26 +61,49 @@ CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
 -- Headers (v4): a message's headers as compact JSON text, NULL when it has none
 ALTER TABLE conveyor_messages ADD COLUMN headers TEXT
 
+-- name: schema_v5
+-- v5: a queue's HTTP pull consumer settings, as JSON (types.PullConsumer.to_dict), NULL for none
+ALTER TABLE conveyor_queues ADD COLUMN pull_consumer TEXT;
+-- worker heartbeats (`conveyor workers`): info is types.WorkerInfo.to_dict as JSON
+CREATE TABLE IF NOT EXISTS conveyor_workers (
+    id TEXT PRIMARY KEY,
+    seen_at REAL NOT NULL,
+    info TEXT NOT NULL
+)
+
+-- name: record_worker
+INSERT INTO conveyor_workers (id, seen_at, info) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, info = excluded.info
+
+-- name: delete_old_workers
+DELETE FROM conveyor_workers WHERE seen_at < ?
+
+-- name: list_workers
+SELECT info FROM conveyor_workers WHERE seen_at >= ? ORDER BY id
+
+-- name: forget_worker
+DELETE FROM conveyor_workers WHERE id = ?
+
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window
+    dedup_window, pull_consumer
 FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window
+    dedup_window, pull_consumer
 FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
 INSERT INTO conveyor_queues
     (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-     dedup_window)
-VALUES (?, ?, ?, 0, ?, ?, ?, ?)
+     dedup_window, pull_consumer)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)
 
 -- name: update_queue
 UPDATE conveyor_queues
 SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_backlog_bytes = ?,
-    dedup_window = ?
+    dedup_window = ?, pull_consumer = ?
 WHERE name = ?
 
 -- name: backlog

@@ -77,6 +77,7 @@ class Dashboard:
         queue = "/dashboard/queues/{name}"
         return [
             Route("/", self._page(self.overview), methods=["GET"]),
+            Route("/dashboard/topics", self._page(self.topics), methods=["GET"]),
             Route(queue, self._page(self.queue), methods=["GET"]),
             Route(f"{queue}/pause", self._page(self.pause), methods=["POST"]),
             Route(f"{queue}/resume", self._page(self.resume), methods=["POST"]),
@@ -135,15 +136,23 @@ class Dashboard:
         reading, infos = await self._reading()
         views = self._views(reading, infos)
         subscriptions = await self.app.list_subscriptions()
+        workers = await admin.recent_workers(self.app)
         refresh = max(MIN_REFRESH_SECONDS, math.ceil(self.history.interval_seconds))
         page = pages.overview_page(
             list(views.values()),
             subscriptions,
             self._span(),
+            workers,
             engine=self.app.url,
             notice=_notice(request),
             refresh_seconds=refresh,
         )
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    async def topics(self, request: Request) -> Response:
+        reading, _ = await self._reading()
+        subscriptions = await self.app.list_subscriptions()
+        page = pages.topics_page(subscriptions, reading.stats, engine=self.app.url)
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     async def queue(self, request: Request) -> Response:
