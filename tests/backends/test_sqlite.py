@@ -166,7 +166,7 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     finally:
         conn.close()
 

@@ -104,10 +104,12 @@ async def test_a_full_disk_is_drained_to_the_last_message_while_sends_fail_and_s
                         accepted.append(key)
                     await asyncio.sleep(0.002)
 
-            # the disk is full when the drain starts (a send then is refused, storing nothing);
+            # the disk is full when the drain starts (a batch then is refused, storing nothing);
             # later sends may be stored or refused, depending on how fast the drain frees pages
-            with pytest.raises(conveyor.StorageFull):
-                await producer.queue("jobs").send({"key": "refused", "pad": PAD})
+            with pytest.raises(conveyor.StorageFull):  # as the fill's last batch was
+                await producer.queue("jobs").send_batch(
+                    [{"key": f"refused-{n}", "pad": PAD} for n in range(100)]
+                )
             stop = asyncio.Event()
             running = asyncio.create_task(worker.run_consumers(stop=stop))
             sending = asyncio.create_task(keep_sending())
