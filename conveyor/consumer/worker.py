@@ -18,7 +18,7 @@ from conveyor.consumer.observer import NO_OBSERVER, ConsumerObserver
 from conveyor.consumer.runner import ConsumerRunner
 from conveyor.consumer.spec import ConsumerSpec, Lifespan
 from conveyor.core import Core
-from conveyor.errors import ConveyorError
+from conveyor.errors import BackendUnavailable, ConveyorError
 from conveyor.producer import Queue
 
 log = logging.getLogger("conveyor.worker")
@@ -209,6 +209,8 @@ class Worker:
                 removed = await self.core.sweep()
                 if removed:
                     log.info("sweep removed=%d (past retention)", removed)
+            except BackendUnavailable as exc:  # an outage is one line, as for settles and renewals
+                log.warning("retention sweep failed: %s", exc)
             except Exception:
                 log.exception("retention sweep failed")
             with contextlib.suppress(TimeoutError):

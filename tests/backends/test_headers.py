@@ -92,14 +92,14 @@ async def test_a_replayed_message_keeps_its_headers_and_the_trace_of_its_dead_le
     app: conveyor.App,
 ) -> None:
     await app.create_queue("jobs-dlq")
-    await app.queue("jobs").send({"n": 1}, headers={"tenant": "acme", ORIGINAL_ID: "sent by the user"})
+    await app.queue("jobs").send({"n": 1}, headers={"tenant": "acmé ✓/\\", ORIGINAL_ID: "sent by the user"})
     await app.queue("jobs").send({"n": 2})
     first = await _dead_letter(app, "jobs", "jobs-dlq", "boom")
     second = await _dead_letter(app, "jobs", "jobs-dlq", "bang")
     assert await app.replay("jobs-dlq", to="jobs") == 2
     replayed = {m.body["n"]: m for m in await app.queue("jobs").pull(batch_size=10)}
     assert all(m.dead_letter is None for m in replayed.values())
-    assert replayed[1].headers["tenant"] == "acme"
+    assert replayed[1].headers["tenant"] == "acmé ✓/\\"  # kept as sent through every engine's JSON
     assert replayed[1].headers[ORIGINAL_ID] == first.id  # the record's headers win over the user's
     assert replayed[2].headers[ORIGINAL_ID] == second.id
     assert {

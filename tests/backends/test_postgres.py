@@ -183,6 +183,16 @@ async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_l
         assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
 
 
+async def test_a_message_without_headers_stores_null(pg_url: str, make_pg_app: AppMaker) -> None:
+    app = await make_pg_app(pg_url)
+    for n, headers in enumerate((None, {}, {"k": "v"})):
+        await app.queue("jobs").send(n, headers=headers)
+    schema = pg_url.rpartition("schema=")[2]
+    async with await connect() as conn:
+        cursor = await conn.execute(f'SELECT headers FROM "{schema}".messages ORDER BY seq')
+        assert await cursor.fetchall() == [(None,), (None,), ({"k": "v"},)]
+
+
 async def test_schemas_keep_their_queues_apart(pg_url: str, make_pg_app: AppMaker, tmp_path: Path) -> None:
     async with postgres_storage(tmp_path) as other_url:
         first, second = await make_pg_app(pg_url), await make_pg_app(other_url)

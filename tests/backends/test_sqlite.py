@@ -171,6 +171,19 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         conn.close()
 
 
+async def test_a_message_without_headers_stores_null(tmp_path: Path) -> None:
+    async with conveyor.App(f"sqlite:///{tmp_path / 'q.db'}") as app:
+        await app.queue("jobs").send(1)
+        await app.queue("jobs").send(2, headers={})
+        await app.queue("jobs").send(3, headers={"k": "v"})
+    conn = sqlite3.connect(tmp_path / "q.db")
+    try:
+        stored = conn.execute("SELECT headers FROM conveyor_messages ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    assert stored == [(None,), (None,), ('{"k":"v"}',)]
+
+
 async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'q.db'}"
     async with conveyor.App(url) as app:
