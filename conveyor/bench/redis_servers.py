@@ -142,8 +142,9 @@ class RedisCluster:
                 node.start()
             if len(self.nodes) >= CLI_CREATE_MINIMUM:
                 addresses = [f"127.0.0.1:{port}" for port in self.ports]
+                create = ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0"]
                 subprocess.run(
-                    ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                    [*create, "--cluster-yes"],
                     capture_output=True,
                     timeout=STARTUP_TIMEOUT_SECONDS,
                     check=True,

@@ -166,6 +166,7 @@ def run_target(
         return result
     try:
         with running(target) as place:
+            result.notes.append(f"load average at start: {os.getloadavg()[0]:.2f}")
             for parts in partitions:
                 if parts > 1 and not asyncio.run(_supports_partitions(place.url)):
                     result.notes.append(f"partitions={parts}: this conveyor's create_queue has no partitions")
@@ -249,15 +250,20 @@ def _say(workers: Sequence[subprocess.Popen[str]], word: str) -> None:
         worker.stdin.flush()
 
 
-def _finish(workers: Sequence[subprocess.Popen[str]]) -> list[dict[str, float]]:
-    figures = [json.loads(_read_line(worker, POINT_TIMEOUT_SECONDS)) for worker in workers]
+def _results(workers: Sequence[subprocess.Popen[str]]) -> list[dict[str, float]]:
+    return [json.loads(_read_line(worker, POINT_TIMEOUT_SECONDS)) for worker in workers]
+
+
+def _end(workers: Sequence[subprocess.Popen[str]]) -> None:
     for worker in workers:
         worker.communicate(timeout=READY_TIMEOUT_SECONDS)
-    return figures
 
 
 def _costs(messages: int, clients: list[dict[str, float]], engine: dict[str, float]) -> dict[str, float]:
-    """CPU microseconds a message on each side, and Redis's calls and their time a message."""
+    """CPU microseconds a message on each side and, on Redis, the commands a message takes
+    (`INFO commandstats`: scripts and the commands inside them) and their recorded microseconds
+    (a script's time includes its commands', so this adds some twice: the CPU figure is the one
+    to plan with)."""
     figures = {"client_cpu_us_per_msg": sum(c["cpu_seconds"] for c in clients) * 1e6 / messages}
     if "engine_cpu_seconds" in engine:
         figures["engine_cpu_us_per_msg"] = engine["engine_cpu_seconds"] * 1e6 / messages
@@ -280,7 +286,8 @@ def drain_point(place: Place, processes: int, messages: int, partitions: int) ->
         elapsed = asyncio.run(_until_empty(place.url, queue, workers))
         engine = meter.stop()
         _say(workers, "stop")
-        clients = _finish(workers)
+        clients = _results(workers)
+        _end(workers)
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -321,8 +328,10 @@ def produce_point(place: Place, processes: int, messages: int, partitions: int) 
         meter.start()
         started = time.monotonic()
         _say(workers, "go")
-        clients = _finish(workers)
-        engine = meter.stop()
+        clients = _results(workers)
+        engine = meter.stop()  # while the workers still hold their connections (PostgreSQL backends)
+        _say(workers, "stop")
+        _end(workers)
     finally:
         for worker in workers:
             if worker.poll() is None:
@@ -344,7 +353,7 @@ def rows(results: Sequence[TargetResult]) -> list[list[str]]:
     counts = sorted({point.processes for result in results for point in result.points})
     for result in results:
         if not result.points:
-            table.append([result.target.name, "; ".join(result.notes), *[""] * (len(counts) + 5)])
+            table.append([result.target.name, "; ".join(result.notes), *[""] * (len(counts) + 4)])
             continue
         keys = sorted({(point.case, point.partitions) for point in result.points}, key=lambda k: (k[1], k[0]))
         for case, parts in keys:
@@ -352,7 +361,6 @@ def rows(results: Sequence[TargetResult]) -> list[list[str]]:
             label = case if parts == 1 else f"{case}, {parts} partitions"
             rates = [_number(points[n].median("rate"), "/s") if n in points else "" for n in counts]
             first = points[min(points)]
-            one = rates[0] if rates else ""
             scale = ""
             if len(points) > 1:
                 top = points[max(points)].median("rate")
@@ -363,12 +371,11 @@ def rows(results: Sequence[TargetResult]) -> list[list[str]]:
                 [
                     result.target.name,
                     label,
-                    *(rates if one else rates),
+                    *rates,
                     scale,
                     _number(first.median("engine_cpu_us_per_msg"), ""),
                     _number(first.median("client_cpu_us_per_msg"), ""),
                     _number(first.median("engine_calls_per_msg"), "", 2),
-                    _number(first.median("engine_usec_per_msg"), "", 1),
                 ]
             )
     return table
@@ -383,8 +390,7 @@ def headers(results: Sequence[TargetResult]) -> list[str]:
         "most / one",
         "engine CPU µs/msg",
         "client CPU µs/msg",
-        "Redis calls/msg",
-        "Redis µs/msg",
+        "Redis commands/msg",
     ]
 
 
@@ -422,7 +428,7 @@ def write(results: Sequence[TargetResult], meta: dict[str, Any], output: Path) -
                         "case": point.case,
                         "processes": point.processes,
                         "partitions": point.partitions,
-                        "median": {key: point.median(key) for key in point.samples[0]} if point.samples else {},
+                        "median": {key: point.median(key) for key in (point.samples or [{}])[0]},
                         "samples": point.samples,
                     }
                     for point in result.points

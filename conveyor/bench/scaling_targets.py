@@ -237,15 +237,13 @@ def _postgres_backends(client_pids: Sequence[int]) -> list[int]:
     ports: list[int] = []
     for pid in client_pids:
         with contextlib.suppress(psutil.Error):
-            for conn in psutil.Process(pid).net_connections(kind="tcp"):
-                if conn.raddr and conn.raddr.port == POSTGRES_PORT:
-                    ports.append(conn.laddr.port)
+            for socket in psutil.Process(pid).net_connections(kind="tcp"):
+                if socket.raddr and socket.raddr.port == POSTGRES_PORT:
+                    ports.append(socket.laddr.port)
     if not ports:
         return []
     import psycopg
 
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)
-        ).fetchall()
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
+        rows = db.execute("SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s)", (ports,)).fetchall()
     return [int(row[0]) for row in rows]

@@ -7,7 +7,8 @@ only the work, not the start-up of Python and the drivers.
   input); prints one JSON line: messages handled and the CPU seconds this process spent.
 - `produce URL QUEUE COUNT FIRST`: from `go`, `send_batch`es of 100 for messages FIRST..FIRST+COUNT;
   prints one JSON line: when it finished (time.monotonic, one clock for every process of the
-  machine) and its CPU seconds.
+  machine) and its CPU seconds; then keeps its connections open until a `stop` line, so that the
+  parent can read what the engine's processes serving them spent.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def cpu_seconds() -> float:
 
 async def next_line() -> str:
     # stdin is read in a thread: the event loop keeps serving the consumer meanwhile
-    return (await asyncio.to_thread(sys.stdin.readline)).strip()
+    line: str = await asyncio.to_thread(sys.stdin.readline)
+    return line.strip()
 
 
 def announce(figures: dict[str, float] | None = None) -> None:
@@ -64,7 +66,7 @@ async def drain(url: str, queue: str, batch_size: int) -> dict[str, float]:
         return {"handled": handled, "cpu_seconds": cpu_seconds() - started}
 
 
-async def produce(url: str, queue: str, count: int, first: int) -> dict[str, float]:
+async def produce(url: str, queue: str, count: int, first: int) -> None:
     async with conveyor.App(url) as app:
         await app.ensure_queue(queue)
         handle = app.queue(queue)
@@ -73,18 +75,18 @@ async def produce(url: str, queue: str, count: int, first: int) -> dict[str, flo
         started = cpu_seconds()
         for start in range(first, first + count, BULK):
             await handle.send_batch([click(n) for n in range(start, min(start + BULK, first + count))])
-        return {"finished": time.monotonic(), "cpu_seconds": cpu_seconds() - started}
+        announce({"finished": time.monotonic(), "cpu_seconds": cpu_seconds() - started})
+        await next_line()
 
 
 def main(argv: list[str]) -> int:
     role, url, queue = argv[0], argv[1], argv[2]
     if role == "drain":
-        figures = asyncio.run(drain(url, queue, int(argv[3])))
+        announce(asyncio.run(drain(url, queue, int(argv[3]))))
     elif role == "produce":
-        figures = asyncio.run(produce(url, queue, int(argv[3]), int(argv[4])))
+        asyncio.run(produce(url, queue, int(argv[3]), int(argv[4])))
     else:
         raise SystemExit(f"unknown role {role!r}: drain or produce")
-    announce(figures)
     return 0
 
 
