@@ -21,6 +21,7 @@ import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -221,42 +222,70 @@ async def _delete(url: str, queue: str) -> None:
         await app.delete_queue(queue)
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "conveyor.bench.scaling_worker", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **stop_with_me(),
-    )
+class Worker:
+    """One scaling_worker process, spoken to by lines on stdin and stdout; stderr goes to a file
+    (not a pipe: a worker that logs a lot must not block on a full pipe), read if it fails."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by _close
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "conveyor.bench.scaling_worker", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            text=True,
+            **stop_with_me(),
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def say(self, word: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(word + "\n")
+        self.process.stdin.flush()
+
+    def line(self, timeout: float) -> str:
+        stdout = self.process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        line = stdout.readline() if ready else ""
+        if not line:
+            self.close()
+            self.errors.seek(0)
+            raise RuntimeError(f"a scaling worker failed: {self.errors.read().strip()[-2000:]}")
+        return line.strip()
+
+    def close(self) -> None:
+        """Wait for the process to end (killed if it does not within the timeout); close its pipes."""
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+        try:
+            self.process.wait(timeout=READY_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
-def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], timeout)
-    line = process.stdout.readline() if ready else ""
-    if not line:
-        process.kill()
-        _, errors = process.communicate()
-        raise RuntimeError(f"a scaling worker failed: {errors.strip()[-2000:]}")
-    return line.strip()
-
-
-def _say(workers: Sequence[subprocess.Popen[str]], word: str) -> None:
+def _say(workers: Sequence[Worker], word: str) -> None:
     for worker in workers:
-        assert worker.stdin is not None
-        worker.stdin.write(word + "\n")
-        worker.stdin.flush()
+        worker.say(word)
 
 
-def _results(workers: Sequence[subprocess.Popen[str]]) -> list[dict[str, float]]:
-    return [json.loads(_read_line(worker, POINT_TIMEOUT_SECONDS)) for worker in workers]
+def _results(workers: Sequence[Worker]) -> list[dict[str, float]]:
+    return [json.loads(worker.line(POINT_TIMEOUT_SECONDS)) for worker in workers]
 
 
-def _end(workers: Sequence[subprocess.Popen[str]]) -> None:
+def _close(workers: Sequence[Worker]) -> None:
     for worker in workers:
-        worker.communicate(timeout=READY_TIMEOUT_SECONDS)
+        worker.close()  # end of input stops a worker that was not told to
+        worker.errors.close()
 
 
 def _costs(messages: int, clients: list[dict[str, float]], engine: dict[str, float]) -> dict[str, float]:
@@ -277,22 +306,19 @@ def drain_point(place: Place, processes: int, messages: int, partitions: int) ->
     """`processes` workers drain `messages` together; msg/s from go to an empty queue."""
     queue = f"scaling-drain-{processes}-{time.monotonic_ns()}"
     asyncio.run(_create(place.url, queue, partitions, messages))
-    workers = [_spawn(["drain", place.url, queue, str(DRAIN_BATCH)]) for _ in range(processes)]
+    workers: list[Worker] = []
     try:
+        workers += [Worker(["drain", place.url, queue, str(DRAIN_BATCH)]) for _ in range(processes)]
         for worker in workers:
-            _read_line(worker, READY_TIMEOUT_SECONDS)
+            worker.line(READY_TIMEOUT_SECONDS)
         meter = Meter(place, [worker.pid for worker in workers])
         meter.start()
         elapsed = asyncio.run(_until_empty(place.url, queue, workers))
         engine = meter.stop()
         _say(workers, "stop")
         clients = _results(workers)
-        _end(workers)
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        _close(workers)
     handled = sum(int(client["handled"]) for client in clients)
     if handled < messages:
         raise RuntimeError(f"the workers handled {handled} of {messages} messages")
@@ -300,14 +326,14 @@ def drain_point(place: Place, processes: int, messages: int, partitions: int) ->
     return {"rate": messages / elapsed, **_costs(messages, clients, engine)}
 
 
-async def _until_empty(url: str, queue: str, workers: Sequence[subprocess.Popen[str]]) -> float:
+async def _until_empty(url: str, queue: str, workers: Sequence[Worker]) -> float:
     async with conveyor.App(url) as app:
         handle = app.queue(queue)
         started = time.monotonic()
         _say(workers, "go")
         deadline = started + POINT_TIMEOUT_SECONDS
         while (await handle.stats()).total > 0:
-            if time.monotonic() > deadline or any(worker.poll() is not None for worker in workers):
+            if time.monotonic() > deadline or not all(worker.running for worker in workers):
                 raise RuntimeError(f"the queue was not drained within {POINT_TIMEOUT_SECONDS:.0f} s")
             await asyncio.sleep(POLL_SECONDS)
         return time.monotonic() - started
@@ -318,12 +344,12 @@ def produce_point(place: Place, processes: int, messages: int, partitions: int) 
     queue = f"scaling-produce-{processes}-{time.monotonic_ns()}"
     asyncio.run(_create(place.url, queue, partitions, 0))
     share = messages // processes
-    workers = [
-        _spawn(["produce", place.url, queue, str(share), str(index * share)]) for index in range(processes)
-    ]
+    workers: list[Worker] = []
     try:
+        for index in range(processes):
+            workers.append(Worker(["produce", place.url, queue, str(share), str(index * share)]))
         for worker in workers:
-            _read_line(worker, READY_TIMEOUT_SECONDS)
+            worker.line(READY_TIMEOUT_SECONDS)
         meter = Meter(place, [worker.pid for worker in workers])
         meter.start()
         started = time.monotonic()
@@ -331,12 +357,8 @@ def produce_point(place: Place, processes: int, messages: int, partitions: int) 
         clients = _results(workers)
         engine = meter.stop()  # while the workers still hold their connections (PostgreSQL backends)
         _say(workers, "stop")
-        _end(workers)
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
+        _close(workers)
     asyncio.run(_delete(place.url, queue))
     sent = share * processes
     elapsed = max(client["finished"] for client in clients) - started
