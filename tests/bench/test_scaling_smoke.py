@@ -15,7 +15,8 @@ import conveyor.bench as bench
 from conveyor.bench.scaling_targets import TARGETS, target_problem
 from tests.support.services import need
 
-pytestmark = pytest.mark.slow
+# worker processes started for every point: slow on a loaded machine, so a timeout of its own
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 # SQLite runs in the workers; the others are server engines whose side the meter reads
 SMOKE_TARGETS = ["sqlite", "postgres", "redis-cluster-1"]
