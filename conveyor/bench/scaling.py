@@ -35,7 +35,15 @@ import conveyor
 from conveyor.bench import conveyor_cases as cases
 from conveyor.bench.body import click
 from conveyor.bench.modes import BULK
-from conveyor.bench.scaling_targets import Meter, Place, Target, running, select_targets, target_problem
+from conveyor.bench.scaling_targets import (
+    TARGETS,
+    Meter,
+    Place,
+    Target,
+    running,
+    select_targets,
+    target_problem,
+)
 from conveyor.processes import stop_with_me
 
 DEFAULT_OUTPUT = Path("conveyor-bench") / "scaling.json"
@@ -92,12 +100,18 @@ class TargetResult:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="conveyor bench --scaling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="conveyor bench --scaling",
+        description="Throughput with 1, 2 and 4 worker and producer processes on each engine and "
+        "cluster layout, and the CPU each message costs the engine and the client.",
+    )
     parser.add_argument("--scaling", action="store_true", help="(selects this suite)")
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat: proves it works")
     size.add_argument("--quick", action="store_true", help="one repeat of a smaller run")
-    parser.add_argument("--engines", default=None, help="comma-separated scaling targets (default: all)")
+    parser.add_argument(
+        "--engines", default=None, help=f"comma-separated, of: {', '.join(TARGETS)} (default: all)"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="override the mode's number of repeats")
     parser.add_argument(
         "--processes", default=None, help="comma-separated process counts (default: the mode's, 1,2,4)"
