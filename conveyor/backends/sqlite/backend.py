@@ -674,7 +674,8 @@ class SQLiteBackend(Backend):
             conn.execute(Q["delete_old_workers"], (worker.seen_at - ttl,))
             conn.execute(Q["record_worker"], (worker.id, worker.seen_at, json.dumps(worker.to_dict())))
 
-        await self._transaction(record)
+        # a heartbeat is no drain: on a full disk it fails at once and leaves the room kept for acks
+        await self._transaction(record, grows=True)
 
     async def list_workers(self, since: float) -> list[WorkerInfo]:
         rows = await self._read(lambda conn: conn.execute(Q["list_workers"], (since,)).fetchall())
