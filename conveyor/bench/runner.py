@@ -132,6 +132,11 @@ def run_conveyor_cases(place: Storage, mode: Mode, result: EngineResult) -> None
     p50, p99 = asyncio.run(cases.latency(url, place.queue_name("latency"), mode.latency_messages))
     result.add("latency_p50_ms", p50)
     result.add("latency_p99_ms", p99)
+    if place.engine.kind != "memory":  # a memory engine is private to its process
+        latency = cases.latency(url, place.queue_name("xlatency"), mode.latency_messages, other_process=True)
+        p50, p99 = asyncio.run(latency)
+        result.add("xprocess_latency_p50_ms", p50)
+        result.add("xprocess_latency_p99_ms", p99)
 
 
 def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) -> str:

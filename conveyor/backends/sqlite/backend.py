@@ -38,6 +38,7 @@ from conveyor.backends.sqlite.storage import (
     is_full,
     storage_error,
 )
+from conveyor.backends.sqlite.wal_watch import WalWatch
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound, StorageFull, StorageUnusable
 from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
@@ -71,6 +72,9 @@ DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
 # A waiting consumer asks PRAGMA data_version at least this often, whatever the WAL file shows.
 FULL_CHECK_SECONDS = 1.0
+# After another process writes the WAL, the first look for its commit; then 2x, 4x, ... up to the
+# poll interval (see wait_for_messages).
+WAL_RECHECK_FIRST_SECONDS = 0.001
 SYNCHRONOUS_MODES = ("full", "normal")
 # Pause between tries of the switch to WAL while another process holds the new file (see _use_wal).
 WAL_SWITCH_RETRY_SECONDS = 0.01
@@ -171,6 +175,9 @@ class SQLiteBackend(Backend):
         # room kept for draining on a full disk (storage.py); none for `:memory:`
         self._reserve: Reserve | None = None
         self._disk_full = False  # the last growing write found no room (logged once per episode)
+        # wakes waiting consumers when another process commits (wal_watch.py); opened on first wait
+        self._wal_watch: WalWatch | None = None
+        self._wal_watch_tried = False
 
     def sibling(self) -> SQLiteBackend:
         return SQLiteBackend(self.url, clock=self.clock)
@@ -271,6 +278,9 @@ class SQLiteBackend(Backend):
             return
         with _listeners_lock:
             _listeners.get(self._key, set()).discard(self._wake)
+        if self._wal_watch is not None:
+            self._wal_watch.close_from(asyncio.get_running_loop())
+            self._wal_watch, self._wal_watch_tried = None, False
         if self._unfinished:  # writes already requested still commit
             await asyncio.wait(list(self._unfinished))
         await self._run(self._close_connection)
@@ -519,32 +529,66 @@ class SQLiteBackend(Backend):
         future: asyncio.Future[None] = loop.create_future()
         with self._waiters_lock:
             self._waiters.setdefault(queue, []).append((loop, future))
+        watch = self._wal_watch_on(loop)
+        written: asyncio.Future[None] | None = None
         try:
             wal = self._wal_mark()  # before the read: a commit after it changes the file
+            if watch is not None:
+                written = watch.next_write()  # before the read, for the same reason
             paused, due, version = await self._read(state)
             if due is not None and not paused:
                 timeout = min(timeout, due - self.clock.now())
             deadline = loop.time() + max(0.0, timeout)
             checked_at = loop.time()
+            # After a write of the WAL, look again soon and then less often: the writer makes its
+            # commit visible (the WAL index) only after writing (and syncing) the frames.
+            recheck: float | None = None
             while not future.done():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                await asyncio.wait([future], timeout=min(self.poll_interval, remaining))
+                waits: list[asyncio.Future[None]] = [future] if written is None else [future, written]
+                delay = self.poll_interval if recheck is None else recheck
+                await asyncio.wait(waits, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
                 if future.done():
                     return
+                was_written = written is not None and written.done()
+                if was_written and watch is not None:
+                    written = watch.next_write()
                 now, mark = loop.time(), self._wal_mark()
-                if mark == wal and now - checked_at < FULL_CHECK_SECONDS:
+                unchanged = mark == wal and now - checked_at < FULL_CHECK_SECONDS
+                if unchanged and not was_written and recheck is None:
                     continue
                 wal, checked_at = mark, now
-                current = await self._read(lambda conn: conn.execute("PRAGMA data_version").fetchone()[0])
+                paused, due, current = await self._read(state)
                 if current != version:
-                    return  # another process committed: look again
+                    version, recheck = current, None
+                    if not paused and due is not None:
+                        wait = due - self.clock.now()
+                        if wait <= 0:
+                            return  # another process made a message ready: look again
+                        deadline = min(deadline, loop.time() + wait)
+                    continue
+                if was_written:
+                    recheck = WAL_RECHECK_FIRST_SECONDS
+                elif recheck is not None:
+                    recheck = recheck * 2 if recheck * 2 < self.poll_interval else None
         finally:
+            if written is not None:
+                written.cancel()
             with self._waiters_lock:
                 waiters = self._waiters.get(queue)
                 if waiters is not None and (loop, future) in waiters:
                     waiters.remove((loop, future))
+
+    def _wal_watch_on(self, loop: asyncio.AbstractEventLoop) -> WalWatch | None:
+        """The WAL watch for waits on `loop` (the first loop that waits; others poll)."""
+        if self._wal_watch is None and not self._wal_watch_tried:
+            self._wal_watch_tried = True
+            self._wal_watch = WalWatch.open(self.path, loop)
+        if self._wal_watch is None or not self._wal_watch.on(loop):
+            return None
+        return self._wal_watch
 
     def _wal_mark(self) -> tuple[int, int, int] | None:
         """The WAL file's identity, size and mtime: any commit by any process writes that file."""
