@@ -16,7 +16,7 @@ import conveyor
 from conveyor.backends import from_url
 from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
-from conveyor.backends.sqlite.wal_watch import WalWatch
+from conveyor.backends.sqlite.wake import WakeWatch
 from conveyor.core.ids import new_message_id
 from conveyor.errors import InvalidURL
 from conveyor.limits import IDLE_POLL_SECONDS
@@ -207,7 +207,7 @@ async def test_a_send_from_another_process_wakes_a_waiting_consumer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, watch: str
 ) -> None:
     if watch == "poll only":  # what systems without inotify get: the poll of the WAL file
-        monkeypatch.setattr(WalWatch, "open", classmethod(lambda cls, database, loop: None))
+        monkeypatch.setattr(WakeWatch, "open", classmethod(lambda cls, database, loop: None))
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     async with conveyor.App(url) as app:
         await app.create_queue("shared")
@@ -260,8 +260,8 @@ asyncio.run(main(sys.argv[1]))
 async def test_a_worker_process_wakes_on_each_send_from_a_producer_process_without_its_poll(
     tmp_path: Path,
 ) -> None:
-    # A poll interval of an hour: every delivery below comes from the wake-up on the WAL write
-    # (the consumer's own idle look is every IDLE_POLL_SECONDS, so 20 sends would take 20 s).
+    # A poll interval of an hour: every delivery below comes from the wake file
+    # (the consumer's own idle look is every IDLE_POLL_SECONDS: 20 sends would take about 10 s).
     url = f"sqlite:///{tmp_path / 'shared.db'}?poll_interval=3600"
     async with conveyor.App(url) as app:
         await app.create_queue("shared")

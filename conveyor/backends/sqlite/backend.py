@@ -38,7 +38,7 @@ from conveyor.backends.sqlite.storage import (
     is_full,
     storage_error,
 )
-from conveyor.backends.sqlite.wal_watch import WalWatch
+from conveyor.backends.sqlite.wake import WakeFile, WakeWatch
 from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound, StorageFull, StorageUnusable
 from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
@@ -72,9 +72,6 @@ DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
 # A waiting consumer asks PRAGMA data_version at least this often, whatever the WAL file shows.
 FULL_CHECK_SECONDS = 1.0
-# After another process writes the WAL, the first look for its commit; then 2x, 4x, ... up to the
-# poll interval (see wait_for_messages).
-WAL_RECHECK_FIRST_SECONDS = 0.001
 SYNCHRONOUS_MODES = ("full", "normal")
 # Pause between tries of the switch to WAL while another process holds the new file (see _use_wal).
 WAL_SWITCH_RETRY_SECONDS = 0.01
@@ -175,9 +172,13 @@ class SQLiteBackend(Backend):
         # room kept for draining on a full disk (storage.py); none for `:memory:`
         self._reserve: Reserve | None = None
         self._disk_full = False  # the last growing write found no room (logged once per episode)
-        # wakes waiting consumers when another process commits (wal_watch.py); opened on first wait
-        self._wal_watch: WalWatch | None = None
-        self._wal_watch_tried = False
+        # cross-process wake-ups (wake.py): touched after commits that make messages ready (once
+        # per loop iteration), watched while a consumer waits (opened on the first wait)
+        self._wake_file = None if self.path == ":memory:" else WakeFile(self._key)
+        self._commits = 0  # write groups committed (on the writer thread)
+        self._touched_after = -1  # the count of `_commits` at the last touch
+        self._wake_watch: WakeWatch | None = None
+        self._wake_watch_tried = False
 
     def sibling(self) -> SQLiteBackend:
         return SQLiteBackend(self.url, clock=self.clock)
@@ -278,12 +279,14 @@ class SQLiteBackend(Backend):
             return
         with _listeners_lock:
             _listeners.get(self._key, set()).discard(self._wake)
-        if self._wal_watch is not None:
-            self._wal_watch.close_from(asyncio.get_running_loop())
-            self._wal_watch, self._wal_watch_tried = None, False
+        if self._wake_watch is not None:
+            self._wake_watch.close_from(asyncio.get_running_loop())
+            self._wake_watch, self._wake_watch_tried = None, False
         if self._unfinished:  # writes already requested still commit
             await asyncio.wait(list(self._unfinished))
         await self._run(self._close_connection)
+        if self._wake_file is not None:
+            self._wake_file.close()
         self._executor.shutdown(wait=True)
         self._executor = None
         if self._scan_executor is not None:
@@ -345,6 +348,7 @@ class SQLiteBackend(Backend):
         with self._pending_lock:
             group, self._pending = self._pending, []
         outcomes = self._write_outcomes(group)
+        self._commits += 1
         with self._pending_lock:
             self._writing = bool(self._pending)
         if self._writing and self._executor is not None:
@@ -516,6 +520,14 @@ class SQLiteBackend(Backend):
 
     def _notify(self, *queues: str) -> None:
         _notify_local(self._key, set(queues))
+        # one touch a commit: the senders of one group commit touch once
+        if (
+            self._wake_file is not None
+            and self._touched_after != self._commits
+            and self._executor is not None
+        ):
+            self._touched_after = self._commits
+            self._wake_file.touch()
 
     async def wait_for_messages(self, queue: str, timeout: float) -> None:
         def state(conn: sqlite3.Connection) -> tuple[bool, float | None, int]:
@@ -529,7 +541,7 @@ class SQLiteBackend(Backend):
         future: asyncio.Future[None] = loop.create_future()
         with self._waiters_lock:
             self._waiters.setdefault(queue, []).append((loop, future))
-        watch = self._wal_watch_on(loop)
+        watch = self._wake_watch_on(loop)
         written: asyncio.Future[None] | None = None
         try:
             wal = self._wal_mark()  # before the read: a commit after it changes the file
@@ -540,39 +552,32 @@ class SQLiteBackend(Backend):
                 timeout = min(timeout, due - self.clock.now())
             deadline = loop.time() + max(0.0, timeout)
             checked_at = loop.time()
-            # After a write of the WAL, look again soon and then less often: the writer makes its
-            # commit visible (the WAL index) only after writing (and syncing) the frames.
-            recheck: float | None = None
             while not future.done():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
                 waits: list[asyncio.Future[None]] = [future] if written is None else [future, written]
-                delay = self.poll_interval if recheck is None else recheck
-                await asyncio.wait(waits, timeout=min(delay, remaining), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    waits, timeout=min(self.poll_interval, remaining), return_when=asyncio.FIRST_COMPLETED
+                )
                 if future.done():
                     return
-                was_written = written is not None and written.done()
-                if was_written and watch is not None:
+                woken = written is not None and written.done()
+                if woken and watch is not None:
                     written = watch.next_write()
                 now, mark = loop.time(), self._wal_mark()
-                unchanged = mark == wal and now - checked_at < FULL_CHECK_SECONDS
-                if unchanged and not was_written and recheck is None:
+                if not woken and mark == wal and now - checked_at < FULL_CHECK_SECONDS:
                     continue
                 wal, checked_at = mark, now
                 paused, due, current = await self._read(state)
-                if current != version:
-                    version, recheck = current, None
-                    if not paused and due is not None:
-                        wait = due - self.clock.now()
-                        if wait <= 0:
-                            return  # another process made a message ready: look again
-                        deadline = min(deadline, loop.time() + wait)
+                if current == version:
                     continue
-                if was_written:
-                    recheck = WAL_RECHECK_FIRST_SECONDS
-                elif recheck is not None:
-                    recheck = recheck * 2 if recheck * 2 < self.poll_interval else None
+                version = current
+                if not paused and due is not None:
+                    wait = due - self.clock.now()
+                    if wait <= 0:
+                        return  # another process made a message ready: look again
+                    deadline = min(deadline, loop.time() + wait)
         finally:
             if written is not None:
                 written.cancel()
@@ -581,14 +586,14 @@ class SQLiteBackend(Backend):
                 if waiters is not None and (loop, future) in waiters:
                     waiters.remove((loop, future))
 
-    def _wal_watch_on(self, loop: asyncio.AbstractEventLoop) -> WalWatch | None:
-        """The WAL watch for waits on `loop` (the first loop that waits; others poll)."""
-        if self._wal_watch is None and not self._wal_watch_tried:
-            self._wal_watch_tried = True
-            self._wal_watch = WalWatch.open(self.path, loop)
-        if self._wal_watch is None or not self._wal_watch.on(loop):
+    def _wake_watch_on(self, loop: asyncio.AbstractEventLoop) -> WakeWatch | None:
+        """The wake file's watch for waits on `loop` (the first loop that waits; others poll)."""
+        if self._wake_watch is None and not self._wake_watch_tried:
+            self._wake_watch_tried = True
+            self._wake_watch = WakeWatch.open(self.path, loop)
+        if self._wake_watch is None or not self._wake_watch.on(loop):
             return None
-        return self._wal_watch
+        return self._wake_watch
 
     def _wal_mark(self) -> tuple[int, int, int] | None:
         """The WAL file's identity, size and mtime: any commit by any process writes that file."""

@@ -1,14 +1,16 @@
-"""Cross-process wake-ups for SQLite: Linux inotify on the database's WAL file.
+"""Cross-process wake-ups for SQLite: a wake file beside the database, watched with Linux inotify.
 
-Every commit by any process writes the WAL file (`pwrite`), and inotify reports that write at
-once, so a consumer waiting in another process than the producer looks again within a
-millisecond instead of at its next poll. The poll stays as the fallback (other systems, a full
-inotify table, a network filesystem that reports nothing).
+After every commit that makes messages ready (a send, a retry, a release, a move, a resume) the
+committing process writes one byte to `<database>-wake` (no fsync: it carries no data). A
+consumer waiting in another process watches that name with inotify and looks again at once,
+instead of at its next poll of the WAL file. The write follows the commit, so the look finds it;
+the WAL file itself is written before a commit is visible (and synced), which would make the
+waiter look too early. The poll stays as the fallback (other systems, a full inotify table, a
+network filesystem that reports nothing, a writer that is not conveyor).
 
-The watch is on the directory (filtered by the WAL's name) rather than on the file: the WAL is
-deleted and created again when the last connection closes and another opens. The event loop
-reads the inotify descriptor only while a consumer waits, so a busy worker's own commits cost it
-nothing; the kernel merges the identical events queued meanwhile into one.
+The watch is on the directory, filtered by name, so it holds whether or not the file exists yet.
+The event loop reads the inotify descriptor only while a consumer waits; the kernel merges the
+identical events queued meanwhile into one.
 """
 
 from __future__ import annotations
@@ -47,18 +49,50 @@ def _load_libc() -> ctypes.CDLL | None:
 _libc = _load_libc()
 
 
-class WalWatch:
-    """Futures on one event loop that resolve when some process writes `database`'s WAL file."""
+def wake_path(database: str) -> str:
+    return f"{database}-wake"
 
-    def __init__(self, fd: int, wal_name: bytes, loop: asyncio.AbstractEventLoop) -> None:
+
+class WakeFile:
+    """The writing side: `touch()` after a commit that makes messages ready."""
+
+    def __init__(self, database: str) -> None:
+        self._database = database
+        self._fd: int | None = None
+        self._broken = False
+
+    def touch(self) -> None:
+        if self._broken:
+            return
+        try:
+            if self._fd is None:
+                # the database's permissions, so every process that may write it may wake
+                mode = os.stat(self._database).st_mode & 0o666
+                self._fd = os.open(wake_path(self._database), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, mode)
+            os.pwrite(self._fd, b"\0", 0)
+        except OSError as exc:
+            # consumers elsewhere still see the commit at their next poll
+            log.debug("no wake file beside %s (%s): other processes poll", self._database, exc)
+            self._broken = True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class WakeWatch:
+    """Futures on one event loop that resolve when some process touches `database`'s wake file."""
+
+    def __init__(self, fd: int, wake_name: bytes, loop: asyncio.AbstractEventLoop) -> None:
         self._fd = fd
-        self._wal_name = wal_name
+        self._wake_name = wake_name
         self._loop = loop
         self._futures: list[asyncio.Future[None]] = []
         self._reading = False
 
     @classmethod
-    def open(cls, database: str, loop: asyncio.AbstractEventLoop) -> WalWatch | None:
+    def open(cls, database: str, loop: asyncio.AbstractEventLoop) -> WakeWatch | None:
         """A watch, or None where inotify is not available (the caller keeps polling)."""
         if _libc is None or database == ":memory:":
             return None
@@ -72,14 +106,14 @@ class WalWatch:
             log.debug("no inotify watch on %s (errno %d): waiting consumers poll", directory, errno)
             os.close(fd)
             return None
-        return cls(fd, os.fsencode(name) + b"-wal", loop)
+        return cls(fd, os.fsencode(os.path.basename(wake_path(name))), loop)
 
     def on(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether this watch serves waits on `loop` (it reads on one loop only)."""
         return loop is self._loop and not loop.is_closed()
 
     def next_write(self) -> asyncio.Future[None]:
-        """A future that resolves at the next write of the WAL file after this call."""
+        """A future that resolves at the next touch of the wake file after this call."""
         future: asyncio.Future[None] = self._loop.create_future()
         if not self._reading:
             self._drain()  # writes from before this call are not news
@@ -100,7 +134,7 @@ class WalWatch:
             self._reading = False
 
     def _drain(self) -> bool:
-        """Read every queued event; whether one was a write of the WAL (or events were lost)."""
+        """Read every queued event; whether one was a touch of the wake file (or events were lost)."""
         written = False
         while True:
             try:
@@ -115,7 +149,7 @@ class WalWatch:
                 start = offset + _EVENT.size
                 name = data[start : start + length].rstrip(b"\0")
                 offset = start + length
-                if mask & _IN_Q_OVERFLOW or name == self._wal_name:
+                if mask & _IN_Q_OVERFLOW or name == self._wake_name:
                     written = True
 
     def close_from(self, loop: asyncio.AbstractEventLoop) -> None:
