@@ -287,3 +287,14 @@ async def test_a_worker_process_wakes_on_each_send_from_a_producer_process_witho
         if worker.returncode is None:
             worker.kill()
             await worker.wait()
+
+
+async def test_the_wake_file_beside_the_database_has_its_permissions(tmp_path: Path) -> None:
+    database = tmp_path / "shared.db"
+    async with conveyor.App(f"sqlite:///{database}") as app:
+        await app.create_queue("shared")
+        database.chmod(0o660)
+        await app.queue("shared").send("wakes other processes")
+    wake = tmp_path / "shared.db-wake"
+    assert wake.stat().st_mode & 0o777 == 0o660
+    assert wake.stat().st_size == 1  # one byte, written over and over: it never grows

@@ -7,7 +7,8 @@ corrupt the file), `?busy_timeout=5000` (ms), `?poll_interval=0.05` (s).
 
 Each backend owns one connection on one thread; every operation is one transaction there.
 Leases commit without an fsync even under `synchronous=full` (see `_write_group`).
-Wake-ups: consumers in the same process are woken at once by the writer. Other processes' commits
+Wake-ups: consumers in the same process are woken at once by the writer; consumers in other
+processes at once through the wake file (wake.py, Linux). Failing that, other processes' commits
 are noticed by a waiting consumer within `poll_interval` seconds: every poll it stats the WAL file
 (on the event loop, a microsecond) and only when that changed asks `PRAGMA data_version` on the
 SQLite thread. A commit that leaves the WAL's size and mtime as they were (a rewrite from its

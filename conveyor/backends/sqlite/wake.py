@@ -16,6 +16,7 @@ identical events queued meanwhile into one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -69,6 +70,8 @@ class WakeFile:
                 # the database's permissions, so every process that may write it may wake
                 mode = os.stat(self._database).st_mode & 0o666
                 self._fd = os.open(wake_path(self._database), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, mode)
+                with contextlib.suppress(OSError):  # past the umask, as SQLite does for its -wal
+                    os.fchmod(self._fd, mode)
             os.pwrite(self._fd, b"\0", 0)
         except OSError as exc:
             # consumers elsewhere still see the commit at their next poll
