@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from conveyor.backends.base import Backend, new_token
+from conveyor.backends.base import Backend, handed_token, new_token
 from conveyor.backends.scripts import load_named
 from conveyor.backends.sqlite.storage import (
     SHORT_OF_SPACE_MESSAGES,
@@ -794,6 +794,39 @@ class SQLiteBackend(Backend):
                 id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", _dead_letter(dead), lost
             )
             for seq, id_, body, kind, sent, attempts, dead, lost in rows
+        ]
+
+    async def lease_ahead(
+        self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
+    ) -> list[LeasedMessage]:
+        limit = self._drain_size(limit)
+        token = new_token(handed=False)
+
+        def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = self.clock.now()
+            picked = conn.execute(Q["lease_pick_ahead"], (queue, now, limit)).fetchall()
+            if not picked:
+                return []
+            fresh = [seq for seq, lost in picked if lost == 0]
+            handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
+            params = {
+                "handed": json.dumps(handed),
+                "handed_token": handed_token(token),
+                "token": token,
+                "deadline": now + visibility_timeout,
+                "seqs": json.dumps([seq for seq, _ in picked]),
+            }
+            rows = conn.execute(Q["lease_handing"], params).fetchall()
+            position = {seq: index for index, (seq, _) in enumerate(picked)}
+            rows.sort(key=lambda row: position[row[0]])
+            return rows
+
+        rows = await self._transaction(lease, lease=True)
+        return [
+            LeasedMessage(
+                id_, queue, body, kind, sent, attempts, f"{id_}.{tok}.{seq}", _dead_letter(dead), lost
+            )
+            for seq, id_, body, kind, sent, attempts, dead, lost, tok in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
