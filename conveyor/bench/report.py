@@ -65,6 +65,12 @@ CASES = [
     ),
     Case("backlog_drain_small", "worker drain, small backlog", "msg/s"),
     Case("backlog_drain_large", "worker drain, large backlog", "msg/s", "backlog_drain_small", min_ratio=0.8),
+    Case(
+        "backlog_drain_large_unsettled",
+        "worker drain, large backlog before it settled",
+        "msg/s",
+        "backlog_drain_small",
+    ),
     Case("backlog_rss_small_mb", "worker RSS, small backlog", "MB"),
     Case("backlog_rss_large_mb", "worker RSS, large backlog", "MB", "backlog_rss_small_mb", max_ratio=1.2),
     Case("http_ping", "HTTP: trivial endpoint (no engine)", "req/s"),
