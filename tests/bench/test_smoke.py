@@ -31,6 +31,7 @@ def runnable_engines() -> list[str]:
     ]
 
 
+@pytest.mark.timeout(300)  # every engine, each with a producer process of its own (latency)
 def test_smoke_run_reports_every_case_with_positive_figures(tmp_path: Path) -> None:
     engines = runnable_engines()
     output = tmp_path / "latest.json"
