@@ -578,6 +578,8 @@ class SQLiteBackend(Backend):
             loop.call_soon_threadsafe(_resolve, future)
 
     def _notify(self, *queues: str) -> None:
+        if not queues:
+            return  # a settle of acks only: nothing became ready
         _notify_local(self._key, set(queues))
         # one touch a commit: the senders of one group commit touch once
         if (
