@@ -102,6 +102,12 @@ class InvalidDedupId(ConveyorValueError):
     code = "invalid_dedup_id"
 
 
+class InvalidGroupId(ConveyorValueError):
+    """A message group id that is not 1 to 128 printable ASCII characters without space."""
+
+    code = "invalid_group_id"
+
+
 class QueueAlreadyExists(ConveyorValueError):
     """`create_queue` of a name in use, without `exist_ok=True`."""
 

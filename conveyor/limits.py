@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from conveyor.errors import InvalidDedupId, InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
+from conveyor.errors import InvalidDedupId, InvalidGroupId, InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
 from conveyor.types import OutgoingMessage, QueueSettings
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
@@ -38,6 +38,10 @@ DEFAULT_DEDUP_WINDOW_SECONDS = 300
 MAX_DEDUP_WINDOW_SECONDS = 86_400
 MAX_DEDUP_ID_LENGTH = 128
 DEDUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
+# Ordered message groups (as SQS FIFO's MessageGroupId): messages naming one group are delivered
+# in send order, one at a time. A group id is 1 to 128 printable ASCII characters, no space.
+MAX_GROUP_ID_LENGTH = 128
+GROUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
@@ -244,6 +248,20 @@ def validate_dedup_id(dedup_id: object) -> str | None:
             "without space (! to ~)"
         )
     return dedup_id
+
+
+def validate_group(group: object) -> str | None:
+    """`group` if it is None or 1 to MAX_GROUP_ID_LENGTH printable ASCII characters without
+    space, else InvalidGroupId."""
+    if group is None:
+        return None
+    if not isinstance(group, str) or GROUP_ID_PATTERN.fullmatch(group) is None:
+        shown = repr(group) if not isinstance(group, str) or len(group) <= 200 else "too long"
+        raise InvalidGroupId(
+            f"invalid group {shown}: use 1 to {MAX_GROUP_ID_LENGTH} printable ASCII characters "
+            "without space (! to ~)"
+        )
+    return group
 
 
 def check_visibility_timeout(value: object, limits: Limits) -> float:

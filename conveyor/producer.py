@@ -46,6 +46,8 @@ class SendRequest:
     content_type: ContentType = "json"
     #: stored once per queue within its dedup window (see `Queue.send`)
     dedup_id: str | None = None
+    #: ordered message group (see `Queue.send`)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ class PeekedMessage:
     attempts: int
     leased: bool
     dead_letter: DeadLetterInfo | None
+    #: its ordered message group, None when it has none
+    group: str | None = None
 
     @classmethod
     def from_stored(cls, stored: StoredMessage) -> PeekedMessage:
@@ -71,6 +75,7 @@ class PeekedMessage:
             attempts=stored.attempts,
             leased=stored.leased,
             dead_letter=stored.dead_letter,
+            group=stored.group,
         )
 
 
@@ -85,6 +90,8 @@ class PulledMessage:
     attempts: int
     lease_id: str
     dead_letter: DeadLetterInfo | None
+    #: its ordered message group, None when it has none
+    group: str | None = None
 
     @classmethod
     def from_leased(cls, leased: LeasedMessage) -> PulledMessage:
@@ -97,6 +104,7 @@ class PulledMessage:
             attempts=leased.attempts,
             lease_id=leased.lease_id,
             dead_letter=leased.dead_letter,
+            group=leased.group,
         )
 
 
@@ -188,6 +196,7 @@ class Queue:
             content_type=content_type,
             delay_seconds=delay,
             dedup_id=L.validate_dedup_id(request.dedup_id),
+            group=L.validate_group(request.group),
         )
 
     async def send(
@@ -197,6 +206,7 @@ class Queue:
         delay_seconds: float | None = None,
         content_type: ContentType = "json",
         dedup_id: str | None = None,
+        group: str | None = None,
         connection: Any = None,
     ) -> str:
         """Send one message; returns its id once it is durable.
@@ -206,10 +216,12 @@ class Queue:
         `content_type` is "json" (default), "text" (a str) or "bytes". `dedup_id` (1-128
         printable ASCII characters, no space): a send naming a dedup id the queue saw within
         its dedup window (`dedup_window_seconds`, default 300) stores nothing and returns the
-        first message's id. `connection` (an open psycopg AsyncConnection, on PostgreSQL only)
-        writes inside the caller's open transaction instead.
+        first message's id. `group` (1-128 printable ASCII characters, no space) names an
+        ordered message group: its messages are delivered in send order, one at a time
+        (docs/concepts/groups.md). `connection` (an open psycopg AsyncConnection, on PostgreSQL
+        only) writes inside the caller's open transaction instead.
         """
-        request = SendRequest(body, delay_seconds, content_type, dedup_id)
+        request = SendRequest(body, delay_seconds, content_type, dedup_id, group)
         message = self._outgoing(request, None, new_message_id())
         [stored_as] = await self.core.write([message], connection=connection)
         return stored_as
@@ -268,11 +280,12 @@ class Queue:
         delay_seconds: float | None = None,
         content_type: ContentType = "json",
         dedup_id: str | None = None,
+        group: str | None = None,
     ) -> str:
         """Blocking `send` for code with no event loop (Flask, Django, scripts)."""
         return self.core.run_sync(
             lambda core: self._on(core).send(
-                body, delay_seconds=delay_seconds, content_type=content_type, dedup_id=dedup_id
+                body, delay_seconds=delay_seconds, content_type=content_type, dedup_id=dedup_id, group=group
             )
         )
 

@@ -148,6 +148,8 @@ class OutgoingMessage:
     dead_letter: DeadLetterInfo | None = None
     #: stored once per queue within its dedup window (see Backend.send_many)
     dedup_id: str | None = None
+    #: ordered message group: delivered in send order, one at a time (docs/concepts/groups.md)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +165,7 @@ class StoredMessage:
     visible_at: float
     leased: bool
     dead_letter: DeadLetterInfo | None = None
+    group: str | None = None
 
 
 @dataclass(slots=True)
@@ -180,6 +183,8 @@ class LeasedMessage:
     #: deliveries in a row that ended without an outcome (lease expired, worker gone): a
     #: message with lost > 0 is a suspect (docs/semantics.md)
     lost: int = 0
+    #: its ordered message group, None when it has none
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

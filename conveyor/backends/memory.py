@@ -52,6 +52,7 @@ class _Message:
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
+    group: str | None = None
 
     def stored(self, queue: str, now: float) -> StoredMessage:
         return StoredMessage(
@@ -64,6 +65,7 @@ class _Message:
             visible_at=self.visible_at,
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
+            group=self.group,
         )
 
 
@@ -75,10 +77,40 @@ class _Queue:
     heap: list[tuple[float, int, str, int]] = field(default_factory=list)
     # dedup id -> (the first message's id, when the claim expires)
     dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # group -> its messages' ids in send order (an ordered set): only the first, the group's
+    # head, is in the heap; the others wait off it until the head is gone (acked, dead-lettered,
+    # deleted), so that a long group costs a lease nothing
+    groups: dict[str, dict[str, None]] = field(default_factory=dict)
 
     def schedule(self, message: _Message) -> None:
         message.version += 1
+        if message.group is not None and next(iter(self.groups[message.group])) != message.id:
+            return  # not its group's head: scheduled when it becomes the head
         heapq.heappush(self.heap, (message.visible_at, message.seq, message.id, message.version))
+
+    def add(self, message: _Message) -> None:
+        self.messages[message.id] = message
+        if message.group is not None:
+            self.groups.setdefault(message.group, {})[message.id] = None
+        self.schedule(message)
+
+    def remove(self, message: _Message) -> None:
+        """Forget a message; the next of its group, if it was the head, becomes deliverable."""
+        del self.messages[message.id]
+        if message.group is None:
+            return
+        members = self.groups[message.group]
+        was_head = next(iter(members)) == message.id
+        del members[message.id]
+        if not members:
+            del self.groups[message.group]
+        elif was_head:
+            self.schedule(self.messages[next(iter(members))])
+
+    def clear(self) -> None:
+        self.messages.clear()
+        self.heap.clear()
+        self.groups.clear()
 
 
 class MemoryStore:
@@ -223,9 +255,9 @@ class MemoryBackend(Backend):
                     visible_at=now + delay,
                     seq=next(self.store.seq),
                     dead_letter=outgoing.dead_letter,
+                    group=outgoing.group,
                 )
-                queue.messages[message.id] = message
-                queue.schedule(message)
+                queue.add(message)
             for name in targets:
                 self.store.notify(name)
             return ids
@@ -265,6 +297,7 @@ class MemoryBackend(Backend):
                         lease_id=make_lease_id(message.id, token),
                         dead_letter=message.dead_letter,
                         lost=message.lost,
+                        group=message.group,
                     )
                 )
             return leased
@@ -334,7 +367,7 @@ class MemoryBackend(Backend):
             for lease in outcomes.acks:
                 message = self._live(state, lease, now)
                 if message is not None:
-                    del state.messages[message.id]
+                    state.remove(message)
                 statuses.append(message is not None)
             retried = False
             for lease, delay in outcomes.retries:
@@ -351,7 +384,7 @@ class MemoryBackend(Backend):
                 statuses.append(message is not None)
                 if message is None:
                     continue
-                del state.messages[message.id]
+                state.remove(message)
                 if move.queue is None:
                     continue
                 target = self.store.queues[move.queue]
@@ -363,9 +396,9 @@ class MemoryBackend(Backend):
                     visible_at=now,
                     seq=next(self.store.seq),
                     dead_letter=move.record,
+                    group=message.group,
                 )
-                target.messages[copy.id] = copy
-                target.schedule(copy)
+                target.add(copy)
                 self.store.notify(move.queue)
             if retried:
                 self.store.notify(queue)
@@ -401,8 +434,7 @@ class MemoryBackend(Backend):
         with self.store.lock:
             state = self._queue(queue)
             count = len(state.messages)
-            state.messages.clear()
-            state.heap.clear()
+            state.clear()
             return count
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
@@ -417,7 +449,7 @@ class MemoryBackend(Backend):
             if limit is not None:
                 movable = movable[:limit]
             for message in movable:
-                del src.messages[message.id]
+                src.remove(message)
                 moved = _Message(
                     id=message.id,
                     body=message.body,
@@ -425,9 +457,9 @@ class MemoryBackend(Backend):
                     timestamp=message.timestamp,
                     visible_at=now,
                     seq=next(self.store.seq),
+                    group=message.group,
                 )
-                dst.messages[moved.id] = moved
-                dst.schedule(moved)
+                dst.add(moved)
             if movable:
                 self.store.notify(destination)
             return len(movable)
@@ -438,9 +470,9 @@ class MemoryBackend(Backend):
             removed = 0
             for state in self.store.queues.values():
                 cutoff = now - state.info.settings.retention_seconds
-                expired = [m.id for m in state.messages.values() if m.timestamp < cutoff]
-                for message_id in expired:
-                    del state.messages[message_id]
+                expired = [m for m in state.messages.values() if m.timestamp < cutoff]
+                for message in expired:
+                    state.remove(message)
                 removed += len(expired)
                 for dedup_id in [key for key, (_, until) in state.dedup.items() if until <= now]:
                     del state.dedup[dedup_id]

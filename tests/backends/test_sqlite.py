@@ -110,7 +110,7 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     tmp_path: Path, version: int
 ) -> None:
@@ -151,13 +151,17 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
+        # the upgraded file keeps ordered message groups: one of a group out at a time
+        await app.queue("jobs").send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
+        grouped = [m for m in await backend.lease_many("jobs", 10, 30) if m.group == "g"]
+        assert [m.body for m in grouped] == [b"0"]
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:
         assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     finally:
         conn.close()
 

@@ -64,8 +64,8 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 3
-MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"]}
+SCHEMA_VERSION = 4
+MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"], 4: Q["schema_v4"]}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
@@ -674,6 +674,7 @@ class SQLiteBackend(Backend):
                         now,
                         now + (queues[m.queue][2] if m.delay_seconds is None else m.delay_seconds),
                         None if m.dead_letter is None else json.dumps(m.dead_letter.to_dict()),
+                        m.group,
                     )
                     for m in stored
                 ],
@@ -741,9 +742,9 @@ class SQLiteBackend(Backend):
         # the lease id format of make_row_lease_id, inlined: this runs per message
         return [
             LeasedMessage(
-                id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", _dead_letter(dead), lost
+                id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", _dead_letter(dead), lost, group
             )
-            for seq, id_, body, kind, sent, attempts, dead, lost in rows
+            for seq, id_, body, kind, sent, attempts, dead, lost, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -846,13 +847,13 @@ class SQLiteBackend(Backend):
             copies = []
             for token, seqs, items in dead_groups:  # dead letters are rare: their rows are kept
                 params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                for seq, body, content_type in conn.execute(Q["take_dead"], params).fetchall():
+                for seq, body, content_type, group in conn.execute(Q["take_dead"], params).fetchall():
                     index = items[seq]
                     statuses[index] = True
                     move = moves[index - dead_start]
                     if move.queue is not None:
                         dlq_id, record = dlq_ids[move.queue], records[index - dead_start]
-                        copies.append((move.new_id, dlq_id, body, content_type, now, now, record))
+                        copies.append((move.new_id, dlq_id, body, content_type, now, now, record, group))
             conn.executemany(Q["insert_message"], copies)
 
         await self._transaction(settle)
@@ -896,6 +897,7 @@ class SQLiteBackend(Backend):
                         visible_at=r[5],
                         leased=r[6] is not None and r[5] > now,
                         dead_letter=_dead_letter(r[7]),
+                        group=r[8],
                     )
                 )
             return result

@@ -57,6 +57,14 @@ CREATE TABLE IF NOT EXISTS conveyor_dedup (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
 
+-- name: schema_v4
+-- Ordered message groups (v4): a grouped message is deliverable only as its group's head, the
+-- group's message with the lowest seq in its queue (docs/concepts/groups.md). The index is
+-- partial: ungrouped messages (NULL) pay nothing for it.
+ALTER TABLE conveyor_messages ADD COLUMN group_id TEXT;
+CREATE INDEX IF NOT EXISTS conveyor_messages_group ON conveyor_messages (queue_id, group_id, seq)
+WHERE group_id IS NOT NULL
+
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
     dedup_window
@@ -132,17 +140,22 @@ WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 
 -- An id is stored once: a send repeated after an unconfirmed write changes nothing.
 -- name: insert_message
-INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, group_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 
 -- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
 -- hands rows over in no defined order, and the picked order is what the batch keeps.
 -- name: lease_pick
--- a paused or missing queue matches no queue_id, so leases nothing
-SELECT seq FROM conveyor_messages
+-- a paused or missing queue matches no queue_id, so leases nothing; a grouped message is picked
+-- only as its group's head (no older message of its group is left: acked or dead-lettered), so a
+-- group has one message out at a time and a retried or expired head keeps its place
+SELECT seq FROM conveyor_messages m
 WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
   AND visible_at <= ?
+  AND (group_id IS NULL OR NOT EXISTS (
+      SELECT 1 FROM conveyor_messages g
+      WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
 ORDER BY visible_at, seq LIMIT ?
 
 -- A picked row that still has a token had a lease that expired: a read-ahead one ('r') gives its
@@ -154,7 +167,7 @@ SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1
     lost = lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
     lease_token = ?, visible_at = ?
 WHERE seq IN (SELECT value FROM json_each(?))
-RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, group_id
 
 -- name: begin
 -- One statement per token (the leases of one lease call share it), as for the settles.
@@ -194,7 +207,7 @@ RETURNING seq
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq, body, content_type
+RETURNING seq, body, content_type, group_id
 
 -- name: stats
 SELECT
@@ -206,13 +219,15 @@ SELECT
 FROM conveyor_messages WHERE queue_id = :queue_id
 
 -- name: peek
-SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter
+SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter, group_id
 FROM conveyor_messages WHERE queue_id = ? ORDER BY visible_at, seq LIMIT ?
 
+-- A moved message takes a new seq past every other (the rowid; no lease names it): it joins its
+-- group's end in the destination, as a new send would.
 -- name: move
 UPDATE conveyor_messages
 SET queue_id = :destination, attempts = 0, lost = 0, visible_at = :now, lease_token = NULL,
-    dead_letter = NULL
+    dead_letter = NULL, seq = seq + (SELECT max(seq) FROM conveyor_messages)
 WHERE seq IN (
     SELECT seq FROM conveyor_messages
     WHERE queue_id = :source AND (lease_token IS NULL OR visible_at <= :now)
@@ -222,6 +237,11 @@ WHERE seq IN (
 -- name: sweep
 DELETE FROM conveyor_messages WHERE queue_id = ? AND enqueued_at < ?
 
+-- when the next message is due: a grouped one only as its group's head (as lease_pick)
 -- name: wake_state
-SELECT q.paused, (SELECT min(visible_at) FROM conveyor_messages m WHERE m.queue_id = q.id)
+SELECT q.paused, (
+    SELECT min(visible_at) FROM conveyor_messages m
+    WHERE m.queue_id = q.id AND (m.group_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM conveyor_messages g
+        WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq)))
 FROM conveyor_queues q WHERE q.name = ?
