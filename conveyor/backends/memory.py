@@ -94,11 +94,12 @@ class _Queue:
             self.groups.setdefault(message.group, {})[message.id] = None
         self.schedule(message)
 
-    def remove(self, message: _Message) -> None:
-        """Forget a message; the next of its group, if it was the head, becomes deliverable."""
+    def remove(self, message: _Message) -> bool:
+        """Forget a message; the next of its group, if it was the head, becomes deliverable
+        (then True: waiters are to be woken)."""
         del self.messages[message.id]
         if message.group is None:
-            return
+            return False
         members = self.groups[message.group]
         was_head = next(iter(members)) == message.id
         del members[message.id]
@@ -106,6 +107,8 @@ class _Queue:
             del self.groups[message.group]
         elif was_head:
             self.schedule(self.messages[next(iter(members))])
+            return True
+        return False
 
     def clear(self) -> None:
         self.messages.clear()
@@ -364,12 +367,12 @@ class MemoryBackend(Backend):
                     self._queue(move.queue)  # missing DLQ: fail before changing anything
             now = self.clock.now()
             statuses: list[bool] = []
+            retried = False  # or a group's head gone: wake the queue's waiters
             for lease in outcomes.acks:
                 message = self._live(state, lease, now)
                 if message is not None:
-                    state.remove(message)
+                    retried = state.remove(message) or retried
                 statuses.append(message is not None)
-            retried = False
             for lease, delay in outcomes.retries:
                 message = self._live(state, lease, now)
                 if message is not None:
@@ -384,7 +387,7 @@ class MemoryBackend(Backend):
                 statuses.append(message is not None)
                 if message is None:
                     continue
-                state.remove(message)
+                retried = state.remove(message) or retried
                 if move.queue is None:
                     continue
                 target = self.store.queues[move.queue]
@@ -449,7 +452,8 @@ class MemoryBackend(Backend):
             if limit is not None:
                 movable = movable[:limit]
             for message in movable:
-                src.remove(message)
+                if src.remove(message):
+                    self.store.notify(source)
                 moved = _Message(
                     id=message.id,
                     body=message.body,

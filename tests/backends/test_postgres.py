@@ -135,7 +135,7 @@ async def make_old_schema(pg_url: str, version: int) -> str:
     return schema
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     pg_url: str, version: int
 ) -> None:
@@ -165,6 +165,12 @@ async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_l
         assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
+        # the upgraded schema keeps ordered message groups, replays included (a new seq)
+        await app.create_queue("jobs-dlq")
+        await app.queue("jobs-dlq").send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
+        assert await app.replay("jobs-dlq", to="jobs") == 2
+        grouped = [m for m in await backend.lease_many("jobs", 10, 30) if m.group == "g"]
+        assert [m.body for m in grouped] == [b"0"]
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:

@@ -84,8 +84,8 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 3
-MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3"}
+SCHEMA_VERSION = 4
+MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3", 4: "schema_v4"}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -591,6 +591,7 @@ class PostgresBackend(Backend):
             "delays": [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages],
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
             "dedup_ids": [m.dedup_id for m in messages],
+            "groups": [m.group for m in messages],
             "channel": self.channel,
             "checked": False,
         }
@@ -624,8 +625,10 @@ class PostgresBackend(Backend):
         rows = await self._fetchall("lease", params)
         # the lease id format of make_lease_id, inlined: this runs per message
         return [
-            LeasedMessage(id_, queue, body, kind, sent, attempts, f"{id_}.{token}", _dead_letter(dead), lost)
-            for _, id_, body, kind, sent, attempts, dead, lost in rows
+            LeasedMessage(
+                id_, queue, body, kind, sent, attempts, f"{id_}.{token}", _dead_letter(dead), lost, group
+            )
+            for _, id_, body, kind, sent, attempts, dead, lost, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -710,6 +713,7 @@ class PostgresBackend(Backend):
                 visible_at=r[5],
                 leased=r[6],
                 dead_letter=_dead_letter(r[7]),
+                group=r[8],
             )
             for r in rows
         ]

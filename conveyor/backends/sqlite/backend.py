@@ -829,17 +829,21 @@ class SQLiteBackend(Backend):
         dead_letter_queues = {move.queue for move in moves if move.queue is not None}
         records = [json.dumps(move.record.to_dict()) for move in moves]
 
-        def settle(conn: sqlite3.Connection) -> None:
+        def settle(conn: sqlite3.Connection) -> bool:
+            """Apply the outcomes; True when a group's head went (its next is deliverable)."""
             queue_id = self._queue_row(conn, queue)[0]
             dlq_ids = {name: self._queue_row(conn, name)[0] for name in dead_letter_queues}
             now = self.clock.now()
+            freed = False
 
             def apply(statement: str, groups: _TokenGroups, **extra: Any) -> None:
                 """Run `statement` once per token and mark the items it took."""
+                nonlocal freed
                 for token, seqs, items in groups:
                     params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                    for (seq,) in conn.execute(statement, params | extra):
+                    for seq, *group in conn.execute(statement, params | extra):
                         statuses[items[seq]] = True
+                        freed = freed or (bool(group) and group[0] is not None)
 
             apply(Q["ack"], ack_groups)
             for delay, groups in retry_token_groups:
@@ -850,17 +854,19 @@ class SQLiteBackend(Backend):
                 for seq, body, content_type, group in conn.execute(Q["take_dead"], params).fetchall():
                     index = items[seq]
                     statuses[index] = True
+                    freed = freed or group is not None
                     move = moves[index - dead_start]
                     if move.queue is not None:
                         dlq_id, record = dlq_ids[move.queue], records[index - dead_start]
                         copies.append((move.new_id, dlq_id, body, content_type, now, now, record, group))
             conn.executemany(Q["insert_message"], copies)
+            return freed
 
-        await self._transaction(settle)
+        freed = await self._transaction(settle)
         woken = {
             move.queue for move, live in zip(moves, statuses[dead_start:], strict=True) if live and move.queue
         }
-        if any(statuses[len(outcomes.acks) : dead_start]):
+        if freed or any(statuses[len(outcomes.acks) : dead_start]):
             woken.add(queue)
         if woken:
             self._notify(*woken)

@@ -191,11 +191,12 @@ WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_a
 -- of rowids; RETURNING names the live leases, the others are stale. The `+` keeps the planner on
 -- the rowid rather than scanning the queue's in-flight range.
 
+-- (group_id: a group's head gone makes its next message deliverable, which wakes waiters)
 -- name: ack
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq
+RETURNING seq, group_id
 
 -- name: retry
 UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL, lost = 0
