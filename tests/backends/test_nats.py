@@ -123,6 +123,35 @@ def test_a_snapshot_holds_the_whole_state() -> None:
     assert copy.lease(10, 30, "next", 200.0)[-1].attempts == 2  # the retried one kept its attempt
 
 
+def test_a_snapshot_keeps_groups_in_order_and_their_head_out() -> None:
+    state = QueueState("q")
+    grouped = [Arrival(f"g{n}", "json", (7, 20 * n, 20), group="g") for n in range(3)]
+    state.send([*grouped, _arrival(9)], 100.0, 1 << 20)
+    [head, free] = state.lease(10, 30, "tok", 100.0)
+    assert (head.id, head.group, free.id) == ("g0", "g", "id9")
+    copy = records.decode_state("q", records.encode_state(state))
+    assert copy.lease(10, 30, "more", 101.0) == []  # g1 still waits for the head
+    copy.settle([("g0", "tok")], [], [], "m", 102.0)
+    [second] = copy.lease(10, 30, "next", 102.0)
+    assert (second.id, second.group) == ("g1", "g")
+
+
+def test_records_and_snapshots_of_before_groups_read_as_ungrouped() -> None:
+    state = QueueState("q")
+    state.send([_arrival(n) for n in range(2)], 100.0, 1 << 20)
+    snapshot = json.loads(records.encode_state(state))
+    snapshot["v"] = 3
+    snapshot["messages"] = [entry[:12] for entry in snapshot["messages"]]  # as v3 wrote them
+    old = records.decode_state("q", json.dumps(snapshot).encode())
+    assert [m.id for m in old.lease(10, 30, "tok", 101.0)] == ["id0", "id1"]
+    # a send record of before groups: six items, or seven with a dedup id
+    record = records.decode(b'{"op":"send","m":[["a","json",null,2,null,null],["b","json",null,2,null,null,"d"]]}\n{}{}')
+    arrivals = records.decode_arrivals(record, 7)
+    assert [(a.id, a.dedup_id, a.group) for a in arrivals] == [("a", None, None), ("b", "d", None)]
+    grouped = records.decode(records.encode_send([Outgoing("c", b"{}", "json", group="g")]))
+    assert [(a.id, a.dedup_id, a.group) for a in records.decode_arrivals(grouped, 8)] == [("c", None, "g")]
+
+
 # -- on the machine's server ---------------------------------------------------------------------
 
 

@@ -304,6 +304,7 @@ class NatsBackend(Backend):
                     message.delay_seconds,
                     message.dead_letter,
                     dedup_id=message.dedup_id,
+                    group=message.group,
                 )
             )
         if len(by_queue) == 1:
@@ -581,7 +582,15 @@ class NatsBackend(Backend):
                 if body is None:
                     raise BackendUnavailable(f"queue {source}: the body of {copy.id} is gone from its log")
                 messages.append(
-                    Outgoing(copy.id, body, copy.content_type, copy.delay, copy.dead_letter, copy.timestamp)
+                    Outgoing(
+                        copy.id,
+                        body,
+                        copy.content_type,
+                        copy.delay,
+                        copy.dead_letter,
+                        copy.timestamp,
+                        group=copy.group,
+                    )
                 )
             resolved.append((move.id, move.destination, messages))
         return resolved

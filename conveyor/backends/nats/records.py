@@ -1,6 +1,7 @@
 """The bytes of a queue's log records: a JSON header line, then the bodies it names, back to back.
 
 `{"op": "send", "m": [[id, content type, delay, body length, dead letter, timestamp], ...]}\n<bodies>`
+(an entry may add a seventh item, its dedup id or null, and an eighth, its ordered message group)
 
 Bodies are raw bytes (never pickled, never base64); the header says how long each is, so a body is
 found again by its record's stream sequence and offset (`state.Location`) without decoding the
@@ -20,7 +21,8 @@ from conveyor.backends.nats.state import Arrival, Location, Message, Move, Queue
 from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
-SNAPSHOT_VERSION = 3
+# v4: a message's group (the 13th item of a message, the 9th of a move's copy); v2 had no `lost`
+SNAPSHOT_VERSION = 4
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
 
 
@@ -44,6 +46,7 @@ class Outgoing:
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
     dedup_id: str | None = None
+    group: str | None = None
 
 
 def decode(data: bytes) -> Record:
@@ -77,13 +80,18 @@ def _content_type(name: str) -> ContentType:
 
 
 def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
-    """One entry per message; a seventh item, the dedup id, only where there is one."""
-    return [
-        [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
-        if m.dedup_id is None
-        else [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp, m.dedup_id]
-        for m in messages
-    ]
+    """One entry per message; a seventh item, the dedup id, only where there is one or a group,
+    and an eighth, the group, only where there is one (older records stay as they were)."""
+    return [_send_entry(m) for m in messages]
+
+
+def _send_entry(m: Outgoing) -> list[Any]:
+    entry = [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
+    if m.group is not None:
+        entry += [m.dedup_id, m.group]
+    elif m.dedup_id is not None:
+        entry.append(m.dedup_id)
+    return entry
 
 
 def encode_send(
@@ -144,6 +152,7 @@ def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arr
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp=timestamp,
                 dedup_id=entry[6] if len(entry) > 6 else None,
+                group=entry[7] if len(entry) > 7 else None,
             )
         )
         offset += length
@@ -229,8 +238,10 @@ def encode_state(state: QueueState) -> bytes:
             m.record,
             m.offset,
             m.lost,
+            m.group,
         ]
-        for m in state.messages.values()
+        # in send order: a group's members are restored in it
+        for m in sorted(state.messages.values(), key=lambda m: m.order)
     ]
     moves = [
         [
@@ -238,7 +249,7 @@ def encode_state(state: QueueState) -> bytes:
             move.destination,
             move.started_at,
             [
-                [c.id, c.content_type, c.delay, _dead(c.dead_letter), c.timestamp, *c.location]
+                [c.id, c.content_type, c.delay, _dead(c.dead_letter), c.timestamp, *c.location, c.group]
                 for c in move.copies
             ],
         ]
@@ -266,7 +277,7 @@ def encode_state(state: QueueState) -> bytes:
 def decode_state(name: str, data: bytes) -> QueueState:
     header = json.loads(data)
     version = header.get("v")
-    if version not in (2, SNAPSHOT_VERSION):  # v2 had no `lost`
+    if version not in (2, 3, SNAPSHOT_VERSION):  # v2 had no `lost`, v3 no groups
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
     # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
@@ -276,7 +287,8 @@ def decode_state(name: str, data: bytes) -> QueueState:
     settings = _settings(delay, retention, dedup, most_messages, most_bytes)
     state.set_meta(settings, bool(header["paused"]), header["created"])
     state.now = float(header["now"])
-    for entry in header["messages"]:
+    # in send order (a snapshot before v4 may not be): a group's members are restored in it
+    for entry in sorted(header["messages"], key=lambda entry: entry[4]):
         message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]
         offset = entry[10]
         message = Message(
@@ -292,10 +304,9 @@ def decode_state(name: str, data: bytes) -> QueueState:
             lease_token=token,
             dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
             lost=entry[11] if len(entry) > 11 else 0,
+            group=entry[12] if len(entry) > 12 else None,
         )
-        state.messages[message.id] = message
-        state.bytes += size
-        state.schedule(message)
+        state.add(message)
     for move_id, destination, started_at, entries in header["moves"]:
         copies = [
             Arrival(
@@ -305,8 +316,9 @@ def decode_state(name: str, data: bytes) -> QueueState:
                 delay,
                 None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp,
+                group=group[0] if group else None,
             )
-            for copy_id, kind, delay, dead, timestamp, record, offset, size in entries
+            for copy_id, kind, delay, dead, timestamp, record, offset, size, *group in entries
         ]
         state.outbox[move_id] = Move(move_id, destination, copies, started_at)
     for dedup_id, message_id, until in header.get("dedup", ()):
