@@ -56,6 +56,7 @@ def message_document(message: PeekedMessage | PulledMessage) -> dict[str, Any]:
         "attempts": message.attempts,
         "content_type": content_type,
         "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
+        "group": message.group,
     }
     if isinstance(message, PulledMessage):
         document["lease_id"] = message.lease_id

@@ -76,6 +76,15 @@ def send(
             show_default=False,
         ),
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="An ordered message group: its messages are delivered in send order, one at a time "
+            "(with --file: every line, in file order).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send BODY (JSON unless --content-type says otherwise), stdin ('-'), or every line of --file."""
     kind: ContentType = content_type.value
@@ -84,12 +93,14 @@ def send(
     if file is not None:
         if dedup_id is not None:
             raise typer.BadParameter("--dedup-id names one message: not with --file")
-        _send_file(queue, file, kind, delay)
+        _send_file(queue, file, kind, delay, group)
         return
     assert body is not None
     value = read_body(body, kind)
     message_id = run(
-        lambda app: app.queue(queue).send(value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id)
+        lambda app: app.queue(queue).send(
+            value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id, group=group
+        )
     )
     if current().json:
         emit_json({"queue": queue, "id": message_id})
@@ -166,7 +177,7 @@ def batches(lines: list[Line], limits: Limits) -> Iterator[list[Line]]:
         yield batch
 
 
-def _send_file(queue: str, file: Path, kind: ContentType, delay: float | None) -> None:
+def _send_file(queue: str, file: Path, kind: ContentType, delay: float | None, group: str | None) -> None:
     as_json = current().json
 
     async def work(app: App) -> tuple[int, int]:
@@ -178,7 +189,7 @@ def _send_file(queue: str, file: Path, kind: ContentType, delay: float | None) -
         with progress:
             task = progress.add_task("send", total=len(lines))
             for batch in batches(lines, app.limits):
-                requests = [SendRequest(line.body, content_type=kind) for line in batch]
+                requests = [SendRequest(line.body, content_type=kind, group=group) for line in batch]
                 await handle.send_batch(requests, delay_seconds=delay)
                 sent += len(batch)
                 count += 1

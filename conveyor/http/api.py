@@ -272,6 +272,7 @@ class QueueApi:
             delay_seconds=message.delay_seconds,
             content_type=message.content_type,
             dedup_id=message.dedup_id,
+            group=message.group,
         )
         self.metrics.count(queue.name, "send", 1)
         return ok({"id": message_id})

@@ -102,6 +102,7 @@ class _Message(_Document):
     attempts: int
     content_type: ContentType
     dead_letter: DeadLetter | None
+    group: str | None = Field(description="its ordered message group, null when it has none")
 
 
 class PulledMessage(_Message):

@@ -36,6 +36,8 @@ RetentionSeconds = Annotated[
 DedupWindowSeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DEDUP_WINDOW_SECONDS)]
 # checked by conveyor (invalid_dedup_id), like a queue name
 DedupId = Annotated[str, documented(pattern=f"^{L.DEDUP_ID_PATTERN.pattern}$")]
+# checked by conveyor (invalid_group_id)
+GroupId = Annotated[str, documented(pattern=f"^{L.GROUP_ID_PATTERN.pattern}$")]
 LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -114,9 +116,12 @@ class MessageFields(_Body):
         content_type = check_content_type(self.content_type)
         body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, content_type, self.dedup())
+        return SendRequest(body, delay, content_type, self.dedup(), self.message_group())
 
     def dedup(self) -> str | None:
+        return None
+
+    def message_group(self) -> str | None:
         return None
 
 
@@ -124,9 +129,14 @@ class SendMessage(MessageFields):
     #: a second send with this id within the queue's dedup window stores nothing and answers
     #: with the first message's id
     dedup_id: DedupId | None = None
+    #: an ordered message group: its messages are delivered in send order, one at a time
+    group: GroupId | None = None
 
     def dedup(self) -> str | None:
         return self.dedup_id
+
+    def message_group(self) -> str | None:
+        return self.group
 
 
 class SendBatch(_Body):

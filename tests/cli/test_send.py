@@ -57,6 +57,13 @@ def test_send_with_a_dedup_id_stores_once_and_prints_the_first_id(cli: Cli) -> N
     )
 
 
+def test_send_with_a_group_shows_it_on_peek_and_a_bad_one_is_refused(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    cli.ok("send", "jobs", "1", "--group", "user-42")
+    assert [(m.body, m.group) for m in peeked(cli, "jobs")] == [(1, "user-42")]
+    assert_one_error_line(cli("send", "jobs", "2", "--group", "a b"), "invalid group", "[invalid_group_id]")
+
+
 def test_send_invalid_json_is_a_clear_error_that_sends_nothing(cli: Cli) -> None:
     cli.ok("queues", "create", "jobs")
     result = cli("send", "jobs", "{not json")

@@ -265,6 +265,21 @@ async def test_a_send_naming_a_dedup_id_seen_in_the_window_answers_the_first_id(
     assert patched["dedup_window_seconds"] == 0
 
 
+async def test_grouped_sends_are_pulled_one_at_a_time_per_group_and_show_their_group(
+    client: httpx.AsyncClient,
+) -> None:
+    await create(client, "jobs")
+    await client.post("/queues/jobs/messages", json={"body": 1, "group": "user-42"})
+    batch = {"messages": [{"body": 2, "group": "user-42"}, {"body": 3}]}
+    result(await client.post("/queues/jobs/messages/batch", json=batch))
+    peeked = result(await client.get("/queues/jobs/messages"))
+    assert [(m["body"], m["group"]) for m in peeked] == [(1, "user-42"), (2, "user-42"), (3, None)]
+    pulled = await pull(client, "jobs", batch_size=10)
+    assert sorted((m["body"], m["group"]) for m in pulled) == [(1, "user-42"), (3, None)]
+    response = await client.post("/queues/jobs/messages", json={"body": 1, "group": "has space"})
+    assert error_code(response, 400) == "invalid_group_id"
+
+
 async def test_a_bad_dedup_id_is_invalid_dedup_id_and_stores_nothing(client: httpx.AsyncClient) -> None:
     await create(client, "jobs")
     response = await client.post("/queues/jobs/messages", json={"body": 1, "dedup_id": "has space"})
