@@ -108,6 +108,12 @@ class InvalidGroupId(ConveyorValueError):
     code = "invalid_group_id"
 
 
+class PartitionCountFixed(ConveyorValueError):
+    """`update_queue` naming a partition count other than the queue's: it is fixed at creation."""
+
+    code = "partition_count_fixed"
+
+
 class QueueAlreadyExists(ConveyorValueError):
     """`create_queue` of a name in use, without `exist_ok=True`."""
 

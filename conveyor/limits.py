@@ -42,6 +42,9 @@ DEDUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 # in send order, one at a time. A group id is 1 to 128 printable ASCII characters, no space.
 MAX_GROUP_ID_LENGTH = 128
 GROUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
+# A queue's partitions (`create_queue(partitions=)`), fixed at creation.
+DEFAULT_PARTITIONS = 1
+MAX_PARTITIONS = 64
 
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
@@ -248,6 +251,10 @@ def validate_dedup_id(dedup_id: object) -> str | None:
             "without space (! to ~)"
         )
     return dedup_id
+
+
+def check_partitions(value: object) -> int:
+    return check_int_range("partitions", value, 1, MAX_PARTITIONS)
 
 
 def validate_group(group: object) -> str | None:

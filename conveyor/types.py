@@ -45,6 +45,8 @@ class QueueSettings:
     max_backlog_messages: int | None = None
     #: the most bytes of bodies the queue may hold; a send past it is QueueFull
     max_backlog_bytes: int | None = None
+    #: how many partitions the queue spreads over, fixed at creation (docs/concepts/groups.md)
+    partitions: int = 1
 
     @property
     def bounded(self) -> bool:

@@ -35,6 +35,7 @@ def queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
         "dedup_window_seconds": info.settings.dedup_window_seconds,
         "max_backlog_messages": info.settings.max_backlog_messages,
         "max_backlog_bytes": info.settings.max_backlog_bytes,
+        "partitions": info.settings.partitions,
         "created_at": iso(info.created_at),
     }
 

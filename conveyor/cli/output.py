@@ -164,6 +164,7 @@ def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
         ("retention", seconds_text(info.settings.retention_seconds)),
         ("dedup window", seconds_text(info.settings.dedup_window_seconds)),
         ("backlog limit", backlog_limit_text(info.settings)),
+        ("partitions", str(info.settings.partitions)),
         ("created", iso(info.created_at)),
     ]
     for key, value in rows:

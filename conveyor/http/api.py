@@ -217,6 +217,7 @@ class QueueApi:
             dedup_window_seconds=body.dedup_window_seconds,
             max_backlog_messages=body.max_backlog_messages,
             max_backlog_bytes=body.max_backlog_bytes,
+            partitions=body.partitions,
         )
         return ok(queue_document(*await admin.one_queue(self.app, body.name)), 201)
 
@@ -234,6 +235,7 @@ class QueueApi:
             dedup_window_seconds=body.dedup_window_seconds,
             max_backlog_messages=body.max_backlog_messages,
             max_backlog_bytes=body.max_backlog_bytes,
+            partitions=body.partitions,
         )
         return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 

@@ -74,6 +74,7 @@ class QueueDocument(_Document):
     dedup_window_seconds: float
     max_backlog_messages: int | None = Field(description="the most messages it may hold; null: no limit")
     max_backlog_bytes: int | None = Field(description="the most bytes of bodies it may hold; null: no limit")
+    partitions: int = Field(description="how many partitions it spreads over, fixed at creation")
     created_at: str
 
 

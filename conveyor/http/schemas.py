@@ -60,6 +60,7 @@ WaitMs = Annotated[int, Field(ge=0, le=int(L.MAX_PULL_WAIT_SECONDS * 1000)), Bef
 # A queue's backlog limit (None: no limit); in an update, 0 removes it.
 BacklogLimit = Annotated[int, Field(ge=1, le=L.MAX_BACKLOG_LIMIT), BeforeValidator(whole_number)]
 BacklogChange = Annotated[int, Field(ge=0, le=L.MAX_BACKLOG_LIMIT), BeforeValidator(whole_number)]
+Partitions = Annotated[int, Field(ge=1, le=L.MAX_PARTITIONS), BeforeValidator(whole_number)]
 ReplayLimit = Annotated[int, Field(ge=1, le=10_000_000), BeforeValidator(whole_number)]
 ContentTypeName = Annotated[str, documented(enum=["json", "text", "bytes"])]
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -181,6 +182,7 @@ class CreateQueue(_Body):
     dedup_window_seconds: DedupWindowSeconds = float(L.DEFAULT_DEDUP_WINDOW_SECONDS)
     max_backlog_messages: BacklogLimit | None = None
     max_backlog_bytes: BacklogLimit | None = None
+    partitions: Partitions = L.DEFAULT_PARTITIONS
 
 
 class UpdateQueue(_Body):
@@ -190,6 +192,8 @@ class UpdateQueue(_Body):
     # 0 removes the limit
     max_backlog_messages: BacklogChange | None = None
     max_backlog_bytes: BacklogChange | None = None
+    # fixed at creation: another count than the queue's is partition_count_fixed
+    partitions: Partitions | None = None
 
 
 class Replay(_Body):

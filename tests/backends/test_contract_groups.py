@@ -13,6 +13,7 @@ import conveyor
 from conveyor.backends.base import parse_lease_id
 from conveyor.core.ids import new_message_id
 from conveyor.errors import InvalidGroupId
+from conveyor.testing import drain
 from conveyor.types import DeadLetter, Settlement
 from tests.support.apps import TimeMachine
 
@@ -63,6 +64,40 @@ async def test_a_retried_head_keeps_its_place_and_its_delay_holds_the_group(
     await time_machine.advance(1.3)
     [third] = await queue.pull(batch_size=10)
     assert (third.body, third.attempts) == (0, 3)
+
+
+async def test_a_delayed_send_holds_the_messages_sent_after_it_in_its_group(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send("later", group="g", delay_seconds=1)
+    await queue.send("next", group="g")
+    assert await queue.pull(batch_size=10) == []
+    await time_machine.advance(1.3)
+    [first] = await queue.pull(batch_size=10)
+    assert first.body == "later"
+
+
+async def test_a_released_head_comes_back_at_once_as_the_head(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
+    [head] = await queue.pull(batch_size=10)
+    assert await app.core.release("orders", [head.lease_id]) == 1
+    [again] = await queue.pull(batch_size=10)
+    assert (again.body, again.attempts) == (0, 1)
+
+
+async def test_a_consumer_handles_a_group_in_order_and_sees_each_message_group(app: conveyor.App) -> None:
+    seen: list[tuple[str | None, object]] = []
+
+    @app.consumer("orders", max_batch_size=10)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        seen.extend((message.group, message.body) for message in batch.messages)
+
+    await app.queue("orders").send_batch([conveyor.SendRequest(n, group="g") for n in range(5)] + ["free"])
+    assert await drain(app) == 6
+    assert [body for group, body in seen if group == "g"] == list(range(5))
+    assert (None, "free") in seen
 
 
 async def test_an_expired_lease_gives_the_same_head_back(app: conveyor.App, time_machine: TimeMachine) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
-from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
+from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS, DEFAULT_PARTITIONS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
 
 # v4: a message's group (the 13th item of a message, the 9th of a move's copy); v2 had no `lost`
@@ -194,6 +194,8 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
         header["maxm"] = settings.max_backlog_messages
     if settings.max_backlog_bytes is not None:
         header["maxb"] = settings.max_backlog_bytes
+    if settings.partitions != DEFAULT_PARTITIONS:
+        header["parts"] = settings.partitions
     return encode(header)
 
 
@@ -201,13 +203,23 @@ def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     header = record.header
     # a queue created before deduplication has the default window
     settings = _settings(
-        header["delay"], header["retention"], header.get("dedup"), header.get("maxm"), header.get("maxb")
+        header["delay"],
+        header["retention"],
+        header.get("dedup"),
+        header.get("maxm"),
+        header.get("maxb"),
+        header.get("parts"),
     )
     return settings, bool(header["paused"]), float(header["created"])
 
 
 def _settings(
-    delay: Any, retention: Any, dedup: Any = None, most_messages: Any = None, most_bytes: Any = None
+    delay: Any,
+    retention: Any,
+    dedup: Any = None,
+    most_messages: Any = None,
+    most_bytes: Any = None,
+    partitions: Any = None,
 ) -> QueueSettings:
     return QueueSettings(
         delivery_delay=float(delay),
@@ -215,6 +227,8 @@ def _settings(
         dedup_window_seconds=float(DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else dedup),
         max_backlog_messages=None if most_messages is None else int(most_messages),
         max_backlog_bytes=None if most_bytes is None else int(most_bytes),
+        # a queue created before partitions has one
+        partitions=DEFAULT_PARTITIONS if partitions is None else int(partitions),
     )
 
 
@@ -263,6 +277,7 @@ def encode_state(state: QueueState) -> bytes:
             state.settings.max_backlog_messages,
             state.settings.max_backlog_bytes,
             state.settings.dedup_window_seconds,
+            state.settings.partitions,
         ],
         "paused": state.paused,
         "created": state.created_at,
@@ -283,8 +298,8 @@ def decode_state(name: str, data: bytes) -> QueueState:
     # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
     # dedup window; a snapshot from before deduplication has the default window
     delay, retention, *rest = header["settings"]
-    most_messages, most_bytes, dedup = (*rest, None, None, None)[:3]
-    settings = _settings(delay, retention, dedup, most_messages, most_bytes)
+    most_messages, most_bytes, dedup, partitions = (*rest, None, None, None, None)[:4]
+    settings = _settings(delay, retention, dedup, most_messages, most_bytes, partitions)
     state.set_meta(settings, bool(header["paused"]), header["created"])
     state.now = float(header["now"])
     # in send order (a snapshot before v4 may not be): a group's members are restored in it

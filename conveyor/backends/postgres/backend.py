@@ -146,6 +146,7 @@ def _info(row: Sequence[Any]) -> QueueInfo:
             max_backlog_messages=row[5],
             max_backlog_bytes=row[6],
             dedup_window_seconds=row[7],
+            partitions=row[8],
         ),
         paused=row[3],
         created_at=row[4],
@@ -426,6 +427,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "partitions": settings.partitions,
         }
         while True:
             row = await self._fetchone("insert_queue", params, repeatable=exist_ok)
@@ -450,6 +452,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "partitions": settings.partitions,
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
         if row is None:

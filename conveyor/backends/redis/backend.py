@@ -104,7 +104,7 @@ META, READY, INFLIGHT, AGE, WAKE, HELD = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake", "held")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup", "parts")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -203,7 +203,7 @@ def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
 
 
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created, most_messages, most_bytes, dedup = fields
+    delay, retention, paused, created, most_messages, most_bytes, dedup, partitions = fields
     if delay is None or retention is None or created is None:
         return None
     settings = QueueSettings(
@@ -213,6 +213,8 @@ def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
         max_backlog_bytes=int(most_bytes) if most_bytes else None,
         # a queue created before deduplication has the default window
         dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else _seconds(dedup),
+        # a queue created before partitions has one
+        partitions=int(partitions) if partitions else L.DEFAULT_PARTITIONS,
     )
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
 
@@ -226,6 +228,7 @@ def _settings_args(settings: QueueSettings) -> list[str | int]:
         "" if most_messages is None else most_messages,
         "" if most_bytes is None else most_bytes,
         _us(settings.dedup_window_seconds),
+        settings.partitions,
     ]
 
 

@@ -337,29 +337,31 @@ local function movable(q, limit, now)
 end
 
 -- name: create_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
--- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs}.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs,
+-- partitions. Returns {created 0/1, delay, retention, paused, created µs, max messages, max
+-- bytes, dedup window µs, partitions (absent: 1)}.
 local q = queue_keys(1)
 if exists(q) then
-  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
-  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7]}
+  local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup',
+    'parts')
+  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]}
 end
 local now = int(server_now())
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
-  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5])
-return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5]}
+  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5], 'parts', ARGV[6])
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5], ARGV[6]}
 
 -- name: update_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs.
--- Returns {delay, retention, paused, created µs, max messages, max bytes, dedup window µs}, or {}
--- if missing.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs (the
+-- partition count is fixed at creation). Returns {delay, retention, paused, created µs, max
+-- messages, max bytes, dedup window µs, partitions}, or {} if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4],
   'dedup', ARGV[5])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup')
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup', 'parts')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.

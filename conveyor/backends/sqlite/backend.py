@@ -120,6 +120,7 @@ def _info(row: tuple[Any, ...]) -> QueueInfo:
             max_backlog_messages=row[6],
             max_backlog_bytes=row[7],
             dedup_window_seconds=row[8],
+            partitions=row[9],
         ),
         paused=bool(row[4]),
         created_at=row[5],
@@ -575,6 +576,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
+                    settings.partitions,
                 ),
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())

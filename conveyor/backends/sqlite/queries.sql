@@ -63,23 +63,25 @@ CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
 -- partial: ungrouped messages (NULL) pay nothing for it.
 ALTER TABLE conveyor_messages ADD COLUMN group_id TEXT;
 CREATE INDEX IF NOT EXISTS conveyor_messages_group ON conveyor_messages (queue_id, group_id, seq)
-WHERE group_id IS NOT NULL
+WHERE group_id IS NOT NULL;
+-- a queue's partition count, fixed at creation
+ALTER TABLE conveyor_queues ADD COLUMN partitions INTEGER NOT NULL DEFAULT 1
 
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window
+    dedup_window, partitions
 FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window
+    dedup_window, partitions
 FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
 INSERT INTO conveyor_queues
     (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-     dedup_window)
-VALUES (?, ?, ?, 0, ?, ?, ?, ?)
+     dedup_window, partitions)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)
 
 -- name: update_queue
 UPDATE conveyor_queues
