@@ -7,7 +7,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
-from conveyor.errors import InvalidDedupId, InvalidGroupId, InvalidQueueName, LimitExceeded, MessageTooLarge, QueueFull
+from conveyor.errors import (
+    InvalidDedupId,
+    InvalidGroupId,
+    InvalidQueueName,
+    LimitExceeded,
+    MessageTooLarge,
+    QueueFull,
+)
 from conveyor.types import OutgoingMessage, QueueSettings
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")

@@ -100,10 +100,12 @@ async def test_a_consumer_handles_a_group_in_order_and_sees_each_message_group(a
     assert (None, "free") in seen
 
 
-async def test_an_expired_lease_gives_the_same_head_back(app: conveyor.App, time_machine: TimeMachine) -> None:
+async def test_an_expired_lease_gives_the_same_head_back(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
     queue = app.queue("orders")
     await queue.send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
-    [first] = await queue.pull(batch_size=10, visibility_timeout=0.5)
+    [_first] = await queue.pull(batch_size=10, visibility_timeout=0.5)
     assert await queue.pull(batch_size=10) == []
     await time_machine.advance(0.8)
     [second] = await queue.pull(batch_size=10)

@@ -145,7 +145,9 @@ def test_records_and_snapshots_of_before_groups_read_as_ungrouped() -> None:
     old = records.decode_state("q", json.dumps(snapshot).encode())
     assert [m.id for m in old.lease(10, 30, "tok", 101.0)] == ["id0", "id1"]
     # a send record of before groups: six items, or seven with a dedup id
-    record = records.decode(b'{"op":"send","m":[["a","json",null,2,null,null],["b","json",null,2,null,null,"d"]]}\n{}{}')
+    record = records.decode(
+        b'{"op":"send","m":[["a","json",null,2,null,null],["b","json",null,2,null,null,"d"]]}\n{}{}'
+    )
     arrivals = records.decode_arrivals(record, 7)
     assert [(a.id, a.dedup_id, a.group) for a in arrivals] == [("a", None, None), ("b", "d", None)]
     grouped = records.decode(records.encode_send([Outgoing("c", b"{}", "json", group="g")]))

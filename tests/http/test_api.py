@@ -280,6 +280,16 @@ async def test_grouped_sends_are_pulled_one_at_a_time_per_group_and_show_their_g
     assert error_code(response, 400) == "invalid_group_id"
 
 
+async def test_a_queue_takes_a_partition_count_at_creation_and_keeps_it(client: httpx.AsyncClient) -> None:
+    created = result(await client.post("/queues", json={"name": "events", "partitions": 4}), 201)
+    assert created["partitions"] == 4
+    same = result(await client.patch("/queues/events", json={"partitions": 4, "retention_seconds": 3600}))
+    assert (same["partitions"], same["retention_seconds"]) == (4, 3600)
+    response = await client.patch("/queues/events", json={"partitions": 2})
+    assert error_code(response, 400) == "partition_count_fixed"
+    assert (await queue(client, "events"))["partitions"] == 4
+
+
 async def test_a_bad_dedup_id_is_invalid_dedup_id_and_stores_nothing(client: httpx.AsyncClient) -> None:
     await create(client, "jobs")
     response = await client.post("/queues/jobs/messages", json={"body": 1, "dedup_id": "has space"})

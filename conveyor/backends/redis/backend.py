@@ -683,7 +683,9 @@ class RedisBackend(Backend):
         removed again)."""
         by_queue: dict[str, list[_Write]] = {}
         for (_, move), (new_id, body, content_type, dead_json, group) in zip(moving, records, strict=True):
-            write = _Write(_text(new_id), _text(content_type), body, 0, _text(dead_json), group=_text(group) or None)
+            write = _Write(
+                _text(new_id), _text(content_type), body, 0, _text(dead_json), group=_text(group) or None
+            )
             by_queue.setdefault(move.destination, []).append(write)
         await asyncio.gather(*(self._send_scripts({name: writes}) for name, writes in by_queue.items()))
         pairs = [part for _, move in moving for part in move.held]
@@ -756,7 +758,9 @@ class RedisBackend(Backend):
             keys = self._queue_keys(source)
             with self._available():
                 sizes = await asyncio.gather(
-                    self.client.zcard(keys[READY]), self.client.zcard(keys[INFLIGHT]), self.client.zcard(keys[HELD])
+                    self.client.zcard(keys[READY]),
+                    self.client.zcard(keys[INFLIGHT]),
+                    self.client.zcard(keys[HELD]),
                 )
             limit = sum(int(size) for size in sizes)
         across = self._cluster and self._slot(source) != self._slot(destination)

@@ -744,7 +744,16 @@ class SQLiteBackend(Backend):
         # the lease id format of make_row_lease_id, inlined: this runs per message
         return [
             LeasedMessage(
-                id_, queue, body, kind, sent, attempts, f"{id_}.{token}.{seq}", _dead_letter(dead), lost, group
+                id_,
+                queue,
+                body,
+                kind,
+                sent,
+                attempts,
+                f"{id_}.{token}.{seq}",
+                _dead_letter(dead),
+                lost,
+                group,
             )
             for seq, id_, body, kind, sent, attempts, dead, lost, group in rows
         ]
