@@ -38,6 +38,14 @@ async def test_a_group_has_one_message_out_at_a_time_in_send_order(app: conveyor
     assert bodies(await queue.pull(batch_size=10)) == ["a1"]
 
 
+async def test_send_sync_takes_a_group(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await asyncio.to_thread(queue.send_sync, "first", group="g")
+    await queue.send("second", group="g")
+    [pulled] = await queue.pull(batch_size=10)
+    assert (pulled.body, pulled.group) == ("first", "g")
+
+
 async def test_peek_and_stats_show_grouped_messages(app: conveyor.App) -> None:
     queue = app.queue("orders")
     await queue.send("x", group="user-42")

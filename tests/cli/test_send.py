@@ -96,6 +96,17 @@ def test_send_file_sends_every_line_in_batches_with_a_summary(cli: Cli, tmp_path
     assert sorted(m.body["n"] for m in peeked(cli, "jobs")) == list(range(250))
 
 
+def test_send_file_with_a_group_puts_every_line_in_it_in_file_order(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    cli.ok("send", "jobs", "--file", "-", "--group", "g", input="1\n2\n3\n")
+    assert [(m.body, m.group) for m in peeked(cli, "jobs")] == [(1, "g"), (2, "g"), (3, "g")]
+
+    async def pull_all(app: conveyor.App) -> list[object]:
+        return [m.body for m in await app.queue("jobs").pull(batch_size=10)]
+
+    assert cli.api(pull_all) == [1]  # one at a time: the rest wait for the first
+
+
 def test_send_file_json_summary(cli: Cli, tmp_path: Path) -> None:
     cli.ok("queues", "create", "jobs")
     (tmp_path / "m.jsonl").write_text('"a"\n"b"\n')
