@@ -367,11 +367,11 @@ class MemoryBackend(Backend):
                     self._queue(move.queue)  # missing DLQ: fail before changing anything
             now = self.clock.now()
             statuses: list[bool] = []
-            retried = False  # or a group's head gone: wake the queue's waiters
+            wake = False  # a retry, or a group's head gone: the queue's waiters have work
             for lease in outcomes.acks:
                 message = self._live(state, lease, now)
                 if message is not None:
-                    retried = state.remove(message) or retried
+                    wake = state.remove(message) or wake
                 statuses.append(message is not None)
             for lease, delay in outcomes.retries:
                 message = self._live(state, lease, now)
@@ -380,14 +380,14 @@ class MemoryBackend(Backend):
                     message.lost = 0  # the delivery ended with an outcome
                     message.visible_at = now + delay
                     state.schedule(message)
-                    retried = True
+                    wake = True
                 statuses.append(message is not None)
             for move in outcomes.dead_letters:
                 message = self._live(state, move.lease, now)
                 statuses.append(message is not None)
                 if message is None:
                     continue
-                retried = state.remove(message) or retried
+                wake = state.remove(message) or wake
                 if move.queue is None:
                     continue
                 target = self.store.queues[move.queue]
@@ -403,7 +403,7 @@ class MemoryBackend(Backend):
                 )
                 target.add(copy)
                 self.store.notify(move.queue)
-            if retried:
+            if wake:
                 self.store.notify(queue)
             return statuses
 
@@ -472,11 +472,12 @@ class MemoryBackend(Backend):
         with self.store.lock:
             now = self.clock.now()
             removed = 0
-            for state in self.store.queues.values():
+            for name, state in self.store.queues.items():
                 cutoff = now - state.info.settings.retention_seconds
                 expired = [m for m in state.messages.values() if m.timestamp < cutoff]
                 for message in expired:
-                    state.remove(message)
+                    if state.remove(message):  # a group's head: its next is deliverable
+                        self.store.notify(name)
                 removed += len(expired)
                 for dedup_id in [key for key, (_, until) in state.dedup.items() if until <= now]:
                     del state.dedup[dedup_id]

@@ -27,6 +27,7 @@ from conveyor.errors import (
     ConveyorError,
     ConveyorValueError,
     MessageTooLarge,
+    PartitionCountFixed,
     QueueAlreadyExists,
     QueueFull,
     QueueNotFound,
@@ -47,6 +48,7 @@ STATUS_BY_ERROR: Mapping[type[ConveyorError], int] = {
     SubscriptionNotFound: 404,
     QueueAlreadyExists: 409,
     QueuePaused: 409,
+    PartitionCountFixed: 409,  # the request is valid; the queue's own count says no
     QueueFull: 429,
     MessageTooLarge: 413,
     BatchTooLarge: 413,

@@ -286,7 +286,7 @@ async def test_a_queue_takes_a_partition_count_at_creation_and_keeps_it(client: 
     same = result(await client.patch("/queues/events", json={"partitions": 4, "retention_seconds": 3600}))
     assert (same["partitions"], same["retention_seconds"]) == (4, 3600)
     response = await client.patch("/queues/events", json={"partitions": 2})
-    assert error_code(response, 400) == "partition_count_fixed"
+    assert error_code(response, 409) == "partition_count_fixed"
     assert (await queue(client, "events"))["partitions"] == 4
 
 
