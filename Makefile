@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest docs bench reliability clean
+.PHONY: demo test lint typecheck pytest docs bench bench-scaling reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: lint typecheck pytest docs
 # Benchmarks (see bench/README.md): `make bench BENCH_ARGS="--quick --engines sqlite"`.
 bench: $(STAMP)
 	$(BIN)/python -m conveyor.bench --output bench/results/latest.json $(BENCH_ARGS)
+
+# The scaling suite (bench/README.md, docs/scale.md): `make bench-scaling BENCH_ARGS="--quick"`.
+bench-scaling: $(STAMP)
+	$(BIN)/python -m conveyor.bench --scaling --output bench/results/latest-scaling.json $(BENCH_ARGS)
 
 # The fault harness (see docs/reliability.md): `make reliability RELIABILITY_ARGS="--quick --engines sqlite"`.
 reliability: $(STAMP)

@@ -18,9 +18,13 @@ from conveyor.errors import (
     InvalidDedupId,
     InvalidGroupId,
     InvalidHandler,
+    InvalidHeaders,
     InvalidQueueName,
+    InvalidSchedule,
     InvalidURL,
     LimitExceeded,
+    MessageLeased,
+    MessageNotFound,
     MessageTooLarge,
     MessageValidationError,
     MetricsServerError,
@@ -41,8 +45,9 @@ from conveyor.limits import Limits
 from conveyor.owned import Owned
 from conveyor.producer import AckResult, ExtendResult, PeekedMessage, PulledMessage, Queue, SendRequest
 from conveyor.routing import Router, RouterStats, TypeCounters
+from conveyor.schedules import Schedule
 from conveyor.topics import PublishResult, Topic
-from conveyor.types import DeadLetterInfo, QueueInfo, QueueSettings, QueueStats, Subscription
+from conveyor.types import DeadLetterInfo, PullConsumer, QueueInfo, QueueSettings, QueueStats, Subscription
 
 __version__ = "0.1.0"
 
@@ -69,12 +74,16 @@ __all__ = [
     "InvalidDedupId",
     "InvalidGroupId",
     "InvalidHandler",
+    "InvalidHeaders",
     "InvalidQueueName",
+    "InvalidSchedule",
     "InvalidURL",
     "LimitExceeded",
     "Limits",
     "Message",
     "MessageBatch",
+    "MessageLeased",
+    "MessageNotFound",
     "MessageTooLarge",
     "MessageValidationError",
     "MetricsServerError",
@@ -84,6 +93,7 @@ __all__ = [
     "PartitionCountFixed",
     "PeekedMessage",
     "PublishResult",
+    "PullConsumer",
     "PulledMessage",
     "Queue",
     "QueueAlreadyExists",
@@ -95,6 +105,7 @@ __all__ = [
     "QueueStats",
     "Router",
     "RouterStats",
+    "Schedule",
     "SendRequest",
     "StorageFull",
     "StorageUnusable",

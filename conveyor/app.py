@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from conveyor import limits as L
-from conveyor import topics
+from conveyor import schedules, topics
 from conveyor.backends import Backend, from_url, redact
 from conveyor.config import project_url
 from conveyor.consumer import ConsumerSpec, Env, Lifespan, MessageBatch, RetryBackoff, Worker
@@ -24,7 +24,7 @@ from conveyor.core import Core
 from conveyor.errors import MissingDependency, PartitionCountFixed, QueueNotFound
 from conveyor.processes import INTERRUPTED_EXIT_CODE
 from conveyor.producer import Queue
-from conveyor.types import SYSTEM_CLOCK, Clock, QueueInfo, QueueSettings, Subscription
+from conveyor.types import SYSTEM_CLOCK, Clock, PullConsumer, QueueInfo, QueueSettings, Subscription
 
 if TYPE_CHECKING:
     from conveyor.metrics import MetricsServer, WorkerMetrics
@@ -75,6 +75,8 @@ class App:
         self.env = Env(self.core, self.consumers)
         self._lifespan: Lifespan | None = None
         self._topics: dict[str, topics.Topic] = {}
+        #: the schedules every worker of this App runs (`schedule`)
+        self.schedules: list[schedules.Schedule] = []
         self._metrics: WorkerMetrics | None = None
 
     @property
@@ -230,6 +232,35 @@ class App:
         )
         return await self.backend.update_queue(name, settings)
 
+    async def set_pull_consumer(self, name: str, consumer: PullConsumer | None) -> QueueInfo:
+        """Configure the queue's HTTP pull consumer (`wrangler queues consumer http add`), or
+        remove it with None; the queue must exist.
+
+        Pulls that name no batch size or visibility timeout get the consumer's; a pulled message
+        retried once it has been delivered `max_retries + 1` times, or leased again after that
+        many deliveries (their leases expired), goes to `dead_letter_queue` (created here if
+        missing) or is deleted when that is None; a retry that names no delay waits
+        `retry_delay`. Limits as a consumer's (`batch_size` 1-100, `max_retries` 0-100,
+        `retry_delay` 0-86,400 s, `visibility_timeout` 0.05-43,200 s). Other processes see the
+        change within `PULL_CONSUMER_CACHE_SECONDS` (1 s).
+        """
+        L.validate_queue_name(name)
+        if consumer is not None:
+            if not isinstance(consumer, PullConsumer):
+                raise TypeError(f"consumer must be a conveyor.PullConsumer or None, got {consumer!r}")
+            L.check_pull_consumer(name, consumer, self.limits)
+            consumer = dataclasses.replace(
+                consumer,
+                retry_delay=float(consumer.retry_delay),
+                visibility_timeout=float(consumer.visibility_timeout),
+            )
+        current = (await self.get_queue(name)).settings
+        if consumer is not None and consumer.dead_letter_queue is not None:
+            await self.core.create_queue(consumer.dead_letter_queue, QueueSettings(), exist_ok=True)
+        info = await self.backend.update_queue(name, dataclasses.replace(current, pull_consumer=consumer))
+        self.core.forget_pull_consumer(name)
+        return info
+
     async def delete_queue(self, name: str) -> bool:
         """Delete the queue and every message in it; False if there was no such queue."""
         L.validate_queue_name(name)
@@ -374,6 +405,47 @@ class App:
 
         return register
 
+    def schedule(
+        self,
+        cron: str | None = None,
+        *,
+        queue: str,
+        every: float | str | None = None,
+        body: Any = None,
+        tz: str = "UTC",
+        name: str | None = None,
+        catch_up: float | str | None = None,
+    ) -> schedules.Schedule:
+        """Send a message to `queue` on a cron expression or `every` N seconds, from every running
+        worker of this App (`app.run`, `run_consumers`, `conveyor worker`), exactly once per tick
+        however many workers run. Usable as a call or as a decorator (which leaves the function
+        as it is, e.g. the queue's consumer).
+
+        Args:
+            cron: a cron expression (`"*/5 * * * *"`; a sixth field first is seconds), read in `tz`.
+            queue: where the messages go (created on first use, as by a send).
+            every: instead of `cron`: seconds (or "30s", "5m", "1h") between ticks, at multiples
+                of it since the epoch (1 s to 366 days).
+            body: the message body (JSON); default `{"schedule": name, "tick": ISO time in UTC}`.
+            tz: the IANA time zone of the cron expression (default "UTC"); daylight saving time
+                is handled by the cron library: a tick in the hour skipped in spring runs when
+                it ends, one in the hour repeated in autumn runs once.
+            name: names the schedule in its messages' dedup ids (`schedule:<name>:<tick epoch>`)
+                and in `conveyor schedules list`; default `<queue>/<timing>`.
+            catch_up: a worker that starts sends the latest tick if it is at most this old
+                (default 60 s; never more than one missed tick). The queue's dedup window must be
+                at least this plus 30 s (checked when a worker starts).
+
+        Raises `InvalidSchedule` for a bad cron expression, time zone, interval or a name in use,
+        and `BodyNotSerializable` for a body JSON cannot carry.
+        """
+        made = schedules.make_schedule(
+            cron, queue=queue, every=every, body=body, tz=tz, name=name, catch_up=catch_up
+        )
+        schedules.check_unique(self.schedules, made)
+        self.schedules.append(made)
+        return made
+
     def lifespan(
         self, function: Callable[[Env], AsyncIterator[None]]
     ) -> Callable[[Env], AsyncIterator[None]]:
@@ -395,7 +467,13 @@ class App:
             lifespan=self._lifespan,
             shutdown_grace=shutdown_grace,
             observer=self._metrics or NO_OBSERVER,  # the App's metrics once asked for (`metrics`)
+            background=self._scheduler_jobs(),
         )
+
+    def _scheduler_jobs(self) -> list[tuple[str, Callable[[asyncio.Event], Awaitable[None]]]]:
+        if not self.schedules:
+            return []
+        return [("scheduler", schedules.Scheduler(self.core, self.schedules).run)]
 
     async def run_worker(
         self,

@@ -1,5 +1,5 @@
-"""conveyor.toml: a project's URL, queues, consumers and topics (the wrangler.toml of conveyor), and the URL
-an App or a command uses when none is given.
+"""conveyor.toml: a project's URL, queues, consumers, topics and schedules (the wrangler.toml of
+conveyor), and the URL an App or a command uses when none is given.
 
 Loading validates every key with pydantic (unknown keys are errors, with a did-you-mean) and
 reports the first problems as `conveyor.toml: consumers[0].max_batch_size: Input should be less
@@ -24,6 +24,7 @@ from conveyor import limits as L
 from conveyor.durations import parse_duration
 from conveyor.errors import ConveyorValueError
 from conveyor.limits import parse_rate
+from conveyor.types import PullConsumer
 
 #: the environment variable naming another config file than ./conveyor.toml
 CONFIG_ENV_VAR = "CONVEYOR_CONFIG"
@@ -71,6 +72,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class PullConsumerConfig(_Section):
+    """`[queues.pull_consumer]`: the queue's HTTP pull consumer (`App.set_pull_consumer`)."""
+
+    batch_size: int = Field(L.DEFAULT_PULL_BATCH_SIZE, ge=1, le=L.MAX_BATCH_SIZE)
+    max_retries: int = Field(L.DEFAULT_MAX_RETRIES, ge=0, le=L.MAX_RETRIES)
+    retry_delay: Duration = Field(L.DEFAULT_RETRY_DELAY, ge=0, le=L.MAX_DELAY_SECONDS)
+    visibility_timeout: Duration = Field(
+        L.DEFAULT_VISIBILITY_TIMEOUT, ge=L.MIN_VISIBILITY_TIMEOUT, le=L.MAX_VISIBILITY_TIMEOUT
+    )
+    dead_letter_queue: QueueName | None = None
+
+    def consumer(self) -> PullConsumer:
+        return PullConsumer(
+            batch_size=self.batch_size,
+            max_retries=self.max_retries,
+            retry_delay=float(self.retry_delay),
+            visibility_timeout=float(self.visibility_timeout),
+            dead_letter_queue=self.dead_letter_queue,
+        )
+
+
 class QueueConfig(_Section):
     name: QueueName
     delivery_delay: Duration = Field(0.0, ge=0, le=L.MAX_DELAY_SECONDS)
@@ -82,6 +104,8 @@ class QueueConfig(_Section):
     )
     max_backlog_messages: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
     max_backlog_bytes: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
+    # the queue's HTTP pull consumer; left out, the queue has none
+    pull_consumer: PullConsumerConfig | None = None
     #: fixed at creation: a file naming another count than the queue's is an error
     partitions: int = Field(L.DEFAULT_PARTITIONS, ge=1, le=L.MAX_PARTITIONS)
 
@@ -94,6 +118,9 @@ class QueueConfig(_Section):
             self.max_backlog_bytes,
             self.partitions,
         )
+
+    def consumer(self) -> PullConsumer | None:
+        return None if self.pull_consumer is None else self.pull_consumer.consumer()
 
 
 class ConsumerConfig(_Section):
@@ -151,6 +178,25 @@ class TopicConfig(_Section):
         return self
 
 
+class ScheduleConfig(_Section):
+    """`[[schedules]]`: what `app.schedule` takes (its cron expression, interval, time zone and name
+    are checked when a worker or `conveyor schedules list` registers it)."""
+
+    queue: QueueName
+    cron: str | None = None
+    every: Duration | None = None
+    body: Any = None
+    tz: str = "UTC"
+    name: str | None = None
+    catch_up: Duration | None = None
+
+    @model_validator(mode="after")
+    def _cron_or_every(self) -> ScheduleConfig:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("a schedule takes cron or every, exactly one of them")
+        return self
+
+
 class ConveyorConfig(_Section):
     url: str | None = None
     app: ImportPath | None = None
@@ -158,6 +204,7 @@ class ConveyorConfig(_Section):
     consumers: list[ConsumerConfig] = []
     metrics: MetricsConfig = MetricsConfig()
     topics: list[TopicConfig] = []
+    schedules: list[ScheduleConfig] = []
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> ConveyorConfig:
@@ -175,6 +222,7 @@ class ConveyorConfig(_Section):
         """Every queue the file names: declared, consumed, dead-letter and subscription queues."""
         names = {queue.name for queue in self.queues}
         names.update(subscription.queue for topic in self.topics for subscription in topic.subscriptions)
+        names.update(schedule.queue for schedule in self.schedules)
         for consumer in self.consumers:
             names.add(consumer.queue)
             if consumer.dead_letter_queue is not None:
@@ -195,6 +243,7 @@ def _section_model(loc: Sequence[int | str]) -> type[BaseModel]:
         "queues": QueueConfig,
         "consumers": ConsumerConfig,
         "metrics": MetricsConfig,
+        "schedules": ScheduleConfig,
     }
     return sections.get(str(loc[0]), ConveyorConfig) if len(loc) > 1 else ConveyorConfig
 

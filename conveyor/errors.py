@@ -18,6 +18,13 @@ class ConveyorValueError(ConveyorError, ValueError):
     code = "invalid_value"
 
 
+class InvalidSchedule(ConveyorValueError):
+    """A schedule conveyor cannot run: a bad cron expression, time zone, interval or name, or a
+    queue whose dedup window is too short for one message per tick (checked at worker start)."""
+
+    code = "invalid_schedule"
+
+
 class InvalidQueueName(ConveyorValueError):
     """A queue or topic name outside 1-63 characters of `A-Z a-z 0-9 _ -`."""
 
@@ -102,6 +109,13 @@ class InvalidDedupId(ConveyorValueError):
     code = "invalid_dedup_id"
 
 
+class InvalidHeaders(ConveyorValueError):
+    """Message headers that are not a mapping of strings to strings within the limits
+    (`Limits.max_headers`, `Limits.max_header_key_length`)."""
+
+    code = "invalid_headers"
+
+
 class InvalidGroupId(ConveyorValueError):
     """A message group id that is not 1 to 128 printable ASCII characters without space."""
 
@@ -132,6 +146,33 @@ class QueuePaused(ConveyorError):
     def __init__(self, name: str) -> None:
         super().__init__(f"queue {name!r} is paused: delivery is stopped until it is resumed")
         self.queue = name
+
+
+class MessageNotFound(ConveyorValueError, LookupError):
+    """The queue holds no message of that id (acked, expired, deleted, or never sent): the CLI's
+    `messages delete` and the HTTP API's DELETE answer with it (404); `Queue.delete` returns False."""
+
+    code = "message_not_found"
+
+    def __init__(self, queue: str, message_id: str) -> None:
+        super().__init__(f"queue {queue!r} holds no message {message_id!r}")
+        self.queue = queue
+        self.message_id = message_id
+
+
+class MessageLeased(ConveyorError):
+    """`Queue.delete` of a message a consumer holds under a live lease: nothing was deleted (the
+    lease's outcome decides; try again after it). The HTTP API answers 409."""
+
+    code = "message_leased"
+
+    def __init__(self, queue: str, message_id: str) -> None:
+        super().__init__(
+            f"message {message_id!r} of queue {queue!r} is leased by a consumer: nothing was deleted; "
+            "delete it once its lease ends"
+        )
+        self.queue = queue
+        self.message_id = message_id
 
 
 class MessageValidationError(ConveyorValueError):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from conveyor.errors import (
+    ConveyorValueError,
     InvalidDedupId,
     InvalidGroupId,
     InvalidQueueName,
@@ -15,7 +16,7 @@ from conveyor.errors import (
     MessageTooLarge,
     QueueFull,
 )
-from conveyor.types import OutgoingMessage, QueueSettings
+from conveyor.types import OutgoingMessage, PullConsumer, QueueSettings
 
 QUEUE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
@@ -53,6 +54,30 @@ GROUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
 DEFAULT_PARTITIONS = 1
 MAX_PARTITIONS = 64
 
+# Message ids (core/ids.py makes 32 hex digits): the shape /openapi.json gives a path parameter
+# naming one (any other text names no message: 404).
+MESSAGE_ID_PATTERN = re.compile(r"[0-9A-Za-z_-]{1,128}")
+
+# Schedules (conveyor/schedules.py): a worker that starts sends the latest tick only if it is at
+# most the catch-up window old (never a burst of missed ticks); a schedule's queue needs a dedup
+# window of at least its catch-up window plus the margin (for the workers' clocks and slow sends).
+DEFAULT_SCHEDULE_CATCH_UP_SECONDS = 60.0
+SCHEDULE_DEDUP_MARGIN_SECONDS = 30.0
+MAX_SCHEDULE_CATCH_UP_SECONDS = MAX_DEDUP_WINDOW_SECONDS - SCHEDULE_DEDUP_MARGIN_SECONDS
+MIN_SCHEDULE_EVERY_SECONDS = 1.0
+MAX_SCHEDULE_EVERY_SECONDS = 366 * 86_400
+# a schedule's name goes into its dedup ids: printable ASCII without space or ':'
+SCHEDULE_NAME_PATTERN = re.compile(r"[!-9;-~]{1,80}")
+# how many next runs `conveyor schedules list` shows
+SCHEDULE_NEXT_RUNS = 3
+# Message headers (`send(headers=)`): string keys and values; at most this many, each key 1 to
+# this many characters. Their JSON counts toward `max_message_bytes` with the body.
+MAX_HEADERS = 64
+MAX_HEADER_KEY_LENGTH = 256
+# A dead letter's headers name its record (conveyor-dead-letter-*); its error is cut to this
+# many characters there (the whole error stays in the record).
+MAX_DEAD_LETTER_ERROR_HEADER_LENGTH = 1_024
+
 # Consumer settings.
 DEFAULT_MAX_BATCH_SIZE = 10
 MAX_BATCH_SIZE = 100
@@ -85,6 +110,15 @@ MIN_VISIBILITY_TIMEOUT = 0.05
 MAX_VISIBILITY_TIMEOUT = 43_200.0
 # Pull consumers (Queue.pull / HTTP): batch size default and bound.
 DEFAULT_PULL_BATCH_SIZE = 5
+# A queue's pull consumer settings (batch size, retries, ...) as a pull reads them are kept this
+# long per process: a change made by another process reaches pulls within it (seconds).
+PULL_CONSUMER_CACHE_SECONDS = 1.0
+# Worker heartbeats (`conveyor workers`, GET /workers, the dashboard): a worker writes one this
+# often; one older than the TTL is deleted by the next write of any worker, and a worker is listed
+# as seen recently while its last heartbeat is younger than WORKERS_SEEN_SECONDS.
+WORKER_HEARTBEAT_SECONDS = 5.0
+WORKER_HEARTBEAT_TTL_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
+WORKERS_SEEN_SECONDS = 3 * WORKER_HEARTBEAT_SECONDS
 # Long-poll pulls: how long a pull may wait for a message before it answers empty (Python
 # `wait=` in seconds, HTTP `wait_ms`); 0 answers at once.
 MAX_PULL_WAIT_SECONDS = 20.0
@@ -153,6 +187,8 @@ class Limits:
         max_visibility_timeout: longest lease, consumer or pull (default 43,200: 12 h).
         max_concurrency: most consumer `max_concurrency` (default 250).
         max_handler_timeout: longest consumer `timeout` (default 43,200: 12 h).
+        max_headers: most headers of one message (default 64).
+        max_header_key_length: longest header key, in characters (default 256).
     """
 
     max_message_bytes: int = MAX_MESSAGE_BYTES
@@ -168,6 +204,8 @@ class Limits:
     max_visibility_timeout: float = MAX_VISIBILITY_TIMEOUT
     max_concurrency: int = MAX_CONCURRENCY
     max_handler_timeout: float = MAX_HANDLER_TIMEOUT
+    max_headers: int = MAX_HEADERS
+    max_header_key_length: int = MAX_HEADER_KEY_LENGTH
 
     def __post_init__(self) -> None:
         for field in fields(self):
@@ -350,3 +388,18 @@ def parse_rate(value: object) -> float:
     else:
         rate = value
     return check_range("max_rate", rate, MIN_RATE_PER_SECOND, MAX_RATE_PER_SECOND)
+
+
+def check_pull_consumer(queue: str, consumer: PullConsumer, limits: Limits) -> PullConsumer:
+    """A queue's pull consumer settings, each in its range (as a pull's and a consumer's)."""
+    check_int_range("batch_size", consumer.batch_size, 1, limits.max_batch_size)
+    check_int_range("max_retries", consumer.max_retries, 0, limits.max_retries)
+    check_delay("retry_delay", consumer.retry_delay, limits)
+    check_visibility_timeout(consumer.visibility_timeout, limits)
+    if consumer.dead_letter_queue is not None:
+        validate_queue_name(consumer.dead_letter_queue)
+        if consumer.dead_letter_queue == queue:
+            raise ConveyorValueError(
+                f"dead_letter_queue: queue {queue!r} cannot be its own dead-letter queue"
+            )
+    return consumer

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from conveyor import limits as L
+from conveyor import tracing
 from conveyor.codec import check_content_type, encode_body
 from conveyor.core import Core
 from conveyor.core.ids import new_message_id
 from conveyor.errors import ConveyorValueError
+from conveyor.headers import check_headers, check_size
 from conveyor.types import ContentType, OutgoingMessage, Subscription
 
 log = logging.getLogger("conveyor.topics")
@@ -79,26 +81,42 @@ class Topic:
         *,
         delay_seconds: float | None = None,
         content_type: ContentType = "json",
+        headers: Mapping[str, str] | None = None,
         connection: Any = None,
     ) -> PublishResult:
         """Write one copy of `body` into every subscription queue that matches its type, all or none.
 
         The type is `body["type"]` for a mapping, else the body's `type` attribute (a pydantic
-        model's); a body without one matches only subscriptions with no type filter. Returns once
-        every copy is durable. `connection` (PostgreSQL only) writes inside the caller's transaction.
+        model's); a body without one matches only subscriptions with no type filter. Every copy
+        carries `headers` (checked as in `Queue.send`). Returns once every copy is durable.
+        `connection` (PostgreSQL only) writes inside the caller's transaction.
         """
         result = await publish(
-            self.core, self.name, self._read_subscriptions, body, delay_seconds, content_type, connection
+            self.core,
+            self.name,
+            self._read_subscriptions,
+            body,
+            delay_seconds,
+            content_type,
+            connection,
+            headers,
         )
         self._count(result)
         return result
 
     def publish_sync(
-        self, body: Any, *, delay_seconds: float | None = None, content_type: ContentType = "json"
+        self,
+        body: Any,
+        *,
+        delay_seconds: float | None = None,
+        content_type: ContentType = "json",
+        headers: Mapping[str, str] | None = None,
     ) -> PublishResult:
         """Blocking `publish` for code with no event loop (Flask, Django, scripts)."""
         result = self.core.run_sync(
-            lambda core: self._on(core).publish(body, delay_seconds=delay_seconds, content_type=content_type)
+            lambda core: self._on(core).publish(
+                body, delay_seconds=delay_seconds, content_type=content_type, headers=headers
+            )
         )
         self._count(result)
         return result
@@ -147,13 +165,45 @@ async def publish(
     delay_seconds: float | None,
     content_type: ContentType,
     connection: Any,
+    headers: Mapping[str, str] | None = None,
+) -> PublishResult:
+    span = tracing.send_span(topic) if tracing.AVAILABLE else None
+    if span is None:
+        return await _publish(
+            core, topic, read_subscriptions, body, delay_seconds, content_type, connection, headers
+        )
+    with tracing.running(span):  # headers that are not a mapping are refused with InvalidHeaders
+        return await _publish(
+            core,
+            topic,
+            read_subscriptions,
+            body,
+            delay_seconds,
+            content_type,
+            connection,
+            tracing.inject(span, headers),
+        )
+
+
+async def _publish(
+    core: Core,
+    topic: str,
+    read_subscriptions: Callable[[], Awaitable[list[Subscription]]],
+    body: Any,
+    delay_seconds: float | None,
+    content_type: ContentType,
+    connection: Any,
+    headers: Mapping[str, str] | None,
 ) -> PublishResult:
     content_type = check_content_type(content_type)
+    checked = check_headers(headers, core.limits)
     if connection is not None:
         core.transactional()  # refused at once on other engines, even when nothing matches
     if delay_seconds is not None:
         delay_seconds = L.check_delay("delay_seconds", delay_seconds, core.limits)
     data = L.check_message_size(encode_body(body, content_type), core.limits)
+    if checked is not None:
+        check_size(data, checked, core.limits)
     kind = message_type(body) if content_type == "json" else None
     matching = [s for s in await read_subscriptions() if s.matches(kind)]
     if not matching:
@@ -166,6 +216,7 @@ async def publish(
             body=data,
             content_type=content_type,
             delay_seconds=delay_seconds,
+            headers=checked,
         )
         for subscription in matching
     ]

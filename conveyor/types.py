@@ -4,6 +4,7 @@ stats, messages on their way in and out, and a batch's outcomes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -34,6 +35,53 @@ SYSTEM_CLOCK = SystemClock()
 
 
 @dataclass(frozen=True, slots=True)
+class PullConsumer:
+    """A queue's HTTP pull consumer settings (`wrangler queues consumer http add`): what a pull
+    that names no batch size or visibility timeout gets, and when a pulled message stops being
+    retried. Checked by `App.set_pull_consumer`; engines store it as `to_dict` gives it."""
+
+    batch_size: int = 5
+    #: retries after the first delivery; a pulled message retried past it, or leased again after
+    #: max_retries + 1 deliveries, goes to `dead_letter_queue` (deleted when that is None)
+    max_retries: int = 3
+    #: seconds a retry that names no delay waits
+    retry_delay: float = 0.0
+    visibility_timeout: float = 30.0
+    dead_letter_queue: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form engines store and the API shows."""
+        return {
+            "batch_size": self.batch_size,
+            "max_retries": self.max_retries,
+            "retry_delay": self.retry_delay,
+            "visibility_timeout": self.visibility_timeout,
+            "dead_letter_queue": self.dead_letter_queue,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PullConsumer:
+        """The inverse of `to_dict`."""
+        dead_letter_queue = data.get("dead_letter_queue")
+        return cls(
+            batch_size=int(data["batch_size"]),
+            max_retries=int(data["max_retries"]),
+            retry_delay=float(data["retry_delay"]),
+            visibility_timeout=float(data["visibility_timeout"]),
+            dead_letter_queue=None if dead_letter_queue is None else str(dead_letter_queue),
+        )
+
+    def to_json(self) -> str:
+        """`to_dict` as compact JSON: how the SQL and Redis engines store it."""
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> PullConsumer | None:
+        """A stored consumer, or None for an empty or missing one."""
+        return cls.from_dict(json.loads(text)) if text else None
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSettings:
     """A queue's stored settings. A backlog limit of None means no limit."""
 
@@ -45,6 +93,8 @@ class QueueSettings:
     max_backlog_messages: int | None = None
     #: the most bytes of bodies the queue may hold; a send past it is QueueFull
     max_backlog_bytes: int | None = None
+    #: the queue's HTTP pull consumer (None: pulls get the defaults, and no retry limit applies)
+    pull_consumer: PullConsumer | None = None
     #: how many partitions the queue spreads over, fixed at creation (docs/concepts/groups.md)
     partitions: int = 1
 
@@ -77,6 +127,47 @@ class Subscription:
     def matches(self, message_type: str | None) -> bool:
         """Whether a message of this type is copied into the subscription's queue."""
         return self.types is None or (message_type is not None and message_type in self.types)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as its last heartbeat described it (`conveyor workers`, the dashboard).
+    Times are seconds since the epoch, on the worker's host."""
+
+    #: unique per worker run: host, pid and a random part
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    #: batches it may run at once, all consumers together (autoscaled ones at their ceiling)
+    concurrency: int
+    started_at: float
+    seen_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form engines store and the API shows."""
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "started_at": self.started_at,
+            "seen_at": self.seen_at,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerInfo:
+        """The inverse of `to_dict`."""
+        return cls(
+            id=str(data["id"]),
+            host=str(data["host"]),
+            pid=int(data["pid"]),
+            queues=tuple(str(queue) for queue in data["queues"]),
+            concurrency=int(data["concurrency"]),
+            started_at=float(data["started_at"]),
+            seen_at=float(data["seen_at"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +241,8 @@ class OutgoingMessage:
     dead_letter: DeadLetterInfo | None = None
     #: stored once per queue within its dedup window (see Backend.send_many)
     dedup_id: str | None = None
+    #: string keys and values (checked by conveyor.headers); None when there are none
+    headers: dict[str, str] | None = None
     #: ordered message group: delivered in send order, one at a time (docs/concepts/groups.md)
     group: str | None = None
 
@@ -167,6 +260,7 @@ class StoredMessage:
     visible_at: float
     leased: bool
     dead_letter: DeadLetterInfo | None = None
+    headers: dict[str, str] | None = None
     group: str | None = None
 
 
@@ -185,6 +279,7 @@ class LeasedMessage:
     #: deliveries in a row that ended without an outcome (lease expired, worker gone): a
     #: message with lost > 0 is a suspect (docs/semantics.md)
     lost: int = 0
+    headers: dict[str, str] | None = None
     #: its ordered message group, None when it has none
     group: str | None = None
 

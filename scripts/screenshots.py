@@ -1,5 +1,5 @@
 """Regenerate the screenshots in docs/screenshots/: the dashboard (queue list, a queue's page, a
-dead-letter queue's page) and the link-click analytics page, each at 390 px (a phone) and
+dead-letter queue's page, the topics) and the link-click analytics page, each at 390 px (a phone) and
 1400 px (a desktop), in headless Chromium (scripts/install-chromium.sh installs it).
 
 Nothing is staged: a real workload runs for `--seconds` (producers, consumers that fail on some
@@ -37,6 +37,7 @@ DASHBOARD_PAGES = {
     "dashboard": "/",
     "dashboard-queue": "/dashboard/queues/thumbnails?limit=10",
     "dashboard-dead-letters": "/dashboard/queues/emails-dlq?limit=10",
+    "dashboard-topics": "/dashboard/topics",
 }
 ANALYTICS_PATH = "/analytics?window=5m"
 # One address in 25 does not exist: its email ends in the dead-letter queue.

@@ -2,11 +2,11 @@
 with its stats, every topic with its subscriptions (admin/topics.py), chunked replay of dead
 letters, which queue holds whose dead letters, net rates, the one JSON document of a queue, a
 message and a topic that `--json` and the HTTP API both print, and the last hour of every
-queue's figures, sampled in the background (the dashboard's charts).
+queue's figures, sampled in the background (the dashboard's charts), and the workers seen recently.
 """
 
 from conveyor.admin.dead_letters import REPLAY_CHUNK, movable, replay
-from conveyor.admin.documents import iso, message_document, queue_document
+from conveyor.admin.documents import iso, message_document, pull_consumer_document, queue_document
 from conveyor.admin.history import (
     HISTORY_SECONDS,
     SAMPLE_INTERVAL_SECONDS,
@@ -35,6 +35,7 @@ from conveyor.admin.topics import (
     topic_document,
     unsubscribe,
 )
+from conveyor.admin.workers import recent_workers, worker_document
 
 __all__ = [
     "DLQ_SUFFIX",
@@ -59,10 +60,13 @@ __all__ = [
     "one_queue",
     "one_topic",
     "publish_document",
+    "pull_consumer_document",
     "queue_document",
+    "recent_workers",
     "replay",
     "subscribe",
     "subscription_document",
     "topic_document",
     "unsubscribe",
+    "worker_document",
 ]

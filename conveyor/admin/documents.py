@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any
 
 from conveyor.producer import PeekedMessage, PulledMessage
-from conveyor.types import ContentType, QueueInfo, QueueStats
+from conveyor.types import ContentType, PullConsumer, QueueInfo, QueueStats
 
 
 def iso(timestamp: float) -> str:
@@ -35,8 +35,22 @@ def queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
         "dedup_window_seconds": info.settings.dedup_window_seconds,
         "max_backlog_messages": info.settings.max_backlog_messages,
         "max_backlog_bytes": info.settings.max_backlog_bytes,
+        "pull_consumer": pull_consumer_document(info.settings.pull_consumer),
         "partitions": info.settings.partitions,
         "created_at": iso(info.created_at),
+    }
+
+
+def pull_consumer_document(consumer: PullConsumer | None) -> dict[str, Any] | None:
+    """A queue's HTTP pull consumer settings as the API shows them (None: none configured)."""
+    if consumer is None:
+        return None
+    return {
+        "batch_size": consumer.batch_size,
+        "max_retries": consumer.max_retries,
+        "retry_delay": consumer.retry_delay,
+        "visibility_timeout_ms": round(consumer.visibility_timeout * 1000),
+        "dead_letter_queue": consumer.dead_letter_queue,
     }
 
 
@@ -57,6 +71,7 @@ def message_document(message: PeekedMessage | PulledMessage) -> dict[str, Any]:
         "attempts": message.attempts,
         "content_type": content_type,
         "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
+        "headers": dict(message.headers),
         "group": message.group,
     }
     if isinstance(message, PulledMessage):

@@ -32,6 +32,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 # -- lease ids -------------------------------------------------------------------------------
@@ -187,6 +188,21 @@ class Backend(abc.ABC):
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
         """Every subscription (of one topic, when given), ordered by topic then queue."""
 
+    # -- worker heartbeats (`conveyor workers`, the dashboard) ------------------------------------
+
+    @abc.abstractmethod
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        """Store a worker's heartbeat, replacing its last one; a heartbeat older than `ttl`
+        seconds (by `seen_at`) may be deleted by any later write."""
+
+    @abc.abstractmethod
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        """The workers whose last heartbeat is at `since` or later, by id."""
+
+    @abc.abstractmethod
+    async def forget_worker(self, worker_id: str) -> None:
+        """Delete a worker's heartbeat (it stopped); nothing if there is none."""
+
     # -- messages ----------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -252,6 +268,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def purge(self, queue: str) -> int:
         """Delete every message of the queue; returns how many."""
+
+    @abc.abstractmethod
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        """Delete one message by id, atomically, wherever it is (ready, delayed, or with a lease
+        that has expired); False if the queue holds no such message. A message under a live lease
+        raises MessageLeased and changes nothing. QueueNotFound if the queue does not exist."""
 
     @abc.abstractmethod
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:

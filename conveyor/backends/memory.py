@@ -20,7 +20,8 @@ from conveyor.backends.base import (
     make_lease_id,
     new_token,
 )
-from conveyor.errors import QueueAlreadyExists, QueueNotFound
+from conveyor.errors import MessageLeased, QueueAlreadyExists, QueueNotFound
+from conveyor.headers import dead_letter_headers
 from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -36,6 +37,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 
@@ -52,6 +54,7 @@ class _Message:
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
+    headers: dict[str, str] | None = None
     group: str | None = None
 
     def stored(self, queue: str, now: float) -> StoredMessage:
@@ -65,6 +68,7 @@ class _Message:
             visible_at=self.visible_at,
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
+            headers=self.headers,
             group=self.group,
         )
 
@@ -121,6 +125,7 @@ class MemoryStore:
         self.lock = threading.Lock()
         self.queues: dict[str, _Queue] = {}
         self.subscriptions: dict[tuple[str, str], Subscription] = {}
+        self.workers: dict[str, WorkerInfo] = {}
         self.seq = itertools.count()
         self.waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
 
@@ -213,6 +218,23 @@ class MemoryBackend(Backend):
                 if topic is None or key[0] == topic
             ]
 
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        with self.store.lock:
+            workers = self.store.workers
+            for stale in [key for key, seen in workers.items() if seen.seen_at < worker.seen_at - ttl]:
+                del workers[stale]
+            workers[worker.id] = worker
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        with self.store.lock:
+            return [worker for _, worker in sorted(self.store.workers.items()) if worker.seen_at >= since]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        with self.store.lock:
+            self.store.workers.pop(worker_id, None)
+
     # -- messages ----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
@@ -258,6 +280,7 @@ class MemoryBackend(Backend):
                     visible_at=now + delay,
                     seq=next(self.store.seq),
                     dead_letter=outgoing.dead_letter,
+                    headers=outgoing.headers,
                     group=outgoing.group,
                 )
                 queue.add(message)
@@ -300,6 +323,7 @@ class MemoryBackend(Backend):
                         lease_id=make_lease_id(message.id, token),
                         dead_letter=message.dead_letter,
                         lost=message.lost,
+                        headers=message.headers,
                         group=message.group,
                     )
                 )
@@ -399,6 +423,7 @@ class MemoryBackend(Backend):
                     visible_at=now,
                     seq=next(self.store.seq),
                     dead_letter=move.record,
+                    headers={**(message.headers or {}), **dead_letter_headers(move.record)},
                     group=message.group,
                 )
                 target.add(copy)
@@ -440,6 +465,19 @@ class MemoryBackend(Backend):
             state.clear()
             return count
 
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        with self.store.lock:
+            state = self._queue(queue)
+            message = state.messages.get(message_id)
+            if message is None:
+                return False
+            if message.lease_token is not None and message.visible_at > self.clock.now():
+                raise MessageLeased(queue, message_id)
+            # its heap entry is skipped as stale; a group's head gone makes its next deliverable
+            if state.remove(message):
+                self.store.notify(queue)
+            return True
+
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         with self.store.lock:
             src = self._queue(source)
@@ -461,6 +499,7 @@ class MemoryBackend(Backend):
                     timestamp=message.timestamp,
                     visible_at=now,
                     seq=next(self.store.seq),
+                    headers=message.headers,
                     group=message.group,
                 )
                 dst.add(moved)

@@ -21,7 +21,7 @@ from rich.console import Console
 
 import conveyor
 from conveyor.bench import conveyor_cases as cases
-from conveyor.bench import http_cases, raw, raw_latency
+from conveyor.bench import http_cases, raw, raw_latency, scaling
 from conveyor.bench.backlog_worker import work
 from conveyor.bench.engines import Engine, Storage, backend_problem, select, service_problem, storage
 from conveyor.bench.modes import FULL, MODES, Mode
@@ -53,11 +53,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=None, help="override the mode's number of repeats")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the JSON")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="the scaling suite instead: 1, 2, 4 worker / producer processes per engine and cluster "
+        "layout, and each message's CPU cost (`conveyor bench --scaling --help`)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if "--scaling" in arguments:  # a suite of its own (scaling.py): its own targets and options
+        return scaling.main(arguments)
+    args = parse_args(arguments)
     mode = MODES["smoke"] if args.smoke else MODES["quick"] if args.quick else FULL
     try:
         engines = select(args.engines)

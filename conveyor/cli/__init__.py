@@ -12,10 +12,34 @@ from typing import Any
 import typer
 import typer.main
 
-from conveyor.cli import demo_and_bench, init_config, messages, queues, send, serve, top, topics, worker
+from conveyor.cli import (
+    demo_and_bench,
+    init_config,
+    messages,
+    queues,
+    schedules,
+    send,
+    serve,
+    top,
+    topics,
+    worker,
+    workers,
+)
 from conveyor.cli.state import ConveyorGroup, global_options
 
-COMMANDS = (queues, topics, send, messages, worker, serve, top, init_config, demo_and_bench)
+COMMANDS = (
+    queues,
+    topics,
+    send,
+    messages,
+    schedules,
+    worker,
+    workers,
+    serve,
+    top,
+    init_config,
+    demo_and_bench,
+)
 
 app = typer.Typer(
     name="conveyor",

@@ -25,7 +25,7 @@ from conveyor.config import (
     load_config,
     parse_config,
 )
-from conveyor.errors import InvalidHandler
+from conveyor.errors import BodyNotSerializable, InvalidHandler, InvalidSchedule
 from conveyor.topics import normalize_types
 from conveyor.types import QueueInfo
 
@@ -92,6 +92,16 @@ def register_consumers(app: App, config: ConveyorConfig, *, search: Sequence[Pat
             ) from None
 
 
+def register_schedules(app: App, config: ConveyorConfig) -> None:
+    """Register every `[[schedules]]` entry on `app`; an error names the entry."""
+    for index, schedule in enumerate(config.schedules):
+        options = schedule.model_dump()
+        try:
+            app.schedule(options.pop("cron"), **options)
+        except (InvalidSchedule, BodyNotSerializable) as exc:
+            raise type(exc)(f"{CONFIG_FILE}: schedules[{index}]: {exc}") from None
+
+
 async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
     """Create the declared queues, or update their settings to match; returns the names changed."""
     changed: list[str] = []
@@ -123,6 +133,12 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 partitions=queue.partitions,  # fixed at creation: another count is an error
             )
             changed.append(queue.name)
+        # the file says the whole truth here too: a queue declared without one has none
+        had = None if existing is None else existing.settings.pull_consumer
+        if had != queue.consumer():
+            await app.set_pull_consumer(queue.name, queue.consumer())
+            if queue.name not in changed:
+                changed.append(queue.name)
     return changed
 
 

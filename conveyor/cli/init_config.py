@@ -64,6 +64,14 @@ name = "jobs-dlq"  # where messages that keep failing go
 # retry_backoff_base = {L.DEFAULT_RETRY_BACKOFF_BASE:g}  # seconds
 # retry_backoff_cap = {L.DEFAULT_RETRY_BACKOFF_CAP:g}  # seconds, the longest wait
 
+# A schedule: every worker sends `body` to `queue` on a cron expression (read in `tz`) or
+# `every` N seconds ("30s", "5m"), one message per tick however many workers run.
+# [[schedules]]
+# queue = "jobs"
+# cron = "*/5 * * * *"  # or: every = "30s"
+# tz = "UTC"
+# body = {{ task = "report" }}
+
 # The worker's Prometheus metrics at http://host:port/metrics (--metrics-port and --metrics-host
 # take precedence). Uncomment to serve them.
 # [metrics]

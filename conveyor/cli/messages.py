@@ -1,4 +1,5 @@
-"""`conveyor messages peek|replay`: look at messages without leasing them; redrive dead letters."""
+"""`conveyor messages peek|delete|replay`: look at messages without leasing them, delete one by id,
+redrive dead letters."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from conveyor import admin
 from conveyor.app import App
 from conveyor.cli.output import emit_json, messages_table, out, progress_bar
 from conveyor.cli.state import current, run
+from conveyor.errors import MessageNotFound
 from conveyor.producer import PeekedMessage
 
 messages = typer.Typer(
@@ -43,6 +45,22 @@ def peek(
         out().print(f"Queue {queue!r} is empty.", markup=False)
     else:
         out().print(messages_table(queue, found, now))
+
+
+@messages.command("delete")
+def delete(
+    queue: Annotated[str, typer.Argument(help="The queue (a dead-letter queue too).", show_default=False)],
+    message_id: Annotated[
+        str, typer.Argument(help="The message's id (as send printed it).", show_default=False)
+    ],
+) -> None:
+    """Delete one message by id; it is never delivered. A message a consumer holds is refused."""
+    if not run(lambda app: app.queue(queue).delete(message_id)):
+        raise MessageNotFound(queue, message_id)
+    if current().json:
+        emit_json({"queue": queue, "id": message_id, "deleted": True})
+    else:
+        out().print(f"Deleted message {message_id} from {queue!r}.", markup=False)
 
 
 @messages.command("replay")

@@ -15,8 +15,9 @@ from rich.text import Text
 from conveyor.admin import iso
 from conveyor.durations import parse_duration
 from conveyor.errors import ConveyorError
+from conveyor.headers import DEAD_LETTER_PREFIX
 from conveyor.producer import PeekedMessage
-from conveyor.types import QueueInfo, QueueSettings, QueueStats
+from conveyor.types import PullConsumer, QueueInfo, QueueSettings, QueueStats
 
 # Shown in a table cell that has no value.
 NO_VALUE = "-"
@@ -149,6 +150,17 @@ def backlog_limit_text(settings: QueueSettings) -> str:
     return " or ".join(parts) if parts else "none"
 
 
+def pull_consumer_text(consumer: PullConsumer | None) -> str:
+    if consumer is None:
+        return NO_VALUE
+    dead_letters = consumer.dead_letter_queue or "none (deleted past its retries)"
+    return (
+        f"batch size {consumer.batch_size}, {consumer.max_retries} retries, "
+        f"retry delay {seconds_text(consumer.retry_delay)}, "
+        f"visibility timeout {seconds_text(consumer.visibility_timeout)}, dead-letter queue {dead_letters}"
+    )
+
+
 def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
     table = Table(title=Text(f"Queue {info.name}"), title_justify="left", show_header=False)
     table.add_column("key", style="bold")
@@ -164,6 +176,7 @@ def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
         ("retention", seconds_text(info.settings.retention_seconds)),
         ("dedup window", seconds_text(info.settings.dedup_window_seconds)),
         ("backlog limit", backlog_limit_text(info.settings)),
+        ("pull consumer", pull_consumer_text(info.settings.pull_consumer)),
         ("partitions", str(info.settings.partitions)),
         ("created", iso(info.created_at)),
     ]
@@ -204,6 +217,15 @@ def messages_table(queue: str, messages: list[PeekedMessage], now: float | None 
                 f"\nfrom {info.source_queue} after {info.attempts} attempt(s), id {info.original_id}", "dim"
             )
             body.append(f"\n{preview(info.error, 120)}", "red")
+        shown = {
+            key: value
+            for key, value in message.headers.items()
+            if info is None or not key.startswith(DEAD_LETTER_PREFIX)  # the lines above say it
+        }
+        if shown:
+            body.append(
+                "\n" + preview(", ".join(f"{key}={value}" for key, value in shown.items()), 120), "cyan"
+            )
         table.add_row(
             Text(message.id, style="dim" if message.leased else ""),
             str(message.attempts),

@@ -18,10 +18,12 @@ from conveyor.cli.output import (
     queues_table,
     seconds_text,
 )
+from conveyor.cli.pull_consumer import consumer
 from conveyor.cli.state import current, run
 from conveyor.types import QueueInfo, QueueStats
 
 queues = typer.Typer(name="queues", help="Create, inspect and manage queues.", no_args_is_help=True)
+queues.add_typer(consumer)
 
 Name = Annotated[str, typer.Argument(help="The queue's name.", show_default=False)]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Do not ask for confirmation.")]

@@ -17,6 +17,7 @@ from conveyor.app import App
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds, progress_bar
 from conveyor.cli.state import current, run
 from conveyor.codec import encode_body
+from conveyor.headers import check_headers, headers_size
 from conveyor.limits import Limits
 from conveyor.producer import SendRequest
 from conveyor.types import ContentType
@@ -76,6 +77,16 @@ def send(
             show_default=False,
         ),
     ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            metavar="KEY=VALUE",
+            help="A header the handler reads in message.headers (repeatable; with --file, on every message).",
+            show_default=False,
+        ),
+    ] = None,
     group: Annotated[
         str | None,
         typer.Option(
@@ -88,24 +99,36 @@ def send(
 ) -> None:
     """Send BODY (JSON unless --content-type says otherwise), stdin ('-'), or every line of --file."""
     kind: ContentType = content_type.value
+    headers = parse_headers(header or [])
     if (body is None) == (file is None):
         raise typer.BadParameter("give a BODY (or '-' for stdin) or --file, not both")
     if file is not None:
         if dedup_id is not None:
             raise typer.BadParameter("--dedup-id names one message: not with --file")
-        _send_file(queue, file, kind, delay, group)
+        _send_file(queue, file, kind, delay, headers, group)
         return
     assert body is not None
     value = read_body(body, kind)
     message_id = run(
         lambda app: app.queue(queue).send(
-            value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id, group=group
+            value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id, headers=headers, group=group
         )
     )
     if current().json:
         emit_json({"queue": queue, "id": message_id})
     else:
         out().print(f"Sent message {message_id} to {queue!r}.", markup=False)
+
+
+def parse_headers(pairs: list[str]) -> dict[str, str] | None:
+    """`--header KEY=VALUE` options as a dict (None for none); the value may hold '=' itself."""
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--header takes KEY=VALUE, got {pair!r}")
+        headers[key] = value
+    return headers or None
 
 
 def read_body(body: str, kind: ContentType) -> Any:
@@ -131,8 +154,9 @@ def _parse(text: str, kind: ContentType, where: str) -> Any:
         ) from None
 
 
-def _read_lines(file: Path, kind: ContentType, limits: Limits) -> list[Line]:
-    """Every non-empty line, parsed and sized up front so a bad line sends nothing."""
+def _read_lines(file: Path, kind: ContentType, limits: Limits, extra: int = 0) -> list[Line]:
+    """Every non-empty line, parsed and sized up front so a bad line sends nothing; `extra` is
+    what every message adds beside its body (its headers)."""
     name = "stdin" if str(file) == "-" else str(file)
     try:
         if str(file) == "-":
@@ -159,7 +183,7 @@ def _read_lines(file: Path, kind: ContentType, limits: Limits) -> list[Line]:
                 f"{name}, line {number}: body is {size:,} bytes; the limit is {limits.max_message_bytes:,}",
                 code="message_too_large",
             )
-        lines.append(Line(number, value, size))
+        lines.append(Line(number, value, size + extra))
     return lines
 
 
@@ -177,19 +201,29 @@ def batches(lines: list[Line], limits: Limits) -> Iterator[list[Line]]:
         yield batch
 
 
-def _send_file(queue: str, file: Path, kind: ContentType, delay: float | None, group: str | None) -> None:
+def _send_file(
+    queue: str,
+    file: Path,
+    kind: ContentType,
+    delay: float | None,
+    headers: dict[str, str] | None,
+    group: str | None,
+) -> None:
     as_json = current().json
 
     async def work(app: App) -> tuple[int, int]:
         await app.get_queue(queue)  # an unknown queue fails before the file is read
-        lines = _read_lines(file, kind, app.limits)
+        checked = check_headers(headers, app.limits)  # bad headers fail before the file is read
+        lines = _read_lines(file, kind, app.limits, headers_size(checked))
         handle = app.queue(queue)
         sent = count = 0
         progress = progress_bar("sending", enabled=not as_json)
         with progress:
             task = progress.add_task("send", total=len(lines))
             for batch in batches(lines, app.limits):
-                requests = [SendRequest(line.body, content_type=kind, group=group) for line in batch]
+                requests = [
+                    SendRequest(line.body, content_type=kind, headers=checked, group=group) for line in batch
+                ]
                 await handle.send_batch(requests, delay_seconds=delay)
                 sent += len(batch)
                 count += 1

@@ -18,7 +18,14 @@ import typer
 from conveyor import limits as L
 from conveyor.app import App
 from conveyor.cli import metrics_options
-from conveyor.cli.config import ConveyorConfig, apply_queues, apply_topics, load_app, register_consumers
+from conveyor.cli.config import (
+    ConveyorConfig,
+    apply_queues,
+    apply_topics,
+    load_app,
+    register_consumers,
+    register_schedules,
+)
 from conveyor.cli.interrupt import Terminated, raise_terminated, stopped
 from conveyor.cli.logs import LOG_FORMAT_HELP, LogFormat, LogLevel, configure_logging
 from conveyor.cli.output import CommandError, emit_json, out, parse_seconds
@@ -101,13 +108,13 @@ def _run(
     state = current()
     configure_logging(log_level, log_format)
     config = state.config()
-    app, handlers = _build_app(state, config, target)
+    app, handlers = build_app(state, config, target)
     if concurrency is not None:
         app.consumers[:] = [replace(spec, max_concurrency=concurrency) for spec in app.consumers]
-    if not app.consumers:
+    if not app.consumers and not app.schedules:
         raise CommandError(
             f"{target or 'the app'} has no consumers: register one with @app.consumer(queue) "
-            "or declare [[consumers]] in conveyor.toml",
+            "or declare [[consumers]] in conveyor.toml (or a schedule: [[schedules]])",
             code="no_consumers",
         )
 
@@ -132,17 +139,18 @@ def _run(
     return asyncio.run(serve())
 
 
-def _build_app(
+def build_app(
     state: CliState, config: ConveyorConfig | None, target: str | None
 ) -> tuple[App, dict[str, str]]:
-    """The App to run and, per consumed queue, the handler's name for the banner."""
+    """The App to run (its consumers and schedules: `module:app` and conveyor.toml's) and, per
+    consumed queue, the handler's name for the banner."""
     search: list[Path] = [state.config_folder()] if config is not None else []
     app_path = target or (config.app if config is not None else None)
     if app_path is not None:
         if state.url_option or (config is not None and config.url):
             os.environ[L.URL_ENV_VAR] = state.url()  # for an App() in the module that names no URL
         app = load_app(app_path, search=search)
-    elif config is not None and config.consumers:
+    elif config is not None and (config.consumers or config.schedules):
         app = App(state.url())
     else:
         where = f"{state.config_path} declares no consumers" if config is not None else "no conveyor.toml"
@@ -153,6 +161,7 @@ def _build_app(
     handlers = {spec.queue: _handler_name(spec) for spec in app.consumers}
     if config is not None:
         register_consumers(app, config, search=search)
+        register_schedules(app, config)
         handlers.update({consumer.queue: consumer.handler for consumer in config.consumers})
     return app, handlers
 
@@ -170,6 +179,7 @@ def _banner(
     metrics_url: str | None,
 ) -> None:
     queues = set(config.queue_names() if config is not None else [])
+    queues.update(schedule.queue for schedule in app.schedules)
     for spec in app.consumers:
         queues.add(spec.queue)
         if spec.dead_letter_queue is not None:
@@ -190,6 +200,10 @@ def _banner(
                     }
                     for spec in app.consumers
                 ],
+                "schedules": [
+                    {"name": schedule.name, "queue": schedule.queue, "timing": schedule.timing}
+                    for schedule in app.schedules
+                ],
                 "pid": os.getpid(),
                 "metrics": metrics_url,
             },
@@ -202,9 +216,12 @@ def _banner(
             + (f", dlq {spec.dead_letter_queue})" if spec.dead_letter_queue else ")")
             for spec in app.consumers
         )
+        schedules = ", ".join(f"{schedule.name} → {schedule.queue}" for schedule in app.schedules)
         out().print(
             f"conveyor worker · engine {app.url} · queues: {', '.join(sorted(queues))} · "
-            f"consumers: {consumers} · pid {os.getpid()} · "
+            f"consumers: {consumers or 'none'} · "
+            + (f"schedules: {schedules} · " if schedules else "")
+            + f"pid {os.getpid()} · "
             + (f"metrics {metrics_url} · " if metrics_url else "")
             + "Ctrl-C or SIGTERM stops",
             markup=False,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from conveyor.codec import decode_body
+from conveyor.headers import NO_HEADERS
 from conveyor.limits import DEFAULT_LIMITS, Limits, check_delay
 from conveyor.types import ContentType, DeadLetterInfo, LeasedMessage, QueueStats
 
@@ -86,6 +88,13 @@ class Message:
     def lease_id(self) -> str:
         """Names this delivery and no other (a redelivery gets a new one)."""
         return self._leased.lease_id
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """The headers it was sent with (read-only; empty when none). A dead letter's include
+        its record (`conveyor-dead-letter-*`), and a replay keeps them (docs/semantics.md)."""
+        headers = self._leased.headers
+        return NO_HEADERS if headers is None else MappingProxyType(headers)
 
     @property
     def dead_letter_info(self) -> DeadLetterInfo | None:

@@ -9,8 +9,10 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable
+from typing import Any
 
 from conveyor import limits as L
+from conveyor import tracing
 from conveyor.backends.base import handed_lease_id, is_ahead
 from conveyor.consumer import backoff
 from conveyor.consumer.begin_group import BeginGroup
@@ -501,12 +503,15 @@ class ConsumerRunner:
         messages = [Message(m, self.core.limits) for m in leased]
         batch = MessageBatch(self.spec.queue, messages, stats_source=self._current_stats)
         error: BaseException | None = None
+        spans = tracing.process_spans(self.spec.queue, leased) if tracing.AVAILABLE else None
         self.observer.batch_started(self.spec.queue, len(messages))
         started = time.perf_counter()
         try:
-            await self._run_handler(batch)
+            with tracing.handling(spans):
+                await self._run_handler(batch)
         except asyncio.CancelledError:
             # the shutdown grace ran out: give the messages back at once
+            tracing.abandon(spans)
             self._suspect_done(suspect)
             del self._running[key]
             await self._release([m.lease_id for m in messages])
@@ -543,7 +548,7 @@ class ConsumerRunner:
             async with self._settling:
                 await self.slots.release()
                 self._start_ready()
-                await self._settle(messages, error)
+                await self._settle(messages, error, spans)
         finally:
             self._unsettled.discard(unsettled)
             unsettled.set_result(None)
@@ -662,8 +667,11 @@ class ConsumerRunner:
                 settlement.retries.append(Retry(message.lease_id, self._retry_delay(message)))
         return settlement
 
-    async def _settle(self, messages: list[Message], error: BaseException | None) -> None:
+    async def _settle(
+        self, messages: list[Message], error: BaseException | None, spans: list[Any] | None = None
+    ) -> None:
         settlement = self._settlement(messages, error)
+        tracing.finish(spans, messages, settlement, error)
         result = await self._settle_group.settle(settlement)
         if result is None:
             return  # the engine failed every try: the leases expire and the messages come back

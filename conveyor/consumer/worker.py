@@ -1,5 +1,6 @@
-"""The worker: runs every consumer of an app, sweeps retention, and shuts down gracefully (also
-when one of its consumers dies, whose error it then raises)."""
+"""The worker: runs every consumer of an app (and its background jobs: the schedules), sweeps
+retention, and shuts down gracefully (also when one of its consumers or jobs dies, whose error it
+then raises)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,26 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 
 from conveyor import limits as L
 from conveyor.consumer.env import Env
+from conveyor.consumer.heartbeat import Heartbeat, describe
 from conveyor.consumer.observer import NO_OBSERVER, ConsumerObserver
 from conveyor.consumer.runner import ConsumerRunner
 from conveyor.consumer.spec import ConsumerSpec, Lifespan
 from conveyor.core import Core
-from conveyor.errors import ConveyorError
+from conveyor.errors import BackendUnavailable, ConveyorError
 from conveyor.producer import Queue
 
 log = logging.getLogger("conveyor.worker")
 # How often run_until_idle looks whether the queues are drained.
 IDLE_CHECK_SECONDS = 0.005
+
+#: a job the worker runs beside its consumers (the App's scheduler): (its name, a coroutine
+#: function given the worker's stopping event, which returns once it is set)
+BackgroundJob = tuple[str, Callable[[asyncio.Event], Awaitable[None]]]
 
 
 class Worker:
@@ -35,13 +42,17 @@ class Worker:
         lifespan: Lifespan | None = None,
         shutdown_grace: float = L.DEFAULT_SHUTDOWN_GRACE_SECONDS,
         observer: ConsumerObserver = NO_OBSERVER,
+        background: Sequence[BackgroundJob] = (),
     ) -> None:
         self.core = core
+        self.background = list(background)
         self.env = env
         self.lifespan = lifespan
         self.shutdown_grace = shutdown_grace
         self.observer = observer  # worker metrics
         self.runners = [ConsumerRunner(core, spec, env, observer) for spec in consumers]
+        #: this worker as its heartbeat describes it (`conveyor workers`)
+        self.info = describe(consumers, time.time())
         self.stopping = asyncio.Event()
         self.started = asyncio.Event()
         #: the signal that stopped `run_until_signalled` (SIGTERM or SIGINT), None if none did
@@ -58,13 +69,15 @@ class Worker:
         and `run` then raises that consumer's error: a worker never carries on short of a
         consumer, nor ends as if it had been asked to stop.
         """
-        if not self.runners:
+        if not self.runners and not self.background:
             raise ValueError("the app has no consumers: register one with @app.consumer(queue)")
         await self.core.connected()
         died: list[BaseException] = []
         async with self.lifespan(self.env) if self.lifespan is not None else contextlib.nullcontext():
             tasks = [self._start_consumer(runner, died) for runner in self.runners]
+            tasks += [self._start_job(name, job, died) for name, job in self.background]
             sweeper = asyncio.create_task(self._sweep_forever())
+            heartbeat = asyncio.create_task(Heartbeat(self.core, self.info).run(self.stopping))
             self.observer.started(self.runners)
             self.started.set()
             waiters = [asyncio.ensure_future(self.stopping.wait()), *tasks]
@@ -79,7 +92,7 @@ class Worker:
                 for waiter in waiters:
                     if waiter not in tasks:
                         waiter.cancel()
-                await asyncio.shield(asyncio.gather(*tasks, sweeper, return_exceptions=True))
+                await asyncio.shield(asyncio.gather(*tasks, sweeper, heartbeat, return_exceptions=True))
                 await self.observer.stopped(self.runners)
         if died:
             raise died[0]
@@ -97,6 +110,30 @@ class Worker:
             log.error(
                 "the consumer of %r died: %s: %s; stopping the worker",
                 queue,
+                type(error).__name__,
+                error,
+                exc_info=None if isinstance(error, ConveyorError) else error,
+            )
+
+        task.add_done_callback(ended)
+        return task
+
+    def _start_job(
+        self, name: str, job: Callable[[asyncio.Event], Awaitable[None]], died: list[BaseException]
+    ) -> asyncio.Task[None]:
+        async def run() -> None:
+            await job(self.stopping)
+
+        task = asyncio.create_task(run(), name=name)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            if task.cancelled() or (error := task.exception()) is None:
+                return
+            died.append(error)
+            error.add_note(f"the worker's {name} died of this; the worker stopped its consumers")
+            log.error(
+                "the %s died: %s: %s; stopping the worker",
+                name,
                 type(error).__name__,
                 error,
                 exc_info=None if isinstance(error, ConveyorError) else error,
@@ -172,6 +209,8 @@ class Worker:
                 removed = await self.core.sweep()
                 if removed:
                     log.info("sweep removed=%d (past retention)", removed)
+            except BackendUnavailable as exc:  # an outage is one line, as for settles and renewals
+                log.warning("retention sweep failed: %s", exc)
             except Exception:
                 log.exception("retention sweep failed")
             with contextlib.suppress(TimeoutError):

@@ -26,6 +26,7 @@ from conveyor.types import (
     Clock,
     Lease,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     Settlement,
@@ -58,6 +59,8 @@ class Core:
         self._is_connected = False
         self._committer = GroupCommitter(self._write_now)
         self._portal: SyncPortal | None = None
+        #: queue -> (monotonic time it is good until, its pull consumer settings)
+        self._pull_consumers: dict[str, tuple[float, PullConsumer | None]] = {}
         self._sync_core: Core | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -99,6 +102,7 @@ class Core:
     async def delete_queue(self, name: str) -> bool:
         backend = await self.connected()
         self._known_queues.discard(name)
+        self._pull_consumers.pop(name, None)
         return await backend.delete_queue(name)
 
     async def ensure_queue(self, name: str) -> None:
@@ -130,6 +134,24 @@ class Core:
                 raise QueueNotFound(name)
         elif info.paused:
             raise QueuePaused(name)
+
+    async def pull_consumer(self, name: str) -> PullConsumer | None:
+        """The queue's pull consumer settings, read at most every PULL_CONSUMER_CACHE_SECONDS (a
+        pull need not read the queue's settings each time); None for none or no queue."""
+        cached = self._pull_consumers.get(name)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        backend = await self.connected()
+        info = await backend.get_queue(name)
+        consumer = None if info is None else info.settings.pull_consumer
+        if info is not None:
+            self._pull_consumers[name] = (now + L.PULL_CONSUMER_CACHE_SECONDS, consumer)
+        return consumer
+
+    def forget_pull_consumer(self, name: str) -> None:
+        """Read the queue's pull consumer again at the next pull (this process changed it)."""
+        self._pull_consumers.pop(name, None)
 
     async def sweep(self) -> int:
         """Delete messages past their queue's retention now."""

@@ -14,10 +14,10 @@ from conveyor import admin
 from conveyor import limits as L
 from conveyor.admin import message_document, queue_document
 from conveyor.app import App
-from conveyor.errors import BackendUnavailable, QueueNotFound
+from conveyor.errors import BackendUnavailable, MessageNotFound, QueueNotFound
 from conveyor.http import responses, schemas
 from conveyor.http.body import BodyReader
-from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
+from conveyor.http.envelope import CONSUMER_NOT_FOUND, INVALID_INPUT, ApiError, ok
 from conveyor.http.figures import QueueFigures
 from conveyor.http.long_poll import LongPolls
 from conveyor.http.metrics import CONTENT_TYPE, ApiMetrics
@@ -53,6 +53,13 @@ class QueueApi:
             ),
             Operation("GET", "/metrics", self.prometheus, "Prometheus metrics", media_type=CONTENT_TYPE),
             Operation("GET", "/queues", self.list_queues, "Every queue", result=list[R.QueueDocument]),
+            Operation(
+                "GET",
+                "/workers",
+                self.list_workers,
+                "The workers seen in the last 15 s (their last heartbeats)",
+                result=list[R.WorkerDocument],
+            ),
             Operation(
                 "POST",
                 "/queues",
@@ -123,6 +130,35 @@ class QueueApi:
                 "Move this dead-letter queue's messages back",
                 body=schemas.Replay,
                 result=R.Replayed,
+            ),
+            Operation(
+                "DELETE",
+                messages + "/{message_id}",
+                self.delete_message,
+                "Delete one message by id (409 while a consumer holds it)",
+                result=R.MessageDeleted,
+            ),
+            Operation(
+                "GET",
+                one + "/consumers/http",
+                self.get_pull_consumer,
+                "The queue's HTTP pull consumer settings",
+                result=R.PullConsumerDocument,
+            ),
+            Operation(
+                "PUT",
+                one + "/consumers/http",
+                self.set_pull_consumer,
+                "Configure the queue's HTTP pull consumer (every setting; one left out takes its default)",
+                body=schemas.HttpConsumer,
+                result=R.PullConsumerDocument,
+            ),
+            Operation(
+                "DELETE",
+                one + "/consumers/http",
+                self.remove_pull_consumer,
+                "Remove the queue's HTTP pull consumer settings",
+                result=R.PullConsumerDeleted,
             ),
             *self.topic_operations(),
             # last: the run of schemathesis goes in this order, and a deleted queue answers 404 after
@@ -253,6 +289,14 @@ class QueueApi:
         self.figures.forget(queue.name)
         return ok({"name": queue.name, "purged": purged})
 
+    async def delete_message(self, request: Request) -> Response:
+        queue = self._queue(request)
+        message_id = request.path_params["message_id"]
+        if not await queue.delete(message_id):
+            raise MessageNotFound(queue.name, message_id)
+        self.figures.forget(queue.name)
+        return ok({"queue": queue.name, "id": message_id, "deleted": True})
+
     async def pause(self, request: Request) -> Response:
         queue = self._queue(request)
         await queue.pause()
@@ -262,6 +306,31 @@ class QueueApi:
         queue = self._queue(request)
         await queue.resume()
         return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
+
+    async def list_workers(self, request: Request) -> Response:
+        return ok([admin.worker_document(worker) for worker in await admin.recent_workers(self.app)])
+
+    # -- the HTTP pull consumer ------------------------------------------------------------------
+
+    async def get_pull_consumer(self, request: Request) -> Response:
+        queue = self._queue(request)
+        consumer = (await self.app.get_queue(queue.name)).settings.pull_consumer
+        if consumer is None:
+            raise ApiError(404, CONSUMER_NOT_FOUND, f"queue {queue.name!r} has no HTTP pull consumer")
+        return ok(admin.pull_consumer_document(consumer))
+
+    async def set_pull_consumer(self, request: Request) -> Response:
+        queue = self._queue(request)
+        body = await self.bodies.parse(request, schemas.HttpConsumer)
+        info = await self.app.set_pull_consumer(queue.name, body.to_consumer())
+        return ok(admin.pull_consumer_document(info.settings.pull_consumer))
+
+    async def remove_pull_consumer(self, request: Request) -> Response:
+        queue = self._queue(request)
+        if (await self.app.get_queue(queue.name)).settings.pull_consumer is None:
+            raise ApiError(404, CONSUMER_NOT_FOUND, f"queue {queue.name!r} has no HTTP pull consumer")
+        await self.app.set_pull_consumer(queue.name, None)
+        return ok({"name": queue.name, "deleted": True})
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -274,6 +343,7 @@ class QueueApi:
             delay_seconds=message.delay_seconds,
             content_type=message.content_type,
             dedup_id=message.dedup_id,
+            headers=message.headers,
             group=message.group,
         )
         self.metrics.count(queue.name, "send", 1)
@@ -292,9 +362,7 @@ class QueueApi:
     async def pull(self, request: Request) -> Response:
         queue = self._queue(request)
         body = await self.bodies.parse(request, schemas.Pull, optional=True)
-        pulled = await self.long_polls.pull(
-            queue, body.batch_size, body.visibility_timeout_ms / 1000, body.wait_ms
-        )
+        pulled = await self.long_polls.pull(queue, body.batch_size, body.visibility_timeout(), body.wait_ms)
         figures = await self.figures.of(queue.name)  # read in the background: never a count here
         self.metrics.count(queue.name, "pull", len(pulled))
         return ok(
@@ -317,7 +385,12 @@ class QueueApi:
         self.metrics.count(queue.name, "ack", result.ack_count)
         self.metrics.count(queue.name, "retry", result.retry_count)
         return ok(
-            {"ack_count": result.ack_count, "retry_count": result.retry_count, "warnings": result.warnings}
+            {
+                "ack_count": result.ack_count,
+                "retry_count": result.retry_count,
+                "dead_letter_count": result.dead_letter_count,
+                "warnings": result.warnings,
+            }
         )
 
     async def extend(self, request: Request) -> Response:
@@ -389,7 +462,10 @@ class QueueApi:
         body = await self.bodies.parse(request, schemas.Publish)
         message = body.to_request()
         result = await self.app.topic(name).publish(
-            message.body, delay_seconds=message.delay_seconds, content_type=message.content_type
+            message.body,
+            delay_seconds=message.delay_seconds,
+            content_type=message.content_type,
+            headers=message.headers,
         )
         return ok(admin.publish_document(result))
 

@@ -10,6 +10,7 @@ Cloudflare's numeric codes (cloudflare_codes.py). docs/http.md lists what differ
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -21,7 +22,7 @@ from conveyor.errors import QueueNotFound
 from conveyor.http import cloudflare_schemas as cf
 from conveyor.http import responses
 from conveyor.http.body import BodyReader
-from conveyor.http.envelope import INVALID_INPUT, ApiError, ok
+from conveyor.http.envelope import CONSUMER_NOT_FOUND, INVALID_INPUT, ApiError, ok
 from conveyor.http.figures import QueueFigures
 from conveyor.http.long_poll import LongPolls
 from conveyor.http.metrics import ApiMetrics
@@ -162,8 +163,41 @@ class CloudflareApi:
                 body_optional=True,
                 result=R.CloudflarePeeked,
             ),
+            *self.consumer_operations(op),
             # last: the run of schemathesis goes in this order, and a deleted queue answers 404 after
             op("DELETE", one, self.delete_queue, "Delete a queue"),
+        ]
+
+    def consumer_operations(self, op: Callable[..., Operation]) -> list[Operation]:
+        R = responses
+        consumers = PREFIX + "/{queue_id}/consumers"
+        one = consumers + "/{consumer_id}"
+        return [
+            op(
+                "POST",
+                consumers,
+                self.create_consumer,
+                "Create the queue's HTTP pull consumer",
+                body=cf.ConsumerParams,
+                result=R.CloudflareConsumer,
+            ),
+            op(
+                "GET",
+                consumers,
+                self.list_consumers,
+                "The queue's consumers",
+                result=list[R.CloudflareConsumer],
+            ),
+            op("GET", one, self.get_consumer, "A consumer", result=R.CloudflareConsumer),
+            op(
+                "PUT",
+                one,
+                self.update_consumer,
+                "Replace the queue's HTTP pull consumer (or create it)",
+                body=cf.ConsumerParams,
+                result=R.CloudflareConsumer,
+            ),
+            op("DELETE", one, self.delete_consumer, "Delete a consumer"),
         ]
 
     async def _queue(self, request: Request) -> Queue:
@@ -272,6 +306,49 @@ class CloudflareApi:
                 "completed": None if started is None else "true",
             }
         )
+
+    # -- consumers (HTTP pull only) ---------------------------------------------------------------
+
+    async def _consumer_queue(self, request: Request) -> QueueInfo:
+        """The queue of a `.../consumers/{consumer_id}` path (404 for another consumer_id)."""
+        queue = await self._queue(request)
+        info = await self.app.get_queue(queue.name)
+        if request.path_params["consumer_id"] != cf.consumer_id(queue.name):
+            raise ApiError(404, CONSUMER_NOT_FOUND, f"queue {queue.name!r} has no such consumer")
+        return info
+
+    async def _set_consumer(self, queue: Queue, request: Request) -> Response:
+        body = await self.bodies.parse(request, cf.ConsumerParams)
+        consumer = body.to_consumer()
+        await self.app.get_queue(queue.name)  # a missing queue is its 404, before the DLQ is made
+        info = await self.app.set_pull_consumer(queue.name, consumer)
+        return ok(cf.consumer_document(info))
+
+    async def create_consumer(self, request: Request) -> Response:
+        """POST: the queue's HTTP pull consumer (replacing one it had: a queue has at most one)."""
+        return await self._set_consumer(await self._queue(request), request)
+
+    async def list_consumers(self, request: Request) -> Response:
+        queue = await self._queue(request)
+        document = cf.consumer_document(await self.app.get_queue(queue.name))
+        return ok([] if document is None else [document])
+
+    async def get_consumer(self, request: Request) -> Response:
+        document = cf.consumer_document(await self._consumer_queue(request))
+        if document is None:
+            raise ApiError(404, CONSUMER_NOT_FOUND, "the queue has no HTTP pull consumer")
+        return ok(document)
+
+    async def update_consumer(self, request: Request) -> Response:
+        info = await self._consumer_queue(request)
+        return await self._set_consumer(self.app.queue(info.name), request)
+
+    async def delete_consumer(self, request: Request) -> Response:
+        info = await self._consumer_queue(request)
+        if info.settings.pull_consumer is None:
+            raise ApiError(404, CONSUMER_NOT_FOUND, "the queue has no HTTP pull consumer")
+        await self.app.set_pull_consumer(info.name, None)
+        return ok(None)
 
     # -- messages --------------------------------------------------------------------------------
 

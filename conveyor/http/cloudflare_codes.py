@@ -30,6 +30,7 @@ UNKNOWN_INTERNAL_ERROR = 15000
 # conveyor's own, where Cloudflare documents no code
 REQUEST_TIMEOUT = 10290
 QUEUE_ALREADY_EXISTS = 10291
+CONSUMER_NOT_FOUND = 10292
 
 # conveyor's code (ConveyorError.code or the HTTP layer's) -> Cloudflare's number
 BY_CODE: Mapping[str, int] = {
@@ -59,6 +60,7 @@ BY_CODE: Mapping[str, int] = {
     "queue_paused": QUEUE_DISABLED,
     "request_timeout": REQUEST_TIMEOUT,
     "queue_already_exists": QUEUE_ALREADY_EXISTS,
+    "consumer_not_found": CONSUMER_NOT_FOUND,
 }
 
 

@@ -30,6 +30,7 @@ from conveyor.http.schemas import (
     ContentTypeName,
     DelaySeconds,
     LeaseId,
+    MaxRetries,
     QueueName,
     RetentionSeconds,
     VisibilityTimeoutMs,
@@ -38,7 +39,7 @@ from conveyor.http.schemas import (
     whole_number,
 )
 from conveyor.producer import PeekedMessage, PulledMessage, SendRequest
-from conveyor.types import QueueInfo
+from conveyor.types import PullConsumer, QueueInfo
 
 # A queue_id as Cloudflare shows them: 32 lowercase hex digits.
 QUEUE_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -101,16 +102,17 @@ PeekBatchSize = Annotated[int, Field(ge=1, le=MAX_PEEK_BATCH_SIZE), BeforeValida
 
 
 class MessagePullParams(_Body):
-    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
+    # None: the queue's pull consumer's, else 5 (and 30 s for the visibility timeout)
+    batch_size: BatchSize | None = None
     visibility_timeout_ms: VisibilityTimeoutMs | None = None
     # the name Cloudflare's pull-consumer guide uses (milliseconds too)
     visibility_timeout: VisibilityTimeoutMs | None = None
     # conveyor's long poll (Cloudflare answers at once): wait up to this long for a message
     wait_ms: WaitMs = 0
 
-    def visibility_timeout_seconds(self) -> float:
+    def visibility_timeout_seconds(self) -> float | None:
         milliseconds = self.visibility_timeout_ms or self.visibility_timeout
-        return L.DEFAULT_VISIBILITY_TIMEOUT if milliseconds is None else milliseconds / 1000
+        return None if milliseconds is None else milliseconds / 1000
 
 
 class AckParams(_Body):
@@ -119,12 +121,53 @@ class AckParams(_Body):
 
 class RetryParams(_Body):
     lease_id: LeaseId
-    delay_seconds: DelaySeconds = 0.0
+    # None: the queue's pull consumer's retry_delay, else none
+    delay_seconds: DelaySeconds | None = None
 
 
 class MessageAckParams(_Body):
     acks: list[AckParams] = []
     retries: list[RetryParams] = []
+
+
+class ConsumerSettingsParams(_Body):
+    """An HTTP pull consumer's settings as Cloudflare takes them (a Worker consumer's other
+    fields, such as max_concurrency, are ignored); one left out takes its default."""
+
+    batch_size: BatchSize | None = None
+    max_retries: MaxRetries | None = None
+    retry_delay: DelaySeconds | None = None
+    visibility_timeout_ms: VisibilityTimeoutMs | None = None
+
+
+class ConsumerParams(_Body):
+    """`POST .../consumers` and `PUT .../consumers/{consumer_id}`: conveyor has HTTP pull
+    consumers only (`type: "http_pull"`); a Worker consumer is `conveyor worker`."""
+
+    type: str
+    dead_letter_queue: str | None = None
+    settings: ConsumerSettingsParams | None = None
+
+    def to_consumer(self) -> PullConsumer:
+        if self.type != "http_pull":
+            raise ApiError(
+                400,
+                INVALID_INPUT,
+                f'type: conveyor serves HTTP pull consumers only ("http_pull"), got {self.type[:40]!r}; '
+                "run a Worker-style consumer with `conveyor worker`",
+            )
+        settings = self.settings or ConsumerSettingsParams()
+        visibility_ms = settings.visibility_timeout_ms
+        return PullConsumer(
+            batch_size=L.DEFAULT_PULL_BATCH_SIZE if settings.batch_size is None else settings.batch_size,
+            max_retries=L.DEFAULT_MAX_RETRIES if settings.max_retries is None else settings.max_retries,
+            retry_delay=L.DEFAULT_RETRY_DELAY if settings.retry_delay is None else settings.retry_delay,
+            visibility_timeout=L.DEFAULT_VISIBILITY_TIMEOUT
+            if visibility_ms is None
+            else visibility_ms / 1000,
+            # Cloudflare shows "" for none
+            dead_letter_queue=self.dead_letter_queue or None,
+        )
 
 
 class MessagePeekParams(_Body):
@@ -153,8 +196,36 @@ def timestamp(unix: float) -> str:
     return dt.datetime.fromtimestamp(unix, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def consumer_id(name: str) -> str:
+    """The stable id of queue `name`'s HTTP pull consumer (a queue has at most one)."""
+    return hashlib.sha256(b"conveyor-consumer:" + name.encode()).hexdigest()[:32]
+
+
+def consumer_document(info: QueueInfo) -> dict[str, Any] | None:
+    """The queue's HTTP pull consumer as Cloudflare shows one (None: it has none); its
+    created_on is the queue's (conveyor keeps no time of its own for it)."""
+    consumer = info.settings.pull_consumer
+    if consumer is None:
+        return None
+    return {
+        "consumer_id": consumer_id(info.name),
+        "queue_name": info.name,
+        "type": "http_pull",
+        "created_on": timestamp(info.created_at),
+        "dead_letter_queue": consumer.dead_letter_queue or "",
+        "settings": {
+            "batch_size": consumer.batch_size,
+            "max_retries": consumer.max_retries,
+            "retry_delay": consumer.retry_delay,
+            "visibility_timeout_ms": round(consumer.visibility_timeout * 1000),
+        },
+    }
+
+
 def queue_document(info: QueueInfo) -> dict[str, Any]:
     created = timestamp(info.created_at)
+    consumer = consumer_document(info)
+    consumers = [] if consumer is None else [consumer]
     return {
         "queue_id": queue_id(info.name),
         "queue_name": info.name,
@@ -162,8 +233,8 @@ def queue_document(info: QueueInfo) -> dict[str, Any]:
         "modified_on": created,
         "producers": [],
         "producers_total_count": 0,
-        "consumers": [],
-        "consumers_total_count": 0,
+        "consumers": consumers,
+        "consumers_total_count": len(consumers),
         "settings": {
             "delivery_delay": info.settings.delivery_delay,
             "delivery_paused": info.paused,

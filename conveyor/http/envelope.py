@@ -26,6 +26,8 @@ from conveyor.errors import (
     BodyNotSerializable,
     ConveyorError,
     ConveyorValueError,
+    MessageLeased,
+    MessageNotFound,
     MessageTooLarge,
     PartitionCountFixed,
     QueueAlreadyExists,
@@ -48,6 +50,8 @@ STATUS_BY_ERROR: Mapping[type[ConveyorError], int] = {
     SubscriptionNotFound: 404,
     QueueAlreadyExists: 409,
     QueuePaused: 409,
+    MessageNotFound: 404,
+    MessageLeased: 409,
     PartitionCountFixed: 409,  # the request is valid; the queue's own count says no
     QueueFull: 429,
     MessageTooLarge: 413,
@@ -70,6 +74,8 @@ HOST_NOT_ALLOWED = "host_not_allowed"
 TOKEN_IN_URL = "token_in_url"
 OVERLOADED = "overloaded"
 NOT_FOUND = "not_found"
+# a queue without an HTTP pull consumer, asked for it
+CONSUMER_NOT_FOUND = "consumer_not_found"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 INTERNAL_ERROR = "internal_error"
 CLIENT_DISCONNECTED = "client_disconnected"

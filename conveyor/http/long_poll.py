@@ -26,7 +26,7 @@ class LongPolls:
         self._stopping.set()
 
     async def pull(
-        self, queue: Queue, batch_size: int, visibility_timeout: float, wait_ms: int
+        self, queue: Queue, batch_size: int | None, visibility_timeout: float | None, wait_ms: int
     ) -> list[PulledMessage]:
         """`queue.pull`, waiting up to `wait_ms` milliseconds for a message unless the server
         stops first. A pull cancelled while waiting leases nothing (Backend.wait_and_lease)."""

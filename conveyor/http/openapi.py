@@ -25,6 +25,11 @@ PATH_PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "account_id": ({"type": "string", "minLength": 1, "pattern": r"^[^/]+$"}, "local"),
     "topic": ({"type": "string", "pattern": f"^{L.QUEUE_NAME_PATTERN.pattern}$"}, "orders"),
     "queue": ({"type": "string", "pattern": f"^{L.QUEUE_NAME_PATTERN.pattern}$"}, "jobs"),
+    "message_id": (
+        {"type": "string", "pattern": f"^{L.MESSAGE_ID_PATTERN.pattern}$"},
+        "0193a1b2c3d4e5f60718293a4b5c6d7e",
+    ),
+    "consumer_id": ({"type": "string", "pattern": "^[0-9a-f]{32}$"}, "0123456789abcdef0123456789abcdef"),
 }
 DESCRIPTIONS = {
     "name": "the queue's name",
@@ -32,6 +37,8 @@ DESCRIPTIONS = {
     "account_id": "any account id: a conveyor server is one account",
     "topic": "the topic's name",
     "queue": "the subscription queue's name",
+    "message_id": "the message's id, as send returned it",
+    "consumer_id": "the queue's HTTP pull consumer's consumer_id (32 hex digits; a queue has at most one)",
 }
 
 

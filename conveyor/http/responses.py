@@ -61,6 +61,30 @@ class Health(_Document):
     status: Literal["ok"]
 
 
+class WorkerDocument(_Document):
+    id: str = Field(description="unique per worker run: host, pid and a random part")
+    host: str
+    pid: int
+    queues: list[str] = Field(description="the queues its consumers consume")
+    concurrency: int = Field(description="batches it may run at once, all consumers together")
+    started_at: str
+    last_heartbeat: str
+    last_heartbeat_seconds_ago: float
+
+
+class PullConsumerDocument(_Document):
+    batch_size: int = Field(description="messages a pull that names no batch_size gets")
+    max_retries: int = Field(description="retries before a pulled message goes to the dead-letter queue")
+    retry_delay: float = Field(description="seconds a retry that names no delay waits")
+    visibility_timeout_ms: int = Field(description="the lease of a pull that names none")
+    dead_letter_queue: str | None = Field(description="null: a message past max_retries is deleted")
+
+
+class PullConsumerDeleted(_Document):
+    name: str
+    deleted: Literal[True]
+
+
 class QueueDocument(_Document):
     name: str
     backlog: int = Field(description="messages ready for delivery now")
@@ -74,6 +98,7 @@ class QueueDocument(_Document):
     dedup_window_seconds: float
     max_backlog_messages: int | None = Field(description="the most messages it may hold; null: no limit")
     max_backlog_bytes: int | None = Field(description="the most bytes of bodies it may hold; null: no limit")
+    pull_consumer: PullConsumerDocument | None = Field(description="its HTTP pull consumer; null: none")
     partitions: int = Field(description="how many partitions it spreads over, fixed at creation")
     created_at: str
 
@@ -86,6 +111,12 @@ class Deleted(_Document):
 class Purged(_Document):
     name: str
     purged: int
+
+
+class MessageDeleted(_Document):
+    queue: str
+    id: str
+    deleted: bool
 
 
 class DeadLetter(_Document):
@@ -103,6 +134,7 @@ class _Message(_Document):
     attempts: int
     content_type: ContentType
     dead_letter: DeadLetter | None
+    headers: dict[str, str] = Field(description="the message's headers ({} when none)")
     group: str | None = Field(description="its ordered message group, null when it has none")
 
 
@@ -129,7 +161,8 @@ class Pulled(_Document):
 
 class Acked(_Document):
     ack_count: int
-    retry_count: int
+    retry_count: int = Field(description="retries that took effect, dead_letter_count included")
+    dead_letter_count: int = Field(description="retries past the pull consumer's max_retries: dead-lettered")
     warnings: list[str]
 
 
@@ -183,6 +216,22 @@ class CloudflareSettings(_Document):
     message_retention_period: float
 
 
+class CloudflareConsumerSettings(_Document):
+    batch_size: int
+    max_retries: int
+    retry_delay: float
+    visibility_timeout_ms: int
+
+
+class CloudflareConsumer(_Document):
+    consumer_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    queue_name: str
+    type: Literal["http_pull"]
+    created_on: str
+    dead_letter_queue: str = Field(description="empty: none")
+    settings: CloudflareConsumerSettings
+
+
 class CloudflareQueue(_Document):
     queue_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     queue_name: str
@@ -190,7 +239,7 @@ class CloudflareQueue(_Document):
     modified_on: str
     producers: list[Any]
     producers_total_count: int
-    consumers: list[Any]
+    consumers: list[CloudflareConsumer]
     consumers_total_count: int
     settings: CloudflareSettings
 

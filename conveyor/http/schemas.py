@@ -16,6 +16,7 @@ from pydantic.config import JsonDict
 from conveyor import limits as L
 from conveyor.codec import check_content_type
 from conveyor.producer import SendRequest
+from conveyor.types import PullConsumer
 
 
 def documented(**schema: Any) -> Any:
@@ -39,6 +40,15 @@ DedupId = Annotated[str, documented(pattern=f"^{L.DEDUP_ID_PATTERN.pattern}$")]
 # checked by conveyor (invalid_group_id)
 GroupId = Annotated[str, documented(pattern=f"^{L.GROUP_ID_PATTERN.pattern}$")]
 LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
+# checked by conveyor against the App's Limits (invalid_headers): string keys and values
+Headers = Annotated[
+    dict[str, Any],
+    documented(
+        additionalProperties={"type": "string"},
+        maxProperties=L.MAX_HEADERS,
+        propertyNames={"minLength": 1, "maxLength": L.MAX_HEADER_KEY_LENGTH},
+    ),
+]
 
 
 def whole_number(value: object) -> object:
@@ -96,6 +106,8 @@ class MessageFields(_Body):
     # checked by conveyor, not here, so an unknown one ("v8") is `invalid_content_type`
     content_type: ContentTypeName = "json"
     delay_seconds: DelaySeconds | None = None
+    #: string keys and values the handler reads as `message.headers`
+    headers: Headers | None = None
 
     @model_validator(mode="after")
     def _body_matches_content_type(self) -> MessageFields:
@@ -117,7 +129,7 @@ class MessageFields(_Body):
         content_type = check_content_type(self.content_type)
         body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, content_type, self.dedup(), self.message_group())
+        return SendRequest(body, delay, content_type, self.dedup(), self.headers, self.message_group())
 
     def dedup(self) -> str | None:
         return None
@@ -147,9 +159,13 @@ class SendBatch(_Body):
 
 
 class Pull(_Body):
-    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
-    visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+    # None: the queue's pull consumer's, else 5 messages and 30,000 ms
+    batch_size: BatchSize | None = None
+    visibility_timeout_ms: VisibilityTimeoutMs | None = None
     wait_ms: WaitMs = 0
+
+    def visibility_timeout(self) -> float | None:
+        return None if self.visibility_timeout_ms is None else self.visibility_timeout_ms / 1000
 
 
 class ExtendLease(_Body):
@@ -167,7 +183,8 @@ class Ack(_Body):
 
 class RetryLease(_Body):
     lease_id: LeaseId
-    delay_seconds: DelaySeconds = 0.0
+    # None: the queue's pull consumer's retry_delay, else none
+    delay_seconds: DelaySeconds | None = None
 
 
 class AckRequest(_Body):
@@ -226,3 +243,27 @@ class CreateTopic(_Body):
 class Publish(MessageFields):
     """A message published to a topic: the same fields as a send but `dedup_id` (a topic's
     copies carry none)."""
+
+
+MaxRetries = Annotated[int, Field(ge=0, le=L.MAX_RETRIES), BeforeValidator(whole_number)]
+
+
+class HttpConsumer(_Body):
+    """A queue's HTTP pull consumer (`PUT /queues/{name}/consumers/http`): every setting, a
+    missing one taking its default."""
+
+    batch_size: BatchSize = L.DEFAULT_PULL_BATCH_SIZE
+    max_retries: MaxRetries = L.DEFAULT_MAX_RETRIES
+    retry_delay: DelaySeconds = L.DEFAULT_RETRY_DELAY
+    visibility_timeout_ms: VisibilityTimeoutMs = int(L.DEFAULT_VISIBILITY_TIMEOUT * 1000)
+    # checked by the App (invalid_queue_name), as a queue name in a path is
+    dead_letter_queue: Annotated[str, documented(pattern=f"^{L.QUEUE_NAME_PATTERN.pattern}$")] | None = None
+
+    def to_consumer(self) -> PullConsumer:
+        return PullConsumer(
+            batch_size=self.batch_size,
+            max_retries=self.max_retries,
+            retry_delay=self.retry_delay,
+            visibility_timeout=self.visibility_timeout_ms / 1000,
+            dead_letter_queue=self.dead_letter_queue,
+        )

@@ -30,7 +30,7 @@ from conveyor.errors import (
     QueueNotFound,
     QueuePaused,
 )
-from conveyor.types import DeadLetter, LeasedMessage, QueueSettings, Retry, Settlement
+from conveyor.types import DeadLetter, LeasedMessage, QueueSettings, Retry, Settlement, WorkerInfo
 from tests.support.apps import AppFactory, TimeMachine
 from tests.support.engines import EngineSetup
 
@@ -790,3 +790,32 @@ async def test_a_cancelled_wait_and_lease_takes_nothing(app: conveyor.App) -> No
 def test_an_unknown_url_scheme_is_a_clear_error() -> None:
     with pytest.raises(ConveyorError, match="scheme"):
         from_url("kafka://localhost")
+
+
+def _worker(worker_id: str, seen_at: float, queues: tuple[str, ...] = ("jobs",)) -> WorkerInfo:
+    return WorkerInfo(worker_id, "host-a", 4242, queues, 10, seen_at - 60, seen_at)
+
+
+async def test_worker_heartbeats_are_kept_replaced_listed_by_age_and_forgotten(
+    app: conveyor.App, make_app: AppFactory, engine: EngineSetup
+) -> None:
+    backend = app.backend
+    await backend.record_worker(_worker("w1", 1_000.0), ttl=15)
+    await backend.record_worker(_worker("w2", 1_004.0, ("a", "b")), ttl=15)
+    # another App on the same storage sees them (each memory:// App has its own store)
+    other = backend if engine.name == "memory" else (await make_app()).backend
+    assert await other.list_workers(since=990.0) == [
+        _worker("w1", 1_000.0),
+        _worker("w2", 1_004.0, ("a", "b")),
+    ]
+    assert [w.id for w in await other.list_workers(since=1_002.0)] == ["w2"]
+    # a heartbeat replaces the last one
+    await backend.record_worker(_worker("w1", 1_010.0, ("c",)), ttl=15)
+    assert await other.list_workers(since=1_005.0) == [_worker("w1", 1_010.0, ("c",))]
+    # a stopped worker is forgotten; forgetting an unknown one changes nothing
+    await other.forget_worker("w1")
+    await other.forget_worker("nobody")
+    assert [w.id for w in await backend.list_workers(since=0.0)] == ["w2"]
+    # a write deletes heartbeats older than its ttl
+    await backend.record_worker(_worker("w3", 1_100.0), ttl=15)
+    assert [w.id for w in await backend.list_workers(since=0.0)] == ["w3"]

@@ -154,6 +154,36 @@ def test_records_and_snapshots_of_before_groups_read_as_ungrouped() -> None:
     assert [(a.id, a.dedup_id, a.group) for a in records.decode_arrivals(grouped, 8)] == [("c", None, "g")]
 
 
+def test_a_snapshot_keeps_headers_of_messages_and_of_dead_letters_on_their_way() -> None:
+    state = QueueState("q")
+    state.set_meta(QueueSettings(), False, 5.0)
+    arrivals = [_arrival(0), _arrival(1)]
+    for arrival in arrivals:
+        arrival.headers = {"k": arrival.id}
+    state.send(arrivals, 100.0, 1 << 20)
+    [leased] = state.lease(1, 30, "tok", 101.0)
+    record = DeadLetterInfo(leased.id, "q", 1, "boom", 102.0)
+    state.settle([], [], [(leased.id, "tok", "dead1", "q-dlq", record)], "m", 102.0)
+    copy = records.decode_state("q", records.encode_state(state))
+    assert [m.headers for m in copy.peek(10)] == [{"k": "id1"}]
+    [move] = copy.outbox.values()
+    [dead] = move.copies
+    assert dead.headers is not None
+    assert (dead.headers["k"], dead.headers["conveyor-dead-letter-error"]) == ("id0", "boom")
+
+
+def test_send_records_without_headers_keep_their_old_layout() -> None:
+    plain = records.Outgoing("a", b"x", "json")
+    deduplicated = records.Outgoing("b", b"x", "json", dedup_id="d")
+    with_headers = records.Outgoing("c", b"x", "json", headers={"k": "v"})
+    entries = records.send_entries([plain, deduplicated, with_headers])
+    assert [len(entry) for entry in entries] == [6, 7, 8]
+    arrivals = records.decode_arrivals(
+        records.decode(records.encode_send([plain, deduplicated, with_headers])), 1
+    )
+    assert [(a.dedup_id, a.headers) for a in arrivals] == [(None, None), ("d", None), (None, {"k": "v"})]
+
+
 # -- on the machine's server ---------------------------------------------------------------------
 
 

@@ -135,7 +135,7 @@ async def make_old_schema(pg_url: str, version: int) -> str:
     return schema
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     pg_url: str, version: int
 ) -> None:
@@ -165,8 +165,18 @@ async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_l
         assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
-        # the upgraded schema keeps ordered message groups, replays included (a new seq)
-        await app.create_queue("jobs-dlq")
+        # messages made before headers have none; new ones keep theirs
+        with_headers = await app.queue("jobs").send(3, headers={"k": "v"})
+        headers = {m.id: m.headers for m in await app.queue("jobs").peek(10)}
+        assert headers == {waiting: {}, orphan: {}, first: {}, with_headers: {"k": "v"}}
+        # a queue made before pull consumer settings has none, and takes one
+        assert settings.pull_consumer is None
+        assert settings.partitions == 1  # and one partition, as before partitions
+        consumer = conveyor.PullConsumer(batch_size=7, max_retries=1, dead_letter_queue="jobs-dlq")
+        await app.set_pull_consumer("jobs", consumer)
+        assert (await app.get_queue("jobs")).settings.pull_consumer == consumer
+        # the upgraded schema keeps ordered message groups, replays included (a new seq);
+        # jobs-dlq exists: setting the pull consumer made it
         await app.queue("jobs-dlq").send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
         assert await app.replay("jobs-dlq", to="jobs") == 2
         grouped = [m for m in await backend.lease_many("jobs", 10, 30) if m.group == "g"]
@@ -178,6 +188,16 @@ async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_l
     async with await connect() as conn:
         cursor = await conn.execute(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
         assert await cursor.fetchall() == [(v,) for v in range(1, postgres.SCHEMA_VERSION + 1)]
+
+
+async def test_a_message_without_headers_stores_null(pg_url: str, make_pg_app: AppMaker) -> None:
+    app = await make_pg_app(pg_url)
+    for n, headers in enumerate((None, {}, {"k": "v"})):
+        await app.queue("jobs").send(n, headers=headers)
+    schema = pg_url.rpartition("schema=")[2]
+    async with await connect() as conn:
+        cursor = await conn.execute(f'SELECT headers FROM "{schema}".messages ORDER BY seq')
+        assert await cursor.fetchall() == [(None,), (None,), ({"k": "v"},)]
 
 
 async def test_schemas_keep_their_queues_apart(pg_url: str, make_pg_app: AppMaker, tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     tmp_path: Path, version: int
 ) -> None:
@@ -151,6 +151,16 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         assert settings.max_backlog_messages == (50 if version >= 2 else None)
         first = await app.queue("jobs").send(1, dedup_id="d")
         assert await app.queue("jobs").send(2, dedup_id="d") == first
+        # messages made before headers have none; new ones keep theirs
+        with_headers = await app.queue("jobs").send(3, headers={"k": "v"})
+        headers = {m.id: m.headers for m in await app.queue("jobs").peek(10)}
+        assert headers == {waiting: {}, orphan: {}, first: {}, with_headers: {"k": "v"}}
+        # a queue made before pull consumer settings has none, and takes one
+        assert settings.pull_consumer is None
+        assert settings.partitions == 1  # and one partition, as before partitions
+        consumer = conveyor.PullConsumer(batch_size=7, max_retries=1, dead_letter_queue="jobs-dlq")
+        await app.set_pull_consumer("jobs", consumer)
+        assert (await app.get_queue("jobs")).settings.pull_consumer == consumer
         # the upgraded file keeps ordered message groups: one of a group out at a time
         await app.queue("jobs").send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
         grouped = [m for m in await backend.lease_many("jobs", 10, 30) if m.group == "g"]
@@ -161,9 +171,22 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     finally:
         conn.close()
+
+
+async def test_a_message_without_headers_stores_null(tmp_path: Path) -> None:
+    async with conveyor.App(f"sqlite:///{tmp_path / 'q.db'}") as app:
+        await app.queue("jobs").send(1)
+        await app.queue("jobs").send(2, headers={})
+        await app.queue("jobs").send(3, headers={"k": "v"})
+    conn = sqlite3.connect(tmp_path / "q.db")
+    try:
+        stored = conn.execute("SELECT headers FROM conveyor_messages ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    assert stored == [(None,), (None,), ('{"k":"v"}',)]
 
 
 async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:

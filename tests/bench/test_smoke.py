@@ -12,7 +12,8 @@ import conveyor.bench as bench
 from conveyor.bench.engines import ENGINES, backend_problem, service_problem
 from conveyor.bench.report import CASE_NAMES
 
-pytestmark = pytest.mark.slow
+# every engine's cases end to end: ~2 minutes on a loaded 2-core machine, past the default timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 RAW_CASES = [name for name in CASE_NAMES if name.startswith("raw_")]
 # the memory engine has neither a raw ceiling nor HTTP cases (a server process has its own memory)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import conveyor
-from conveyor.cli.config import ConfigError, apply_topics, load_config, parse_config
+from conveyor.cli.config import ConfigError, apply_queues, apply_topics, load_config, parse_config
 from conveyor.cli.output import parse_seconds
 from tests.cli.conftest import Cli, assert_one_error_line
 
@@ -231,3 +231,30 @@ async def test_applying_topics_subscribes_updates_filters_and_is_idempotent() ->
         assert await apply_topics(app, parse_config(text)) == []
         subscriptions = {s.queue: s.types for s in await app.list_subscriptions("orders")}
     assert subscriptions == {"kitchen": ("ORDER_UP",), "audit": None, "old": None}
+
+
+async def test_a_queues_pull_consumer_is_applied_changed_and_removed_as_the_file_says() -> None:
+    text = (
+        '[[queues]]\nname = "jobs"\n[queues.pull_consumer]\nbatch_size = 20\nmax_retries = 2\n'
+        'retry_delay = "30s"\nvisibility_timeout = "2m"\ndead_letter_queue = "jobs-dlq"\n'
+    )
+    async with conveyor.App("memory://", auto_create=False) as app:
+        assert await apply_queues(app, parse_config(text)) == ["jobs"]
+        wanted = conveyor.PullConsumer(20, 2, 30.0, 120.0, "jobs-dlq")
+        assert (await app.get_queue("jobs")).settings.pull_consumer == wanted
+        assert (await app.get_queue("jobs-dlq")).name == "jobs-dlq"
+        assert await apply_queues(app, parse_config(text)) == []  # idempotent
+        changed = text.replace("max_retries = 2", "max_retries = 5")
+        assert await apply_queues(app, parse_config(changed)) == ["jobs"]
+        assert (await app.get_queue("jobs")).settings.pull_consumer == conveyor.PullConsumer(
+            20, 5, 30.0, 120.0, "jobs-dlq"
+        )
+        # declared without one: the queue has none
+        assert await apply_queues(app, parse_config('[[queues]]\nname = "jobs"\n')) == ["jobs"]
+        assert (await app.get_queue("jobs")).settings.pull_consumer is None
+
+
+def test_a_bad_pull_consumer_key_names_it() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config('[[queues]]\nname = "q"\n[queues.pull_consumer]\nmax_retries = 101\n')
+    assert "queues[0].pull_consumer.max_retries" in str(raised.value)

@@ -45,6 +45,21 @@ def test_the_commented_topic_is_valid_once_uncommented(cli: Cli, tmp_path: Path)
     assert [(s.queue, s.types) for s in topic.subscriptions] == [("jobs", ["ORDER_PLACED"])]
 
 
+def test_the_commented_schedule_is_valid_once_uncommented(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("init")
+    text = (tmp_path / "conveyor.toml").read_text()
+    head, _, tail = text.partition("# [[schedules]]")
+    block, _, _ = tail.partition("\n\n")
+    uncommented = head + "[[schedules]]" + "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    [schedule] = parse_config(uncommented).schedules
+    assert (schedule.queue, schedule.cron, schedule.tz, schedule.body) == (
+        "jobs",
+        "*/5 * * * *",
+        "UTC",
+        {"task": "report"},
+    )
+
+
 def test_init_refuses_to_overwrite_without_force(cli: Cli, tmp_path: Path) -> None:
     path = tmp_path / "conveyor.toml"
     path.write_text("# mine\n")

@@ -103,3 +103,22 @@ def test_replay_to_an_unknown_queue_is_an_error(cli: Cli) -> None:
 
 def test_replay_needs_to(cli: Cli) -> None:
     assert cli("messages", "replay", "jobs-dlq").exit_code == 2
+
+
+def test_delete_one_message_by_id(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    doomed = cli.json("send", "jobs", '"doomed"')["id"]
+    kept = cli.json("send", "jobs", '"kept"')["id"]
+    assert f"Deleted message {doomed} from 'jobs'" in cli.ok("messages", "delete", "jobs", doomed).stdout
+    assert [m["id"] for m in cli.json("messages", "peek", "jobs")] == [kept]
+    assert_one_error_line(cli("messages", "delete", "jobs", doomed), "[message_not_found]")
+    assert cli.json("messages", "delete", "jobs", kept) == {"queue": "jobs", "id": kept, "deleted": True}
+    assert_one_error_line(cli("messages", "delete", "nope", kept), "[queue_not_found]")
+
+
+def test_delete_a_leased_message_is_refused(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    held = cli.json("send", "jobs", '"held"')["id"]
+    cli.api(lambda app: app.queue("jobs").pull(1))
+    assert_one_error_line(cli("messages", "delete", "jobs", held), "[message_leased]")
+    assert cli.json("queues", "info", "jobs")["in_flight"] == 1

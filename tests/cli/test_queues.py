@@ -146,3 +146,49 @@ def test_pause_unknown_queue_is_an_error(cli: Cli) -> None:
 
 def test_list_with_no_queues_says_so(cli: Cli) -> None:
     assert "No queues yet" in cli.ok("queues", "list").stdout
+
+
+def test_an_http_pull_consumer_is_added_shown_and_removed_with_wranglers_flags(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    added = cli.ok(
+        "queues",
+        "consumer",
+        "http",
+        "add",
+        "jobs",
+        "--batch-size",
+        "20",
+        "--message-retries",
+        "2",
+        "--retry-delay-secs",
+        "10",
+        "--visibility-timeout-secs",
+        "120",
+        "--dead-letter-queue",
+        "jobs-dlq",
+    ).stdout
+    assert "HTTP pull consumer of 'jobs'" in added and "dead-letter queue jobs-dlq" in added
+    stored = cli.api(lambda app: app.get_queue("jobs")).settings.pull_consumer
+    assert stored == conveyor.PullConsumer(20, 2, 10.0, 120.0, "jobs-dlq")
+    assert cli.json("queues", "info", "jobs")["pull_consumer"] == {
+        "batch_size": 20,
+        "max_retries": 2,
+        "retry_delay": 10.0,
+        "visibility_timeout_ms": 120_000,
+        "dead_letter_queue": "jobs-dlq",
+    }
+    assert "batch size 20, 2 retries" in cli.ok("queues", "info", "jobs").stdout
+    assert "jobs-dlq" in [row["name"] for row in cli.json("queues", "list")]
+
+    assert cli.json("queues", "consumer", "http", "remove", "jobs") == {"name": "jobs", "removed": True}
+    assert cli.api(lambda app: app.get_queue("jobs")).settings.pull_consumer is None
+
+
+def test_a_bad_pull_consumer_setting_names_the_limit_and_changes_nothing(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    result = cli("queues", "consumer", "http", "add", "jobs", "--message-retries", "101")
+    assert_one_error_line(result, "max_retries", "[limit_exceeded]")
+    assert cli.api(lambda app: app.get_queue("jobs")).settings.pull_consumer is None
+    missing = cli("queues", "consumer", "http", "add", "ghost", "--dead-letter-queue", "ghost-dlq")
+    assert_one_error_line(missing, "ghost", "[queue_not_found]")
+    assert cli.json("queues", "list") == [cli.json("queues", "info", "jobs")]

@@ -64,6 +64,30 @@ def test_send_with_a_group_shows_it_on_peek_and_a_bad_one_is_refused(cli: Cli) -
     assert_one_error_line(cli("send", "jobs", "2", "--group", "a b"), "invalid group", "[invalid_group_id]")
 
 
+def test_send_with_headers_stores_them_and_peek_shows_them(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("queues", "create", "jobs")
+    cli.ok("send", "jobs", "1", "--header", "tenant=acme", "-H", "query=a=b", "-H", "empty=")
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("2\n3\n")
+    cli.ok("send", "jobs", "--file", str(lines), "-H", "batch=yes")
+    assert [(m.body, m.headers) for m in peeked(cli, "jobs")] == [
+        (1, {"tenant": "acme", "query": "a=b", "empty": ""}),
+        (2, {"batch": "yes"}),
+        (3, {"batch": "yes"}),
+    ]
+    shown = cli.json("messages", "peek", "jobs")
+    assert [m["headers"] for m in shown] == [m.headers for m in peeked(cli, "jobs")]
+    assert "tenant=acme" in cli.ok("messages", "peek", "jobs").output
+
+
+def test_send_with_a_bad_header_is_an_error_that_sends_nothing(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    assert cli("send", "jobs", "1", "--header", "no-equals-sign").exit_code == 2
+    too_long = "k" * 300 + "=v"
+    assert_one_error_line(cli("send", "jobs", "1", "-H", too_long), "header key", "[invalid_headers]")
+    assert peeked(cli, "jobs") == []
+
+
 def test_send_invalid_json_is_a_clear_error_that_sends_nothing(cli: Cli) -> None:
     cli.ok("queues", "create", "jobs")
     result = cli("send", "jobs", "{not json")

@@ -11,7 +11,7 @@ import pytest
 from tests.support.browser import WIDTHS
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-PAGES = ("dashboard", "dashboard-queue", "dashboard-dead-letters", "analytics")
+PAGES = ("dashboard", "dashboard-queue", "dashboard-dead-letters", "dashboard-topics", "analytics")
 
 
 @pytest.mark.parametrize("page", PAGES)

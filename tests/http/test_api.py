@@ -49,7 +49,7 @@ async def test_send_pull_ack_round_trip(client: httpx.AsyncClient) -> None:
 
     leases = [{"lease_id": m["lease_id"]} for m in (first, second, third)]
     acked = result(await client.post("/queues/jobs/messages/ack", json={"acks": leases}))
-    assert acked == {"ack_count": 3, "retry_count": 0, "warnings": []}
+    assert acked == {"ack_count": 3, "retry_count": 0, "dead_letter_count": 0, "warnings": []}
     assert await pull(client, "jobs") == []
     document = await queue(client, "jobs")
     assert (document["backlog"], document["in_flight"], document["delayed"]) == (0, 0, 0)
@@ -72,7 +72,7 @@ async def test_retry_redelivers_with_attempts_counted(client: httpx.AsyncClient)
     retried = result(
         await client.post("/queues/jobs/messages/ack", json={"retries": [{"lease_id": message["lease_id"]}]})
     )
-    assert retried == {"ack_count": 0, "retry_count": 1, "warnings": []}
+    assert retried == {"ack_count": 0, "retry_count": 1, "dead_letter_count": 0, "warnings": []}
     (again,) = await pull(client, "jobs")
     assert (again["id"], again["body"], again["attempts"]) == (message["id"], "again", 2)
     assert again["lease_id"] != message["lease_id"]
@@ -290,6 +290,32 @@ async def test_a_queue_takes_a_partition_count_at_creation_and_keeps_it(client: 
     assert (await queue(client, "events"))["partitions"] == 4
 
 
+async def test_headers_are_sent_and_shown_by_pull_peek_and_a_topics_copies(client: httpx.AsyncClient) -> None:
+    await create(client, "jobs")
+    sent = {"body": 1, "headers": {"traceparent": "00-abc-def-01", "tenant": "ünï"}}
+    first = result(await client.post("/queues/jobs/messages", json=sent))["id"]
+    batch = {"messages": [{"body": 2, "headers": {"k": "v"}}, {"body": 3}]}
+    second, third = result(await client.post("/queues/jobs/messages/batch", json=batch))["ids"]
+    peeked = {m["id"]: m["headers"] for m in result(await client.get("/queues/jobs/messages"))}
+    assert peeked == {first: sent["headers"], second: {"k": "v"}, third: {}}
+    pulled = result(await client.post("/queues/jobs/messages/pull", json={"batch_size": 10}))["messages"]
+    assert {m["id"]: m["headers"] for m in pulled} == peeked
+    subscription = {"name": "events", "subscriptions": [{"queue": "audit"}]}
+    result(await client.post("/topics", json=subscription), 201)
+    result(await client.post("/topics/events/messages", json={"body": {"type": "x"}, "headers": {"k": "t"}}))
+    [copy] = result(await client.get("/queues/audit/messages"))
+    assert copy["headers"] == {"k": "t"}
+
+
+async def test_bad_headers_are_invalid_headers_and_store_nothing(client: httpx.AsyncClient) -> None:
+    await create(client, "jobs")
+    response = await client.post("/queues/jobs/messages", json={"body": 1, "headers": {"k": 1}})
+    assert error_code(response, 400) == "invalid_headers"
+    batch = {"messages": [{"body": 1}, {"body": 2, "headers": {"": "v"}}]}
+    assert error_code(await client.post("/queues/jobs/messages/batch", json=batch), 400) == "invalid_headers"
+    assert (await queue(client, "jobs"))["backlog"] == 0
+
+
 async def test_a_bad_dedup_id_is_invalid_dedup_id_and_stores_nothing(client: httpx.AsyncClient) -> None:
     await create(client, "jobs")
     response = await client.post("/queues/jobs/messages", json={"body": 1, "dedup_id": "has space"})
@@ -297,3 +323,20 @@ async def test_a_bad_dedup_id_is_invalid_dedup_id_and_stores_nothing(client: htt
     batch = {"messages": [{"body": 1}, {"body": 2, "dedup_id": "x" * 129}]}
     assert error_code(await client.post("/queues/jobs/messages/batch", json=batch), 400) == "invalid_dedup_id"
     assert (await queue(client, "jobs"))["backlog"] == 0
+
+
+async def test_delete_one_message_by_id(client: httpx.AsyncClient) -> None:
+    await create(client, "jobs")
+    doomed = result(await client.post("/queues/jobs/messages", json={"body": "doomed"}))["id"]
+    held = result(await client.post("/queues/jobs/messages", json={"body": "held"}))["id"]
+    assert result(await client.delete(f"/queues/jobs/messages/{doomed}")) == {
+        "queue": "jobs",
+        "id": doomed,
+        "deleted": True,
+    }
+    assert error_code(await client.delete(f"/queues/jobs/messages/{doomed}"), 404) == "message_not_found"
+    [pulled] = await pull(client, "jobs")
+    assert pulled["id"] == held
+    assert error_code(await client.delete(f"/queues/jobs/messages/{held}"), 409) == "message_leased"
+    assert (await queue(client, "jobs"))["in_flight"] == 1
+    assert error_code(await client.delete(f"/queues/nope/messages/{held}"), 404) == "queue_not_found"

@@ -238,8 +238,11 @@ async def test_unknown_queues_and_routes(sdk: AsyncCloudflare) -> None:
     with pytest.raises(cloudflare.BadRequestError) as malformed:
         await sdk.queues.get("not a queue!", account_id=ACCOUNT)
     assert error_number(malformed) == 10107
-    with pytest.raises(cloudflare.NotFoundError) as no_route:
+    with pytest.raises(cloudflare.NotFoundError) as no_queue:
         await sdk.queues.consumers.get("c", account_id=ACCOUNT, queue_id="jobs")
+    assert error_number(no_queue) == 10104
+    with pytest.raises(cloudflare.NotFoundError) as no_route:
+        await sdk.queues.subscriptions.get("s", account_id=ACCOUNT)
     assert error_number(no_route) == 7003
 
 
@@ -284,3 +287,71 @@ async def test_cloudflares_documented_request_bodies_work_as_sent(api_app: conve
             assert non_finite.status_code == 400 and non_finite.json()["errors"][0]["code"] == 10207
         not_json = await http.post(f"{base}/jobs/messages", content=b"{nope")
         assert not_json.status_code == 400 and not_json.json()["errors"][0]["code"] == 10208
+
+
+async def test_an_http_pull_consumer_through_the_sdks_consumer_calls(sdk: AsyncCloudflare) -> None:
+    queue = await sdk.queues.create(account_id=ACCOUNT, queue_name="jobs")
+    assert queue is not None and queue.queue_id is not None and queue.consumers == []
+    qid = queue.queue_id
+    created = await sdk.queues.consumers.create(
+        qid,
+        account_id=ACCOUNT,
+        type="http_pull",
+        dead_letter_queue="jobs-dlq",
+        settings={"batch_size": 2.0, "max_retries": 1.0, "retry_delay": 0, "visibility_timeout_ms": 60_000.0},
+    )
+    assert created is not None and created.type == "http_pull" and created.consumer_id is not None
+    assert (created.queue_name, created.dead_letter_queue) == ("jobs", "jobs-dlq")
+    assert created.settings is not None
+    assert (created.settings.batch_size, created.settings.max_retries, created.settings.retry_delay) == (
+        2,
+        1,
+        0,
+    )
+    assert created.settings.visibility_timeout_ms == 60_000
+    consumer_id = created.consumer_id
+    assert await sdk.queues.consumers.get(consumer_id, account_id=ACCOUNT, queue_id=qid) == created
+    assert [c async for c in sdk.queues.consumers.list(qid, account_id=ACCOUNT)] == [created]
+    shown = await sdk.queues.get(qid, account_id=ACCOUNT)
+    assert shown is not None and shown.consumers_total_count == 1
+    # the dead-letter queue it names exists
+    assert [q.queue_name async for q in sdk.queues.list(account_id=ACCOUNT)] == ["jobs", "jobs-dlq"]
+
+    # a pull naming no batch size gets the consumer's; a retry past max_retries dead-letters
+    await sdk.queues.messages.bulk_push(qid, account_id=ACCOUNT, messages=[{"body": n} for n in range(3)])
+    pulled = await sdk.queues.messages.pull(qid, account_id=ACCOUNT)
+    assert pulled is not None and pulled.messages is not None and len(pulled.messages) == 2
+    for attempt in (1, 2):
+        acked = await sdk.queues.messages.ack(
+            qid, account_id=ACCOUNT, retries=[{"lease_id": m.lease_id or ""} for m in pulled.messages]
+        )
+        assert acked is not None and acked.retry_count == 2
+        if attempt == 1:
+            pulled = await sdk.queues.messages.pull(qid, account_id=ACCOUNT, batch_size=10)
+            assert pulled is not None and pulled.messages is not None
+            pulled.messages = [m for m in pulled.messages if m.attempts == 2]
+            assert sorted(decoded(m) for m in pulled.messages) == [0, 1]
+    dead = await sdk.queues.messages.peek("jobs-dlq", account_id=ACCOUNT, batch_size=10)
+    assert dead is not None and dead.messages is not None
+    assert sorted(decoded(m) for m in dead.messages) == [0, 1]
+
+    # a queue has one: a second create replaces it
+    again = await sdk.queues.consumers.create(
+        qid, account_id=ACCOUNT, type="http_pull", settings={"batch_size": 3}
+    )
+    assert again is not None and again.consumer_id == consumer_id and again.settings is not None
+    assert again.settings.batch_size == 3
+    assert len([c async for c in sdk.queues.consumers.list(qid, account_id=ACCOUNT)]) == 1
+    updated = await sdk.queues.consumers.update(
+        consumer_id, account_id=ACCOUNT, queue_id=qid, type="http_pull", settings={"max_retries": 7}
+    )
+    assert updated is not None and updated.settings is not None and updated.settings.max_retries == 7
+    assert updated.dead_letter_queue == "" and updated.settings.batch_size == 5  # the rest: defaults
+    deleted = await sdk.queues.consumers.delete(consumer_id, account_id=ACCOUNT, queue_id=qid)
+    assert deleted.success is True
+    assert [c async for c in sdk.queues.consumers.list(qid, account_id=ACCOUNT)] == []
+    with pytest.raises(cloudflare.NotFoundError) as raised:
+        await sdk.queues.consumers.get(consumer_id, account_id=ACCOUNT, queue_id=qid)
+    assert error_number(raised) == 10292
+    with pytest.raises(cloudflare.BadRequestError):
+        await sdk.queues.consumers.create(qid, account_id=ACCOUNT, type="worker", script_name="w")

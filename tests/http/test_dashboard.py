@@ -4,6 +4,7 @@ when refused. (tests/http/test_dashboard_browser.py looks at the pages in Chromi
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -11,9 +12,11 @@ import httpx
 import pytest
 
 import conveyor
+import conveyor.admin
 from conveyor.admin import QueueHistory
 from conveyor.testing import FakeClock, drain
 from tests.http.conftest import client_for
+from tests.support.polling import eventually
 
 
 @pytest.fixture
@@ -237,3 +240,92 @@ async def test_the_queue_page_states_its_backlog_limit(memory_app: conveyor.App)
         free = (await client.get("/dashboard/queues/free")).text
     assert "backlog limit 1,000 messages or 5,000 bytes" in bounded
     assert "no backlog limit" in free
+
+
+async def test_delete_one_message_asks_for_confirmation_and_skips_leased_ones(
+    memory_app: conveyor.App,
+) -> None:
+    await memory_app.create_queue("jobs")
+    jobs = memory_app.queue("jobs")
+    doomed = await jobs.send("doomed")
+    ready = await jobs.send("ready")
+    await jobs.pull(1)  # leases the oldest: `doomed`
+    async with client_for(memory_app) as client:
+        page = (await client.get("/dashboard/queues/jobs")).text
+        # the leased message has no delete button; the other one has
+        assert f"/dashboard/queues/jobs/messages/{doomed}/delete" not in page
+        assert f"/dashboard/queues/jobs/messages/{ready}/delete" in page
+        url = f"/dashboard/queues/jobs/messages/{ready}/delete"
+        asked = await client.post(url)
+        assert asked.status_code == 200 and f"Delete message {ready}?" in asked.text
+        assert (await jobs.stats()).total == 2
+        done = await client.post(url, data={"confirm": "yes"})
+        assert done.status_code == 303
+        assert "Deleted one message from jobs." in (await client.get(done.headers["location"])).text
+        again = await client.post(url, data={"confirm": "yes"})
+        assert "no longer in jobs" in (await client.get(again.headers["location"])).text
+        leased_url = f"/dashboard/queues/jobs/messages/{doomed}/delete"
+        refused = await client.post(leased_url, data={"confirm": "yes"})
+        assert refused.status_code == 409 and "leased" in refused.text
+        assert (await client.post("/dashboard/queues/jobs/messages/a.b/delete")).status_code == 400
+    assert [m.id for m in await jobs.peek()] == [doomed]
+
+
+async def has_workers(app: conveyor.App) -> bool:
+    return bool(await conveyor.admin.recent_workers(app))
+
+
+async def test_workers_seen_recently_are_listed_with_host_pid_queues_and_heartbeat(
+    memory_app: conveyor.App,
+) -> None:
+    await memory_app.create_queue("jobs")
+
+    @memory_app.consumer("jobs", max_concurrency=3)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        pass
+
+    async with client_for(memory_app) as client:
+        assert "No worker seen in the last 15 s" in (await client.get("/")).text
+        worker = memory_app.worker()
+        running = asyncio.create_task(worker.run())
+        await worker.started.wait()
+        try:
+            await eventually(lambda: has_workers(memory_app), "the worker's first heartbeat")
+            page = (await client.get("/")).text
+        finally:
+            worker.stop()
+            await running
+        after = (await client.get("/")).text
+    section = page[page.index('id="workers"') :]
+    match = re.search(rf'<tr data-worker="{re.escape(worker.info.id)}">.*?</tr>', section, re.S)
+    assert match, section
+    row_html = match.group(0)
+    assert f">{worker.info.pid}<" in row_html and 'href="/dashboard/queues/jobs"' in row_html
+    assert 'data-value="3"' in row_html and " ago" in row_html
+    # a worker that stopped gracefully deletes its heartbeat
+    assert "No worker seen" in after[after.index('id="workers"') :]
+
+
+async def test_the_topics_page_lists_each_topic_with_its_subscriptions_and_types(
+    memory_app: conveyor.App,
+) -> None:
+    async with client_for(memory_app) as client:
+        assert "No topics yet" in (await client.get("/dashboard/topics")).text
+        for name in ("kitchen", "billing", "ledger"):
+            await memory_app.create_queue(name)
+        await memory_app.subscribe("orders", queue="kitchen", types=["ORDER_UP", "ORDER_CANCELLED"])
+        await memory_app.subscribe("orders", queue="billing")
+        await memory_app.subscribe("audit", queue="ledger", types=["<script>"])
+        await memory_app.queue("kitchen").send_batch([1, 2, 3])
+        await history_of(client).sample()
+        page = (await client.get("/dashboard/topics")).text
+    orders = re.search(r'<section class="card" data-topic="orders">.*?</section>', page, re.S)
+    assert orders, page
+    kitchen = re.search(r'<tr data-subscription="kitchen">.*?</tr>', orders.group(0), re.S)
+    billing = re.search(r'<tr data-subscription="billing">.*?</tr>', orders.group(0), re.S)
+    assert kitchen and billing
+    assert "ORDER_CANCELLED, ORDER_UP" in kitchen.group(0) and 'data-value="3"' in kitchen.group(0)
+    assert "every type" in billing.group(0) and 'href="/dashboard/queues/billing"' in billing.group(0)
+    assert "2 subscriptions" in orders.group(0)
+    assert "&lt;script&gt;" in page and "<script>" not in page
+    assert '<a href="/dashboard/topics">Topics</a>' in page

@@ -72,9 +72,12 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 # Valid by the document, refused by design for a reason a JSON schema cannot state: replaying a
-# queue into itself, renaming a queue in a Cloudflare update.
+# queue into itself, renaming a queue in a Cloudflare update, a queue as its own dead-letter queue.
 REFUSES_SOME_VALID_BODIES = {
     ("POST", "/queues/{name}/messages/replay"),
+    ("PUT", "/queues/{name}/consumers/http"),
+    ("POST", "/client/v4/accounts/{account_id}/queues/{queue_id}/consumers"),
+    ("PUT", "/client/v4/accounts/{account_id}/queues/{queue_id}/consumers/{consumer_id}"),
     ("PUT", "/client/v4/accounts/{account_id}/queues/{queue_id}"),
     ("PATCH", "/client/v4/accounts/{account_id}/queues/{queue_id}"),
 }

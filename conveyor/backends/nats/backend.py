@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from conveyor.backends.nats.jetstream import JetStream, StreamState, WrongLastSe
 from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Location, Move, Settled
 from conveyor.backends.nats.view import QueueView
-from conveyor.errors import BackendUnavailable, QueueAlreadyExists, QueueFull, QueueNotFound
+from conveyor.errors import BackendUnavailable, MessageLeased, QueueAlreadyExists, QueueFull, QueueNotFound
 from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -48,6 +48,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 log = logging.getLogger("conveyor.nats")
@@ -291,6 +292,39 @@ class NatsBackend(Backend):
             (s for s in subscriptions if topic is None or s.topic == topic), key=lambda s: (s.topic, s.queue)
         )
 
+    # -- worker heartbeats: one document, replaced by compare-and-set as the topics one --------
+
+    async def _change_workers(self, change: Callable[[dict[str, Any]], None]) -> None:
+        for _ in range(CAS_ATTEMPTS):
+            seq, data = await self.js.read_workers()
+            document: dict[str, Any] = {} if data is None else json.loads(data)
+            change(document)
+            try:
+                await self.js.write_workers(json.dumps(document).encode(), seq)
+            except WrongLastSequence:
+                continue
+            return
+        raise BackendUnavailable(f"worker heartbeats kept changing under {CAS_ATTEMPTS} attempts")
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        def record(document: dict[str, Any]) -> None:
+            for key in [key for key, seen in document.items() if seen["seen_at"] < worker.seen_at - ttl]:
+                del document[key]
+            document[worker.id] = worker.to_dict()
+
+        await self._change_workers(record)
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        _, data = await self.js.read_workers()
+        document: dict[str, Any] = {} if data is None else json.loads(data)
+        workers = [WorkerInfo.from_dict(value) for value in document.values()]
+        return sorted((worker for worker in workers if worker.seen_at >= since), key=lambda worker: worker.id)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        _, data = await self.js.read_workers()
+        if data is not None and worker_id in json.loads(data):
+            await self._change_workers(lambda document: document.pop(worker_id, None) and None)
+
     # -- sending -----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
@@ -304,6 +338,7 @@ class NatsBackend(Backend):
                     message.delay_seconds,
                     message.dead_letter,
                     dedup_id=message.dedup_id,
+                    headers=message.headers,
                     group=message.group,
                 )
             )
@@ -589,6 +624,7 @@ class NatsBackend(Backend):
                         copy.delay,
                         copy.dead_letter,
                         copy.timestamp,
+                        headers=copy.headers,
                         group=copy.group,
                     )
                 )
@@ -638,6 +674,12 @@ class NatsBackend(Backend):
 
     async def purge(self, queue: str) -> int:
         return int(await self._command(queue, {"op": "purge", "tok": new_token()}))
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        deleted = await self._command(queue, {"op": "delete", "tok": new_token(), "id": message_id})
+        if deleted is None:
+            raise MessageLeased(queue, message_id)
+        return bool(deleted)
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         await self.js.require_stream(destination)

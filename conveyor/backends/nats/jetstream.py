@@ -185,6 +185,8 @@ class JetStream:
         self._subject_prefix = f"{prefix}.q."
         self.topics_stream = f"{prefix}_topics"
         self.topics_subject = f"{prefix}.topics"
+        self.workers_stream = f"{prefix}_workers"
+        self.workers_subject = f"{prefix}.workers"
         # shared rate limits: one subject per queue holding its token bucket's last state
         self.rates_stream = f"{prefix}_rates"
         self._rates_subject_prefix = f"{prefix}.rates."
@@ -494,10 +496,22 @@ class JetStream:
 
     async def read_topics(self) -> tuple[int, bytes | None]:
         """The subscriptions document and its sequence (0 and None before the first one)."""
+        return await self._read_last(self.topics_stream, self.topics_subject)
+
+    async def read_workers(self) -> tuple[int, bytes | None]:
+        """The worker heartbeats document and its sequence (0 and None before the first one)."""
+        return await self._read_last(self.workers_stream, self.workers_subject)
+
+    async def write_workers(self, document: bytes, expected_seq: int) -> None:
+        """Replace the worker heartbeats document if it is still at `expected_seq`, else raise
+        WrongLastSequence."""
+        await self._replace_last(
+            self.workers_subject, document, expected_seq, (self.workers_stream, self.workers_subject)
+        )
+
+    async def _read_last(self, stream: str, subject: str) -> tuple[int, bytes | None]:
         try:
-            reply = await self.api(
-                f"STREAM.MSG.GET.{self.topics_stream}", {"last_by_subj": self.topics_subject}
-            )
+            reply = await self.api(f"STREAM.MSG.GET.{stream}", {"last_by_subj": subject})
         except nats.js.errors.APIError as exc:
             if _error_code(exc) in (STREAM_NOT_FOUND, MESSAGE_NOT_FOUND):
                 return 0, None

@@ -1,12 +1,14 @@
 """The bytes of a queue's log records: a JSON header line, then the bodies it names, back to back.
 
 `{"op": "send", "m": [[id, content type, delay, body length, dead letter, timestamp], ...]}\n<bodies>`
-(an entry may add a seventh item, its dedup id or null, and an eighth, its ordered message group)
+(an entry has a seventh item, its dedup id, only where it has one, headers or a group; an eighth,
+its headers (null for none), only where it has headers or a group; and a ninth, its ordered
+message group, only where it has one: records written before any of them read as they always did)
 
 Bodies are raw bytes (never pickled, never base64); the header says how long each is, so a body is
 found again by its record's stream sequence and offset (`state.Location`) without decoding the
 rest. Every other record is a header alone: a command (lease, extend, release, settle, purge,
-move, moved, sweep) with the token its writer waits on, a queue's settings (`meta`), one part of
+delete, move, moved, sweep) with the token its writer waits on, a queue's settings (`meta`), one part of
 a snapshot, or a `rehome` (bodies written again ahead of a compaction, in the send layout).
 """
 
@@ -18,11 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
+from conveyor.headers import headers_size, load_headers
 from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS, DEFAULT_PARTITIONS
-from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, QueueSettings
+from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, PullConsumer, QueueSettings
 
-# v4: a message's group (the 13th item of a message, the 9th of a move's copy); v2 had no `lost`
-SNAPSHOT_VERSION = 4
+# v5: a message's headers (null for none) and group (the 13th and 14th items of a message, the
+# 9th and 10th of a move's copy), the partition count after the pull consumer in the settings.
+# Read too: v2 (no `lost`), v3 (headers as an optional 13th / 9th item, the pull consumer 6th
+# setting), v4 (groups before headers, never on main: the group 13th / 9th, partitions 6th).
+SNAPSHOT_VERSION = 5
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
 
 
@@ -46,6 +52,7 @@ class Outgoing:
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
     dedup_id: str | None = None
+    headers: dict[str, str] | None = None
     group: str | None = None
 
 
@@ -80,15 +87,18 @@ def _content_type(name: str) -> ContentType:
 
 
 def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
-    """One entry per message; a seventh item, the dedup id, only where there is one or a group,
-    and an eighth, the group, only where there is one (older records stay as they were)."""
+    """One entry per message; a seventh item, the dedup id, only where there is one, headers or a
+    group; an eighth, the headers (null for none), only where there are some or a group; a ninth,
+    the group, only where there is one (older records stay as they were)."""
     return [_send_entry(m) for m in messages]
 
 
 def _send_entry(m: Outgoing) -> list[Any]:
     entry = [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
     if m.group is not None:
-        entry += [m.dedup_id, m.group]
+        entry += [m.dedup_id, m.headers, m.group]
+    elif m.headers is not None:
+        entry += [m.dedup_id, m.headers]
     elif m.dedup_id is not None:
         entry.append(m.dedup_id)
     return entry
@@ -120,7 +130,7 @@ def encode_send(
 def send_size(message: Outgoing) -> int:
     """About how many bytes `message` adds to a send record."""
     dead = 0 if message.dead_letter is None else 200 + len(message.dead_letter.error)
-    return len(message.body) + len(message.id) + 40 + dead
+    return len(message.body) + len(message.id) + 40 + dead + headers_size(message.headers)
 
 
 def decode_arrivals(record: Record, seq: int) -> list[Arrival]:
@@ -152,7 +162,8 @@ def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arr
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp=timestamp,
                 dedup_id=entry[6] if len(entry) > 6 else None,
-                group=entry[7] if len(entry) > 7 else None,
+                headers=load_headers(entry[7]) if len(entry) > 7 and entry[7] is not None else None,
+                group=entry[8] if len(entry) > 8 else None,
             )
         )
         offset += length
@@ -194,6 +205,8 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
         header["maxm"] = settings.max_backlog_messages
     if settings.max_backlog_bytes is not None:
         header["maxb"] = settings.max_backlog_bytes
+    if settings.pull_consumer is not None:
+        header["pull"] = settings.pull_consumer.to_dict()
     if settings.partitions != DEFAULT_PARTITIONS:
         header["parts"] = settings.partitions
     return encode(header)
@@ -208,6 +221,7 @@ def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
         header.get("dedup"),
         header.get("maxm"),
         header.get("maxb"),
+        header.get("pull"),
         header.get("parts"),
     )
     return settings, bool(header["paused"]), float(header["created"])
@@ -219,6 +233,7 @@ def _settings(
     dedup: Any = None,
     most_messages: Any = None,
     most_bytes: Any = None,
+    pull: Any = None,
     partitions: Any = None,
 ) -> QueueSettings:
     return QueueSettings(
@@ -227,6 +242,8 @@ def _settings(
         dedup_window_seconds=float(DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else dedup),
         max_backlog_messages=None if most_messages is None else int(most_messages),
         max_backlog_bytes=None if most_bytes is None else int(most_bytes),
+        # a queue created before pull consumer settings has none
+        pull_consumer=None if pull is None else PullConsumer.from_dict(pull),
         # a queue created before partitions has one
         partitions=DEFAULT_PARTITIONS if partitions is None else int(partitions),
     )
@@ -252,6 +269,7 @@ def encode_state(state: QueueState) -> bytes:
             m.record,
             m.offset,
             m.lost,
+            m.headers,
             m.group,
         ]
         # in send order: a group's members are restored in it
@@ -263,7 +281,16 @@ def encode_state(state: QueueState) -> bytes:
             move.destination,
             move.started_at,
             [
-                [c.id, c.content_type, c.delay, _dead(c.dead_letter), c.timestamp, *c.location, c.group]
+                [
+                    c.id,
+                    c.content_type,
+                    c.delay,
+                    _dead(c.dead_letter),
+                    c.timestamp,
+                    *c.location,
+                    c.headers,
+                    c.group,
+                ]
                 for c in move.copies
             ],
         ]
@@ -277,6 +304,7 @@ def encode_state(state: QueueState) -> bytes:
             state.settings.max_backlog_messages,
             state.settings.max_backlog_bytes,
             state.settings.dedup_window_seconds,
+            None if state.settings.pull_consumer is None else state.settings.pull_consumer.to_dict(),
             state.settings.partitions,
         ],
         "paused": state.paused,
@@ -292,14 +320,17 @@ def encode_state(state: QueueState) -> bytes:
 def decode_state(name: str, data: bytes) -> QueueState:
     header = json.loads(data)
     version = header.get("v")
-    if version not in (2, 3, SNAPSHOT_VERSION):  # v2 had no `lost`, v3 no groups
+    if version not in (2, 3, 4, SNAPSHOT_VERSION):
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
     # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
-    # dedup window; a snapshot from before deduplication has the default window
+    # dedup window, then the pull consumer; a snapshot from before deduplication has the default
+    # window, one from before pull consumers none
     delay, retention, *rest = header["settings"]
-    most_messages, most_bytes, dedup, partitions = (*rest, None, None, None, None)[:4]
-    settings = _settings(delay, retention, dedup, most_messages, most_bytes, partitions)
+    most_messages, most_bytes, dedup, *extra = (*rest, None, None, None, None, None)[:5]
+    # the sixth setting: v3 the pull consumer, v4 (groups before headers) the partition count
+    pull, partitions = (None, extra[0]) if version == 4 else extra
+    settings = _settings(delay, retention, dedup, most_messages, most_bytes, pull, partitions)
     state.set_meta(settings, bool(header["paused"]), header["created"])
     state.now = float(header["now"])
     # in send order (a snapshot before v4 may not be): a group's members are restored in it
@@ -319,10 +350,12 @@ def decode_state(name: str, data: bytes) -> QueueState:
             lease_token=token,
             dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
             lost=entry[11] if len(entry) > 11 else 0,
-            group=entry[12] if len(entry) > 12 else None,
+            headers=_snapshot_headers(version, entry[12:]),
+            group=_snapshot_group(version, entry[12:]),
         )
         state.add(message)
     for move_id, destination, started_at, entries in header["moves"]:
+        # a copy's ninth item, its headers, only where it has some
         copies = [
             Arrival(
                 copy_id,
@@ -331,11 +364,28 @@ def decode_state(name: str, data: bytes) -> QueueState:
                 delay,
                 None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp,
-                group=group[0] if group else None,
+                headers=_snapshot_headers(version, rest),
+                group=_snapshot_group(version, rest),
             )
-            for copy_id, kind, delay, dead, timestamp, record, offset, size, *group in entries
+            for copy_id, kind, delay, dead, timestamp, record, offset, size, *rest in entries
         ]
         state.outbox[move_id] = Move(move_id, destination, copies, started_at)
     for dedup_id, message_id, until in header.get("dedup", ()):
         state.dedup[dedup_id] = (message_id, until)
     return state
+
+
+def _snapshot_headers(version: int, extra: Sequence[Any]) -> dict[str, str] | None:
+    """A snapshot entry's headers from its items past the fixed ones (see SNAPSHOT_VERSION)."""
+    if version == 4 or not extra or extra[0] is None:
+        return None
+    return load_headers(extra[0])
+
+
+def _snapshot_group(version: int, extra: Sequence[Any]) -> str | None:
+    """A snapshot entry's group from its items past the fixed ones (see SNAPSHOT_VERSION)."""
+    if version == 4:
+        return extra[0] if extra else None
+    if version == SNAPSHOT_VERSION and len(extra) > 1:
+        return str(extra[1]) if extra[1] is not None else None
+    return None

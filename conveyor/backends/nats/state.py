@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from conveyor.backends.base import expired_lease_counts, handed_token
+from conveyor.headers import dead_letter_headers
 from conveyor.types import (
     ContentType,
     DeadLetterInfo,
@@ -54,6 +55,7 @@ class Message:
     version: int = 0
     dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
+    headers: dict[str, str] | None = None
     group: str | None = None  # its ordered message group
 
     @property
@@ -71,6 +73,7 @@ class Message:
             visible_at=self.visible_at,
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
+            headers=self.headers,
             group=self.group,
         )
 
@@ -101,6 +104,7 @@ class Arrival:
     dead_letter: DeadLetterInfo | None = None
     timestamp: float | None = None
     dedup_id: str | None = None
+    headers: dict[str, str] | None = None
     group: str | None = None
 
 
@@ -271,6 +275,7 @@ class QueueState:
                 record=record,
                 offset=offset,
                 dead_letter=arrival.dead_letter,
+                headers=arrival.headers,
                 group=arrival.group,
             )
             self.add(message)
@@ -374,8 +379,18 @@ class QueueState:
             move = moves.get(destination)
             if move is None:
                 move = moves[destination] = Move(f"{move_id}-{len(moves)}", destination, [], now)
+            headers = {**(message.headers or {}), **dead_letter_headers(record)}
             move.copies.append(
-                Arrival(new_id, message.content_type, message.location, 0.0, record, now, group=message.group)
+                Arrival(
+                    new_id,
+                    message.content_type,
+                    message.location,
+                    0.0,
+                    record,
+                    now,
+                    headers=headers,
+                    group=message.group,
+                )
             )
         for move in moves.values():
             self.outbox[move.id] = move
@@ -389,9 +404,20 @@ class QueueState:
         self.bytes = 0
         return count
 
+    def delete(self, message_id: str, now: float) -> bool | None:
+        """Delete one message unless a live lease holds it: True deleted, False no such message,
+        None leased (nothing changed)."""
+        message = self.messages.get(message_id)
+        if message is None:
+            return False
+        if message.lease_token is not None and message.visible_at > now:
+            return None
+        self._delete(message)  # its heap entry is skipped as stale
+        return True
+
     def move_out(self, destination: str, limit: int | None, move_id: str, now: float) -> Move:
         """Take up to `limit` unleased messages, oldest visible first, for `destination`: they
-        keep id, body, content type and send time, and start again at attempt 0."""
+        keep id, body, content type, headers and send time, and start again at attempt 0."""
         movable = sorted(
             (m for m in self.messages.values() if m.lease_token is None or m.visible_at <= now),
             key=lambda m: (m.visible_at, m.order),
@@ -409,6 +435,7 @@ class QueueState:
                     0.0,
                     None,
                     message.timestamp,
+                    headers=message.headers,
                     group=message.group,
                 )
             )

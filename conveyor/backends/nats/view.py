@@ -300,6 +300,7 @@ class QueueView:
                             make_lease_id(m.id, token),
                             m.dead_letter,
                             m.lost,
+                            m.headers,
                             m.group,
                         ),
                         m.location,
@@ -321,6 +322,10 @@ class QueueView:
                 self.wake()
         elif op == "purge":
             result = state.purge()
+        elif op == "delete":
+            result = state.delete(str(header["id"]), now)
+            if result and state.groups:
+                self.wake()  # a group's head deleted: its next is deliverable
         elif op == "move":
             result = state.move_out(str(header["to"]), header["n"], str(header["tok"]), now)
             if result.copies and state.groups:

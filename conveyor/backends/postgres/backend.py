@@ -62,7 +62,15 @@ from conveyor.backends.base import Backend, new_token
 from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
-from conveyor.errors import BackendUnavailable, ConveyorError, InvalidURL, QueueAlreadyExists, QueueNotFound
+from conveyor.errors import (
+    BackendUnavailable,
+    ConveyorError,
+    InvalidURL,
+    MessageLeased,
+    QueueAlreadyExists,
+    QueueNotFound,
+)
+from conveyor.headers import dead_letter_headers, dump_headers, load_headers
 from conveyor.limits import check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -72,11 +80,13 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 log = logging.getLogger("conveyor.postgres")
@@ -84,8 +94,15 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 4
-MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3", 4: "schema_v4"}
+SCHEMA_VERSION = 6
+MIGRATIONS = {
+    1: "schema_v1",
+    2: "schema_v2",
+    3: "schema_v3",
+    4: "schema_v4",
+    5: "schema_v5",
+    6: "schema_v6",
+}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -146,7 +163,8 @@ def _info(row: Sequence[Any]) -> QueueInfo:
             max_backlog_messages=row[5],
             max_backlog_bytes=row[6],
             dedup_window_seconds=row[7],
-            partitions=row[8],
+            pull_consumer=PullConsumer.from_json(row[8]),
+            partitions=row[9],
         ),
         paused=row[3],
         created_at=row[4],
@@ -427,6 +445,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
             "partitions": settings.partitions,
         }
         while True:
@@ -452,6 +471,7 @@ class PostgresBackend(Backend):
             "max_backlog_messages": settings.max_backlog_messages,
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
+            "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
             "partitions": settings.partitions,
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
@@ -493,6 +513,31 @@ class PostgresBackend(Backend):
     async def list_subscriptions(self, topic: str | None = None) -> list[Subscription]:
         rows = await self._fetchall("list_subscriptions", {"topic": topic}, repeatable=True)
         return [_subscription(row) for row in rows]
+
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        params = {
+            "id": worker.id,
+            "seen_at": worker.seen_at,
+            "info": json.dumps(worker.to_dict()),
+            "oldest": worker.seen_at - ttl,
+        }
+
+        async def record(conn: Conn) -> None:
+            await conn.execute(self._q["record_worker"], params, binary=True)
+
+        await self._run(record, repeatable=True)
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        rows = await self._fetchall("list_workers", {"since": since}, repeatable=True)
+        return [WorkerInfo.from_dict(json.loads(row[0])) for row in rows]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        async def forget(conn: Conn) -> None:
+            await conn.execute(self._q["forget_worker"], {"id": worker_id}, binary=True)
+
+        await self._run(forget, repeatable=True)
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -594,6 +639,7 @@ class PostgresBackend(Backend):
             "delays": [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages],
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
             "dedup_ids": [m.dedup_id for m in messages],
+            "headers": [None if m.headers is None else dump_headers(m.headers) for m in messages],
             "groups": [m.group for m in messages],
             "channel": self.channel,
             "checked": False,
@@ -629,9 +675,19 @@ class PostgresBackend(Backend):
         # the lease id format of make_lease_id, inlined: this runs per message
         return [
             LeasedMessage(
-                id_, queue, body, kind, sent, attempts, f"{id_}.{token}", _dead_letter(dead), lost, group
+                id_,
+                queue,
+                body,
+                kind,
+                sent,
+                attempts,
+                f"{id_}.{token}",
+                _dead_letter(dead),
+                lost,
+                None if headers is None else load_headers(headers),
+                group,
             )
-            for _, id_, body, kind, sent, attempts, dead, lost, group in rows
+            for _, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -676,6 +732,7 @@ class PostgresBackend(Backend):
             "dead_new_ids": [move.new_id for move in moves],
             "dead_records": [_json(move.record) for move in moves],
             "dead_queues": [move.queue for move in moves],
+            "dead_headers": [dump_headers(dead_letter_headers(move.record)) for move in moves],
         }
         ok, found, acked, retried, dead, _ = await self._fetchone("settle", params)
         if not ok:
@@ -716,7 +773,8 @@ class PostgresBackend(Backend):
                 visible_at=r[5],
                 leased=r[6],
                 dead_letter=_dead_letter(r[7]),
-                group=r[8],
+                headers=load_headers(r[8]),
+                group=r[9],
             )
             for r in rows
         ]
@@ -726,6 +784,24 @@ class PostgresBackend(Backend):
         if not exists:
             raise QueueNotFound(queue)
         return int(purged)
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        async def delete(conn: Conn) -> bool:
+            async with conn.transaction():
+                params = {"queue": queue, "id": message_id}
+                cursor = await conn.execute(self._q["lock_message"], params, binary=True)
+                row = await cursor.fetchone()
+                if row is None:
+                    cursor = await conn.execute(self._q["queue_by_name"], {"name": queue}, binary=True)
+                    if await cursor.fetchone() is None:
+                        raise QueueNotFound(queue)
+                    return False
+                if row[0]:
+                    raise MessageLeased(queue, message_id)
+                await conn.execute(self._q["delete_message"], params | {"channel": self.channel}, binary=True)
+                return True
+
+        return await self._run(delete)
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         params = {"source": source, "destination": destination, "limit": limit, "channel": self.channel}

@@ -80,7 +80,21 @@ CREATE TABLE {schema}.dedup (
 CREATE INDEX dedup_expiry ON {schema}.dedup (expires_at)
 
 -- name: schema_v4
--- Ordered message groups (v4): a grouped message is deliverable only as its group's head, the
+-- Headers (v4): a message's headers, NULL when it has none (adding a NULL column rewrites nothing)
+ALTER TABLE {schema}.messages ADD COLUMN headers jsonb
+
+-- name: schema_v5
+-- v5: a queue's HTTP pull consumer settings, as JSON text (types.PullConsumer.to_dict), NULL for none
+ALTER TABLE {schema}.queues ADD COLUMN pull_consumer text;
+-- worker heartbeats (`conveyor workers`): info is types.WorkerInfo.to_dict as JSON
+CREATE TABLE {schema}.workers (
+    id text PRIMARY KEY,
+    seen_at double precision NOT NULL,
+    info text NOT NULL
+)
+
+-- name: schema_v6
+-- Ordered message groups (v6): a grouped message is deliverable only as its group's head, the
 -- group's message with the lowest seq in its queue (docs/concepts/groups.md). The index is
 -- partial: ungrouped messages (NULL) pay nothing for it. A replay gives a message a new seq (it
 -- joins its group's end), so seq takes values other than its default.
@@ -90,32 +104,44 @@ CREATE INDEX messages_group ON {schema}.messages (queue_id, group_id, seq) WHERE
 -- a queue's partition count, fixed at creation
 ALTER TABLE {schema}.queues ADD COLUMN partitions integer NOT NULL DEFAULT 1
 
+-- name: record_worker
+WITH old AS (DELETE FROM {schema}.workers WHERE seen_at < %(oldest)b AND id <> %(id)b)
+INSERT INTO {schema}.workers (id, seen_at, info) VALUES (%(id)b, %(seen_at)b, %(info)b)
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, info = excluded.info
+
+-- name: list_workers
+SELECT info FROM {schema}.workers WHERE seen_at >= %(since)b ORDER BY id
+
+-- name: forget_worker
+DELETE FROM {schema}.workers WHERE id = %(id)b
+
 -- name: queue_by_name
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window, partitions
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer, partitions
 FROM {schema}.queues WHERE name = %(name)b
 
 -- name: list_queues
 SELECT name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window, partitions
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer, partitions
 FROM {schema}.queues ORDER BY name COLLATE "C"
 
 -- name: insert_queue
 INSERT INTO {schema}.queues
-    (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes, dedup_window, partitions)
+    (name, delivery_delay, retention_seconds, max_backlog_messages, max_backlog_bytes, dedup_window,
+     pull_consumer, partitions)
 VALUES (%(name)b, %(delivery_delay)b, %(retention_seconds)b, %(max_backlog_messages)b, %(max_backlog_bytes)b,
-        %(dedup_window)b, %(partitions)b)
+        %(dedup_window)b, %(pull_consumer)b, %(partitions)b)
 ON CONFLICT (name) DO NOTHING
 RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window, partitions
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer, partitions
 
 -- name: update_queue
 UPDATE {schema}.queues SET delivery_delay = %(delivery_delay)b, retention_seconds = %(retention_seconds)b,
     max_backlog_messages = %(max_backlog_messages)b, max_backlog_bytes = %(max_backlog_bytes)b,
-    dedup_window = %(dedup_window)b
+    dedup_window = %(dedup_window)b, pull_consumer = %(pull_consumer)b
 WHERE name = %(name)b
 RETURNING name, delivery_delay, retention_seconds, paused, extract(epoch FROM created_at)::float8,
-       max_backlog_messages, max_backlog_bytes, dedup_window, partitions
+       max_backlog_messages, max_backlog_bytes, dedup_window, pull_consumer, partitions
 
 -- name: set_paused
 WITH updated AS (
@@ -170,8 +196,8 @@ WITH targets AS (
 ), incoming AS (
     SELECT * FROM unnest(%(ids)b::text[], %(queues)b::text[], %(bodies)b::bytea[],
                          %(content_types)b::text[], %(delays)b::float8[], %(dead_letters)b::text[],
-                         %(dedup_ids)b::text[], %(groups)b::text[]) WITH ORDINALITY
-         AS m(id, queue, body, content_type, delay, dead_letter, dedup_id, group_id, position)
+                         %(dedup_ids)b::text[], %(headers)b::text[], %(groups)b::text[]) WITH ORDINALITY
+         AS m(id, queue, body, content_type, delay, dead_letter, dedup_id, headers, group_id, position)
 ), claimed AS (
     -- The first message naming a dedup id claims it unless a live claim of another message
     -- holds it. DO UPDATE, not DO NOTHING: it waits for a concurrent claim to commit and then
@@ -193,10 +219,11 @@ WITH targets AS (
     FROM incoming m JOIN targets t ON t.name = m.queue
     LEFT JOIN claimed c ON c.queue_id = t.id AND c.dedup_id = m.dedup_id
 ), inserted AS (
-    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, group_id)
+    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter,
+                                   headers, group_id)
     SELECT r.id, r.queue_id, r.body, r.content_type, statement_timestamp(),
            statement_timestamp() + make_interval(secs => coalesce(r.delay, r.delivery_delay)),
-           r.dead_letter::jsonb, r.group_id
+           r.dead_letter::jsonb, r.headers::jsonb, r.group_id
     FROM resolved r
     WHERE (SELECT ok FROM complete) AND r.stored_as = r.id
     -- rows take their seq in the order they were sent: a join may hand them over in any order
@@ -268,10 +295,10 @@ WITH source AS (
     FROM picked WHERE m.ctid = picked.ctid
     RETURNING picked.visible_at AS was_visible, m.seq, m.id, m.body, m.content_type,
               extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at, m.attempts, m.dead_letter, m.lost,
-              m.group_id
+              m.headers, m.group_id
 )
 -- RETURNING hands rows over in join order: the batch keeps the picked order, oldest visible first
-SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, group_id FROM leased
+SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers, group_id FROM leased
 ORDER BY was_visible, seq
 
 -- Statements on leases look each message up by id: `queue_id + 0` keeps the planner off the ready
@@ -316,7 +343,8 @@ SELECT released, (SELECT count(pg_notify(%(channel)b, %(queue)b::text)) WHERE re
 -- name: settle
 -- One batch's outcomes in one statement. Nothing changes unless the queue and every dead-letter
 -- queue exist; each CTE returns the positions (from 1, per kind) of the items it settled, the
--- others are stale. Dead letters arrive with their record (built by the core) as JSON text.
+-- others are stale. Dead letters arrive with their record (built by the core) as JSON text, and
+-- the headers naming it, added over the message's own.
 WITH source AS (
     SELECT id FROM {schema}.queues WHERE name = %(queue)b
 ), targets AS (
@@ -341,14 +369,17 @@ WITH source AS (
 ), dead AS (
     DELETE FROM {schema}.messages m
     USING unnest(%(dead_ids)b::text[], %(dead_tokens)b::text[], %(dead_new_ids)b::text[],
-                 %(dead_records)b::text[], %(dead_queues)b::text[])
-          WITH ORDINALITY AS d(id, token, new_id, record, target, n)
+                 %(dead_records)b::text[], %(dead_queues)b::text[], %(dead_headers)b::text[])
+          WITH ORDINALITY AS d(id, token, new_id, record, target, trace, n)
     WHERE (SELECT ok FROM complete) AND m.id = d.id AND m.lease_token = d.token
       AND m.queue_id + 0 = (SELECT id FROM source) AND m.visible_at > now()
-    RETURNING d.n, m.body, m.content_type, d.new_id, d.record, d.target, m.group_id
+    RETURNING d.n, m.body, m.content_type, d.new_id, d.record, d.target,
+              coalesce(m.headers, '{{}}'::jsonb) || d.trace::jsonb AS headers, m.group_id
 ), moved AS (
-    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, group_id)
-    SELECT dead.new_id, t.id, dead.body, dead.content_type, now(), now(), dead.record::jsonb, dead.group_id
+    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter,
+                                   headers, group_id)
+    SELECT dead.new_id, t.id, dead.body, dead.content_type, now(), now(), dead.record::jsonb, dead.headers,
+           dead.group_id
     FROM dead JOIN targets t ON t.name = dead.target
     RETURNING queue_id
 ), woken AS (
@@ -380,7 +411,7 @@ GROUP BY q.id
 -- name: peek
 SELECT m.id, m.body, m.content_type, extract(epoch FROM m.enqueued_at)::float8, m.attempts,
        extract(epoch FROM m.visible_at)::float8, m.lease_token IS NOT NULL AND m.visible_at > now(),
-       m.dead_letter, m.group_id
+       m.dead_letter, m.headers, m.group_id
 FROM {schema}.messages m
 WHERE m.queue_id = (SELECT id FROM {schema}.queues WHERE name = %(queue)b)
 ORDER BY m.visible_at, m.seq
@@ -393,6 +424,21 @@ WITH source AS (
     DELETE FROM {schema}.messages WHERE queue_id = (SELECT id FROM source) RETURNING 1
 )
 SELECT (SELECT count(*) FROM source), (SELECT count(*) FROM purged)
+
+-- Deleting one message by id: its row is locked first (a lease running meanwhile has committed
+-- when the lock is granted, and the row is read as it is then), then deleted unless a live lease
+-- holds it. Returns whether the message is under a live lease; no row: no such message.
+-- name: lock_message
+SELECT m.lease_token IS NOT NULL AND m.visible_at > now() FROM {schema}.messages m
+WHERE m.id = %(id)b AND m.queue_id = (SELECT id FROM {schema}.queues WHERE name = %(queue)b)
+FOR UPDATE
+
+-- A deleted group member wakes the queue's waiters: a head gone makes its next deliverable.
+-- name: delete_message
+WITH deleted AS (
+    DELETE FROM {schema}.messages WHERE id = %(id)b RETURNING group_id
+)
+SELECT count(pg_notify(%(channel)b, %(queue)b::text)) FROM deleted WHERE group_id IS NOT NULL
 
 -- name: move
 WITH source AS (

@@ -8,7 +8,7 @@ Storage. The keys of one queue share the hash tag `{<prefix>:<queue>}` (so one C
 message hashes, a `ready` sorted set scored by visible time, an `inflight` sorted set scored by
 lease deadline, an `age` set for retention, a settings hash and a wake-up list. All of it, and
 every script, is in `scripts.lua`. Every batch operation on one queue (send, lease, extend,
-release, settle, stats, peek, purge, sweep) is ONE Lua script (EVALSHA), atomic, timed by the
+release, settle, stats, peek, purge, delete, sweep) is ONE Lua script (EVALSHA), atomic, timed by the
 server's clock (`TIME`); the worker's clock is never used. The queue registry and the topic
 subscriptions are two keys under the tag `{<prefix>}`.
 
@@ -73,10 +73,12 @@ from conveyor.errors import (
     BackendUnavailable,
     CannotConnect,
     InvalidURL,
+    MessageLeased,
     QueueAlreadyExists,
     QueueFull,
     QueueNotFound,
 )
+from conveyor.headers import dead_letter_headers, load_headers
 from conveyor.limits import check_room
 from conveyor.types import (
     CONTENT_TYPES,
@@ -88,11 +90,13 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 DEFAULT_PREFIX = "conveyor"
@@ -104,7 +108,7 @@ META, READY, INFLIGHT, AGE, WAKE, HELD = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake", "held")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup", "parts")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup", "pull", "parts")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -198,12 +202,33 @@ def _record(raw: bytes) -> tuple[ContentType, int, bytes, bytes]:
     return kind, int(timestamp), rest[:size], rest[size:]
 
 
-def _dead_letter(raw: bytes) -> DeadLetterInfo | None:
-    return DeadLetterInfo.from_dict(json.loads(raw)) if raw else None
+def _details(raw: bytes) -> tuple[DeadLetterInfo | None, dict[str, str] | None]:
+    """A record's JSON section: the dead-letter record's fields (when it is one) and the
+    message's headers under "headers" (records written before headers hold the record only)."""
+    if not raw:
+        return None, None
+    data = json.loads(raw)
+    headers = load_headers(data.pop("headers", None))
+    return (DeadLetterInfo.from_dict(data) if "original_id" in data else None), headers
+
+
+def _section(dead_letter: DeadLetterInfo | None, headers: dict[str, str] | None) -> str:
+    """The JSON section of a record (see `_details`): "" when there is neither."""
+    if dead_letter is None and headers is None:
+        return ""
+    data: dict[str, Any] = {} if dead_letter is None else dead_letter.to_dict()
+    if headers is not None:
+        data["headers"] = headers
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _headers_only(raw: bytes) -> str:
+    """A record's JSON section without its dead-letter record, as a replay keeps it."""
+    return _section(None, _details(raw)[1])
 
 
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created, most_messages, most_bytes, dedup, partitions = fields
+    delay, retention, paused, created, most_messages, most_bytes, dedup, pull, partitions = fields
     if delay is None or retention is None or created is None:
         return None
     settings = QueueSettings(
@@ -213,6 +238,8 @@ def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
         max_backlog_bytes=int(most_bytes) if most_bytes else None,
         # a queue created before deduplication has the default window
         dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else _seconds(dedup),
+        # '' or missing (a queue from before pull consumer settings): none
+        pull_consumer=PullConsumer.from_json(pull),
         # a queue created before partitions has one
         partitions=int(partitions) if partitions else L.DEFAULT_PARTITIONS,
     )
@@ -228,6 +255,7 @@ def _settings_args(settings: QueueSettings) -> list[str | int]:
         "" if most_messages is None else most_messages,
         "" if most_bytes is None else most_bytes,
         _us(settings.dedup_window_seconds),
+        "" if settings.pull_consumer is None else settings.pull_consumer.to_json(),
         settings.partitions,
     ]
 
@@ -251,7 +279,7 @@ class _Write:
         delay = "" if self.delay_us is None else self.delay_us
         timestamp = "" if self.timestamp_us is None else self.timestamp_us
         dead = self.dead_letter.encode()
-        head = f"{delay}:{timestamp}:{self.content_type}:{len(dead)}:".encode()
+        head = f"{delay}:{timestamp}:{self.content_type}:{len(dead)}:".encode()  # length in bytes
         return [self.id, head + dead + self.body if dead else head + self.body]
 
     @classmethod
@@ -261,7 +289,9 @@ class _Write:
             content_type=message.content_type,
             body=message.body,
             delay_us=None if message.delay_seconds is None else _us(message.delay_seconds),
-            dead_letter="" if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+            dead_letter=""
+            if message.dead_letter is None and message.headers is None
+            else _section(message.dead_letter, message.headers),
             dedup_id=message.dedup_id,
             group=message.group,
         )
@@ -289,6 +319,8 @@ class RedisBackend(Backend):
         self._keys: dict[str, list[str]] = {}
         self._registry = f"{{{self.prefix}}}:queues"
         self._subscriptions = f"{{{self.prefix}}}:subscriptions"
+        # worker heartbeats: id -> WorkerInfo.to_dict as JSON
+        self._workers = f"{{{self.prefix}}}:workers"
 
     def sibling(self) -> RedisBackend:
         return RedisBackend(self.url, clock=self.clock)
@@ -477,6 +509,30 @@ class RedisBackend(Backend):
             (s for s in subscriptions if topic is None or s.topic == topic), key=lambda s: (s.topic, s.queue)
         )
 
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        with self._available():
+            await self.client.hset(self._workers, worker.id, json.dumps(worker.to_dict()))  # type: ignore[misc]
+            entries = await self.client.hgetall(self._workers)  # type: ignore[misc]
+            old = [
+                field
+                for field, value in entries.items()
+                if WorkerInfo.from_dict(json.loads(value)).seen_at < worker.seen_at - ttl
+            ]
+            if old:
+                await self.client.hdel(self._workers, *old)  # type: ignore[misc]
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        with self._available():
+            entries = await self.client.hgetall(self._workers)  # type: ignore[misc]
+        workers = [WorkerInfo.from_dict(json.loads(value)) for value in entries.values()]
+        return sorted((worker for worker in workers if worker.seen_at >= since), key=lambda worker: worker.id)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        with self._available():
+            await self.client.hdel(self._workers, worker_id)  # type: ignore[misc]
+
     # -- sending -----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
@@ -587,6 +643,7 @@ class RedisBackend(Backend):
         for i in range(0, len(raw), 5):
             message_id = raw[i].decode()
             content_type, timestamp, dead, body = _record(raw[i + 1])
+            dead_letter, headers = _details(dead)
             leased.append(
                 LeasedMessage(
                     id=message_id,
@@ -596,8 +653,9 @@ class RedisBackend(Backend):
                     timestamp=timestamp / 1_000_000,
                     attempts=raw[i + 2],
                     lease_id=make_lease_id(message_id, token),
-                    dead_letter=_dead_letter(dead),
+                    dead_letter=dead_letter,
                     lost=raw[i + 3],
+                    headers=headers,
                     group=_text(raw[i + 4]) or None,
                 )
             )
@@ -655,7 +713,16 @@ class RedisBackend(Backend):
             else:
                 groups.append(target)
                 group = len(groups)
-            args.extend((move.lease[0], move.lease[1], move.new_id, json.dumps(move.record.to_dict()), group))
+            args.extend(
+                (
+                    move.lease[0],
+                    move.lease[1],
+                    move.new_id,
+                    json.dumps(move.record.to_dict()),
+                    group,
+                    json.dumps(dead_letter_headers(move.record), ensure_ascii=False),
+                )
+            )
         if remote_queues:
             await self._require_queues(sorted(remote_queues))
 
@@ -727,6 +794,7 @@ class RedisBackend(Backend):
         for i in range(1, len(raw), 6):
             message_id, rec, attempts, visible, leased, group = raw[i : i + 6]
             content_type, timestamp, dead, body = _record(rec)
+            dead_letter, headers = _details(dead)
             peeked.append(
                 StoredMessage(
                     id=_text(message_id),
@@ -737,7 +805,8 @@ class RedisBackend(Backend):
                     attempts=int(attempts),
                     visible_at=_seconds(visible),
                     leased=bool(leased),
-                    dead_letter=_dead_letter(dead),
+                    dead_letter=dead_letter,
+                    headers=headers,
                     group=_text(group) or None,
                 )
             )
@@ -750,6 +819,14 @@ class RedisBackend(Backend):
         if count < 0:
             raise QueueNotFound(queue)
         return count
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        status = int(await self._run("delete_message", self._queue_keys(queue), [message_id]))
+        if status < 0:
+            raise QueueNotFound(queue)
+        if status == 2:
+            raise MessageLeased(queue, message_id)
+        return status == 1
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         await self._require_queues([source, destination])
@@ -791,9 +868,11 @@ class RedisBackend(Backend):
             raise QueueNotFound(source)
         writes = []
         for i in range(0, len(raw), 3):
-            content_type, timestamp, _, body = _record(raw[i + 1])
+            content_type, timestamp, details, body = _record(raw[i + 1])
             group = _text(raw[i + 2]) or None
-            writes.append(_Write(_text(raw[i]), content_type, body, 0, "", timestamp, group=group))
+            writes.append(
+                _Write(_text(raw[i]), content_type, body, 0, _headers_only(details), timestamp, group=group)
+            )
         if not writes:
             return 0
         await self._send_scripts({destination: writes})  # copy first: idempotent by id

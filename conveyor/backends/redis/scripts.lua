@@ -8,7 +8,9 @@
 --   meta      hash: delay, retention (µs), paused (0/1), created (µs), bytes (sum of body sizes),
 --             maxmsgs, maxbytes (the backlog limits; '' or absent: no limit), dedup (the dedup
 --             window, µs; absent: the default)
---   msgs      hash id -> record "<content type>:<timestamp µs>:<dead-letter JSON length>:<JSON><body>"
+--   msgs      hash id -> record "<content type>:<timestamp µs>:<JSON length>:<JSON><body>"; the JSON
+--             (length 0: none) holds the dead-letter record's fields and the message's headers
+--             under "headers" (records written before headers hold the record only)
 --   state     hash id -> "<deliveries>:<body size>:<lost>:<lease token>" (messages leased at
 --             least once; `lost`: deliveries in a row without an outcome; a state written before
 --             `lost` existed reads as "<deliveries>:<body size>:<lease token>" with lost 0)
@@ -183,7 +185,32 @@ local function record(content_type, timestamp, dead, body)
   return content_type .. ':' .. int(timestamp) .. ':' .. #dead .. ':' .. dead .. body
 end
 
--- content type, timestamp, dead-letter JSON and body of a stored record
+-- the JSON section of a replayed message: its headers, without the dead-letter record
+local function headers_only(section)
+  if section == '' then
+    return ''
+  end
+  local headers = cjson.decode(section)['headers']
+  if not headers then
+    return ''
+  end
+  return '{"headers":' .. cjson.encode(headers) .. '}'
+end
+
+-- the JSON section of a dead letter's copy: the record (JSON text, kept as the core wrote it),
+-- the message's headers and over them the record's own (JSON text)
+local function dead_letter_section(section, json, trace)
+  local headers = {}
+  if section ~= '' then
+    headers = cjson.decode(section)['headers'] or {}
+  end
+  for key, value in pairs(cjson.decode(trace)) do
+    headers[key] = value
+  end
+  return string.sub(json, 1, -2) .. ',"headers":' .. cjson.encode(headers) .. '}'
+end
+
+-- content type, timestamp, JSON section and body of a stored record
 local function unpack_record(rec)
   local content_type, timestamp, length, at = string.match(rec, '^([^:]*):(%d+):(%d+):()')
   length = tonumber(length)
@@ -337,31 +364,33 @@ local function movable(q, limit, now)
 end
 
 -- name: create_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs,
--- partitions. Returns {created 0/1, delay, retention, paused, created µs, max messages, max
--- bytes, dedup window µs, partitions (absent: 1)}.
+-- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs, pull
+-- consumer (JSON, '' for none), partitions.
+-- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs,
+-- pull consumer, partitions (absent: 1)}.
 local q = queue_keys(1)
 if exists(q) then
   local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup',
-    'parts')
-  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]}
+    'pull', 'parts')
+  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]}
 end
 local now = int(server_now())
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
-  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5], 'parts', ARGV[6])
-return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5], ARGV[6]}
+  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5], 'pull', ARGV[6], 'parts', ARGV[7])
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
 
 -- name: update_queue
--- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs (the
--- partition count is fixed at creation). Returns {delay, retention, paused, created µs, max
--- messages, max bytes, dedup window µs, partitions}, or {} if missing.
+-- ARGV: as create_queue's (the partition count, fixed at creation, is not changed).
+-- Returns {delay, retention, paused, created µs, max messages, max bytes, dedup window µs, pull
+-- consumer, partitions}, or {} if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4],
-  'dedup', ARGV[5])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup', 'parts')
+  'dedup', ARGV[5], 'pull', ARGV[6])
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup', 'pull',
+  'parts')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.
@@ -687,7 +716,7 @@ return #gone
 -- name: settle
 -- KEYS: the queue, then one group per dead-letter queue on this node. ARGV: ack count,
 -- (id, token)..., retry count, (id, token, delay µs)..., dead-letter count,
--- (id, token, new id, dead-letter record JSON, target)... where target is 0 (delete), a group
+-- (id, token, new id, dead-letter record JSON, target, its headers JSON)... where target is 0 (delete), a group
 -- number (move there) or -1 (another Cluster slot: returned for the caller to copy, then
 -- `finish_moves`).
 -- Returns {missing group or 0, statuses 1/0 per item in order, records of -1 targets}.
@@ -701,7 +730,7 @@ local now = server_now()
 -- every item's id and token, in order, so one HMGET and one ZMSCORE check all leases
 local ids, tokens, kinds, extra = {}, {}, {}, {}
 local at = 1
-for kind, width in ipairs({2, 3, 5}) do
+for kind, width in ipairs({2, 3, 6}) do
   local count = tonumber(ARGV[at])
   at = at + 1
   for _ = 1, count do
@@ -757,7 +786,8 @@ for n, i in ipairs(dead) do
   local new_id, json, target = ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4])
   if target ~= 0 then
     local rec = redis.call('HGET', q.msgs, id)
-    local content_type, _, _, body = unpack_record(rec)
+    local content_type, _, section, body = unpack_record(rec)
+    json = dead_letter_section(section, json, ARGV[base + 5])
     -- the dead letter keeps its group (a replay puts it back in it)
     local group = grouped(q) and redis.call('HGET', q.group, id) or false
     if target > 0 then
@@ -834,9 +864,10 @@ local groups = groups_of(src, ids) or {}
 drop_many(src, ids, recs)
 local items = {}
 for i, id in ipairs(ids) do
-  -- a replayed message keeps its id, send time and group, and loses its dead-letter details
-  local content_type, timestamp, _, body = unpack_record(recs[i])
-  items[i] = {id, record(content_type, timestamp, '', body), now + i - 1, timestamp, #body, groups[i]}
+  -- a replayed message keeps its id, send time, headers and group, and loses its dead-letter details
+  local content_type, timestamp, section, body = unpack_record(recs[i])
+  items[i] = {id, record(content_type, timestamp, headers_only(section), body), now + i - 1, timestamp, #body,
+    groups[i]}
 end
 insert_many(dst, items)
 wake(dst, #ids)
@@ -895,6 +926,22 @@ end
 redis.call('DEL', q.msgs, q.state, q.ready, q.inflight, q.age, q.group, q.held)
 redis.call('HSET', q.meta, 'bytes', 0)
 return count
+
+-- name: delete_message
+-- ARGV: id. Deletes one message unless a live lease holds it. Returns 1 deleted, 0 no such
+-- message, 2 under a live lease (nothing changed), -1 the queue is missing.
+local q = queue_keys(1)
+if not exists(q) then
+  return -1
+end
+local deadline = redis.call('ZSCORE', q.inflight, ARGV[1])
+if deadline and tonumber(deadline) > server_now() then
+  return 2
+end
+if drop_many(q, {ARGV[1]})[ARGV[1]] then
+  return 1
+end
+return 0
 
 -- name: sweep
 -- ARGV: most to delete. Deletes messages sent before now - retention; returns how many.

@@ -38,7 +38,15 @@ from conveyor.backends.sqlite.storage import (
     is_full,
     storage_error,
 )
-from conveyor.errors import InvalidURL, QueueAlreadyExists, QueueNotFound, StorageFull, StorageUnusable
+from conveyor.errors import (
+    InvalidURL,
+    MessageLeased,
+    QueueAlreadyExists,
+    QueueNotFound,
+    StorageFull,
+    StorageUnusable,
+)
+from conveyor.headers import dump_headers, load_headers, with_dead_letter
 from conveyor.limits import backlog_added, check_room
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -49,11 +57,13 @@ from conveyor.types import (
     LeasedMessage,
     Outcomes,
     OutgoingMessage,
+    PullConsumer,
     QueueInfo,
     QueueSettings,
     QueueStats,
     StoredMessage,
     Subscription,
+    WorkerInfo,
 )
 
 T = TypeVar("T")
@@ -64,8 +74,15 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 4
-MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"], 4: Q["schema_v4"]}
+SCHEMA_VERSION = 6
+MIGRATIONS = {
+    1: Q["schema_v1"],
+    2: Q["schema_v2"],
+    3: Q["schema_v3"],
+    4: Q["schema_v4"],
+    5: Q["schema_v5"],
+    6: Q["schema_v6"],
+}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
@@ -111,6 +128,10 @@ def parse_sqlite_url(url: str) -> tuple[str, dict[str, str]]:
     return path, options
 
 
+def _pull_consumer(settings: QueueSettings) -> str | None:
+    return None if settings.pull_consumer is None else settings.pull_consumer.to_json()
+
+
 def _info(row: tuple[Any, ...]) -> QueueInfo:
     return QueueInfo(
         name=row[1],
@@ -120,7 +141,8 @@ def _info(row: tuple[Any, ...]) -> QueueInfo:
             max_backlog_messages=row[6],
             max_backlog_bytes=row[7],
             dedup_window_seconds=row[8],
-            partitions=row[9],
+            pull_consumer=PullConsumer.from_json(row[9]),
+            partitions=row[10],
         ),
         paused=bool(row[4]),
         created_at=row[5],
@@ -576,6 +598,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
+                    _pull_consumer(settings),
                     settings.partitions,
                 ),
             )
@@ -598,6 +621,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_messages,
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
+                    _pull_consumer(settings),
                     name,
                 ),
             )
@@ -652,6 +676,22 @@ class SQLiteBackend(Backend):
         rows = await self._read(lambda conn: conn.execute(Q["list_subscriptions"], (topic, topic)).fetchall())
         return [_subscription(row) for row in rows]
 
+    # -- worker heartbeats ---------------------------------------------------------------------
+
+    async def record_worker(self, worker: WorkerInfo, ttl: float) -> None:
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute(Q["delete_old_workers"], (worker.seen_at - ttl,))
+            conn.execute(Q["record_worker"], (worker.id, worker.seen_at, json.dumps(worker.to_dict())))
+
+        await self._transaction(record)
+
+    async def list_workers(self, since: float) -> list[WorkerInfo]:
+        rows = await self._read(lambda conn: conn.execute(Q["list_workers"], (since,)).fetchall())
+        return [WorkerInfo.from_dict(json.loads(row[0])) for row in rows]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._transaction(lambda conn: conn.execute(Q["forget_worker"], (worker_id,)))
+
     # -- messages ----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
@@ -676,6 +716,7 @@ class SQLiteBackend(Backend):
                         now,
                         now + (queues[m.queue][2] if m.delay_seconds is None else m.delay_seconds),
                         None if m.dead_letter is None else json.dumps(m.dead_letter.to_dict()),
+                        None if m.headers is None else dump_headers(m.headers),
                         m.group,
                     )
                     for m in stored
@@ -753,9 +794,10 @@ class SQLiteBackend(Backend):
                 f"{id_}.{token}.{seq}",
                 _dead_letter(dead),
                 lost,
+                None if headers is None else load_headers(headers),
                 group,
             )
-            for seq, id_, body, kind, sent, attempts, dead, lost, group in rows
+            for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -862,14 +904,18 @@ class SQLiteBackend(Backend):
             copies = []
             for token, seqs, items in dead_groups:  # dead letters are rare: their rows are kept
                 params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                for seq, body, content_type, group in conn.execute(Q["take_dead"], params).fetchall():
+                taken = conn.execute(Q["take_dead"], params).fetchall()
+                for seq, body, content_type, headers, group in taken:
                     index = items[seq]
                     statuses[index] = True
                     freed = freed or group is not None
                     move = moves[index - dead_start]
                     if move.queue is not None:
                         dlq_id, record = dlq_ids[move.queue], records[index - dead_start]
-                        copies.append((move.new_id, dlq_id, body, content_type, now, now, record, group))
+                        copy_headers = with_dead_letter(headers, move.record)
+                        copies.append(
+                            (move.new_id, dlq_id, body, content_type, now, now, record, copy_headers, group)
+                        )
             conn.executemany(Q["insert_message"], copies)
             return freed
 
@@ -914,7 +960,8 @@ class SQLiteBackend(Backend):
                         visible_at=r[5],
                         leased=r[6] is not None and r[5] > now,
                         dead_letter=_dead_letter(r[7]),
-                        group=r[8],
+                        headers=load_headers(r[8]),
+                        group=r[9],
                     )
                 )
             return result
@@ -926,6 +973,23 @@ class SQLiteBackend(Backend):
             return conn.execute(Q["delete_queue_messages"], (self._queue_row(conn, queue)[0],)).rowcount
 
         return await self._transaction(purge)
+
+    async def delete_message(self, queue: str, message_id: str) -> bool:
+        def delete(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            """(deleted, it was grouped: its group's next may be deliverable now)."""
+            params = {"id": message_id, "queue_id": self._queue_row(conn, queue)[0], "now": self.clock.now()}
+            row = conn.execute(Q["delete_message"], params).fetchone()
+            if row is not None:
+                return True, row[1] is not None
+            # not deleted: in the same transaction, a row still there is under a live lease
+            if conn.execute(Q["message_leased"], params).fetchone() is not None:
+                raise MessageLeased(queue, message_id)
+            return False, False
+
+        deleted, grouped = await self._transaction(delete)
+        if grouped:
+            self._notify(queue)  # a deleted group head frees the group: wake its waiters
+        return deleted
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         def move(conn: sqlite3.Connection) -> int:

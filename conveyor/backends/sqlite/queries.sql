@@ -58,7 +58,21 @@ CREATE TABLE IF NOT EXISTS conveyor_dedup (
 CREATE INDEX IF NOT EXISTS conveyor_dedup_expiry ON conveyor_dedup (expires_at)
 
 -- name: schema_v4
--- Ordered message groups (v4): a grouped message is deliverable only as its group's head, the
+-- Headers (v4): a message's headers as compact JSON text, NULL when it has none
+ALTER TABLE conveyor_messages ADD COLUMN headers TEXT
+
+-- name: schema_v5
+-- v5: a queue's HTTP pull consumer settings, as JSON (types.PullConsumer.to_dict), NULL for none
+ALTER TABLE conveyor_queues ADD COLUMN pull_consumer TEXT;
+-- worker heartbeats (`conveyor workers`): info is types.WorkerInfo.to_dict as JSON
+CREATE TABLE IF NOT EXISTS conveyor_workers (
+    id TEXT PRIMARY KEY,
+    seen_at REAL NOT NULL,
+    info TEXT NOT NULL
+)
+
+-- name: schema_v6
+-- Ordered message groups (v6): a grouped message is deliverable only as its group's head, the
 -- group's message with the lowest seq in its queue (docs/concepts/groups.md). The index is
 -- partial: ungrouped messages (NULL) pay nothing for it.
 ALTER TABLE conveyor_messages ADD COLUMN group_id TEXT;
@@ -67,26 +81,39 @@ WHERE group_id IS NOT NULL;
 -- a queue's partition count, fixed at creation
 ALTER TABLE conveyor_queues ADD COLUMN partitions INTEGER NOT NULL DEFAULT 1
 
+-- name: record_worker
+INSERT INTO conveyor_workers (id, seen_at, info) VALUES (?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, info = excluded.info
+
+-- name: delete_old_workers
+DELETE FROM conveyor_workers WHERE seen_at < ?
+
+-- name: list_workers
+SELECT info FROM conveyor_workers WHERE seen_at >= ? ORDER BY id
+
+-- name: forget_worker
+DELETE FROM conveyor_workers WHERE id = ?
+
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window, partitions
+    dedup_window, pull_consumer, partitions
 FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window, partitions
+    dedup_window, pull_consumer, partitions
 FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
 INSERT INTO conveyor_queues
     (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-     dedup_window, partitions)
-VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)
+     dedup_window, pull_consumer, partitions)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
 
 -- name: update_queue
 UPDATE conveyor_queues
 SET delivery_delay = ?, retention_seconds = ?, max_backlog_messages = ?, max_backlog_bytes = ?,
-    dedup_window = ?
+    dedup_window = ?, pull_consumer = ?
 WHERE name = ?
 
 -- name: backlog
@@ -142,8 +169,8 @@ WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 
 -- An id is stored once: a send repeated after an unconfirmed write changes nothing.
 -- name: insert_message
-INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, group_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, headers, group_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 
 -- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
@@ -169,7 +196,7 @@ SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1
     lost = lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
     lease_token = ?, visible_at = ?
 WHERE seq IN (SELECT value FROM json_each(?))
-RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, group_id
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers, group_id
 
 -- name: begin
 -- One statement per token (the leases of one lease call share it), as for the settles.
@@ -210,7 +237,7 @@ RETURNING seq
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq, body, content_type, group_id
+RETURNING seq, body, content_type, headers, group_id
 
 -- name: stats
 SELECT
@@ -222,8 +249,17 @@ SELECT
 FROM conveyor_messages WHERE queue_id = :queue_id
 
 -- name: peek
-SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter, group_id
+SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter, headers, group_id
 FROM conveyor_messages WHERE queue_id = ? ORDER BY visible_at, seq LIMIT ?
+
+-- One message by id, unless a live lease holds it; RETURNING names it when it went.
+-- name: delete_message
+DELETE FROM conveyor_messages
+WHERE id = :id AND queue_id = :queue_id AND (lease_token IS NULL OR visible_at <= :now)
+RETURNING seq, group_id
+
+-- name: message_leased
+SELECT 1 FROM conveyor_messages WHERE id = :id AND queue_id = :queue_id
 
 -- A moved message takes a new seq past every other (the rowid; no lease names it): it joins its
 -- group's end in the destination, as a new send would.

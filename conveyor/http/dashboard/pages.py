@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -17,8 +18,9 @@ from urllib.parse import quote
 from conveyor.admin import Point
 from conveyor.http.dashboard.charts import Series, clock, line_chart, number, sparkline
 from conveyor.http.dashboard.style import STYLESHEET
+from conveyor.limits import WORKER_HEARTBEAT_SECONDS, WORKERS_SEEN_SECONDS
 from conveyor.producer import PeekedMessage
-from conveyor.types import QueueInfo, QueueSettings, QueueStats, Subscription
+from conveyor.types import QueueInfo, QueueSettings, QueueStats, Subscription, WorkerInfo
 
 # A body is previewed in this many characters; its full text (up to BODY_SHOWN_CHARS) is one
 # click away.
@@ -115,7 +117,7 @@ def layout(title: str, body: str, *, engine: str, refresh_seconds: int | None = 
 </head>
 <body>
 <header class="top"><a class="brand" href="/">conveyor</a>
-<nav><a href="/">Queues</a><a href="/#topics">Topics</a></nav>
+<nav><a href="/">Queues</a><a href="/dashboard/topics">Topics</a><a href="/#workers">Workers</a></nav>
 <span class="meta">{escape(engine)} · {now}</span></header>
 <main>
 {body}
@@ -207,10 +209,86 @@ def _topics(subscriptions: Sequence[Subscription]) -> str:
     return f'<section class="card" id="topics"><h2>Topics</h2>{body}</section>'
 
 
+def topics_page(
+    subscriptions: Sequence[Subscription], stats: Mapping[str, QueueStats], *, engine: str
+) -> str:
+    """Every topic with its subscriptions: each queue, the message types it takes, and what it holds."""
+    by_topic: dict[str, list[Subscription]] = {}
+    for sub in sorted(subscriptions, key=lambda sub: (sub.topic, sub.queue)):
+        by_topic.setdefault(sub.topic, []).append(sub)
+
+    def held(queue: str, what: str) -> str:
+        figures = stats.get(queue)
+        if figures is None:
+            return "-"
+        value = figures.backlog if what == "backlog" else figures.in_flight
+        return f'<span data-value="{value}">{value:,}</span>'
+
+    def types(sub: Subscription) -> str:
+        return escape(", ".join(sub.types)) if sub.types else EVERY_TYPE
+
+    cards = []
+    for topic, subs in by_topic.items():
+        rows = "".join(
+            f'<tr data-subscription="{escape(sub.queue)}"><td class="name">'
+            f'<a href="{queue_url(sub.queue)}">{escape(sub.queue)}</a></td>'
+            f'<td class="text" data-label="types">{types(sub)}</td>'
+            f'<td data-label="backlog">{held(sub.queue, "backlog")}</td>'
+            f'<td data-label="in flight">{held(sub.queue, "in_flight")}</td>'
+            f'<td class="full" data-label="since">{when(sub.created_at)}</td></tr>'
+            for sub in subs
+        )
+        cards.append(
+            f'<section class="card" data-topic="{escape(topic)}"><h2>{escape(topic)} '
+            f'<span class="muted">{len(subs)} subscription{"s" if len(subs) != 1 else ""}</span></h2>'
+            '<table class="stack"><thead><tr><th class="text">subscription queue</th>'
+            '<th class="text">types</th><th>backlog</th><th>in flight</th><th>since (UTC)</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table></section>"
+        )
+    if not cards:
+        example = '<code>app.subscribe("orders", queue="kitchen")</code>'
+        cards.append(
+            f'<section class="card"><p class="muted">No topics yet: {example} makes one.</p></section>'
+        )
+    note = (
+        '<p class="note">A message published to a topic is copied into every subscription queue whose '
+        "types include its type (every type when none are named). Backlogs are the last sample's.</p>"
+    )
+    return layout("Topics", f"<h1>Topics</h1>{''.join(cards)}{note}", engine=engine)
+
+
+def _workers(workers: Sequence[WorkerInfo], now: float) -> str:
+    seen = f"{WORKERS_SEEN_SECONDS:g} s"
+    if not workers:
+        start = "<code>conveyor worker</code>"
+        body = f'<p class="muted">No worker seen in the last {seen}: {start} starts one.</p>'
+    else:
+        rows = "".join(
+            f'<tr data-worker="{escape(worker.id)}"><td class="name">{escape(worker.host)}</td>'
+            f'<td data-label="pid" data-value="{worker.pid}">{worker.pid}</td>'
+            f'<td class="text" data-label="queues">'
+            + ", ".join(f'<a href="{queue_url(name)}">{escape(name)}</a>' for name in worker.queues)
+            + "</td>"
+            f'<td data-label="concurrency" data-value="{worker.concurrency}">{worker.concurrency}</td>'
+            f'<td data-label="last heartbeat">{age(max(0.0, now - worker.seen_at))} ago</td>'
+            f'<td class="full" data-label="up">{age(max(0.0, now - worker.started_at))}</td></tr>'
+            for worker in workers
+        )
+        body = (
+            '<table class="stack"><thead><tr><th class="text">host</th><th>pid</th>'
+            '<th class="text">queues</th><th>concurrency</th><th>last heartbeat</th><th>up</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+            f'<p class="note">Each worker writes a heartbeat every {WORKER_HEARTBEAT_SECONDS:g} s; '
+            f"those seen in the last {seen} are listed.</p>"
+        )
+    return f'<section class="card" id="workers"><h2>Workers</h2>{body}</section>'
+
+
 def overview_page(
     queues: Sequence[QueueView],
     subscriptions: Sequence[Subscription],
     span: Span,
+    workers: Sequence[WorkerInfo] = (),
     *,
     engine: str,
     notice: str | None,
@@ -244,7 +322,10 @@ def overview_page(
 A queue's dead letters are in its consumer's dead_letter_queue, else in a queue named
 &lt;queue&gt;-dlq.</p>
 </section>"""
-    body = f'<h1>Queues</h1>{_notice(notice)}<div class="tiles">{tiles}</div>{table}{_topics(subscriptions)}'
+    body = (
+        f'<h1>Queues</h1>{_notice(notice)}<div class="tiles">{tiles}</div>{table}{_topics(subscriptions)}'
+        f"{_workers(workers, time.time())}"
+    )
     return layout("Queues", body, engine=engine, refresh_seconds=refresh_seconds)
 
 
@@ -277,7 +358,18 @@ def _message_details(message: PeekedMessage, full: str) -> str:
     return f"<details><summary>{summary}</summary><pre>{escape(full)}</pre></details>"
 
 
-def _messages_table(messages: Sequence[PeekedMessage]) -> str:
+def _delete_form(queue: str, message: PeekedMessage) -> str:
+    """A message's delete button: it asks for confirmation first; a leased one has none (the engine
+    would refuse it: its consumer decides)."""
+    if message.leased:
+        return ""
+    action = f"{queue_url(queue)}/messages/{escape(message.id)}/delete"
+    return (
+        f'<form method="post" action="{action}"><button class="danger" type="submit">Delete…</button></form>'
+    )
+
+
+def _messages_table(queue: str, messages: Sequence[PeekedMessage]) -> str:
     rows = []
     for message in messages:
         preview, full = _preview(message)
@@ -289,16 +381,19 @@ def _messages_table(messages: Sequence[PeekedMessage]) -> str:
             f'<td data-label="attempts">{message.attempts}</td>'
             f'<td data-label="state">{state}</td>'
             f'<td class="text wide"><code class="preview">{escape(preview)}</code>'
-            f"{_message_details(message, full)}</td></tr>"
+            f"{_message_details(message, full)}</td>"
+            f'<td data-label="">{_delete_form(queue, message)}</td></tr>'
         )
     return (
         '<table class="stack messages"><thead><tr><th class="text">id</th><th>sent (UTC)</th>'
         "<th>attempts</th>"
-        '<th>state</th><th class="text">body</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>"
+        '<th>state</th><th class="text">body</th><th></th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
     )
 
 
-def _dead_letters_table(messages: Sequence[PeekedMessage]) -> str:
+def _dead_letters_table(queue: str, messages: Sequence[PeekedMessage]) -> str:
     rows = []
     for message in messages:
         preview, full = _preview(message)
@@ -325,12 +420,13 @@ def _dead_letters_table(messages: Sequence[PeekedMessage]) -> str:
             f'<td class="top" data-label="attempts" data-value="{attempts}">{attempts}</td>'
             f'<td class="text wide top"><div class="sub">last error</div>{error}</td>'
             f'<td class="text wide top"><code class="preview">{escape(preview)}</code>'
-            f"{_message_details(message, full)}</td></tr>"
+            f"{_message_details(message, full)}</td>"
+            f'<td class="top" data-label="">{_delete_form(queue, message)}</td></tr>'
         )
     return (
         '<table class="stack messages dead-letters"><thead><tr><th class="text">id</th>'
         '<th>dead-lettered (UTC)</th><th>from</th><th>attempts</th><th class="text">last error</th>'
-        '<th class="text">body</th></tr></thead>'
+        '<th class="text">body</th><th></th></tr></thead>'
         "<tbody>" + "".join(rows) + "</tbody></table>"
     )
 
@@ -440,7 +536,11 @@ def queue_page(
         )
     )
     is_dead_letter_queue = bool(queue.dead_letters_of) or any(m.dead_letter for m in messages)
-    browser = _dead_letters_table(messages) if is_dead_letter_queue else _messages_table(messages)
+    browser = (
+        _dead_letters_table(queue.name, messages)
+        if is_dead_letter_queue
+        else _messages_table(queue.name, messages)
+    )
     if not messages:
         browser = '<p class="muted">No messages.</p>'
     title = "Dead letters" if is_dead_letter_queue else "Messages"

@@ -1,13 +1,15 @@
-"""The dashboard's routes: what each page reads, and the actions (pause, resume, purge, replay).
+"""The dashboard's routes: what each page reads, and the actions (pause, resume, purge, replay,
+delete one message).
 
 Pages read the queues' figures from the background sampler (conveyor.admin.QueueHistory), never
 counting a queue per view; a queue's page also peeks at its oldest messages (a bounded read).
 Every action is a form POST under the API's auth and same-origin rules; purge and replay answer
-first with a confirmation page, whose form posts again with `confirm=yes`. After an action the
+first with a confirmation page, whose form posts again with `confirm=yes` (so does a message's
+delete). After an action the
 browser is sent (303) to the queue's page, so a reload does not act twice.
 
-Not here yet, with a place left for each: deleting or replaying one message by id (the engines
-cannot yet), message headers (pages.py `_message_details`), and workers seen recently.
+Not here yet, with a place left for each: replaying one message by id (the engines cannot yet),
+message headers (pages.py `_message_details`), and workers seen recently.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from conveyor import admin
 from conveyor import limits as L
 from conveyor.admin import QueueHistory, Reading
 from conveyor.app import App
-from conveyor.errors import ConveyorValueError, QueueNotFound
+from conveyor.errors import ConveyorValueError, MessageLeased, QueueNotFound
 from conveyor.http.body import read_body
 from conveyor.http.dashboard import pages
 from conveyor.http.dashboard.pages import BROWSE_DEFAULT, QueueView, Span
@@ -43,6 +45,8 @@ DONE = {
     "resumed": "Resumed delivery of {queue}.",
     "purged": "Purged {count} message(s) from {queue}.",
     "replayed": "Replayed {count} message(s) from {queue} to {to}.",
+    "deleted": "Deleted one message from {queue}.",
+    "gone": "That message was no longer in {queue} (acked, expired or deleted meanwhile).",
 }
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -73,11 +77,13 @@ class Dashboard:
         queue = "/dashboard/queues/{name}"
         return [
             Route("/", self._page(self.overview), methods=["GET"]),
+            Route("/dashboard/topics", self._page(self.topics), methods=["GET"]),
             Route(queue, self._page(self.queue), methods=["GET"]),
             Route(f"{queue}/pause", self._page(self.pause), methods=["POST"]),
             Route(f"{queue}/resume", self._page(self.resume), methods=["POST"]),
             Route(f"{queue}/purge", self._page(self.purge), methods=["POST"]),
             Route(f"{queue}/replay", self._page(self.replay), methods=["POST"]),
+            Route(f"{queue}/messages/{{message_id}}/delete", self._page(self.delete), methods=["POST"]),
         ]
 
     # -- reading -----------------------------------------------------------------------------
@@ -130,15 +136,23 @@ class Dashboard:
         reading, infos = await self._reading()
         views = self._views(reading, infos)
         subscriptions = await self.app.list_subscriptions()
+        workers = await admin.recent_workers(self.app)
         refresh = max(MIN_REFRESH_SECONDS, math.ceil(self.history.interval_seconds))
         page = pages.overview_page(
             list(views.values()),
             subscriptions,
             self._span(),
+            workers,
             engine=self.app.url,
             notice=_notice(request),
             refresh_seconds=refresh,
         )
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    async def topics(self, request: Request) -> Response:
+        reading, _ = await self._reading()
+        subscriptions = await self.app.list_subscriptions()
+        page = pages.topics_page(subscriptions, reading.stats, engine=self.app.url)
         return HTMLResponse(page, headers=PAGE_HEADERS)
 
     async def queue(self, request: Request) -> Response:
@@ -227,6 +241,31 @@ class Dashboard:
             return HTMLResponse(page, headers=PAGE_HEADERS)
         moved = await admin.replay(self.app, name, to, limit)
         return await self._done(name, "replayed", count=moved, to=to)
+
+    async def delete(self, request: Request) -> Response:
+        name = _queue_name(request)
+        message_id = request.path_params["message_id"]
+        if not L.MESSAGE_ID_PATTERN.fullmatch(message_id):
+            raise FormError(f"{message_id!r} is not a message id")
+        form = await self._form(request)
+        await self.app.get_queue(name)
+        if form.get("confirm") != "yes":
+            page = pages.confirm_page(
+                f"Delete message {message_id}?",
+                f"This deletes message {message_id} from {name}: it will never be delivered. "
+                "It cannot be undone.",
+                request.url.path,
+                {},
+                "Delete the message",
+                pages.queue_url(name),
+                engine=self.app.url,
+            )
+            return HTMLResponse(page, headers=PAGE_HEADERS)
+        try:
+            deleted = await self.app.queue(name).delete(message_id)
+        except MessageLeased as exc:
+            return self._problem(409, "Nothing was done", str(exc))
+        return await self._done(name, "deleted" if deleted else "gone")
 
     async def _form(self, request: Request) -> dict[str, str]:
         raw = await read_body(request, FORM_LIMIT_BYTES, self.body_timeout)
