@@ -355,7 +355,7 @@ def decode_state(name: str, data: bytes) -> QueueState:
         )
         state.add(message)
     for move_id, destination, started_at, entries in header["moves"]:
-        # a copy's ninth item, its headers, only where it has some
+        # a copy's items past the eighth: headers and group (see SNAPSHOT_VERSION)
         copies = [
             Arrival(
                 copy_id,
