@@ -233,6 +233,18 @@ class Backend(abc.ABC):
         resets and a release keeps.
         """
 
+    async def lease_ahead(
+        self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
+    ) -> list[LeasedMessage]:
+        """`lease_many(handed=False)`, except that an engine may lease the first `hand_first`
+        messages that are not suspects (`lost` 0 after this lease) handed at once, as if
+        `begin` had followed in the same transaction: only when the lease takes at least that
+        many of them, and never a suspect. The worker asks for the batches it starts or begins
+        the moment the lease returns, so a message is counted the same either way and the begin's
+        round trip (and its write of every row) is saved. Here: everything ahead; the worker
+        begins what it starts, as the lease ids say (`is_ahead`)."""
+        return await self.lease_many(queue, limit, visibility_timeout, handed=False)
+
     @abc.abstractmethod
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
         """Mark read-ahead leases as handed to a handler (their token becomes `handed_token`),

@@ -4,7 +4,9 @@ it deletes afterwards, and returns the figure of one repeat."""
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -15,6 +17,7 @@ from conveyor.bench.modes import BULK, SENDERS
 from conveyor.bench.raw_latency import paced
 from conveyor.codec import encode_body
 from conveyor.core.ids import new_message_id
+from conveyor.processes import stop_with_me
 from conveyor.types import OutgoingMessage
 
 # The largest write the backlog filler hands the engine at once.
@@ -119,38 +122,62 @@ async def drain(url: str, queue: str, count: int, batch_size: int) -> float:
     return await _on_queue(url, queue, run)
 
 
-async def latency(url: str, queue: str, count: int) -> tuple[float, float]:
+async def latency(url: str, queue: str, count: int, *, other_process: bool = False) -> tuple[float, float]:
     """p50 and p99 in ms from calling `send` to the handler holding the message, at 100 msg/s
-    with `max_batch_timeout=0`."""
+    with `max_batch_timeout=0`; the producer in this process, or with `other_process` in one of
+    its own (latency_producer.py), as a web process sends to a worker."""
 
     async def run(app: conveyor.App) -> list[float]:
         sent: dict[int, float] = {}
-        delays: list[float] = []
+        received: dict[int, float] = {}
         done, stopped = asyncio.Event(), asyncio.Event()
 
         async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
             now = time.perf_counter()
             for message in batch.messages:
-                delays.append(now - sent[message.body["data"]["n"]])
-            if len(delays) >= count:
+                received[message.body["data"]["n"]] = now
+            if len(received) >= count:
                 done.set()
 
         app.consumer(queue, max_batch_timeout=0)(handle)
         worker = asyncio.create_task(app.run_consumers(stop=stopped))
         await asyncio.sleep(0.3)  # let the consumer start and go idle
-        handle_ = app.queue(queue)
-
-        async def produce(n: int) -> None:
-            await handle_.send(click(n))
-
-        await paced(count, produce, sent)
         try:
+            if other_process:
+                sent.update(await _produce_elsewhere(url, queue, count))
+            else:
+                handle_ = app.queue(queue)
+
+                async def produce(n: int) -> None:
+                    await handle_.send(click(n))
+
+                await paced(count, produce, sent)
             await asyncio.wait_for(done.wait(), LATENCY_GRACE_SECONDS)
         finally:
             stopped.set()
             await worker
-        return delays
+        return [received[n] - sent[n] for n in received]
 
     delays = await _on_queue(url, queue, run)
     cuts = statistics.quantiles(delays, n=100, method="inclusive")
     return cuts[49] * 1000, cuts[98] * 1000
+
+
+async def _produce_elsewhere(url: str, queue: str, count: int) -> dict[int, float]:
+    """Run latency_producer.py; when each of its sends began (perf_counter is the machine's
+    monotonic clock, the same in both processes)."""
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "conveyor.bench.latency_producer",
+        url,
+        queue,
+        str(count),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        **stop_with_me(),
+    )
+    out, err = await producer.communicate()
+    if producer.returncode != 0:
+        raise RuntimeError(f"the latency producer failed: {err.decode(errors='replace').strip()[-2000:]}")
+    return {int(n): float(at) for n, at in json.loads(out.decode().strip().splitlines()[-1]).items()}

@@ -27,9 +27,11 @@ class Case:
     max_ratio: float | None = None
     #: a latency case held to its engine's `latency_target_ms`
     latency_target: bool = False
-    #: the value must be at least this on the engines of `min_value_kinds` (an absolute target)
+    #: the value must be at least this on the engines of `value_kinds` (an absolute target) ...
     min_value: float | None = None
-    min_value_kinds: tuple[str, ...] = ()
+    #: ... or at most this (an absolute latency target)
+    max_value: float | None = None
+    value_kinds: tuple[str, ...] = ()
 
 
 CASES = [
@@ -45,8 +47,30 @@ CASES = [
     Case("drain_batch100", "drain, batch 100", "msg/s", "raw_drain_batch100", min_ratio=0.5),
     Case("latency_p50_ms", "latency p50 @100 msg/s", "ms", "raw_latency_p50_ms", latency_target=True),
     Case("latency_p99_ms", "latency p99 @100 msg/s", "ms", "raw_latency_p99_ms"),
+    Case(
+        "xprocess_latency_p50_ms",
+        "latency p50, producer in another process",
+        "ms",
+        "raw_latency_p50_ms",
+        max_value=2,
+        value_kinds=("sqlite",),
+    ),
+    Case(
+        "xprocess_latency_p99_ms",
+        "latency p99, producer in another process",
+        "ms",
+        "raw_latency_p99_ms",
+        max_value=10,
+        value_kinds=("sqlite",),
+    ),
     Case("backlog_drain_small", "worker drain, small backlog", "msg/s"),
     Case("backlog_drain_large", "worker drain, large backlog", "msg/s", "backlog_drain_small", min_ratio=0.8),
+    Case(
+        "backlog_drain_large_unsettled",
+        "worker drain, large backlog before it settled",
+        "msg/s",
+        "backlog_drain_small",
+    ),
     Case("backlog_rss_small_mb", "worker RSS, small backlog", "MB"),
     Case("backlog_rss_large_mb", "worker RSS, large backlog", "MB", "backlog_rss_small_mb", max_ratio=1.2),
     Case("http_ping", "HTTP: trivial endpoint (no engine)", "req/s"),
@@ -56,14 +80,14 @@ CASES = [
         "HTTP: POST batches of 100",
         "msg/s",
         min_value=20_000,
-        min_value_kinds=("sqlite",),
+        value_kinds=("sqlite",),
     ),
     Case(
         "http_pull_ack_small",
         "HTTP: pull 100 + ack, small backlog",
         "msg/s",
         min_value=20_000,
-        min_value_kinds=("sqlite",),
+        value_kinds=("sqlite",),
     ),
     Case(
         "http_pull_ack_large",
@@ -103,9 +127,14 @@ class EngineResult:
             return None if value is None or target is None else value <= target
         if case.min_value is not None:
             value = self.value(case.name)
-            if value is None or self.engine.kind not in case.min_value_kinds:
+            if value is None or self.engine.kind not in case.value_kinds:
                 return None
             return value >= case.min_value
+        if case.max_value is not None:
+            value = self.value(case.name)
+            if value is None or self.engine.kind not in case.value_kinds:
+                return None
+            return value <= case.max_value
         ratio = self.ratio(case)
         if ratio is None:
             return None
@@ -134,7 +163,9 @@ class EngineResult:
 
 def target_text(case: Case, engine: Engine) -> str | None:
     if case.min_value is not None:
-        return f">= {case.min_value:,.0f} {case.unit}" if engine.kind in case.min_value_kinds else None
+        return _limit_text(">=", case, engine)
+    if case.max_value is not None:
+        return _limit_text("<=", case, engine)
     if case.latency_target:
         return None if engine.latency_target_ms is None else f"<= {engine.latency_target_ms:g} ms"
     if case.min_ratio is not None:
@@ -142,6 +173,13 @@ def target_text(case: Case, engine: Engine) -> str | None:
     if case.max_ratio is not None:
         return f"<= {case.max_ratio:g}x {case.baseline}"
     return None
+
+
+def _limit_text(sign: str, case: Case, engine: Engine) -> str | None:
+    limit = case.min_value if sign == ">=" else case.max_value
+    if limit is None or engine.kind not in case.value_kinds:
+        return None
+    return f"{sign} {limit:,.0f} {case.unit}"
 
 
 def _number(value: float, unit: str) -> str:
@@ -169,7 +207,9 @@ def cell(result: EngineResult, case: Case, *, markdown: bool = False) -> str:
 
 def _target_column(case: Case) -> str:
     if case.min_value is not None:
-        return f"≥ {case.min_value:,.0f} {case.unit} on {', '.join(case.min_value_kinds)}"
+        return f"≥ {case.min_value:,.0f} {case.unit} on {', '.join(case.value_kinds)}"
+    if case.max_value is not None:
+        return f"≤ {case.max_value:,.0f} {case.unit} on {', '.join(case.value_kinds)}"
     if case.latency_target:
         return "SQLite ≤ 5, PG ≤ 2, Redis ≤ 1 ms"
     if case.min_ratio is not None:

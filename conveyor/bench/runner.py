@@ -21,7 +21,7 @@ from rich.console import Console
 
 import conveyor
 from conveyor.bench import conveyor_cases as cases
-from conveyor.bench import http_cases, raw, raw_latency, scaling
+from conveyor.bench import http_cases, raw, raw_latency, redis_settle, scaling
 from conveyor.bench.backlog_worker import work
 from conveyor.bench.engines import Engine, Storage, backend_problem, select, service_problem, storage
 from conveyor.bench.modes import FULL, MODES, Mode
@@ -141,6 +141,11 @@ def run_conveyor_cases(place: Storage, mode: Mode, result: EngineResult) -> None
     p50, p99 = asyncio.run(cases.latency(url, place.queue_name("latency"), mode.latency_messages))
     result.add("latency_p50_ms", p50)
     result.add("latency_p99_ms", p99)
+    if place.engine.kind != "memory":  # a memory engine is private to its process
+        latency = cases.latency(url, place.queue_name("xlatency"), mode.latency_messages, other_process=True)
+        p50, p99 = asyncio.run(latency)
+        result.add("xprocess_latency_p50_ms", p50)
+        result.add("xprocess_latency_p99_ms", p99)
 
 
 def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) -> str:
@@ -159,13 +164,21 @@ def run_backlog(place: Storage, mode: Mode, repeats: int, result: EngineResult) 
             asyncio.run(_fill(url, small, mode.backlog_window))
             figures.append(("small", *_worker_process(url, small, mode.backlog_window)))
         progress.print(f"{place.engine.name}: filling a backlog of {mode.backlog:,}")
-        asyncio.run(_fill(url, large, mode.backlog + repeats * mode.backlog_window))
+        settles = place.engine.kind == "redis"
+        windows = repeats + (1 if settles else 0)
+        asyncio.run(_fill(url, large, mode.backlog + windows * mode.backlog_window))
+        if settles:
+            # the window right after the fill, then the fill's tables settled (redis_settle.py)
+            progress.print(f"{place.engine.name}: large backlog, unsettled")
+            figures.append(("large_unsettled", *_worker_process(url, large, mode.backlog_window)))
+            redis_settle.settle(place.name)
         for repeat in range(repeats):
             progress.print(f"{place.engine.name}: large backlog {repeat + 1}/{repeats}")
             figures.append(("large", *_worker_process(url, large, mode.backlog_window)))
     for size, rate, rss in figures:
         result.add(f"backlog_drain_{size}", rate)
-        result.add(f"backlog_rss_{size}_mb", rss)
+        if size != "large_unsettled":
+            result.add(f"backlog_rss_{size}_mb", rss)
     return large
 
 

@@ -302,9 +302,16 @@ class ConsumerRunner:
                         break
                     wanted = granted
                 # leased ahead ("r"): an attempt counts once a handler starts (see _begin)
-                got_all = await self.backend.lease_many(
-                    spec.queue, wanted, spec.visibility_timeout, handed=False
-                )
+                hand = self._handing(wanted) if first and self._backlogged else 0
+                if hand:
+                    # this batch and the ones begun ahead at once are leased handed
+                    got_all = await self.backend.lease_ahead(
+                        spec.queue, wanted, spec.visibility_timeout, hand_first=hand
+                    )
+                else:
+                    got_all = await self.backend.lease_many(
+                        spec.queue, wanted, spec.visibility_timeout, handed=False
+                    )
                 await self._unused(wanted - len(got_all))
             got = self._triage(got_all)
             if first:
@@ -324,6 +331,8 @@ class ConsumerRunner:
                     deadline = self.core.clock.now() + spec.max_batch_timeout
             if not leased and not self._no_suspects.is_set():
                 break  # suspects came: they go alone, and get this slot
+            if leased and not is_ahead(leased[0].lease_id):
+                break  # handed at the lease: it starts now, full or not
             if len(leased) >= size or (got_all and len(got_all) == wanted):
                 continue
             if leased and spec.max_batch_timeout == 0:
@@ -396,6 +405,19 @@ class ConsumerRunner:
         if not await self._until(waiting, stopping):
             return None
         return waiting.result()
+
+    def _handing(self, wanted: int) -> int:
+        """How many messages of a lease-ahead of `wanted` may be leased handed: the batch being
+        collected (it starts as soon as the lease is back, when the lease fills it) and the
+        batches `_begin_ahead` would begin the moment they reach `_ready`, so that a SIGKILL
+        counts exactly what it counts when they are begun (docs/semantics.md). None while
+        suspects wait (nothing is begun ahead then)."""
+        if not self._no_suspects.is_set():
+            return 0
+        size = self.spec.max_batch_size
+        unbegun = sum(1 for batch in self._ready if id(batch) not in self._begun)
+        batches = 1 + max(0, self.slots.bound - len(self._begun) - unbegun)
+        return min(wanted // size, batches) * size
 
     def _triage(self, leased: list[LeasedMessage]) -> list[LeasedMessage]:
         """Take out of a lease the messages past the bound (dead-lettered at once, no handler

@@ -110,10 +110,11 @@ class Core:
         if name in self._known_queues:
             return
         backend = await self.connected()
-        if self.auto_create:
+        # read first: a queue that exists needs no write (on a full disk a consumer starts and drains)
+        if await backend.get_queue(name) is None:
+            if not self.auto_create:
+                raise QueueNotFound(name)
             await backend.create_queue(name, QueueSettings(), exist_ok=True)
-        elif await backend.get_queue(name) is None:
-            raise QueueNotFound(name)
         self._known_queues.add(name)
 
     async def require_queue(self, name: str) -> None:

@@ -388,6 +388,37 @@ async def test_begin_hands_a_read_ahead_lease_over_so_that_its_expiry_counts(
     assert (again.attempts, again.lost) == (2, 1)
 
 
+async def test_a_lease_ahead_hands_at_most_the_first_non_suspects_asked_and_their_ids_say_so(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    # Backend.lease_ahead: an engine may hand the first `hand_first` non-suspects at the lease
+    # (SQLite does), or none; never a suspect; the lease id's kind is what an expiry counts by.
+    await app.queue("orders").send({"n": 0})
+    await _lease_one(app, handed=True, visibility_timeout=0.5)
+    await time_machine.advance(0.8)  # n=0 is a suspect from now on
+    await app.queue("orders").send_batch([{"n": n} for n in range(1, 6)])
+    backend = await app.core.connected()
+    leased = await backend.lease_ahead("orders", 10, 0.5, hand_first=2)
+    assert len(leased) == 6
+    fresh = [m for m in leased if m.lost == 0]
+    handed = [m for m in leased if not is_ahead(m.lease_id)]
+    assert handed in ([], fresh[:2])
+    assert all(m.lost == 0 for m in handed)
+    await time_machine.advance(0.8)  # every lease expires: a handed one counts, an ahead one not
+    again = {m.id: m for m in await backend.lease_many("orders", 10, 30, handed=True)}
+    for message in fresh:
+        counted = message in handed
+        assert (again[message.id].attempts, again[message.id].lost) == (1 + counted, int(counted))
+
+
+async def test_a_lease_ahead_that_takes_fewer_than_it_would_hand_hands_none(app: conveyor.App) -> None:
+    await app.queue("orders").send_batch([{"n": n} for n in range(3)])
+    backend = await app.core.connected()
+    leased = await backend.lease_ahead("orders", 10, 30, hand_first=4)
+    assert len(leased) == 3
+    assert all(is_ahead(m.lease_id) for m in leased)
+
+
 async def test_a_begun_lease_settles_under_its_handed_id(app: conveyor.App) -> None:
     await app.queue("orders").send({"n": 1})
     ahead = await _lease_one(app, handed=False)

@@ -1,12 +1,13 @@
 """Ordered message groups together with the other features, run unchanged on every engine in
 ENGINES: deleting a message by id (the head or one behind it), headers, and the dead letters of
-a pull consumer (docs/concepts/groups.md)."""
+a pull consumer, and a lease ahead (docs/concepts/groups.md)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import conveyor
+from conveyor.backends.base import handed_lease_id, is_ahead
 from conveyor.core.ids import new_message_id
 from conveyor.types import DeadLetter, Settlement
 
@@ -89,3 +90,32 @@ async def test_a_pull_consumer_dead_lettering_a_head_frees_its_group(app: convey
     assert (copy.body, copy.group, copy.headers["n"]) == (0, "g", "0")
     [next_one] = await queue.pull(batch_size=10)
     assert (next_one.body, next_one.group, dict(next_one.headers)) == (1, "g", {"n": "1"})
+
+
+async def test_a_lease_ahead_takes_only_group_heads_with_their_headers(app: conveyor.App) -> None:
+    queue = app.queue("orders")
+    await queue.send_batch(
+        [
+            conveyor.SendRequest("g0", headers={"k": "v"}, group="g"),
+            conveyor.SendRequest("g1", group="g"),
+            conveyor.SendRequest("h0", group="h"),
+            conveyor.SendRequest("h1", group="h"),
+            "u0",
+            "u1",
+        ]
+    )
+    backend = await app.core.connected()
+    # engines may lease the first ones handed and the rest ahead (Backend.lease_ahead): neither
+    # takes a message behind its group's head
+    leased = {m.body: m for m in await backend.lease_ahead("orders", 10, 30, hand_first=2)}
+    assert sorted(leased) == [b'"g0"', b'"h0"', b'"u0"', b'"u1"']
+    head = leased[b'"g0"']
+    assert (head.group, head.headers, leased[b'"u0"'].group) == ("g", {"k": "v"}, None)
+    assert await backend.lease_ahead("orders", 10, 30, hand_first=2) == []
+    lease_id = head.lease_id
+    if is_ahead(lease_id):
+        assert await app.core.begin("orders", [lease_id]) == [True]
+        lease_id = handed_lease_id(lease_id)
+    assert (await queue.ack(acks=[lease_id])).ack_count == 1
+    [after] = await backend.lease_ahead("orders", 10, 30, hand_first=1)
+    assert (after.body, after.group) == (b'"g1"', "g")

@@ -16,8 +16,10 @@ import conveyor
 from conveyor.backends import from_url
 from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
+from conveyor.backends.sqlite.wake import WakeWatch
 from conveyor.core.ids import new_message_id
 from conveyor.errors import InvalidURL
+from conveyor.limits import IDLE_POLL_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = """
@@ -227,7 +229,12 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
-async def test_a_send_from_another_process_wakes_a_waiting_consumer(tmp_path: Path) -> None:
+@pytest.mark.parametrize("watch", ["inotify", "poll only"])
+async def test_a_send_from_another_process_wakes_a_waiting_consumer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, watch: str
+) -> None:
+    if watch == "poll only":  # what systems without inotify get: the poll of the WAL file
+        monkeypatch.setattr(WakeWatch, "open", classmethod(lambda cls, database, loop: None))
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     async with conveyor.App(url) as app:
         await app.create_queue("shared")
@@ -240,3 +247,99 @@ async def test_a_send_from_another_process_wakes_a_waiting_consumer(tmp_path: Pa
             await waiting
         [message] = await app.queue("shared").pull()
         assert message.body == "from another process"
+
+
+WORKER = """
+import asyncio, sys
+import conveyor
+
+async def main(url: str) -> None:
+    app = conveyor.App(url)
+    stop = asyncio.Event()
+
+    @app.consumer("shared", max_batch_timeout=0)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        for message in batch.messages:
+            print(message.body, flush=True)
+            if message.body == "last":
+                stop.set()
+
+    async with app:
+        print("ready", flush=True)
+        await app.run_consumers(stop=stop)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+SEND_EACH_AFTER_THE_LAST = """
+import asyncio, sys
+import conveyor
+
+async def main(url: str) -> None:
+    async with conveyor.App(url) as app:
+        for body in sys.stdin:
+            await app.queue("shared").send(body.strip())
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_worker_process_wakes_on_each_send_from_a_producer_process_without_its_poll(
+    tmp_path: Path,
+) -> None:
+    # A poll interval of an hour: every delivery below comes from the wake file
+    # (the consumer's own idle look is every IDLE_POLL_SECONDS: 20 sends would take about 10 s).
+    url = f"sqlite:///{tmp_path / 'shared.db'}?poll_interval=3600"
+    async with conveyor.App(url) as app:
+        await app.create_queue("shared")
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", WORKER, url, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+    )
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SEND_EACH_AFTER_THE_LAST, url, cwd=ROOT, stdin=asyncio.subprocess.PIPE
+    )
+    assert worker.stdout is not None and producer.stdin is not None
+    try:
+        async with asyncio.timeout(IDLE_POLL_SECONDS * 5):  # 20 sends, each after the last is handled
+            assert await worker.stdout.readline() == b"ready\n"
+            for n in range(20):
+                body = "last" if n == 19 else f"m{n}"
+                producer.stdin.write(f"{body}\n".encode())
+                await producer.stdin.drain()
+                assert await worker.stdout.readline() == f"{body}\n".encode()
+            assert await worker.wait() == 0
+    finally:
+        producer.stdin.close()
+        await producer.wait()
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+
+
+async def test_the_wake_file_beside_the_database_has_its_permissions(tmp_path: Path) -> None:
+    database = tmp_path / "shared.db"
+    async with conveyor.App(f"sqlite:///{database}") as app:
+        await app.create_queue("shared")
+        database.chmod(0o660)
+        await app.queue("shared").send("wakes other processes")
+    wake = tmp_path / "shared.db-wake"
+    assert wake.stat().st_mode & 0o777 == 0o660
+    assert wake.stat().st_size == 1  # one byte, written over and over: it never grows
+
+
+async def test_a_lone_send_waits_for_another_writer_without_holding_up_the_event_loop(tmp_path: Path) -> None:
+    # synchronous=normal: a lone send may commit on the event loop, but only when the write lock
+    # is free at once; here another connection holds it, so the send waits on the writer thread
+    database = tmp_path / "shared.db"
+    async with conveyor.App(f"sqlite:///{database}?synchronous=normal") as app:
+        await app.create_queue("shared")
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        sending = asyncio.create_task(app.queue("shared").send("after the other writer"))
+        await asyncio.sleep(0.2)  # the loop runs on while the send waits
+        assert not sending.done()
+        other.execute("COMMIT")
+        other.close()
+        await sending
+        [message] = await app.queue("shared").peek(1)
+        assert message.body == "after the other writer"

@@ -112,6 +112,18 @@ async def test_a_queue_page_peeks_at_messages_with_an_escaped_body_preview(memor
         assert missing.headers["content-type"].startswith("text/html")
 
 
+async def test_the_message_browser_shows_each_messages_headers_escaped(memory_app: conveyor.App) -> None:
+    await memory_app.create_queue("jobs")
+    await memory_app.queue("jobs").send({"n": 1}, headers={"traceparent": "00-abc-01", "x-who": "<b>me</b>"})
+    await memory_app.queue("jobs").send({"n": 2})
+    async with client_for(memory_app) as client:
+        page = (await client.get("/dashboard/queues/jobs")).text
+    assert "body (json) · 2 headers" in page
+    assert "<dt><code>traceparent</code></dt><dd><code>00-abc-01</code></dd>" in page
+    assert "&lt;b&gt;me&lt;/b&gt;" in page and "<b>me</b>" not in page
+    assert page.count('<dl class="headers">') == 1  # the message without headers lists none
+
+
 async def test_the_dead_letter_page_shows_each_error_attempts_source_and_time(
     memory_app: conveyor.App,
 ) -> None:
@@ -121,7 +133,8 @@ async def test_the_dead_letter_page_shows_each_error_attempts_source_and_time(
     async with client_for(memory_app) as client:
         page = (await client.get("/dashboard/queues/jobs-dlq")).text
     assert "Dead letters" in page
-    assert page.count("RuntimeError: the payment service is down") == 2
+    # each error once as the dead letter's error (its headers repeat it, under the body)
+    assert page.count('<span class="error-text">RuntimeError: the payment service is down</span>') == 2
     assert page.count('<a href="/dashboard/queues/jobs">jobs</a>') >= 2  # the source queue, per message
     assert page.count('data-label="attempts" data-value="1"') == 2
     assert "Replay the oldest to jobs" in page

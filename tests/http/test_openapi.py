@@ -83,6 +83,11 @@ REFUSES_SOME_VALID_BODIES = {
 }
 
 
+# A made-up Content-Length (or Transfer-Encoding, Host) is refused by uvicorn with a plain-text 400
+# before the request reaches the API; the document describes the API.
+FRAMING_HEADERS = {"content-length", "transfer-encoding", "host"}
+
+
 @pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck))
@@ -92,6 +97,8 @@ def test_the_api_answers_as_its_openapi_document_says(case: Any) -> None:
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("wait_ms"), int) and body["wait_ms"] > MAX_WAIT_MS:
         body["wait_ms"] = MAX_WAIT_MS  # a long poll on a drained queue waits it out: keep the run short
+    if case.headers:  # framing headers the generator makes up are answered by the HTTP server, not the API
+        case.headers = {k: v for k, v in case.headers.items() if k.lower() not in FRAMING_HEADERS}
     excluded = []
     if (case.method.upper(), case.path) in REFUSES_SOME_VALID_BODIES:
         excluded.append(CHECKS.get_one("positive_data_acceptance"))

@@ -58,7 +58,7 @@ import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from conveyor.backends.base import Backend, new_token
+from conveyor.backends.base import Backend, handed_token, new_token
 from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
@@ -688,6 +688,36 @@ class PostgresBackend(Backend):
                 group,
             )
             for _, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
+        ]
+
+    async def lease_ahead(
+        self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
+    ) -> list[LeasedMessage]:
+        token = new_token(handed=False)
+        params = {
+            "queue": queue,
+            "limit": limit,
+            "hand": hand_first,
+            "token": token,
+            "handed_token": handed_token(token),
+            "visibility_timeout": visibility_timeout,
+        }
+        rows = await self._fetchall("lease_ahead", params)
+        return [
+            LeasedMessage(
+                id_,
+                queue,
+                body,
+                kind,
+                sent,
+                attempts,
+                f"{id_}.{tok}",
+                _dead_letter(dead),
+                lost,
+                None if headers is None else load_headers(headers),
+                group,
+            )
+            for id_, body, kind, sent, attempts, dead, lost, tok, headers, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:

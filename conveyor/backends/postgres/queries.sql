@@ -301,6 +301,43 @@ WITH source AS (
 SELECT seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers, group_id FROM leased
 ORDER BY was_visible, seq
 
+-- name: lease_ahead
+-- lease, ahead ('r' token) except the first %(hand)b rows that are not suspects (lost 0 after this
+-- lease), handed (the 'h' token), when the lease takes at least that many of them
+WITH source AS (
+    SELECT id FROM {schema}.queues
+    WHERE name = %(queue)b AND NOT paused AND set_config('synchronous_commit', 'off', true) = 'off'
+), picked AS MATERIALIZED (
+    -- a grouped message only as its group's head, as in `lease`
+    SELECT m.ctid, m.visible_at, m.seq,
+           m.lost + (m.lease_token IS NOT NULL AND left(m.lease_token, 1) <> 'r')::int AS lost_after
+    FROM {schema}.messages m
+    WHERE m.queue_id = (SELECT id FROM source) AND m.visible_at <= now()
+      AND (m.group_id IS NULL OR NOT EXISTS (
+          SELECT FROM {schema}.messages g
+          WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
+    ORDER BY m.visible_at, m.seq
+    LIMIT %(limit)b
+    FOR UPDATE SKIP LOCKED
+), ranked AS MATERIALIZED (
+    SELECT ctid, visible_at, seq, lost_after = 0
+           AND count(*) FILTER (WHERE lost_after = 0) OVER (ORDER BY visible_at, seq) <= %(hand)b
+           AND count(*) FILTER (WHERE lost_after = 0) OVER () >= %(hand)b AS handed
+    FROM picked
+), leased AS (
+    UPDATE {schema}.messages m
+    SET attempts = m.attempts + 1 - (m.lease_token IS NOT NULL AND left(m.lease_token, 1) = 'r')::int,
+        lost = m.lost + (m.lease_token IS NOT NULL AND left(m.lease_token, 1) <> 'r')::int,
+        lease_token = CASE WHEN ranked.handed THEN %(handed_token)b ELSE %(token)b END,
+        visible_at = now() + make_interval(secs => %(visibility_timeout)b)
+    FROM ranked WHERE m.ctid = ranked.ctid
+    RETURNING ranked.visible_at AS was_visible, m.seq, m.id, m.body, m.content_type,
+              extract(epoch FROM m.enqueued_at)::float8 AS enqueued_at, m.attempts, m.dead_letter, m.lost,
+              m.lease_token, m.headers, m.group_id
+)
+SELECT id, body, content_type, enqueued_at, attempts, dead_letter, lost, lease_token, headers, group_id FROM leased
+ORDER BY was_visible, seq
+
 -- Statements on leases look each message up by id: `queue_id + 0` keeps the planner off the ready
 -- index, where a stale estimate of the in-flight range could make it read that whole range.
 

@@ -65,7 +65,7 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from conveyor import limits as L
-from conveyor.backends.base import Backend, make_lease_id, new_token
+from conveyor.backends.base import Backend, handed_token, make_lease_id, new_token
 from conveyor.backends.redis import connecting
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
@@ -634,6 +634,22 @@ class RedisBackend(Backend):
         token = new_token(handed)
         raw = await self._run("lease", self._queue_keys(queue), [limit, _us(visibility_timeout), token])
         return self._leased(queue, token, raw)
+
+    async def lease_ahead(
+        self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
+    ) -> list[LeasedMessage]:
+        if limit <= 0:
+            return []
+        token = new_token(handed=False)
+        args: list[str | int] = [limit, _us(visibility_timeout), token, hand_first, handed_token(token)]
+        leased = self._leased(queue, token, await self._run("lease", self._queue_keys(queue), args))
+        # the script's rule, read back: the first `hand_first` non-suspects, if it took that many
+        fresh = [m for m in leased if m.lost == 0]
+        if hand_first > 0 and len(fresh) >= hand_first:
+            handed = handed_token(token)
+            for message in fresh[:hand_first]:
+                message.lease_id = make_lease_id(message.id, handed)
+        return leased
 
     @staticmethod
     def _leased(queue: str, token: str, raw: list[Any]) -> list[LeasedMessage]:

@@ -557,7 +557,9 @@ end
 return reply
 
 -- name: lease
--- ARGV: limit, visibility timeout µs, token. Returns id, record, deliveries, lost, group ('' for
+-- ARGV: limit, visibility timeout µs, token, and optionally a count and a second token: the first
+-- that many messages that are not suspects (lost 0) take the second token, when the lease takes
+-- at least that many of them (Backend.lease_ahead). Returns id, record, deliveries, lost, group ('' for
 -- none) per message.
 local q = queue_keys(1)
 if redis.call('HGET', q.meta, 'paused') ~= '0' then
@@ -615,6 +617,18 @@ local scored, fields, out = {}, {}, {}
 local states = many_get('HMGET', q.state, ids)
 local recs = many_get('HMGET', q.msgs, ids)
 local groups = groups_of(q, ids) or {}
+local hand = tonumber(ARGV[4] or '0')
+if hand > 0 then
+  local fresh = 0
+  for i = 1, #ids do
+    if not states[i] or select(4, unpack_state(states[i])) == 0 then
+      fresh = fresh + 1
+    end
+  end
+  if fresh < hand then
+    hand = 0
+  end
+end
 for i, id in ipairs(ids) do
   local attempts, size, lost = 0, nil, 0
   if states[i] then
@@ -624,10 +638,15 @@ for i, id in ipairs(ids) do
     size = body_size(recs[i])
   end
   attempts = attempts + 1
+  local given = token
+  if hand > 0 and lost == 0 then
+    given = ARGV[5]
+    hand = hand - 1
+  end
   scored[#scored + 1] = deadline
   scored[#scored + 1] = id
   fields[#fields + 1] = id
-  fields[#fields + 1] = state(attempts, size, token, lost)
+  fields[#fields + 1] = state(attempts, size, given, lost)
   out[#out + 1] = id
   out[#out + 1] = recs[i]
   out[#out + 1] = attempts

@@ -7,7 +7,8 @@ corrupt the file), `?busy_timeout=5000` (ms), `?poll_interval=0.05` (s).
 
 Each backend owns one connection on one thread; every operation is one transaction there.
 Leases commit without an fsync even under `synchronous=full` (see `_write_group`).
-Wake-ups: consumers in the same process are woken at once by the writer. Other processes' commits
+Wake-ups: consumers in the same process are woken at once by the writer; consumers in other
+processes at once through the wake file (wake.py, Linux). Failing that, other processes' commits
 are noticed by a waiting consumer within `poll_interval` seconds: every poll it stats the WAL file
 (on the event loop, a microsecond) and only when that changed asks `PRAGMA data_version` on the
 SQLite thread. A commit that leaves the WAL's size and mtime as they were (a rewrite from its
@@ -26,10 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
-from conveyor.backends.base import Backend, new_token
+from conveyor.backends.base import Backend, handed_token, new_token
 from conveyor.backends.scripts import load_named
 from conveyor.backends.sqlite.storage import (
     SHORT_OF_SPACE_MESSAGES,
@@ -38,6 +39,7 @@ from conveyor.backends.sqlite.storage import (
     is_full,
     storage_error,
 )
+from conveyor.backends.sqlite.wake import WakeFile, WakeWatch
 from conveyor.errors import (
     InvalidURL,
     MessageLeased,
@@ -175,6 +177,8 @@ class SQLiteBackend(Backend):
         self._key = self.path if self.path == ":memory:" else os.path.abspath(self.path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        # held by whoever uses `_conn`: the writer thread, or a lone send on the event loop
+        self._conn_lock = threading.Lock()
         # A second connection, on a thread of its own, for reads that scan a whole queue (stats,
         # peek): WAL lets it read while the first one writes, so a large backlog's scan never
         # holds up leases and settles. Opened on first use.
@@ -194,6 +198,13 @@ class SQLiteBackend(Backend):
         # room kept for draining on a full disk (storage.py); none for `:memory:`
         self._reserve: Reserve | None = None
         self._disk_full = False  # the last growing write found no room (logged once per episode)
+        # cross-process wake-ups (wake.py): touched after commits that make messages ready (once
+        # per loop iteration), watched while a consumer waits (opened on the first wait)
+        self._wake_file = None if self.path == ":memory:" else WakeFile(self._key)
+        self._commits = 0  # write groups committed (on the writer thread)
+        self._touched_after = -1  # the count of `_commits` at the last touch
+        self._wake_watch: WakeWatch | None = None
+        self._wake_watch_tried = False
 
     def sibling(self) -> SQLiteBackend:
         return SQLiteBackend(self.url, clock=self.clock)
@@ -215,7 +226,11 @@ class SQLiteBackend(Backend):
             _listeners.setdefault(self._key, set()).add(self._wake)
 
     def _open(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000)
+        # check_same_thread off: a lone send may run on the event loop (see _write_inline), never
+        # at the same time as the writer thread (_conn_lock)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, timeout=self.busy_timeout_ms / 1000, check_same_thread=False
+        )
         try:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             self._schema_version(conn)  # a file conveyor will not use is refused before WAL changes it
@@ -294,9 +309,14 @@ class SQLiteBackend(Backend):
             return
         with _listeners_lock:
             _listeners.get(self._key, set()).discard(self._wake)
+        if self._wake_watch is not None:
+            self._wake_watch.close_from(asyncio.get_running_loop())
+            self._wake_watch, self._wake_watch_tried = None, False
         if self._unfinished:  # writes already requested still commit
             await asyncio.wait(list(self._unfinished))
         await self._run(self._close_connection)
+        if self._wake_file is not None:
+            self._wake_file.close()
         self._executor.shutdown(wait=True)
         self._executor = None
         if self._scan_executor is not None:
@@ -317,13 +337,23 @@ class SQLiteBackend(Backend):
     async def _run(self, function: Callable[[], T]) -> T:
         if self._executor is None:
             raise RuntimeError("the SQLite backend is not connected")
+
+        def locked() -> T:
+            with self._conn_lock:
+                return function()
+
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, locked)
         except sqlite3.Error as exc:
             raise storage_error(exc, self.path) from exc
 
     async def _transaction(
-        self, function: Callable[[sqlite3.Connection], T], *, lease: bool = False, grows: bool = False
+        self,
+        function: Callable[[sqlite3.Connection], T],
+        *,
+        lease: bool = False,
+        grows: bool = False,
+        inline: bool = False,
     ) -> T:
         """Run `function` in a write transaction and return once it is committed.
 
@@ -333,9 +363,14 @@ class SQLiteBackend(Backend):
         `lease=True` marks a lease, lease extension or release: see `_write_group`.
         `grows=True` marks a write that makes the database bigger (a send, a new queue): on a full
         disk it fails at once, and it never uses the room kept for draining (storage.py).
+        `inline=True` marks a small write that may run on the event loop (see `_write_inline`).
         """
         if self._executor is None:
             raise RuntimeError("the SQLite backend is not connected")
+        if inline:
+            done, inline_result = self._write_inline(function, grows)
+            if done:
+                return cast(T, inline_result)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._unfinished.add(future)
@@ -351,13 +386,51 @@ class SQLiteBackend(Backend):
             raise storage_error(exc, self.path) from exc
         return result
 
+    def _write_inline(self, function: Callable[[sqlite3.Connection], Any], grows: bool) -> tuple[bool, Any]:
+        """Commit a lone small write here, on the event loop, when nothing else uses the
+        connection and nothing waits for the writer thread: the hand-off to that thread and back
+        cost a lone sequential send ten times its SQL (bench/README.md). Only with
+        `synchronous=normal` (a commit without an fsync), and only if the write lock is free at
+        once (`busy_timeout` 0 for the try), so the loop never waits for a disk or another
+        process. (False, None) when it did not run: the caller queues it as usual."""
+        if self.synchronous != "NORMAL" or self._writing or self._pending:
+            return False, None
+        if not self._conn_lock.acquire(blocking=False):
+            return False, None
+        try:
+            conn = self._conn
+            if conn is None or (grows and not self._room_to_grow()):
+                return False, None
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return False, None  # another process writes: wait on the writer thread
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
+            try:
+                result = function(conn)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise storage_error(exc, self.path) from exc
+                raise
+            self._commits += 1
+            return True, result
+        finally:
+            self._conn_lock.release()
+
     def _write_pending(self) -> None:
         """On the writer thread: commit one group of what is pending, queue itself again while
         more is pending, and hand the outcomes to the callers' loops. Requeuing (rather than
         looping) lets reads waiting for the same thread run between groups."""
         with self._pending_lock:
             group, self._pending = self._pending, []
-        outcomes = self._write_outcomes(group)
+        with self._conn_lock:
+            outcomes = self._write_outcomes(group)
+        self._commits += 1
         with self._pending_lock:
             self._writing = bool(self._pending)
         if self._writing and self._executor is not None:
@@ -528,7 +601,17 @@ class SQLiteBackend(Backend):
             loop.call_soon_threadsafe(_resolve, future)
 
     def _notify(self, *queues: str) -> None:
+        if not queues:
+            return  # a settle of acks only: nothing became ready
         _notify_local(self._key, set(queues))
+        # one touch a commit: the senders of one group commit touch once
+        if (
+            self._wake_file is not None
+            and self._touched_after != self._commits
+            and self._executor is not None
+        ):
+            self._touched_after = self._commits
+            self._wake_file.touch()
 
     async def wait_for_messages(self, queue: str, timeout: float) -> None:
         def state(conn: sqlite3.Connection) -> tuple[bool, float | None, int]:
@@ -542,8 +625,12 @@ class SQLiteBackend(Backend):
         future: asyncio.Future[None] = loop.create_future()
         with self._waiters_lock:
             self._waiters.setdefault(queue, []).append((loop, future))
+        watch = self._wake_watch_on(loop)
+        written: asyncio.Future[None] | None = None
         try:
             wal = self._wal_mark()  # before the read: a commit after it changes the file
+            if watch is not None:
+                written = watch.next_write()  # before the read, for the same reason
             paused, due, version = await self._read(state)
             if due is not None and not paused:
                 timeout = min(timeout, due - self.clock.now())
@@ -553,21 +640,44 @@ class SQLiteBackend(Backend):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                await asyncio.wait([future], timeout=min(self.poll_interval, remaining))
+                waits: list[asyncio.Future[None]] = [future] if written is None else [future, written]
+                await asyncio.wait(
+                    waits, timeout=min(self.poll_interval, remaining), return_when=asyncio.FIRST_COMPLETED
+                )
                 if future.done():
                     return
+                woken = written is not None and written.done()
+                if woken and watch is not None:
+                    written = watch.next_write()
                 now, mark = loop.time(), self._wal_mark()
-                if mark == wal and now - checked_at < FULL_CHECK_SECONDS:
+                if not woken and mark == wal and now - checked_at < FULL_CHECK_SECONDS:
                     continue
                 wal, checked_at = mark, now
-                current = await self._read(lambda conn: conn.execute("PRAGMA data_version").fetchone()[0])
-                if current != version:
-                    return  # another process committed: look again
+                paused, due, current = await self._read(state)
+                if current == version:
+                    continue
+                version = current
+                if not paused and due is not None:
+                    wait = due - self.clock.now()
+                    if wait <= 0:
+                        return  # another process made a message ready: look again
+                    deadline = min(deadline, loop.time() + wait)
         finally:
+            if written is not None:
+                written.cancel()
             with self._waiters_lock:
                 waiters = self._waiters.get(queue)
                 if waiters is not None and (loop, future) in waiters:
                     waiters.remove((loop, future))
+
+    def _wake_watch_on(self, loop: asyncio.AbstractEventLoop) -> WakeWatch | None:
+        """The wake file's watch for waits on `loop` (the first loop that waits; others poll)."""
+        if self._wake_watch is None and not self._wake_watch_tried:
+            self._wake_watch_tried = True
+            self._wake_watch = WakeWatch.open(self.path, loop)
+        if self._wake_watch is None or not self._wake_watch.on(loop):
+            return None
+        return self._wake_watch
 
     def _wal_mark(self) -> tuple[int, int, int] | None:
         """The WAL file's identity, size and mtime: any commit by any process writes that file."""
@@ -683,7 +793,8 @@ class SQLiteBackend(Backend):
             conn.execute(Q["delete_old_workers"], (worker.seen_at - ttl,))
             conn.execute(Q["record_worker"], (worker.id, worker.seen_at, json.dumps(worker.to_dict())))
 
-        await self._transaction(record)
+        # a heartbeat is no drain: on a full disk it fails at once and leaves the room kept for acks
+        await self._transaction(record, grows=True)
 
     async def list_workers(self, since: float) -> list[WorkerInfo]:
         rows = await self._read(lambda conn: conn.execute(Q["list_workers"], (since,)).fetchall())
@@ -724,7 +835,7 @@ class SQLiteBackend(Backend):
             )
             return ids
 
-        ids = await self._transaction(send, grows=True)
+        ids = await self._transaction(send, grows=True, inline=len(messages) == 1)
         self._notify(*{m.queue for m in messages})
         return ids
 
@@ -798,6 +909,49 @@ class SQLiteBackend(Backend):
                 group,
             )
             for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
+        ]
+
+    async def lease_ahead(
+        self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
+    ) -> list[LeasedMessage]:
+        limit = self._drain_size(limit)
+        token = new_token(handed=False)
+
+        def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            now = self.clock.now()
+            picked = conn.execute(Q["lease_pick_ahead"], (queue, now, limit)).fetchall()
+            if not picked:
+                return []
+            fresh = [seq for seq, lost in picked if lost == 0]
+            handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
+            params = {
+                "handed": json.dumps(handed),
+                "handed_token": handed_token(token),
+                "token": token,
+                "deadline": now + visibility_timeout,
+                "seqs": json.dumps([seq for seq, _ in picked]),
+            }
+            rows = conn.execute(Q["lease_handing"], params).fetchall()
+            position = {seq: index for index, (seq, _) in enumerate(picked)}
+            rows.sort(key=lambda row: position[row[0]])
+            return rows
+
+        rows = await self._transaction(lease, lease=True)
+        return [
+            LeasedMessage(
+                id_,
+                queue,
+                body,
+                kind,
+                sent,
+                attempts,
+                f"{id_}.{tok}.{seq}",
+                _dead_letter(dead),
+                lost,
+                None if headers is None else load_headers(headers),
+                group,
+            )
+            for seq, id_, body, kind, sent, attempts, dead, lost, tok, headers, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:

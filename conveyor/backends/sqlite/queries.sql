@@ -198,6 +198,28 @@ SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1
 WHERE seq IN (SELECT value FROM json_each(?))
 RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers, group_id
 
+-- name: lease_pick_ahead
+-- lease_pick (a grouped message only as its group's head), with the row's `lost` as the lease
+-- below will leave it (a suspect is not handed)
+SELECT seq, lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r')
+FROM conveyor_messages m
+WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
+  AND visible_at <= ?
+  AND (group_id IS NULL OR NOT EXISTS (
+      SELECT 1 FROM conveyor_messages g
+      WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
+ORDER BY visible_at, seq LIMIT ?
+
+-- name: lease_handing
+-- lease, with the rows named by the second list handed (the first token) and the rest ahead
+UPDATE conveyor_messages
+SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1, 1) = 'r'),
+    lost = lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
+    lease_token = CASE WHEN seq IN (SELECT value FROM json_each(:handed)) THEN :handed_token ELSE :token END,
+    visible_at = :deadline
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, lease_token, headers, group_id
+
 -- name: begin
 -- One statement per token (the leases of one lease call share it), as for the settles.
 UPDATE conveyor_messages SET lease_token = 'h' || substr(lease_token, 2)

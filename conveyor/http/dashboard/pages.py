@@ -349,13 +349,17 @@ def _preview(message: PeekedMessage) -> tuple[str, str]:
 
 
 def _message_details(message: PeekedMessage, full: str) -> str:
-    """What a click on a message shows: its body, and its metadata.
-
-    Seam: message headers (`send(..., headers=...)`, being added to the engines) go here as a
-    second <dl> once PeekedMessage carries them.
-    """
-    summary = f"body ({escape(message.content_type)})"
-    return f"<details><summary>{summary}</summary><pre>{escape(full)}</pre></details>"
+    """What a click on a message shows: its body, then its headers (when it has any)."""
+    count = len(message.headers)
+    summary = f"body ({escape(message.content_type)})" + (
+        f" · {count} header{'s' * (count != 1)}" if count else ""
+    )
+    headers = "".join(
+        f"<dt><code>{escape(key)}</code></dt><dd><code>{escape(value)}</code></dd>"
+        for key, value in sorted(message.headers.items())
+    )
+    listed = f'<dl class="headers">{headers}</dl>' if headers else ""
+    return f"<details><summary>{summary}</summary><pre>{escape(full)}</pre>{listed}</details>"
 
 
 def _delete_form(queue: str, message: PeekedMessage) -> str:

@@ -85,6 +85,8 @@ code { font-size: 12px; overflow-wrap: anywhere; }
 .preview { color: #334155; }
 .error-text { color: #991b1b; overflow-wrap: anywhere; }
 details summary { cursor: pointer; }
+dl.headers { display: grid; grid-template-columns: max-content 1fr; gap: 2px 10px; margin: 6px 0 0; }
+dl.headers dt, dl.headers dd { margin: 0; overflow-wrap: anywhere; min-width: 0; }
 .choices a { margin-right: 8px; }
 .choices a.current { font-weight: 700; color: var(--ink); }
 footer { color: var(--muted); font-size: 12px; text-align: center; margin: 8px 0 24px; padding: 0 16px; }
