@@ -21,7 +21,7 @@ from conveyor.consumer.handlers import checked_handler
 from conveyor.consumer.observer import NO_OBSERVER
 from conveyor.consumer.rate import RateScope, shared_rate_limits
 from conveyor.core import Core
-from conveyor.errors import MissingDependency, QueueNotFound
+from conveyor.errors import MissingDependency, PartitionCountFixed, QueueNotFound
 from conveyor.processes import INTERRUPTED_EXIT_CODE
 from conveyor.producer import Queue
 from conveyor.types import SYSTEM_CLOCK, Clock, PullConsumer, QueueInfo, QueueSettings, Subscription
@@ -143,6 +143,7 @@ class App:
         dedup_window_seconds: float = L.DEFAULT_DEDUP_WINDOW_SECONDS,
         max_backlog_messages: int | None = None,
         max_backlog_bytes: int | None = None,
+        partitions: int = L.DEFAULT_PARTITIONS,
         exist_ok: bool = False,
     ) -> QueueInfo:
         """Create queue `name` (1-63 characters of `A-Z a-z 0-9 _ -`) and return it.
@@ -159,6 +160,9 @@ class App:
                 flight (1 to 2**63-1; default None, no limit): a send past it raises `QueueFull`
                 and stores nothing.
             max_backlog_bytes: the same for the bytes of the bodies it holds.
+            partitions: how many partitions the queue spreads over (1-64; default 1), fixed at
+                creation; a partitioned queue has the same API and semantics
+                (docs/concepts/partitions.md).
             exist_ok: return the existing queue instead of raising `QueueAlreadyExists`; its
                 settings are left as they are.
         """
@@ -169,6 +173,7 @@ class App:
             dedup_window_seconds=float(L.check_dedup_window(dedup_window_seconds)),
             max_backlog_messages=L.check_backlog_limit("max_backlog_messages", max_backlog_messages),
             max_backlog_bytes=L.check_backlog_limit("max_backlog_bytes", max_backlog_bytes),
+            partitions=L.check_partitions(partitions),
         )
         return await self.core.create_queue(name, settings, exist_ok=exist_ok)
 
@@ -190,10 +195,12 @@ class App:
         dedup_window_seconds: float | None = None,
         max_backlog_messages: int | None = None,
         max_backlog_bytes: int | None = None,
+        partitions: int | None = None,
     ) -> QueueInfo:
         """Change a queue's settings; a setting left None keeps its value (limits as in
         `create_queue`). A backlog limit of 0 removes that limit. Lowering a limit below what
-        the queue holds deletes nothing: sends are refused until consumers make room."""
+        the queue holds deletes nothing: sends are refused until consumers make room. The
+        partition count is fixed at creation: naming another raises `PartitionCountFixed`."""
         delay = (
             None if delivery_delay is None else L.check_delay("delivery_delay", delivery_delay, self.limits)
         )
@@ -203,7 +210,14 @@ class App:
             L.check_backlog_limit("max_backlog_messages", max_backlog_messages)
         if max_backlog_bytes:
             L.check_backlog_limit("max_backlog_bytes", max_backlog_bytes)
+        if partitions is not None:
+            L.check_partitions(partitions)
         current = (await self.get_queue(name)).settings
+        if partitions is not None and partitions != current.partitions:
+            raise PartitionCountFixed(
+                f"queue {name!r} has {current.partitions} partition(s), fixed at creation: "
+                f"create a new queue with {partitions}"
+            )
         settings = dataclasses.replace(
             current,
             delivery_delay=current.delivery_delay if delay is None else float(delay),

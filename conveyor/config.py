@@ -106,14 +106,17 @@ class QueueConfig(_Section):
     max_backlog_bytes: int | None = Field(None, ge=1, le=L.MAX_BACKLOG_LIMIT)
     # the queue's HTTP pull consumer; left out, the queue has none
     pull_consumer: PullConsumerConfig | None = None
+    #: fixed at creation: a file naming another count than the queue's is an error
+    partitions: int = Field(L.DEFAULT_PARTITIONS, ge=1, le=L.MAX_PARTITIONS)
 
-    def settings(self) -> tuple[float, float, float, int | None, int | None]:
+    def settings(self) -> tuple[float, float, float, int | None, int | None, int]:
         return (
             self.delivery_delay,
             self.retention_seconds,
             self.dedup_window_seconds,
             self.max_backlog_messages,
             self.max_backlog_bytes,
+            self.partitions,
         )
 
     def consumer(self) -> PullConsumer | None:

@@ -116,6 +116,18 @@ class InvalidHeaders(ConveyorValueError):
     code = "invalid_headers"
 
 
+class InvalidGroupId(ConveyorValueError):
+    """A message group id that is not 1 to 128 printable ASCII characters without space."""
+
+    code = "invalid_group_id"
+
+
+class PartitionCountFixed(ConveyorValueError):
+    """`update_queue` naming a partition count other than the queue's: it is fixed at creation."""
+
+    code = "partition_count_fixed"
+
+
 class QueueAlreadyExists(ConveyorValueError):
     """`create_queue` of a name in use, without `exist_ok=True`."""
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from conveyor.errors import (
     ConveyorValueError,
     InvalidDedupId,
+    InvalidGroupId,
     InvalidQueueName,
     LimitExceeded,
     MessageTooLarge,
@@ -45,6 +46,13 @@ DEFAULT_DEDUP_WINDOW_SECONDS = 300
 MAX_DEDUP_WINDOW_SECONDS = 86_400
 MAX_DEDUP_ID_LENGTH = 128
 DEDUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
+# Ordered message groups (as SQS FIFO's MessageGroupId): messages naming one group are delivered
+# in send order, one at a time. A group id is 1 to 128 printable ASCII characters, no space.
+MAX_GROUP_ID_LENGTH = 128
+GROUP_ID_PATTERN = re.compile(r"[!-~]{1,128}")
+# A queue's partitions (`create_queue(partitions=)`), fixed at creation.
+DEFAULT_PARTITIONS = 1
+MAX_PARTITIONS = 64
 
 # Message ids (core/ids.py makes 32 hex digits): the shape /openapi.json gives a path parameter
 # naming one (any other text names no message: 404).
@@ -288,6 +296,24 @@ def validate_dedup_id(dedup_id: object) -> str | None:
             "without space (! to ~)"
         )
     return dedup_id
+
+
+def check_partitions(value: object) -> int:
+    return check_int_range("partitions", value, 1, MAX_PARTITIONS)
+
+
+def validate_group(group: object) -> str | None:
+    """`group` if it is None or 1 to MAX_GROUP_ID_LENGTH printable ASCII characters without
+    space, else InvalidGroupId."""
+    if group is None:
+        return None
+    if not isinstance(group, str) or GROUP_ID_PATTERN.fullmatch(group) is None:
+        shown = repr(group) if not isinstance(group, str) or len(group) <= 200 else "too long"
+        raise InvalidGroupId(
+            f"invalid group {shown}: use 1 to {MAX_GROUP_ID_LENGTH} printable ASCII characters "
+            "without space (! to ~)"
+        )
+    return group
 
 
 def check_visibility_timeout(value: object, limits: Limits) -> float:

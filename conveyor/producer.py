@@ -79,6 +79,8 @@ class SendRequest:
     dedup_id: str | None = None
     #: string keys and values the handler reads as `message.headers` (see `Queue.send`)
     headers: Mapping[str, str] | None = None
+    #: ordered message group (see `Queue.send`)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +96,8 @@ class PeekedMessage:
     dead_letter: DeadLetterInfo | None
     #: the message's headers (empty when it has none)
     headers: dict[str, str] = field(default_factory=dict)
+    #: its ordered message group, None when it has none
+    group: str | None = None
 
     @classmethod
     def from_stored(cls, stored: StoredMessage) -> PeekedMessage:
@@ -107,6 +111,7 @@ class PeekedMessage:
             leased=stored.leased,
             dead_letter=stored.dead_letter,
             headers=dict(stored.headers or {}),
+            group=stored.group,
         )
 
 
@@ -123,6 +128,8 @@ class PulledMessage:
     dead_letter: DeadLetterInfo | None
     #: the message's headers (empty when it has none)
     headers: dict[str, str] = field(default_factory=dict)
+    #: its ordered message group, None when it has none
+    group: str | None = None
 
     @classmethod
     def from_leased(cls, leased: LeasedMessage, *, tagged: bool = False) -> PulledMessage:
@@ -137,6 +144,7 @@ class PulledMessage:
             lease_id=tag(leased.lease_id, leased.attempts) if tagged else leased.lease_id,
             dead_letter=leased.dead_letter,
             headers=dict(leased.headers or {}),
+            group=leased.group,
         )
 
 
@@ -235,6 +243,7 @@ class Queue:
             delay_seconds=delay,
             dedup_id=L.validate_dedup_id(request.dedup_id),
             headers=headers,
+            group=L.validate_group(request.group),
         )
 
     async def send(
@@ -245,6 +254,7 @@ class Queue:
         content_type: ContentType = "json",
         dedup_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        group: str | None = None,
         connection: Any = None,
     ) -> str:
         """Send one message; returns its id once it is durable.
@@ -256,15 +266,17 @@ class Queue:
         its dedup window (`dedup_window_seconds`, default 300) stores nothing and returns the
         first message's id. `headers` (str keys and values; at most `Limits.max_headers`, keys
         up to `Limits.max_header_key_length` characters, else InvalidHeaders) travel with the
-        message (`message.headers`); their JSON counts toward the size limit. `connection` (an
-        open psycopg AsyncConnection, on PostgreSQL only) writes inside the caller's open
-        transaction instead.
+        message (`message.headers`); their JSON counts toward the size limit. `group` (1-128
+        printable ASCII characters, no space) names an ordered message group: its messages are
+        delivered in send order, one at a time (docs/concepts/groups.md). `connection` (an open
+        psycopg AsyncConnection, on PostgreSQL only) writes inside the caller's open transaction
+        instead.
         """
         span = tracing.send_span(self.name) if tracing.AVAILABLE else None
         with tracing.running(span):
             if span is not None:
                 headers = tracing.inject(span, headers)
-            request = SendRequest(body, delay_seconds, content_type, dedup_id, headers)
+            request = SendRequest(body, delay_seconds, content_type, dedup_id, headers, group)
             message = self._outgoing(request, None, new_message_id())
             tracing.sent(span, message.id)
             [stored_as] = await self.core.write([message], connection=connection)
@@ -337,6 +349,7 @@ class Queue:
         content_type: ContentType = "json",
         dedup_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        group: str | None = None,
     ) -> str:
         """Blocking `send` for code with no event loop (Flask, Django, scripts)."""
         return self.core.run_sync(
@@ -346,6 +359,7 @@ class Queue:
                 content_type=content_type,
                 dedup_id=dedup_id,
                 headers=headers,
+                group=group,
             )
         )
 

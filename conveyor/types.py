@@ -95,6 +95,8 @@ class QueueSettings:
     max_backlog_bytes: int | None = None
     #: the queue's HTTP pull consumer (None: pulls get the defaults, and no retry limit applies)
     pull_consumer: PullConsumer | None = None
+    #: how many partitions the queue spreads over, fixed at creation (docs/concepts/groups.md)
+    partitions: int = 1
 
     @property
     def bounded(self) -> bool:
@@ -241,6 +243,8 @@ class OutgoingMessage:
     dedup_id: str | None = None
     #: string keys and values (checked by conveyor.headers); None when there are none
     headers: dict[str, str] | None = None
+    #: ordered message group: delivered in send order, one at a time (docs/concepts/groups.md)
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +261,7 @@ class StoredMessage:
     leased: bool
     dead_letter: DeadLetterInfo | None = None
     headers: dict[str, str] | None = None
+    group: str | None = None
 
 
 @dataclass(slots=True)
@@ -275,6 +280,8 @@ class LeasedMessage:
     #: message with lost > 0 is a suspect (docs/semantics.md)
     lost: int = 0
     headers: dict[str, str] | None = None
+    #: its ordered message group, None when it has none
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

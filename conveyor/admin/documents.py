@@ -36,6 +36,7 @@ def queue_document(info: QueueInfo, stats: QueueStats) -> dict[str, Any]:
         "max_backlog_messages": info.settings.max_backlog_messages,
         "max_backlog_bytes": info.settings.max_backlog_bytes,
         "pull_consumer": pull_consumer_document(info.settings.pull_consumer),
+        "partitions": info.settings.partitions,
         "created_at": iso(info.created_at),
     }
 
@@ -71,6 +72,7 @@ def message_document(message: PeekedMessage | PulledMessage) -> dict[str, Any]:
         "content_type": content_type,
         "dead_letter": None if message.dead_letter is None else message.dead_letter.to_dict(),
         "headers": dict(message.headers),
+        "group": message.group,
     }
     if isinstance(message, PulledMessage):
         document["lease_id"] = message.lease_id

@@ -55,6 +55,7 @@ class _Message:
     dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
     headers: dict[str, str] | None = None
+    group: str | None = None
 
     def stored(self, queue: str, now: float) -> StoredMessage:
         return StoredMessage(
@@ -68,6 +69,7 @@ class _Message:
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
             headers=self.headers,
+            group=self.group,
         )
 
 
@@ -79,10 +81,43 @@ class _Queue:
     heap: list[tuple[float, int, str, int]] = field(default_factory=list)
     # dedup id -> (the first message's id, when the claim expires)
     dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # group -> its messages' ids in send order (an ordered set): only the first, the group's
+    # head, is in the heap; the others wait off it until the head is gone (acked, dead-lettered,
+    # deleted), so that a long group costs a lease nothing
+    groups: dict[str, dict[str, None]] = field(default_factory=dict)
 
     def schedule(self, message: _Message) -> None:
         message.version += 1
+        if message.group is not None and next(iter(self.groups[message.group])) != message.id:
+            return  # not its group's head: scheduled when it becomes the head
         heapq.heappush(self.heap, (message.visible_at, message.seq, message.id, message.version))
+
+    def add(self, message: _Message) -> None:
+        self.messages[message.id] = message
+        if message.group is not None:
+            self.groups.setdefault(message.group, {})[message.id] = None
+        self.schedule(message)
+
+    def remove(self, message: _Message) -> bool:
+        """Forget a message; the next of its group, if it was the head, becomes deliverable
+        (then True: waiters are to be woken)."""
+        del self.messages[message.id]
+        if message.group is None:
+            return False
+        members = self.groups[message.group]
+        was_head = next(iter(members)) == message.id
+        del members[message.id]
+        if not members:
+            del self.groups[message.group]
+        elif was_head:
+            self.schedule(self.messages[next(iter(members))])
+            return True
+        return False
+
+    def clear(self) -> None:
+        self.messages.clear()
+        self.heap.clear()
+        self.groups.clear()
 
 
 class MemoryStore:
@@ -246,9 +281,9 @@ class MemoryBackend(Backend):
                     seq=next(self.store.seq),
                     dead_letter=outgoing.dead_letter,
                     headers=outgoing.headers,
+                    group=outgoing.group,
                 )
-                queue.messages[message.id] = message
-                queue.schedule(message)
+                queue.add(message)
             for name in targets:
                 self.store.notify(name)
             return ids
@@ -289,6 +324,7 @@ class MemoryBackend(Backend):
                         dead_letter=message.dead_letter,
                         lost=message.lost,
                         headers=message.headers,
+                        group=message.group,
                     )
                 )
             return leased
@@ -355,12 +391,12 @@ class MemoryBackend(Backend):
                     self._queue(move.queue)  # missing DLQ: fail before changing anything
             now = self.clock.now()
             statuses: list[bool] = []
+            wake = False  # a retry, or a group's head gone: the queue's waiters have work
             for lease in outcomes.acks:
                 message = self._live(state, lease, now)
                 if message is not None:
-                    del state.messages[message.id]
+                    wake = state.remove(message) or wake
                 statuses.append(message is not None)
-            retried = False
             for lease, delay in outcomes.retries:
                 message = self._live(state, lease, now)
                 if message is not None:
@@ -368,14 +404,14 @@ class MemoryBackend(Backend):
                     message.lost = 0  # the delivery ended with an outcome
                     message.visible_at = now + delay
                     state.schedule(message)
-                    retried = True
+                    wake = True
                 statuses.append(message is not None)
             for move in outcomes.dead_letters:
                 message = self._live(state, move.lease, now)
                 statuses.append(message is not None)
                 if message is None:
                     continue
-                del state.messages[message.id]
+                wake = state.remove(message) or wake
                 if move.queue is None:
                     continue
                 target = self.store.queues[move.queue]
@@ -388,11 +424,11 @@ class MemoryBackend(Backend):
                     seq=next(self.store.seq),
                     dead_letter=move.record,
                     headers={**(message.headers or {}), **dead_letter_headers(move.record)},
+                    group=message.group,
                 )
-                target.messages[copy.id] = copy
-                target.schedule(copy)
+                target.add(copy)
                 self.store.notify(move.queue)
-            if retried:
+            if wake:
                 self.store.notify(queue)
             return statuses
 
@@ -426,8 +462,7 @@ class MemoryBackend(Backend):
         with self.store.lock:
             state = self._queue(queue)
             count = len(state.messages)
-            state.messages.clear()
-            state.heap.clear()
+            state.clear()
             return count
 
     async def delete_message(self, queue: str, message_id: str) -> bool:
@@ -438,7 +473,9 @@ class MemoryBackend(Backend):
                 return False
             if message.lease_token is not None and message.visible_at > self.clock.now():
                 raise MessageLeased(queue, message_id)
-            del state.messages[message_id]  # its heap entry is skipped as stale
+            # its heap entry is skipped as stale; a group's head gone makes its next deliverable
+            if state.remove(message):
+                self.store.notify(queue)
             return True
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
@@ -453,7 +490,8 @@ class MemoryBackend(Backend):
             if limit is not None:
                 movable = movable[:limit]
             for message in movable:
-                del src.messages[message.id]
+                if src.remove(message):
+                    self.store.notify(source)
                 moved = _Message(
                     id=message.id,
                     body=message.body,
@@ -462,9 +500,9 @@ class MemoryBackend(Backend):
                     visible_at=now,
                     seq=next(self.store.seq),
                     headers=message.headers,
+                    group=message.group,
                 )
-                dst.messages[moved.id] = moved
-                dst.schedule(moved)
+                dst.add(moved)
             if movable:
                 self.store.notify(destination)
             return len(movable)
@@ -473,11 +511,12 @@ class MemoryBackend(Backend):
         with self.store.lock:
             now = self.clock.now()
             removed = 0
-            for state in self.store.queues.values():
+            for name, state in self.store.queues.items():
                 cutoff = now - state.info.settings.retention_seconds
-                expired = [m.id for m in state.messages.values() if m.timestamp < cutoff]
-                for message_id in expired:
-                    del state.messages[message_id]
+                expired = [m for m in state.messages.values() if m.timestamp < cutoff]
+                for message in expired:
+                    if state.remove(message):  # a group's head: its next is deliverable
+                        self.store.notify(name)
                 removed += len(expired)
                 for dedup_id in [key for key, (_, until) in state.dedup.items() if until <= now]:
                     del state.dedup[dedup_id]

@@ -117,6 +117,7 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 dedup_window_seconds=queue.dedup_window_seconds,
                 max_backlog_messages=queue.max_backlog_messages,
                 max_backlog_bytes=queue.max_backlog_bytes,
+                partitions=queue.partitions,
                 exist_ok=True,
             )
             changed.append(queue.name)
@@ -129,6 +130,7 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
                 # the file says the whole truth: a limit it leaves out is removed (0)
                 max_backlog_messages=queue.max_backlog_messages or 0,
                 max_backlog_bytes=queue.max_backlog_bytes or 0,
+                partitions=queue.partitions,  # fixed at creation: another count is an error
             )
             changed.append(queue.name)
         # the file says the whole truth here too: a queue declared without one has none
@@ -140,7 +142,7 @@ async def apply_queues(app: App, config: ConveyorConfig) -> list[str]:
     return changed
 
 
-def _settings(info: QueueInfo) -> tuple[float, float, float, int | None, int | None]:
+def _settings(info: QueueInfo) -> tuple[float, float, float, int | None, int | None, int]:
     settings = info.settings
     return (
         settings.delivery_delay,
@@ -148,6 +150,7 @@ def _settings(info: QueueInfo) -> tuple[float, float, float, int | None, int | N
         settings.dedup_window_seconds,
         settings.max_backlog_messages,
         settings.max_backlog_bytes,
+        settings.partitions,
     )
 
 

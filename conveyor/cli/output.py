@@ -177,6 +177,7 @@ def queue_info_table(info: QueueInfo, stats: QueueStats) -> Table:
         ("dedup window", seconds_text(info.settings.dedup_window_seconds)),
         ("backlog limit", backlog_limit_text(info.settings)),
         ("pull consumer", pull_consumer_text(info.settings.pull_consumer)),
+        ("partitions", str(info.settings.partitions)),
         ("created", iso(info.created_at)),
     ]
     for key, value in rows:

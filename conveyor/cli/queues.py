@@ -80,6 +80,18 @@ MaxBacklogBytes = Annotated[
 ]
 
 
+Partitions = Annotated[
+    int,
+    typer.Option(
+        "--partitions",
+        min=1,
+        max=L.MAX_PARTITIONS,
+        metavar="N",
+        help=f"Spread the queue over N partitions (1 to {L.MAX_PARTITIONS}); fixed at creation.",
+    ),
+]
+
+
 def register(cli: typer.Typer) -> None:
     cli.add_typer(queues)
 
@@ -103,6 +115,8 @@ def _settings_text(info: QueueInfo) -> str:
     )
     if settings.bounded:
         text += f", backlog limit {backlog_limit_text(settings)}"
+    if settings.partitions > 1:
+        text += f", {settings.partitions} partitions"
     return text
 
 
@@ -114,6 +128,7 @@ def create(
     dedup_window: DedupWindow = None,
     max_backlog_messages: MaxBacklogMessages = None,
     max_backlog_bytes: MaxBacklogBytes = None,
+    partitions: Partitions = L.DEFAULT_PARTITIONS,
 ) -> None:
     """Create a queue (an error if it exists)."""
 
@@ -125,6 +140,7 @@ def create(
             dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup_window is None else dedup_window,
             max_backlog_messages=max_backlog_messages or None,
             max_backlog_bytes=max_backlog_bytes or None,
+            partitions=partitions,
         )
         return await one_queue(app, name)
 

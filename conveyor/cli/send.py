@@ -87,6 +87,15 @@ def send(
             show_default=False,
         ),
     ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            help="An ordered message group: its messages are delivered in send order, one at a time "
+            "(with --file: every line, in file order).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Send BODY (JSON unless --content-type says otherwise), stdin ('-'), or every line of --file."""
     kind: ContentType = content_type.value
@@ -96,13 +105,13 @@ def send(
     if file is not None:
         if dedup_id is not None:
             raise typer.BadParameter("--dedup-id names one message: not with --file")
-        _send_file(queue, file, kind, delay, headers)
+        _send_file(queue, file, kind, delay, headers, group)
         return
     assert body is not None
     value = read_body(body, kind)
     message_id = run(
         lambda app: app.queue(queue).send(
-            value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id, headers=headers
+            value, delay_seconds=delay, content_type=kind, dedup_id=dedup_id, headers=headers, group=group
         )
     )
     if current().json:
@@ -193,7 +202,12 @@ def batches(lines: list[Line], limits: Limits) -> Iterator[list[Line]]:
 
 
 def _send_file(
-    queue: str, file: Path, kind: ContentType, delay: float | None, headers: dict[str, str] | None
+    queue: str,
+    file: Path,
+    kind: ContentType,
+    delay: float | None,
+    headers: dict[str, str] | None,
+    group: str | None,
 ) -> None:
     as_json = current().json
 
@@ -207,7 +221,9 @@ def _send_file(
         with progress:
             task = progress.add_task("send", total=len(lines))
             for batch in batches(lines, app.limits):
-                requests = [SendRequest(line.body, content_type=kind, headers=checked) for line in batch]
+                requests = [
+                    SendRequest(line.body, content_type=kind, headers=checked, group=group) for line in batch
+                ]
                 await handle.send_batch(requests, delay_seconds=delay)
                 sent += len(batch)
                 count += 1

@@ -62,6 +62,11 @@ class Message:
         return self._leased.attempts
 
     @property
+    def group(self) -> str | None:
+        """Its ordered message group (`Queue.send(group=)`), None when it has none."""
+        return self._leased.group
+
+    @property
     def content_type(self) -> ContentType:
         """`"json"`, `"text"` or `"bytes"`: what `body` decodes to."""
         return self._leased.content_type

@@ -253,6 +253,7 @@ class QueueApi:
             dedup_window_seconds=body.dedup_window_seconds,
             max_backlog_messages=body.max_backlog_messages,
             max_backlog_bytes=body.max_backlog_bytes,
+            partitions=body.partitions,
         )
         return ok(queue_document(*await admin.one_queue(self.app, body.name)), 201)
 
@@ -270,6 +271,7 @@ class QueueApi:
             dedup_window_seconds=body.dedup_window_seconds,
             max_backlog_messages=body.max_backlog_messages,
             max_backlog_bytes=body.max_backlog_bytes,
+            partitions=body.partitions,
         )
         return ok(queue_document(*await admin.one_queue(self.app, queue.name)))
 
@@ -342,6 +344,7 @@ class QueueApi:
             content_type=message.content_type,
             dedup_id=message.dedup_id,
             headers=message.headers,
+            group=message.group,
         )
         self.metrics.count(queue.name, "send", 1)
         return ok({"id": message_id})

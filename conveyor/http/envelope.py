@@ -29,6 +29,7 @@ from conveyor.errors import (
     MessageLeased,
     MessageNotFound,
     MessageTooLarge,
+    PartitionCountFixed,
     QueueAlreadyExists,
     QueueFull,
     QueueNotFound,
@@ -51,6 +52,7 @@ STATUS_BY_ERROR: Mapping[type[ConveyorError], int] = {
     QueuePaused: 409,
     MessageNotFound: 404,
     MessageLeased: 409,
+    PartitionCountFixed: 409,  # the request is valid; the queue's own count says no
     QueueFull: 429,
     MessageTooLarge: 413,
     BatchTooLarge: 413,

@@ -99,6 +99,7 @@ class QueueDocument(_Document):
     max_backlog_messages: int | None = Field(description="the most messages it may hold; null: no limit")
     max_backlog_bytes: int | None = Field(description="the most bytes of bodies it may hold; null: no limit")
     pull_consumer: PullConsumerDocument | None = Field(description="its HTTP pull consumer; null: none")
+    partitions: int = Field(description="how many partitions it spreads over, fixed at creation")
     created_at: str
 
 
@@ -134,6 +135,7 @@ class _Message(_Document):
     content_type: ContentType
     dead_letter: DeadLetter | None
     headers: dict[str, str] = Field(description="the message's headers ({} when none)")
+    group: str | None = Field(description="its ordered message group, null when it has none")
 
 
 class PulledMessage(_Message):

@@ -37,6 +37,8 @@ RetentionSeconds = Annotated[
 DedupWindowSeconds = Annotated[float, documented(minimum=0, maximum=L.MAX_DEDUP_WINDOW_SECONDS)]
 # checked by conveyor (invalid_dedup_id), like a queue name
 DedupId = Annotated[str, documented(pattern=f"^{L.DEDUP_ID_PATTERN.pattern}$")]
+# checked by conveyor (invalid_group_id)
+GroupId = Annotated[str, documented(pattern=f"^{L.GROUP_ID_PATTERN.pattern}$")]
 LeaseId = Annotated[str, Field(min_length=1, max_length=256)]
 # checked by conveyor against the App's Limits (invalid_headers): string keys and values
 Headers = Annotated[
@@ -68,6 +70,7 @@ WaitMs = Annotated[int, Field(ge=0, le=int(L.MAX_PULL_WAIT_SECONDS * 1000)), Bef
 # A queue's backlog limit (None: no limit); in an update, 0 removes it.
 BacklogLimit = Annotated[int, Field(ge=1, le=L.MAX_BACKLOG_LIMIT), BeforeValidator(whole_number)]
 BacklogChange = Annotated[int, Field(ge=0, le=L.MAX_BACKLOG_LIMIT), BeforeValidator(whole_number)]
+Partitions = Annotated[int, Field(ge=1, le=L.MAX_PARTITIONS), BeforeValidator(whole_number)]
 ReplayLimit = Annotated[int, Field(ge=1, le=10_000_000), BeforeValidator(whole_number)]
 ContentTypeName = Annotated[str, documented(enum=["json", "text", "bytes"])]
 BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
@@ -126,9 +129,12 @@ class MessageFields(_Body):
         content_type = check_content_type(self.content_type)
         body = self.decoded_bytes() if content_type == "bytes" else self.body
         delay = self.delay_seconds if self.delay_seconds is not None else default_delay
-        return SendRequest(body, delay, content_type, self.dedup(), self.headers)
+        return SendRequest(body, delay, content_type, self.dedup(), self.headers, self.message_group())
 
     def dedup(self) -> str | None:
+        return None
+
+    def message_group(self) -> str | None:
         return None
 
 
@@ -136,9 +142,14 @@ class SendMessage(MessageFields):
     #: a second send with this id within the queue's dedup window stores nothing and answers
     #: with the first message's id
     dedup_id: DedupId | None = None
+    #: an ordered message group: its messages are delivered in send order, one at a time
+    group: GroupId | None = None
 
     def dedup(self) -> str | None:
         return self.dedup_id
+
+    def message_group(self) -> str | None:
+        return self.group
 
 
 class SendBatch(_Body):
@@ -188,6 +199,7 @@ class CreateQueue(_Body):
     dedup_window_seconds: DedupWindowSeconds = float(L.DEFAULT_DEDUP_WINDOW_SECONDS)
     max_backlog_messages: BacklogLimit | None = None
     max_backlog_bytes: BacklogLimit | None = None
+    partitions: Partitions = L.DEFAULT_PARTITIONS
 
 
 class UpdateQueue(_Body):
@@ -197,6 +209,8 @@ class UpdateQueue(_Body):
     # 0 removes the limit
     max_backlog_messages: BacklogChange | None = None
     max_backlog_bytes: BacklogChange | None = None
+    # fixed at creation: another count than the queue's is partition_count_fixed
+    partitions: Partitions | None = None
 
 
 class Replay(_Body):

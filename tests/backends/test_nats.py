@@ -123,6 +123,104 @@ def test_a_snapshot_holds_the_whole_state() -> None:
     assert copy.lease(10, 30, "next", 200.0)[-1].attempts == 2  # the retried one kept its attempt
 
 
+def test_a_snapshot_keeps_groups_in_order_and_their_head_out() -> None:
+    state = QueueState("q")
+    grouped = [Arrival(f"g{n}", "json", (7, 20 * n, 20), group="g") for n in range(3)]
+    state.send([*grouped, _arrival(9)], 100.0, 1 << 20)
+    [head, free] = state.lease(10, 30, "tok", 100.0)
+    assert (head.id, head.group, free.id) == ("g0", "g", "id9")
+    copy = records.decode_state("q", records.encode_state(state))
+    assert copy.lease(10, 30, "more", 101.0) == []  # g1 still waits for the head
+    copy.settle([("g0", "tok")], [], [], "m", 102.0)
+    [second] = copy.lease(10, 30, "next", 102.0)
+    assert (second.id, second.group) == ("g1", "g")
+
+
+def test_records_and_snapshots_of_before_groups_read_as_ungrouped() -> None:
+    state = QueueState("q")
+    state.send([_arrival(n) for n in range(2)], 100.0, 1 << 20)
+    snapshot = json.loads(records.encode_state(state))
+    snapshot["v"] = 3
+    snapshot["messages"] = [entry[:12] for entry in snapshot["messages"]]  # as v3 wrote them
+    old = records.decode_state("q", json.dumps(snapshot).encode())
+    assert [m.id for m in old.lease(10, 30, "tok", 101.0)] == ["id0", "id1"]
+    # a send record of before groups: six items, or seven with a dedup id
+    record = records.decode(
+        b'{"op":"send","m":[["a","json",null,2,null,null],["b","json",null,2,null,null,"d"]]}\n{}{}'
+    )
+    arrivals = records.decode_arrivals(record, 7)
+    assert [(a.id, a.dedup_id, a.group) for a in arrivals] == [("a", None, None), ("b", "d", None)]
+    grouped = records.decode(records.encode_send([Outgoing("c", b"{}", "json", group="g")]))
+    assert [(a.id, a.dedup_id, a.group) for a in records.decode_arrivals(grouped, 8)] == [("c", None, "g")]
+
+
+def test_send_entries_keep_headers_eighth_and_the_group_ninth() -> None:
+    grouped = Outgoing("a", b"x", "json", group="g")  # no headers: null holds the eighth place
+    both = Outgoing("b", b"x", "json", dedup_id="d", headers={"k": "v"}, group="g")
+    assert records.send_entries([grouped, both]) == [
+        ["a", "json", None, 1, None, None, None, None, "g"],
+        ["b", "json", None, 1, None, None, "d", {"k": "v"}, "g"],
+    ]
+    arrivals = records.decode_arrivals(records.decode(records.encode_send([grouped, both])), 1)
+    assert [(a.dedup_id, a.headers, a.group) for a in arrivals] == [(None, None, "g"), ("d", {"k": "v"}, "g")]
+
+
+def test_a_snapshot_keeps_headers_and_groups_of_messages_and_of_dead_letters_on_their_way() -> None:
+    state = QueueState("q")
+    consumer = conveyor.PullConsumer(batch_size=3)
+    state.set_meta(QueueSettings(pull_consumer=consumer, partitions=4), False, 5.0)
+    grouped = [Arrival(f"g{n}", "json", (7, 20 * n, 20), headers={"n": str(n)}, group="g") for n in range(2)]
+    state.send(grouped, 100.0, 1 << 20)
+    [head] = state.lease(10, 30, "tok", 101.0)
+    record = DeadLetterInfo(head.id, "q", 1, "boom", 102.0)
+    state.settle([], [], [(head.id, "tok", "dead1", "q-dlq", record)], "m", 102.0)
+    copy = records.decode_state("q", records.encode_state(state))
+    assert (copy.settings.pull_consumer, copy.settings.partitions) == (consumer, 4)
+    [move] = copy.outbox.values()
+    [dead] = move.copies
+    assert dead.headers is not None
+    assert (dead.group, dead.headers["n"], dead.headers["conveyor-dead-letter-error"]) == ("g", "0", "boom")
+    [second] = copy.lease(10, 30, "next", 103.0)
+    assert (second.id, second.group, second.headers) == ("g1", "g", {"n": "1"})
+
+
+def test_snapshots_of_every_older_version_are_read() -> None:
+    state = QueueState("q")
+    state.set_meta(QueueSettings(), False, 5.0)
+    state.send([_arrival(0), Arrival("g0", "json", (7, 20, 20), group="g")], 100.0, 1 << 20)
+    state.settle([], [], [], "m", 100.0)
+    current = json.loads(records.encode_state(state))
+    pull = conveyor.PullConsumer(batch_size=3).to_dict()
+
+    def older(version: int, extra: list[list[object]], settings_extra: list[object]) -> QueueState:
+        snapshot = dict(current, v=version)
+        snapshot["settings"] = current["settings"][:5] + settings_extra
+        snapshot["messages"] = [
+            entry[:12] + more for entry, more in zip(current["messages"], extra, strict=True)
+        ]
+        return records.decode_state("q", json.dumps(snapshot).encode())
+
+    # v3 as meta wrote it: headers an optional 13th item, the pull consumer the 6th setting
+    meta = older(3, [[{"k": "v"}], []], [pull])
+    assert meta.settings.pull_consumer == conveyor.PullConsumer(batch_size=3)
+    assert sorted((m.id, m.headers, m.group) for m in meta.lease(10, 30, "t", 101.0)) == [
+        ("g0", None, None),
+        ("id0", {"k": "v"}, None),
+    ]
+    # v4 as groups wrote it before headers: the group 13th, the partition count 6th
+    groups = older(4, [[None], ["g"]], [4])
+    assert (groups.settings.pull_consumer, groups.settings.partitions) == (None, 4)
+    assert sorted((m.id, m.headers, m.group) for m in groups.lease(10, 30, "t", 101.0)) == [
+        ("g0", None, "g"),
+        ("id0", None, None),
+    ]
+    # v2: no `lost`, nothing after it
+    plain = dict(current, v=2, settings=current["settings"][:2])
+    plain["messages"] = [entry[:11] for entry in current["messages"]]
+    old = records.decode_state("q", json.dumps(plain).encode())
+    assert sorted(m.id for m in old.lease(10, 30, "t", 101.0)) == ["g0", "id0"]
+
+
 def test_a_snapshot_keeps_headers_of_messages_and_of_dead_letters_on_their_way() -> None:
     state = QueueState("q")
     state.set_meta(QueueSettings(), False, 5.0)

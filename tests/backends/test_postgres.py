@@ -135,7 +135,7 @@ async def make_old_schema(pg_url: str, version: int) -> str:
     return schema
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     pg_url: str, version: int
 ) -> None:
@@ -171,9 +171,16 @@ async def test_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_l
         assert headers == {waiting: {}, orphan: {}, first: {}, with_headers: {"k": "v"}}
         # a queue made before pull consumer settings has none, and takes one
         assert settings.pull_consumer is None
+        assert settings.partitions == 1  # and one partition, as before partitions
         consumer = conveyor.PullConsumer(batch_size=7, max_retries=1, dead_letter_queue="jobs-dlq")
         await app.set_pull_consumer("jobs", consumer)
         assert (await app.get_queue("jobs")).settings.pull_consumer == consumer
+        # the upgraded schema keeps ordered message groups, replays included (a new seq);
+        # jobs-dlq exists: setting the pull consumer made it
+        await app.queue("jobs-dlq").send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
+        assert await app.replay("jobs-dlq", to="jobs") == 2
+        grouped = [m for m in await backend.lease_many("jobs", 10, 30) if m.group == "g"]
+        assert [m.body for m in grouped] == [b"0"]
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:

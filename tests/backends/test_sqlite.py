@@ -112,7 +112,7 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     tmp_path: Path, version: int
 ) -> None:
@@ -159,16 +159,21 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         assert headers == {waiting: {}, orphan: {}, first: {}, with_headers: {"k": "v"}}
         # a queue made before pull consumer settings has none, and takes one
         assert settings.pull_consumer is None
+        assert settings.partitions == 1  # and one partition, as before partitions
         consumer = conveyor.PullConsumer(batch_size=7, max_retries=1, dead_letter_queue="jobs-dlq")
         await app.set_pull_consumer("jobs", consumer)
         assert (await app.get_queue("jobs")).settings.pull_consumer == consumer
+        # the upgraded file keeps ordered message groups: one of a group out at a time
+        await app.queue("jobs").send_batch([conveyor.SendRequest(n, group="g") for n in range(2)])
+        grouped = [m for m in await backend.lease_many("jobs", 10, 30) if m.group == "g"]
+        assert [m.body for m in grouped] == [b"0"]
     if version == 1:
         assert leased == {waiting: (1, 0), orphan: (2, 1)}  # an old lease counts as handed
     else:
         assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     finally:
         conn.close()
 

@@ -57,6 +57,13 @@ def test_send_with_a_dedup_id_stores_once_and_prints_the_first_id(cli: Cli) -> N
     )
 
 
+def test_send_with_a_group_shows_it_on_peek_and_a_bad_one_is_refused(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    cli.ok("send", "jobs", "1", "--group", "user-42")
+    assert [(m.body, m.group) for m in peeked(cli, "jobs")] == [(1, "user-42")]
+    assert_one_error_line(cli("send", "jobs", "2", "--group", "a b"), "invalid group", "[invalid_group_id]")
+
+
 def test_send_with_headers_stores_them_and_peek_shows_them(cli: Cli, tmp_path: Path) -> None:
     cli.ok("queues", "create", "jobs")
     cli.ok("send", "jobs", "1", "--header", "tenant=acme", "-H", "query=a=b", "-H", "empty=")
@@ -111,6 +118,17 @@ def test_send_file_sends_every_line_in_batches_with_a_summary(cli: Cli, tmp_path
     result = cli.ok("send", "jobs", "--file", "messages.jsonl")
     assert "Sent 250 message(s) to 'jobs' in 3 batch(es)" in result.stdout
     assert sorted(m.body["n"] for m in peeked(cli, "jobs")) == list(range(250))
+
+
+def test_send_file_with_a_group_puts_every_line_in_it_in_file_order(cli: Cli) -> None:
+    cli.ok("queues", "create", "jobs")
+    cli.ok("send", "jobs", "--file", "-", "--group", "g", input="1\n2\n3\n")
+    assert [(m.body, m.group) for m in peeked(cli, "jobs")] == [(1, "g"), (2, "g"), (3, "g")]
+
+    async def pull_all(app: conveyor.App) -> list[object]:
+        return [m.body for m in await app.queue("jobs").pull(batch_size=10)]
+
+    assert cli.api(pull_all) == [1]  # one at a time: the rest wait for the first
 
 
 def test_send_file_json_summary(cli: Cli, tmp_path: Path) -> None:

@@ -265,6 +265,31 @@ async def test_a_send_naming_a_dedup_id_seen_in_the_window_answers_the_first_id(
     assert patched["dedup_window_seconds"] == 0
 
 
+async def test_grouped_sends_are_pulled_one_at_a_time_per_group_and_show_their_group(
+    client: httpx.AsyncClient,
+) -> None:
+    await create(client, "jobs")
+    await client.post("/queues/jobs/messages", json={"body": 1, "group": "user-42"})
+    batch = {"messages": [{"body": 2, "group": "user-42"}, {"body": 3}]}
+    result(await client.post("/queues/jobs/messages/batch", json=batch))
+    peeked = result(await client.get("/queues/jobs/messages"))
+    assert [(m["body"], m["group"]) for m in peeked] == [(1, "user-42"), (2, "user-42"), (3, None)]
+    pulled = await pull(client, "jobs", batch_size=10)
+    assert sorted((m["body"], m["group"]) for m in pulled) == [(1, "user-42"), (3, None)]
+    response = await client.post("/queues/jobs/messages", json={"body": 1, "group": "has space"})
+    assert error_code(response, 400) == "invalid_group_id"
+
+
+async def test_a_queue_takes_a_partition_count_at_creation_and_keeps_it(client: httpx.AsyncClient) -> None:
+    created = result(await client.post("/queues", json={"name": "events", "partitions": 4}), 201)
+    assert created["partitions"] == 4
+    same = result(await client.patch("/queues/events", json={"partitions": 4, "retention_seconds": 3600}))
+    assert (same["partitions"], same["retention_seconds"]) == (4, 3600)
+    response = await client.patch("/queues/events", json={"partitions": 2})
+    assert error_code(response, 409) == "partition_count_fixed"
+    assert (await queue(client, "events"))["partitions"] == 4
+
+
 async def test_headers_are_sent_and_shown_by_pull_peek_and_a_topics_copies(client: httpx.AsyncClient) -> None:
     await create(client, "jobs")
     sent = {"body": 1, "headers": {"traceparent": "00-abc-def-01", "tenant": "ünï"}}

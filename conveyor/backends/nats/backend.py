@@ -339,6 +339,7 @@ class NatsBackend(Backend):
                     message.dead_letter,
                     dedup_id=message.dedup_id,
                     headers=message.headers,
+                    group=message.group,
                 )
             )
         if len(by_queue) == 1:
@@ -624,6 +625,7 @@ class NatsBackend(Backend):
                         copy.dead_letter,
                         copy.timestamp,
                         headers=copy.headers,
+                        group=copy.group,
                     )
                 )
             resolved.append((move.id, move.destination, messages))

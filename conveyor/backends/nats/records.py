@@ -1,8 +1,9 @@
 """The bytes of a queue's log records: a JSON header line, then the bodies it names, back to back.
 
 `{"op": "send", "m": [[id, content type, delay, body length, dead letter, timestamp], ...]}\n<bodies>`
-(an entry has a seventh item, its dedup id, only where it has one or headers, and an eighth, its
-headers, only where it has headers: records written before either read as they always did)
+(an entry has a seventh item, its dedup id, only where it has one, headers or a group; an eighth,
+its headers (null for none), only where it has headers or a group; and a ninth, its ordered
+message group, only where it has one: records written before any of them read as they always did)
 
 Bodies are raw bytes (never pickled, never base64); the header says how long each is, so a body is
 found again by its record's stream sequence and offset (`state.Location`) without decoding the
@@ -20,10 +21,14 @@ from typing import Any
 
 from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
 from conveyor.headers import headers_size, load_headers
-from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS
+from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS, DEFAULT_PARTITIONS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, PullConsumer, QueueSettings
 
-SNAPSHOT_VERSION = 3
+# v5: a message's headers (null for none) and group (the 13th and 14th items of a message, the
+# 9th and 10th of a move's copy), the partition count after the pull consumer in the settings.
+# Read too: v2 (no `lost`), v3 (headers as an optional 13th / 9th item, the pull consumer 6th
+# setting), v4 (groups before headers, never on main: the group 13th / 9th, partitions 6th).
+SNAPSHOT_VERSION = 5
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
 
 
@@ -48,6 +53,7 @@ class Outgoing:
     timestamp: float | None = None
     dedup_id: str | None = None
     headers: dict[str, str] | None = None
+    group: str | None = None
 
 
 def decode(data: bytes) -> Record:
@@ -81,25 +87,21 @@ def _content_type(name: str) -> ContentType:
 
 
 def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
-    """One entry per message; a seventh item, the dedup id, only where there is one or headers;
-    an eighth, the headers, only where there are some."""
-    return [
-        [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
-        if m.dedup_id is None and m.headers is None
-        else [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp, m.dedup_id]
-        if m.headers is None
-        else [
-            m.id,
-            m.content_type,
-            m.delay,
-            len(m.body),
-            _dead(m.dead_letter),
-            m.timestamp,
-            m.dedup_id,
-            m.headers,
-        ]
-        for m in messages
-    ]
+    """One entry per message; a seventh item, the dedup id, only where there is one, headers or a
+    group; an eighth, the headers (null for none), only where there are some or a group; a ninth,
+    the group, only where there is one (older records stay as they were)."""
+    return [_send_entry(m) for m in messages]
+
+
+def _send_entry(m: Outgoing) -> list[Any]:
+    entry = [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
+    if m.group is not None:
+        entry += [m.dedup_id, m.headers, m.group]
+    elif m.headers is not None:
+        entry += [m.dedup_id, m.headers]
+    elif m.dedup_id is not None:
+        entry.append(m.dedup_id)
+    return entry
 
 
 def encode_send(
@@ -160,7 +162,8 @@ def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arr
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp=timestamp,
                 dedup_id=entry[6] if len(entry) > 6 else None,
-                headers=load_headers(entry[7]) if len(entry) > 7 else None,
+                headers=load_headers(entry[7]) if len(entry) > 7 and entry[7] is not None else None,
+                group=entry[8] if len(entry) > 8 else None,
             )
         )
         offset += length
@@ -204,6 +207,8 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
         header["maxb"] = settings.max_backlog_bytes
     if settings.pull_consumer is not None:
         header["pull"] = settings.pull_consumer.to_dict()
+    if settings.partitions != DEFAULT_PARTITIONS:
+        header["parts"] = settings.partitions
     return encode(header)
 
 
@@ -217,6 +222,7 @@ def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
         header.get("maxm"),
         header.get("maxb"),
         header.get("pull"),
+        header.get("parts"),
     )
     return settings, bool(header["paused"]), float(header["created"])
 
@@ -228,6 +234,7 @@ def _settings(
     most_messages: Any = None,
     most_bytes: Any = None,
     pull: Any = None,
+    partitions: Any = None,
 ) -> QueueSettings:
     return QueueSettings(
         delivery_delay=float(delay),
@@ -237,6 +244,8 @@ def _settings(
         max_backlog_bytes=None if most_bytes is None else int(most_bytes),
         # a queue created before pull consumer settings has none
         pull_consumer=None if pull is None else PullConsumer.from_dict(pull),
+        # a queue created before partitions has one
+        partitions=DEFAULT_PARTITIONS if partitions is None else int(partitions),
     )
 
 
@@ -260,9 +269,11 @@ def encode_state(state: QueueState) -> bytes:
             m.record,
             m.offset,
             m.lost,
-            *(() if m.headers is None else (m.headers,)),
+            m.headers,
+            m.group,
         ]
-        for m in state.messages.values()
+        # in send order: a group's members are restored in it
+        for m in sorted(state.messages.values(), key=lambda m: m.order)
     ]
     moves = [
         [
@@ -277,7 +288,8 @@ def encode_state(state: QueueState) -> bytes:
                     _dead(c.dead_letter),
                     c.timestamp,
                     *c.location,
-                    *(() if c.headers is None else (c.headers,)),
+                    c.headers,
+                    c.group,
                 ]
                 for c in move.copies
             ],
@@ -293,6 +305,7 @@ def encode_state(state: QueueState) -> bytes:
             state.settings.max_backlog_bytes,
             state.settings.dedup_window_seconds,
             None if state.settings.pull_consumer is None else state.settings.pull_consumer.to_dict(),
+            state.settings.partitions,
         ],
         "paused": state.paused,
         "created": state.created_at,
@@ -307,18 +320,21 @@ def encode_state(state: QueueState) -> bytes:
 def decode_state(name: str, data: bytes) -> QueueState:
     header = json.loads(data)
     version = header.get("v")
-    if version not in (2, SNAPSHOT_VERSION):  # v2 had no `lost`
+    if version not in (2, 3, 4, SNAPSHOT_VERSION):
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)
     # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
     # dedup window, then the pull consumer; a snapshot from before deduplication has the default
     # window, one from before pull consumers none
     delay, retention, *rest = header["settings"]
-    most_messages, most_bytes, dedup, pull = (*rest, None, None, None, None)[:4]
-    settings = _settings(delay, retention, dedup, most_messages, most_bytes, pull)
+    most_messages, most_bytes, dedup, *extra = (*rest, None, None, None, None, None)[:5]
+    # the sixth setting: v3 the pull consumer, v4 (groups before headers) the partition count
+    pull, partitions = (None, extra[0]) if version == 4 else extra
+    settings = _settings(delay, retention, dedup, most_messages, most_bytes, pull, partitions)
     state.set_meta(settings, bool(header["paused"]), header["created"])
     state.now = float(header["now"])
-    for entry in header["messages"]:
+    # in send order (a snapshot before v4 may not be): a group's members are restored in it
+    for entry in sorted(header["messages"], key=lambda entry: entry[4]):
         message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]
         offset = entry[10]
         message = Message(
@@ -334,13 +350,12 @@ def decode_state(name: str, data: bytes) -> QueueState:
             lease_token=token,
             dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
             lost=entry[11] if len(entry) > 11 else 0,
-            headers=load_headers(entry[12]) if len(entry) > 12 else None,
+            headers=_snapshot_headers(version, entry[12:]),
+            group=_snapshot_group(version, entry[12:]),
         )
-        state.messages[message.id] = message
-        state.bytes += size
-        state.schedule(message)
+        state.add(message)
     for move_id, destination, started_at, entries in header["moves"]:
-        # a copy's ninth item, its headers, only where it has some
+        # a copy's items past the eighth: headers and group (see SNAPSHOT_VERSION)
         copies = [
             Arrival(
                 copy_id,
@@ -349,7 +364,8 @@ def decode_state(name: str, data: bytes) -> QueueState:
                 delay,
                 None if dead is None else DeadLetterInfo.from_dict(dead),
                 timestamp,
-                headers=load_headers(rest[0]) if rest else None,
+                headers=_snapshot_headers(version, rest),
+                group=_snapshot_group(version, rest),
             )
             for copy_id, kind, delay, dead, timestamp, record, offset, size, *rest in entries
         ]
@@ -357,3 +373,19 @@ def decode_state(name: str, data: bytes) -> QueueState:
     for dedup_id, message_id, until in header.get("dedup", ()):
         state.dedup[dedup_id] = (message_id, until)
     return state
+
+
+def _snapshot_headers(version: int, extra: Sequence[Any]) -> dict[str, str] | None:
+    """A snapshot entry's headers from its items past the fixed ones (see SNAPSHOT_VERSION)."""
+    if version == 4 or not extra or extra[0] is None:
+        return None
+    return load_headers(extra[0])
+
+
+def _snapshot_group(version: int, extra: Sequence[Any]) -> str | None:
+    """A snapshot entry's group from its items past the fixed ones (see SNAPSHOT_VERSION)."""
+    if version == 4:
+        return extra[0] if extra else None
+    if version == SNAPSHOT_VERSION and len(extra) > 1:
+        return str(extra[1]) if extra[1] is not None else None
+    return None

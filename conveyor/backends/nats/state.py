@@ -56,6 +56,7 @@ class Message:
     dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
     headers: dict[str, str] | None = None
+    group: str | None = None  # its ordered message group
 
     @property
     def location(self) -> Location:
@@ -73,6 +74,7 @@ class Message:
             leased=self.lease_token is not None and self.visible_at > now,
             dead_letter=self.dead_letter,
             headers=self.headers,
+            group=self.group,
         )
 
 
@@ -103,6 +105,7 @@ class Arrival:
     timestamp: float | None = None
     dedup_id: str | None = None
     headers: dict[str, str] | None = None
+    group: str | None = None
 
 
 @dataclass(slots=True)
@@ -146,6 +149,10 @@ class QueueState:
         self.outbox: dict[str, Move] = {}
         # dedup id -> (the id of the first message naming it, when the claim ends)
         self.dedup: dict[str, tuple[str, float]] = {}
+        # group -> its messages' ids in send order (an ordered set): only the first, the head,
+        # is in the heap; the rest wait off it until the head is gone (acked, dead-lettered,
+        # deleted), so a long group costs a lease nothing (docs/concepts/groups.md)
+        self.groups: dict[str, dict[str, None]] = {}
         self.now = 0.0
         self.bytes = 0
 
@@ -162,11 +169,32 @@ class QueueState:
 
     def schedule(self, message: Message) -> None:
         message.version += 1
+        if message.group is not None and next(iter(self.groups[message.group])) != message.id:
+            return  # not its group's head: scheduled when it becomes the head
         heapq.heappush(self.heap, (message.visible_at, message.order, message.id, message.version))
 
-    def _delete(self, message: Message) -> None:
+    def add(self, message: Message) -> None:
+        self.messages[message.id] = message
+        self.bytes += message.size
+        if message.group is not None:
+            self.groups.setdefault(message.group, {})[message.id] = None
+        self.schedule(message)
+
+    def _delete(self, message: Message) -> bool:
+        """Forget a message; True when it was its group's head and the next is deliverable."""
         del self.messages[message.id]
         self.bytes -= message.size
+        if message.group is None:
+            return False
+        members = self.groups[message.group]
+        was_head = next(iter(members)) == message.id
+        del members[message.id]
+        if not members:
+            del self.groups[message.group]
+        elif was_head:
+            self.schedule(self.messages[next(iter(members))])
+            return True
+        return False
 
     def _live(self, lease: LeaseKey, now: float) -> Message | None:
         message = self.messages.get(lease[0])
@@ -248,10 +276,9 @@ class QueueState:
                 offset=offset,
                 dead_letter=arrival.dead_letter,
                 headers=arrival.headers,
+                group=arrival.group,
             )
-            self.messages[message.id] = message
-            self.bytes += size
-            self.schedule(message)
+            self.add(message)
             stored += 1
         return stored
 
@@ -325,12 +352,12 @@ class QueueState:
         stale and changes nothing. Dead letters for another queue wait in the outbox as one move
         per queue."""
         statuses: list[bool] = []
+        retried = False  # or a group's head gone: its next is deliverable
         for lease in acks:
             message = self._live(lease, now)
             if message is not None:
-                self._delete(message)
+                retried = self._delete(message) or retried
             statuses.append(message is not None)
-        retried = False
         for message_id, token, delay in retries:
             message = self._live((message_id, token), now)
             if message is not None:
@@ -346,7 +373,7 @@ class QueueState:
             statuses.append(message is not None)
             if message is None:
                 continue
-            self._delete(message)
+            retried = self._delete(message) or retried
             if destination is None:
                 continue
             move = moves.get(destination)
@@ -354,7 +381,16 @@ class QueueState:
                 move = moves[destination] = Move(f"{move_id}-{len(moves)}", destination, [], now)
             headers = {**(message.headers or {}), **dead_letter_headers(record)}
             move.copies.append(
-                Arrival(new_id, message.content_type, message.location, 0.0, record, now, headers=headers)
+                Arrival(
+                    new_id,
+                    message.content_type,
+                    message.location,
+                    0.0,
+                    record,
+                    now,
+                    headers=headers,
+                    group=message.group,
+                )
             )
         for move in moves.values():
             self.outbox[move.id] = move
@@ -364,6 +400,7 @@ class QueueState:
         count = len(self.messages)
         self.messages.clear()
         self.heap.clear()
+        self.groups.clear()
         self.bytes = 0
         return count
 
@@ -399,6 +436,7 @@ class QueueState:
                     None,
                     message.timestamp,
                     headers=message.headers,
+                    group=message.group,
                 )
             )
         move = Move(move_id, destination, copies, now)

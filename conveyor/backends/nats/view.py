@@ -301,6 +301,7 @@ class QueueView:
                             m.dead_letter,
                             m.lost,
                             m.headers,
+                            m.group,
                         ),
                         m.location,
                     )
@@ -323,12 +324,18 @@ class QueueView:
             result = state.purge()
         elif op == "delete":
             result = state.delete(str(header["id"]), now)
+            if result and state.groups:
+                self.wake()  # a group's head deleted: its next is deliverable
         elif op == "move":
             result = state.move_out(str(header["to"]), header["n"], str(header["tok"]), now)
+            if result.copies and state.groups:
+                self.wake()  # a group's head moved out: its next is deliverable
         elif op == "moved":
             state.moved(header["ids"])
         elif op == "sweep":
             result = state.sweep(now)
+            if result and state.groups:
+                self.wake()  # a group's head swept: its next is deliverable
         elif op == "meta":
             if state.set_meta(*records.decode_meta(record)):
                 self.wake()

@@ -94,8 +94,15 @@ T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
 _RAW = load_named("conveyor.backends.postgres", "queries.sql")
-SCHEMA_VERSION = 5
-MIGRATIONS = {1: "schema_v1", 2: "schema_v2", 3: "schema_v3", 4: "schema_v4", 5: "schema_v5"}
+SCHEMA_VERSION = 6
+MIGRATIONS = {
+    1: "schema_v1",
+    2: "schema_v2",
+    3: "schema_v3",
+    4: "schema_v4",
+    5: "schema_v5",
+    6: "schema_v6",
+}
 
 DEFAULT_SCHEMA = "conveyor"
 DEFAULT_POOL_SIZE = 10
@@ -157,6 +164,7 @@ def _info(row: Sequence[Any]) -> QueueInfo:
             max_backlog_bytes=row[6],
             dedup_window_seconds=row[7],
             pull_consumer=PullConsumer.from_json(row[8]),
+            partitions=row[9],
         ),
         paused=row[3],
         created_at=row[4],
@@ -438,6 +446,7 @@ class PostgresBackend(Backend):
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
             "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
+            "partitions": settings.partitions,
         }
         while True:
             row = await self._fetchone("insert_queue", params, repeatable=exist_ok)
@@ -463,6 +472,7 @@ class PostgresBackend(Backend):
             "max_backlog_bytes": settings.max_backlog_bytes,
             "dedup_window": settings.dedup_window_seconds,
             "pull_consumer": None if settings.pull_consumer is None else settings.pull_consumer.to_json(),
+            "partitions": settings.partitions,
         }
         row = await self._fetchone("update_queue", params, repeatable=True)
         if row is None:
@@ -630,6 +640,7 @@ class PostgresBackend(Backend):
             "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
             "dedup_ids": [m.dedup_id for m in messages],
             "headers": [None if m.headers is None else dump_headers(m.headers) for m in messages],
+            "groups": [m.group for m in messages],
             "channel": self.channel,
             "checked": False,
         }
@@ -674,8 +685,9 @@ class PostgresBackend(Backend):
                 _dead_letter(dead),
                 lost,
                 None if headers is None else load_headers(headers),
+                group,
             )
-            for _, id_, body, kind, sent, attempts, dead, lost, headers in rows
+            for _, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
         ]
 
     async def lease_ahead(
@@ -703,8 +715,9 @@ class PostgresBackend(Backend):
                 _dead_letter(dead),
                 lost,
                 None if headers is None else load_headers(headers),
+                group,
             )
-            for id_, body, kind, sent, attempts, dead, lost, tok, headers in rows
+            for id_, body, kind, sent, attempts, dead, lost, tok, headers, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -791,6 +804,7 @@ class PostgresBackend(Backend):
                 leased=r[6],
                 dead_letter=_dead_letter(r[7]),
                 headers=load_headers(r[8]),
+                group=r[9],
             )
             for r in rows
         ]
@@ -814,7 +828,7 @@ class PostgresBackend(Backend):
                     return False
                 if row[0]:
                     raise MessageLeased(queue, message_id)
-                await conn.execute(self._q["delete_message"], params, binary=True)
+                await conn.execute(self._q["delete_message"], params | {"channel": self.channel}, binary=True)
                 return True
 
         return await self._run(delete)

@@ -103,12 +103,12 @@ DEFAULT_PREFIX = "conveyor"
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CLUSTER_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "auto": None}
 # The per-queue keys, in the order the scripts expect them (see scripts.lua).
-QUEUE_KEY_SUFFIXES = ("meta", "msgs", "state", "ready", "inflight", "age", "wake")
-META, READY, INFLIGHT, AGE, WAKE = (
-    QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake")
+QUEUE_KEY_SUFFIXES = ("meta", "msgs", "state", "ready", "inflight", "age", "wake", "group", "held")
+META, READY, INFLIGHT, AGE, WAKE, HELD = (
+    QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake", "held")
 )
 # The settings fields a QueueInfo is made of, in the order `_queue_info` takes them.
-INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup", "pull")
+INFO_FIELDS = ("delay", "retention", "paused", "created", "maxmsgs", "maxbytes", "dedup", "pull", "parts")
 # Messages moved or swept per script call: bounds how long one script holds the server.
 CHUNK = 1_000
 # How long a cross-slot replay holds the messages it is copying before they return to the source.
@@ -228,7 +228,7 @@ def _headers_only(raw: bytes) -> str:
 
 
 def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
-    delay, retention, paused, created, most_messages, most_bytes, dedup, pull = fields
+    delay, retention, paused, created, most_messages, most_bytes, dedup, pull, partitions = fields
     if delay is None or retention is None or created is None:
         return None
     settings = QueueSettings(
@@ -240,6 +240,8 @@ def _queue_info(name: str, fields: Sequence[bytes | None]) -> QueueInfo | None:
         dedup_window_seconds=L.DEFAULT_DEDUP_WINDOW_SECONDS if dedup is None else _seconds(dedup),
         # '' or missing (a queue from before pull consumer settings): none
         pull_consumer=PullConsumer.from_json(pull),
+        # a queue created before partitions has one
+        partitions=int(partitions) if partitions else L.DEFAULT_PARTITIONS,
     )
     return QueueInfo(name=name, settings=settings, paused=paused == b"1", created_at=_seconds(created))
 
@@ -254,6 +256,7 @@ def _settings_args(settings: QueueSettings) -> list[str | int]:
         "" if most_bytes is None else most_bytes,
         _us(settings.dedup_window_seconds),
         "" if settings.pull_consumer is None else settings.pull_consumer.to_json(),
+        settings.partitions,
     ]
 
 
@@ -268,6 +271,7 @@ class _Write:
     dead_letter: str = ""
     timestamp_us: int | None = None  # None: now
     dedup_id: str | None = None
+    group: str | None = None
 
     def args(self) -> list[str | bytes]:
         """The id, and the rest packed in one argument (see the `send` script): the client
@@ -289,6 +293,7 @@ class _Write:
             if message.dead_letter is None and message.headers is None
             else _section(message.dead_letter, message.headers),
             dedup_id=message.dedup_id,
+            group=message.group,
         )
 
 
@@ -586,6 +591,10 @@ class RedisBackend(Backend):
             args.append(len(writes))
             for write in writes:
                 args.extend(write.args())
+            grouped = [(index, w.group) for index, w in enumerate(writes, 1) if w.group is not None]
+            args.append(len(grouped))
+            for index, group in grouped:
+                args.extend((index, group))
             claims = [(index, w.dedup_id) for index, w in enumerate(writes, 1) if w.dedup_id is not None]
             args.append(len(claims))
             for index, dedup_id in claims:
@@ -644,9 +653,10 @@ class RedisBackend(Backend):
 
     @staticmethod
     def _leased(queue: str, token: str, raw: list[Any]) -> list[LeasedMessage]:
-        """LeasedMessages from the lease script's reply: id, record, attempts and lost per message."""
+        """LeasedMessages from the lease script's reply: id, record, attempts, lost and group per
+        message."""
         leased = []
-        for i in range(0, len(raw), 4):
+        for i in range(0, len(raw), 5):
             message_id = raw[i].decode()
             content_type, timestamp, dead, body = _record(raw[i + 1])
             dead_letter, headers = _details(dead)
@@ -662,6 +672,7 @@ class RedisBackend(Backend):
                     dead_letter=dead_letter,
                     lost=raw[i + 3],
                     headers=headers,
+                    group=_text(raw[i + 4]) or None,
                 )
             )
         return leased
@@ -754,8 +765,10 @@ class RedisBackend(Backend):
         Returns the items (settle positions) whose lease was lost meanwhile (their copies are
         removed again)."""
         by_queue: dict[str, list[_Write]] = {}
-        for (_, move), (new_id, body, content_type, dead_json) in zip(moving, records, strict=True):
-            write = _Write(_text(new_id), _text(content_type), body, 0, _text(dead_json))
+        for (_, move), (new_id, body, content_type, dead_json, group) in zip(moving, records, strict=True):
+            write = _Write(
+                _text(new_id), _text(content_type), body, 0, _text(dead_json), group=_text(group) or None
+            )
             by_queue.setdefault(move.destination, []).append(write)
         await asyncio.gather(*(self._send_scripts({name: writes}) for name, writes in by_queue.items()))
         pairs = [part for _, move in moving for part in move.held]
@@ -775,12 +788,12 @@ class RedisBackend(Backend):
         raw = await self._run("stats", self._queue_keys(queue), [])
         if not raw:
             raise QueueNotFound(queue)
-        paused, size, ready, delayed, expired, leased, oldest, now = raw
+        paused, size, ready, delayed, expired, leased, oldest, now, held_ready, held_delayed = raw
         age = max(0.0, _seconds(now) - _seconds(oldest)) if oldest else 0.0
         return QueueStats(
             queue=queue,
-            backlog=int(ready) + int(expired),
-            delayed=int(delayed),
+            backlog=int(ready) + int(expired) + int(held_ready),
+            delayed=int(delayed) + int(held_delayed),
             in_flight=int(leased),
             oldest_age_seconds=age,
             bytes=int(size),
@@ -794,8 +807,8 @@ class RedisBackend(Backend):
         if limit <= 0:
             return []
         peeked = []
-        for i in range(1, len(raw), 5):
-            message_id, rec, attempts, visible, leased = raw[i : i + 5]
+        for i in range(1, len(raw), 6):
+            message_id, rec, attempts, visible, leased, group = raw[i : i + 6]
             content_type, timestamp, dead, body = _record(rec)
             dead_letter, headers = _details(dead)
             peeked.append(
@@ -810,6 +823,7 @@ class RedisBackend(Backend):
                     leased=bool(leased),
                     dead_letter=dead_letter,
                     headers=headers,
+                    group=_text(group) or None,
                 )
             )
         return peeked
@@ -837,7 +851,9 @@ class RedisBackend(Backend):
             keys = self._queue_keys(source)
             with self._available():
                 sizes = await asyncio.gather(
-                    self.client.zcard(keys[READY]), self.client.zcard(keys[INFLIGHT])
+                    self.client.zcard(keys[READY]),
+                    self.client.zcard(keys[INFLIGHT]),
+                    self.client.zcard(keys[HELD]),
                 )
             limit = sum(int(size) for size in sizes)
         across = self._cluster and self._slot(source) != self._slot(destination)
@@ -867,9 +883,12 @@ class RedisBackend(Backend):
         if raw == [-1]:
             raise QueueNotFound(source)
         writes = []
-        for i in range(0, len(raw), 2):
+        for i in range(0, len(raw), 3):
             content_type, timestamp, details, body = _record(raw[i + 1])
-            writes.append(_Write(_text(raw[i]), content_type, body, 0, _headers_only(details), timestamp))
+            group = _text(raw[i + 2]) or None
+            writes.append(
+                _Write(_text(raw[i]), content_type, body, 0, _headers_only(details), timestamp, group=group)
+            )
         if not writes:
             return 0
         await self._send_scripts({destination: writes})  # copy first: idempotent by id

@@ -18,6 +18,14 @@
 --   inflight  zset id by lease deadline (an expired lease is deliverable again)
 --   age       zset id by send time (retention, oldest age; also: which ids are stored)
 --   wake      list of wake-up tokens consumers block on (BLPOP)
+--   group     hash id -> ordered message group (grouped messages only; absent: none ever sent)
+--   held      zset id by visible time: grouped messages waiting behind their group's head (they
+--             are in neither `ready` nor `inflight`, so a lease never walks past them)
+--
+-- Ordered message groups: "{<prefix>:<queue>}:glist:<group>" (same slot) lists a group's ids in
+-- send order; its first is the head, the only one in `ready`/`inflight`. When the head goes
+-- (acked, dead-lettered, deleted) the next moves from `held` to `ready`
+-- (docs/concepts/groups.md).
 --
 -- A dedup id's claim is a string key beside them, "{<prefix>:<queue>}:dedup:<dedup id>" (same
 -- slot), holding "<message id>|<queue created µs>" and expiring with the window: a claim left by
@@ -29,7 +37,7 @@
 -- about as much as the work it does.
 
 -- name: lib
-local KEYS_PER_QUEUE = 7
+local KEYS_PER_QUEUE = 9
 -- a send pushes up to this many tokens, so as many blocked consumers wake
 local WAKE_TOKENS = 4
 -- most arguments handed to one command (Lua's unpack() has a stack limit)
@@ -41,7 +49,8 @@ local function queue_keys(group)
   local base = (group - 1) * KEYS_PER_QUEUE
   return {
     meta = KEYS[base + 1], msgs = KEYS[base + 2], state = KEYS[base + 3], ready = KEYS[base + 4],
-    inflight = KEYS[base + 5], age = KEYS[base + 6], wake = KEYS[base + 7],
+    inflight = KEYS[base + 5], age = KEYS[base + 6], wake = KEYS[base + 7], group = KEYS[base + 8],
+    held = KEYS[base + 9],
   }
 end
 
@@ -103,6 +112,75 @@ local function wake(q, events)
   end
 end
 
+-- the list of a group's ids in send order (q.meta ends with 'meta')
+local function group_list(q, group)
+  return string.sub(q.meta, 1, -5) .. 'glist:' .. group
+end
+
+-- whether the queue ever held a grouped message: ungrouped queues skip every group step
+local function grouped(q)
+  return redis.call('EXISTS', q.group) == 1
+end
+
+-- the groups of `ids` (false where none), or nil when the queue has no grouped message
+local function groups_of(q, ids)
+  if #ids == 0 or not grouped(q) then
+    return nil
+  end
+  return many_get('HMGET', q.group, ids)
+end
+
+-- Take `id` out of its group's list; when it was the head, the next becomes deliverable (from
+-- `held` to `ready`, at its own visible time). Returns 1 when a next one was made deliverable.
+local function leave_group(q, id, group)
+  local list = group_list(q, group)
+  if redis.call('LINDEX', list, 0) ~= id then
+    redis.call('LREM', list, 1, id)
+    return 0
+  end
+  redis.call('LPOP', list)
+  local next_id = redis.call('LINDEX', list, 0)
+  if not next_id then
+    return 0
+  end
+  local score = redis.call('ZSCORE', q.held, next_id)
+  if score then
+    redis.call('ZREM', q.held, next_id)
+    redis.call('ZADD', q.ready, score, next_id)
+  end
+  return 1
+end
+
+-- Forget the groups of deleted `ids` (their groups from groups_of); returns how many groups
+-- moved on to their next message.
+local function leave_groups(q, ids, groups)
+  if not groups then
+    return 0
+  end
+  local freed, gone = 0, {}
+  for i, id in ipairs(ids) do
+    if groups[i] then
+      freed = freed + leave_group(q, id, groups[i])
+      gone[#gone + 1] = id
+    end
+  end
+  many('HDEL', q.group, gone)
+  many('ZREM', q.held, gone)
+  return freed
+end
+
+-- every group list of the queue (to delete them with it)
+local function group_lists(q)
+  local lists, seen = {}, {}
+  for _, group in ipairs(redis.call('HVALS', q.group)) do
+    if not seen[group] then
+      seen[group] = true
+      lists[#lists + 1] = group_list(q, group)
+    end
+  end
+  return lists
+end
+
 local function record(content_type, timestamp, dead, body)
   return content_type .. ':' .. int(timestamp) .. ':' .. #dead .. ':' .. dead .. body
 end
@@ -158,8 +236,9 @@ local function state(attempts, size, token, lost)
   return attempts .. ':' .. size .. ':' .. (lost or 0) .. ':' .. token
 end
 
--- Store messages {id, record, visible, timestamp, size} whose ids are not stored already, so a
--- repeated write is harmless. Returns how many were stored.
+-- Store messages {id, record, visible, timestamp, size, group or nil} whose ids are not stored
+-- already, so a repeated write is harmless. A grouped message joins its group's end: deliverable
+-- (`ready`) when it is the head, else `held`. Returns how many were stored.
 local function insert_many(q, items)
   if #items == 0 then
     return 0
@@ -169,37 +248,51 @@ local function insert_many(q, items)
     ids[i] = item[1]
   end
   local stored = many_get('ZMSCORE', q.age, ids)
-  local seen, fields, ready, age, bytes = {}, {}, {}, {}, 0
+  local seen, fields, ready, age, bytes, count = {}, {}, {}, {}, 0, 0
   for i, item in ipairs(items) do
     local id = item[1]
     if not stored[i] and not seen[id] then
       seen[id] = true
+      count = count + 1
       fields[#fields + 1] = id
       fields[#fields + 1] = item[2]
-      ready[#ready + 1] = item[3]
-      ready[#ready + 1] = id
       age[#age + 1] = item[4]
       age[#age + 1] = id
       bytes = bytes + item[5]
+      local group = item[6]
+      if group and group ~= '' then
+        redis.call('HSET', q.group, id, group)
+        if redis.call('RPUSH', group_list(q, group), id) > 1 then
+          redis.call('ZADD', q.held, item[3], id)
+        else
+          ready[#ready + 1] = item[3]
+          ready[#ready + 1] = id
+        end
+      else
+        ready[#ready + 1] = item[3]
+        ready[#ready + 1] = id
+      end
     end
   end
-  if #fields == 0 then
+  if count == 0 then
     return 0
   end
   many('HSET', q.msgs, fields, 2)
   many('ZADD', q.ready, ready, 2)
   many('ZADD', q.age, age, 2)
   redis.call('HINCRBY', q.meta, 'bytes', bytes)
-  return #ready / 2
+  return count
 end
 
--- Delete messages wherever they are. `recs` (their records, from HMGET) may be given when the
--- caller read them already. Returns a table id -> true of those that were stored.
+-- Delete messages wherever they are (a group's next message becomes deliverable, waking
+-- consumers). `recs` (their records, from HMGET) may be given when the caller read them already.
+-- Returns a table id -> true of those that were stored.
 local function drop_many(q, ids, recs)
   if #ids == 0 then
     return {}
   end
   recs = recs or many_get('HMGET', q.msgs, ids)
+  local groups = groups_of(q, ids)
   local gone, dropped, bytes = {}, {}, 0
   for i, id in ipairs(ids) do
     if recs[i] and not dropped[id] then
@@ -215,6 +308,13 @@ local function drop_many(q, ids, recs)
     many('ZREM', q.inflight, gone)
     many('ZREM', q.age, gone)
     redis.call('HINCRBY', q.meta, 'bytes', -bytes)
+    if groups then
+      local kept = {}
+      for i, id in ipairs(ids) do
+        kept[i] = recs[i] and groups[i]
+      end
+      wake(q, leave_groups(q, ids, kept))
+    end
   end
   return dropped
 end
@@ -238,50 +338,59 @@ local function live_states(q, ids, tokens, now)
   return out
 end
 
--- Up to `limit` unleased messages (delayed ones too, and expired leases), oldest visible first.
+-- Up to `limit` unleased messages (delayed ones too, expired leases, and those held behind
+-- their group's head), oldest visible first.
 local function movable(q, limit, now)
-  local ready = redis.call('ZRANGE', q.ready, 0, limit - 1, 'WITHSCORES')
-  local expired = redis.call('ZRANGEBYSCORE', q.inflight, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
-  local ids, r, e = {}, 1, 1
-  while #ids < limit and (r <= #ready or e <= #expired) do
-    if e > #expired or (r <= #ready and tonumber(ready[r + 1]) <= tonumber(expired[e + 1])) then
-      ids[#ids + 1] = ready[r]
-      r = r + 2
-    else
-      ids[#ids + 1] = expired[e]
-      e = e + 2
+  local candidates = {}
+  local function add(reply)
+    for i = 1, #reply, 2 do
+      candidates[#candidates + 1] = {reply[i], tonumber(reply[i + 1]), #candidates}
     end
+  end
+  add(redis.call('ZRANGE', q.ready, 0, limit - 1, 'WITHSCORES'))
+  add(redis.call('ZRANGEBYSCORE', q.inflight, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit))
+  add(redis.call('ZRANGE', q.held, 0, limit - 1, 'WITHSCORES'))
+  table.sort(candidates, function(a, b)
+    if a[2] ~= b[2] then
+      return a[2] < b[2]
+    end
+    return a[3] < b[3]
+  end)
+  local ids = {}
+  for i = 1, math.min(limit, #candidates) do
+    ids[i] = candidates[i][1]
   end
   return ids
 end
 
 -- name: create_queue
 -- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs, pull
--- consumer (JSON, '' for none).
+-- consumer (JSON, '' for none), partitions.
 -- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs,
--- pull consumer}.
+-- pull consumer, partitions (absent: 1)}.
 local q = queue_keys(1)
 if exists(q) then
   local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup',
-    'pull')
-  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]}
+    'pull', 'parts')
+  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]}
 end
 local now = int(server_now())
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
-  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5], 'pull', ARGV[6])
-return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5], ARGV[6]}
+  'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5], 'pull', ARGV[6], 'parts', ARGV[7])
+return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
 
 -- name: update_queue
--- ARGV: as create_queue's.
+-- ARGV: as create_queue's (the partition count, fixed at creation, is not changed).
 -- Returns {delay, retention, paused, created µs, max messages, max bytes, dedup window µs, pull
--- consumer}, or {} if missing.
+-- consumer, partitions}, or {} if missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
 redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'maxmsgs', ARGV[3], 'maxbytes', ARGV[4],
   'dedup', ARGV[5], 'pull', ARGV[6])
-return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup', 'pull')
+return redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup', 'pull',
+  'parts')
 
 -- name: set_paused
 -- ARGV: 1 to pause, 0 to resume. Returns 0 if the queue is missing.
@@ -298,6 +407,10 @@ return 1
 -- name: delete_queue
 -- Returns 1 if the queue existed.
 local existed = redis.call('EXISTS', queue_keys(1).meta)
+local lists = group_lists(queue_keys(1))
+if #lists > 0 then
+  many('DEL', lists[1], lists, 1)
+end
 redis.call('DEL', unpack(KEYS))
 return existed
 
@@ -324,8 +437,9 @@ return value
 -- KEYS: one group per queue. ARGV: per queue a message count, then per message two arguments: its
 -- id, and "<delay µs>:<timestamp µs>:<content type>:<dead-letter JSON length>:<JSON><body>" (an
 -- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter);
--- then a count of dedup ids and per dedup id two arguments: the message's index in the group, the
--- dedup id. Returns {the group number of a missing queue}; or, for a bounded queue the messages
+-- then a count of grouped messages and per grouped message two arguments: its index in the
+-- group, its ordered message group; then a count of dedup ids and per dedup id two arguments: the
+-- message's index in the group, the dedup id. Returns {the group number of a missing queue}; or, for a bounded queue the messages
 -- it would store do not fit in, {minus its group number, limit name, what it holds, what the send
 -- adds, the limit} (in both cases nothing was stored); or {0, then per message not stored for its
 -- dedup id: group, index, the id of the message holding it}. Every check comes before the first
@@ -362,6 +476,12 @@ for g = 1, group_count() do
     local timestamp = ts == '' and now or tonumber(ts)
     -- one microsecond apart: a batch stays in the order it was sent
     items[i] = {id, content_type .. ':' .. int(timestamp) .. ':' .. tail, now + delay + i - 1, timestamp, size}
+  end
+  local grouped_count = tonumber(ARGV[at])
+  at = at + 1
+  for _ = 1, grouped_count do
+    items[tonumber(ARGV[at])][6] = ARGV[at + 1]
+    at = at + 2
   end
   local claims = tonumber(ARGV[at])
   at = at + 1
@@ -439,7 +559,8 @@ return reply
 -- name: lease
 -- ARGV: limit, visibility timeout µs, token, and optionally a count and a second token: the first
 -- that many messages that are not suspects (lost 0) take the second token, when the lease takes
--- at least that many of them (Backend.lease_ahead). Returns id, record, deliveries, lost per message.
+-- at least that many of them (Backend.lease_ahead). Returns id, record, deliveries, lost, group ('' for
+-- none) per message.
 local q = queue_keys(1)
 if redis.call('HGET', q.meta, 'paused') ~= '0' then
   return {}
@@ -459,6 +580,7 @@ if #expired > 0 then
     ids[#ids + 1] = expired[i]
   end
   local old = many_get('HMGET', q.state, ids)
+  local groups = groups_of(q, ids)
   local counted = {}
   for i, id in ipairs(ids) do
     if old[i] then
@@ -475,6 +597,16 @@ if #expired > 0 then
   redis.call('ZADD', q.ready, unpack(scored))
   redis.call('ZREM', q.inflight, unpack(ids))
   many('HSET', q.state, counted, 2)
+  if groups then
+    -- a grouped message that is not its group's head (a cross-slot replay's hold that expired)
+    -- waits behind the head again
+    for i, id in ipairs(ids) do
+      if groups[i] and redis.call('LINDEX', group_list(q, groups[i]), 0) ~= id then
+        redis.call('ZREM', q.ready, id)
+        redis.call('ZADD', q.held, scored[2 * i - 1], id)
+      end
+    end
+  end
 end
 local ids = redis.call('ZRANGEBYSCORE', q.ready, '-inf', now, 'LIMIT', 0, limit)
 if #ids == 0 then
@@ -484,6 +616,7 @@ local deadline = now + tonumber(ARGV[2])
 local scored, fields, out = {}, {}, {}
 local states = many_get('HMGET', q.state, ids)
 local recs = many_get('HMGET', q.msgs, ids)
+local groups = groups_of(q, ids) or {}
 local hand = tonumber(ARGV[4] or '0')
 if hand > 0 then
   local fresh = 0
@@ -518,6 +651,7 @@ for i, id in ipairs(ids) do
   out[#out + 1] = recs[i]
   out[#out + 1] = attempts
   out[#out + 1] = lost
+  out[#out + 1] = groups[i] or ''
 end
 many('ZREM', q.ready, ids)
 many('ZADD', q.inflight, scored, 2)
@@ -657,6 +791,7 @@ if #acked > 0 then
   many('ZREM', q.inflight, acked)
   many('ZREM', q.age, acked)
   redis.call('HINCRBY', q.meta, 'bytes', -ack_bytes)
+  wake(q, leave_groups(q, acked, groups_of(q, acked)))
 end
 if #retried > 0 then
   many('ZREM', q.inflight, retried)
@@ -672,12 +807,15 @@ for n, i in ipairs(dead) do
     local rec = redis.call('HGET', q.msgs, id)
     local content_type, _, section, body = unpack_record(rec)
     json = dead_letter_section(section, json, ARGV[base + 5])
+    -- the dead letter keeps its group (a replay puts it back in it)
+    local group = grouped(q) and redis.call('HGET', q.group, id) or false
     if target > 0 then
       drop_many(q, {id}, {rec})
-      insert_many(queue_keys(target), {{new_id, record(content_type, now, json, body), now + n - 1, now, #body}})
+      local item = {new_id, record(content_type, now, json, body), now + n - 1, now, #body, group}
+      insert_many(queue_keys(target), {item})
       woken[target] = (woken[target] or 0) + 1
     else
-      remote[#remote + 1] = {new_id, body, content_type, json}
+      remote[#remote + 1] = {new_id, body, content_type, json, group or ''}
     end
   else
     drop_many(q, {id})
@@ -741,12 +879,14 @@ end
 local now = server_now()
 local ids = movable(src, tonumber(ARGV[1]), now)
 local recs = many_get('HMGET', src.msgs, ids)
+local groups = groups_of(src, ids) or {}
 drop_many(src, ids, recs)
 local items = {}
 for i, id in ipairs(ids) do
-  -- a replayed message keeps its id, send time and headers and loses its dead-letter details
+  -- a replayed message keeps its id, send time, headers and group, and loses its dead-letter details
   local content_type, timestamp, section, body = unpack_record(recs[i])
-  items[i] = {id, record(content_type, timestamp, headers_only(section), body), now + i - 1, timestamp, #body}
+  items[i] = {id, record(content_type, timestamp, headers_only(section), body), now + i - 1, timestamp, #body,
+    groups[i]}
 end
 insert_many(dst, items)
 wake(dst, #ids)
@@ -754,7 +894,8 @@ return #ids
 
 -- name: claim_for_move
 -- KEYS: source group. ARGV: limit, hold µs, token. Leases up to `limit` movable messages to the
--- mover without counting a delivery; returns id, record per message ({-1} if missing).
+-- mover without counting a delivery; returns id, record, group ('' for none) per message ({-1}
+-- if missing).
 local q = queue_keys(1)
 if not exists(q) then
   return {-1}
@@ -766,6 +907,7 @@ if #ids == 0 then
 end
 local states = many_get('HMGET', q.state, ids)
 local recs = many_get('HMGET', q.msgs, ids)
+local groups = groups_of(q, ids) or {}
 local scored, fields, out = {}, {}, {}
 for i, id in ipairs(ids) do
   local attempts, size, lost = 0, nil, 0
@@ -781,8 +923,10 @@ for i, id in ipairs(ids) do
   fields[#fields + 1] = state(attempts, size, ARGV[3], lost)
   out[#out + 1] = id
   out[#out + 1] = recs[i]
+  out[#out + 1] = groups[i] or ''
 end
 many('ZREM', q.ready, ids)
+many('ZREM', q.held, ids)
 many('ZADD', q.inflight, scored, 2)
 many('HSET', q.state, fields, 2)
 return out
@@ -794,7 +938,11 @@ if not exists(q) then
   return -1
 end
 local count = redis.call('HLEN', q.msgs)
-redis.call('DEL', q.msgs, q.state, q.ready, q.inflight, q.age)
+local lists = group_lists(q)
+if #lists > 0 then
+  many('DEL', lists[1], lists, 1)
+end
+redis.call('DEL', q.msgs, q.state, q.ready, q.inflight, q.age, q.group, q.held)
 redis.call('HSET', q.meta, 'bytes', 0)
 return count
 
@@ -827,7 +975,8 @@ drop_many(q, ids)
 return #ids
 
 -- name: stats
--- Returns {paused, bytes, ready, delayed, expired leases, live leases, oldest µs or '', now µs}.
+-- Returns {paused, bytes, ready, delayed, expired leases, live leases, oldest µs or '', now µs,
+-- held ready, held delayed} (held: waiting behind their group's head).
 local q = queue_keys(1)
 local m = redis.call('HMGET', q.meta, 'paused', 'bytes')
 if not m[1] then
@@ -841,30 +990,39 @@ return {
   redis.call('ZCOUNT', q.ready, '-inf', now), redis.call('ZCOUNT', q.ready, later, '+inf'),
   redis.call('ZCOUNT', q.inflight, '-inf', now), redis.call('ZCOUNT', q.inflight, later, '+inf'),
   oldest[2] or '', int(now),
+  redis.call('ZCOUNT', q.held, '-inf', now), redis.call('ZCOUNT', q.held, later, '+inf'),
 }
 
 -- name: peek
--- ARGV: limit. Returns {1, then per message: id, record, deliveries, visible µs, leased 0/1},
--- oldest visible first; {} if the queue is missing.
+-- ARGV: limit. Returns {1, then per message: id, record, deliveries, visible µs, leased 0/1,
+-- group ('' for none)}, oldest visible first; {} if the queue is missing.
 local q = queue_keys(1)
 if not exists(q) then
   return {}
 end
 local now = server_now()
 local limit = tonumber(ARGV[1])
-local ready = redis.call('ZRANGE', q.ready, 0, limit - 1, 'WITHSCORES')
-local leased = redis.call('ZRANGE', q.inflight, 0, limit - 1, 'WITHSCORES')
-local ids, visible, is_leased, r, l = {}, {}, {}, 1, 1
-while #ids < limit and (r <= #ready or l <= #leased) do
-  local n = #ids + 1
-  if l > #leased or (r <= #ready and tonumber(ready[r + 1]) <= tonumber(leased[l + 1])) then
-    ids[n], visible[n], is_leased[n] = ready[r], ready[r + 1], 0
-    r = r + 2
-  else
-    ids[n], visible[n] = leased[l], leased[l + 1]
-    is_leased[n] = tonumber(visible[n]) > now and 1 or 0
-    l = l + 2
+-- ready and held messages, then leases, merged by visible time (a held message is shown where
+-- its own visible time puts it)
+local candidates = {}
+for kind, key in ipairs({q.ready, q.held, q.inflight}) do
+  local reply = redis.call('ZRANGE', key, 0, limit - 1, 'WITHSCORES')
+  for i = 1, #reply, 2 do
+    candidates[#candidates + 1] = {reply[i], reply[i + 1], kind == 3, #candidates}
   end
+end
+table.sort(candidates, function(a, b)
+  local x, y = tonumber(a[2]), tonumber(b[2])
+  if x ~= y then
+    return x < y
+  end
+  return a[4] < b[4]
+end)
+local ids, visible, is_leased = {}, {}, {}
+for n = 1, math.min(limit, #candidates) do
+  local c = candidates[n]
+  ids[n], visible[n] = c[1], c[2]
+  is_leased[n] = (c[3] and tonumber(c[2]) > now) and 1 or 0
 end
 local out = {1}
 if #ids == 0 then
@@ -872,12 +1030,14 @@ if #ids == 0 then
 end
 local recs = many_get('HMGET', q.msgs, ids)
 local states = many_get('HMGET', q.state, ids)
+local groups = groups_of(q, ids) or {}
 for i, id in ipairs(ids) do
   out[#out + 1] = id
   out[#out + 1] = recs[i]
   out[#out + 1] = states[i] and unpack_state(states[i]) or 0
   out[#out + 1] = visible[i]
   out[#out + 1] = is_leased[i]
+  out[#out + 1] = groups[i] or ''
 end
 return out
 

@@ -76,8 +76,15 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 5
-MIGRATIONS = {1: Q["schema_v1"], 2: Q["schema_v2"], 3: Q["schema_v3"], 4: Q["schema_v4"], 5: Q["schema_v5"]}
+SCHEMA_VERSION = 6
+MIGRATIONS = {
+    1: Q["schema_v1"],
+    2: Q["schema_v2"],
+    3: Q["schema_v3"],
+    4: Q["schema_v4"],
+    5: Q["schema_v5"],
+    6: Q["schema_v6"],
+}
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 DEFAULT_POLL_INTERVAL = 0.05
@@ -137,6 +144,7 @@ def _info(row: tuple[Any, ...]) -> QueueInfo:
             max_backlog_bytes=row[7],
             dedup_window_seconds=row[8],
             pull_consumer=PullConsumer.from_json(row[9]),
+            partitions=row[10],
         ),
         paused=bool(row[4]),
         created_at=row[5],
@@ -701,6 +709,7 @@ class SQLiteBackend(Backend):
                     settings.max_backlog_bytes,
                     settings.dedup_window_seconds,
                     _pull_consumer(settings),
+                    settings.partitions,
                 ),
             )
             return _info(conn.execute(Q["queue_by_name"], (name,)).fetchone())
@@ -819,6 +828,7 @@ class SQLiteBackend(Backend):
                         now + (queues[m.queue][2] if m.delay_seconds is None else m.delay_seconds),
                         None if m.dead_letter is None else json.dumps(m.dead_letter.to_dict()),
                         None if m.headers is None else dump_headers(m.headers),
+                        m.group,
                     )
                     for m in stored
                 ],
@@ -896,8 +906,9 @@ class SQLiteBackend(Backend):
                 _dead_letter(dead),
                 lost,
                 None if headers is None else load_headers(headers),
+                group,
             )
-            for seq, id_, body, kind, sent, attempts, dead, lost, headers in rows
+            for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
         ]
 
     async def lease_ahead(
@@ -938,8 +949,9 @@ class SQLiteBackend(Backend):
                 _dead_letter(dead),
                 lost,
                 None if headers is None else load_headers(headers),
+                group,
             )
-            for seq, id_, body, kind, sent, attempts, dead, lost, tok, headers in rows
+            for seq, id_, body, kind, sent, attempts, dead, lost, tok, headers, group in rows
         ]
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -1024,17 +1036,21 @@ class SQLiteBackend(Backend):
         dead_letter_queues = {move.queue for move in moves if move.queue is not None}
         records = [json.dumps(move.record.to_dict()) for move in moves]
 
-        def settle(conn: sqlite3.Connection) -> None:
+        def settle(conn: sqlite3.Connection) -> bool:
+            """Apply the outcomes; True when a group's head went (its next is deliverable)."""
             queue_id = self._queue_row(conn, queue)[0]
             dlq_ids = {name: self._queue_row(conn, name)[0] for name in dead_letter_queues}
             now = self.clock.now()
+            freed = False
 
             def apply(statement: str, groups: _TokenGroups, **extra: Any) -> None:
                 """Run `statement` once per token and mark the items it took."""
+                nonlocal freed
                 for token, seqs, items in groups:
                     params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                    for (seq,) in conn.execute(statement, params | extra):
+                    for seq, *group in conn.execute(statement, params | extra):
                         statuses[items[seq]] = True
+                        freed = freed or (bool(group) and group[0] is not None)
 
             apply(Q["ack"], ack_groups)
             for delay, groups in retry_token_groups:
@@ -1042,23 +1058,26 @@ class SQLiteBackend(Backend):
             copies = []
             for token, seqs, items in dead_groups:  # dead letters are rare: their rows are kept
                 params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                for seq, body, content_type, headers in conn.execute(Q["take_dead"], params).fetchall():
+                taken = conn.execute(Q["take_dead"], params).fetchall()
+                for seq, body, content_type, headers, group in taken:
                     index = items[seq]
                     statuses[index] = True
+                    freed = freed or group is not None
                     move = moves[index - dead_start]
                     if move.queue is not None:
                         dlq_id, record = dlq_ids[move.queue], records[index - dead_start]
                         copy_headers = with_dead_letter(headers, move.record)
                         copies.append(
-                            (move.new_id, dlq_id, body, content_type, now, now, record, copy_headers)
+                            (move.new_id, dlq_id, body, content_type, now, now, record, copy_headers, group)
                         )
             conn.executemany(Q["insert_message"], copies)
+            return freed
 
-        await self._transaction(settle)
+        freed = await self._transaction(settle)
         woken = {
             move.queue for move, live in zip(moves, statuses[dead_start:], strict=True) if live and move.queue
         }
-        if any(statuses[len(outcomes.acks) : dead_start]):
+        if freed or any(statuses[len(outcomes.acks) : dead_start]):
             woken.add(queue)
         if woken:
             self._notify(*woken)
@@ -1096,6 +1115,7 @@ class SQLiteBackend(Backend):
                         leased=r[6] is not None and r[5] > now,
                         dead_letter=_dead_letter(r[7]),
                         headers=load_headers(r[8]),
+                        group=r[9],
                     )
                 )
             return result
@@ -1109,16 +1129,21 @@ class SQLiteBackend(Backend):
         return await self._transaction(purge)
 
     async def delete_message(self, queue: str, message_id: str) -> bool:
-        def delete(conn: sqlite3.Connection) -> bool:
+        def delete(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            """(deleted, it was grouped: its group's next may be deliverable now)."""
             params = {"id": message_id, "queue_id": self._queue_row(conn, queue)[0], "now": self.clock.now()}
-            if conn.execute(Q["delete_message"], params).fetchone() is not None:
-                return True
+            row = conn.execute(Q["delete_message"], params).fetchone()
+            if row is not None:
+                return True, row[1] is not None
             # not deleted: in the same transaction, a row still there is under a live lease
             if conn.execute(Q["message_leased"], params).fetchone() is not None:
                 raise MessageLeased(queue, message_id)
-            return False
+            return False, False
 
-        return await self._transaction(delete)
+        deleted, grouped = await self._transaction(delete)
+        if grouped:
+            self._notify(queue)  # a deleted group head frees the group: wake its waiters
+        return deleted
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         def move(conn: sqlite3.Connection) -> int:

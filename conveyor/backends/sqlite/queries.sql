@@ -71,6 +71,16 @@ CREATE TABLE IF NOT EXISTS conveyor_workers (
     info TEXT NOT NULL
 )
 
+-- name: schema_v6
+-- Ordered message groups (v6): a grouped message is deliverable only as its group's head, the
+-- group's message with the lowest seq in its queue (docs/concepts/groups.md). The index is
+-- partial: ungrouped messages (NULL) pay nothing for it.
+ALTER TABLE conveyor_messages ADD COLUMN group_id TEXT;
+CREATE INDEX IF NOT EXISTS conveyor_messages_group ON conveyor_messages (queue_id, group_id, seq)
+WHERE group_id IS NOT NULL;
+-- a queue's partition count, fixed at creation
+ALTER TABLE conveyor_queues ADD COLUMN partitions INTEGER NOT NULL DEFAULT 1
+
 -- name: record_worker
 INSERT INTO conveyor_workers (id, seen_at, info) VALUES (?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, info = excluded.info
@@ -86,19 +96,19 @@ DELETE FROM conveyor_workers WHERE id = ?
 
 -- name: queue_by_name
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window, pull_consumer
+    dedup_window, pull_consumer, partitions
 FROM conveyor_queues WHERE name = ?
 
 -- name: list_queues
 SELECT id, name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-    dedup_window, pull_consumer
+    dedup_window, pull_consumer, partitions
 FROM conveyor_queues ORDER BY name
 
 -- name: insert_queue
 INSERT INTO conveyor_queues
     (name, delivery_delay, retention_seconds, paused, created_at, max_backlog_messages, max_backlog_bytes,
-     dedup_window, pull_consumer)
-VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)
+     dedup_window, pull_consumer, partitions)
+VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
 
 -- name: update_queue
 UPDATE conveyor_queues
@@ -159,17 +169,22 @@ WHERE ? IS NULL OR topic = ? ORDER BY topic, queue
 
 -- An id is stored once: a send repeated after an unconfirmed write changes nothing.
 -- name: insert_message
-INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, headers)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, headers, group_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 
 -- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
 -- hands rows over in no defined order, and the picked order is what the batch keeps.
 -- name: lease_pick
--- a paused or missing queue matches no queue_id, so leases nothing
-SELECT seq FROM conveyor_messages
+-- a paused or missing queue matches no queue_id, so leases nothing; a grouped message is picked
+-- only as its group's head (no older message of its group is left: acked or dead-lettered), so a
+-- group has one message out at a time and a retried or expired head keeps its place
+SELECT seq FROM conveyor_messages m
 WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
   AND visible_at <= ?
+  AND (group_id IS NULL OR NOT EXISTS (
+      SELECT 1 FROM conveyor_messages g
+      WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
 ORDER BY visible_at, seq LIMIT ?
 
 -- A picked row that still has a token had a lease that expired: a read-ahead one ('r') gives its
@@ -181,14 +196,18 @@ SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1
     lost = lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
     lease_token = ?, visible_at = ?
 WHERE seq IN (SELECT value FROM json_each(?))
-RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, headers, group_id
 
 -- name: lease_pick_ahead
--- lease_pick, with the row's `lost` as the lease below will leave it (a suspect is not handed)
+-- lease_pick (a grouped message only as its group's head), with the row's `lost` as the lease
+-- below will leave it (a suspect is not handed)
 SELECT seq, lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r')
-FROM conveyor_messages
+FROM conveyor_messages m
 WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
   AND visible_at <= ?
+  AND (group_id IS NULL OR NOT EXISTS (
+      SELECT 1 FROM conveyor_messages g
+      WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
 ORDER BY visible_at, seq LIMIT ?
 
 -- name: lease_handing
@@ -199,7 +218,7 @@ SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1
     lease_token = CASE WHEN seq IN (SELECT value FROM json_each(:handed)) THEN :handed_token ELSE :token END,
     visible_at = :deadline
 WHERE seq IN (SELECT value FROM json_each(:seqs))
-RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, lease_token, headers
+RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost, lease_token, headers, group_id
 
 -- name: begin
 -- One statement per token (the leases of one lease call share it), as for the settles.
@@ -223,11 +242,12 @@ WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_a
 -- of rowids; RETURNING names the live leases, the others are stale. The `+` keeps the planner on
 -- the rowid rather than scanning the queue's in-flight range.
 
+-- (group_id: a group's head gone makes its next message deliverable, which wakes waiters)
 -- name: ack
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq
+RETURNING seq, group_id
 
 -- name: retry
 UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL, lost = 0
@@ -239,7 +259,7 @@ RETURNING seq
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq, body, content_type, headers
+RETURNING seq, body, content_type, headers, group_id
 
 -- name: stats
 SELECT
@@ -251,22 +271,24 @@ SELECT
 FROM conveyor_messages WHERE queue_id = :queue_id
 
 -- name: peek
-SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter, headers
+SELECT id, body, content_type, enqueued_at, attempts, visible_at, lease_token, dead_letter, headers, group_id
 FROM conveyor_messages WHERE queue_id = ? ORDER BY visible_at, seq LIMIT ?
 
 -- One message by id, unless a live lease holds it; RETURNING names it when it went.
 -- name: delete_message
 DELETE FROM conveyor_messages
 WHERE id = :id AND queue_id = :queue_id AND (lease_token IS NULL OR visible_at <= :now)
-RETURNING seq
+RETURNING seq, group_id
 
 -- name: message_leased
 SELECT 1 FROM conveyor_messages WHERE id = :id AND queue_id = :queue_id
 
+-- A moved message takes a new seq past every other (the rowid; no lease names it): it joins its
+-- group's end in the destination, as a new send would.
 -- name: move
 UPDATE conveyor_messages
 SET queue_id = :destination, attempts = 0, lost = 0, visible_at = :now, lease_token = NULL,
-    dead_letter = NULL
+    dead_letter = NULL, seq = seq + (SELECT max(seq) FROM conveyor_messages)
 WHERE seq IN (
     SELECT seq FROM conveyor_messages
     WHERE queue_id = :source AND (lease_token IS NULL OR visible_at <= :now)
@@ -276,6 +298,11 @@ WHERE seq IN (
 -- name: sweep
 DELETE FROM conveyor_messages WHERE queue_id = ? AND enqueued_at < ?
 
+-- when the next message is due: a grouped one only as its group's head (as lease_pick)
 -- name: wake_state
-SELECT q.paused, (SELECT min(visible_at) FROM conveyor_messages m WHERE m.queue_id = q.id)
+SELECT q.paused, (
+    SELECT min(visible_at) FROM conveyor_messages m
+    WHERE m.queue_id = q.id AND (m.group_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM conveyor_messages g
+        WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq)))
 FROM conveyor_queues q WHERE q.name = ?
