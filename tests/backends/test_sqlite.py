@@ -4,11 +4,13 @@ durability settings and a versioned schema."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import sqlite3
 import sys
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -343,3 +345,32 @@ async def test_a_lone_send_waits_for_another_writer_without_holding_up_the_event
         await sending
         [message] = await app.queue("shared").peek(1)
         assert message.body == "after the other writer"
+
+
+def _open_and_send(path: Path, n: int, start: Any) -> None:
+    async def go() -> None:
+        async with conveyor.App(f"sqlite:///{path}") as app:
+            await app.queue("jobs").send(n)
+
+    start.wait()  # every process opens the new file in the same instant
+    asyncio.run(go())
+
+
+def test_processes_opening_one_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """Workers started together on a file that does not exist yet: one creates the schema, the
+    others wait for it and use it (none mistakes the half-seen schema for another program's)."""
+    forked = multiprocessing.get_context("fork")
+    for attempt in range(30):  # a race: each attempt may or may not hit it
+        path = tmp_path / f"new-{attempt}.db"
+        start = forked.Barrier(4)
+        processes = [forked.Process(target=_open_and_send, args=(path, n, start)) for n in range(4)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(30)
+        assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+        conn = sqlite3.connect(path)
+        try:
+            assert conn.execute("SELECT count(*) FROM conveyor_messages").fetchone()[0] == 4
+        finally:
+            conn.close()

@@ -264,14 +264,23 @@ class SQLiteBackend(Backend):
     def _schema_version(self, conn: sqlite3.Connection) -> int:
         """conveyor's schema version of the file (0: none yet). A file whose schema conveyor did
         not make, or made newer than this conveyor knows, is refused as it is."""
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        tables = {
-            name
-            for (name,) in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'",
-                (CONVEYOR_TABLES_LIKE,),
-            )
-        }
+        # both reads in one transaction: another process migrating the new file in between would
+        # otherwise show its tables beside the version read before it committed them
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            tables = {
+                name
+                for (name,) in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\'",
+                    (CONVEYOR_TABLES_LIKE,),
+                )
+            }
+        finally:
+            if own:
+                conn.execute("COMMIT")
         if version > SCHEMA_VERSION:
             raise StorageUnusable(
                 f"{self.path} has conveyor schema v{version}, newer than this conveyor (v{SCHEMA_VERSION})"
