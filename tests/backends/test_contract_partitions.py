@@ -12,6 +12,7 @@ from itertools import count
 import pytest
 
 import conveyor
+from conveyor.backends.base import handed_lease_id, is_ahead
 from conveyor.backends.partitioning import place
 from conveyor.core.ids import new_message_id
 from conveyor.errors import LimitExceeded, MessageLeased, PartitionCountFixed, QueueFull, QueuePaused
@@ -280,3 +281,23 @@ async def test_backlog_limits_count_the_whole_queue(app: conveyor.App) -> None:
     with pytest.raises(QueueFull):
         await queue.send({"n": "one too many"})
     assert (await queue.stats()).total == 10
+
+
+async def test_a_lease_ahead_of_a_partitioned_queue_hands_the_first_it_asks_or_none(
+    app: conveyor.App,
+) -> None:
+    await app.create_queue("clicks", partitions=4)
+    queue = app.queue("clicks")
+    await queue.send_batch([{"n": n} for n in range(20)])
+    backend = await app.core.connected()
+    leased = await backend.lease_ahead("clicks", 12, 30, hand_first=4)
+    assert len(leased) == 12
+    assert [m for m in leased if not is_ahead(m.lease_id)] in ([], leased[:4])
+    short = await backend.lease_ahead("clicks", 12, 30, hand_first=12)  # takes 8: fewer than it would hand
+    assert len(short) == 8
+    assert all(is_ahead(m.lease_id) for m in short)
+    ahead = [m.lease_id for m in leased + short if is_ahead(m.lease_id)]
+    assert await app.core.begin("clicks", ahead) == [True] * len(ahead)
+    handed = [m.lease_id if not is_ahead(m.lease_id) else handed_lease_id(m.lease_id) for m in leased + short]
+    assert (await queue.ack(acks=handed)).ack_count == 20
+    assert (await queue.stats()).total == 0

@@ -34,9 +34,9 @@ Operations that span queues:
   can duplicate but never lose:
   * send_many first checks that every queue exists (QueueNotFound, nothing stored), then writes
     one script per queue (per partition of a partitioned queue, whose send to several
-    partitions is atomic per partition, not as a whole). Writes are idempotent by message id, so when a queue vanishes between
-    the check and the write (the core then recreates it and sends everything again) or a write is
-    retried, nothing is stored twice.
+    partitions is atomic per partition, not as a whole). Writes are idempotent by message id,
+    so when a queue vanishes between the check and the write (the core then recreates it and
+    sends everything again) or a write is retried, nothing is stored twice.
   * settle applies acks and retries at once and reads the dead letters it must move to another
     slot; it copies them into their dead-letter queue (new id, idempotent), then deletes each
     original still held under its lease. If that lease was lost meanwhile the copy is deleted
@@ -82,7 +82,7 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 
 from conveyor import limits as L
-from conveyor.backends.base import Backend, handed_token, make_lease_id, new_token
+from conveyor.backends.base import AHEAD, Backend, handed_token, is_ahead, make_lease_id, new_token
 from conveyor.backends.partitioning import place
 from conveyor.backends.redis import connecting
 from conveyor.backends.scripts import load_named
@@ -257,6 +257,11 @@ def _headers_only(raw: bytes) -> str:
 
 def _partition_token(token: str, partition: int) -> str:
     return f"{token}{PARTITION_MARK}{partition}"
+
+
+def _lease_of(lease_id: str) -> Lease:
+    message_id, _, token = lease_id.partition(".")
+    return message_id, token, 0
 
 
 def _token_partition(token: str) -> int:
@@ -858,14 +863,19 @@ class RedisBackend(Backend):
         return self._leased(queue, token, raw)
 
     async def _lease_spread(
-        self, queue: str, parts: int, limit: int, visibility_timeout: float, token: str
+        self, queue: str, parts: int, limit: int, visibility_timeout: float, token: str, hand_first: int = 0
     ) -> list[LeasedMessage]:
         """Lease from a partitioned queue's partitions at once, each asked for its share of
         `limit` (at most `limit` partitions a round), starting one partition further each time
         (from a random one in each process), so every partition is served. A partition that gave
         its whole share may hold more and is asked again for what is still wanted, after those
         not asked yet; it ends when `limit` is reached or every partition gave less than asked.
-        A group lives in one partition, whose script keeps its head-only rule."""
+        A group lives in one partition, whose script keeps its head-only rule.
+
+        `hand_first` (a lease ahead, `Backend.lease_ahead`): the first round's partitions each
+        hand their share of it, by the lease script's rule; unless they all did (so the lease
+        took at least that many non-suspects), the ones that did hand theirs back, and none is
+        handed. The handed come first in the list."""
         start = self._rotation.get(queue)
         if start is None:
             start = random.randrange(parts)
@@ -873,35 +883,56 @@ class RedisBackend(Backend):
         waiting = [(start + i) % parts for i in range(parts)]
         timeout_us = _us(visibility_timeout)
         leased: list[LeasedMessage] = []
+        hand, handing = hand_first, 0
         while len(leased) < limit and waiting:
             wanted = limit - len(leased)
             asked = waiting[:wanted]
             shares = [wanted // len(asked) + (1 if i < wanted % len(asked) else 0) for i in range(len(asked))]
+            # at most each share (hand <= wanted), in the first round only
+            hands = [hand // len(asked) + (1 if i < hand % len(asked) else 0) for i in range(len(asked))]
+            hand = 0
+            args = [
+                [share, timeout_us, _partition_token(token, p)]
+                + ([count, handed_token(_partition_token(token, p))] if count else [])
+                for p, share, count in zip(asked, shares, hands, strict=True)
+            ]
             replies = await asyncio.gather(
-                *(
-                    self._run(
-                        "lease", self._shard_keys(queue, p), [share, timeout_us, _partition_token(token, p)]
-                    )
-                    for p, share in zip(asked, shares, strict=True)
-                )
+                *(self._run("lease", self._shard_keys(queue, p), a) for p, a in zip(asked, args, strict=True))
             )
             again = []
-            for p, share, raw in zip(asked, shares, replies, strict=True):
+            for p, share, count, raw in zip(asked, shares, hands, replies, strict=True):
                 got = self._leased(queue, _partition_token(token, p), raw)
+                # the script's rule, read back: its first `count` non-suspects, if it took that many
+                fresh = [m for m in got if m.lost == 0]
+                if count and len(fresh) >= count:
+                    handed = handed_token(_partition_token(token, p))
+                    for message in fresh[:count]:
+                        message.lease_id = make_lease_id(message.id, handed)
+                    handing += count
                 leased.extend(got)
                 if len(got) == share:
                     again.append(p)
             waiting = waiting[len(asked) :] + again
-        return leased
+        if not handing:
+            return leased
+        handed_ones = [m for m in leased if not is_ahead(m.lease_id)]
+        if handing < hand_first:  # a partition fell short: none is handed
+            await self._per_partition("hand_back", queue, [_lease_of(m.lease_id) for m in handed_ones])
+            for message in handed_ones:
+                message_id, _, handed = message.lease_id.partition(".")
+                message.lease_id = make_lease_id(message_id, AHEAD + handed[1:])
+            return leased
+        return handed_ones + [m for m in leased if is_ahead(m.lease_id)]
 
     async def lease_ahead(
         self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
     ) -> list[LeasedMessage]:
         if limit <= 0:
             return []
-        if await self._partition_count(queue) > 1:  # every partition's lease ahead of the handlers
-            return await self.lease_many(queue, limit, visibility_timeout, handed=False)
         token = new_token(handed=False)
+        parts = await self._partition_count(queue)
+        if parts > 1:
+            return await self._lease_spread(queue, parts, limit, visibility_timeout, token, hand_first)
         args: list[str | int] = [limit, _us(visibility_timeout), token, hand_first, handed_token(token)]
         leased = self._leased(queue, token, await self._run("lease", self._queue_keys(queue), args))
         # the script's rule, read back: the first `hand_first` non-suspects, if it took that many

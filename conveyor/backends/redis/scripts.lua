@@ -728,6 +728,27 @@ end
 many('HSET', q.state, fields, 2)
 return out
 
+-- name: hand_back
+-- ARGV: id, token pairs of leases a partitioned queue's lease ahead took handed in a partition
+-- while the lease as a whole fell short: their token's kind becomes 'r' again, as if leased
+-- ahead. Returns how many were live.
+local q = queue_keys(1)
+local ids, tokens = {}, {}
+for i = 1, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local fields = {}
+for i, live in ipairs(live_states(q, ids, tokens, server_now())) do
+  if live then
+    local attempts, size, token, lost = unpack_state(live)
+    fields[#fields + 1] = ids[i]
+    fields[#fields + 1] = state(attempts, size, 'r' .. string.sub(token, 2), lost)
+  end
+end
+many('HSET', q.state, fields, 2)
+return #fields / 2
+
 -- name: release
 -- ARGV: id, token pairs. Returns how many leases were live.
 local q = queue_keys(1)
