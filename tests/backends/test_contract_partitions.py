@@ -16,6 +16,7 @@ from conveyor.backends.base import handed_lease_id, is_ahead
 from conveyor.backends.partitioning import place
 from conveyor.core.ids import new_message_id
 from conveyor.errors import LimitExceeded, MessageLeased, PartitionCountFixed, QueueFull, QueuePaused
+from conveyor.testing import drain
 from conveyor.types import DeadLetter, Settlement
 from tests.support.apps import TimeMachine
 
@@ -301,3 +302,21 @@ async def test_a_lease_ahead_of_a_partitioned_queue_hands_the_first_it_asks_or_n
     handed = [m.lease_id if not is_ahead(m.lease_id) else handed_lease_id(m.lease_id) for m in leased + short]
     assert (await queue.ack(acks=handed)).ack_count == 20
     assert (await queue.stats()).total == 0
+
+
+async def test_a_worker_drains_a_partitioned_queue_once_each_and_groups_in_order(app: conveyor.App) -> None:
+    seen: list[tuple[str | None, object]] = []
+
+    @app.consumer("orders", max_batch_size=7, max_concurrency=4)
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        seen.extend((message.group, message.body) for message in batch.messages)
+
+    await app.create_queue("orders", partitions=8)
+    await app.queue("orders").send_batch(
+        [conveyor.SendRequest(n, group=f"g{n % 5}") for n in range(60)] + [f"free-{n}" for n in range(40)]
+    )
+    assert await drain(app) == 100
+    assert len(seen) == 100
+    for g in range(5):
+        assert [body for group, body in seen if group == f"g{g}"] == list(range(g, 60, 5))
+    assert sorted(body for group, body in seen if group is None) == sorted(f"free-{n}" for n in range(40))
