@@ -205,7 +205,7 @@ WITH targets AS (
     -- of conveyor/backends/partitioning.py's dedup_key, "<partition>:<dedup id>" (dedup_hash is
     -- its placement_hash, taken modulo the count only this statement knows)
     SELECT m.*, t.id AS queue_id, t.delivery_delay, t.dedup_window,
-           CASE WHEN t.partitions > 1 THEN (m.dedup_hash % t.partitions)::text || ':' || m.dedup_id
+           CASE WHEN t.partitions > 1 THEN (m.dedup_hash %% t.partitions)::text || ':' || m.dedup_id
                 ELSE m.dedup_id END AS dedup_key
     FROM incoming m JOIN targets t ON t.name = m.queue
 ), claimed AS (

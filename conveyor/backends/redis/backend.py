@@ -1141,7 +1141,7 @@ class RedisBackend(Backend):
             await self._wake_first(source[0], sum(int(done) for done in finished))
         lost = [
             (index, move.destination, copy)
-            for (index, move), copy, done in zip(moving, copies, strict=True)
+            for (index, move), copy, done in zip(moving, copies, finished, strict=True)
             if not done
         ]
         for _, destination, copy in lost:
