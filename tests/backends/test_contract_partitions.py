@@ -319,4 +319,6 @@ async def test_a_worker_drains_a_partitioned_queue_once_each_and_groups_in_order
     assert len(seen) == 100
     for g in range(5):
         assert [body for group, body in seen if group == f"g{g}"] == list(range(g, 60, 5))
-    assert sorted(body for group, body in seen if group is None) == sorted(f"free-{n}" for n in range(40))
+    assert sorted(str(body) for group, body in seen if group is None) == sorted(
+        f"free-{n}" for n in range(40)
+    )

@@ -68,7 +68,7 @@ import json
 import random
 import re
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -891,11 +891,14 @@ class RedisBackend(Backend):
             # at most each share (hand <= wanted), in the first round only
             hands = [hand // len(asked) + (1 if i < hand % len(asked) else 0) for i in range(len(asked))]
             hand = 0
-            args = [
-                [share, timeout_us, _partition_token(token, p)]
-                + ([count, handed_token(_partition_token(token, p))] if count else [])
-                for p, share, count in zip(asked, shares, hands, strict=True)
-            ]
+            args: list[list[str | int]] = []
+            for p, share, count in zip(asked, shares, hands, strict=True):
+                part_token = _partition_token(token, p)
+                args.append(
+                    [share, timeout_us, part_token, count, handed_token(part_token)]
+                    if count
+                    else [share, timeout_us, part_token]
+                )
             replies = await asyncio.gather(
                 *(self._run("lease", self._shard_keys(queue, p), a) for p, a in zip(asked, args, strict=True))
             )
@@ -1370,10 +1373,10 @@ class RedisBackend(Backend):
         again may have another), in the same round trip."""
         parts = self._parts.get(queue, 1)
         meta = self._queue_keys(queue)[META]
+        read: Awaitable[bytes | None] = self.client.hget(meta, "parts")  # type: ignore[assignment]
         with self._available():
             count, *dues = await asyncio.gather(
-                self.client.hget(meta, "parts"),  # type: ignore[misc]
-                *(self._run("wake_delay", self._shard_keys(queue, p), []) for p in range(parts)),
+                read, *(self._run("wake_delay", self._shard_keys(queue, p), []) for p in range(parts))
             )
         if count is not None:
             self._parts[queue] = int(count) if count else 1
