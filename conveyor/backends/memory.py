@@ -20,6 +20,7 @@ from conveyor.backends.base import (
     make_lease_id,
     new_token,
 )
+from conveyor.backends.partitioning import dedup_key
 from conveyor.errors import MessageLeased, QueueAlreadyExists, QueueNotFound
 from conveyor.headers import dead_letter_headers
 from conveyor.limits import backlog_added, check_room
@@ -79,7 +80,7 @@ class _Queue:
     messages: dict[str, _Message] = field(default_factory=dict)
     # (visible_at, seq, id, version); entries whose version is stale are skipped.
     heap: list[tuple[float, int, str, int]] = field(default_factory=list)
-    # dedup id -> (the first message's id, when the claim expires)
+    # dedup key (partitioning.dedup_key) -> (the first message's id, when the claim expires)
     dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
     # group -> its messages' ids in send order (an ordered set): only the first, the group's
     # head, is in the heap; the others wait off it until the head is gone (acked, dead-lettered,
@@ -249,8 +250,11 @@ class MemoryBackend(Backend):
                 queue = targets[outgoing.queue]
                 window = queue.info.settings.dedup_window_seconds
                 if outgoing.dedup_id is not None and window > 0:
-                    key = (outgoing.queue, outgoing.dedup_id)
-                    claim = claims.get(key) or queue.dedup.get(outgoing.dedup_id)
+                    scoped = dedup_key(
+                        outgoing.group, outgoing.dedup_id, outgoing.id, queue.info.settings.partitions
+                    )
+                    key = (outgoing.queue, scoped)
+                    claim = claims.get(key) or queue.dedup.get(scoped)
                     if claim is not None and claim[1] > now and claim[0] != outgoing.id:
                         ids.append(claim[0])  # sent within the window: stored once
                         continue

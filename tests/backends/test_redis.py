@@ -293,13 +293,13 @@ async def test_a_dead_letter_whose_lease_is_lost_mid_move_is_stale_and_not_copie
     await cluster_app.create_queue("work-dlq")
     await cluster_app.queue("work").send({"n": 1})
     [pulled] = await cluster_app.queue("work").pull()
-    write = backend._send_scripts
+    write = backend._write
 
     async def copy_then_lose_the_lease(by_queue: dict[str, list[object]]) -> None:
         await write(by_queue)  # type: ignore[arg-type]
         await cluster_app.core.release("work", [pulled.lease_id])  # another party takes the message back
 
-    monkeypatch.setattr(backend, "_send_scripts", copy_then_lose_the_lease)
+    monkeypatch.setattr(backend, "_write", copy_then_lose_the_lease)
     dead = DeadLetter(pulled.lease_id, new_message_id(), "boom", "work-dlq", 1)
     result = await cluster_app.core.settle("work", Settlement(dead_letters=[dead]))
     assert (result.dead_lettered, result.stale) == (0, [pulled.lease_id])

@@ -369,7 +369,8 @@ class NatsBackend(Backend):
         await view.wait_applied(last)
         state = view.state
         return [
-            m.id if m.dedup_id is None else state.stored_as(m.dedup_id, m.id, state.now) for m in messages
+            m.id if m.dedup_id is None else state.stored_as(m.group, m.dedup_id, m.id, state.now)
+            for m in messages
         ]
 
     async def _fan_out(self, by_queue: dict[str, list[Outgoing]]) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from conveyor.backends.base import expired_lease_counts, handed_token
+from conveyor.backends.partitioning import dedup_key
 from conveyor.headers import dead_letter_headers
 from conveyor.types import (
     ContentType,
@@ -87,6 +88,9 @@ class _Named(Protocol):
     @property
     def dedup_id(self) -> str | None: ...
 
+    @property
+    def group(self) -> str | None: ...
+
 
 _Sent = TypeVar("_Sent", bound=_Named)
 
@@ -147,7 +151,8 @@ class QueueState:
         # (visible_at, order, id, version); entries whose version is stale are skipped
         self.heap: list[tuple[float, int, str, int]] = []
         self.outbox: dict[str, Move] = {}
-        # dedup id -> (the id of the first message naming it, when the claim ends)
+        # dedup key (partitioning.dedup_key: scoped to a partition in a partitioned queue) -> (the
+        # id of the first message naming it, when the claim ends)
         self.dedup: dict[str, tuple[str, float]] = {}
         # group -> its messages' ids in send order (an ordered set): only the first, the head,
         # is in the heap; the rest wait off it until the head is gone (acked, dead-lettered,
@@ -238,11 +243,12 @@ class QueueState:
         kept = []
         for item in items:
             if item.dedup_id is not None and window > 0:
-                holder = claims.get(item.dedup_id)
+                key = self._dedup_key(item.group, item.dedup_id, item.id)
+                holder = claims.get(key)
                 if holder is None:
-                    claim = self.dedup.get(item.dedup_id)
+                    claim = self.dedup.get(key)
                     holder = claim[0] if claim is not None and claim[1] > now else item.id
-                    claims[item.dedup_id] = holder
+                    claims[key] = holder
                 if holder != item.id:
                     continue
             if item.id not in self.messages:
@@ -257,10 +263,11 @@ class QueueState:
         window = self.settings.dedup_window_seconds
         for index, arrival in enumerate(arrivals):
             if arrival.dedup_id is not None and window > 0:
-                claim = self.dedup.get(arrival.dedup_id)
+                key = self._dedup_key(arrival.group, arrival.dedup_id, arrival.id)
+                claim = self.dedup.get(key)
                 if claim is not None and claim[1] > now and claim[0] != arrival.id:
                     continue
-                self.dedup[arrival.dedup_id] = (arrival.id, now + window)
+                self.dedup[key] = (arrival.id, now + window)
             if arrival.id in self.messages:
                 continue
             delay = self.settings.delivery_delay if arrival.delay is None else arrival.delay
@@ -512,9 +519,12 @@ class QueueState:
             self.name, ready, delayed, in_flight, max(0.0, now - oldest), self.bytes, self.paused
         )
 
-    def stored_as(self, dedup_id: str, message_id: str, now: float) -> str:
+    def _dedup_key(self, group: str | None, dedup_id: str, message_id: str) -> str:
+        return dedup_key(group, dedup_id, message_id, self.settings.partitions)
+
+    def stored_as(self, group: str | None, dedup_id: str, message_id: str, now: float) -> str:
         """The id a message naming `dedup_id` is stored under, once its send was applied."""
-        claim = self.dedup.get(dedup_id)
+        claim = self.dedup.get(self._dedup_key(group, dedup_id, message_id))
         return message_id if claim is None or claim[1] <= now else claim[0]
 
     def peek(self, limit: int) -> list[Message]:

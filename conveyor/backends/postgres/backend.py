@@ -59,6 +59,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from conveyor.backends.base import Backend, handed_token, new_token
+from conveyor.backends.partitioning import partition_key, placement_hash
 from conveyor.backends.postgres.connecting import check_connects
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
@@ -641,6 +642,11 @@ class PostgresBackend(Backend):
             "dedup_ids": [m.dedup_id for m in messages],
             "headers": [None if m.headers is None else dump_headers(m.headers) for m in messages],
             "groups": [m.group for m in messages],
+            # what places each message (partitioning.py), for the dedup key of a partitioned queue
+            "dedup_hashes": [
+                None if m.dedup_id is None else placement_hash(partition_key(m.group, m.dedup_id, m.id))
+                for m in messages
+            ],
             "channel": self.channel,
             "checked": False,
         }

@@ -185,7 +185,7 @@ ORDER BY topic COLLATE "C", queue COLLATE "C"
 -- positions are the 1-based positions of the messages stored under another message's id (their
 -- dedup id's first message), ids those ids; the last two give each row this statement inserted.
 WITH targets AS (
-    SELECT id, name, delivery_delay, dedup_window,
+    SELECT id, name, delivery_delay, dedup_window, partitions,
            max_backlog_messages IS NOT NULL OR max_backlog_bytes IS NOT NULL AS bounded
     FROM {schema}.queues
     WHERE name = ANY(%(queue_names)b::text[]) FOR KEY SHARE
@@ -196,18 +196,28 @@ WITH targets AS (
 ), incoming AS (
     SELECT * FROM unnest(%(ids)b::text[], %(queues)b::text[], %(bodies)b::bytea[],
                          %(content_types)b::text[], %(delays)b::float8[], %(dead_letters)b::text[],
-                         %(dedup_ids)b::text[], %(headers)b::text[], %(groups)b::text[]) WITH ORDINALITY
-         AS m(id, queue, body, content_type, delay, dead_letter, dedup_id, headers, group_id, position)
+                         %(dedup_ids)b::text[], %(headers)b::text[], %(groups)b::text[],
+                         %(dedup_hashes)b::int8[]) WITH ORDINALITY
+         AS m(id, queue, body, content_type, delay, dead_letter, dedup_id, headers, group_id, dedup_hash,
+              position)
+), keyed AS (
+    -- a partitioned queue scopes a dedup id to the partition its message is placed in: the key
+    -- of conveyor/backends/partitioning.py's dedup_key, "<partition>:<dedup id>" (dedup_hash is
+    -- its placement_hash, taken modulo the count only this statement knows)
+    SELECT m.*, t.id AS queue_id, t.delivery_delay, t.dedup_window,
+           CASE WHEN t.partitions > 1 THEN (m.dedup_hash %% t.partitions)::text || ':' || m.dedup_id
+                ELSE m.dedup_id END AS dedup_key
+    FROM incoming m JOIN targets t ON t.name = m.queue
 ), claimed AS (
     -- The first message naming a dedup id claims it unless a live claim of another message
     -- holds it. DO UPDATE, not DO NOTHING: it waits for a concurrent claim to commit and then
     -- RETURNING names the holder, which a plain read in this statement's snapshot would miss.
     INSERT INTO {schema}.dedup AS d (queue_id, dedup_id, message_id, expires_at)
-    SELECT DISTINCT ON (t.id, m.dedup_id) t.id, m.dedup_id, m.id,
-           statement_timestamp() + make_interval(secs => t.dedup_window)
-    FROM incoming m JOIN targets t ON t.name = m.queue
-    WHERE m.dedup_id IS NOT NULL AND t.dedup_window > 0 AND (SELECT ok FROM complete)
-    ORDER BY t.id, m.dedup_id, m.position
+    SELECT DISTINCT ON (k.queue_id, k.dedup_key) k.queue_id, k.dedup_key, k.id,
+           statement_timestamp() + make_interval(secs => k.dedup_window)
+    FROM keyed k
+    WHERE k.dedup_key IS NOT NULL AND k.dedup_window > 0 AND (SELECT ok FROM complete)
+    ORDER BY k.queue_id, k.dedup_key, k.position
     ON CONFLICT (queue_id, dedup_id) DO UPDATE SET
         message_id = CASE WHEN d.expires_at <= statement_timestamp() OR d.message_id = excluded.message_id
                           THEN excluded.message_id ELSE d.message_id END,
@@ -215,9 +225,9 @@ WITH targets AS (
                           THEN excluded.expires_at ELSE d.expires_at END
     RETURNING d.queue_id, d.dedup_id, d.message_id
 ), resolved AS (
-    SELECT m.*, t.id AS queue_id, t.delivery_delay, coalesce(c.message_id, m.id) AS stored_as
-    FROM incoming m JOIN targets t ON t.name = m.queue
-    LEFT JOIN claimed c ON c.queue_id = t.id AND c.dedup_id = m.dedup_id
+    SELECT k.*, coalesce(c.message_id, k.id) AS stored_as
+    FROM keyed k
+    LEFT JOIN claimed c ON c.queue_id = k.queue_id AND c.dedup_id = k.dedup_key
 ), inserted AS (
     INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter,
                                    headers, group_id)

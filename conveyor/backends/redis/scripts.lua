@@ -31,6 +31,12 @@
 -- slot), holding "<message id>|<queue created µs>" and expiring with the window: a claim left by
 -- a deleted queue of the same name is not the new queue's.
 --
+-- A partitioned queue (docs/concepts/partitions.md) keeps partition 0 under the queue's tag and
+-- partition p >= 1 under "{<prefix>:<queue>#p<p>}", each a full set of the keys above (so each its
+-- own Cluster slot), its meta a copy of the queue's settings with its own `bytes`, plus `parts`
+-- (the count). The client places messages (conveyor/backends/partitioning.py) and runs one
+-- script per partition; a script never spans partitions.
+--
 -- A lease is live when the state's token matches and the id is in `inflight` with a deadline
 -- still ahead. Work on many messages is done with one variadic command per key (HMGET, ZMSCORE,
 -- ZADD/ZREM/HDEL with many members), not one command per message: a command call from Lua costs
@@ -44,6 +50,9 @@ local WAKE_TOKENS = 4
 local CHUNK = 2000
 -- a queue's dedup window when its meta has none (a queue created before deduplication), µs
 local DEFAULT_DEDUP_US = 300000000
+-- wake-up tokens this script pushed (settle returns it: a client of a partitioned queue on a
+-- Cluster then wakes the consumers waiting on the queue's first partition)
+local woken = 0
 
 local function queue_keys(group)
   local base = (group - 1) * KEYS_PER_QUEUE
@@ -103,6 +112,7 @@ end
 
 local function wake(q, events)
   if events > 0 then
+    woken = woken + events
     local tokens = {}
     for i = 1, math.min(events, WAKE_TOKENS) do
       tokens[i] = '1'
@@ -365,7 +375,8 @@ end
 
 -- name: create_queue
 -- ARGV: delay µs, retention µs, max messages, max bytes ('' for no limit), dedup window µs, pull
--- consumer (JSON, '' for none), partitions.
+-- consumer (JSON, '' for none), partitions; for a partition p >= 1, also the queue's created µs
+-- and paused (0/1), which it copies.
 -- Returns {created 0/1, delay, retention, paused, created µs, max messages, max bytes, dedup window µs,
 -- pull consumer, partitions (absent: 1)}.
 local q = queue_keys(1)
@@ -374,10 +385,11 @@ if exists(q) then
     'pull', 'parts')
   return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]}
 end
-local now = int(server_now())
-redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', '0', 'created', now, 'bytes', 0,
+local now = ARGV[8] or int(server_now())
+local paused = ARGV[9] or '0'
+redis.call('HSET', q.meta, 'delay', ARGV[1], 'retention', ARGV[2], 'paused', paused, 'created', now, 'bytes', 0,
   'maxmsgs', ARGV[3], 'maxbytes', ARGV[4], 'dedup', ARGV[5], 'pull', ARGV[6], 'parts', ARGV[7])
-return {1, ARGV[1], ARGV[2], '0', now, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
+return {1, ARGV[1], ARGV[2], paused, now, ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]}
 
 -- name: update_queue
 -- ARGV: as create_queue's (the partition count, fixed at creation, is not changed).
@@ -434,14 +446,19 @@ redis.call('HSET', KEYS[1], ARGV[1], value)
 return value
 
 -- name: send
--- KEYS: one group per queue. ARGV: per queue a message count, then per message two arguments: its
+-- KEYS: one group per queue (or partition). ARGV: per queue the partition count the client placed
+-- its messages for, whether the client checked a partitioned queue's backlog limits (1/0), a
+-- message count, then per message two arguments: its
 -- id, and "<delay µs>:<timestamp µs>:<content type>:<dead-letter JSON length>:<JSON><body>" (an
 -- empty delay means the queue's delivery delay, an empty timestamp now, length 0 no dead letter);
 -- then a count of grouped messages and per grouped message two arguments: its index in the
 -- group, its ordered message group; then a count of dedup ids and per dedup id two arguments: the
 -- message's index in the group, the dedup id. Returns {the group number of a missing queue}; or, for a bounded queue the messages
 -- it would store do not fit in, {minus its group number, limit name, what it holds, what the send
--- adds, the limit} (in both cases nothing was stored); or {0, then per message not stored for its
+-- adds, the limit}; or {minus its group number, 'partitions', the queue's partition count, 0, 0}
+-- when the client placed for another count; or {minus its group number, 'unchecked', 0, 0, 0}
+-- for a bounded partitioned queue the client did not check (its limits are the whole queue's,
+-- which no partition's script sees); in each case nothing was stored. Or {0, then per message not stored for its
 -- dedup id: group, index, the id of the message holding it}. Every check comes before the first
 -- write (a script's writes are not undone by its return); a deduplicated message takes no room.
 for g = 1, group_count() do
@@ -455,8 +472,12 @@ local at = 1
 local groups = {}
 for g = 1, group_count() do
   local q = queue_keys(g)
-  local count = tonumber(ARGV[at])
-  at = at + 1
+  local placed_for, checked, count = tonumber(ARGV[at]), ARGV[at + 1] == '1', tonumber(ARGV[at + 2])
+  at = at + 3
+  local parts = tonumber(redis.call('HGET', q.meta, 'parts')) or 1
+  if parts ~= placed_for then
+    return {-g, 'partitions', parts, 0, 0}
+  end
   local default_delay = nil
   local items, adding = {}, 0
   for i = 1, count do
@@ -532,6 +553,9 @@ for g = 1, group_count() do
   -- a bounded queue: what it holds now plus what this send stores must stay within its limits
   local storing = #items
   local limits = redis.call('HMGET', q.meta, 'maxmsgs', 'maxbytes')
+  if parts > 1 and not checked and ((limits[1] or '') ~= '' or (limits[2] or '') ~= '') then
+    return {-g, 'unchecked', 0, 0, 0}
+  end
   if storing > 0 and limits[1] and limits[1] ~= '' then
     local held = redis.call('ZCARD', q.age)
     if held + storing > tonumber(limits[1]) then
@@ -704,6 +728,27 @@ end
 many('HSET', q.state, fields, 2)
 return out
 
+-- name: hand_back
+-- ARGV: id, token pairs of leases a partitioned queue's lease ahead took handed in a partition
+-- while the lease as a whole fell short: their token's kind becomes 'r' again, as if leased
+-- ahead. Returns how many were live.
+local q = queue_keys(1)
+local ids, tokens = {}, {}
+for i = 1, #ARGV, 2 do
+  ids[#ids + 1] = ARGV[i]
+  tokens[#tokens + 1] = ARGV[i + 1]
+end
+local fields = {}
+for i, live in ipairs(live_states(q, ids, tokens, server_now())) do
+  if live then
+    local attempts, size, token, lost = unpack_state(live)
+    fields[#fields + 1] = ids[i]
+    fields[#fields + 1] = state(attempts, size, 'r' .. string.sub(token, 2), lost)
+  end
+end
+many('HSET', q.state, fields, 2)
+return #fields / 2
+
 -- name: release
 -- ARGV: id, token pairs. Returns how many leases were live.
 local q = queue_keys(1)
@@ -738,7 +783,8 @@ return #gone
 -- (id, token, new id, dead-letter record JSON, target, its headers JSON)... where target is 0 (delete), a group
 -- number (move there) or -1 (another Cluster slot: returned for the caller to copy, then
 -- `finish_moves`).
--- Returns {missing group or 0, statuses 1/0 per item in order, records of -1 targets}.
+-- Returns {missing group or 0, statuses 1/0 per item in order, records of -1 targets, wake-up
+-- tokens pushed}.
 for g = 1, group_count() do
   if not exists(queue_keys(g)) then
     return {g, {}, {}}
@@ -759,7 +805,7 @@ for kind, width in ipairs({2, 3, 6}) do
   end
 end
 local live = live_states(q, ids, tokens, now)
-local status, remote, woken, taken = {}, {}, {}, {}
+local status, remote, targets_woken, taken = {}, {}, {}, {}
 local acked, ack_bytes, retried, retry_scored, retry_states, dead = {}, 0, {}, {}, {}, {}
 for i, id in ipairs(ids) do
   local s = live[i]
@@ -813,7 +859,7 @@ for n, i in ipairs(dead) do
       drop_many(q, {id}, {rec})
       local item = {new_id, record(content_type, now, json, body), now + n - 1, now, #body, group}
       insert_many(queue_keys(target), {item})
-      woken[target] = (woken[target] or 0) + 1
+      targets_woken[target] = (targets_woken[target] or 0) + 1
     else
       remote[#remote + 1] = {new_id, body, content_type, json, group or ''}
     end
@@ -821,10 +867,10 @@ for n, i in ipairs(dead) do
     drop_many(q, {id})
   end
 end
-for g, events in pairs(woken) do
+for g, events in pairs(targets_woken) do
   wake(queue_keys(g), events)
 end
-return {0, status, remote}
+return {0, status, remote, woken}
 
 -- name: finish_moves
 -- ARGV: id, token pairs. Deletes each message still held under its token (the second half of a

@@ -31,6 +31,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
 
 from conveyor.backends.base import Backend, handed_token, new_token
+from conveyor.backends.partitioning import dedup_key
 from conveyor.backends.scripts import load_named
 from conveyor.backends.sqlite.storage import (
     SHORT_OF_SPACE_MESSAGES,
@@ -856,14 +857,16 @@ class SQLiteBackend(Backend):
         now: float,
     ) -> list[str]:
         """The id each message is stored under: a dedup id's live claim wins, else the message
-        claims it (inside the send's write transaction: other writers wait for it)."""
+        claims it (inside the send's write transaction: other writers wait for it). A
+        partitioned queue's claims are scoped to the message's partition (`dedup_key`)."""
         ids = []
         for m in messages:
-            queue_id, window = queues[m.queue][0], queues[m.queue][8]
+            queue_id, window, partitions = queues[m.queue][0], queues[m.queue][8], queues[m.queue][10]
             if m.dedup_id is None or window <= 0:
                 ids.append(m.id)
                 continue
-            params = {"queue_id": queue_id, "dedup_id": m.dedup_id, "message_id": m.id, "now": now}
+            key = dedup_key(m.group, m.dedup_id, m.id, partitions)
+            params = {"queue_id": queue_id, "dedup_id": key, "message_id": m.id, "now": now}
             row = conn.execute(Q["dedup_claim"], params | {"window": window}).fetchone()
             if row is None:
                 row = conn.execute(Q["dedup_holder"], params).fetchone()
