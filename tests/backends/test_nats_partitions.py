@@ -15,6 +15,7 @@ import pytest
 
 import conveyor
 from conveyor.bench.nats_servers import jetstream_request
+from conveyor.types import DeadLetterInfo, DeadLetterMove, Outcomes
 from tests.support.apps import TEST_LIMITS
 from tests.support.engines import check_nats, nats_storage
 from tests.support.services import NATS_PORT
@@ -23,7 +24,51 @@ pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor
 
 import nats
 
-from conveyor.backends.nats import records
+from conveyor.backends.nats import partitions, records
+from conveyor.backends.nats.records import Outgoing
+
+# -- splitting and joining, without a server ----------------------------------------------------
+
+
+def test_a_lease_token_names_its_partition_and_a_foreign_one_names_none() -> None:
+    for partition in (0, 1, 7):
+        token = partitions.lease_token(partition, handed=partition % 2 == 0)
+        assert partitions.token_partition(token, 8) == partition
+    assert partitions.token_partition(partitions.lease_token(8), 8) is None  # not a partition of 8
+    assert partitions.token_partition("0123abcd", 8) == 0  # a token of a queue of one partition
+
+
+def test_outcomes_split_by_partition_come_back_in_the_order_given() -> None:
+    def lease(n: int, partition: int) -> tuple[str, str, int]:
+        return f"m{n}", partitions.lease_token(partition), 0
+
+    info = DeadLetterInfo("m4", "q", 1, "boom", 0.0)
+    outcomes = Outcomes(
+        acks=[lease(0, 2), lease(1, 0), lease(2, 9)],  # partition 9 is none of the queue's
+        retries=[(lease(3, 2), 1.0)],
+        dead_letters=[DeadLetterMove(lease(4, 1), "new", "dlq", info)],
+    )
+    parts, count = partitions.split_outcomes(outcomes, 4)
+    assert count == 5 and sorted(parts) == [0, 1, 2]
+    assert [a[0] for a in parts[2].outcomes.acks] == ["m0"] and parts[2].positions == [0, 3]
+    statuses = {
+        0: [True],
+        1: [True],
+        2: [True, False],
+    }  # each partition's, acks then retries then dead letters
+    joined = partitions.joined(count, [(parts[k].positions, statuses[k]) for k in parts], False)
+    assert joined == [True, True, False, False, True]
+
+
+def test_a_batch_into_a_partitioned_queue_keeps_its_order_in_its_send_times() -> None:
+    replayed = Outgoing("r", b"", "json", timestamp=1.0)
+    stamped = partitions.stamped([Outgoing(f"m{n}", b"", "json") for n in range(3)] + [replayed], now=100.0)
+    step = partitions.SEND_ORDER_STEP_SECONDS
+    assert [m.timestamp for m in stamped] == [100.0, 100.0 + step, 100.0 + 2 * step, 1.0]
+    assert partitions.rotation(9, 8) == [1, 2, 3, 4, 5, 6, 7, 0]
+
+
+# -- on the server ----------------------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -610,6 +610,7 @@ async def wait_any(
         finally:
             for waiter in waiters:
                 waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)  # none left pending
         raise_if_cancelled()
         if any(event.is_set() for event in events):
             return
