@@ -9,6 +9,10 @@ that state by reading the log (`view.py`), so a lease, a retry or a dead letter 
 everywhere, at the server's time, with the semantics of every other engine. docs/nats.md says
 why the engine does not lean on JetStream's own consumers, and what each choice costs.
 
+A queue of N > 1 partitions is N such logs, one stream each (partitions.py splits and joins them):
+a message is written to the log of the partition it is placed in, a lease token names its
+partition, and every partition's log holds a copy of the queue's settings.
+
 Sends are one record (a batch stays whole) carrying a Nats-Msg-Id made of its first message id,
 so a send retried after a lost reply is stored once within the stream's duplicate window.
 Messages bound for another queue (dead letters, replays, a send naming several queues: topic
