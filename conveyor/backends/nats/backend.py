@@ -546,6 +546,7 @@ class NatsBackend(Backend):
                 lasts = dict(zip(parts, written, strict=True))
         except QueueNotFound:
             self._known.discard(queue)
+            self._settings.pop(queue, None)  # made again, maybe with another partition count
             raise
         self._known.add(queue)
         return lasts
