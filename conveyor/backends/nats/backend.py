@@ -249,11 +249,10 @@ class NatsBackend(Backend):
         base = await self.js.require_stream(queue)
 
         async def make(log: str) -> None:
-            if not await self.js.create_stream(log):
-                existing = await self.js.stream_state(log)
-                if existing is not None and created_ns(existing.created) < created_ns(base.created):
-                    await self.js.delete_stream(log)
-                    await self.js.create_stream(log)
+            made = await self.js.create_stream(log)  # an existing stream answers as it is
+            if created_ns(made.created) < created_ns(base.created):
+                await self.js.delete_stream(log)
+                await self.js.create_stream(log)
             await self._write_meta_copy(log, info, seq)
 
         await asyncio.gather(*(make(log_name(queue, k)) for k in range(1, info.settings.partitions)))

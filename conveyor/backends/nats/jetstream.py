@@ -372,9 +372,9 @@ class JetStream:
 
     # -- streams -----------------------------------------------------------------------------
 
-    async def create_stream(self, log: str) -> bool:
+    async def create_stream(self, log: str) -> StreamState:
         """Idempotent: a stream that already exists (with any configuration) is left as it is.
-        True when this call made it."""
+        Returns the stream's state (its creation time tells a stream made now from an older one)."""
         config = {
             "name": self.stream(log),
             "subjects": [self.subjects(log)],
@@ -386,12 +386,11 @@ class JetStream:
             "allow_direct": True,
         }
         try:
-            await self.api(f"STREAM.CREATE.{self.stream(log)}", config)
+            return StreamState.of(await self.api(f"STREAM.CREATE.{self.stream(log)}", config))
         except nats.js.errors.APIError as exc:
             if _error_code(exc) != STREAM_NAME_IN_USE:
                 raise
-            return False
-        return True
+        return await self.require_stream(log)  # made with another configuration: as it is
 
     async def delete_stream(self, log: str) -> bool:
         try:
