@@ -33,6 +33,27 @@ def _close_the_loop_pytest_asyncio_left(request: pytest.FixtureRequest) -> None:
     policy.set_event_loop(None)
 
 
+def _conformance_module(path: Path) -> bool:
+    return path.name.startswith("test_contract")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """An engine marked `conformance_only` (the NATS cluster) runs the conformance modules only:
+    its other parametrisations are deselected, not skipped (nothing is missing)."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        setup = callspec.params.get("engine") if callspec is not None else None
+        if isinstance(setup, EngineSetup) and setup.conformance_only and not _conformance_module(item.path):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(params=ENGINES, ids=lambda engine: engine.name)
 def engine(request: pytest.FixtureRequest) -> EngineSetup:
     setup: EngineSetup = request.param

@@ -306,10 +306,13 @@ def _costs(messages: int, clients: list[dict[str, float]], engine: dict[str, flo
     """CPU microseconds a message on each side and, on Redis, the commands a message takes
     (`INFO commandstats`: scripts and the commands inside them) and their recorded microseconds
     (a script's time includes its commands', so this adds some twice: the CPU figure is the one
-    to plan with)."""
+    to plan with); on a cluster, the busiest server's share of the engine's CPU (how far the work
+    spread over the servers)."""
     figures = {"client_cpu_us_per_msg": sum(c["cpu_seconds"] for c in clients) * 1e6 / messages}
     if "engine_cpu_seconds" in engine:
         figures["engine_cpu_us_per_msg"] = engine["engine_cpu_seconds"] * 1e6 / messages
+    if "engine_busiest_server_share" in engine:
+        figures["engine_busiest_server_share"] = engine["engine_busiest_server_share"]
     if "engine_calls" in engine:
         figures["engine_calls_per_msg"] = engine["engine_calls"] / messages
         figures["engine_usec_per_msg"] = engine["engine_usec"] / messages

@@ -207,12 +207,16 @@ class Meter:
         their microseconds; empty for SQLite (the engine runs in the workers)."""
         if self.place.target.kind == "sqlite":
             return {}
-        spent = 0.0
+        by_server = []
         for pid in self._server_pids():
             cpu = _cpu(pid)
             if cpu is not None:
-                spent += cpu - self._cpu.get(pid, 0.0)  # a backend opened after go counts from 0
+                by_server.append(cpu - self._cpu.get(pid, 0.0))  # a backend opened after go counts from 0
+        spent = sum(by_server)
         figures = {"engine_cpu_seconds": spent}
+        if self.place.target.nodes > 1 and spent > 0:
+            # how evenly a cluster's servers shared the work: 1/nodes is even, 1.0 all on one
+            figures["engine_busiest_server_share"] = max(by_server) / spent
         if self.place.redis_ports:
             calls = usec = 0
             for port in self.place.redis_ports:

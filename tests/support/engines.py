@@ -37,6 +37,9 @@ class EngineSetup:
     storage: Callable[[Path], contextlib.AbstractAsyncContextManager[str]]
     #: raises Skipped (or fails in CI) when the engine's service or driver is missing
     check: Callable[[], None] = lambda: None
+    #: True for an engine that runs only the conformance modules (tests/*/test_contract*.py),
+    #: not every engine-parametrised test: what it adds is in those, and its setup costs time
+    conformance_only: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -106,6 +109,20 @@ async def nats_storage(tmp_path: Path) -> AsyncIterator[str]:
         await delete_nats_streams(NATS_URL, prefix)
 
 
+@contextlib.asynccontextmanager
+async def nats_cluster_storage(tmp_path: Path) -> AsyncIterator[str]:
+    """A stream-name prefix of its own on a local 3-node JetStream cluster shared by the session
+    (tests/support/nats_cluster.py), streams on all three servers; deleted after."""
+    from tests.support.nats_cluster import CLUSTER_REPLICAS, shared_nats_cluster
+
+    cluster = await shared_nats_cluster()
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    try:
+        yield cluster.url(replicas=CLUSTER_REPLICAS, prefix=prefix)
+    finally:
+        await delete_nats_streams(cluster.nodes[0].url, prefix)
+
+
 async def delete_nats_streams(url: str, prefix: str) -> None:
     import json
 
@@ -123,6 +140,13 @@ async def delete_nats_streams(url: str, prefix: str) -> None:
 def check_nats() -> None:
     need("the NATS engine", importlib.util.find_spec("nats") is not None, "pip install 'conveyor[nats]'")
     need("NATS", port_open(NATS_HOST, NATS_PORT), f"nothing listens on {NATS_HOST}:{NATS_PORT}")
+
+
+def check_nats_cluster() -> None:
+    from tests.support.nats_cluster import check_nats_server
+
+    need("the NATS engine", importlib.util.find_spec("nats") is not None, "pip install 'conveyor[nats]'")
+    check_nats_server()
 
 
 def check_redis_cluster() -> None:
@@ -165,3 +189,6 @@ if _engine_available("conveyor.backends.redis"):
     ENGINES.append(EngineSetup("redis-cluster", False, redis_cluster_storage, check_redis_cluster))
 if _engine_available("conveyor.backends.nats"):
     ENGINES.append(EngineSetup("nats", False, nats_storage, check_nats))
+    ENGINES.append(
+        EngineSetup("nats-cluster", False, nats_cluster_storage, check_nats_cluster, conformance_only=True)
+    )

@@ -9,6 +9,10 @@ that state by reading the log (`view.py`), so a lease, a retry or a dead letter 
 everywhere, at the server's time, with the semantics of every other engine. docs/nats.md says
 why the engine does not lean on JetStream's own consumers, and what each choice costs.
 
+A queue of N > 1 partitions is N such logs, one stream each (partitions.py splits and joins them):
+a message is written to the log of the partition it is placed in, a lease token names its
+partition, and every partition's log holds a copy of the queue's settings.
+
 Sends are one record (a batch stays whole) carrying a Nats-Msg-Id made of its first message id,
 so a send retried after a lost reply is stored once within the stream's duplicate window.
 Messages bound for another queue (dead letters, replays, a send naming several queues: topic
@@ -29,11 +33,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.backends.base import Backend, new_token
-from conveyor.backends.nats import records
-from conveyor.backends.nats.jetstream import JetStream, StreamState, WrongLastSequence, parse_nats_url
+from conveyor.backends.nats import partitions, records
+from conveyor.backends.nats.jetstream import (
+    JetStream,
+    StreamState,
+    WrongLastSequence,
+    created_ns,
+    log_name,
+    parse_nats_url,
+    split_log,
+)
 from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Location, Move, Settled
-from conveyor.backends.nats.view import QueueView
+from conveyor.backends.nats.view import QueueView, wait_any
+from conveyor.backends.partitioning import place
 from conveyor.errors import BackendUnavailable, MessageLeased, QueueAlreadyExists, QueueFull, QueueNotFound
 from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
@@ -95,6 +108,7 @@ class NatsBackend(Backend):
         self._known: set[str] = set()  # queues seen to exist (a stale entry costs one retried write)
         self._looked: dict[str, _Looked] = {}  # queues nobody reads, as this process's sweep saw them
         self._settings: dict[str, tuple[float, QueueSettings]] = {}  # (read at, settings) by queue
+        self._turns: dict[str, int] = {}  # by partitioned queue: where its next lease starts
 
     def sibling(self) -> NatsBackend:
         return NatsBackend(self.url, clock=self.clock)
@@ -111,61 +125,137 @@ class NatsBackend(Backend):
         await self.js.close()
 
     # -- views -------------------------------------------------------------------------------
+    # A view reads one log: a queue's, or one partition's (`log` names it, jetstream.log_name).
 
-    async def _view(self, queue: str) -> QueueView:
-        """This process's view of `queue`, read up to now on first use (QueueNotFound if none)."""
-        future = self._views.get(queue)
+    async def _view(self, log: str) -> QueueView:
+        """This process's view of `log`, read up to now on first use (QueueNotFound if none)."""
+        future = self._views.get(log)
         if future is None:
-            future = self._views[queue] = asyncio.ensure_future(self._start_view(queue))
+            future = self._views[log] = asyncio.ensure_future(self._start_view(log))
         try:
             return await asyncio.shield(future)
         except BaseException:
-            if future.done() and self._views.get(queue) is future:
-                del self._views[queue]
+            if future.done() and self._views.get(log) is future:
+                del self._views[log]
             raise
 
-    async def _start_view(self, queue: str, *, keep_swept: bool = True) -> QueueView:
-        """A view read up to now; `keep_swept`: a view this process holds sweeps its queue every
+    async def _start_view(self, log: str, *, keep_swept: bool = True) -> QueueView:
+        """A view read up to now; `keep_swept`: a view this process holds sweeps its log every
         SWEEP_INTERVAL_SECONDS, so a queue someone reads is swept by its readers."""
-        view = QueueView(self.js, queue)
+        view = QueueView(self.js, log)
         try:
-            await view.start()
+            try:
+                await view.start()
+            except QueueNotFound:
+                if not await self._heal_partition(log):
+                    raise
+                await view.start()
+            if split_log(log)[1]:
+                await self._copy_meta(view)
         except BaseException:
             await view.close()
             raise
         if keep_swept:
-            view.sweep_every(SWEEP_INTERVAL_SECONDS, lambda: self._sweep_held(queue, view))
+            view.sweep_every(SWEEP_INTERVAL_SECONDS, lambda: self._sweep_held(log, view))
         return view
 
-    async def _sweep_held(self, queue: str, view: QueueView) -> None:
+    async def _sweep_held(self, log: str, view: QueueView) -> None:
         try:
-            await self._sweep_view(queue, view)
+            await self._sweep_view(log, view)
         except QueueNotFound:  # deleted: stop reading it (this ends the sweeping loop too)
-            await self._forget(queue)
+            await self._forget(split_log(log)[0])
 
     async def _forget(self, queue: str) -> None:
         self._known.discard(queue)
         self._settings.pop(queue, None)
-        future = self._views.pop(queue, None)
-        if future is not None:
-            await _close_view(future)
+        for log in [log for log in self._views if split_log(log)[0] == queue]:
+            future = self._views.pop(log, None)
+            if future is not None:
+                await _close_view(future)
 
-    async def _command(self, queue: str, header: dict[str, Any]) -> Any:
-        view = await self._view(queue)
+    async def _command(self, log: str, header: dict[str, Any]) -> Any:
+        view = await self._view(log)
         try:
             return await view.command(header)
         except QueueNotFound:
-            await self._forget(queue)
+            await self._forget(split_log(log)[0])
             raise
 
-    async def _synced(self, queue: str) -> QueueView:
-        view = await self._view(queue)
+    async def _synced(self, log: str) -> QueueView:
+        view = await self._view(log)
         try:
             await view.sync()
         except QueueNotFound:
-            await self._forget(queue)
+            await self._forget(split_log(log)[0])
             raise
         return view
+
+    # -- partitions --------------------------------------------------------------------------
+    # A queue of N > 1 partitions is N logs; partition 0's is the queue's own stream, which holds
+    # its settings (every partition's log holds a copy, applied in that log's order: a pause
+    # stops every partition's leases deterministically). docs/nats.md, "Partitions".
+
+    async def _partitions(self, queue: str) -> int:
+        """The queue's partition count (fixed at creation); QueueNotFound if there is no queue."""
+        return (await self._queue_settings(queue)).partitions
+
+    async def _all_views(self, queue: str) -> list[QueueView]:
+        """A view of each of the queue's logs, partition by partition."""
+        first = await self._view(queue)
+        count = first.state.settings.partitions
+        if count == 1:
+            return [first]
+        rest = await asyncio.gather(*(self._view(log_name(queue, k)) for k in range(1, count)))
+        return [first, *rest]
+
+    async def _all_synced(self, queue: str) -> list[QueueView]:
+        views = await self._all_views(queue)
+        if len(views) == 1:
+            return [await self._synced(queue)]
+        return list(await asyncio.gather(*(self._synced(view.log) for view in views)))
+
+    async def _copy_meta(self, view: QueueView) -> None:
+        """Bring a partition's log up to its queue's settings if it lags (its queue's settings
+        record was written, and the process copying it to the partitions stopped first)."""
+        seq, info = await self._meta(view.queue)
+        if seq > view.state.meta_seq:
+            await view.wait_applied(await self._write_meta_copy(view.log, info, seq))
+
+    async def _write_meta_copy(self, log: str, info: QueueInfo, seq: int) -> int:
+        payload = records.encode_meta(info.settings, info.paused, info.created_at, copies=seq)
+        return await self.js.publish(log, "meta", payload, f"meta-{seq}-{info.created_at}-{log}")
+
+    async def _heal_partition(self, log: str) -> bool:
+        """Make a partition's stream the queue's settings say it has and that is missing (a
+        process creating the queue stopped before making it); False when the queue has no such
+        partition (or no longer exists)."""
+        queue, partition = split_log(log)
+        if not partition:
+            return False
+        try:
+            seq, info = await self._meta(queue)
+        except QueueNotFound:
+            return False
+        if seq == 0 or partition >= info.settings.partitions:
+            return False
+        await self.js.create_stream(log)
+        await self._write_meta_copy(log, info, seq)
+        return True
+
+    async def _create_partitions(self, queue: str, info: QueueInfo, seq: int) -> None:
+        """Partition streams 1 and up of a queue just created, each with its settings copy. A
+        stream older than the queue's own is left from a queue of the same name deleted half
+        way: made again empty."""
+        base = await self.js.require_stream(queue)
+
+        async def make(log: str) -> None:
+            made = await self.js.create_stream(log)  # an existing stream answers as it is
+            if created_ns(made.created) < created_ns(base.created):
+                await self.js.delete_stream(log)
+                await self.js.create_stream(log)
+            await self._write_meta_copy(log, info, seq)
+
+        await asyncio.gather(*(make(log_name(queue, k)) for k in range(1, info.settings.partitions)))
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -174,7 +264,7 @@ class NatsBackend(Backend):
         await self.js.create_stream(name)
         created = time.time()
         try:
-            await self.js.publish(
+            seq = await self.js.publish(
                 name,
                 "meta",
                 records.encode_meta(settings, False, created),
@@ -189,8 +279,11 @@ class NatsBackend(Backend):
                 return await self.create_queue(name, settings, exist_ok=exist_ok)
             self._known.add(name)
             return info
+        info = QueueInfo(name=name, settings=settings, paused=False, created_at=created)
+        if settings.partitions > 1:
+            await self._create_partitions(name, info, seq)
         self._known.add(name)
-        return QueueInfo(name=name, settings=settings, paused=False, created_at=created)
+        return info
 
     async def _meta(self, name: str) -> tuple[int, QueueInfo]:
         """The sequence of the queue's settings record (0 if none yet) and its QueueInfo."""
@@ -223,9 +316,14 @@ class NatsBackend(Backend):
             except WrongLastSequence:
                 continue
             self._settings.pop(name, None)
-            future = self._views.get(name)
-            if future is not None and _ready(future):  # this process's next send sees the change
-                await future.result().wait_applied(written)
+            # every partition's log gets its copy (a process stopping half way: the next reader
+            # of a partition that lags copies it, see _copy_meta)
+            logs = [log_name(name, k) for k in range(1, new.settings.partitions)]
+            copies = await asyncio.gather(*(self._write_meta_copy(log, new, written) for log in logs))
+            for log, at in zip([name, *logs], [written, *copies], strict=True):
+                future = self._views.get(log)
+                if future is not None and _ready(future):  # this process's next send sees the change
+                    await future.result().wait_applied(at)
             return new
         raise BackendUnavailable(f"queue {name}: its settings kept changing under {CAS_ATTEMPTS} attempts")
 
@@ -237,6 +335,10 @@ class NatsBackend(Backend):
 
     async def delete_queue(self, name: str) -> bool:
         await self._forget(name)
+        # the partitions' streams first: one left behind by a process stopping half way stays
+        # part of a queue that still exists, which the next delete removes
+        partitions = await self.js.partition_logs(name)
+        await asyncio.gather(*(self.js.delete_stream(log) for log in partitions))
         existed = await self.js.delete_stream(name)
         await self._change_subscriptions(lambda subscriptions: _without_queue(subscriptions, name))
         return existed
@@ -344,10 +446,10 @@ class NatsBackend(Backend):
             )
         if len(by_queue) == 1:
             [(name, arrivals)] = by_queue.items()
-            last = await self._append(name, arrivals, "send")
+            lasts = await self._append(name, arrivals, "send")
             if all(m.dedup_id is None for m in messages):
                 return [m.id for m in messages]
-            return await self._stored_as(name, messages, last)
+            return await self._stored_as(name, messages, lasts)
         # a missing queue must fail the whole write before any of it
         unknown = [name for name in by_queue if name not in self._known]
         states = await asyncio.gather(*(self.js.stream_state(name) for name in unknown))
@@ -356,28 +458,44 @@ class NatsBackend(Backend):
                 raise QueueNotFound(name)
             self._known.add(name)
         for name, arrivals in by_queue.items():  # checked just before the write (docs/nats.md)
-            if (await self._queue_settings(name)).bounded:
-                await self._check_room(name, arrivals)
+            settings = await self._queue_settings(name)
+            if settings.partitions > 1:
+                by_queue[name] = partitions.stamped(arrivals)
+            if settings.bounded:
+                await self._check_room(name, by_queue[name])
         await self._fan_out(by_queue)
         # a write naming several queues is a topic's fan-out: its copies carry no dedup ids
         return [m.id for m in messages]
 
-    async def _stored_as(self, queue: str, messages: Sequence[OutgoingMessage], last: int) -> list[str]:
-        """The ids messages with dedup ids are stored under, as the queue's log decided once
-        every process applies it: read up to the send's last record."""
-        view = await self._view(queue)
-        await view.wait_applied(last)
-        state = view.state
-        return [
-            m.id if m.dedup_id is None else state.stored_as(m.group, m.dedup_id, m.id, state.now)
-            for m in messages
-        ]
+    async def _stored_as(
+        self, queue: str, messages: Sequence[OutgoingMessage], lasts: dict[int, int]
+    ) -> list[str]:
+        """The ids messages with dedup ids are stored under, as the log of the partition each
+        went to decided once every process applies it: read up to the send's last record there."""
+        count = await self._partitions(queue)
+        placed = {m.id: place(m.group, m.dedup_id, m.id, count) for m in messages if m.dedup_id is not None}
+        views = {k: await self._view(log_name(queue, k)) for k in set(placed.values())}
+        for k, view in views.items():
+            await view.wait_applied(lasts[k])
+        stored = []
+        for m in messages:
+            if m.dedup_id is None:
+                stored.append(m.id)
+                continue
+            state = views[placed[m.id]].state
+            stored.append(state.stored_as(m.group, m.dedup_id, m.id, state.now))
+        return stored
 
     async def _fan_out(self, by_queue: dict[str, list[Outgoing]]) -> None:
         """One write to the first queue commits the messages of all: the others' copies wait in
         its outbox (part of the record) until they are stored in their queues, at once here, or
-        by the next sweep if this process stops first."""
+        by the next sweep if this process stops first. A partitioned first queue is written in
+        the partition of its first message; its messages placed in other partitions are copies
+        too (stored where they belong)."""
         home = next(iter(by_queue))
+        count = await self._partitions(home)
+        home_partition = partitions.partition_of(by_queue[home][0], count)
+        home_log = log_name(home, home_partition)
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
         packed: list[tuple[list[Outgoing], dict[str, list[Outgoing]]]] = [([], {})]
         size = 0
@@ -390,7 +508,7 @@ class NatsBackend(Backend):
                     own, copies = packed[-1]
                     size = 0
                 size += grow
-                if name == home:
+                if name == home and partitions.partition_of(message, count) == home_partition:
                     own.append(message)
                 else:
                     copies.setdefault(name, []).append(message)
@@ -399,13 +517,45 @@ class NatsBackend(Backend):
             first = own[0] if own else next(iter(copies.values()))[0]
             msg_id = f"fan-{first.id}-{len(own) + sum(len(c) for c in copies.values())}"
             record_moves = [(f"{msg_id}~{name}", name, messages) for name, messages in copies.items()]
-            await self.js.publish(home, "log", records.encode_send(own, record_moves), msg_id)
+            await self.js.publish(home_log, "log", records.encode_send(own, record_moves), msg_id)
             moves.extend(record_moves)
-        await self._finish_moves(home, moves)
+        await self._finish_moves(home_log, moves)
 
-    async def _append(self, queue: str, messages: Sequence[Outgoing], msg_id_prefix: str) -> int:
-        """Store `messages` in `queue`, one record if they fit in one (else several, in order);
-        returns the stream sequence of the last."""
+    async def _append(self, queue: str, messages: Sequence[Outgoing], msg_id_prefix: str) -> dict[int, int]:
+        """Store `messages` in `queue`: each in its partition's log, one record per partition if
+        they fit in one (else several, in order), the partitions written at once. Returns the
+        stream sequence of the last record written to each partition."""
+        try:
+            settings = await self._queue_settings(queue)
+            bounded = msg_id_prefix == "send" and settings.bounded
+            count = settings.partitions
+            if count == 1:
+                lasts = {0: await self._append_log(queue, messages, msg_id_prefix, bounded)}
+            else:
+                messages = partitions.stamped(messages)
+                if bounded:  # the queue's limits hold for all its partitions together
+                    await self._check_room(queue, messages)
+                parts = partitions.split(messages, count)
+                written = await asyncio.gather(
+                    *(
+                        self._append_log(log_name(queue, k), chunk, msg_id_prefix, False)
+                        for k, chunk in parts.items()
+                    )
+                )
+                lasts = dict(zip(parts, written, strict=True))
+        except QueueNotFound:
+            self._known.discard(queue)
+            self._settings.pop(queue, None)  # made again, maybe with another partition count
+            raise
+        self._known.add(queue)
+        return lasts
+
+    async def _append_log(
+        self, log: str, messages: Sequence[Outgoing], msg_id_prefix: str, bounded: bool
+    ) -> int:
+        """Store `messages` in one log, one record if they fit in one (else several, in order);
+        returns the stream sequence of the last. `bounded`: a queue of one partition with
+        backlog limits, whose log checks each record."""
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
         chunks: list[list[Outgoing]] = [[]]
         size = 0
@@ -417,22 +567,24 @@ class NatsBackend(Backend):
             chunks[-1].append(message)
             size += grow
         last = 0
-        try:
-            bounded = msg_id_prefix == "send" and (await self._queue_settings(queue)).bounded
-            if bounded and len(chunks) > 1:
-                await self._check_room(queue, messages)  # several records: each is checked too
-            for chunk in chunks:
-                if chunk:
-                    msg_id = f"{msg_id_prefix}-{chunk[0].id}-{len(chunk)}"
-                    if bounded:
-                        last = await self._append_checked(queue, chunk, msg_id)
-                    else:
-                        last = await self.js.publish(queue, "log", records.encode_send(chunk), msg_id)
-        except QueueNotFound:
-            self._known.discard(queue)
-            raise
-        self._known.add(queue)
+        if bounded and len(chunks) > 1:
+            await self._check_room(log, messages)  # several records: each is checked too
+        for chunk in chunks:
+            if chunk:
+                msg_id = f"{msg_id_prefix}-{chunk[0].id}-{len(chunk)}"
+                if bounded:
+                    last = await self._append_checked(log, chunk, msg_id)
+                else:
+                    last = await self._publish_send(log, chunk, msg_id)
         return last
+
+    async def _publish_send(self, log: str, chunk: Sequence[Outgoing], msg_id: str) -> int:
+        try:
+            return await self.js.publish(log, "log", records.encode_send(chunk), msg_id)
+        except QueueNotFound:  # a partition whose stream is missing: made, then written once more
+            if not await self._heal_partition(log):
+                raise
+            return await self.js.publish(log, "log", records.encode_send(chunk), msg_id)
 
     # -- bounded queues ----------------------------------------------------------------------
 
@@ -463,11 +615,19 @@ class NatsBackend(Backend):
 
     async def _check_room(self, queue: str, messages: Sequence[Outgoing]) -> None:
         """QueueFull unless `messages` fit the bounded queue as it is now (for what one checked
-        record cannot cover: a send of several records, copies into other queues)."""
-        view = await self._synced(queue)
-        state = view.state
-        new = state.admitted(messages, state.now)  # a deduplicated message takes no room
-        refused = state.room_refusal(len(new), sum(len(m.body) for m in new))
+        record cannot cover: a send of several records, copies into other queues, a queue of
+        several partitions, whose limits hold for all its partitions together: summed here,
+        before the write, so senders racing may pass them by what they send at that instant)."""
+        views = await self._all_synced(queue)
+        count = len(views)
+        parts = partitions.split(messages, count) if count > 1 else {0: list(messages)}
+        held = adding = held_bytes = adding_bytes = 0
+        for k, view in enumerate(views):
+            state = view.state
+            new = state.admitted(parts.get(k, []), state.now)  # a deduplicated message takes no room
+            held, held_bytes = held + len(state.messages), held_bytes + state.bytes
+            adding, adding_bytes = adding + len(new), adding_bytes + sum(len(m.body) for m in new)
+        refused = views[0].state.room_refusal(adding, adding_bytes, held=(held, held_bytes))
         if refused is not None:
             raise QueueFull(queue, *refused)
 
@@ -513,17 +673,35 @@ class NatsBackend(Backend):
         if limit <= 0:
             return []
         try:
-            view = await self._view(queue)
-            if not view.has_visible():  # look again at the latest records before writing a lease
-                view = await self._synced(queue)
-                if not view.has_visible():
+            views = await self._all_views(queue)
+            if not any(view.has_visible() for view in views):  # look again at the latest records
+                views = await self._all_synced(queue)
+                if not any(view.has_visible() for view in views):
                     return []
-            leased: list[tuple[LeasedMessage, Location]] = await self._command(
-                queue, {"op": "lease", "tok": new_token(handed), "n": limit, "vt": visibility_timeout}
-            )
-            return await self._with_bodies(view, leased)
+            if len(views) == 1:
+                return await self._lease_log(views[0], limit, visibility_timeout, handed)
+            # partitions in turn, from one further on each time: a batch takes what the first
+            # with visible messages has, then the next one's, until full
+            turn = self._turns.get(queue, 0)
+            self._turns[queue] = turn + 1
+            leased: list[LeasedMessage] = []
+            for k in partitions.rotation(turn, len(views)):
+                if len(leased) >= limit:
+                    break
+                if views[k].has_visible():
+                    leased += await self._lease_log(views[k], limit - len(leased), visibility_timeout, handed)
+            return leased
         except QueueNotFound:
             return []
+
+    async def _lease_log(
+        self, view: QueueView, limit: int, visibility_timeout: float, handed: bool
+    ) -> list[LeasedMessage]:
+        token = partitions.lease_token(split_log(view.log)[1], handed)
+        leased: list[tuple[LeasedMessage, Location]] = await self._command(
+            view.log, {"op": "lease", "tok": token, "n": limit, "vt": visibility_timeout}
+        )
+        return await self._with_bodies(view, leased)
 
     async def _with_bodies(
         self, view: QueueView, leased: list[tuple[LeasedMessage, Location]]
@@ -548,25 +726,46 @@ class NatsBackend(Backend):
             result.append(message)
         return result
 
+    async def _by_partition(
+        self, queue: str, leases: Sequence[Lease], header: Callable[[list[Lease]], dict[str, Any]]
+    ) -> list[tuple[list[int], Any]]:
+        """One command per partition the leases were made in (`header` of that partition's
+        leases), at once; (positions of its leases, its outcome) for each."""
+        count = await self._partitions(queue)
+        parts = partitions.split_leases(leases, count)
+        outcomes = await asyncio.gather(
+            *(self._command(log_name(queue, k), header(part)) for k, (part, _) in parts.items())
+        )
+        return [
+            (positions, outcome) for (_, positions), outcome in zip(parts.values(), outcomes, strict=True)
+        ]
+
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
         if not leases:
             return []
         try:
-            statuses = await self._command(queue, {"op": "begin", "tok": new_token(), "l": _keys(leases)})
+            results = await self._by_partition(
+                queue, leases, lambda part: {"op": "begin", "tok": new_token(), "l": _keys(part)}
+            )
         except QueueNotFound:
             return [False] * len(leases)
-        return [bool(status) for status in statuses]
+        return [bool(status) for status in partitions.joined(len(leases), results, False)]
 
     async def extend_leases(self, queue: str, leases: Sequence[Lease], visibility_timeout: float) -> int:
-        header = {"op": "extend", "tok": new_token(), "vt": visibility_timeout, "l": _keys(leases)}
+        def header(part: list[Lease]) -> dict[str, Any]:
+            return {"op": "extend", "tok": new_token(), "vt": visibility_timeout, "l": _keys(part)}
+
         try:
-            return int(await self._command(queue, header))
+            return sum(int(renewed) for _, renewed in await self._by_partition(queue, leases, header))
         except QueueNotFound:
             return 0
 
     async def release(self, queue: str, leases: Sequence[Lease]) -> int:
+        def header(part: list[Lease]) -> dict[str, Any]:
+            return {"op": "release", "tok": new_token(), "l": _keys(part)}
+
         try:
-            return int(await self._command(queue, {"op": "release", "tok": new_token(), "l": _keys(leases)}))
+            return sum(int(released) for _, released in await self._by_partition(queue, leases, header))
         except QueueNotFound:
             return 0
 
@@ -587,6 +786,18 @@ class NatsBackend(Backend):
         await self._view(queue)  # QueueNotFound for a missing queue, as on every engine
         if not len(outcomes):
             return []
+        # one settle record per partition the leases were made in, written at once
+        parts, count = partitions.split_outcomes(outcomes, await self._partitions(queue))
+        results = await asyncio.gather(
+            *(self._settle_log(log_name(queue, k), part.outcomes) for k, part in parts.items())
+        )
+        return partitions.joined(
+            count,
+            [(part.positions, statuses) for part, statuses in zip(parts.values(), results, strict=True)],
+            False,
+        )
+
+    async def _settle_log(self, log: str, outcomes: Outcomes) -> list[bool]:
         header = {
             "op": "settle",
             "tok": new_token(),
@@ -597,9 +808,9 @@ class NatsBackend(Backend):
                 for move in outcomes.dead_letters
             ],
         }
-        settled: Settled = await self._command(queue, header)
+        settled: Settled = await self._command(log, header)
         if settled.moves:
-            await self._finish_moves(queue, await self._read_moves(await self._view(queue), settled.moves))
+            await self._finish_moves(log, await self._read_moves(await self._view(log), settled.moves))
         return settled.statuses
 
     @staticmethod
@@ -633,8 +844,8 @@ class NatsBackend(Backend):
         return resolved
 
     async def _finish_moves(self, source: str, moves: Sequence[Copies]) -> None:
-        """Store moves' copies in their destinations (once each, by Nats-Msg-Id), then clear
-        them from the source's outbox."""
+        """Store moves' copies in their destinations (once each, by Nats-Msg-Id; in the
+        partitions they belong in), then clear them from the outbox of the `source` log."""
         if not moves:
             return
 
@@ -656,40 +867,72 @@ class NatsBackend(Backend):
     # -- inspection --------------------------------------------------------------------------
 
     async def stats(self, queue: str) -> QueueStats:
-        view = await self._synced(queue)
-        return view.state.stats(view.now())
+        views = await self._all_synced(queue)
+        now = max(view.now() for view in views)
+        return partitions.total_stats(queue, [view.state.stats(now) for view in views])
 
     async def peek(self, queue: str, limit: int) -> list[StoredMessage]:
-        view = await self._synced(queue)
-        now = view.now()
-        messages = view.state.peek(limit)
-        bodies = await view.bodies([m.location for m in messages])
-        if any(body is None for body in bodies):  # a compaction moved them meanwhile
-            found = await view.current_bodies([m.id for m in messages])
-            bodies = [found.get(m.id) for m in messages]
-        return [
-            m.stored(queue, now, body) for m, body in zip(messages, bodies, strict=True) if body is not None
-        ]
+        views = await self._all_synced(queue)
+        now = max(view.now() for view in views)
+        if len(views) == 1:
+            chosen = [(views[0], m) for m in views[0].state.peek(limit)]
+        else:  # the partitions merged in send order (the order of a send_batch included)
+            candidates = [(view, m) for view in views for m in view.state.peek_sent(limit)]
+            candidates.sort(key=lambda pair: (pair[1].timestamp, pair[1].order))
+            chosen = candidates[:limit]
+        bodies: dict[str, bytes | None] = {}
+        for view in views:
+            messages = [m for owner, m in chosen if owner is view]
+            if not messages:
+                continue
+            read = await view.bodies([m.location for m in messages])
+            if any(body is None for body in read):  # a compaction moved them meanwhile
+                found = await view.current_bodies([m.id for m in messages])
+                read = [found.get(m.id) for m in messages]
+            bodies.update(zip((m.id for m in messages), read, strict=True))
+        return [m.stored(queue, now, body) for _, m in chosen if (body := bodies.get(m.id)) is not None]
 
     # -- bulk maintenance --------------------------------------------------------------------
 
     async def purge(self, queue: str) -> int:
-        return int(await self._command(queue, {"op": "purge", "tok": new_token()}))
+        views = await self._all_views(queue)
+        purged = await asyncio.gather(
+            *(self._command(view.log, {"op": "purge", "tok": new_token()}) for view in views)
+        )
+        return sum(int(count) for count in purged)
 
     async def delete_message(self, queue: str, message_id: str) -> bool:
-        deleted = await self._command(queue, {"op": "delete", "tok": new_token(), "id": message_id})
+        log = queue
+        if await self._partitions(queue) > 1:  # the partition this process reads it in
+            holders = [
+                view.log for view in await self._all_synced(queue) if message_id in view.state.messages
+            ]
+            if not holders:
+                return False
+            log = holders[0]
+        deleted = await self._command(log, {"op": "delete", "tok": new_token(), "id": message_id})
         if deleted is None:
             raise MessageLeased(queue, message_id)
         return bool(deleted)
 
     async def move_messages(self, source: str, destination: str, limit: int | None) -> int:
         await self.js.require_stream(destination)
-        move: Move = await self._command(
-            source, {"op": "move", "tok": new_token(), "to": destination, "n": limit}
-        )
-        if move.copies:
-            await self._finish_moves(source, await self._read_moves(await self._view(source), [move]))
-        return len(move.copies)
+        views = await self._all_views(source)
+        if len(views) > 1:  # with a limit, the partitions whose first message is oldest first
+            views = await self._all_synced(source)
+            views.sort(key=lambda view: min((m.visible_at for m in view.state.peek(1)), default=float("inf")))
+        moved = 0
+        for view in views:
+            wanted = None if limit is None else limit - moved
+            if wanted is not None and wanted <= 0:
+                break
+            move: Move = await self._command(
+                view.log, {"op": "move", "tok": new_token(), "to": destination, "n": wanted}
+            )
+            if move.copies:
+                await self._finish_moves(view.log, await self._read_moves(view, [move]))
+            moved += len(move.copies)
+        return moved
 
     async def sweep(self) -> int:
         """Sweep the queues this process reads, and those nobody reads: a queue with a reader
@@ -702,7 +945,7 @@ class NatsBackend(Backend):
             try:
                 removed += await self._sweep_view(name, view)
             except QueueNotFound:
-                await self._forget(name)
+                await self._forget(split_log(name)[0])
         streams = await self.js.queue_streams()
         for name in self._looked.keys() - streams.keys():
             del self._looked[name]
@@ -752,11 +995,11 @@ class NatsBackend(Backend):
 
     async def wait_for_messages(self, queue: str, timeout: float) -> None:
         try:
-            view = await self._view(queue)
+            views = await self._all_views(queue)
         except QueueNotFound:
             await asyncio.sleep(timeout)
             return
-        await view.wait(timeout)
+        await wait_any(views, timeout)
 
 
 def _ready(future: asyncio.Future[QueueView]) -> bool:

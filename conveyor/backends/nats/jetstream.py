@@ -2,6 +2,10 @@
 
 Each queue is one stream, `<prefix>_q_<queue>`, over the subjects `<prefix>.q.<queue>.>`:
 `.log` holds the queue's records, `.meta` its settings, `.snap` the parts of its snapshots.
+A queue of N > 1 partitions has N logs: partition 0 is that stream, partition k >= 1 the stream
+`<prefix>_p<k>_<queue>` over `<prefix>.p.<queue>.<k>.>` (the same three subjects). The calls
+below take a *log name*: the queue's name for partition 0, `<queue>.<k>` for partition k (a queue
+name never holds a dot), so everything that reads or writes one log works on any partition.
 Topic subscriptions are one JSON document, the last record of the stream `<prefix>_topics`,
 replaced by compare-and-set.
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import json
 import logging
 import re
@@ -171,6 +176,34 @@ class StreamState:
         )
 
 
+#: separates a queue's name and a partition in a log name (a queue name never holds one)
+PARTITION_MARK = "."
+
+
+def log_name(queue: str, partition: int) -> str:
+    """The name of partition `partition`'s log of `queue`: the queue's own name for partition 0."""
+    return queue if partition == 0 else f"{queue}{PARTITION_MARK}{partition}"
+
+
+def split_log(log: str) -> tuple[str, int]:
+    """(queue, partition) of a log name."""
+    queue, mark, partition = log.partition(PARTITION_MARK)
+    return queue, int(partition) if mark else 0
+
+
+def created_ns(created: str) -> int:
+    """A stream's creation time (RFC 3339 with up to nanoseconds, as the server writes it) in
+    nanoseconds since the epoch, to tell which of two streams is older."""
+    text = created.strip().replace("Z", "+00:00")
+    fraction = ""
+    if "." in text:
+        head, _, tail = text.partition(".")
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        fraction, text = tail[:digits], head + tail[digits:]
+    seconds = dt.datetime.fromisoformat(text).timestamp()
+    return int(seconds) * 1_000_000_000 + int((fraction + "000000000")[:9])
+
+
 def _error_code(exc: BaseException) -> int | None:
     return getattr(exc, "err_code", None)
 
@@ -181,8 +214,10 @@ class JetStream:
     def __init__(self, options: NatsURL) -> None:
         self.options = options
         prefix = options.prefix
+        self._prefix = prefix
         self._stream_prefix = f"{prefix}_q_"
         self._subject_prefix = f"{prefix}.q."
+        self._partition_subjects = f"{prefix}.p."
         self.topics_stream = f"{prefix}_topics"
         self.topics_subject = f"{prefix}.topics"
         self.workers_stream = f"{prefix}_workers"
@@ -195,14 +230,35 @@ class JetStream:
 
     # -- names -------------------------------------------------------------------------------
 
-    def stream(self, queue: str) -> str:
-        return self._stream_prefix + queue
+    def stream(self, log: str) -> str:
+        queue, partition = split_log(log)
+        if partition == 0:
+            return self._stream_prefix + queue
+        return f"{self._prefix}_p{partition}_{queue}"
 
-    def subject(self, queue: str, kind: str) -> str:
-        return f"{self._subject_prefix}{queue}.{kind}"
+    def subjects(self, log: str) -> str:
+        """Every subject of a log's stream (a wildcard)."""
+        queue, partition = split_log(log)
+        if partition == 0:
+            return f"{self._subject_prefix}{queue}.>"
+        return f"{self._partition_subjects}{queue}.{partition}.>"
+
+    def subject(self, log: str, kind: str) -> str:
+        return self.subjects(log)[:-1] + kind
 
     def queue_of(self, stream: str) -> str | None:
         return stream[len(self._stream_prefix) :] if stream.startswith(self._stream_prefix) else None
+
+    def log_of(self, stream: str) -> str | None:
+        """The log a stream holds (a queue's, or one of its partitions'); None for another stream."""
+        queue = self.queue_of(stream)
+        if queue is not None:
+            return queue
+        head, _, queue = stream.partition("_")
+        kind, _, queue = queue.partition("_")
+        if head != self._prefix or not queue or kind[:1] != "p" or not kind[1:].isdigit():
+            return None
+        return log_name(queue, int(kind[1:]))
 
     # -- connection --------------------------------------------------------------------------
 
@@ -316,11 +372,12 @@ class JetStream:
 
     # -- streams -----------------------------------------------------------------------------
 
-    async def create_stream(self, queue: str) -> None:
-        """Idempotent: a stream that already exists (with any configuration) is left as it is."""
+    async def create_stream(self, log: str) -> StreamState:
+        """Idempotent: a stream that already exists (with any configuration) is left as it is.
+        Returns the stream's state (its creation time tells a stream made now from an older one)."""
         config = {
-            "name": self.stream(queue),
-            "subjects": [f"{self._subject_prefix}{queue}.>"],
+            "name": self.stream(log),
+            "subjects": [self.subjects(log)],
             "retention": "limits",
             "storage": "file",
             "discard": "old",
@@ -329,70 +386,81 @@ class JetStream:
             "allow_direct": True,
         }
         try:
-            await self.api(f"STREAM.CREATE.{self.stream(queue)}", config)
+            return StreamState.of(await self.api(f"STREAM.CREATE.{self.stream(log)}", config))
         except nats.js.errors.APIError as exc:
             if _error_code(exc) != STREAM_NAME_IN_USE:
                 raise
+        return await self.require_stream(log)  # made with another configuration: as it is
 
-    async def delete_stream(self, queue: str) -> bool:
+    async def delete_stream(self, log: str) -> bool:
         try:
-            await self.api(f"STREAM.DELETE.{self.stream(queue)}")
+            await self.api(f"STREAM.DELETE.{self.stream(log)}")
         except nats.js.errors.APIError as exc:
             if _error_code(exc) == STREAM_NOT_FOUND:
                 return False
             raise
         return True
 
-    async def stream_state(self, queue: str) -> StreamState | None:
+    async def stream_state(self, log: str) -> StreamState | None:
         try:
-            info = await self.api(f"STREAM.INFO.{self.stream(queue)}")
+            info = await self.api(f"STREAM.INFO.{self.stream(log)}")
         except nats.js.errors.APIError as exc:
             if _error_code(exc) == STREAM_NOT_FOUND:
                 return None
             raise
         return StreamState.of(info)
 
-    async def require_stream(self, queue: str) -> StreamState:
-        state = await self.stream_state(queue)
+    async def require_stream(self, log: str) -> StreamState:
+        state = await self.stream_state(log)
         if state is None:
-            raise QueueNotFound(queue)
+            raise QueueNotFound(split_log(log)[0])
         return state
 
-    async def queue_names(self) -> list[str]:
+    async def _stream_names(self, subject: str) -> list[str]:
         names: list[str] = []
         while True:
-            page = await self.api(
-                "STREAM.NAMES", {"offset": len(names), "subject": f"{self._subject_prefix}>"}
-            )
+            page = await self.api("STREAM.NAMES", {"offset": len(names), "subject": subject})
             streams = page.get("streams") or []
             names.extend(streams)
             if not streams or len(names) >= int(page.get("total", 0)):
-                break
+                return names
+
+    async def queue_names(self) -> list[str]:
+        names = await self._stream_names(f"{self._subject_prefix}>")
         return sorted(queue for name in names if (queue := self.queue_of(name)) is not None)
 
+    async def partition_logs(self, queue: str) -> list[str]:
+        """The logs of `queue`'s partitions 1 and up that have a stream (whatever its count says)."""
+        names = await self._stream_names(f"{self._partition_subjects}{queue}.>")
+        logs = (self.log_of(name) for name in names)
+        return sorted(log for log in logs if log is not None and split_log(log)[0] == queue)
+
     async def queue_streams(self) -> dict[str, StreamState]:
-        """Every queue's stream state, a page of up to 256 streams per request."""
+        """Every log's stream state (queues' and their partitions'), by log name, a page of up
+        to 256 streams per request."""
         streams: dict[str, StreamState] = {}
         offset = 0
         while True:
-            page = await self.api("STREAM.LIST", {"offset": offset, "subject": f"{self._subject_prefix}>"})
+            # `<prefix>.*.>` holds the queues' (.q.) and partitions' (.p.) subjects, and the
+            # rates stream's, whose name log_of leaves out
+            page = await self.api("STREAM.LIST", {"offset": offset, "subject": f"{self._prefix}.*.>"})
             infos = page.get("streams") or []
             for info in infos:
-                queue = self.queue_of(str(info["config"]["name"]))
-                if queue is not None:
-                    streams[queue] = StreamState.of(info)
+                log = self.log_of(str(info["config"]["name"]))
+                if log is not None:
+                    streams[log] = StreamState.of(info)
             offset += len(infos)
             if not infos or offset >= int(page.get("total", 0)):
                 return streams
 
-    async def record(self, queue: str, seq: int) -> bytes | None:
+    async def record(self, log: str, seq: int) -> bytes | None:
         """The payload of record `seq` (None when it is gone): a direct get, which any replica
         answers; one that has not stored it yet answers 404, so the stream leader is asked then.
 
         A stream of one replica has no other copy: its 404 is final. Not asking again also keeps
         clear of nats-server 2.9.10's crash (a nil pointer in jsMsgGetRequest) when a STREAM.MSG.GET
         by sequence meets the record's removal."""
-        stream = self.stream(queue)
+        stream = self.stream(log)
         request = json.dumps({"seq": seq}).encode()
 
         with contextlib.suppress(*_TRANSIENT):  # then the leader, which the API call retries
@@ -413,30 +481,30 @@ class JetStream:
             if code == MESSAGE_NOT_FOUND:
                 return None
             if code == STREAM_NOT_FOUND:
-                raise QueueNotFound(queue) from exc
+                raise QueueNotFound(split_log(log)[0]) from exc
             raise
         return base64.b64decode(message["message"].get("data") or b"")
 
-    async def delete_consumer(self, queue: str, consumer: str) -> None:
+    async def delete_consumer(self, log: str, consumer: str) -> None:
         """Tried once (a reader closing does not wait for a server that is away; the server
         drops an idle consumer by itself after a minute)."""
-        subject = f"$JS.API.CONSUMER.DELETE.{self.stream(queue)}.{consumer}"
+        subject = f"$JS.API.CONSUMER.DELETE.{self.stream(log)}.{consumer}"
         await self.nc.request(subject, b"", timeout=REQUEST_TIMEOUT_SECONDS)
 
-    async def purge_below(self, queue: str, seq: int) -> None:
-        await self.api(f"STREAM.PURGE.{self.stream(queue)}", {"seq": seq})
+    async def purge_below(self, log: str, seq: int) -> None:
+        await self.api(f"STREAM.PURGE.{self.stream(log)}", {"seq": seq})
 
-    async def last_on(self, queue: str, kind: str) -> tuple[int, bytes] | None:
+    async def last_on(self, log: str, kind: str) -> tuple[int, bytes] | None:
         """The sequence and data of the last record on `kind`; None when there is none.
         QueueNotFound when the stream does not exist."""
         try:
             reply = await self.api(
-                f"STREAM.MSG.GET.{self.stream(queue)}", {"last_by_subj": self.subject(queue, kind)}
+                f"STREAM.MSG.GET.{self.stream(log)}", {"last_by_subj": self.subject(log, kind)}
             )
         except nats.js.errors.APIError as exc:
             code = _error_code(exc)
             if code == STREAM_NOT_FOUND:
-                raise QueueNotFound(queue) from exc
+                raise QueueNotFound(split_log(log)[0]) from exc
             if code == MESSAGE_NOT_FOUND:
                 return None
             raise
@@ -447,7 +515,7 @@ class JetStream:
 
     async def publish(
         self,
-        queue: str,
+        log: str,
         kind: str,
         payload: bytes,
         msg_id: str,
@@ -459,7 +527,7 @@ class JetStream:
         headers = {"Nats-Msg-Id": msg_id}
         if expected_last_subject_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
-        subject = self.subject(queue, kind)
+        subject = self.subject(log, kind)
 
         async def call() -> int:
             try:
@@ -469,8 +537,8 @@ class JetStream:
             except nats.js.errors.NoStreamResponseError:
                 # nothing listens on the subject: no such stream, or (rarely) a moment when no
                 # server has it; ask, and try again in the second case
-                if await self.stream_state(queue) is None:
-                    raise QueueNotFound(queue) from None
+                if await self.stream_state(log) is None:
+                    raise QueueNotFound(split_log(log)[0]) from None
                 raise nats.errors.NoRespondersError from None
             except nats.js.errors.APIError as exc:
                 if _error_code(exc) == WRONG_LAST_SEQUENCE:
@@ -483,16 +551,16 @@ class JetStream:
         return await self._retrying(call)
 
     async def follow(
-        self, queue: str, on_record: Callable[[Msg], Awaitable[None]]
+        self, log: str, on_record: Callable[[Msg], Awaitable[None]]
     ) -> JetStreamContext.PushSubscription:
-        """Read the queue's stream from its first record on, in order, then every new record as
+        """Read the log's stream from its first record on, in order, then every new record as
         it is stored (an ordered push consumer: ephemeral, in memory, started again by the
         client from where it was if it goes quiet)."""
         config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL, inactive_threshold=60.0)
         with self.available():
             return await self.js.subscribe(
-                f"{self._subject_prefix}{queue}.>",
-                stream=self.stream(queue),
+                self.subjects(log),
+                stream=self.stream(log),
                 cb=on_record,
                 ordered_consumer=True,
                 idle_heartbeat=HEARTBEAT_SECONDS,

@@ -192,7 +192,9 @@ def decode_rehome(record: Record, seq: int) -> list[tuple[str, Location]]:
 # -- settings ------------------------------------------------------------------------------------
 
 
-def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> bytes:
+def encode_meta(settings: QueueSettings, paused: bool, created_at: float, copies: int | None = None) -> bytes:
+    """A queue's settings record; `copies` (for a partition's log) the sequence of the queue's
+    own settings record this one copies."""
     header: dict[str, Any] = {
         "op": "meta",
         "delay": settings.delivery_delay,
@@ -209,6 +211,8 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float) -> byt
         header["pull"] = settings.pull_consumer.to_dict()
     if settings.partitions != DEFAULT_PARTITIONS:
         header["parts"] = settings.partitions
+    if copies is not None:
+        header["bseq"] = copies
     return encode(header)
 
 
@@ -314,6 +318,8 @@ def encode_state(state: QueueState) -> bytes:
         "moves": moves,
         "dedup": [[dedup_id, message_id, until] for dedup_id, (message_id, until) in state.dedup.items()],
     }
+    if state.meta_seq:  # a partition's: which settings record of its queue it holds a copy of
+        header["mseq"] = state.meta_seq
     return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -372,6 +378,7 @@ def decode_state(name: str, data: bytes) -> QueueState:
         state.outbox[move_id] = Move(move_id, destination, copies, started_at)
     for dedup_id, message_id, until in header.get("dedup", ()):
         state.dedup[dedup_id] = (message_id, until)
+    state.meta_seq = int(header.get("mseq", 0))
     return state
 
 

@@ -160,6 +160,9 @@ class QueueState:
         self.groups: dict[str, dict[str, None]] = {}
         self.now = 0.0
         self.bytes = 0
+        # a partition's log: the sequence of the queue's settings record its settings copy
+        # (0: none yet, or not a partition)
+        self.meta_seq = 0
 
     # -- time --------------------------------------------------------------------------------
 
@@ -224,15 +227,19 @@ class QueueState:
         new = self.admitted(arrivals, now)
         return self.room_refusal(len(new), sum(a.location[2] for a in new))
 
-    def room_refusal(self, count: int, adding: int) -> tuple[str, int, int, int] | None:
-        """Why `count` more messages of `adding` bytes do not fit: as `refusal`."""
+    def room_refusal(
+        self, count: int, adding: int, held: tuple[int, int] | None = None
+    ) -> tuple[str, int, int, int] | None:
+        """Why `count` more messages of `adding` bytes do not fit: as `refusal`. `held` (messages,
+        bytes): what the queue holds, when that is more than this log (a partitioned queue's)."""
         if not count:
             return None
+        messages, size = (len(self.messages), self.bytes) if held is None else held
         most_messages, most_bytes = self.settings.max_backlog_messages, self.settings.max_backlog_bytes
-        if most_messages is not None and len(self.messages) + count > most_messages:
-            return "max_backlog_messages", len(self.messages), count, most_messages
-        if most_bytes is not None and self.bytes + adding > most_bytes:
-            return "max_backlog_bytes", self.bytes, adding, most_bytes
+        if most_messages is not None and messages + count > most_messages:
+            return "max_backlog_messages", messages, count, most_messages
+        if most_bytes is not None and size + adding > most_bytes:
+            return "max_backlog_bytes", size, adding, most_bytes
         return None
 
     def admitted(self, items: Sequence[_Sent], now: float) -> list[_Sent]:
@@ -532,3 +539,10 @@ class QueueState:
         if limit <= 0:
             return []
         return heapq.nsmallest(limit, self.messages.values(), key=lambda m: (m.visible_at, m.order))
+
+    def peek_sent(self, limit: int) -> list[Message]:
+        """Up to `limit` messages in the order they were sent (a partitioned queue's peek merges
+        its partitions by send time)."""
+        if limit <= 0:
+            return []
+        return heapq.nsmallest(limit, self.messages.values(), key=lambda m: (m.timestamp, m.order))

@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 
 from conveyor.backends.base import make_lease_id, new_token
 from conveyor.backends.nats import records
-from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, raise_if_cancelled
+from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, raise_if_cancelled, split_log
 from conveyor.backends.nats.records import Record
 from conveyor.backends.nats.state import ORDER_SHIFT, Location, QueueState
 from conveyor.errors import BackendUnavailable
@@ -71,10 +71,14 @@ def record_position(reply: str) -> tuple[str, int, float]:
 
 
 class QueueView:
-    def __init__(self, js: JetStream, queue: str) -> None:
+    """One log's state: a queue's, or one partition's of a partitioned queue (`log`, see
+    jetstream.log_name); `queue` is the queue's name either way."""
+
+    def __init__(self, js: JetStream, log: str) -> None:
         self.js = js
-        self.queue = queue
-        self.state = QueueState(queue)
+        self.log = log
+        self.queue = split_log(log)[0]
+        self.state = QueueState(self.queue)
         self.applied = 0  # stream sequence of the last record applied
         self.created: str | None = None
         self._generation = 0
@@ -101,7 +105,7 @@ class QueueView:
     # -- reading the log ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        stream = await self.js.require_stream(self.queue)
+        stream = await self.js.require_stream(self.log)
         self.created = stream.created
         self._subscription = await self._follow(self._generation)
         await self.wait_applied(stream.last_seq)
@@ -119,7 +123,7 @@ class QueueView:
                 future.cancel()
         if self._consumer is not None:  # at once: a stream with no consumer is one nobody reads
             with contextlib.suppress(Exception):
-                await self.js.delete_consumer(self.queue, self._consumer)
+                await self.js.delete_consumer(self.log, self._consumer)
 
     async def _follow(self, generation: int) -> Any:
         async def on_record(msg: Msg) -> None:
@@ -129,11 +133,11 @@ class QueueView:
                 self._receive(msg)
             except Exception:  # a bug here must not pass in silence: read everything again
                 log.exception(
-                    "queue %s: applying record %s failed; reading the log again", self.queue, msg.reply
+                    "queue %s: applying record %s failed; reading the log again", self.log, msg.reply
                 )
                 self._restart()
 
-        return await self.js.follow(self.queue, on_record)
+        return await self.js.follow(self.log, on_record)
 
     async def _unsubscribe(self) -> None:
         subscription, self._subscription = self._subscription, None
@@ -166,7 +170,7 @@ class QueueView:
             try:
                 subscription = await self._follow(generation)
             except Exception as exc:  # the stream may be gone or leaderless for a while
-                log.warning("reading the log of queue %s again failed: %r", self.queue, exc)
+                log.warning("reading the log of queue %s again failed: %r", self.log, exc)
                 pause = min(max(pause * 2, 0.1), 5.0)
                 continue
             if generation == self._generation:
@@ -198,9 +202,9 @@ class QueueView:
 
     async def _check_incarnation(self, generation: int) -> None:
         try:
-            stream = await self.js.stream_state(self.queue)
+            stream = await self.js.stream_state(self.log)
         except Exception as exc:
-            log.warning("queue %s: checking its stream failed (%r); reading its log again", self.queue, exc)
+            log.warning("queue %s: checking its stream failed (%r); reading its log again", self.log, exc)
             stream = None
         if generation != self._generation:
             return
@@ -215,7 +219,7 @@ class QueueView:
                 _, seq, timestamp = record_position(msg.reply)
                 self._take(seq, timestamp, msg.data)
         except Exception:  # as in on_record: never in silence
-            log.exception("queue %s: applying a record failed; reading the log again", self.queue)
+            log.exception("queue %s: applying a record failed; reading the log again", self.log)
             self._restart()
 
     def _take(self, seq: int, timestamp: float, data: bytes) -> None:
@@ -224,7 +228,7 @@ class QueueView:
             if seq != 1:  # compacted: the state before `seq` is in a snapshot further on
                 self._loading = []
         elif seq != self._last_seen + 1:
-            log.info("records of queue %s were compacted under its reader; reading again", self.queue)
+            log.info("records of queue %s were compacted under its reader; reading again", self.log)
             self._restart()
             return
         self._last_seen = seq
@@ -237,7 +241,7 @@ class QueueView:
         try:
             return records.decode(data)
         except ValueError:
-            log.error("queue %s: record %d is not a conveyor record; skipped", self.queue, seq)
+            log.error("queue %s: record %d is not a conveyor record; skipped", self.log, seq)
             return Record("unknown", {}, len(data), memoryview(b""))
 
     def _load(self, seq: int, timestamp: float, data: bytes) -> None:
@@ -337,15 +341,21 @@ class QueueView:
             if result and state.groups:
                 self.wake()  # a group's head swept: its next is deliverable
         elif op == "meta":
-            if state.set_meta(*records.decode_meta(record)):
-                self.wake()
+            # a partition's copy of its queue's settings names the queue's settings record it
+            # copies: an older copy landing after a newer one (two writers) changes nothing
+            copied = header.get("bseq")
+            if copied is None or int(copied) > state.meta_seq:
+                if copied is not None:
+                    state.meta_seq = int(copied)
+                if state.set_meta(*records.decode_meta(record)):
+                    self.wake()
         elif op == "rehome":
             state.rehome(records.decode_rehome(record, seq))
         elif op == "snap":
             if int(header["part"]) == int(header["parts"]) - 1:
                 self._log_bytes = state.bytes  # someone compacted: about the live bodies are left
         else:
-            log.error("queue %s: record %d has an unknown kind %r; skipped", self.queue, seq, op)
+            log.error("queue %s: record %d has an unknown kind %r; skipped", self.log, seq, op)
         self.applied = seq
         waiting = header.get("tok")
         if waiting is not None:
@@ -390,7 +400,7 @@ class QueueView:
 
     async def sync(self) -> None:
         """Apply every record stored before this call (QueueNotFound if the queue is gone)."""
-        stream = await self.js.require_stream(self.queue)
+        stream = await self.js.require_stream(self.log)
         if stream.created != self.created:
             self.created = stream.created
             self._restart()
@@ -407,7 +417,7 @@ class QueueView:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._results[token] = future
         try:
-            seq = await self.js.publish(self.queue, "log", payload, msg_id)
+            seq = await self.js.publish(self.log, "log", payload, msg_id)
             for _ in range(2):
                 await self.wait_applied(seq)
                 if future.done():
@@ -429,7 +439,7 @@ class QueueView:
                 try:
                     await sweep()
                 except Exception as exc:  # the next one tries again
-                    log.warning("queue %s: sweeping failed: %r", self.queue, exc)
+                    log.warning("queue %s: sweeping failed: %r", self.log, exc)
                 await asyncio.sleep(interval)
 
         self._spawn(loop())
@@ -458,6 +468,11 @@ class QueueView:
             if event.is_set():
                 return
 
+    def due(self) -> tuple[float | None, asyncio.Event]:
+        """When the earliest message becomes visible (None: none, or paused) and the event a
+        record that may change it sets."""
+        return self.state.next_due(), self._wake
+
     # -- bodies ------------------------------------------------------------------------------
 
     async def bodies(self, locations: Sequence[Location]) -> list[bytes | None]:
@@ -466,7 +481,7 @@ class QueueView:
         wanted = {location[0] for location in locations} - self._cache.keys()
         if wanted:
             ordered = sorted(wanted)
-            payloads = await asyncio.gather(*(self.js.record(self.queue, seq) for seq in ordered))
+            payloads = await asyncio.gather(*(self.js.record(self.log, seq) for seq in ordered))
             for seq, payload in zip(ordered, payloads, strict=True):
                 if payload is not None:
                     self._remember(seq, payload)
@@ -509,26 +524,26 @@ class QueueView:
             for index, part in enumerate(parts):
                 header = {"op": "snap", "base": base, "id": snapshot, "part": index, "parts": len(parts)}
                 await self.js.publish(
-                    self.queue, "snap", records.encode(header, part), f"snap-{snapshot}-{index}"
+                    self.log, "snap", records.encode(header, part), f"snap-{snapshot}-{index}"
                 )
             # the latest settings must outlive the purge: copy them above `keep` if they are below
-            last = await self.js.last_on(self.queue, "meta")
+            last = await self.js.last_on(self.log, "meta")
             if last is not None and last[0] < keep:
                 with contextlib.suppress(WrongLastSequence):  # a newer one is above already
                     await self.js.publish(
-                        self.queue, "meta", last[1], f"meta-{snapshot}", expected_last_subject_seq=last[0]
+                        self.log, "meta", last[1], f"meta-{snapshot}", expected_last_subject_seq=last[0]
                     )
             if keep > 1:
-                await self.js.purge_below(self.queue, keep)
+                await self.js.purge_below(self.log, keep)
             log.info(
                 "queue %s: log compacted below record %d (snapshot at %d, %d bytes)",
-                self.queue,
+                self.log,
                 keep,
                 base,
                 len(data),
             )
         except Exception as exc:
-            log.warning("queue %s: compacting the log failed: %r", self.queue, exc)
+            log.warning("queue %s: compacting the log failed: %r", self.log, exc)
         finally:
             self._compacting = False
 
@@ -565,6 +580,37 @@ class QueueView:
         await self.wait_applied(last)
 
     async def _write_rehome(self, bodies: list[tuple[str, bytes]]) -> int:
-        return await self.js.publish(
-            self.queue, "log", records.encode_rehome(bodies), f"rehome-{new_token()}"
-        )
+        return await self.js.publish(self.log, "log", records.encode_rehome(bodies), f"rehome-{new_token()}")
+
+
+async def wait_any(
+    views: Sequence[QueueView], timeout: float, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """`QueueView.wait` over several logs (a partitioned queue's): return when a message of any
+    may be deliverable, or after `timeout` seconds."""
+    if len(views) == 1:
+        await views[0].wait(timeout, clock)
+        return
+    deadline = clock() + timeout
+    while True:
+        now = max(view.now() for view in views)
+        dues = [view.due() for view in views]
+        soonest = min((due for due, _ in dues if due is not None), default=None)
+        if soonest is not None and soonest <= now:
+            return
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return
+        if soonest is not None:
+            remaining = min(remaining, soonest - now)
+        events = [event for _, event in dues]
+        waiters = [asyncio.ensure_future(event.wait()) for event in events]
+        try:
+            await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)  # none left pending
+        raise_if_cancelled()
+        if any(event.is_set() for event in events):
+            return
