@@ -1,6 +1,7 @@
-"""Ordered message groups across a SIGKILLed worker process, on every engine processes can share:
-each group's messages are handled in send order and one at a time, before and after the kill; a
-head the dead worker held comes back (same message, not the next) once its lease expires."""
+"""Ordered message groups across a SIGKILLed worker process, on every engine processes can share,
+in a queue of one partition and of four: each group's messages are handled in send order and one
+at a time, before and after the kill; a head the dead worker held comes back (same message, not
+the next) once its lease expires."""
 
 from __future__ import annotations
 
@@ -57,12 +58,14 @@ def read_log(log: Path) -> list[tuple[str, str, int]]:
     return entries
 
 
+@pytest.mark.parametrize("partitions", [1, 4])
 async def test_groups_keep_their_order_across_a_sigkilled_worker(
-    engine: EngineSetup, url: str, tmp_path: Path, workers: list[subprocess.Popen[bytes]]
+    engine: EngineSetup, url: str, tmp_path: Path, workers: list[subprocess.Popen[bytes]], partitions: int
 ) -> None:
     skip_memory(engine)
     log = tmp_path / "handled.log"
     async with conveyor.App(url) as app:
+        await app.create_queue("jobs", partitions=partitions)  # 4: the groups spread over partitions
         queue = app.queue("jobs")
         for n in range(PER_GROUP):
             await queue.send_batch([conveyor.SendRequest({"n": n}, group=f"g{g}") for g in range(GROUPS)])

@@ -781,8 +781,8 @@ return #gone
 -- KEYS: the queue, then one group per dead-letter queue on this node. ARGV: ack count,
 -- (id, token)..., retry count, (id, token, delay µs)..., dead-letter count,
 -- (id, token, new id, dead-letter record JSON, target, its headers JSON)... where target is 0 (delete), a group
--- number (move there) or -1 (another Cluster slot: returned for the caller to copy, then
--- `finish_moves`).
+-- number (move there) or -1 (another Cluster slot, or a partitioned queue: returned for the
+-- caller to copy, then `finish_moves`).
 -- Returns {missing group or 0, statuses 1/0 per item in order, records of -1 targets, wake-up
 -- tokens pushed}.
 for g = 1, group_count() do
