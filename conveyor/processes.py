@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -104,3 +105,16 @@ def _watch(fd: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(ORPHAN_GRACE_SECONDS)
     os._exit(1)  # the graceful shutdown hung: an orphan must not outlive its grace
+
+
+def terminate(process: subprocess.Popen[Any], timeout: float) -> None:
+    """Stop a child we started: SIGTERM, then SIGKILL if it has not exited within `timeout`
+    seconds; waits for it either way (no zombie). Nothing happens if it has already exited."""
+    if process.poll() is not None:
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()

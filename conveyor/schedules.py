@@ -223,12 +223,24 @@ class Scheduler:
             for schedule in self.schedules:
                 group.create_task(self._run_one(schedule, stopping), name=f"schedule:{schedule.name}")
 
-    async def _run_one(self, schedule: Schedule, stopping: asyncio.Event) -> None:
-        clock = self.core.clock
-        now = clock.now()
+    async def send_due(self) -> None:
+        """Send each schedule's latest tick if it is recent (within its catch_up), as a worker
+        does when it starts; a tick already sent is deduplicated. For `conveyor.testing.drain`."""
+        await self.check()
+        for schedule in self.schedules:
+            await self._send_latest(schedule)
+
+    async def _send_latest(self, schedule: Schedule) -> float:
+        """Send the latest tick if it is recent; returns that tick."""
+        now = self.core.clock.now()
         last = schedule.previous_tick(now)
         if now - last <= schedule.catch_up_seconds:
             await self._send(schedule, last)  # the latest tick, if recent: sent once whoever sends it
+        return last
+
+    async def _run_one(self, schedule: Schedule, stopping: asyncio.Event) -> None:
+        clock = self.core.clock
+        last = await self._send_latest(schedule)
         while not stopping.is_set():
             tick = schedule.next_tick(last)
             if not await _sleep_until(clock, tick, stopping):

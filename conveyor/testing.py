@@ -18,6 +18,7 @@ from typing import Any
 
 from conveyor.app import App
 from conveyor.errors import QueueNotFound
+from conveyor.schedules import Scheduler
 
 # How long `drain` waits at most before giving up.
 DEFAULT_DRAIN_TIMEOUT = 30.0
@@ -70,11 +71,16 @@ def _wake(future: asyncio.Future[None]) -> None:
 async def drain(app: App, *, timeout: float = DEFAULT_DRAIN_TIMEOUT, queues: list[str] | None = None) -> int:
     """Run the app's consumers until their queues hold nothing ready or in flight; returns how many
     messages were handled. Delayed messages stay (advance a FakeClock to release them).
+    Schedules send their tick due now first (the latest within its catch_up, once per tick), as a
+    worker does when it starts.
 
     Partial batches are handed over as soon as a queue runs dry, so no test waits for
     `max_batch_timeout`. Raises TimeoutError if the queues are not drained within `timeout`
     seconds (default 30). `queues` limits the run to the consumers of those queues.
     """
+    if app.schedules:
+        # ticks due now are sent first, so the run below cannot end before they are queued
+        await Scheduler(app.core, app.schedules).send_due()
     # max_batch_timeout 0: a partial batch is handed over as soon as its queue runs dry
     specs = [
         dataclasses.replace(spec, max_batch_timeout=0)

@@ -23,7 +23,7 @@ from reliability.checker import Figures, check
 from reliability.engines import Engine, select
 from reliability.ledger import Ledger
 from reliability.report import print_table, write_json
-from reliability.scenarios.base import Context, Scenario
+from reliability.scenarios.base import DRAIN_SECONDS, Context, Scenario
 from reliability.servers import OwnServer
 
 # On top of a scenario's budget and drain: set-up, the checker, stopping processes.
@@ -71,7 +71,7 @@ async def run_one(
             await asyncio.to_thread(server.start)
         url = engine.isolated_url(run_dir, None if server is None else server.url)
         context = Context(scenario, engine, run_dir, url, quick=quick, server=server)
-        drain = scenario.drain or (30.0, 90.0)
+        drain = scenario.drain or (DRAIN_SECONDS[True], DRAIN_SECONDS[False])
         limit = scenario.budget[0 if quick else 1] + drain[0 if quick else 1] + RUN_MARGIN_SECONDS
         async with asyncio.timeout(limit):
             await scenario.body(context)

@@ -25,6 +25,8 @@ from typing import TypeVar
 
 import psutil
 
+from conveyor.processes import terminate
+
 # How long a server may take to accept connections after it starts.
 STARTUP_TIMEOUT_SECONDS = 30.0
 # How long a killed server's processes may take to be gone.
@@ -121,14 +123,8 @@ class OwnServer:
     def stop(self) -> None:
         """A clean stop (SIGTERM, then SIGKILL past the timeout)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=EXIT_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            terminate(process, EXIT_TIMEOUT_SECONDS)
 
 
 class OwnPostgres(OwnServer):

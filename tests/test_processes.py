@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conveyor.processes import PARENT_PIPE_ENV, watch_parent
+from conveyor.processes import PARENT_PIPE_ENV, terminate, watch_parent
 
 WAIT_SECONDS = 60.0
 
@@ -56,3 +56,18 @@ def test_a_watching_child_stops_when_its_parent_dies(tmp_path: Path, signum: int
 def test_without_a_parent_pipe_there_is_nothing_to_watch(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(PARENT_PIPE_ENV, raising=False)
     assert watch_parent() is False
+
+
+def test_terminate_stops_a_child_with_sigterm_and_one_that_ignores_it_with_sigkill() -> None:
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ignores_sigterm = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    stubborn = subprocess.Popen([sys.executable, "-c", ignores_sigterm], stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"
+    terminate(polite, timeout=10)
+    terminate(stubborn, timeout=0.5)
+    assert (polite.returncode, stubborn.returncode) == (-signal.SIGTERM, -signal.SIGKILL)
+    terminate(polite, timeout=10)  # already gone: nothing to do
+    stubborn.stdout.close()

@@ -19,7 +19,7 @@ import pytest
 
 import conveyor
 from conveyor.limits import DEFAULT_SCHEDULE_CATCH_UP_SECONDS, SCHEDULE_DEDUP_MARGIN_SECONDS
-from conveyor.testing import FakeClock
+from conveyor.testing import FakeClock, drain
 from tests.support.engines import ENGINES, EngineSetup
 from tests.support.polling import eventually
 
@@ -319,3 +319,22 @@ async def test_two_worker_processes_send_exactly_one_message_per_tick(
     assert len(ticks) == len(set(ticks))  # one message per tick
     # and no tick skipped between the first and the last
     assert ticks == [ticks[0] + n for n in range(len(ticks))], json.dumps(ticks)
+
+
+async def test_drain_in_a_test_sends_the_tick_due_on_a_fake_clock_once() -> None:
+    # docs/testing.md: drain runs the App's schedules as a worker does, on the App's clock
+    clock = FakeClock(START + 30)
+    app = conveyor.App("memory://", clock=clock)
+    app.schedule(every=60, queue="reports", body={"report": "hourly"})
+    handled: list[object] = []
+
+    @app.consumer("reports")
+    async def report(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        handled.extend(message.body for message in batch.messages)
+
+    async with app:
+        assert await drain(app) == 1  # the tick of START, 30 s ago: within catch_up
+        assert await drain(app) == 0  # the same tick again: deduplicated
+        clock.advance(60)
+        assert await drain(app) == 1
+    assert handled == [{"report": "hourly"}, {"report": "hourly"}]

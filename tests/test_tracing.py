@@ -150,6 +150,24 @@ async def test_a_batch_send_is_one_span_whose_context_every_message_carries(
     assert _ids(copy.headers["traceparent"]) == (_trace_id(publish), _span_id(publish))
 
 
+def test_a_blocking_send_is_a_child_of_the_callers_current_span(
+    spans: InMemorySpanExporter, provider: TracerProvider, tmp_path: Path
+) -> None:
+    # send_sync runs on a private event loop in another thread: the caller's context goes along
+    app = conveyor.App(f"sqlite:///{tmp_path / 'app.db'}")
+    try:
+        with provider.get_tracer("web").start_as_current_span("POST /orders") as request:
+            app.queue("orders").send_sync({"id": 1})
+    finally:
+        asyncio.run(app.close())
+    [send] = by_kind(spans, SpanKind.PRODUCER)
+    assert send.parent is not None
+    assert (send.parent.trace_id, send.parent.span_id) == (
+        request.get_span_context().trace_id,
+        request.get_span_context().span_id,
+    )
+
+
 async def test_a_refused_send_ends_its_span_with_the_error(spans: InMemorySpanExporter) -> None:
     async with conveyor.App("memory://") as app:
         with pytest.raises(conveyor.InvalidHeaders):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from conveyor.processes import terminate
 
 STARTUP_TIMEOUT_SECONDS = 20.0
 # Redis Cluster's hash slots: every one must be served for cluster_state:ok
@@ -104,14 +105,8 @@ class RedisServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STARTUP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            terminate(process, STARTUP_TIMEOUT_SECONDS)
 
     def restart(self) -> None:
         """Stop and start again on the same port: with persistence off, every key is gone."""

@@ -8,6 +8,9 @@
     @router.on(Signup, batch=True)         # every Signup of the batch at once (one bulk INSERT)
     async def on_signups(events: list[Signup], env: conveyor.Env) -> None: ...
 
+A handler that needs more than the event (its headers, id or attempts) takes a third parameter:
+the event's `conveyor.Message` (for a batch handler, the list of them, in the events' order).
+
     app.consumer("events", dead_letter_queue="events-dlq")(router)
 
 A body that fails validation never reaches a handler: it is logged, counted and dead-lettered
@@ -24,7 +27,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, Protocol, TypeVar, cast, overload
 
 import pydantic
 import pydantic_core
@@ -39,6 +42,29 @@ log = logging.getLogger("conveyor.router")
 M = TypeVar("M", bound=pydantic.BaseModel)
 EventHandler = Callable[[M, Env], Awaitable[None]]
 BatchHandler = Callable[[list[M], Env], Awaitable[None]]
+# the same with the delivered message(s) as a third argument: headers, id, attempts
+MessageEventHandler = Callable[[M, Env, Message], Awaitable[None]]
+MessageBatchHandler = Callable[[list[M], Env, list[Message]], Awaitable[None]]
+
+
+class RegistersEvents(Protocol[M]):
+    """What `Router.on(model)` returns: a decorator taking a handler of `model`'s events."""
+
+    @overload
+    def __call__(self, handler: EventHandler[M], /) -> EventHandler[M]: ...
+    @overload
+    def __call__(self, handler: MessageEventHandler[M], /) -> MessageEventHandler[M]: ...
+
+
+class RegistersBatches(Protocol[M]):
+    """What `Router.on(model, batch=True)` returns: a decorator taking a batch handler."""
+
+    @overload
+    def __call__(self, handler: BatchHandler[M], /) -> BatchHandler[M]: ...
+    @overload
+    def __call__(self, handler: MessageBatchHandler[M], /) -> MessageBatchHandler[M]: ...
+
+
 Unhandled = Literal["dead_letter", "ack"]
 UNHANDLED_POLICIES: tuple[Unhandled, ...] = ("dead_letter", "ack")
 
@@ -47,8 +73,10 @@ UNHANDLED_POLICIES: tuple[Unhandled, ...] = ("dead_letter", "ack")
 class Route:
     model: type[pydantic.BaseModel]
     label: str
-    handler: Callable[[Any, Env], Awaitable[None]]
+    handler: Callable[..., Awaitable[None]]
     batch: bool
+    # the handler takes the message(s) as a third argument
+    with_message: bool = False
 
     @property
     def name(self) -> str:
@@ -85,16 +113,17 @@ class Router:
     # -- registration ------------------------------------------------------------------------
 
     @overload
-    def on(
-        self, model: type[M], *, batch: Literal[False] = False
-    ) -> Callable[[EventHandler[M]], EventHandler[M]]: ...
+    def on(self, model: type[M], *, batch: Literal[False] = False) -> RegistersEvents[M]: ...
 
     @overload
-    def on(self, model: type[M], *, batch: Literal[True]) -> Callable[[BatchHandler[M]], BatchHandler[M]]: ...
+    def on(self, model: type[M], *, batch: Literal[True]) -> RegistersBatches[M]: ...
 
-    def on(self, model: type[M], *, batch: bool = False) -> Callable[[Any], Any]:
+    def on(self, model: type[M], *, batch: bool = False) -> RegistersEvents[M] | RegistersBatches[M]:
         """Register `async def handler(event: model, env)`, or with `batch=True`
-        `async def handler(events: list[model], env)`, as the handler of `model`'s events."""
+        `async def handler(events: list[model], env)`, as the handler of `model`'s events.
+
+        A handler with a third parameter also gets the delivered `Message` (its headers, id,
+        attempts), or with `batch=True` the list of them in the events' order."""
         if model not in self.union.models:
             name = getattr(model, "__name__", repr(model))
             raise TypeError(f"{name} is not in this router's union ({self.union.describe()})")
@@ -106,10 +135,12 @@ class Router:
                 raise TypeError(f"the handler of {model.__name__} must be an async function; got {handler!r}")
             if model in self._routes:
                 raise ValueError(f"{model.__name__} already has a handler: {self._routes[model].name}")
-            self._routes[model] = Route(model, self.union.labels[model], handler, batch)
+            self._routes[model] = Route(
+                model, self.union.labels[model], handler, batch, _takes_message(handler)
+            )
             return handler
 
-        return register
+        return cast("RegistersEvents[M] | RegistersBatches[M]", register)
 
     # -- the consumer handler ----------------------------------------------------------------
 
@@ -185,7 +216,10 @@ class Router:
     async def _run_one(self, route: Route, message: Message, event: pydantic.BaseModel, env: Env) -> None:
         counters = self.stats.counter(route.label)
         try:
-            await route.handler(event, env)
+            if route.with_message:
+                await route.handler(event, env, message)
+            else:
+                await route.handler(event, env)
         except Exception as exc:
             counters.failed += 1
             log.exception(
@@ -206,7 +240,11 @@ class Router:
     ) -> None:
         counters = self.stats.counter(route.label)
         try:
-            await route.handler([event for _, event in members], env)
+            events = [event for _, event in members]
+            if route.with_message:
+                await route.handler(events, env, [message for message, _ in members])
+            else:
+                await route.handler(events, env)
         except Exception as exc:
             counters.failed += len(members)
             log.exception(
@@ -239,6 +277,17 @@ def _validation_text(exc: pydantic.ValidationError) -> str:
         parts.append(f"{where + ': ' if where else ''}{error['msg']} [{error['type']}]")
     count = exc.error_count()
     return f"{count} validation error{'s' if count != 1 else ''} for {exc.title}: {'; '.join(parts)}"
+
+
+def _takes_message(handler: Callable[..., Any]) -> bool:
+    """Whether `handler` takes a third positional argument (the message or messages)."""
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable without a signature: two arguments
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    return variadic or len(positional) >= 3
 
 
 def _is_async(handler: object) -> bool:

@@ -29,8 +29,9 @@ from reliability.servers import OwnServer
 # visibility timeouts: what a redelivery after a lost lease takes.
 DRAIN_STALL_SECONDS = 4.0
 DRAIN_POLL_SECONDS = 0.25
-# The longest the drain runs, quick and full.
-DRAIN_SECONDS = {True: 30.0, False: 90.0}
+# The longest the drain runs, quick and full, while it still moves (a stalled drain ends after
+# DRAIN_STALL_SECONDS): a quick run on a loaded 2-core machine may need a minute.
+DRAIN_SECONDS = {True: 60.0, False: 90.0}
 # How long the worker's command line waits for its batches after SIGTERM.
 WORKER_SHUTDOWN_GRACE_SECONDS = 20
 # What a worker prints once its consumers run (conveyor/cli/worker.py).

@@ -50,6 +50,8 @@ def explain(result: RunResult) -> str:
     return "\n".join(lines)
 
 
+# a quick run: its budget, a drain of up to a minute while messages still move, and set-up
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize(("scenario", "engine_name"), cases())
 async def test_a_quick_run_keeps_every_rule(scenario: str, engine_name: str, tmp_path: Path) -> None:
     [engine] = select(engine_name)

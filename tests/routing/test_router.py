@@ -319,6 +319,34 @@ async def test_handlers_get_the_apps_env(app: conveyor.App) -> None:
     assert mail.body == {"to": "user7@example.com"}
 
 
+async def test_a_handler_with_a_third_parameter_gets_the_delivered_message(app: conveyor.App) -> None:
+    router = conveyor.Router(Event)
+    seen: list[tuple[str, str | None, int]] = []
+    batches: list[list[tuple[str, str]]] = []
+
+    @router.on(LinkClick)
+    async def on_click(event: LinkClick, env: conveyor.Env, message: conveyor.Message) -> None:
+        seen.append((event.data.id, message.headers.get("trace"), message.attempts))
+
+    @router.on(Signup, batch=True)
+    async def on_signups(events: list[Signup], env: conveyor.Env, messages: list[conveyor.Message]) -> None:
+        batches.append([(event.email, message.id) for event, message in zip(events, messages, strict=True)])
+
+    app.consumer("events", max_batch_size=10)(router)
+    ids = await app.queue("events").send_batch(
+        [
+            conveyor.SendRequest(click(1), headers={"trace": "t-1"}),
+            conveyor.SendRequest(signup(1)),
+            conveyor.SendRequest(click(2)),
+            conveyor.SendRequest(signup(2)),
+        ]
+    )
+    await drain(app)
+
+    assert seen == [("c1", "t-1", 1), ("c2", None, 1)]
+    assert batches == [[("user1@example.com", ids[1]), ("user2@example.com", ids[3])]]
+
+
 # -- registration -------------------------------------------------------------------------------
 
 
@@ -395,6 +423,16 @@ def test_mypy_checks_the_handlers_event_type(tmp_path: Path) -> None:
         "async def wrong_model(event: LinkClick, env: conveyor.Env) -> None: ...\n"
         "@router.on(LinkClick, batch=True)\n"
         "async def not_a_list(event: LinkClick, env: conveyor.Env) -> None: ...\n"
+        "@router.on(LinkClick)\n"
+        "async def with_message(\n"
+        "    event: LinkClick, env: conveyor.Env, message: conveyor.Message\n"
+        ") -> None: ...\n"
+        "@router.on(Signup, batch=True)\n"
+        "async def with_messages(\n"
+        "    events: list[Signup], env: conveyor.Env, messages: list[conveyor.Message]\n"
+        ") -> None: ...\n"
+        "@router.on(LinkClick)\n"
+        "async def message_not_a_list(event: LinkClick, env: conveyor.Env, message: list[int]) -> None: ...\n"
     )
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(source)],
@@ -406,7 +444,7 @@ def test_mypy_checks_the_handlers_event_type(tmp_path: Path) -> None:
     # only the snippet's own errors: another module's would be another test's business
     lines = [line.removeprefix(f"{source}:") for line in result.stdout.splitlines()]
     errors = [line.split(":")[0] for line in lines if ": error:" in line and line[:1].isdigit()]
-    assert errors == ["12", "14"], result.stdout
+    assert errors == ["12", "14", "24"], result.stdout
 
 
 @pytest.mark.slow

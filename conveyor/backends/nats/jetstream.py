@@ -455,7 +455,11 @@ class JetStream:
 
     async def record(self, log: str, seq: int) -> bytes | None:
         """The payload of record `seq` (None when it is gone): a direct get, which any replica
-        answers; one that has not stored it yet answers 404, so the stream leader is asked then."""
+        answers; one that has not stored it yet answers 404, so the stream leader is asked then.
+
+        A stream of one replica has no other copy: its 404 is final. Not asking again also keeps
+        clear of nats-server 2.9.10's crash (a nil pointer in jsMsgGetRequest) when a STREAM.MSG.GET
+        by sequence meets the record's removal."""
         stream = self.stream(log)
         request = json.dumps({"seq": seq}).encode()
 
@@ -465,8 +469,11 @@ class JetStream:
                 f"$JS.API.DIRECT.GET.{stream}", request, timeout=REQUEST_TIMEOUT_SECONDS
             )
             raise_if_cancelled()
-            if (reply.headers or {}).get("Status") is None:
+            status = (reply.headers or {}).get("Status")
+            if status is None:
                 return reply.data
+            if status == "404" and self.options.replicas == 1:
+                return None
         try:
             message = await self.api(f"STREAM.MSG.GET.{stream}", {"seq": seq})
         except nats.js.errors.APIError as exc:
