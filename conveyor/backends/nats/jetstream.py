@@ -187,9 +187,12 @@ class JetStream:
         self.topics_subject = f"{prefix}.topics"
         self.workers_stream = f"{prefix}_workers"
         self.workers_subject = f"{prefix}.workers"
-        # shared rate limits: one subject per queue holding its token bucket's last state
-        self.rates_stream = f"{prefix}_rates"
-        self._rates_subject_prefix = f"{prefix}.rates."
+        # shared rate limits: one subject per queue holding its token bucket's last state, in
+        # memory (a bucket refills by itself after a server restart). Not `_rates` on file as
+        # before: nats-server 2.9.10 crashed (a nil pointer in jsMsgGetRequest) when workers read
+        # and replaced a bucket on file storage at full speed; its memory store reads under a lock.
+        self.rates_stream = f"{prefix}_buckets"
+        self._rates_subject_prefix = f"{prefix}.buckets."
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
 
@@ -544,7 +547,7 @@ class JetStream:
         subject = self._rates_subject_prefix + queue
         # the stream is made with the first bucket: queues without a shared rate never need it
         stream = (self.rates_stream, self._rates_subject_prefix + ">") if expected_seq == 0 else None
-        await self._replace_last(subject, state, expected_seq, stream)
+        await self._replace_last(subject, state, expected_seq, stream, storage="memory")
 
     async def write_topics(self, document: bytes, expected_seq: int) -> None:
         """Replace the subscriptions document if it is still at `expected_seq`, else raise
@@ -554,18 +557,23 @@ class JetStream:
         )
 
     async def _replace_last(
-        self, subject: str, data: bytes, expected_seq: int, stream: tuple[str, str] | None
+        self,
+        subject: str,
+        data: bytes,
+        expected_seq: int,
+        stream: tuple[str, str] | None,
+        storage: str = "file",
     ) -> None:
         """Publish `data` as the one record of `subject` if its last is still at `expected_seq`
         (compare-and-set), else WrongLastSequence; `stream` (name, subjects) is created first
-        when given (one record per subject)."""
+        when given (one record per subject, on `storage`)."""
         if stream is not None:
             name, subjects = stream
             config = {
                 "name": name,
                 "subjects": [subjects],
                 "retention": "limits",
-                "storage": "file",
+                "storage": storage,
                 "num_replicas": self.options.replicas,
                 "max_msgs_per_subject": 1,
             }
