@@ -185,8 +185,9 @@ class JetStream:
         self._subject_prefix = f"{prefix}.q."
         self.topics_stream = f"{prefix}_topics"
         self.topics_subject = f"{prefix}.topics"
-        self.workers_stream = f"{prefix}_workers"
-        self.workers_subject = f"{prefix}.workers"
+        # worker heartbeats: in memory, as the rate buckets below (refreshed every few seconds)
+        self.workers_stream = f"{prefix}_heartbeats"
+        self.workers_subject = f"{prefix}.heartbeats"
         # shared rate limits: one subject per queue holding its token bucket's last state, in
         # memory (a bucket refills by itself after a server restart). Not `_rates` on file as
         # before: nats-server 2.9.10 crashed (a nil pointer in jsMsgGetRequest) when workers read
@@ -516,7 +517,11 @@ class JetStream:
         """Replace the worker heartbeats document if it is still at `expected_seq`, else raise
         WrongLastSequence."""
         await self._replace_last(
-            self.workers_subject, document, expected_seq, (self.workers_stream, self.workers_subject)
+            self.workers_subject,
+            document,
+            expected_seq,
+            (self.workers_stream, self.workers_subject),
+            storage="memory",
         )
 
     async def _read_last(self, stream: str, subject: str) -> tuple[int, bytes | None]:
