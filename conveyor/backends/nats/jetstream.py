@@ -220,11 +220,15 @@ class JetStream:
         self._partition_subjects = f"{prefix}.p."
         self.topics_stream = f"{prefix}_topics"
         self.topics_subject = f"{prefix}.topics"
-        self.workers_stream = f"{prefix}_workers"
-        self.workers_subject = f"{prefix}.workers"
-        # shared rate limits: one subject per queue holding its token bucket's last state
-        self.rates_stream = f"{prefix}_rates"
-        self._rates_subject_prefix = f"{prefix}.rates."
+        # worker heartbeats: in memory, as the rate buckets below (refreshed every few seconds)
+        self.workers_stream = f"{prefix}_heartbeats"
+        self.workers_subject = f"{prefix}.heartbeats"
+        # shared rate limits: one subject per queue holding its token bucket's last state, in
+        # memory (a bucket refills by itself after a server restart). Not `_rates` on file as
+        # before: nats-server 2.9.10 crashed (a nil pointer in jsMsgGetRequest) when workers read
+        # and replaced a bucket on file storage at full speed; its memory store reads under a lock.
+        self.rates_stream = f"{prefix}_buckets"
+        self._rates_subject_prefix = f"{prefix}.buckets."
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
 
@@ -581,7 +585,11 @@ class JetStream:
         """Replace the worker heartbeats document if it is still at `expected_seq`, else raise
         WrongLastSequence."""
         await self._replace_last(
-            self.workers_subject, document, expected_seq, (self.workers_stream, self.workers_subject)
+            self.workers_subject,
+            document,
+            expected_seq,
+            (self.workers_stream, self.workers_subject),
+            storage="memory",
         )
 
     async def _read_last(self, stream: str, subject: str) -> tuple[int, bytes | None]:
@@ -612,7 +620,7 @@ class JetStream:
         subject = self._rates_subject_prefix + queue
         # the stream is made with the first bucket: queues without a shared rate never need it
         stream = (self.rates_stream, self._rates_subject_prefix + ">") if expected_seq == 0 else None
-        await self._replace_last(subject, state, expected_seq, stream)
+        await self._replace_last(subject, state, expected_seq, stream, storage="memory")
 
     async def write_topics(self, document: bytes, expected_seq: int) -> None:
         """Replace the subscriptions document if it is still at `expected_seq`, else raise
@@ -622,18 +630,23 @@ class JetStream:
         )
 
     async def _replace_last(
-        self, subject: str, data: bytes, expected_seq: int, stream: tuple[str, str] | None
+        self,
+        subject: str,
+        data: bytes,
+        expected_seq: int,
+        stream: tuple[str, str] | None,
+        storage: str = "file",
     ) -> None:
         """Publish `data` as the one record of `subject` if its last is still at `expected_seq`
         (compare-and-set), else WrongLastSequence; `stream` (name, subjects) is created first
-        when given (one record per subject)."""
+        when given (one record per subject, on `storage`)."""
         if stream is not None:
             name, subjects = stream
             config = {
                 "name": name,
                 "subjects": [subjects],
                 "retention": "limits",
-                "storage": "file",
+                "storage": storage,
                 "num_replicas": self.options.replicas,
                 "max_msgs_per_subject": 1,
             }
