@@ -177,7 +177,10 @@ async def test_a_partition_left_by_a_deleted_queue_is_not_the_new_queues(standal
         await backend.delete_queue("jobs")
         client = redis.Redis.from_url(REDIS_URL)
         try:  # as if a send had made partition 2 again while the delete ran
-            await client.hset(f"{{{standalone}:jobs#p2}}:meta", mapping={"created": "1", "parts": "4", "paused": "0", "bytes": "2"})
+            await client.hset(
+                f"{{{standalone}:jobs#p2}}:meta",
+                mapping={"created": "1", "parts": "4", "paused": "0", "bytes": "2"},
+            )
             await client.hset(f"{{{standalone}:jobs#p2}}:msgs", "stale", "json:1:0:{}")
             await client.zadd(f"{{{standalone}:jobs#p2}}:ready", {"stale": 1})
         finally:
