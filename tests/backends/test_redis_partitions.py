@@ -167,3 +167,25 @@ async def test_a_partitioned_queue_spreads_over_the_masters_of_a_cluster(cluster
         )
         assert statuses == [True] * 64
         assert (await backend.stats("clicks")).total == 0
+
+
+async def test_a_partition_left_by_a_deleted_queue_is_not_the_new_queues(standalone: str) -> None:
+    async with connected(f"{REDIS_URL}?prefix={standalone}") as backend:
+        await backend.create_queue("jobs", QueueSettings(partitions=4), exist_ok=False)
+        old = [message("jobs") for _ in range(12)]
+        await backend.send_many(old)
+        await backend.delete_queue("jobs")
+        client = redis.Redis.from_url(REDIS_URL)
+        try:  # as if a send had made partition 2 again while the delete ran
+            await client.hset(
+                f"{{{standalone}:jobs#p2}}:meta",
+                mapping={"created": "1", "parts": "4", "paused": "0", "bytes": "2"},
+            )
+            await client.hset(f"{{{standalone}:jobs#p2}}:msgs", "stale", "json:1:0:{}")
+            await client.zadd(f"{{{standalone}:jobs#p2}}:ready", {"stale": 1})
+        finally:
+            await client.aclose()
+        await backend.create_queue("jobs", QueueSettings(partitions=4), exist_ok=False)
+        stats = await backend.stats("jobs")
+        assert (stats.total, stats.bytes) == (0, 0)
+        assert await backend.lease_many("jobs", 10, 30) == []

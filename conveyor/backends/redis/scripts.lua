@@ -383,7 +383,16 @@ local q = queue_keys(1)
 if exists(q) then
   local m = redis.call('HMGET', q.meta, 'delay', 'retention', 'paused', 'created', 'maxmsgs', 'maxbytes', 'dedup',
     'pull', 'parts')
-  return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]}
+  if not ARGV[8] or m[4] == ARGV[8] then
+    return {0, m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9]}
+  end
+  -- a partition of a deleted queue of this name (a send made it again while the delete ran):
+  -- none of it is the new queue's
+  local lists = group_lists(q)
+  if #lists > 0 then
+    many('DEL', lists[1], lists, 1)
+  end
+  redis.call('DEL', q.meta, q.msgs, q.state, q.ready, q.inflight, q.age, q.group, q.held)
 end
 local now = ARGV[8] or int(server_now())
 local paused = ARGV[9] or '0'
