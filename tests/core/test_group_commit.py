@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from conveyor.core import group_commit
 from conveyor.core.group_commit import GroupCommitter
 from conveyor.errors import BackendUnavailable
 from conveyor.types import OutgoingMessage
@@ -23,11 +24,14 @@ class Writer:
 
     def __init__(self) -> None:
         self.writes: list[list[str]] = []
+        #: the task each write ran in
+        self.tasks: list[asyncio.Task[object] | None] = []
         self.release = asyncio.Event()
         self.release.set()
 
     async def __call__(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.writes.append([m.id for m in messages])
+        self.tasks.append(asyncio.current_task())
         await self.release.wait()
         if any(m.queue == "missing" for m in messages):
             raise LookupError("no such queue")
@@ -57,13 +61,48 @@ async def test_a_lone_send_is_written_at_once_and_sends_during_it_go_together_ne
     assert writer.writes == [["id-0"], ["id-1", "id-2", "id-3", "id-4", "id-5"]]
 
 
-async def test_sends_right_after_a_write_are_grouped_not_written_one_alone() -> None:
+async def test_a_lone_sender_writes_each_send_from_its_own_task() -> None:
     writer = Writer()
     committer = GroupCommitter(writer)
-    await committer.submit([message("q", 0)])
-    # within QUIET_SECONDS of that write: a busy stretch, so the flusher groups this turn's sends
-    await asyncio.gather(*(committer.submit([message("q", n)]) for n in range(1, 4)))
-    assert writer.writes == [["id-0"], ["id-1", "id-2", "id-3"]]
+    caller = asyncio.current_task()
+    for n in range(5):  # one after the other, each right after the last: no one to group with
+        assert await committer.submit([message("q", n)]) == [f"stored-id-{n}"]
+    assert writer.writes == [[f"id-{n}"] for n in range(5)]
+    assert writer.tasks == [caller] * 5  # no hop through a flusher task
+
+
+async def test_sends_right_after_a_grouped_write_are_grouped_not_written_one_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(group_commit, "QUIET_SECONDS", 60.0)  # "right after", however loaded the machine
+    writer, committer, lone = await held_lone_write()
+    waiting = [asyncio.create_task(committer.submit([message("q", n)])) for n in (1, 2)]
+    await asyncio.sleep(0)
+    writer.release.set()
+    await asyncio.gather(lone, *waiting)
+    # within QUIET_SECONDS of a write that had company: a busy stretch, so the flusher groups
+    # this turn's sends (the first of them written alone would split the group in two)
+    await asyncio.gather(*(committer.submit([message("q", n)]) for n in range(3, 6)))
+    assert writer.writes == [["id-0"], ["id-1", "id-2"], ["id-3", "id-4", "id-5"]]
+
+
+async def test_a_lone_sender_after_a_busy_stretch_writes_from_its_own_task_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(group_commit, "QUIET_SECONDS", 60.0)  # "right after", however loaded the machine
+    writer, committer, lone = await held_lone_write()
+    waiting = [asyncio.create_task(committer.submit([message("q", n)])) for n in (1, 2)]
+    await asyncio.sleep(0)
+    writer.release.set()
+    await asyncio.gather(lone, *waiting)
+    caller = asyncio.current_task()
+    for n in range(3, 6):
+        await committer.submit([message("q", n)])
+    # the first goes through the flusher (right after a grouped write); it had no company, so
+    # the next are the caller's own writes
+    assert writer.writes == [["id-0"], ["id-1", "id-2"], ["id-3"], ["id-4"], ["id-5"]]
+    assert writer.tasks[2] is not caller
+    assert writer.tasks[3:] == [caller, caller]
 
 
 async def test_a_bad_request_in_a_group_fails_only_its_caller() -> None:
