@@ -63,12 +63,19 @@ class GroupCommitter:
         hop through the flusher task). Requests arriving meanwhile wait, and are written together
         by the flusher once this write is done."""
         self._writing_alone = True
+        loop = asyncio.get_running_loop()
+        # runs at the loop's next turn: if it has not when the write returns, the write never gave
+        # other tasks a turn (an engine that may commit inline: SQLite, memory), so no sender could
+        # have joined it; the next send then goes through the flusher, which gives them that turn
+        suspended: list[bool] = []
+        turn = loop.call_soon(suspended.append, True)
         try:
             return await self._store(messages)
         finally:
+            turn.cancel()
             self._writing_alone = False
-            self._last_write_end = asyncio.get_running_loop().time()
-            self._busy = bool(self._pending)
+            self._last_write_end = loop.time()
+            self._busy = bool(self._pending) or not suspended
             if self._pending and self._flusher is None:
                 self._flusher = asyncio.create_task(self._flush())
 

@@ -22,7 +22,10 @@ class Writer:
     """Records each write's message ids; holds every write until `release` is set; rejects the
     queue "missing" (as an engine rejects an unknown queue)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, suspends: bool = False) -> None:
+        #: every write gives the event loop a turn, as a network engine's does (else a released
+        #: write returns without one, as SQLite's inline commit and the memory engine's do)
+        self.suspends = suspends
         self.writes: list[list[str]] = []
         #: the task each write ran in
         self.tasks: list[asyncio.Task[object] | None] = []
@@ -32,6 +35,8 @@ class Writer:
     async def __call__(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.writes.append([m.id for m in messages])
         self.tasks.append(asyncio.current_task())
+        if self.suspends:
+            await asyncio.sleep(0)
         await self.release.wait()
         if any(m.queue == "missing" for m in messages):
             raise LookupError("no such queue")
@@ -40,9 +45,11 @@ class Writer:
         return [f"stored-{m.id}" for m in messages]  # as an engine names what it stored
 
 
-async def held_lone_write(queue: str = "q") -> tuple[Writer, GroupCommitter, asyncio.Task[list[str]]]:
+async def held_lone_write(
+    queue: str = "q", *, suspends: bool = False
+) -> tuple[Writer, GroupCommitter, asyncio.Task[list[str]]]:
     """A committer whose first send (id-0) is being written alone and held there by the writer."""
-    writer = Writer()
+    writer = Writer(suspends=suspends)
     committer = GroupCommitter(writer)
     writer.release.clear()
     lone = asyncio.create_task(committer.submit([message(queue, 0)]))
@@ -62,13 +69,31 @@ async def test_a_lone_send_is_written_at_once_and_sends_during_it_go_together_ne
 
 
 async def test_a_lone_sender_writes_each_send_from_its_own_task() -> None:
-    writer = Writer()
+    writer = Writer(suspends=True)
     committer = GroupCommitter(writer)
     caller = asyncio.current_task()
     for n in range(5):  # one after the other, each right after the last: no one to group with
         assert await committer.submit([message("q", n)]) == [f"stored-id-{n}"]
     assert writer.writes == [[f"id-{n}"] for n in range(5)]
     assert writer.tasks == [caller] * 5  # no hop through a flusher task
+
+
+async def test_senders_whose_writes_return_without_a_turn_of_the_loop_are_still_grouped() -> None:
+    # An engine that commits inline (SQLite, memory) returns a lone write without letting other
+    # tasks run: a sender that wrote alone must not go on writing alone, or it would keep every
+    # other sender out (each of 3 senders would write its 4 sends one by one).
+    writer = Writer()  # returns at once, no turn of the loop
+    committer = GroupCommitter(writer)
+
+    async def sender(first: int) -> None:
+        for n in range(first, first + 4):
+            await committer.submit([message("q", n)])
+
+    await asyncio.gather(*(sender(10 * s) for s in range(3)))
+    assert sorted(i for write in writer.writes for i in write) == sorted(
+        f"id-{10 * s + n}" for s in range(3) for n in range(4)
+    )
+    assert len(writer.writes) <= 6  # grouped: the first alone, then the three senders together
 
 
 async def test_sends_right_after_a_grouped_write_are_grouped_not_written_one_alone(
@@ -90,7 +115,7 @@ async def test_a_lone_sender_after_a_busy_stretch_writes_from_its_own_task_again
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(group_commit, "QUIET_SECONDS", 60.0)  # "right after", however loaded the machine
-    writer, committer, lone = await held_lone_write()
+    writer, committer, lone = await held_lone_write(suspends=True)
     waiting = [asyncio.create_task(committer.submit([message("q", n)])) for n in (1, 2)]
     await asyncio.sleep(0)
     writer.release.set()
