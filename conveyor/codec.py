@@ -89,7 +89,32 @@ def _is_finite_json(data: bytes) -> bool:
     return True
 
 
-def _find_problem(value: Any, *, strings: bool = True, where: str = "body", depth: int = 0) -> str | None:
+# Where in a body a value is: "body", or (where its container is, its key or index); named only
+# when a problem is found (building the name of every value cost more than the check itself).
+Where = str | tuple["Where", str | int]
+
+
+def _name(where: Where) -> str:
+    if isinstance(where, str):
+        return where
+    parent, key = where
+    return f"{_name(parent)}[{key[:40]!r}]" if isinstance(key, str) else f"{_name(parent)}[{key}]"
+
+
+def _fine(value: Any, strings: bool) -> bool:
+    """Whether `value` is a scalar JSON carries as it is, told without a call of `_find_problem`
+    (most of a body's values: the check of a send is mostly this)."""
+    kind = type(value)
+    return (
+        (kind is str and not strings)
+        or kind is int
+        or kind is bool
+        or value is None
+        or (kind is float and math.isfinite(value))
+    )
+
+
+def _find_problem(value: Any, *, strings: bool = True, where: Where = "body", depth: int = 0) -> str | None:
     """What in `value` JSON cannot carry faithfully, and where; None when nothing is found.
 
     Exact types are tested first: this runs on every send. `strings`: also look for lone
@@ -101,31 +126,36 @@ def _find_problem(value: Any, *, strings: bool = True, where: str = "body", dept
     if kind is float:
         if math.isfinite(value):
             return None
-        return f"{where} is {value}: JSON has no NaN or Infinity (send null or a string)"
+        return f"{_name(where)} is {value}: JSON has no NaN or Infinity (send null or a string)"
     if kind is int or kind is bool or value is None:
         return None
     if isinstance(value, bytes | bytearray | memoryview):
         # pydantic-core would write it as a UTF-8 string: it would read back as str, not bytes
-        return f"{where} is bytes, which JSON has not: send content_type='bytes', or base64 it"
+        return f"{_name(where)} is bytes, which JSON has not: send content_type='bytes', or base64 it"
     if depth >= MAX_BODY_DEPTH:
-        return f"{where} is nested deeper than {MAX_BODY_DEPTH} levels"
+        return f"{_name(where)} is nested deeper than {MAX_BODY_DEPTH} levels"
     if kind is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 return (
-                    f"{where} has the key {key!r} ({type(key).__name__}): JSON object keys must be "
-                    "strings (it would read back as a string, and could collide with another key)"
+                    f"{_name(where)} has the key {key!r} ({type(key).__name__}): JSON object keys must "
+                    "be strings (it would read back as a string, and could collide with another key)"
                 )
-            inner = f"{where}[{key[:40]!r}]"
-            problem = (_surrogate(key, f"{where} has a key that") if strings else None) or _find_problem(
-                item, strings=strings, where=inner, depth=depth + 1
-            )
+            if strings:
+                problem = _surrogate(key, f"{_name(where)} has a key that")
+                if problem is not None:
+                    return problem
+            if _fine(item, strings):
+                continue
+            problem = _find_problem(item, strings=strings, where=(where, key), depth=depth + 1)
             if problem is not None:
                 return problem
         return None
     if kind is list or isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
-            problem = _find_problem(item, strings=strings, where=f"{where}[{index}]", depth=depth + 1)
+            if _fine(item, strings):
+                continue
+            problem = _find_problem(item, strings=strings, where=(where, index), depth=depth + 1)
             if problem is not None:
                 return problem
         return None
@@ -136,13 +166,13 @@ def _find_problem(value: Any, *, strings: bool = True, where: str = "body", dept
     return None
 
 
-def _surrogate(text: str, where: str) -> str | None:
+def _surrogate(text: str, where: Where) -> str | None:
     if text.isascii():
         return None
     try:
         text.encode()
     except UnicodeEncodeError as exc:
-        return f"{where} holds a lone surrogate at character {exc.start}: strings must be valid UTF-8"
+        return f"{_name(where)} holds a lone surrogate at character {exc.start}: strings must be valid UTF-8"
     return None
 
 

@@ -1,7 +1,9 @@
 """Group commit: concurrent sends in one process are written together in one engine call.
 
 Each caller still returns only once its own messages are durable. Requests that arrive while a
-write is under way join the next write; a send after a quiet spell is written at once. When a
+write is under way join the next write. A send with no company (nothing under way, and the last
+write carried no one else's request: a lone sender's loop) or after a quiet spell is written at
+once from its caller's task, with no hop through the flusher task. When a
 group write fails, its requests are written one by one so that one caller's bad request (say, an
 unknown queue) fails only that caller; an unreachable engine fails them all (Core has already
 tried the group again for a while).
@@ -22,10 +24,12 @@ R = TypeVar("R")
 
 # At most this many messages go into one grouped write.
 MAX_GROUP_MESSAGES = 1_000
-# A send that finds no write under way and none finished this recently writes at once, by itself:
-# after a quiet spell nothing is likely to join it, and the hop through the flusher task costs
-# tens of microseconds of latency. Sends in a busy stretch go through the flusher, which groups
-# everything submitted in the same turn of the event loop.
+# A send that finds no write under way writes at once, by itself, when the last write carried
+# only one request (a lone sender: nothing is likely to join it, and the hop through the flusher
+# task costs a task and a turn of the event loop per send) or none finished this recently (a quiet
+# spell). Sends in a busy stretch, right after a write that carried several requests or had others
+# waiting behind it, go through the flusher, which groups everything submitted in the same turn of
+# the event loop: written alone, the first of them would split each group in two.
 QUIET_SECONDS = 0.001
 
 
@@ -37,12 +41,14 @@ class GroupCommitter:
         self._flusher: asyncio.Task[None] | None = None
         self._writing_alone = False
         self._last_write_end = float("-inf")
+        # whether the last write had company: it carried several requests, or some waited behind it
+        self._busy = False
 
     async def submit(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Write `messages`; the ids they are stored under, in order."""
         loop = asyncio.get_running_loop()
         if self._flusher is None and not self._writing_alone:
-            if loop.time() - self._last_write_end > QUIET_SECONDS:
+            if not self._busy or loop.time() - self._last_write_end > QUIET_SECONDS:
                 return await self._write_alone(messages)
             self._flusher = asyncio.create_task(self._flush())
         future: asyncio.Future[list[str]] = loop.create_future()
@@ -53,15 +59,23 @@ class GroupCommitter:
         return await future
 
     async def _write_alone(self, messages: Sequence[OutgoingMessage]) -> list[str]:
-        """After a quiet spell the caller writes its own messages at once (no hop through the
-        flusher task). Requests arriving meanwhile wait, and are written together by the
-        flusher once this write is done."""
+        """A send with no company writes its own messages at once, from its caller's task (no
+        hop through the flusher task). Requests arriving meanwhile wait, and are written together
+        by the flusher once this write is done."""
         self._writing_alone = True
+        loop = asyncio.get_running_loop()
+        # runs at the loop's next turn: if it has not when the write returns, the write never gave
+        # other tasks a turn (an engine that may commit inline: SQLite, memory), so no sender could
+        # have joined it; the next send then goes through the flusher, which gives them that turn
+        suspended: list[bool] = []
+        turn = loop.call_soon(suspended.append, True)
         try:
             return await self._store(messages)
         finally:
+            turn.cancel()
             self._writing_alone = False
-            self._last_write_end = asyncio.get_running_loop().time()
+            self._last_write_end = loop.time()
+            self._busy = bool(self._pending) or not suspended
             if self._pending and self._flusher is None:
                 self._flusher = asyncio.create_task(self._flush())
 
@@ -70,6 +84,7 @@ class GroupCommitter:
             while self._pending:
                 group = self._take_group()
                 await self._write_group(group)
+                self._busy = len(group) > 1 or bool(self._pending)
         finally:
             self._flusher = None
             self._last_write_end = asyncio.get_running_loop().time()

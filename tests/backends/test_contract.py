@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+from typing import Any
 
 import pytest
 
@@ -160,6 +161,38 @@ async def test_concurrent_sends_are_all_stored_once(app: conveyor.App) -> None:
     ids = await asyncio.gather(*(queue.send({"n": n}) for n in range(200)))
     assert len(set(ids)) == 200
     assert (await queue.stats()).backlog == 200
+
+
+async def test_sends_one_after_the_other_and_all_at_once_store_the_same(app: conveyor.App) -> None:
+    # A lone sender's sends are written one by one from its own task, concurrent ones together
+    # (group commit): the same messages either way, dedup ids, headers, groups and delays included.
+    requests: list[tuple[Any, dict[str, Any]]] = [
+        ({"n": 0}, {}),
+        ("text", {"content_type": "text", "headers": {"tenant": "a"}}),
+        ({"n": 2}, {"dedup_id": "twice"}),
+        ({"n": 3}, {"dedup_id": "twice"}),  # stored as the first one
+        ({"n": 4}, {"group": "g"}),
+        ({"n": 5}, {"group": "g"}),
+        ({"n": 6}, {"delay_seconds": 3600}),
+    ]
+
+    async def stored(queue: conveyor.Queue, ids: list[str]) -> tuple[object, ...]:
+        assert ids[3] == ids[2] and len(set(ids)) == 6
+        stats = await queue.stats()
+        peeked = {
+            (repr(m.body), m.content_type, tuple(sorted(m.headers.items())), m.group, m.id in ids)
+            for m in await queue.peek(10)
+        }
+        pulled = sorted(repr(m.body) for m in await queue.pull(batch_size=10))
+        return (stats.backlog, stats.delayed, stats.in_flight), peeked, pulled
+
+    one_by_one = app.queue("one-by-one")
+    sequential = [await one_by_one.send(body, **options) for body, options in requests]
+    at_once = app.queue("at-once")
+    concurrent = await asyncio.gather(*(at_once.send(body, **options) for body, options in requests))
+    alone = await stored(one_by_one, sequential)
+    assert alone == await stored(at_once, list(concurrent))
+    assert alone[2] == ["'text'", "{'n': 0}", "{'n': 2}", "{'n': 4}"]  # a group's head only; not the delayed
 
 
 async def test_send_sync_works_without_an_event_loop(app: conveyor.App) -> None:

@@ -26,6 +26,7 @@ redis = pytest.importorskip("redis.asyncio", reason="the Redis engine needs: pip
 
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 
+from conveyor.backends.redis import send_line  # noqa: E402
 from conveyor.backends.redis.backend import RedisBackend, parse_redis_url  # noqa: E402
 
 
@@ -245,6 +246,31 @@ async def test_a_worker_reconnects_and_keeps_consuming_after_redis_restarts(own_
         stop.set()
         await worker
         await app.close()
+
+
+@pytest.mark.parametrize("idle_check_seconds", [1.0, 0.0])
+async def test_sends_on_the_kept_connection_survive_lost_scripts_and_a_dropped_connection(
+    own_server: RedisServer, idle_check_seconds: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 0.0: the kept connection is checked before every send, as the pool checks one (it finds the
+    # dropped connection before writing); 1.0: the write meets it and is tried again
+    monkeypatch.setattr(send_line, "IDLE_CHECK_SECONDS", idle_check_seconds)
+    client = redis.Redis(host="127.0.0.1", port=own_server.port)
+    try:
+        async with conveyor.App(f"{own_server.url}/0?prefix=line") as app:
+            queue = app.queue("jobs")
+            await queue.send({"n": 1})
+            await client.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+            await queue.send({"n": 2})
+            assert await client.client_kill_filter(_type="normal", skipme=True) >= 1
+            await queue.send({"n": 3})
+            before = await command_calls(own_server.port)
+            await queue.send({"n": 4})
+            after = await command_calls(own_server.port)
+            assert after["evalsha"] - before["evalsha"] == 1  # a lone send: one script call
+            assert sorted(message.body["n"] for message in await queue.peek(10)) == [1, 2, 3, 4]
+    finally:
+        await client.aclose()
 
 
 # -- Redis Cluster --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from conveyor.core import group_commit
 from conveyor.core.group_commit import GroupCommitter
 from conveyor.errors import BackendUnavailable
 from conveyor.types import OutgoingMessage
@@ -21,13 +22,21 @@ class Writer:
     """Records each write's message ids; holds every write until `release` is set; rejects the
     queue "missing" (as an engine rejects an unknown queue)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, suspends: bool = False) -> None:
+        #: every write gives the event loop a turn, as a network engine's does (else a released
+        #: write returns without one, as SQLite's inline commit and the memory engine's do)
+        self.suspends = suspends
         self.writes: list[list[str]] = []
+        #: the task each write ran in
+        self.tasks: list[asyncio.Task[object] | None] = []
         self.release = asyncio.Event()
         self.release.set()
 
     async def __call__(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         self.writes.append([m.id for m in messages])
+        self.tasks.append(asyncio.current_task())
+        if self.suspends:
+            await asyncio.sleep(0)
         await self.release.wait()
         if any(m.queue == "missing" for m in messages):
             raise LookupError("no such queue")
@@ -36,9 +45,11 @@ class Writer:
         return [f"stored-{m.id}" for m in messages]  # as an engine names what it stored
 
 
-async def held_lone_write(queue: str = "q") -> tuple[Writer, GroupCommitter, asyncio.Task[list[str]]]:
+async def held_lone_write(
+    queue: str = "q", *, suspends: bool = False
+) -> tuple[Writer, GroupCommitter, asyncio.Task[list[str]]]:
     """A committer whose first send (id-0) is being written alone and held there by the writer."""
-    writer = Writer()
+    writer = Writer(suspends=suspends)
     committer = GroupCommitter(writer)
     writer.release.clear()
     lone = asyncio.create_task(committer.submit([message(queue, 0)]))
@@ -57,13 +68,66 @@ async def test_a_lone_send_is_written_at_once_and_sends_during_it_go_together_ne
     assert writer.writes == [["id-0"], ["id-1", "id-2", "id-3", "id-4", "id-5"]]
 
 
-async def test_sends_right_after_a_write_are_grouped_not_written_one_alone() -> None:
-    writer = Writer()
+async def test_a_lone_sender_writes_each_send_from_its_own_task() -> None:
+    writer = Writer(suspends=True)
     committer = GroupCommitter(writer)
-    await committer.submit([message("q", 0)])
-    # within QUIET_SECONDS of that write: a busy stretch, so the flusher groups this turn's sends
-    await asyncio.gather(*(committer.submit([message("q", n)]) for n in range(1, 4)))
-    assert writer.writes == [["id-0"], ["id-1", "id-2", "id-3"]]
+    caller = asyncio.current_task()
+    for n in range(5):  # one after the other, each right after the last: no one to group with
+        assert await committer.submit([message("q", n)]) == [f"stored-id-{n}"]
+    assert writer.writes == [[f"id-{n}"] for n in range(5)]
+    assert writer.tasks == [caller] * 5  # no hop through a flusher task
+
+
+async def test_senders_whose_writes_return_without_a_turn_of_the_loop_are_still_grouped() -> None:
+    # An engine that commits inline (SQLite, memory) returns a lone write without letting other
+    # tasks run: a sender that wrote alone must not go on writing alone, or it would keep every
+    # other sender out (each of 3 senders would write its 4 sends one by one).
+    writer = Writer()  # returns at once, no turn of the loop
+    committer = GroupCommitter(writer)
+
+    async def sender(first: int) -> None:
+        for n in range(first, first + 4):
+            await committer.submit([message("q", n)])
+
+    await asyncio.gather(*(sender(10 * s) for s in range(3)))
+    assert sorted(i for write in writer.writes for i in write) == sorted(
+        f"id-{10 * s + n}" for s in range(3) for n in range(4)
+    )
+    assert len(writer.writes) <= 6  # grouped: the first alone, then the three senders together
+
+
+async def test_sends_right_after_a_grouped_write_are_grouped_not_written_one_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(group_commit, "QUIET_SECONDS", 60.0)  # "right after", however loaded the machine
+    writer, committer, lone = await held_lone_write()
+    waiting = [asyncio.create_task(committer.submit([message("q", n)])) for n in (1, 2)]
+    await asyncio.sleep(0)
+    writer.release.set()
+    await asyncio.gather(lone, *waiting)
+    # within QUIET_SECONDS of a write that had company: a busy stretch, so the flusher groups
+    # this turn's sends (the first of them written alone would split the group in two)
+    await asyncio.gather(*(committer.submit([message("q", n)]) for n in range(3, 6)))
+    assert writer.writes == [["id-0"], ["id-1", "id-2"], ["id-3", "id-4", "id-5"]]
+
+
+async def test_a_lone_sender_after_a_busy_stretch_writes_from_its_own_task_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(group_commit, "QUIET_SECONDS", 60.0)  # "right after", however loaded the machine
+    writer, committer, lone = await held_lone_write(suspends=True)
+    waiting = [asyncio.create_task(committer.submit([message("q", n)])) for n in (1, 2)]
+    await asyncio.sleep(0)
+    writer.release.set()
+    await asyncio.gather(lone, *waiting)
+    caller = asyncio.current_task()
+    for n in range(3, 6):
+        await committer.submit([message("q", n)])
+    # the first goes through the flusher (right after a grouped write); it had no company, so
+    # the next are the caller's own writes
+    assert writer.writes == [["id-0"], ["id-1", "id-2"], ["id-3"], ["id-4"], ["id-5"]]
+    assert writer.tasks[2] is not caller
+    assert writer.tasks[3:] == [caller, caller]
 
 
 async def test_a_bad_request_in_a_group_fails_only_its_caller() -> None:

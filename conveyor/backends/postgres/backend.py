@@ -145,7 +145,17 @@ def parse_postgres_url(url: str) -> tuple[str, dict[str, str]]:
 def render_queries(schema: str) -> dict[str, bytes]:
     """Every named query with the schema filled in, rendered once per backend."""
     identifier = sql.Identifier(schema)
-    return {name: sql.SQL(text).format(schema=identifier).as_bytes(None) for name, text in _RAW.items()}
+    return {
+        name: sql.SQL(_compact(text)).format(schema=identifier).as_bytes(None) for name, text in _RAW.items()
+    }
+
+
+def _compact(text: str) -> str:
+    """A statement without its comment lines and indentation: psycopg parses a statement's
+    placeholders once and caches it only up to 4,096 bytes (the send statement is longer with its
+    comments, and was parsed again at every send, a fifth of its time in the client)."""
+    lines = (line.strip() for line in text.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("--"))
 
 
 def _connection_lost(exc: psycopg.Error) -> bool:
@@ -637,16 +647,22 @@ class PostgresBackend(Backend):
             "queues": [m.queue for m in messages],
             "bodies": [m.body for m in messages],
             "content_types": [m.content_type for m in messages],
-            "delays": [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages],
-            "dead_letters": [None if m.dead_letter is None else _json(m.dead_letter) for m in messages],
-            "dedup_ids": [m.dedup_id for m in messages],
-            "headers": [None if m.headers is None else dump_headers(m.headers) for m in messages],
-            "groups": [m.group for m in messages],
+            "delays": _column(
+                [None if m.delay_seconds is None else float(m.delay_seconds) for m in messages]
+            ),
+            "dead_letters": _column(
+                [None if m.dead_letter is None else _json(m.dead_letter) for m in messages]
+            ),
+            "dedup_ids": _column([m.dedup_id for m in messages]),
+            "headers": _column([None if m.headers is None else dump_headers(m.headers) for m in messages]),
+            "groups": _column([m.group for m in messages]),
             # what places each message (partitioning.py), for the dedup key of a partitioned queue
-            "dedup_hashes": [
-                None if m.dedup_id is None else placement_hash(partition_key(m.group, m.dedup_id, m.id))
-                for m in messages
-            ],
+            "dedup_hashes": _column(
+                [
+                    None if m.dedup_id is None else placement_hash(partition_key(m.group, m.dedup_id, m.id))
+                    for m in messages
+                ]
+            ),
             "channel": self.channel,
             "checked": False,
         }
@@ -869,6 +885,13 @@ async def _configure(conn: Conn) -> None:
     # Short statements: compiling one with JIT (its estimates inflated by stale statistics) can
     # take longer than running it a thousand times.
     await conn.execute("SET jit = off")
+
+
+def _column(values: list[Any]) -> list[Any] | None:
+    """An optional column of the send statement's `unnest`: NULL when every value is (unnest pads
+    a NULL array with NULLs, as it pads a shorter one), which spares the client dumping an array of
+    NULLs per column (most sends have no delay, dead letter, dedup id, headers or group)."""
+    return None if all(value is None for value in values) else values
 
 
 def _json(info: DeadLetterInfo) -> str:

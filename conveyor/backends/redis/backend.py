@@ -85,6 +85,7 @@ from conveyor import limits as L
 from conveyor.backends.base import AHEAD, Backend, handed_token, is_ahead, make_lease_id, new_token
 from conveyor.backends.partitioning import place
 from conveyor.backends.redis import connecting
+from conveyor.backends.redis.send_line import SendLine
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import (
@@ -365,6 +366,8 @@ class RedisBackend(Backend):
         self._client: AnyRedis | None = None
         self._cluster = False
         self._scripts: dict[str, AsyncScript] = {}
+        # the connection kept for sends (single Redis only; send_line.py)
+        self._send_line: SendLine | None = None
         self._keys: dict[str, list[str]] = {}
         self._shards: dict[Shard, list[str]] = {}
         # the partition count of each queue seen: fixed at creation, so read once (a send placed
@@ -436,6 +439,8 @@ class RedisBackend(Backend):
         self._cluster = cluster
         # register_script only hashes the text; RedisCluster has it too (loaded on every primary)
         self._scripts = {name: client.register_script(text) for name, text in SCRIPTS.items()}  # type: ignore[misc]
+        if isinstance(client, aioredis.Redis):
+            self._send_line = SendLine(client, self._scripts["send"])
 
     async def _detect_cluster(self) -> bool:
         probe = aioredis.Redis.from_url(self.options.client_url, **self._client_options())
@@ -447,6 +452,9 @@ class RedisBackend(Backend):
 
     async def close(self) -> None:
         client, self._client = self._client, None
+        line, self._send_line = self._send_line, None
+        if line is not None:
+            await line.close()
         if client is not None:
             await client.aclose()
 
@@ -804,7 +812,12 @@ class RedisBackend(Backend):
             args.append(len(claims))
             for index, dedup_id in claims:
                 args.extend((index, dedup_id))
-        reply = await self._run("send", keys, args)
+        line = self._send_line
+        if line is None or line.busy:
+            reply = await self._run("send", keys, args)
+        else:
+            with self._available():
+                reply = await line.run(keys, args)
         if reply[0] < 0:  # refused: nothing stored
             group, limit, held, adding, maximum = reply
             name, partition = shards[-group - 1]

@@ -110,15 +110,19 @@ local function many_get(command, key, ids)
   return out
 end
 
+-- The list ends holding min(what it held + events, WAKE_TOKENS) tokens, as a push then a trim to
+-- WAKE_TOKENS would leave it, with one command when it is full (no consumer waits: a sender's case).
 local function wake(q, events)
   if events > 0 then
     woken = woken + events
-    local tokens = {}
-    for i = 1, math.min(events, WAKE_TOKENS) do
-      tokens[i] = '1'
+    local room = WAKE_TOKENS - redis.call('LLEN', q.wake)
+    if room > 0 then
+      local tokens = {}
+      for i = 1, math.min(events, room) do
+        tokens[i] = '1'
+      end
+      redis.call('LPUSH', q.wake, unpack(tokens))
     end
-    redis.call('LPUSH', q.wake, unpack(tokens))
-    redis.call('LTRIM', q.wake, 0, WAKE_TOKENS - 1)
   end
 end
 
@@ -470,10 +474,14 @@ return value
 -- which no partition's script sees); in each case nothing was stored. Or {0, then per message not stored for its
 -- dedup id: group, index, the id of the message holding it}. Every check comes before the first
 -- write (a script's writes are not undone by its return); a deduplicated message takes no room.
+-- each queue's settings in one read (created: absent when the queue is missing)
+local metas = {}
 for g = 1, group_count() do
-  if not exists(queue_keys(g)) then
+  local meta = redis.call('HMGET', queue_keys(g).meta, 'created', 'delay', 'maxmsgs', 'maxbytes', 'dedup', 'parts')
+  if not meta[1] then
     return {g}
   end
+  metas[g] = meta
 end
 local now = server_now()
 local reply = {0}
@@ -481,13 +489,13 @@ local at = 1
 local groups = {}
 for g = 1, group_count() do
   local q = queue_keys(g)
+  local created, queue_delay, most_messages, most_bytes, dedup, parts_text = unpack(metas[g])
   local placed_for, checked, count = tonumber(ARGV[at]), ARGV[at + 1] == '1', tonumber(ARGV[at + 2])
   at = at + 3
-  local parts = tonumber(redis.call('HGET', q.meta, 'parts')) or 1
+  local parts = tonumber(parts_text) or 1
   if parts ~= placed_for then
     return {-g, 'partitions', parts, 0, 0}
   end
-  local default_delay = nil
   local items, adding = {}, 0
   for i = 1, count do
     local id, packed = ARGV[at], ARGV[at + 1]
@@ -498,8 +506,7 @@ for g = 1, group_count() do
     local size = #packed - rest + 1 - tonumber(dead_length)
     adding = adding + size
     if delay == '' then
-      default_delay = default_delay or tonumber(redis.call('HGET', q.meta, 'delay'))
-      delay = default_delay
+      delay = tonumber(queue_delay)
     else
       delay = tonumber(delay)
     end
@@ -517,9 +524,8 @@ for g = 1, group_count() do
   at = at + 1
   local claiming, ms = {}, 0
   if claims > 0 then
-    local window = tonumber(redis.call('HGET', q.meta, 'dedup') or DEFAULT_DEDUP_US)
+    local window = tonumber(dedup or DEFAULT_DEDUP_US)
     if window > 0 then
-      local created = redis.call('HGET', q.meta, 'created')
       local prefix = string.sub(q.meta, 1, -5) .. 'dedup:'  -- q.meta ends with 'meta'
       ms = math.max(1, math.floor(window / 1000))
       local pending = {}  -- claims this send makes: a later message of it naming one is deduplicated
@@ -561,20 +567,19 @@ for g = 1, group_count() do
   end
   -- a bounded queue: what it holds now plus what this send stores must stay within its limits
   local storing = #items
-  local limits = redis.call('HMGET', q.meta, 'maxmsgs', 'maxbytes')
-  if parts > 1 and not checked and ((limits[1] or '') ~= '' or (limits[2] or '') ~= '') then
+  if parts > 1 and not checked and ((most_messages or '') ~= '' or (most_bytes or '') ~= '') then
     return {-g, 'unchecked', 0, 0, 0}
   end
-  if storing > 0 and limits[1] and limits[1] ~= '' then
+  if storing > 0 and most_messages and most_messages ~= '' then
     local held = redis.call('ZCARD', q.age)
-    if held + storing > tonumber(limits[1]) then
-      return {-g, 'max_backlog_messages', held, storing, limits[1]}
+    if held + storing > tonumber(most_messages) then
+      return {-g, 'max_backlog_messages', held, storing, most_messages}
     end
   end
-  if storing > 0 and limits[2] and limits[2] ~= '' then
+  if storing > 0 and most_bytes and most_bytes ~= '' then
     local held = tonumber(redis.call('HGET', q.meta, 'bytes') or '0')
-    if held + adding > tonumber(limits[2]) then
-      return {-g, 'max_backlog_bytes', held, adding, limits[2]}
+    if held + adding > tonumber(most_bytes) then
+      return {-g, 'max_backlog_bytes', held, adding, most_bytes}
     end
   end
   groups[g] = {q, items, count, claiming, ms}
