@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -65,6 +66,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    SystemClock,
     WorkerInfo,
 )
 
@@ -76,7 +78,7 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATIONS = {
     1: Q["schema_v1"],
     2: Q["schema_v2"],
@@ -84,6 +86,7 @@ MIGRATIONS = {
     4: Q["schema_v4"],
     5: Q["schema_v5"],
     6: Q["schema_v6"],
+    7: Q["schema_v7"],
 }
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
@@ -179,6 +182,9 @@ class SQLiteBackend(Backend):
         self._conn: sqlite3.Connection | None = None
         # held by whoever uses `_conn`: the writer thread, or a lone send on the event loop
         self._conn_lock = threading.Lock()
+        # `_conn`'s busy timeout now: 0 after a lone send's try on the event loop, which leaves it
+        # so for the next one; the writer thread sets it back before it uses the connection
+        self._busy_timeout_now = self.busy_timeout_ms
         # A second connection, on a thread of its own, for reads that scan a whole queue (stats,
         # peek): WAL lets it read while the first one writes, so a large backlog's scan never
         # holds up leases and settles. Opened on first use.
@@ -245,6 +251,7 @@ class SQLiteBackend(Backend):
             conn.close()
             raise
         self._synchronous_now = self.synchronous
+        self._busy_timeout_now = self.busy_timeout_ms
         self._conn = conn
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
@@ -349,6 +356,8 @@ class SQLiteBackend(Backend):
 
         def locked() -> T:
             with self._conn_lock:
+                if self._conn is not None:
+                    self._set_busy_timeout(self._conn, self.busy_timeout_ms)
                 return function()
 
         try:
@@ -410,13 +419,11 @@ class SQLiteBackend(Backend):
             conn = self._conn
             if conn is None or (grows and not self._room_to_grow()):
                 return False, None
-            conn.execute("PRAGMA busy_timeout = 0")
+            self._set_busy_timeout(conn, 0)
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
                 return False, None  # another process writes: wait on the writer thread
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             try:
                 result = function(conn)
                 conn.execute("COMMIT")
@@ -431,6 +438,15 @@ class SQLiteBackend(Backend):
         finally:
             self._conn_lock.release()
 
+    def _set_busy_timeout(self, conn: sqlite3.Connection, milliseconds: int) -> None:
+        """Give `conn` this busy timeout (a statement only when it changes: a lone send's try
+        on the event loop sets 0, the writer thread its own before it uses the connection). In a
+        write transaction no statement waits on the busy handler (WAL: the write lock is held), so
+        a lone send's statements after its BEGIN IMMEDIATE run the same under 0."""
+        if self._busy_timeout_now != milliseconds:
+            conn.execute(f"PRAGMA busy_timeout = {milliseconds}")
+            self._busy_timeout_now = milliseconds
+
     def _write_pending(self) -> None:
         """On the writer thread: commit one group of what is pending, queue itself again while
         more is pending, and hand the outcomes to the callers' loops. Requeuing (rather than
@@ -438,6 +454,8 @@ class SQLiteBackend(Backend):
         with self._pending_lock:
             group, self._pending = self._pending, []
         with self._conn_lock:
+            if self._conn is not None:
+                self._set_busy_timeout(self._conn, self.busy_timeout_ms)
             outcomes = self._write_outcomes(group)
         self._commits += 1
         with self._pending_lock:
@@ -1131,6 +1149,15 @@ class SQLiteBackend(Backend):
 
         return await self._scan(peek)
 
+    def _id_bound(self, cutoff: float) -> str:
+        """An id above that of every message sent before `cutoff` (the sweep's walk of the id
+        index ends there): ids start with their making's time in milliseconds as 12 hex digits,
+        read from the system clock before the send's `now`. Any other clock (a FakeClock) is
+        not that clock: then every id."""
+        if type(self.clock) is not SystemClock:
+            return "g"
+        return f"{math.floor(cutoff * 1000) + 1:012x}"
+
     async def purge(self, queue: str) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             return conn.execute(Q["delete_queue_messages"], (self._queue_row(conn, queue)[0],)).rowcount
@@ -1172,9 +1199,11 @@ class SQLiteBackend(Backend):
     async def sweep(self) -> int:
         def sweep(conn: sqlite3.Connection) -> int:
             now = self.clock.now()
+            (retention,) = conn.execute(Q["shortest_retention"]).fetchone()
             removed = 0
-            for row in conn.execute(Q["list_queues"]).fetchall():
-                removed += conn.execute(Q["sweep"], (row[0], now - row[3])).rowcount
+            if retention is not None:
+                params = {"now": now, "id_bound": self._id_bound(now - retention)}
+                removed = conn.execute(Q["sweep"], params).rowcount
             conn.execute(Q["sweep_dedup"], (now,))
             return removed
 
