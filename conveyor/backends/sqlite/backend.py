@@ -1070,18 +1070,28 @@ class SQLiteBackend(Backend):
             now = self.clock.now()
             freed = False
 
-            def apply(statement: str, groups: _TokenGroups, **extra: Any) -> None:
-                """Run `statement` once per token and mark the items it took."""
+            def apply(statement: str, groups: _TokenGroups, frees: bool, **extra: Any) -> None:
+                """Run `statement` once per token and mark the items it took. Which leases are
+                live is read first in one row (`settle_live`), not from the statement's rows one
+                by one: each row fetched on this thread waits for the GIL while the event loop
+                runs Python (handlers, the next batches), which slowed a drain's settles."""
                 nonlocal freed
                 for token, seqs, items in groups:
-                    params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                    for seq, *group in conn.execute(statement, params | extra):
-                        statuses[items[seq]] = True
-                        freed = freed or (bool(group) and group[0] is not None)
+                    params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now} | extra
+                    live, grouped = conn.execute(Q["settle_live"], params).fetchone()
+                    if live == len(items):
+                        for index in items.values():
+                            statuses[index] = True
+                    elif live:  # some leases were stale: which (rare)
+                        for (seq,) in conn.execute(Q["settle_live_seqs"], params):
+                            statuses[items[seq]] = True
+                    if live:
+                        freed = freed or (frees and bool(grouped))
+                        conn.execute(statement, params)
 
-            apply(Q["ack"], ack_groups)
+            apply(Q["ack"], ack_groups, frees=True)
             for delay, groups in retry_token_groups:
-                apply(Q["retry"], groups, delay=delay)
+                apply(Q["retry"], groups, frees=False, delay=delay)
             copies = []
             for token, seqs, items in dead_groups:  # dead letters are rare: their rows are kept
                 params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}

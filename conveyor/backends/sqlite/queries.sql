@@ -247,21 +247,32 @@ UPDATE conveyor_messages SET visible_at = :now, lease_token = NULL, attempts = a
 WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_at > :now
 
 -- Settling takes every lease of one delivery (one token) in one statement: :seqs is a JSON array
--- of rowids; RETURNING names the live leases, the others are stale. The `+` keeps the planner on
--- the rowid rather than scanning the queue's in-flight range.
+-- of rowids; the live leases are those the conditions match, the others are stale. The `+` keeps
+-- the planner on the rowid rather than scanning the queue's in-flight range.
 
--- (group_id: a group's head gone makes its next message deliverable, which wakes waiters)
+-- An ack or a retry first counts its live leases in one row (settle_live; settle_live_seqs names
+-- them when some were stale), then changes exactly those rows: the same conditions, in the same
+-- write transaction. (grouped: a group's head gone makes its next message deliverable, which
+-- wakes waiters.)
+-- name: settle_live
+SELECT count(*), max(group_id IS NOT NULL) FROM conveyor_messages
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+  AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
+
+-- name: settle_live_seqs
+SELECT seq FROM conveyor_messages
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+  AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
+
 -- name: ack
 DELETE FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq, group_id
 
 -- name: retry
 UPDATE conveyor_messages SET visible_at = :now + :delay, lease_token = NULL, lost = 0
 WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
-RETURNING seq
 
 -- name: take_dead
 DELETE FROM conveyor_messages
