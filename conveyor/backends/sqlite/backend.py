@@ -108,7 +108,7 @@ _listeners: dict[str, set[Callable[[str], None]]] = {}
 _listeners_lock = threading.Lock()
 
 
-def _notify_local(path: str, queues: set[str]) -> None:
+def _notify_local(path: str, queues: tuple[str, ...]) -> None:
     with _listeners_lock:
         callbacks = list(_listeners.get(path, ()))
     for callback in callbacks:
@@ -628,9 +628,10 @@ class SQLiteBackend(Backend):
             loop.call_soon_threadsafe(_resolve, future)
 
     def _notify(self, *queues: str) -> None:
+        """Wake the waiters of `queues` (each named once), here and in other processes."""
         if not queues:
             return  # a settle of acks only: nothing became ready
-        _notify_local(self._key, set(queues))
+        _notify_local(self._key, queues)
         # one touch a commit: the senders of one group commit touch once
         if (
             self._wake_file is not None
@@ -862,7 +863,11 @@ class SQLiteBackend(Backend):
             )
             return ids
 
-        ids = await self._transaction(send, grows=True, inline=len(messages) == 1)
+        if len(messages) == 1:  # a lone send: it may commit on the event loop (_write_inline)
+            ids = await self._transaction(send, grows=True, inline=True)
+            self._notify(messages[0].queue)
+            return ids
+        ids = await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})
         return ids
 
@@ -894,6 +899,8 @@ class SQLiteBackend(Backend):
     ) -> None:
         """QueueFull for a bounded queue the messages do not fit in; counted inside the write
         transaction (BEGIN IMMEDIATE: one writer at a time), so racing senders cannot overfill it."""
+        if all(row[6] is None and row[7] is None for row in queues.values()):
+            return  # no bound to check (most queues): nothing to count
         for name, adding in backlog_added(messages).items():
             row = queues[name]
             if row[6] is None and row[7] is None:
