@@ -367,6 +367,29 @@ async def test_a_lone_send_waits_for_another_writer_without_holding_up_the_event
         assert message.body == "after the other writer"
 
 
+async def test_after_a_lone_send_on_the_event_loop_the_writer_thread_still_waits_for_another_writer(
+    tmp_path: Path,
+) -> None:
+    # the lone send's try on the event loop leaves the connection's busy timeout at 0; the writer
+    # thread sets its own back before it writes, so a lease waits for another process's write
+    # lock instead of failing at once
+    database = tmp_path / "shared.db"
+    async with conveyor.App(f"sqlite:///{database}?synchronous=normal") as app:
+        await app.create_queue("shared")
+        backend = await app.core.connected()
+        await app.queue("shared").send("sent on the event loop")
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        # straight to the engine: its first use of the connection since the send is this write
+        leasing = asyncio.create_task(backend.lease_many("shared", 10, 30))
+        await asyncio.sleep(0.2)
+        assert not leasing.done()  # waiting on the busy timeout, not failed
+        other.execute("COMMIT")
+        other.close()
+        [message] = await leasing
+        assert message.body == b'"sent on the event loop"'
+
+
 def _open_and_send(path: Path, n: int, start: Any) -> None:
     async def go() -> None:
         async with conveyor.App(f"sqlite:///{path}") as app:
