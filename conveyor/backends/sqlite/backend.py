@@ -864,8 +864,29 @@ class SQLiteBackend(Backend):
             return ids
 
         if len(messages) == 1:  # a lone send: it may commit on the event loop (_write_inline)
-            ids = await self._transaction(send, grows=True, inline=True)
-            self._notify(messages[0].queue)
+            [message] = messages
+
+            def send_one(conn: sqlite3.Connection) -> list[str]:
+                # one statement reads the queue and inserts; anything else (a queue missing or
+                # bounded, the id stored already) does what a batch does, as if it came first
+                if message.dedup_id is None:
+                    params = (
+                        message.id,
+                        message.body,
+                        message.content_type,
+                        self.clock.now(),
+                        message.delay_seconds,
+                        None if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+                        None if message.headers is None else dump_headers(message.headers),
+                        message.group,
+                        message.queue,
+                    )
+                    if conn.execute(Q["insert_into_unbounded"], params).rowcount == 1:
+                        return [message.id]
+                return send(conn)
+
+            ids = await self._transaction(send_one, grows=True, inline=True)
+            self._notify(message.queue)
             return ids
         ids = await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})

@@ -181,6 +181,15 @@ INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, vi
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO NOTHING
 
+-- A lone send's insert, reading its queue in the same statement (one statement less): only into
+-- a queue without bounds (no backlog to count first); inserts nothing for a missing or bounded
+-- queue or an id stored already, which the caller then sends the usual way.
+-- name: insert_into_unbounded
+INSERT INTO conveyor_messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter, headers, group_id)
+SELECT ?1, id, ?2, ?3, ?4, ?4 + coalesce(?5, delivery_delay), ?6, ?7, ?8 FROM conveyor_queues
+WHERE name = ?9 AND max_backlog_messages IS NULL AND max_backlog_bytes IS NULL
+ON CONFLICT (id) DO NOTHING
+
 -- A lease picks its rows first, oldest visible first, then updates exactly those: RETURNING
 -- hands rows over in no defined order, and the picked order is what the batch keeps.
 -- name: lease_pick
