@@ -340,6 +340,27 @@ async def test_settling_a_stale_lease_changes_nothing(app: conveyor.App, time_ma
     assert (await queue.stats()).backlog == 1
 
 
+async def test_a_settle_of_one_pull_whose_leases_partly_expired_takes_only_the_live_ones(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    # one pull, one delivery: two of its leases are extended, the other two expire; a settle of
+    # all four acks and retries the live ones and names the expired ones stale
+    queue = app.queue("work")
+    await queue.send_batch([{"n": n} for n in range(4)])
+    pulled = sorted(await queue.pull(batch_size=10, visibility_timeout=0.5), key=lambda m: m.body["n"])
+    assert (
+        await queue.extend([pulled[0].lease_id, pulled[1].lease_id], visibility_timeout=30)
+    ).extended_count == 2
+    await time_machine.advance(0.8)
+    result = await queue.ack(
+        acks=[pulled[0].lease_id, pulled[2].lease_id], retries=[pulled[1].lease_id, pulled[3].lease_id]
+    )
+    assert (result.ack_count, result.retry_count) == (1, 1)
+    assert sorted(result.stale) == sorted([pulled[2].lease_id, pulled[3].lease_id])
+    again = await queue.pull(batch_size=10, visibility_timeout=30)
+    assert sorted(m.body["n"] for m in again) == [1, 2, 3]
+
+
 async def test_a_settle_counts_each_live_lease_once_and_names_every_other_stale(
     app: conveyor.App, time_machine: TimeMachine
 ) -> None:

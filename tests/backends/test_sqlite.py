@@ -22,6 +22,7 @@ from conveyor.backends.sqlite.wake import WakeWatch
 from conveyor.core.ids import new_message_id
 from conveyor.errors import InvalidURL
 from conveyor.limits import IDLE_POLL_SECONDS
+from tests.support.apps import TEST_LIMITS
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = """
@@ -114,7 +115,7 @@ async def test_the_schema_is_versioned_and_a_newer_one_is_refused(tmp_path: Path
     await app.close()
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5, 6])
 async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_messages_and_leases(
     tmp_path: Path, version: int
 ) -> None:
@@ -175,7 +176,10 @@ async def test_a_file_of_an_older_schema_is_upgraded_in_place_and_keeps_its_mess
         assert leased == {waiting: (1, 0), orphan: (1, 0)}
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        # v7 dropped the age index (the sweep walks the id index)
+        age_index = "SELECT 1 FROM sqlite_master WHERE name = 'conveyor_messages_age'"
+        assert conn.execute(age_index).fetchone() is None
     finally:
         conn.close()
 
@@ -200,6 +204,22 @@ async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:
     async with conveyor.App(url) as app:
         [pulled] = await app.queue("q").pull()
         assert pulled.body == {"kept": True}
+
+
+async def test_a_sweep_on_the_system_clock_removes_what_each_queue_retains_no_longer(tmp_path: Path) -> None:
+    # the sweep walks the id index up to the ids made before the earliest cutoff (their time
+    # prefix); on the system clock that bound is real, and each message is held to its own
+    # queue's retention: a longer one keeps messages older than the shorter one's cutoff
+    async with conveyor.App(f"sqlite:///{tmp_path / 'q.db'}", limits=TEST_LIMITS) as app:
+        await app.create_queue("short", retention_seconds=2)
+        await app.create_queue("longer", retention_seconds=60)
+        for name in ("short", "longer"):
+            await app.queue(name).send_batch([f"{name} old {n}" for n in range(3)])
+        await asyncio.sleep(2.2)
+        await app.queue("short").send("short young")
+        assert await app.sweep() == 3
+        assert [m.body for m in await app.queue("short").peek(10)] == ["short young"]
+        assert len(await app.queue("longer").peek(10)) == 3
 
 
 async def test_stats_and_peek_read_beside_a_write_and_close_leaves_no_thread(tmp_path: Path) -> None:
@@ -345,6 +365,29 @@ async def test_a_lone_send_waits_for_another_writer_without_holding_up_the_event
         await sending
         [message] = await app.queue("shared").peek(1)
         assert message.body == "after the other writer"
+
+
+async def test_after_a_lone_send_on_the_event_loop_the_writer_thread_still_waits_for_another_writer(
+    tmp_path: Path,
+) -> None:
+    # the lone send's try on the event loop leaves the connection's busy timeout at 0; the writer
+    # thread sets its own back before it writes, so a lease waits for another process's write
+    # lock instead of failing at once
+    database = tmp_path / "shared.db"
+    async with conveyor.App(f"sqlite:///{database}?synchronous=normal") as app:
+        await app.create_queue("shared")
+        backend = await app.core.connected()
+        await app.queue("shared").send("sent on the event loop")
+        other = sqlite3.connect(database, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        # straight to the engine: its first use of the connection since the send is this write
+        leasing = asyncio.create_task(backend.lease_many("shared", 10, 30))
+        await asyncio.sleep(0.2)
+        assert not leasing.done()  # waiting on the busy timeout, not failed
+        other.execute("COMMIT")
+        other.close()
+        [message] = await leasing
+        assert message.body == b'"sent on the event loop"'
 
 
 def _open_and_send(path: Path, n: int, start: Any) -> None:

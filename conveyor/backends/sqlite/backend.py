@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -66,6 +67,7 @@ from conveyor.types import (
     QueueStats,
     StoredMessage,
     Subscription,
+    SystemClock,
     WorkerInfo,
 )
 
@@ -77,7 +79,7 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIGRATIONS = {
     1: Q["schema_v1"],
     2: Q["schema_v2"],
@@ -85,6 +87,7 @@ MIGRATIONS = {
     4: Q["schema_v4"],
     5: Q["schema_v5"],
     6: Q["schema_v6"],
+    7: Q["schema_v7"],
 }
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
@@ -106,7 +109,7 @@ _listeners: dict[str, set[Callable[[str], None]]] = {}
 _listeners_lock = threading.Lock()
 
 
-def _notify_local(path: str, queues: set[str]) -> None:
+def _notify_local(path: str, queues: tuple[str, ...]) -> None:
     with _listeners_lock:
         callbacks = list(_listeners.get(path, ()))
     for callback in callbacks:
@@ -180,6 +183,9 @@ class SQLiteBackend(Backend):
         self._conn: sqlite3.Connection | None = None
         # held by whoever uses `_conn`: the writer thread, or a lone send on the event loop
         self._conn_lock = threading.Lock()
+        # `_conn`'s busy timeout now: 0 after a lone send's try on the event loop, which leaves it
+        # so for the next one; the writer thread sets it back before it uses the connection
+        self._busy_timeout_now = self.busy_timeout_ms
         # A second connection, on a thread of its own, for reads that scan a whole queue (stats,
         # peek): WAL lets it read while the first one writes, so a large backlog's scan never
         # holds up leases and settles. Opened on first use.
@@ -246,6 +252,7 @@ class SQLiteBackend(Backend):
             conn.close()
             raise
         self._synchronous_now = self.synchronous
+        self._busy_timeout_now = self.busy_timeout_ms
         self._conn = conn
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
@@ -350,6 +357,8 @@ class SQLiteBackend(Backend):
 
         def locked() -> T:
             with self._conn_lock:
+                if self._conn is not None:
+                    self._set_busy_timeout(self._conn, self.busy_timeout_ms)
                 return function()
 
         try:
@@ -411,13 +420,11 @@ class SQLiteBackend(Backend):
             conn = self._conn
             if conn is None or (grows and not self._room_to_grow()):
                 return False, None
-            conn.execute("PRAGMA busy_timeout = 0")
+            self._set_busy_timeout(conn, 0)
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
                 return False, None  # another process writes: wait on the writer thread
-            finally:
-                conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
             try:
                 result = function(conn)
                 conn.execute("COMMIT")
@@ -432,6 +439,15 @@ class SQLiteBackend(Backend):
         finally:
             self._conn_lock.release()
 
+    def _set_busy_timeout(self, conn: sqlite3.Connection, milliseconds: int) -> None:
+        """Give `conn` this busy timeout (a statement only when it changes: a lone send's try
+        on the event loop sets 0, the writer thread its own before it uses the connection). In a
+        write transaction no statement waits on the busy handler (WAL: the write lock is held), so
+        a lone send's statements after its BEGIN IMMEDIATE run the same under 0."""
+        if self._busy_timeout_now != milliseconds:
+            conn.execute(f"PRAGMA busy_timeout = {milliseconds}")
+            self._busy_timeout_now = milliseconds
+
     def _write_pending(self) -> None:
         """On the writer thread: commit one group of what is pending, queue itself again while
         more is pending, and hand the outcomes to the callers' loops. Requeuing (rather than
@@ -439,6 +455,8 @@ class SQLiteBackend(Backend):
         with self._pending_lock:
             group, self._pending = self._pending, []
         with self._conn_lock:
+            if self._conn is not None:
+                self._set_busy_timeout(self._conn, self.busy_timeout_ms)
             outcomes = self._write_outcomes(group)
         self._commits += 1
         with self._pending_lock:
@@ -611,9 +629,10 @@ class SQLiteBackend(Backend):
             loop.call_soon_threadsafe(_resolve, future)
 
     def _notify(self, *queues: str) -> None:
+        """Wake the waiters of `queues` (each named once), here and in other processes."""
         if not queues:
             return  # a settle of acks only: nothing became ready
-        _notify_local(self._key, set(queues))
+        _notify_local(self._key, queues)
         # one touch a commit: the senders of one group commit touch once
         if (
             self._wake_file is not None
@@ -845,7 +864,32 @@ class SQLiteBackend(Backend):
             )
             return ids
 
-        ids = await self._transaction(send, grows=True, inline=len(messages) == 1)
+        if len(messages) == 1:  # a lone send: it may commit on the event loop (_write_inline)
+            [message] = messages
+
+            def send_one(conn: sqlite3.Connection) -> list[str]:
+                # one statement reads the queue and inserts; anything else (a queue missing or
+                # bounded, the id stored already) does what a batch does, as if it came first
+                if message.dedup_id is None:
+                    params = (
+                        message.id,
+                        message.body,
+                        message.content_type,
+                        self.clock.now(),
+                        message.delay_seconds,
+                        None if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+                        None if message.headers is None else dump_headers(message.headers),
+                        message.group,
+                        message.queue,
+                    )
+                    if conn.execute(Q["insert_into_unbounded"], params).rowcount == 1:
+                        return [message.id]
+                return send(conn)
+
+            ids = await self._transaction(send_one, grows=True, inline=True)
+            self._notify(message.queue)
+            return ids
+        ids = await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})
         return ids
 
@@ -879,6 +923,8 @@ class SQLiteBackend(Backend):
     ) -> None:
         """QueueFull for a bounded queue the messages do not fit in; counted inside the write
         transaction (BEGIN IMMEDIATE: one writer at a time), so racing senders cannot overfill it."""
+        if all(row[6] is None and row[7] is None for row in queues.values()):
+            return  # no bound to check (most queues): nothing to count
         for name, adding in backlog_added(messages).items():
             row = queues[name]
             if row[6] is None and row[7] is None:
@@ -1055,18 +1101,28 @@ class SQLiteBackend(Backend):
             now = self.clock.now()
             freed = False
 
-            def apply(statement: str, groups: _TokenGroups, **extra: Any) -> None:
-                """Run `statement` once per token and mark the items it took."""
+            def apply(statement: str, groups: _TokenGroups, frees: bool, **extra: Any) -> None:
+                """Run `statement` once per token and mark the items it took. Which leases are
+                live is read first in one row (`settle_live`), not from the statement's rows one
+                by one: each row fetched on this thread waits for the GIL while the event loop
+                runs Python (handlers, the next batches), which slowed a drain's settles."""
                 nonlocal freed
                 for token, seqs, items in groups:
-                    params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
-                    for seq, *group in conn.execute(statement, params | extra):
-                        statuses[items[seq]] = True
-                        freed = freed or (bool(group) and group[0] is not None)
+                    params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now} | extra
+                    live, grouped = conn.execute(Q["settle_live"], params).fetchone()
+                    if live == len(items):
+                        for index in items.values():
+                            statuses[index] = True
+                    elif live:  # some leases were stale: which (rare)
+                        for (seq,) in conn.execute(Q["settle_live_seqs"], params):
+                            statuses[items[seq]] = True
+                    if live:
+                        freed = freed or (frees and bool(grouped))
+                        conn.execute(statement, params)
 
-            apply(Q["ack"], ack_groups)
+            apply(Q["ack"], ack_groups, frees=True)
             for delay, groups in retry_token_groups:
-                apply(Q["retry"], groups, delay=delay)
+                apply(Q["retry"], groups, frees=False, delay=delay)
             copies = []
             for token, seqs, items in dead_groups:  # dead letters are rare: their rows are kept
                 params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
@@ -1134,6 +1190,15 @@ class SQLiteBackend(Backend):
 
         return await self._scan(peek)
 
+    def _id_bound(self, cutoff: float) -> str:
+        """An id above that of every message sent before `cutoff` (the sweep's walk of the id
+        index ends there): ids start with their making's time in milliseconds as 12 hex digits,
+        read from the system clock before the send's `now`. Any other clock (a FakeClock) is
+        not that clock: then every id."""
+        if type(self.clock) is not SystemClock:
+            return "g"
+        return f"{math.floor(cutoff * 1000) + 1:012x}"
+
     async def purge(self, queue: str) -> int:
         def purge(conn: sqlite3.Connection) -> int:
             return conn.execute(Q["delete_queue_messages"], (self._queue_row(conn, queue)[0],)).rowcount
@@ -1175,9 +1240,11 @@ class SQLiteBackend(Backend):
     async def sweep(self) -> int:
         def sweep(conn: sqlite3.Connection) -> int:
             now = self.clock.now()
+            (retention,) = conn.execute(Q["shortest_retention"]).fetchone()
             removed = 0
-            for row in conn.execute(Q["list_queues"]).fetchall():
-                removed += conn.execute(Q["sweep"], (row[0], now - row[3])).rowcount
+            if retention is not None:
+                params = {"now": now, "id_bound": self._id_bound(now - retention)}
+                removed = conn.execute(Q["sweep"], params).rowcount
             conn.execute(Q["sweep_dedup"], (now,))
             return removed
 
