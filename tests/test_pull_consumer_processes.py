@@ -30,7 +30,10 @@ async def test_another_process_changing_the_pull_consumer_reaches_this_ones_pull
     url = f"sqlite:///{tmp_path / 'queues.db'}"
     async with conveyor.App(url) as app:
         queue = app.queue("jobs")
-        await queue.send_batch(list(range(60)))
+        # enough for the polls below (each takes up to a batch, 50 times a second, for the
+        # PULL_CONSUMER_CACHE_SECONDS a change takes to show)
+        for start in range(0, 2_000, 100):
+            await queue.send_batch(list(range(start, start + 100)))
 
         async def pulled_size() -> int:
             messages = await queue.pull()  # no batch size named: the consumer's, or the default
