@@ -3,7 +3,9 @@
 Each caller still returns only once its own messages are durable. Requests that arrive while a
 write is under way join the next write. A send with no company (nothing under way, and the last
 write carried no one else's request: a lone sender's loop) or after a quiet spell is written at
-once from its caller's task, with no hop through the flusher task. When a
+once from its caller's task, with no hop through the flusher task; when the engine committed the
+last such write without giving the event loop a turn (SQLite inline, memory), the send first
+gives other tasks one, and joins whatever they submitted in it. When a
 group write fails, its requests are written one by one so that one caller's bad request (say, an
 unknown queue) fails only that caller; an unreachable engine fails them all (Core has already
 tried the group again for a while).
@@ -43,6 +45,9 @@ class GroupCommitter:
         self._last_write_end = float("-inf")
         # whether the last write had company: it carried several requests, or some waited behind it
         self._busy = False
+        # whether the last lone write returned without giving the event loop a turn (an engine
+        # that commits inline: SQLite, memory): the next lone send gives other tasks that turn
+        self._owes_turn = False
 
     async def submit(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Write `messages`; the ids they are stored under, in order."""
@@ -62,22 +67,49 @@ class GroupCommitter:
         """A send with no company writes its own messages at once, from its caller's task (no
         hop through the flusher task). Requests arriving meanwhile wait, and are written together
         by the flusher once this write is done."""
+        if self._owes_turn:
+            joined = await self._give_a_turn(messages)
+            if joined is not None:
+                return await joined
         self._writing_alone = True
         loop = asyncio.get_running_loop()
         # runs at the loop's next turn: if it has not when the write returns, the write never gave
         # other tasks a turn (an engine that may commit inline: SQLite, memory), so no sender could
-        # have joined it; the next send then goes through the flusher, which gives them that turn
+        # have joined it; the next lone send then gives them that turn first
         suspended: list[bool] = []
         turn = loop.call_soon(suspended.append, True)
         try:
             return await self._store(messages)
         finally:
             turn.cancel()
-            self._writing_alone = False
-            self._last_write_end = loop.time()
-            self._busy = bool(self._pending) or not suspended
-            if self._pending and self._flusher is None:
+            self._owes_turn = not suspended
+            self._after_lone_write(loop)
+
+    async def _give_a_turn(self, messages: Sequence[OutgoingMessage]) -> asyncio.Future[list[str]] | None:
+        """Let other tasks run once before a lone write (the last one gave them no turn): a send
+        loop must not starve them, and senders among them must be grouped, not kept out. What
+        they submit meanwhile waits; if anything did, this request goes first into the flusher's
+        next group and its future is returned. None: still alone, write at once."""
+        self._writing_alone = True  # sends submitted during the turn wait for this one
+        try:
+            await asyncio.sleep(0)
+        finally:
+            self._owes_turn = self._writing_alone = False
+            company = bool(self._pending)
+            if company and self._flusher is None:  # also when this caller gave up meanwhile
                 self._flusher = asyncio.create_task(self._flush())
+        if not company:
+            return None
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._pending.insert(0, (messages, future))
+        return future
+
+    def _after_lone_write(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._writing_alone = False
+        self._last_write_end = loop.time()
+        self._busy = bool(self._pending)
+        if self._pending and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         try:

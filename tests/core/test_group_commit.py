@@ -96,6 +96,54 @@ async def test_senders_whose_writes_return_without_a_turn_of_the_loop_are_still_
     assert len(writer.writes) <= 6  # grouped: the first alone, then the three senders together
 
 
+async def test_a_lone_sender_on_an_inline_engine_writes_from_its_own_task_and_lets_others_run() -> None:
+    # An engine that commits inline returns without a turn of the loop: the next lone send gives
+    # other tasks that turn itself (a bare yield), with no hop through a flusher task.
+    writer = Writer()  # returns at once, no turn of the loop
+    committer = GroupCommitter(writer)
+    caller = asyncio.current_task()
+    turns = 0
+
+    async def other_task() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    started = turns
+    for n in range(10):
+        assert await committer.submit([message("q", n)]) == [f"stored-id-{n}"]
+    other.cancel()
+    assert writer.tasks == [caller] * 10
+    assert turns - started >= 9  # a turn before each send after the first: no starving
+
+
+async def test_sends_submitted_during_a_lone_senders_turn_are_written_with_it_in_one_group() -> None:
+    writer = Writer()  # returns at once, no turn of the loop
+    committer = GroupCommitter(writer)
+    await committer.submit([message("q", 0)])  # written inline: the next lone send owes a turn
+    # the first gives its turn, in which the two others are submitted
+    sends = [committer.submit([message("q", n)]) for n in (1, 2, 3)]
+    assert await asyncio.gather(*sends) == [["stored-id-1"], ["stored-id-2"], ["stored-id-3"]]
+    assert writer.writes == [["id-0"], ["id-1", "id-2", "id-3"]]
+
+
+async def test_requests_waiting_behind_a_sender_cancelled_during_its_turn_are_still_written() -> None:
+    writer = Writer()  # returns at once, no turn of the loop
+    committer = GroupCommitter(writer)
+    await committer.submit([message("q", 0)])  # written inline: the next lone send owes a turn
+    lone = asyncio.create_task(committer.submit([message("q", 1)]))
+    waiting = asyncio.create_task(committer.submit([message("q", 2)]))
+    await asyncio.sleep(0)  # `lone` gives its turn, `waiting` waits for it
+    lone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await lone
+    assert await waiting == ["stored-id-2"]
+    assert writer.writes == [["id-0"], ["id-2"]]
+
+
 async def test_sends_right_after_a_grouped_write_are_grouped_not_written_one_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
