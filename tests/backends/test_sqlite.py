@@ -20,8 +20,9 @@ from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.backends.sqlite.wake import WakeWatch
 from conveyor.core.ids import new_message_id
-from conveyor.errors import InvalidURL
+from conveyor.errors import InvalidURL, QueueFull
 from conveyor.limits import IDLE_POLL_SECONDS
+from conveyor.types import OutgoingMessage
 from tests.support.apps import TEST_LIMITS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -388,6 +389,45 @@ async def test_after_a_lone_send_on_the_event_loop_the_writer_thread_still_waits
         other.close()
         [message] = await leasing
         assert message.body == b'"sent on the event loop"'
+
+
+async def test_a_lone_send_on_the_event_loop_is_one_statement_in_autocommit(tmp_path: Path) -> None:
+    # one INSERT is its own atomic transaction: no BEGIN IMMEDIATE and COMMIT around it, which
+    # cost a lone send a sixth of its SQLite time
+    async with conveyor.App(f"sqlite:///{tmp_path / 'shared.db'}?synchronous=normal") as app:
+        await app.create_queue("shared")
+        backend = await app.core.connected()
+        assert isinstance(backend, sqlite_backend.SQLiteBackend) and backend._conn is not None
+        await app.queue("shared").send("the first")  # sets the busy timeout of the tries: 0
+        statements: list[str] = []
+        backend._conn.set_trace_callback(statements.append)
+        message_id = await app.queue("shared").send("alone")
+        backend._conn.set_trace_callback(None)
+        assert [s.split()[0] for s in statements] == ["INSERT"]
+        assert [(m.id, m.body) for m in await app.queue("shared").peek(2)][1] == (message_id, "alone")
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_a_lone_send_the_single_statement_cannot_store_does_what_a_batch_does(
+    tmp_path: Path, synchronous: str
+) -> None:
+    # a missing queue, a bounded one, a dedup id and an id stored already fall back to the
+    # batch's transaction, inline (normal) or on the writer thread (full) alike
+    async with conveyor.App(f"sqlite:///{tmp_path / 'shared.db'}?synchronous={synchronous}") as app:
+        assert await app.queue("created-on-first-use").send("first")
+        await app.create_queue("bounded", max_backlog_messages=1)
+        await app.queue("bounded").send("fits")
+        with pytest.raises(QueueFull):
+            await app.queue("bounded").send("does not fit")
+        first = await app.queue("bounded-dedup").send("once", dedup_id="d-1")
+        assert await app.queue("bounded-dedup").send("twice", dedup_id="d-1") == first
+        backend = await app.core.connected()
+        again = OutgoingMessage("created-on-first-use", new_message_id(), b'"again"', "json")
+        assert await backend.send_many([again]) == [again.id]
+        assert await backend.send_many([again]) == [again.id]  # a send tried again: stored once
+        assert [m.body for m in await app.queue("created-on-first-use").peek(10)] == ["first", "again"]
+        assert [m.body for m in await app.queue("bounded").peek(10)] == ["fits"]
+        assert [m.body for m in await app.queue("bounded-dedup").peek(10)] == ["once"]
 
 
 def _open_and_send(path: Path, n: int, start: Any) -> None:

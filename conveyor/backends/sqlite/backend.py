@@ -38,6 +38,7 @@ from conveyor.backends.sqlite.storage import (
     SHORT_OF_SPACE_MESSAGES,
     Reserve,
     checkpoint_pages,
+    is_busy,
     is_full,
     storage_error,
 )
@@ -412,15 +413,10 @@ class SQLiteBackend(Backend):
         `synchronous=normal` (a commit without an fsync), and only if the write lock is free at
         once (`busy_timeout` 0 for the try), so the loop never waits for a disk or another
         process. (False, None) when it did not run: the caller queues it as usual."""
-        if self.synchronous != "NORMAL" or self._writing or self._pending:
-            return False, None
-        if not self._conn_lock.acquire(blocking=False):
+        conn = self._inline_connection(grows)
+        if conn is None:
             return False, None
         try:
-            conn = self._conn
-            if conn is None or (grows and not self._room_to_grow()):
-                return False, None
-            self._set_busy_timeout(conn, 0)
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError:
@@ -438,6 +434,41 @@ class SQLiteBackend(Backend):
             return True, result
         finally:
             self._conn_lock.release()
+
+    def _insert_inline(self, statement: str, params: Sequence[Any]) -> int | None:
+        """Run one INSERT on the event loop in autocommit, under the conditions of
+        `_write_inline`: a single statement is its own atomic transaction, so it needs no BEGIN
+        IMMEDIATE and COMMIT around it (two of a lone send's three statements, a sixth of its
+        SQLite time). The rows it stored, or None when it did not run (nothing written: the
+        caller queues the write as usual)."""
+        conn = self._inline_connection(grows=True)
+        if conn is None:
+            return None
+        try:
+            try:
+                rows = conn.execute(statement, params).rowcount
+            except sqlite3.Error as exc:
+                if is_busy(exc):
+                    return None  # another process writes: wait on the writer thread
+                raise storage_error(exc, self.path) from exc
+            self._commits += 1
+            return rows
+        finally:
+            self._conn_lock.release()
+
+    def _inline_connection(self, grows: bool) -> sqlite3.Connection | None:
+        """The connection, held (`_conn_lock`, for the caller to release) with a busy timeout of
+        0, if a write may run on the event loop now (see `_write_inline`); else None."""
+        if self.synchronous != "NORMAL" or self._writing or self._pending:
+            return None
+        if not self._conn_lock.acquire(blocking=False):
+            return None
+        conn = self._conn
+        if conn is None or conn.in_transaction or (grows and not self._room_to_grow()):
+            self._conn_lock.release()
+            return None
+        self._set_busy_timeout(conn, 0)
+        return conn
 
     def _set_busy_timeout(self, conn: sqlite3.Connection, milliseconds: int) -> None:
         """Give `conn` this busy timeout (a statement only when it changes: a lone send's try
@@ -864,34 +895,46 @@ class SQLiteBackend(Backend):
             )
             return ids
 
-        if len(messages) == 1:  # a lone send: it may commit on the event loop (_write_inline)
+        if len(messages) == 1:  # a lone send: it may commit on the event loop (_insert_inline)
             [message] = messages
-
-            def send_one(conn: sqlite3.Connection) -> list[str]:
-                # one statement reads the queue and inserts; anything else (a queue missing or
-                # bounded, the id stored already) does what a batch does, as if it came first
-                if message.dedup_id is None:
-                    params = (
-                        message.id,
-                        message.body,
-                        message.content_type,
-                        self.clock.now(),
-                        message.delay_seconds,
-                        None if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
-                        None if message.headers is None else dump_headers(message.headers),
-                        message.group,
-                        message.queue,
-                    )
-                    if conn.execute(Q["insert_into_unbounded"], params).rowcount == 1:
-                        return [message.id]
-                return send(conn)
-
-            ids = await self._transaction(send_one, grows=True, inline=True)
+            ids = await self._send_alone(message, send)
             self._notify(message.queue)
             return ids
         ids = await self._transaction(send, grows=True)
         self._notify(*{m.queue for m in messages})
         return ids
+
+    async def _send_alone(
+        self, message: OutgoingMessage, send: Callable[[sqlite3.Connection], list[str]]
+    ) -> list[str]:
+        """A lone send: one statement that reads its queue and inserts (in autocommit on the
+        event loop when it may run there); anything else (a queue missing or bounded, a dedup id,
+        the id stored already) does what a batch does, `send`, as if it came first."""
+        if message.dedup_id is not None:
+            return await self._transaction(send, grows=True, inline=True)
+        params = (
+            message.id,
+            message.body,
+            message.content_type,
+            self.clock.now(),
+            message.delay_seconds,
+            None if message.dead_letter is None else json.dumps(message.dead_letter.to_dict()),
+            None if message.headers is None else dump_headers(message.headers),
+            message.group,
+            message.queue,
+        )
+        inserted = self._insert_inline(Q["insert_into_unbounded"], params)
+        if inserted == 1:
+            return [message.id]
+        if inserted == 0:  # it ran and stored nothing: the usual way, inline if it may
+            return await self._transaction(send, grows=True, inline=True)
+
+        def send_one(conn: sqlite3.Connection) -> list[str]:
+            if conn.execute(Q["insert_into_unbounded"], params).rowcount == 1:
+                return [message.id]
+            return send(conn)
+
+        return await self._transaction(send_one, grows=True)
 
     @staticmethod
     def _deduplicate(

@@ -45,6 +45,7 @@ MAX_CHECKPOINT_PAGES = 1_000  # SQLite's default
 _FULL = {sqlite3.SQLITE_FULL}
 _UNUSABLE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 _CANNOT_OPEN = {sqlite3.SQLITE_CANTOPEN}
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _UNAVAILABLE = {
     sqlite3.SQLITE_BUSY,
     sqlite3.SQLITE_LOCKED,
@@ -62,6 +63,11 @@ def _primary_code(exc: BaseException) -> int | None:
 def is_full(exc: BaseException) -> bool:
     """True for a write that failed because the disk is full (sqlite3's error or ours)."""
     return isinstance(exc, StorageFull) or _primary_code(exc) in _FULL
+
+
+def is_busy(exc: BaseException) -> bool:
+    """True for a statement refused because another connection holds the lock it needs."""
+    return _primary_code(exc) in _BUSY
 
 
 def _unreachable_folder(path: str) -> str | None:
