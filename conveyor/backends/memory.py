@@ -240,6 +240,11 @@ class MemoryBackend(Backend):
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         with self.store.lock:
+            if len(messages) == 1 and messages[0].dedup_id is None:
+                queue = self._queue(messages[0].queue)
+                if not queue.info.settings.bounded:  # nothing to claim or count: a lone send's path
+                    self._store(queue, messages[0], self.clock.now())
+                    return [messages[0].id]
             targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
             now = self.clock.now()
             # deduplication first, changing nothing yet: a deduplicated message takes no room
@@ -270,27 +275,30 @@ class MemoryBackend(Backend):
             for (name, dedup_id), claim in claims.items():
                 targets[name].dedup[dedup_id] = claim
             for outgoing in stored:
-                queue = targets[outgoing.queue]
-                if outgoing.id in queue.messages:
-                    continue
-                delay = outgoing.delay_seconds
-                if delay is None:
-                    delay = queue.info.settings.delivery_delay
-                message = _Message(
-                    id=outgoing.id,
-                    body=outgoing.body,
-                    content_type=outgoing.content_type,
-                    timestamp=now,
-                    visible_at=now + delay,
-                    seq=next(self.store.seq),
-                    dead_letter=outgoing.dead_letter,
-                    headers=outgoing.headers,
-                    group=outgoing.group,
-                )
-                queue.add(message)
-            for name in targets:
-                self.store.notify(name)
+                self._store(targets[outgoing.queue], outgoing, now)
             return ids
+
+    def _store(self, queue: _Queue, outgoing: OutgoingMessage, now: float) -> None:
+        """Add `outgoing` to `queue` unless its id is there already (an id is stored once, as on
+        every engine), and wake the queue's waiters. Under the store's lock."""
+        if outgoing.id in queue.messages:
+            return
+        delay = outgoing.delay_seconds
+        if delay is None:
+            delay = queue.info.settings.delivery_delay
+        message = _Message(
+            id=outgoing.id,
+            body=outgoing.body,
+            content_type=outgoing.content_type,
+            timestamp=now,
+            visible_at=now + delay,
+            seq=next(self.store.seq),
+            dead_letter=outgoing.dead_letter,
+            headers=outgoing.headers,
+            group=outgoing.group,
+        )
+        queue.add(message)
+        self.store.notify(queue.info.name)
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
