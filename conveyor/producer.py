@@ -227,23 +227,46 @@ class Queue:
     def _outgoing(
         self, request: SendRequest, default_delay: float | None, message_id: str
     ) -> OutgoingMessage:
-        content_type = check_content_type(request.content_type)
         delay = request.delay_seconds if request.delay_seconds is not None else default_delay
+        return self._message(
+            request.body,
+            delay,
+            request.content_type,
+            request.dedup_id,
+            request.headers,
+            request.group,
+            message_id,
+        )
+
+    def _message(
+        self,
+        body: Any,
+        delay: float | None,
+        content_type: object,
+        dedup_id: object,
+        headers: object,
+        group: object,
+        message_id: str,
+    ) -> OutgoingMessage:
+        """The message to store, every part checked (a send builds no SendRequest: it cost a
+        microsecond a send)."""
+        content_type = check_content_type(content_type)
         if delay is not None:
             delay = L.check_delay("delay_seconds", delay, self.core.limits)
-        headers = check_headers(request.headers, self.core.limits)
-        body = self._encode(request.body, content_type)
-        if headers is not None:
-            check_size(body, headers, self.core.limits)
+        checked_headers = check_headers(headers, self.core.limits)
+        data = self._encode(body, content_type)
+        if checked_headers is not None:
+            check_size(data, checked_headers, self.core.limits)
         return OutgoingMessage(
-            queue=self.name,
-            id=message_id,
-            body=body,
-            content_type=content_type,
-            delay_seconds=delay,
-            dedup_id=L.validate_dedup_id(request.dedup_id),
-            headers=headers,
-            group=L.validate_group(request.group),
+            self.name,
+            message_id,
+            data,
+            content_type,
+            delay,
+            None,
+            L.validate_dedup_id(dedup_id),
+            checked_headers,
+            L.validate_group(group),
         )
 
     async def send(
@@ -276,8 +299,8 @@ class Queue:
         with tracing.running(span):
             if span is not None:
                 headers = tracing.inject(span, headers)
-            request = SendRequest(body, delay_seconds, content_type, dedup_id, headers, group)
-            message = self._outgoing(request, None, new_message_id())
+            message_id = new_message_id()
+            message = self._message(body, delay_seconds, content_type, dedup_id, headers, group, message_id)
             tracing.sent(span, message.id)
             [stored_as] = await self.core.write([message], connection=connection)
         return stored_as

@@ -105,9 +105,13 @@ def inject(span: Span, headers: Mapping[str, str] | None) -> Any:
     return carrier
 
 
+# what `running(None)` gives: stateless, so one serves every send
+_NOT_TRACED: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+
+
 def running(span: Span | None) -> contextlib.AbstractContextManager[Any]:
     """`span` current while the block runs, ended after it (an exception recorded on it)."""
-    return contextlib.nullcontext() if span is None else trace.use_span(span, end_on_exit=True)
+    return _NOT_TRACED if span is None else trace.use_span(span, end_on_exit=True)
 
 
 def sent(span: Span | None, message_id: str) -> None:
