@@ -350,11 +350,14 @@ async def test_the_wake_file_beside_the_database_has_its_permissions(tmp_path: P
     assert wake.stat().st_size == 1  # one byte, written over and over: it never grows
 
 
-async def test_a_lone_send_waits_for_another_writer_without_holding_up_the_event_loop(tmp_path: Path) -> None:
-    # synchronous=normal: a lone send may commit on the event loop, but only when the write lock
-    # is free at once; here another connection holds it, so the send waits on the writer thread
+@pytest.mark.parametrize("synchronous", ["normal", "full"])
+async def test_a_lone_send_waits_for_another_writer_without_holding_up_the_event_loop(
+    tmp_path: Path, synchronous: str
+) -> None:
+    # a lone send may commit on the event loop, but only when the write lock is free at once;
+    # here another connection holds it, so the send waits on the writer thread
     database = tmp_path / "shared.db"
-    async with conveyor.App(f"sqlite:///{database}?synchronous=normal") as app:
+    async with conveyor.App(f"sqlite:///{database}?synchronous={synchronous}") as app:
         await app.create_queue("shared")
         other = sqlite3.connect(database, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
