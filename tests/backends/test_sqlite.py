@@ -433,61 +433,6 @@ async def test_a_lone_send_the_single_statement_cannot_store_does_what_a_batch_d
         assert [m.body for m in await app.queue("bounded-dedup").peek(10)] == ["once"]
 
 
-def _trace_threads(backend: Any) -> list[tuple[bool, str]]:
-    """(whether it ran on this thread, the statement) of every statement on the backend's
-    connection from now on."""
-    assert isinstance(backend, sqlite_backend.SQLiteBackend) and backend._conn is not None
-    here = threading.get_ident()
-    statements: list[tuple[bool, str]] = []
-
-    def trace(sql: str) -> None:
-        statements.append((threading.get_ident() == here, sql.strip()))
-
-    backend._conn.set_trace_callback(trace)
-    return statements
-
-
-async def test_under_full_a_lone_send_commits_on_the_event_loop_with_the_mode_the_url_names(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sqlite_backend, "INLINE_FSYNC_MAX_SECONDS", 60.0)  # whatever this disk does
-    async with conveyor.App(f"sqlite:///{tmp_path / 'shared.db'}?synchronous=full") as app:
-        await app.create_queue("shared")
-        await app.queue("shared").send("the first")
-        backend = await app.core.connected()
-        assert len(await backend.lease_many("shared", 1, 30)) == 1  # leases commit with NORMAL
-        statements = _trace_threads(backend)
-        await app.queue("shared").send("durable")
-        assert all(on_loop for on_loop, _ in statements)
-        assert statements[-1][1].startswith("INSERT")
-        # the lease group left the connection at NORMAL: the send sets FULL back before it commits
-        assert (True, "PRAGMA synchronous = FULL") in statements[:-1]
-        assert isinstance(backend, sqlite_backend.SQLiteBackend) and backend._conn is not None
-        assert backend._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-
-
-async def test_under_full_lone_sends_wait_on_the_writer_thread_while_the_disk_is_slow(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sqlite_backend, "INLINE_FSYNC_MAX_SECONDS", -1.0)  # every commit is slow
-    async with conveyor.App(f"sqlite:///{tmp_path / 'shared.db'}?synchronous=full") as app:
-        await app.create_queue("shared")
-        backend = await app.core.connected()
-        statements = _trace_threads(backend)
-        await app.queue("shared").send("held up the loop")
-        inline = len(statements)
-        await app.queue("shared").send("on the writer thread")
-        await app.queue("shared").send("on the writer thread too")
-        assert all(on_loop for on_loop, _ in statements[:inline])
-        assert statements[inline - 1][1].startswith("INSERT")
-        assert statements[inline:] and not any(on_loop for on_loop, _ in statements[inline:])
-        assert [m.body for m in await app.queue("shared").peek(10)] == [
-            "held up the loop",
-            "on the writer thread",
-            "on the writer thread too",
-        ]
-
-
 def _open_and_send(path: Path, n: int, start: Any) -> None:
     async def go() -> None:
         async with conveyor.App(f"sqlite:///{path}") as app:

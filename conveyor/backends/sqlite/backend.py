@@ -98,15 +98,6 @@ FULL_CHECK_SECONDS = 1.0
 SYNCHRONOUS_MODES = ("full", "normal")
 # Pause between tries of the switch to WAL while another process holds the new file (see _use_wal).
 WAL_SWITCH_RETRY_SECONDS = 0.01
-# Under synchronous=full a lone send commits on the event loop too, its fsync there, while such
-# commits take at most this long on average (a running mean, so that a checkpoint or a spike now
-# and then does not count alone): on a fast disk the fsync costs less than the hand-off to the
-# writer thread and back, which lost a lone send 40 % against a plain insert. Past it, lone sends
-# wait on the writer thread again, so that a slow disk does not hold up the loop, and go back to
-# the loop after INLINE_FSYNC_PAUSE_SECONDS, the mean at its bound (one slow commit: paused again).
-INLINE_FSYNC_MAX_SECONDS = 0.001
-INLINE_FSYNC_PAUSE_SECONDS = 10.0
-INLINE_FSYNC_WEIGHT = 1 / 16  # of the newest commit in the running mean
 
 # The tables of conveyor's schema, and the ones every version has.
 CONVEYOR_TABLES_LIKE = "conveyor\\_%"
@@ -222,10 +213,6 @@ class SQLiteBackend(Backend):
         self._touched_after = -1  # the count of `_commits` at the last touch
         self._wake_watch: WakeWatch | None = None
         self._wake_watch_tried = False
-        # synchronous=full: the running mean of a lone send's commit on the event loop, and the
-        # monotonic time before which lone sends go to the writer thread (the mean went too high)
-        self._inline_fsync_seconds = 0.0
-        self._inline_fsync_after = 0.0
 
     def sibling(self) -> SQLiteBackend:
         return SQLiteBackend(self.url, clock=self.clock)
@@ -452,17 +439,12 @@ class SQLiteBackend(Backend):
         """Run one INSERT on the event loop in autocommit, under the conditions of
         `_write_inline`: a single statement is its own atomic transaction, so it needs no BEGIN
         IMMEDIATE and COMMIT around it (two of a lone send's three statements, a sixth of its
-        SQLite time). Under synchronous=full too, its fsync on the loop, while the disk is fast
-        (INLINE_FSYNC_MAX_SECONDS). The rows it stored, or None when it did not run (nothing
-        written: the caller queues the write as usual)."""
-        durable = self.synchronous != "NORMAL"
-        if durable and time.monotonic() < self._inline_fsync_after:
-            return None  # the disk was slow: the writer thread waits for it, not the loop
-        conn = self._inline_connection(grows=True, fsync=durable)
+        SQLite time). The rows it stored, or None when it did not run (nothing written: the
+        caller queues the write as usual)."""
+        conn = self._inline_connection(grows=True)
         if conn is None:
             return None
         try:
-            started = time.perf_counter()
             try:
                 rows = conn.execute(statement, params).rowcount
             except sqlite3.Error as exc:
@@ -470,32 +452,14 @@ class SQLiteBackend(Backend):
                     return None  # another process writes: wait on the writer thread
                 raise storage_error(exc, self.path) from exc
             self._commits += 1
-            if durable:
-                self._time_inline_fsync(time.perf_counter() - started)
             return rows
         finally:
             self._conn_lock.release()
 
-    def _time_inline_fsync(self, seconds: float) -> None:
-        """Count a lone send's commit with its fsync on the event loop into the running mean;
-        past INLINE_FSYNC_MAX_SECONDS, lone sends wait on the writer thread for a while."""
-        mean = self._inline_fsync_seconds + (seconds - self._inline_fsync_seconds) * INLINE_FSYNC_WEIGHT
-        if mean > INLINE_FSYNC_MAX_SECONDS:
-            log.debug(
-                "a lone send's commit on %s takes %.1f ms: lone sends wait on the writer thread for %.0f s",
-                self.path,
-                mean * 1000,
-                INLINE_FSYNC_PAUSE_SECONDS,
-            )
-            self._inline_fsync_after = time.monotonic() + INLINE_FSYNC_PAUSE_SECONDS
-            mean = INLINE_FSYNC_MAX_SECONDS
-        self._inline_fsync_seconds = mean
-
-    def _inline_connection(self, grows: bool, fsync: bool = False) -> sqlite3.Connection | None:
+    def _inline_connection(self, grows: bool) -> sqlite3.Connection | None:
         """The connection, held (`_conn_lock`, for the caller to release) with a busy timeout of
-        0, if a write may run on the event loop now (see `_write_inline`); else None. `fsync`:
-        the write may also commit with an fsync (synchronous=full, see `_insert_inline`)."""
-        if (self.synchronous != "NORMAL" and not fsync) or self._writing or self._pending:
+        0, if a write may run on the event loop now (see `_write_inline`); else None."""
+        if self.synchronous != "NORMAL" or self._writing or self._pending:
             return None
         if not self._conn_lock.acquire(blocking=False):
             return None
@@ -504,9 +468,6 @@ class SQLiteBackend(Backend):
             self._conn_lock.release()
             return None
         self._set_busy_timeout(conn, 0)
-        if self._synchronous_now != self.synchronous:  # a group of leases left it at NORMAL
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            self._synchronous_now = self.synchronous
         return conn
 
     def _set_busy_timeout(self, conn: sqlite3.Connection, milliseconds: int) -> None:
