@@ -354,8 +354,9 @@ async def test_the_wake_file_beside_the_database_has_its_permissions(tmp_path: P
 async def test_a_lone_send_waits_for_another_writer_without_holding_up_the_event_loop(
     tmp_path: Path, synchronous: str
 ) -> None:
-    # a lone send may commit on the event loop, but only when the write lock is free at once;
-    # here another connection holds it, so the send waits on the writer thread
+    # a lone send may commit on the event loop (synchronous=normal only: a commit without an
+    # fsync), and only when the write lock is free at once; here another connection holds it, so
+    # the send waits on the writer thread, in either mode
     database = tmp_path / "shared.db"
     async with conveyor.App(f"sqlite:///{database}?synchronous={synchronous}") as app:
         await app.create_queue("shared")
