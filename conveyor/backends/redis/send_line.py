@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
@@ -45,13 +45,22 @@ def bulk(value: str | bytes | int) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
-def pack(
-    command: Sequence[str | bytes | int], keys: bytes, key_count: int, args: Sequence[str | bytes | int]
-) -> bytes:
-    """`command`, then `keys` (already packed: `key_count` bulk strings), then `args`, as one
-    RESP array."""
-    size = len(command) + key_count + len(args)
-    return b"".join((b"*%d\r\n" % size, *map(bulk, command), keys, *map(bulk, args)))
+def pack(command: Sequence[str | bytes | int], keys: bytes, key_count: int, args: Packed) -> bytes:
+    """`command`, then `keys` (already packed: `key_count` bulk strings), then `args` (already
+    packed), as one RESP array."""
+    size = len(command) + key_count + args.arguments
+    return b"".join((b"*%d\r\n" % size, *map(bulk, command), keys, args.data))
+
+
+class Packed(NamedTuple):
+    """Script arguments already packed as RESP bulk strings (`arguments` of them)."""
+
+    data: bytes
+    arguments: int
+
+    @classmethod
+    def of(cls, args: Sequence[str | bytes | int]) -> Packed:
+        return cls(b"".join(map(bulk, args)), len(args))
 
 
 class SendLine:
@@ -64,8 +73,10 @@ class SendLine:
         #: a send is on the line (another writer takes a pooled connection)
         self.busy = False
 
-    async def run(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
-        """The script's reply, run on the kept connection; redis-py's errors as they are."""
+    async def run(self, keys: Sequence[str], args: Sequence[str | bytes | int] | Packed) -> Any:
+        """The script's reply, run on the kept connection; redis-py's errors as they are. `args`
+        may come packed already (a lone send packs its constant ones once: `Packed`)."""
+        packed = args if isinstance(args, Packed) else Packed.of(args)
         self.busy = True
         try:
             connection = self._connection
@@ -74,16 +85,14 @@ class SendLine:
             elif time.monotonic() - self._last_used > IDLE_CHECK_SECONDS:
                 await self._pool.ensure_connection(connection)
             reply = await connection.retry.call_with_retry(
-                lambda: self._evalsha(connection, keys, args), lambda _: connection.disconnect()
+                lambda: self._evalsha(connection, keys, packed), lambda _: connection.disconnect()
             )
             self._last_used = time.monotonic()
             return reply
         finally:
             self.busy = False
 
-    async def _evalsha(
-        self, connection: AbstractConnection, keys: Sequence[str], args: Sequence[str | bytes | int]
-    ) -> Any:
+    async def _evalsha(self, connection: AbstractConnection, keys: Sequence[str], args: Packed) -> Any:
         script = self._script
         packed_keys = self._keys(keys)
         try:
