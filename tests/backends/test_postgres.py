@@ -20,7 +20,7 @@ import pytest
 import conveyor
 from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
-from conveyor.types import OutgoingMessage
+from conveyor.types import DeadLetterInfo, OutgoingMessage
 from reliability.servers import OwnPostgres
 from tests.support.apps import TEST_LIMITS
 from tests.support.engines import check_postgres, postgres_storage, unique_name
@@ -326,6 +326,44 @@ async def test_repeating_a_send_whose_reply_was_lost_stores_it_once(
     await backend._run(send, repeatable=True)  # type: ignore[attr-defined]
     await backend._run(send, repeatable=True)  # type: ignore[attr-defined]  # as if the reply was lost
     assert [m.id for m in await app.queue("jobs").peek(10)] == [message.id]
+
+
+async def test_repeating_a_lone_send_whose_reply_was_lost_stores_it_once(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    await app.create_queue("jobs")
+    backend = app.backend
+    message = OutgoingMessage("jobs", new_message_id(), b"{}", "json")
+    await backend._send_one(message)  # type: ignore[attr-defined]
+    await backend._send_one(message)  # type: ignore[attr-defined]  # as if the reply was lost
+    assert [m.id for m in await app.queue("jobs").peek(10)] == [message.id]
+
+
+async def test_a_lone_send_stores_the_row_a_batch_stores(pg_url: str, make_pg_app: AppMaker) -> None:
+    """The lean statement of a lone send (no dedup id) and the general one store alike."""
+    app = await make_pg_app(pg_url)
+    await app.create_queue("jobs", delivery_delay=5)
+    dead = DeadLetterInfo("m-0", "elsewhere", 3, "boom", 1_700_000_000.0)
+
+    def message(delay: float | None) -> OutgoingMessage:
+        return OutgoingMessage(
+            "jobs", new_message_id(), b'{"n":1}', "json", delay, dead, headers={"k": "v"}, group="g"
+        )
+
+    for delay in (None, 30.0):
+        alone, batch = message(delay), [message(delay), message(delay)]
+        assert await app.backend.send_many([alone]) == [alone.id]
+        await app.backend.send_many(batch)
+        schema = pg_url.rpartition("schema=")[2]
+        async with await connect() as conn:
+            cursor = await conn.execute(
+                "SELECT id, body, content_type, visible_at - enqueued_at, dead_letter, headers, group_id"
+                f' FROM "{schema}".messages WHERE id = ANY(%s)',
+                [[alone.id, batch[0].id]],
+            )
+            rows = {row[0]: row[1:] for row in await cursor.fetchall()}
+        assert rows[alone.id] == rows[batch[0].id]
 
 
 # -- several backends on one schema ------------------------------------------------------------

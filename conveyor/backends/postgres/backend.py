@@ -5,7 +5,8 @@ URL options, stripped before the URL goes to libpq (every other option, e.g. ssl
 `?pool_timeout=10` (seconds to wait for a connection before BackendUnavailable).
 
 Storage. One `messages` table for every queue. Each batch operation is one statement: sends
-insert many rows from `unnest` arrays (bytea bodies); a lease takes the oldest visible rows of a
+insert many rows from `unnest` arrays (bytea bodies), a lone send without a dedup id one row from
+scalars (`send_one`: nothing to build and unnest); a lease takes the oldest visible rows of a
 queue `FOR UPDATE SKIP LOCKED` along the (queue_id, visible_at, seq) index and pushes their
 visible_at to the lease deadline; a settle deletes acks, delays retries and moves dead letters
 into their queue in one statement of data-modifying CTEs. Every time is the server's (`now()`).
@@ -555,11 +556,36 @@ class PostgresBackend(Backend):
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         if not messages:
             return []
+        if len(messages) == 1 and messages[0].dedup_id is None:
+            return await self._send_one(messages[0])
         params = self._send_params(messages)
         ids = self._sent(messages, params, await self._run(self._sender(params), repeatable=True))
         if ids is None:  # a bounded queue: again, with its room checked
             ids = await self._run(self._bounded_sender(params, messages), repeatable=True)
         return ids
+
+    async def _send_one(self, message: OutgoingMessage) -> list[str]:
+        """A lone message without a dedup id, by the lean `send_one` statement (scalars, no
+        dedup claims); into a bounded queue, by the general send with its room checked."""
+        params = {
+            "queue": message.queue,
+            "id": message.id,
+            "body": message.body,
+            "content_type": message.content_type,
+            "delay": None if message.delay_seconds is None else float(message.delay_seconds),
+            "dead_letter": None if message.dead_letter is None else _json(message.dead_letter),
+            "headers": None if message.headers is None else dump_headers(message.headers),
+            "group": message.group,
+            "channel": self.channel,
+        }
+        row = await self._fetchone("send_one", params, repeatable=True)
+        if row is None:
+            raise QueueNotFound(message.queue)
+        if row[0]:  # bounded: nothing stored
+            return await self._run(
+                self._bounded_sender(self._send_params([message]), [message]), repeatable=True
+            )
+        return [message.id]
 
     async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Transactional enqueue (the `SendsInTransaction` capability): write with the caller's
