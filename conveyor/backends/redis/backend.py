@@ -845,6 +845,8 @@ class RedisBackend(Backend):
         packed = Packed(b"".join((LONE_FIRST.data, *map(bulk, write.args()), LONE_LAST.data)), LONE_COUNT)
         with self._available():
             reply = await line.run(self._queue_keys(message.queue), packed)
+        if reply == [0]:  # stored (or was already): the common reply, with nothing to decode
+            return True
         try:
             await self._held(reply, [(message.queue, 0)])
         except _PlaceAgain:
