@@ -29,6 +29,7 @@ from tests.support.services import POSTGRES_URL
 
 psycopg = pytest.importorskip("psycopg")
 postgres = pytest.importorskip("conveyor.backends.postgres.backend")
+send_line = pytest.importorskip("conveyor.backends.postgres.send_line")
 
 AppMaker = Callable[..., Awaitable[conveyor.App]]
 
@@ -364,6 +365,32 @@ async def test_a_lone_send_stores_the_row_a_batch_stores(pg_url: str, make_pg_ap
             )
             rows = {row[0]: row[1:] for row in await cursor.fetchall()}
         assert rows[alone.id] == rows[batch[0].id]
+
+
+async def test_lone_sends_in_a_row_keep_one_connection_and_a_pause_gives_it_back(
+    pg_url: str, make_pg_app: AppMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await make_pg_app(pg_url)
+    queue = app.queue("jobs")
+    await queue.send({"n": 0})
+    pool = app.backend._pool  # type: ignore[attr-defined]
+    pool.pop_stats()
+    for n in range(1, 4):
+        await queue.send({"n": n})
+    assert pool.pop_stats().get("requests_num", 0) == 0  # no checkout from the pool
+    monkeypatch.setattr(send_line, "IDLE_SECONDS", 0.0)  # every send now follows a pause
+    for n in range(4, 6):
+        await queue.send({"n": n})
+    assert pool.pop_stats().get("requests_num", 0) == 2
+    assert (await queue.stats()).backlog == 6
+
+
+async def test_a_pool_of_one_connection_is_not_kept_for_sends(pg_url: str, make_pg_app: AppMaker) -> None:
+    app = await make_pg_app(f"{pg_url}&pool_size=1&pool_timeout=3")
+    queue = app.queue("jobs")
+    for n in range(3):
+        await queue.send({"n": n})
+    assert (await queue.stats()).backlog == 3  # BackendUnavailable if the sends held the one connection
 
 
 # -- several backends on one schema ------------------------------------------------------------

@@ -62,6 +62,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from conveyor.backends.base import Backend, handed_token, new_token
 from conveyor.backends.partitioning import partition_key, placement_hash
 from conveyor.backends.postgres.connecting import check_connects
+from conveyor.backends.postgres.send_line import SendLine
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import (
@@ -215,6 +216,8 @@ class PostgresBackend(Backend):
         self._listening = asyncio.Event()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._checking: asyncio.Task[None] | None = None
+        # the connection kept for lone sends (send_line.py); none with a pool of one connection
+        self._send_line: SendLine | None = None
 
     def sibling(self) -> PostgresBackend:
         return PostgresBackend(self.url, clock=self.clock)
@@ -249,6 +252,7 @@ class PostgresBackend(Backend):
                 raise BackendUnavailable(f"cannot reach PostgreSQL at {redact(self.url)}: {exc}") from None
             raise
         self._pool = pool
+        self._send_line = SendLine(pool) if self.pool_size > 1 else None
 
     async def _migrate(self, conn: Conn) -> None:
         """Create or upgrade the schema. Once it is current this only reads (no DDL privilege needed);
@@ -309,14 +313,20 @@ class PostgresBackend(Backend):
                 await self._checking
             self._checking = None
         self._wake_all()
+        line, self._send_line = self._send_line, None
+        if line is not None:
+            await line.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
 
     # -- running statements ------------------------------------------------------------------
 
-    async def _run(self, work: Callable[[Conn], Awaitable[T]], *, repeatable: bool = False) -> T:
-        """Run `work` on a pooled connection (autocommit: each statement is its own transaction).
+    async def _run(
+        self, work: Callable[[Conn], Awaitable[T]], *, repeatable: bool = False, kept: bool = False
+    ) -> T:
+        """Run `work` on a pooled connection (autocommit: each statement is its own transaction),
+        with `kept` the one kept for lone sends when it is free (send_line.py).
 
         A lost connection is BackendUnavailable; a `repeatable` operation is first retried with
         backoff until the pool's timeout has passed.
@@ -326,8 +336,10 @@ class PostgresBackend(Backend):
         deadline = time.monotonic() + self.pool_timeout
         delay = RETRY_FIRST_DELAY
         while True:
+            line = self._send_line if kept else None
+            held = self._pool.connection() if line is None or line.busy else line.connection()
             try:
-                async with self._pool.connection() as conn:
+                async with held as conn:
                     return await work(conn)
             except PoolTimeout as exc:
                 raise BackendUnavailable(
@@ -578,7 +590,12 @@ class PostgresBackend(Backend):
             "group": message.group,
             "channel": self.channel,
         }
-        row = await self._fetchone("send_one", params, repeatable=True)
+
+        async def send(conn: Conn) -> Any:
+            cursor = await conn.execute(self._q["send_one"], params, binary=True)
+            return await cursor.fetchone()
+
+        row = await self._run(send, repeatable=True, kept=True)
         if row is None:
             raise QueueNotFound(message.queue)
         if row[0]:  # bounded: nothing stored
