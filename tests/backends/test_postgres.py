@@ -20,7 +20,7 @@ import pytest
 import conveyor
 from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
-from conveyor.types import OutgoingMessage
+from conveyor.types import DeadLetterInfo, OutgoingMessage
 from reliability.servers import OwnPostgres
 from tests.support.apps import TEST_LIMITS
 from tests.support.engines import check_postgres, postgres_storage, unique_name
@@ -29,6 +29,7 @@ from tests.support.services import POSTGRES_URL
 
 psycopg = pytest.importorskip("psycopg")
 postgres = pytest.importorskip("conveyor.backends.postgres.backend")
+send_line = pytest.importorskip("conveyor.backends.postgres.send_line")
 
 AppMaker = Callable[..., Awaitable[conveyor.App]]
 
@@ -326,6 +327,70 @@ async def test_repeating_a_send_whose_reply_was_lost_stores_it_once(
     await backend._run(send, repeatable=True)  # type: ignore[attr-defined]
     await backend._run(send, repeatable=True)  # type: ignore[attr-defined]  # as if the reply was lost
     assert [m.id for m in await app.queue("jobs").peek(10)] == [message.id]
+
+
+async def test_repeating_a_lone_send_whose_reply_was_lost_stores_it_once(
+    pg_url: str, make_pg_app: AppMaker
+) -> None:
+    app = await make_pg_app(pg_url)
+    await app.create_queue("jobs")
+    backend = app.backend
+    message = OutgoingMessage("jobs", new_message_id(), b"{}", "json")
+    await backend._send_one(message)  # type: ignore[attr-defined]
+    await backend._send_one(message)  # type: ignore[attr-defined]  # as if the reply was lost
+    assert [m.id for m in await app.queue("jobs").peek(10)] == [message.id]
+
+
+async def test_a_lone_send_stores_the_row_a_batch_stores(pg_url: str, make_pg_app: AppMaker) -> None:
+    """The lean statement of a lone send (no dedup id) and the general one store alike."""
+    app = await make_pg_app(pg_url)
+    await app.create_queue("jobs", delivery_delay=5)
+    dead = DeadLetterInfo("m-0", "elsewhere", 3, "boom", 1_700_000_000.0)
+
+    def message(delay: float | None) -> OutgoingMessage:
+        return OutgoingMessage(
+            "jobs", new_message_id(), b'{"n":1}', "json", delay, dead, headers={"k": "v"}, group="g"
+        )
+
+    for delay in (None, 30.0):
+        alone, batch = message(delay), [message(delay), message(delay)]
+        assert await app.backend.send_many([alone]) == [alone.id]
+        await app.backend.send_many(batch)
+        schema = pg_url.rpartition("schema=")[2]
+        async with await connect() as conn:
+            cursor = await conn.execute(
+                "SELECT id, body, content_type, visible_at - enqueued_at, dead_letter, headers, group_id"
+                f' FROM "{schema}".messages WHERE id = ANY(%s)',
+                [[alone.id, batch[0].id]],
+            )
+            rows = {row[0]: row[1:] for row in await cursor.fetchall()}
+        assert rows[alone.id] == rows[batch[0].id]
+
+
+async def test_lone_sends_in_a_row_keep_one_connection_and_a_pause_gives_it_back(
+    pg_url: str, make_pg_app: AppMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = await make_pg_app(pg_url)
+    queue = app.queue("jobs")
+    await queue.send({"n": 0})
+    pool = app.backend._pool  # type: ignore[attr-defined]
+    pool.pop_stats()
+    for n in range(1, 4):
+        await queue.send({"n": n})
+    assert pool.pop_stats().get("requests_num", 0) == 0  # no checkout from the pool
+    monkeypatch.setattr(send_line, "IDLE_SECONDS", 0.0)  # every send now follows a pause
+    for n in range(4, 6):
+        await queue.send({"n": n})
+    assert pool.pop_stats().get("requests_num", 0) == 2
+    assert (await queue.stats()).backlog == 6
+
+
+async def test_a_pool_of_one_connection_is_not_kept_for_sends(pg_url: str, make_pg_app: AppMaker) -> None:
+    app = await make_pg_app(f"{pg_url}&pool_size=1&pool_timeout=3")
+    queue = app.queue("jobs")
+    for n in range(3):
+        await queue.send({"n": n})
+    assert (await queue.stats()).backlog == 3  # BackendUnavailable if the sends held the one connection
 
 
 # -- several backends on one schema ------------------------------------------------------------

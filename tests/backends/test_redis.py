@@ -273,6 +273,49 @@ async def test_sends_on_the_kept_connection_survive_lost_scripts_and_a_dropped_c
         await client.aclose()
 
 
+async def test_a_lone_send_takes_the_lean_step_and_stores_what_a_batch_stores(
+    own_server: RedisServer,
+) -> None:
+    """A lone message (no group, no dedup id, an unbounded queue of one partition) is stored by
+    the send script's lean step, in fewer commands; the record, times, byte count and wake-up it
+    leaves are the general step's, and a repeat of its id stores nothing."""
+    url = f"{own_server.url}/0?prefix=lone"
+    headers = {"trace": "t-1"}
+    alone = OutgoingMessage("q", new_message_id(), b'{"n":1}', "json", 30.0, headers=headers)
+    batch = [
+        OutgoingMessage("q", new_message_id(), b'{"n":1}', "json", 30.0, headers=headers) for _ in range(2)
+    ]
+    client = redis.Redis(host="127.0.0.1", port=own_server.port)
+    try:
+        async with connected(url) as backend:
+            await backend.create_queue("q", QueueSettings(), exist_ok=False)
+            await backend.send_many(batch)
+            before = await command_calls(own_server.port)
+            await backend.send_many([alone])
+            await backend.send_many([alone])  # a repeat after a lost reply: stored once
+            after = await command_calls(own_server.port)
+            assert after["zmscore"] == before["zmscore"]  # the general step checks ids with ZMSCORE
+            assert (await backend.stats("q")).delayed == 3
+            records = await client.hgetall("{lone:q}:msgs")
+            ready, age = (
+                dict(await client.zrange("{lone:q}:ready", 0, -1, withscores=True)),
+                dict(await client.zrange("{lone:q}:age", 0, -1, withscores=True)),
+            )
+            stored = int(await client.hget("{lone:q}:meta", "bytes"))
+            tokens = await client.llen("{lone:q}:wake")
+    finally:
+        await client.aclose()
+
+    def shape(message_id: str) -> tuple[bytes, float]:
+        kind, _timestamp, rest = records[message_id.encode()].split(b":", 2)
+        key = message_id.encode()
+        return kind + b":" + rest, ready[key] - age[key]
+
+    assert shape(alone.id) == shape(batch[0].id)
+    # every send wakes, a repeat too (as the general step does), up to the list's four tokens
+    assert stored == 3 * len(alone.body) and tokens == 4
+
+
 # -- Redis Cluster --------------------------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ URL options, stripped before the URL goes to libpq (every other option, e.g. ssl
 `?pool_timeout=10` (seconds to wait for a connection before BackendUnavailable).
 
 Storage. One `messages` table for every queue. Each batch operation is one statement: sends
-insert many rows from `unnest` arrays (bytea bodies); a lease takes the oldest visible rows of a
+insert many rows from `unnest` arrays (bytea bodies), a lone send without a dedup id one row from
+scalars (`send_one`: nothing to build and unnest); a lease takes the oldest visible rows of a
 queue `FOR UPDATE SKIP LOCKED` along the (queue_id, visible_at, seq) index and pushes their
 visible_at to the lease deadline; a settle deletes acks, delays retries and moves dead letters
 into their queue in one statement of data-modifying CTEs. Every time is the server's (`now()`).
@@ -61,6 +62,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from conveyor.backends.base import Backend, handed_token, new_token
 from conveyor.backends.partitioning import partition_key, placement_hash
 from conveyor.backends.postgres.connecting import check_connects
+from conveyor.backends.postgres.send_line import SendLine
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import (
@@ -214,6 +216,8 @@ class PostgresBackend(Backend):
         self._listening = asyncio.Event()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._checking: asyncio.Task[None] | None = None
+        # the connection kept for lone sends (send_line.py); none with a pool of one connection
+        self._send_line: SendLine | None = None
 
     def sibling(self) -> PostgresBackend:
         return PostgresBackend(self.url, clock=self.clock)
@@ -248,6 +252,7 @@ class PostgresBackend(Backend):
                 raise BackendUnavailable(f"cannot reach PostgreSQL at {redact(self.url)}: {exc}") from None
             raise
         self._pool = pool
+        self._send_line = SendLine(pool) if self.pool_size > 1 else None
 
     async def _migrate(self, conn: Conn) -> None:
         """Create or upgrade the schema. Once it is current this only reads (no DDL privilege needed);
@@ -308,14 +313,20 @@ class PostgresBackend(Backend):
                 await self._checking
             self._checking = None
         self._wake_all()
+        line, self._send_line = self._send_line, None
+        if line is not None:
+            await line.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
 
     # -- running statements ------------------------------------------------------------------
 
-    async def _run(self, work: Callable[[Conn], Awaitable[T]], *, repeatable: bool = False) -> T:
-        """Run `work` on a pooled connection (autocommit: each statement is its own transaction).
+    async def _run(
+        self, work: Callable[[Conn], Awaitable[T]], *, repeatable: bool = False, kept: bool = False
+    ) -> T:
+        """Run `work` on a pooled connection (autocommit: each statement is its own transaction),
+        with `kept` the one kept for lone sends when it is free (send_line.py).
 
         A lost connection is BackendUnavailable; a `repeatable` operation is first retried with
         backoff until the pool's timeout has passed.
@@ -325,8 +336,10 @@ class PostgresBackend(Backend):
         deadline = time.monotonic() + self.pool_timeout
         delay = RETRY_FIRST_DELAY
         while True:
+            line = self._send_line if kept else None
+            held = self._pool.connection() if line is None or line.busy else line.connection()
             try:
-                async with self._pool.connection() as conn:
+                async with held as conn:
                     return await work(conn)
             except PoolTimeout as exc:
                 raise BackendUnavailable(
@@ -555,11 +568,41 @@ class PostgresBackend(Backend):
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         if not messages:
             return []
+        if len(messages) == 1 and messages[0].dedup_id is None:
+            return await self._send_one(messages[0])
         params = self._send_params(messages)
         ids = self._sent(messages, params, await self._run(self._sender(params), repeatable=True))
         if ids is None:  # a bounded queue: again, with its room checked
             ids = await self._run(self._bounded_sender(params, messages), repeatable=True)
         return ids
+
+    async def _send_one(self, message: OutgoingMessage) -> list[str]:
+        """A lone message without a dedup id, by the lean `send_one` statement (scalars, no
+        dedup claims); into a bounded queue, by the general send with its room checked."""
+        params = {
+            "queue": message.queue,
+            "id": message.id,
+            "body": message.body,
+            "content_type": message.content_type,
+            "delay": None if message.delay_seconds is None else float(message.delay_seconds),
+            "dead_letter": None if message.dead_letter is None else _json(message.dead_letter),
+            "headers": None if message.headers is None else dump_headers(message.headers),
+            "group": message.group,
+            "channel": self.channel,
+        }
+
+        async def send(conn: Conn) -> Any:
+            cursor = await conn.execute(self._q["send_one"], params, binary=True)
+            return await cursor.fetchone()
+
+        row = await self._run(send, repeatable=True, kept=True)
+        if row is None:
+            raise QueueNotFound(message.queue)
+        if row[0]:  # bounded: nothing stored
+            return await self._run(
+                self._bounded_sender(self._send_params([message]), [message]), repeatable=True
+            )
+        return [message.id]
 
     async def send_many_in(self, connection: Any, messages: Sequence[OutgoingMessage]) -> list[str]:
         """Transactional enqueue (the `SendsInTransaction` capability): write with the caller's

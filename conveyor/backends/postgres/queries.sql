@@ -251,6 +251,30 @@ SELECT (SELECT ok FROM complete), array_agg(name),
        (SELECT array_agg(size) FROM inserted)
 FROM targets
 
+-- name: send_one
+-- The common send in one lean statement: one message without a dedup id (`send` stores it
+-- alike), with scalar parameters (no arrays to build and unnest). Nothing is inserted into a
+-- bounded queue (`send` with its room checked then does). Returns no row for a missing queue,
+-- else (bounded).
+WITH target AS (
+    SELECT id, name, delivery_delay,
+           max_backlog_messages IS NOT NULL OR max_backlog_bytes IS NOT NULL AS bounded
+    FROM {schema}.queues
+    WHERE name = %(queue)b::text FOR KEY SHARE
+), inserted AS (
+    INSERT INTO {schema}.messages (id, queue_id, body, content_type, enqueued_at, visible_at, dead_letter,
+                                   headers, group_id)
+    SELECT %(id)b::text, t.id, %(body)b::bytea, %(content_type)b::text, statement_timestamp(),
+           statement_timestamp() + make_interval(secs => coalesce(%(delay)b::float8, t.delivery_delay)),
+           %(dead_letter)b::text::jsonb, %(headers)b::text::jsonb, %(group)b::text
+    FROM target t
+    WHERE NOT t.bounded
+    -- an id is stored once: a send repeated after a lost reply changes nothing
+    ON CONFLICT (id) DO NOTHING
+)
+SELECT t.bounded, (SELECT count(*) FROM (SELECT pg_notify(%(channel)b::text, t.name) WHERE NOT t.bounded) n)
+FROM target t
+
 -- name: sweep_dedup
 DELETE FROM {schema}.dedup WHERE expires_at <= now()
 

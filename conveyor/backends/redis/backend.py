@@ -85,7 +85,7 @@ from conveyor import limits as L
 from conveyor.backends.base import AHEAD, Backend, handed_token, is_ahead, make_lease_id, new_token
 from conveyor.backends.partitioning import place
 from conveyor.backends.redis import connecting
-from conveyor.backends.redis.send_line import SendLine
+from conveyor.backends.redis.send_line import Packed, SendLine, bulk
 from conveyor.backends.scripts import load_named
 from conveyor.backends.urls import redact
 from conveyor.errors import (
@@ -123,6 +123,11 @@ PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 CLUSTER_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "auto": None}
 # The per-queue keys, in the order the scripts expect them (see scripts.lua).
 QUEUE_KEY_SUFFIXES = ("meta", "msgs", "state", "ready", "inflight", "age", "wake", "group", "held")
+# A lone send's constant `send` script arguments, packed once: before its message, one
+# partition, limits not checked by the client, one message; after it, no group and no dedup id.
+LONE_FIRST = Packed.of((1, 0, 1))
+LONE_LAST = Packed.of((0, 0))
+LONE_COUNT = LONE_FIRST.arguments + 2 + LONE_LAST.arguments
 META, READY, INFLIGHT, AGE, WAKE, HELD = (
     QUEUE_KEY_SUFFIXES.index(name) for name in ("meta", "ready", "inflight", "age", "wake", "held")
 )
@@ -682,6 +687,8 @@ class RedisBackend(Backend):
     # -- sending -----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        if len(messages) == 1 and await self._send_lone(messages[0]):
+            return [messages[0].id]
         by_queue: dict[str, list[_Write]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(_Write.of(message))
@@ -818,6 +825,38 @@ class RedisBackend(Backend):
         else:
             with self._available():
                 reply = await line.run(keys, args)
+        return await self._held(reply, shards)
+
+    async def _send_lone(self, message: OutgoingMessage) -> bool:
+        """The common send on the kept line, with less work in the client: one message with
+        neither group nor dedup id, to a queue of one partition seen before (the `send` script's
+        own lean step then stores it). False when the send is not that case, or must be placed
+        again (the general path then sends it)."""
+        line = self._send_line
+        if (
+            line is None
+            or line.busy
+            or message.group is not None
+            or message.dedup_id is not None
+            or self._parts.get(message.queue) != 1
+        ):
+            return False
+        write = _Write.of(message)
+        packed = Packed(b"".join((LONE_FIRST.data, *map(bulk, write.args()), LONE_LAST.data)), LONE_COUNT)
+        with self._available():
+            reply = await line.run(self._queue_keys(message.queue), packed)
+        if reply == [0]:  # stored (or was already): the common reply, with nothing to decode
+            return True
+        try:
+            await self._held(reply, [(message.queue, 0)])
+        except _PlaceAgain:
+            return False
+        return True
+
+    async def _held(self, reply: Any, shards: Sequence[Shard]) -> dict[tuple[Shard, int], str]:
+        """The `send` script's `reply` over `shards`: the messages not stored for their dedup id,
+        by (partition, index in its list): the id holding it. Raises QueueFull, QueueNotFound,
+        or _PlaceAgain when the writes must be placed again."""
         if reply[0] < 0:  # refused: nothing stored
             group, limit, held, adding, maximum = reply
             name, partition = shards[-group - 1]

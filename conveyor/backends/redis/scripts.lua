@@ -474,6 +474,38 @@ return value
 -- which no partition's script sees); in each case nothing was stored. Or {0, then per message not stored for its
 -- dedup id: group, index, the id of the message holding it}. Every check comes before the first
 -- write (a script's writes are not undone by its return); a deduplicated message takes no room.
+-- The common send in fewer steps (the general code below stores it alike): one message with
+-- neither group nor dedup id, into an existing queue of one partition without backlog limits.
+-- Returns nil when the send is not that case, or the queue is not such a queue.
+local function send_lone()
+  if #KEYS ~= KEYS_PER_QUEUE or #ARGV ~= 7 or ARGV[3] ~= '1' or ARGV[6] ~= '0' or ARGV[7] ~= '0' then
+    return nil
+  end
+  local q = queue_keys(1)
+  local created, queue_delay, most_messages, most_bytes, parts =
+    unpack(redis.call('HMGET', q.meta, 'created', 'delay', 'maxmsgs', 'maxbytes', 'parts'))
+  if not created or (most_messages or '') ~= '' or (most_bytes or '') ~= '' or (tonumber(parts) or 1) ~= 1
+      or ARGV[1] ~= '1' then
+    return nil
+  end
+  local id, packed = ARGV[4], ARGV[5]
+  local delay, ts, content_type, dead_length, rest = string.match(packed, '^(%d*):(%d*):([^:]*):(%d+):()')
+  local now = server_now()
+  local timestamp = ts == '' and now or tonumber(ts)
+  -- NX: an id is stored once (a repeated send adds nothing), as insert_many's ZMSCORE check
+  if redis.call('ZADD', q.age, 'NX', timestamp, id) == 1 then
+    local tail = string.sub(packed, rest - #dead_length - 1)
+    redis.call('HSET', q.msgs, id, content_type .. ':' .. int(timestamp) .. ':' .. tail)
+    redis.call('ZADD', q.ready, now + tonumber(delay == '' and queue_delay or delay), id)
+    redis.call('HINCRBY', q.meta, 'bytes', #packed - rest + 1 - tonumber(dead_length))
+  end
+  wake(q, 1)
+  return {0}
+end
+local lone = send_lone()
+if lone then
+  return lone
+end
 -- each queue's settings in one read (created: absent when the queue is missing)
 local metas = {}
 for g = 1, group_count() do

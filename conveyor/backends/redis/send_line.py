@@ -7,7 +7,7 @@ time per engine (the core's group commit), so one connection held for them does 
 none of that: the script's EVALSHA written and its reply read, with the connection's own retries
 (a broken connection reconnects, the write is repeated: a send is stored once by its ids).
 
-The command is packed here (RESP, the queue's keys packed once): redis-py's general packer
+The command is packed here (RESP, all but the arguments packed once per queue): redis-py's general packer
 encodes each argument through several type checks, a third of a send's time in the client.
 
 A connection idle for a while is checked as the pool checks one before it is used again (a
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
@@ -28,8 +28,8 @@ from redis.exceptions import NoScriptError
 
 # A connection idle this long is checked, as the pool checks one, before it is used again.
 IDLE_CHECK_SECONDS = 1.0
-# Packed key lists kept (one per queue a process sends to, in practice); past it, they are dropped.
-MAX_PACKED_KEYS = 1_000
+# Packed command heads kept (one per queue a process sends to, in practice); past it, they are dropped.
+MAX_PACKED_HEADS = 1_000
 
 
 def bulk(value: str | bytes | int) -> bytes:
@@ -45,13 +45,15 @@ def bulk(value: str | bytes | int) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
-def pack(
-    command: Sequence[str | bytes | int], keys: bytes, key_count: int, args: Sequence[str | bytes | int]
-) -> bytes:
-    """`command`, then `keys` (already packed: `key_count` bulk strings), then `args`, as one
-    RESP array."""
-    size = len(command) + key_count + len(args)
-    return b"".join((b"*%d\r\n" % size, *map(bulk, command), keys, *map(bulk, args)))
+class Packed(NamedTuple):
+    """Script arguments already packed as RESP bulk strings (`arguments` of them)."""
+
+    data: bytes
+    arguments: int
+
+    @classmethod
+    def of(cls, args: Sequence[str | bytes | int]) -> Packed:
+        return cls(b"".join(map(bulk, args)), len(args))
 
 
 class SendLine:
@@ -59,13 +61,15 @@ class SendLine:
         self._pool = client.connection_pool
         self._script = script
         self._connection: AbstractConnection | None = None
-        self._packed_keys: dict[tuple[str, ...], bytes] = {}
+        self._heads: dict[tuple[str | int, ...], bytes] = {}
         self._last_used = 0.0
         #: a send is on the line (another writer takes a pooled connection)
         self.busy = False
 
-    async def run(self, keys: Sequence[str], args: Sequence[str | bytes | int]) -> Any:
-        """The script's reply, run on the kept connection; redis-py's errors as they are."""
+    async def run(self, keys: Sequence[str], args: Sequence[str | bytes | int] | Packed) -> Any:
+        """The script's reply, run on the kept connection; redis-py's errors as they are. `args`
+        may come packed already (a lone send packs its constant ones once: `Packed`)."""
+        packed = args if isinstance(args, Packed) else Packed.of(args)
         self.busy = True
         try:
             connection = self._connection
@@ -74,38 +78,38 @@ class SendLine:
             elif time.monotonic() - self._last_used > IDLE_CHECK_SECONDS:
                 await self._pool.ensure_connection(connection)
             reply = await connection.retry.call_with_retry(
-                lambda: self._evalsha(connection, keys, args), lambda _: connection.disconnect()
+                lambda: self._evalsha(connection, keys, packed), lambda _: connection.disconnect()
             )
             self._last_used = time.monotonic()
             return reply
         finally:
             self.busy = False
 
-    async def _evalsha(
-        self, connection: AbstractConnection, keys: Sequence[str], args: Sequence[str | bytes | int]
-    ) -> Any:
+    async def _evalsha(self, connection: AbstractConnection, keys: Sequence[str], args: Packed) -> Any:
         script = self._script
-        packed_keys = self._keys(keys)
         try:
-            command = pack(("EVALSHA", script.sha, len(keys)), packed_keys, len(keys), args)
-            await connection.send_packed_command(command, check_health=False)
+            await connection.send_packed_command(self._head(keys, args) + args.data, check_health=False)
             return await connection.read_response()
         except NoScriptError:  # the server lost its scripts (a restart): load it, then again
             await connection.send_command("SCRIPT", "LOAD", script.script, check_health=False)
             loaded = await connection.read_response()
             script.sha = loaded.decode() if isinstance(loaded, bytes) else loaded
-            command = pack(("EVALSHA", script.sha, len(keys)), packed_keys, len(keys), args)
-            await connection.send_packed_command(command, check_health=False)
+            await connection.send_packed_command(self._head(keys, args) + args.data, check_health=False)
             return await connection.read_response()
 
-    def _keys(self, keys: Sequence[str]) -> bytes:
-        named = tuple(keys)
-        packed = self._packed_keys.get(named)
-        if packed is None:
-            if len(self._packed_keys) >= MAX_PACKED_KEYS:
-                self._packed_keys.clear()
-            packed = self._packed_keys[named] = b"".join(map(bulk, named))
-        return packed
+    def _head(self, keys: Sequence[str], args: Packed) -> bytes:
+        """EVALSHA's command up to its arguments (the RESP array's length, the script's hash,
+        the keys), packed once per hash, keys and argument count."""
+        sha = self._script.sha
+        named: tuple[str | int, ...] = (sha, args.arguments, *keys)
+        head = self._heads.get(named)
+        if head is None:
+            if len(self._heads) >= MAX_PACKED_HEADS:
+                self._heads.clear()
+            size = 3 + len(keys) + args.arguments
+            command: tuple[str | int, ...] = ("EVALSHA", sha, len(keys), *keys)
+            head = self._heads[named] = b"".join((b"*%d\r\n" % size, *map(bulk, command)))
+        return head
 
     async def close(self) -> None:
         """Give the connection back to the pool (before the pool is closed)."""
