@@ -3,15 +3,17 @@ installed (a venv of their own: their pins clash with conveyor's), never imports
 
 python bench/peer_send.py PEER COUNT NAME   # prints the peer's sends per second
 
-PEER is one of PEERS; NAME is the run's own Redis key prefix / queue name, or PostgreSQL schema
-(created, then dropped). Each peer enqueues COUNT link-click events, one call after the other,
-each waiting for its own write, exactly as its docs show a producer doing it; its keys or schema
-are removed afterwards.
+PEER is one of PEERS; NAME is the run's own Redis key prefix / queue name, PostgreSQL schema
+(created, then dropped) or, for Huey on SQLite, the database file (removed afterwards). Each
+peer enqueues COUNT link-click events, one call after the other, each waiting for its own
+write, exactly as its docs show a producer doing it; its keys, schema or file are removed
+afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -135,6 +137,30 @@ def faststream(count: int, name: str) -> float:
         _drop_redis_keys(name)
 
 
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def _huey_sqlite(count: int, path: str, fsync: bool) -> float:
+    # WAL (Huey's default); fsync=True is synchronous=FULL, False is NORMAL: conveyor's two modes
+    app = _peer("huey").SqliteHuey("bench", filename=path, fsync=fsync)
+    task = app.task()(handle)
+    try:
+        return _rate(count, lambda n: task(click(n)))
+    finally:
+        app.storage.flush_all()
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path + suffix)
+
+
+def huey_sqlite_full(count: int, name: str) -> float:
+    return _huey_sqlite(count, name, fsync=True)
+
+
+def huey_sqlite_normal(count: int, name: str) -> float:
+    return _huey_sqlite(count, name, fsync=False)
+
+
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
 
@@ -188,6 +214,8 @@ PEERS: dict[str, tuple[str, Callable[[int, str], float]]] = {
     "faststream": ("redis", faststream),
     "saq": ("redis", saq),
     "rq": ("redis", rq),
+    "huey-sqlite-full": ("sqlite-full", huey_sqlite_full),
+    "huey-sqlite-normal": ("sqlite-normal", huey_sqlite_normal),
     "pgqueuer": ("postgres", pgqueuer),
     "procrastinate": ("postgres", procrastinate),
 }

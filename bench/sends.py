@@ -4,12 +4,14 @@ python -m bench.sends [--engines redis,postgres,nats,sqlite] [--count 3000] [--r
                       [--peers-python /path/to/venv/bin/python]
 
 Per engine and repeat, in one process and alternating: the raw client's one-by-one insert
-(`conveyor/bench/raw.py`, the very code of `conveyor bench`), conveyor's `send` one by one and
-from 100 concurrent tasks (`conveyor/bench/conveyor_cases.py`), and, with `--peers-python` (a
-Python whose venv has the peers: `pip install huey 'dramatiq[redis]' 'faststream[redis]' saq rq
-pgqueuer procrastinate`, apart from conveyor's, whose pins they clash with), every peer of that
-engine (`bench/peer_send.py`, a process each). Prints medians: a quicker, larger sample of the
-send rows than a whole `conveyor bench --quick` (whose one-by-one case sends 500).
+(`conveyor/bench/raw.py`, the very code of `conveyor bench`) and, on Redis and PostgreSQL, the
+same insert from the asyncio client (what an event loop's round trip costs); conveyor's `send`
+one by one and from 100 concurrent tasks (`conveyor/bench/conveyor_cases.py`); and, with
+`--peers-python` (a Python whose venv has the peers: `pip install huey 'dramatiq[redis]'
+'faststream[redis]' saq rq pgqueuer procrastinate`, apart from conveyor's, whose pins they clash
+with), every peer of that engine (`bench/peer_send.py`, a process each; Huey on SQLite too).
+Prints medians: a quicker, larger sample of the send rows than a whole `conveyor bench --quick`
+(whose one-by-one case sends 500).
 """
 
 from __future__ import annotations
@@ -29,17 +31,19 @@ from conveyor.bench.engines import select, service_problem, storage, unique
 from conveyor.bench.modes import BULK, QUICK
 
 PEER_SCRIPT = Path(__file__).with_name("peer_send.py")
-# the peers of each engine's raw kind (bench/peer_send.py's PEERS)
+# the peers of each engine (bench/peer_send.py's PEERS)
 PEERS = {
     "redis": ("huey", "dramatiq", "faststream", "saq", "rq"),
     "postgres": ("pgqueuer", "procrastinate"),
+    "sqlite-full": ("huey-sqlite-full",),
+    "sqlite-normal": ("huey-sqlite-normal",),
 }
 CONCURRENT = 5_000
 
 
-def peer_rate(python: str, peer: str, count: int) -> float:
+def peer_rate(python: str, peer: str, count: int, name: str) -> float:
     reply = subprocess.run(
-        [python, str(PEER_SCRIPT), peer, str(count), unique("peer")],
+        [python, str(PEER_SCRIPT), peer, str(count), name],
         check=True,
         capture_output=True,
         text=True,
@@ -70,6 +74,9 @@ def main() -> int:
             for repeat in range(args.repeats):
                 print(f"{engine.name}: repeat {repeat + 1}/{args.repeats}", file=sys.stderr)
                 figures = {"raw one by one": raw.measure(place, mode)[raw.INSERT_ONE]}
+                async_rate = asyncio.run(raw.async_insert_one(place, args.count))
+                if async_rate is not None:
+                    figures["raw asyncio one by one"] = async_rate
                 figures["conveyor send one by one"] = asyncio.run(
                     cases.send_one(url, place.queue_name("one"), args.count)
                 )
@@ -78,8 +85,10 @@ def main() -> int:
                         cases.send_concurrent(url, place.queue_name("concurrent"), CONCURRENT)
                     )
                 if args.peers_python:
-                    for peer in PEERS.get(engine.kind, ()):
-                        figures[f"{peer} one by one"] = peer_rate(args.peers_python, peer, args.count)
+                    for peer in PEERS.get(engine.name, ()):
+                        # Huey on SQLite takes a database file of the run's own; the others a name
+                        name = str(place.directory / "huey.db") if engine.kind == "sqlite" else unique("peer")
+                        figures[f"{peer} one by one"] = peer_rate(args.peers_python, peer, args.count, name)
                 for case, rate in figures.items():
                     samples.setdefault(case, []).append(rate)
     for name, samples in table.items():

@@ -262,3 +262,49 @@ async def nats_ceiling(storage: Storage, mode: Mode) -> Rates:
             await js.delete_stream(stream)
         finally:
             await nc.close()
+
+
+# -- the asyncio clients' one-by-one insert ------------------------------------------------------
+
+
+async def async_insert_one(storage: Storage, count: int) -> float | None:
+    """The raw one-by-one insert from an asyncio client (redis.asyncio XADD, psycopg's
+    AsyncConnection INSERT in autocommit), on the tables and keys of the ceilings above: what an
+    event loop's round trip costs a lone `await send` before any framework. None for an engine
+    whose raw client is already asyncio (NATS) or has none (SQLite)."""
+    kind = storage.engine.kind
+    if kind == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        key = f"{storage.raw_name}:async"
+        try:
+
+            async def redis_one_by_one() -> None:
+                for n in range(count):
+                    await client.xadd(key, {"b": _dumps(n)})
+
+            return await _async_rate(count, redis_one_by_one)
+        finally:
+            await client.delete(key)
+            await client.aclose()
+    if kind == "postgres":
+        import psycopg
+
+        table = f'"{storage.raw_name}".raw_async'
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{storage.raw_name}"')
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, body bytea NOT NULL)"
+            )
+            insert = f"INSERT INTO {table} (body) VALUES (%s)"
+
+            async def postgres_one_by_one() -> None:
+                for n in range(count):
+                    await conn.execute(insert, (_dumps(n),))
+
+            try:
+                return await _async_rate(count, postgres_one_by_one)
+            finally:
+                await conn.execute(f"DROP TABLE {table}")
+    return None
