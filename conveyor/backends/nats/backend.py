@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.backends.base import Backend, new_token
+from conveyor.backends.base import Backend, is_ahead, new_token
 from conveyor.backends.nats import partitions, records
 from conveyor.backends.nats.jetstream import (
     JetStream,
@@ -670,6 +670,20 @@ class NatsBackend(Backend):
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
     ) -> list[LeasedMessage]:
+        return await self._lease(queue, limit, visibility_timeout, handed, 0)
+
+    async def lease_ahead(
+        self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
+    ) -> list[LeasedMessage]:
+        """Leased ahead, the first `hand_first` non-suspects handed in the lease record itself
+        when it takes that many (state.QueueState.lease): the worker's begin of the batches it
+        starts at once is saved. A partitioned queue: the first partition whose lease record
+        takes that many hands them (all or none each), and they come first in the list."""
+        return await self._lease(queue, limit, visibility_timeout, False, hand_first)
+
+    async def _lease(
+        self, queue: str, limit: int, visibility_timeout: float, handed: bool, hand: int
+    ) -> list[LeasedMessage]:
         if limit <= 0:
             return []
         try:
@@ -679,28 +693,38 @@ class NatsBackend(Backend):
                 if not any(view.has_visible() for view in views):
                     return []
             if len(views) == 1:
-                return await self._lease_log(views[0], limit, visibility_timeout, handed)
+                return await self._lease_log(views[0], limit, visibility_timeout, handed, hand)
             # partitions in turn, from one further on each time: a batch takes what the first
             # with visible messages has, then the next one's, until full
             turn = self._turns.get(queue, 0)
             self._turns[queue] = turn + 1
             leased: list[LeasedMessage] = []
+            handing = False
             for k in partitions.rotation(turn, len(views)):
                 if len(leased) >= limit:
                     break
                 if views[k].has_visible():
-                    leased += await self._lease_log(views[k], limit - len(leased), visibility_timeout, handed)
-            return leased
+                    wanted = limit - len(leased)
+                    got = await self._lease_log(views[k], wanted, visibility_timeout, handed, hand)
+                    if hand and any(not is_ahead(m.lease_id) for m in got):
+                        hand, handing = 0, True  # this partition handed them all: no other hands
+                    leased += got
+            if not handing:
+                return leased
+            # the handed first: the batch the worker starts at once
+            ahead = [m for m in leased if is_ahead(m.lease_id)]
+            return [m for m in leased if not is_ahead(m.lease_id)] + ahead
         except QueueNotFound:
             return []
 
     async def _lease_log(
-        self, view: QueueView, limit: int, visibility_timeout: float, handed: bool
+        self, view: QueueView, limit: int, visibility_timeout: float, handed: bool, hand: int = 0
     ) -> list[LeasedMessage]:
         token = partitions.lease_token(split_log(view.log)[1], handed)
-        leased: list[tuple[LeasedMessage, Location]] = await self._command(
-            view.log, {"op": "lease", "tok": token, "n": limit, "vt": visibility_timeout}
-        )
+        header: dict[str, Any] = {"op": "lease", "tok": token, "n": limit, "vt": visibility_timeout}
+        if hand:
+            header["h"] = hand
+        leased: list[tuple[LeasedMessage, Location]] = await self._command(view.log, header)
         return await self._with_bodies(view, leased)
 
     async def _with_bodies(
