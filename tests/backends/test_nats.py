@@ -316,6 +316,12 @@ async def test_a_send_retried_after_a_lost_reply_is_stored_once(url: str) -> Non
         assert (await app.queue("orders").stats()).backlog == 3
         await backend._append("orders", messages, "late")  # past the duplicate window: ids still live
         assert (await app.queue("orders").stats()).backlog == 3
+        # a lone send (its own path), acked, then retried: the Nats-Msg-Id keeps it from coming back
+        await backend._append("orders", [_outgoing(9)], "send")
+        [leased] = [m for m in await backend.lease_many("orders", 10, 30) if m.id == "id9"]
+        assert (await app.queue("orders").ack([leased.lease_id])).ack_count == 1
+        await backend._append("orders", [_outgoing(9)], "send")
+        assert (await app.queue("orders").stats()).total == 3
 
 
 async def test_another_process_wakes_at_once_on_a_send(url: str) -> None:

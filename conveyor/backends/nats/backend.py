@@ -430,20 +430,13 @@ class NatsBackend(Backend):
     # -- sending -----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        if len(messages) == 1 and messages[0].dedup_id is None:  # a lone send: the common case
+            message = messages[0]
+            await self._append(message.queue, [_outgoing(message)], "send")
+            return [message.id]
         by_queue: dict[str, list[Outgoing]] = {}
         for message in messages:
-            by_queue.setdefault(message.queue, []).append(
-                Outgoing(
-                    message.id,
-                    message.body,
-                    message.content_type,
-                    message.delay_seconds,
-                    message.dead_letter,
-                    dedup_id=message.dedup_id,
-                    headers=message.headers,
-                    group=message.group,
-                )
-            )
+            by_queue.setdefault(message.queue, []).append(_outgoing(message))
         if len(by_queue) == 1:
             [(name, arrivals)] = by_queue.items()
             lasts = await self._append(name, arrivals, "send")
@@ -556,6 +549,8 @@ class NatsBackend(Backend):
         """Store `messages` in one log, one record if they fit in one (else several, in order);
         returns the stream sequence of the last. `bounded`: a queue of one partition with
         backlog limits, whose log checks each record."""
+        if len(messages) == 1 and not bounded:  # one record however big (as below), no sizing
+            return await self._publish_send(log, messages, f"{msg_id_prefix}-{messages[0].id}-1")
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
         chunks: list[list[Outgoing]] = [[]]
         size = 0
@@ -1036,6 +1031,19 @@ async def _close_view(future: asyncio.Future[QueueView]) -> None:
         await future.result().close()
     else:
         future.cancel()
+
+
+def _outgoing(message: OutgoingMessage) -> Outgoing:
+    return Outgoing(
+        message.id,
+        message.body,
+        message.content_type,
+        message.delay_seconds,
+        message.dead_letter,
+        dedup_id=message.dedup_id,
+        headers=message.headers,
+        group=message.group,
+    )
 
 
 def _keys(leases: Sequence[Lease]) -> list[list[str]]:

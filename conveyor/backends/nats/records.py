@@ -65,8 +65,12 @@ def decode(data: bytes) -> Record:
     return Record(str(header.get("op", "")), header, end + 1, memoryview(data)[end + 1 :])
 
 
+#: one encoder for every record header (json.dumps with options builds one per call)
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(header: dict[str, Any], blob: bytes | Sequence[bytes] = b"") -> bytes:
-    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    head = _HEADER_ENCODER.encode(header).encode()
     if isinstance(blob, bytes):
         return head + b"\n" + blob
     return b"".join((head, b"\n", *blob))
