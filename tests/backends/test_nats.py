@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import conveyor
+from conveyor.backends.base import handed_token, is_ahead
 from conveyor.bench.nats_servers import free_ports
 from conveyor.core.ids import new_message_id
 from conveyor.errors import BackendUnavailable, InvalidURL
@@ -134,6 +135,21 @@ def test_a_snapshot_keeps_groups_in_order_and_their_head_out() -> None:
     copy.settle([("g0", "tok")], [], [], "m", 102.0)
     [second] = copy.lease(10, 30, "next", 102.0)
     assert (second.id, second.group) == ("g1", "g")
+
+
+def test_a_lease_record_hands_its_first_non_suspects_when_it_takes_that_many() -> None:
+    # Backend.lease_ahead on NATS: the rule every reader applies to a lease record with "h"
+    state = QueueState("q")
+    state.send([_arrival(n) for n in range(4)], 100.0, 1 << 20)
+    state.lease(1, 1, handed_token("r-gone"), 100.0)  # id0: handed, then expired: a suspect
+    leased = state.lease(10, 30, "r-tok", 102.0, hand=2)
+    assert [(m.id, m.lost) for m in leased] == [("id1", 0), ("id2", 0), ("id3", 0), ("id0", 1)]
+    assert [m.lease_token for m in leased] == ["h-tok", "h-tok", "r-tok", "r-tok"]
+    copy = records.decode_state("q", records.encode_state(state))  # a snapshot keeps the kinds
+    assert copy.begin([("id1", "h-tok"), ("id3", "r-tok")], 103.0) == [True, True]
+    state.send([_arrival(n) for n in range(4, 7)], 110.0, 2 << 20)
+    short = state.lease(10, 30, "r-few", 110.0, hand=4)  # takes 3: fewer than it would hand
+    assert [m.lease_token for m in short] == ["r-few"] * 3
 
 
 def test_records_and_snapshots_of_before_groups_read_as_ungrouped() -> None:
@@ -300,6 +316,12 @@ async def test_a_send_retried_after_a_lost_reply_is_stored_once(url: str) -> Non
         assert (await app.queue("orders").stats()).backlog == 3
         await backend._append("orders", messages, "late")  # past the duplicate window: ids still live
         assert (await app.queue("orders").stats()).backlog == 3
+        # a lone send (its own path), acked, then retried: the Nats-Msg-Id keeps it from coming back
+        await backend._append("orders", [_outgoing(9)], "send")
+        [leased] = [m for m in await backend.lease_many("orders", 10, 30) if m.id == "id9"]
+        assert (await app.queue("orders").ack([leased.lease_id])).ack_count == 1
+        await backend._append("orders", [_outgoing(9)], "send")
+        assert (await app.queue("orders").stats()).total == 3
 
 
 async def test_another_process_wakes_at_once_on_a_send(url: str) -> None:
@@ -311,6 +333,17 @@ async def test_another_process_wakes_at_once_on_a_send(url: str) -> None:
         await producer.queue("wake").send({"n": 1})
         async with asyncio.timeout(10):
             await waiter
+
+
+async def test_a_lease_ahead_hands_the_first_it_asks_and_every_reader_agrees(url: str) -> None:
+    async with conveyor.App(url) as leaser, conveyor.App(url) as other:
+        await leaser.queue("orders").send_batch([{"n": n} for n in range(6)])
+        leased = await leaser.backend.lease_ahead("orders", 10, 30, hand_first=4)
+        assert [is_ahead(m.lease_id) for m in leased] == [False] * 4 + [True] * 2
+        # another process's view of the log handed the same four: their handed ids settle there
+        result = await other.queue("orders").ack([m.lease_id for m in leased[:4]])
+        assert (result.ack_count, result.stale) == (4, [])
+        assert await other.core.begin("orders", [m.lease_id for m in leased[4:]]) == [True, True]
 
 
 async def test_a_message_delayed_a_full_day_is_held_for_that_long(url: str) -> None:

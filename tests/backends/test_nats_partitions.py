@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 import conveyor
+from conveyor.backends.base import is_ahead
+from conveyor.backends.partitioning import place
 from conveyor.bench.nats_servers import jetstream_request
 from conveyor.types import DeadLetterInfo, DeadLetterMove, Outcomes
 from tests.support.apps import TEST_LIMITS
@@ -127,6 +129,25 @@ async def test_a_lease_id_names_the_partition_its_lease_was_written_to(url: str)
         forged = leased[0].lease_id.split("p")[0] + "p9"
         result = await queue.ack([forged, *(m.lease_id for m in leased)])
         assert (result.ack_count, result.stale) == (12, [forged])
+
+
+async def test_a_lease_ahead_of_partitions_hands_from_one_that_takes_enough_and_puts_them_first(
+    url: str,
+) -> None:
+    # groups place messages: 2 in partition 0 (fewer than it is asked to hand), 6 in partition 1
+    groups = [f"g{n}" for n in range(100)]
+    small = [g for g in groups if place(g, None, "", 2) == 0][:2]
+    large = [g for g in groups if place(g, None, "", 2) == 1][:6]
+    async with conveyor.App(url, limits=TEST_LIMITS) as app:
+        await app.create_queue("clicks", partitions=2)
+        queue = app.queue("clicks")
+        await queue.send_batch([conveyor.SendRequest(g, group=g) for g in small + large])
+        leased = await app.backend.lease_ahead("clicks", 8, 30, hand_first=3)
+        assert len(leased) == 8
+        handed = [m for m in leased if not is_ahead(m.lease_id)]
+        assert handed == leased[:3]  # the batch the worker starts at once, whichever partition led
+        assert {m.group for m in handed} <= set(large)  # all or none per partition: the large one's
+        assert (await queue.ack([m.lease_id for m in handed])).ack_count == 3
 
 
 async def test_a_settings_change_reaches_every_partition_log(url: str) -> None:

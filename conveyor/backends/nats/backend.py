@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.backends.base import Backend, new_token
+from conveyor.backends.base import Backend, is_ahead, new_token
 from conveyor.backends.nats import partitions, records
 from conveyor.backends.nats.jetstream import (
     JetStream,
@@ -430,20 +430,13 @@ class NatsBackend(Backend):
     # -- sending -----------------------------------------------------------------------------
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        if len(messages) == 1 and messages[0].dedup_id is None:  # a lone send: the common case
+            message = messages[0]
+            await self._append(message.queue, [_outgoing(message)], "send")
+            return [message.id]
         by_queue: dict[str, list[Outgoing]] = {}
         for message in messages:
-            by_queue.setdefault(message.queue, []).append(
-                Outgoing(
-                    message.id,
-                    message.body,
-                    message.content_type,
-                    message.delay_seconds,
-                    message.dead_letter,
-                    dedup_id=message.dedup_id,
-                    headers=message.headers,
-                    group=message.group,
-                )
-            )
+            by_queue.setdefault(message.queue, []).append(_outgoing(message))
         if len(by_queue) == 1:
             [(name, arrivals)] = by_queue.items()
             lasts = await self._append(name, arrivals, "send")
@@ -556,6 +549,8 @@ class NatsBackend(Backend):
         """Store `messages` in one log, one record if they fit in one (else several, in order);
         returns the stream sequence of the last. `bounded`: a queue of one partition with
         backlog limits, whose log checks each record."""
+        if len(messages) == 1 and not bounded:  # one record however big (as below), no sizing
+            return await self._publish_send(log, messages, f"{msg_id_prefix}-{messages[0].id}-1")
         limit = self.js.max_payload - RECORD_MARGIN_BYTES
         chunks: list[list[Outgoing]] = [[]]
         size = 0
@@ -670,6 +665,20 @@ class NatsBackend(Backend):
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
     ) -> list[LeasedMessage]:
+        return await self._lease(queue, limit, visibility_timeout, handed, 0)
+
+    async def lease_ahead(
+        self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
+    ) -> list[LeasedMessage]:
+        """Leased ahead, the first `hand_first` non-suspects handed in the lease record itself
+        when it takes that many (state.QueueState.lease): the worker's begin of the batches it
+        starts at once is saved. A partitioned queue: the first partition whose lease record
+        takes that many hands them (all or none each), and they come first in the list."""
+        return await self._lease(queue, limit, visibility_timeout, False, hand_first)
+
+    async def _lease(
+        self, queue: str, limit: int, visibility_timeout: float, handed: bool, hand: int
+    ) -> list[LeasedMessage]:
         if limit <= 0:
             return []
         try:
@@ -679,28 +688,38 @@ class NatsBackend(Backend):
                 if not any(view.has_visible() for view in views):
                     return []
             if len(views) == 1:
-                return await self._lease_log(views[0], limit, visibility_timeout, handed)
+                return await self._lease_log(views[0], limit, visibility_timeout, handed, hand)
             # partitions in turn, from one further on each time: a batch takes what the first
             # with visible messages has, then the next one's, until full
             turn = self._turns.get(queue, 0)
             self._turns[queue] = turn + 1
             leased: list[LeasedMessage] = []
+            handing = False
             for k in partitions.rotation(turn, len(views)):
                 if len(leased) >= limit:
                     break
                 if views[k].has_visible():
-                    leased += await self._lease_log(views[k], limit - len(leased), visibility_timeout, handed)
-            return leased
+                    wanted = limit - len(leased)
+                    got = await self._lease_log(views[k], wanted, visibility_timeout, handed, hand)
+                    if hand and any(not is_ahead(m.lease_id) for m in got):
+                        hand, handing = 0, True  # this partition handed them all: no other hands
+                    leased += got
+            if not handing:
+                return leased
+            # the handed first: the batch the worker starts at once
+            ahead = [m for m in leased if is_ahead(m.lease_id)]
+            return [m for m in leased if not is_ahead(m.lease_id)] + ahead
         except QueueNotFound:
             return []
 
     async def _lease_log(
-        self, view: QueueView, limit: int, visibility_timeout: float, handed: bool
+        self, view: QueueView, limit: int, visibility_timeout: float, handed: bool, hand: int = 0
     ) -> list[LeasedMessage]:
         token = partitions.lease_token(split_log(view.log)[1], handed)
-        leased: list[tuple[LeasedMessage, Location]] = await self._command(
-            view.log, {"op": "lease", "tok": token, "n": limit, "vt": visibility_timeout}
-        )
+        header: dict[str, Any] = {"op": "lease", "tok": token, "n": limit, "vt": visibility_timeout}
+        if hand:
+            header["h"] = hand
+        leased: list[tuple[LeasedMessage, Location]] = await self._command(view.log, header)
         return await self._with_bodies(view, leased)
 
     async def _with_bodies(
@@ -1012,6 +1031,19 @@ async def _close_view(future: asyncio.Future[QueueView]) -> None:
         await future.result().close()
     else:
         future.cancel()
+
+
+def _outgoing(message: OutgoingMessage) -> Outgoing:
+    return Outgoing(
+        message.id,
+        message.body,
+        message.content_type,
+        message.delay_seconds,
+        message.dead_letter,
+        dedup_id=message.dedup_id,
+        headers=message.headers,
+        group=message.group,
+    )
 
 
 def _keys(leases: Sequence[Lease]) -> list[list[str]]:

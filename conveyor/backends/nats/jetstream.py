@@ -208,6 +208,15 @@ def _error_code(exc: BaseException) -> int | None:
     return getattr(exc, "err_code", None)
 
 
+def _acked_seq(data: bytes) -> int:
+    """The stream sequence a PubAck names; its error as nats-py's APIError (subclass by code)."""
+    ack = json.loads(data)
+    error = ack.get("error")
+    if error is not None:
+        nats.js.errors.APIError.from_error(error)  # raises
+    return int(ack["seq"])
+
+
 class JetStream:
     """One NATS connection and the JetStream calls the engine makes through it."""
 
@@ -231,6 +240,7 @@ class JetStream:
         self._rates_subject_prefix = f"{prefix}.buckets."
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._subject_cache: dict[tuple[str, str], str] = {}
 
     # -- names -------------------------------------------------------------------------------
 
@@ -248,7 +258,10 @@ class JetStream:
         return f"{self._partition_subjects}{queue}.{partition}.>"
 
     def subject(self, log: str, kind: str) -> str:
-        return self.subjects(log)[:-1] + kind
+        subject = self._subject_cache.get((log, kind))
+        if subject is None:  # every send names one: made once per log
+            subject = self._subject_cache[log, kind] = self.subjects(log)[:-1] + kind
+        return subject
 
     def queue_of(self, stream: str) -> str | None:
         return stream[len(self._stream_prefix) :] if stream.startswith(self._stream_prefix) else None
@@ -534,23 +547,25 @@ class JetStream:
         subject = self.subject(log, kind)
 
         async def call() -> int:
+            # the request JetStreamContext.publish makes, its PubAck read for the sequence alone
             try:
-                ack = await self.js.publish(
+                reply = await self.nc.request(
                     subject, payload, timeout=REQUEST_TIMEOUT_SECONDS, headers=headers
                 )
-            except nats.js.errors.NoStreamResponseError:
+            except nats.errors.NoRespondersError:
                 # nothing listens on the subject: no such stream, or (rarely) a moment when no
                 # server has it; ask, and try again in the second case
                 if await self.stream_state(log) is None:
                     raise QueueNotFound(split_log(log)[0]) from None
-                raise nats.errors.NoRespondersError from None
+                raise
+            try:
+                return _acked_seq(reply.data)
             except nats.js.errors.APIError as exc:
                 if _error_code(exc) == WRONG_LAST_SEQUENCE:
                     raise WrongLastSequence(str(exc)) from exc
                 if exc.code == 503:
                     raise nats.js.errors.ServiceUnavailableError from exc
                 raise
-            return int(ack.seq)
 
         return await self._retrying(call)
 

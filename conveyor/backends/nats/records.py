@@ -41,9 +41,11 @@ class Record:
     blob: memoryview
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
-    """A message on its way into a record, body in hand (`Arrival` is what reading it gives)."""
+    """A message on its way into a record, body in hand (`Arrival` is what reading it gives).
+    Not frozen: a frozen dataclass's __init__ costs a microsecond more per message sent; nothing
+    changes one (partitions.stamped makes new ones)."""
 
     id: str
     body: bytes
@@ -65,8 +67,12 @@ def decode(data: bytes) -> Record:
     return Record(str(header.get("op", "")), header, end + 1, memoryview(data)[end + 1 :])
 
 
+#: one encoder for every record header (json.dumps with options builds one per call)
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(header: dict[str, Any], blob: bytes | Sequence[bytes] = b"") -> bytes:
-    head = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    head = _HEADER_ENCODER.encode(header).encode()
     if isinstance(blob, bytes):
         return head + b"\n" + blob
     return b"".join((head, b"\n", *blob))

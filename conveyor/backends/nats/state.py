@@ -301,7 +301,12 @@ class QueueState:
         for move in moves:
             self.outbox[move.id] = move
 
-    def lease(self, limit: int, visibility_timeout: float, token: str, now: float) -> list[Message]:
+    def lease(
+        self, limit: int, visibility_timeout: float, token: str, now: float, hand: int = 0
+    ) -> list[Message]:
+        """Lease up to `limit` visible messages under `token`. `hand` (a lease ahead,
+        Backend.lease_ahead): when it took at least that many non-suspects (`lost` 0), the first
+        `hand` of them are leased handed (`handed_token`), as if begun in the same record."""
         if self.paused:
             return []
         leased: list[Message] = []
@@ -320,6 +325,12 @@ class QueueState:
             message.visible_at = now + visibility_timeout
             self.schedule(message)
             leased.append(message)
+        if hand > 0:
+            fresh = [message for message in leased if message.lost == 0]
+            if len(fresh) >= hand:
+                handed = handed_token(token)
+                for message in fresh[:hand]:
+                    message.lease_token = handed
         return leased
 
     def begin(self, leases: Iterable[LeaseKey], now: float) -> list[bool]:

@@ -289,7 +289,7 @@ class QueueView:
                     state.fan_out(records.decode_fan_out(record, seq, now))
         elif op == "lease":
             token = str(header["tok"])
-            leased = state.lease(int(header["n"]), float(header["vt"]), token, now)
+            leased = state.lease(int(header["n"]), float(header["vt"]), token, now, int(header.get("h", 0)))
             if token in self._results:  # the body of each is read by the backend
                 queue = self.queue
                 result = [
@@ -301,7 +301,7 @@ class QueueView:
                             m.content_type,
                             m.timestamp,
                             m.attempts,
-                            make_lease_id(m.id, token),
+                            make_lease_id(m.id, m.lease_token or token),  # handed or not
                             m.dead_letter,
                             m.lost,
                             m.headers,
