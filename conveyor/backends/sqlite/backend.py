@@ -940,11 +940,11 @@ class SQLiteBackend(Backend):
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = self.clock.now()
-            picked = [seq for (seq,) in conn.execute(Q["lease_pick"], (queue, now, limit))]
+            (seqs,) = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchone()
+            picked: list[int] = json.loads(seqs)
             if not picked:
                 return []
-            params = (token, now + visibility_timeout, json.dumps(picked))
-            rows = conn.execute(Q["lease"], params).fetchall()
+            rows = conn.execute(Q["lease"], (token, now + visibility_timeout, seqs)).fetchall()
             # the batch keeps the picked order (oldest visible first), whatever RETURNING's order
             position = {seq: index for index, seq in enumerate(picked)}
             rows.sort(key=lambda row: position[row[0]])
@@ -977,20 +977,21 @@ class SQLiteBackend(Backend):
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = self.clock.now()
-            picked = conn.execute(Q["lease_pick_ahead"], (queue, now, limit)).fetchall()
+            seqs, losts = conn.execute(Q["lease_pick_ahead"], (queue, now, limit)).fetchone()
+            picked: list[int] = json.loads(seqs)
             if not picked:
                 return []
-            fresh = [seq for seq, lost in picked if lost == 0]
+            fresh = [seq for seq, lost in zip(picked, json.loads(losts), strict=True) if lost == 0]
             handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
             params = {
                 "handed": json.dumps(handed),
                 "handed_token": handed_token(token),
                 "token": token,
                 "deadline": now + visibility_timeout,
-                "seqs": json.dumps([seq for seq, _ in picked]),
+                "seqs": seqs,
             }
             rows = conn.execute(Q["lease_handing"], params).fetchall()
-            position = {seq: index for index, (seq, _) in enumerate(picked)}
+            position = {seq: index for index, seq in enumerate(picked)}
             rows.sort(key=lambda row: position[row[0]])
             return rows
 

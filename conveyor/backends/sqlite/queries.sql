@@ -195,14 +195,19 @@ ON CONFLICT (id) DO NOTHING
 -- name: lease_pick
 -- a paused or missing queue matches no queue_id, so leases nothing; a grouped message is picked
 -- only as its group's head (no older message of its group is left: acked or dead-lettered), so a
--- group has one message out at a time and a retried or expired head keeps its place
-SELECT seq FROM conveyor_messages m
-WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
-  AND visible_at <= ?
-  AND (group_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM conveyor_messages g
-      WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
-ORDER BY visible_at, seq LIMIT ?
+-- group has one message out at a time and a retried or expired head keeps its place. One row: the
+-- rowids as a JSON array, oldest visible first (the subquery's order: a LIMIT keeps it from being
+-- flattened into the aggregate). Not a row per message: each row fetched on the writer thread
+-- waits for the GIL while the event loop runs Python.
+SELECT json_group_array(seq) FROM (
+  SELECT seq FROM conveyor_messages m
+  WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
+    AND visible_at <= ?
+    AND (group_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM conveyor_messages g
+        WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
+  ORDER BY visible_at, seq LIMIT ?
+)
 
 -- A picked row that still has a token had a lease that expired: a read-ahead one ('r') gives its
 -- attempt back, a handed one adds a lost delivery ('move-' holds are Redis's only). SET reads
@@ -217,15 +222,17 @@ RETURNING seq, id, body, content_type, enqueued_at, attempts, dead_letter, lost,
 
 -- name: lease_pick_ahead
 -- lease_pick (a grouped message only as its group's head), with the row's `lost` as the lease
--- below will leave it (a suspect is not handed)
-SELECT seq, lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r')
-FROM conveyor_messages m
-WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
-  AND visible_at <= ?
-  AND (group_id IS NULL OR NOT EXISTS (
-      SELECT 1 FROM conveyor_messages g
-      WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
-ORDER BY visible_at, seq LIMIT ?
+-- below will leave it (a suspect is not handed): two JSON arrays in one row, in the same order
+SELECT json_group_array(seq), json_group_array(lost) FROM (
+  SELECT seq, lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r') AS lost
+  FROM conveyor_messages m
+  WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
+    AND visible_at <= ?
+    AND (group_id IS NULL OR NOT EXISTS (
+        SELECT 1 FROM conveyor_messages g
+        WHERE g.queue_id = m.queue_id AND g.group_id = m.group_id AND g.seq < m.seq))
+  ORDER BY visible_at, seq LIMIT ?
+)
 
 -- name: lease_handing
 -- lease, with the rows named by the second list handed (the first token) and the rest ahead
