@@ -940,78 +940,46 @@ class SQLiteBackend(Backend):
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = self.clock.now()
-            (seqs,) = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchone()
-            picked: list[int] = json.loads(seqs)
-            if not picked:
-                return []
-            rows = conn.execute(Q["lease"], (token, now + visibility_timeout, seqs)).fetchall()
-            # the batch keeps the picked order (oldest visible first), whatever RETURNING's order
-            position = {seq: index for index, seq in enumerate(picked)}
-            rows.sort(key=lambda row: position[row[0]])
+            rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
+            if rows:
+                seqs = json.dumps([row[0] for row in rows])
+                conn.execute(Q["lease"], (token, now + visibility_timeout, seqs))
             return rows
 
         rows = await self._transaction(lease, lease=True)
-        # the lease id format of make_row_lease_id, inlined: this runs per message
-        return [
-            LeasedMessage(
-                id_,
-                queue,
-                body,
-                kind,
-                sent,
-                attempts,
-                f"{id_}.{token}.{seq}",
-                _dead_letter(dead),
-                lost,
-                None if headers is None else load_headers(headers),
-                group,
-            )
-            for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
-        ]
+        return _leased(queue, rows, token)
 
     async def lease_ahead(
         self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
     ) -> list[LeasedMessage]:
         limit = self._drain_size(limit)
         token = new_token(handed=False)
+        handing = handed_token(token)
 
-        def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def lease(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[int]]:
             now = self.clock.now()
-            seqs, losts = conn.execute(Q["lease_pick_ahead"], (queue, now, limit)).fetchone()
-            picked: list[int] = json.loads(seqs)
-            if not picked:
-                return []
-            fresh = [seq for seq, lost in zip(picked, json.loads(losts), strict=True) if lost == 0]
+            rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
+            if not rows:
+                return rows, []
+            fresh = [row[0] for row in rows if row[7] == 0]  # a suspect is not handed
             handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
-            params = {
-                "handed": json.dumps(handed),
-                "handed_token": handed_token(token),
-                "token": token,
-                "deadline": now + visibility_timeout,
-                "seqs": seqs,
-            }
-            rows = conn.execute(Q["lease_handing"], params).fetchall()
-            position = {seq: index for index, seq in enumerate(picked)}
-            rows.sort(key=lambda row: position[row[0]])
-            return rows
+            seqs = json.dumps([row[0] for row in rows])
+            deadline = now + visibility_timeout
+            if handed:
+                params = {
+                    "handed": json.dumps(handed),
+                    "handed_token": handing,
+                    "token": token,
+                    "deadline": deadline,
+                    "seqs": seqs,
+                }
+                conn.execute(Q["lease_handing"], params)
+            else:
+                conn.execute(Q["lease"], (token, deadline, seqs))
+            return rows, handed
 
-        rows = await self._transaction(lease, lease=True)
-        return [
-            LeasedMessage(
-                id_,
-                queue,
-                body,
-                kind,
-                sent,
-                attempts,
-                f"{id_}.{tok}.{seq}",
-                _dead_letter(dead),
-                lost,
-                None if headers is None else load_headers(headers),
-                group,
-            )
-            for seq, id_, body, kind, sent, attempts, dead, lost, tok, headers, group in rows
-        ]
+        rows, handed = await self._transaction(lease, lease=True)
+        return _leased(queue, rows, token, handing, set(handed))
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
         if not leases:
@@ -1250,6 +1218,46 @@ class SQLiteBackend(Backend):
             return removed
 
         return await self._transaction(sweep)
+
+
+def _leased(
+    queue: str, rows: list[tuple[Any, ...]], token: str, handing: str = "", handed: set[int] | None = None
+) -> list[LeasedMessage]:
+    """A lease's messages, from lease_pick's rows (in their order): under `token`, or `handing`
+    for the rows in `handed`. Runs per message: make_row_lease_id's format is inlined."""
+    if not handed:
+        return [
+            LeasedMessage(
+                id_,
+                queue,
+                body,
+                kind,
+                sent,
+                attempts,
+                f"{id_}.{token}.{seq}",
+                None if dead is None else _dead_letter(dead),
+                lost,
+                None if headers is None else load_headers(headers),
+                group,
+            )
+            for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
+        ]
+    return [
+        LeasedMessage(
+            id_,
+            queue,
+            body,
+            kind,
+            sent,
+            attempts,
+            f"{id_}.{handing if seq in handed else token}.{seq}",
+            None if dead is None else _dead_letter(dead),
+            lost,
+            None if headers is None else load_headers(headers),
+            group,
+        )
+        for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
+    ]
 
 
 # (token, its rowids as a JSON array, rowid -> the item's index in the settle)
