@@ -1063,21 +1063,38 @@ class SQLiteBackend(Backend):
         dead_letter_queues = {move.queue for move in moves if move.queue is not None}
         records = [json.dumps(move.record.to_dict()) for move in moves]
 
+        exact = False  # True: every ack and retry counts its live leases first (see apply)
+
         def settle(conn: sqlite3.Connection) -> bool:
             """Apply the outcomes; True when a group's head went (its next is deliverable)."""
-            queue_id = self._queue_row(conn, queue)[0]
+            statuses[:] = [False] * len(outcomes)  # a settle run again starts afresh
+            row = conn.execute(Q["settle_queue"], (queue,)).fetchone()
+            if row is None:
+                raise QueueNotFound(queue)
+            queue_id, queue_grouped = row
             dlq_ids = {name: self._queue_row(conn, name)[0] for name in dead_letter_queues}
             now = self.clock.now()
             freed = False
 
             def apply(statement: str, groups: _TokenGroups, frees: bool, **extra: Any) -> None:
-                """Run `statement` once per token and mark the items it took. Which leases are
-                live is read first in one row (`settle_live`), not from the statement's rows one
-                by one: each row fetched on this thread waits for the GIL while the event loop
-                runs Python (handlers, the next batches), which slowed a drain's settles."""
+                """Run `statement` once per token and mark the items it took. Usually every
+                lease is live: the statement's count of changed rows says so, and no statement
+                reads them first. When it took fewer (some leases were stale: rare),
+                _SomeStale rolls this settle back and it runs again `exact`: which leases are
+                live is read first in one row (`settle_live`), then which ones when not all.
+                Never from the statement's rows one by one: each row fetched on this thread
+                waits for the GIL while the event loop runs Python (handlers, the next batches).
+                An ack on a queue holding grouped messages is exact too: whether a group's head
+                went is read in the same row."""
                 nonlocal freed
                 for token, seqs, items in groups:
                     params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now} | extra
+                    if not exact and not (frees and queue_grouped):
+                        if conn.execute(statement, params).rowcount != len(items):
+                            raise _SomeStale
+                        for index in items.values():
+                            statuses[index] = True
+                        continue
                     live, grouped = conn.execute(Q["settle_live"], params).fetchone()
                     if live == len(items):
                         for index in items.values():
@@ -1107,10 +1124,15 @@ class SQLiteBackend(Backend):
                         copies.append(
                             (move.new_id, dlq_id, body, content_type, now, now, record, copy_headers, group)
                         )
-            conn.executemany(Q["insert_message"], copies)
+            if copies:
+                conn.executemany(Q["insert_message"], copies)
             return freed
 
-        freed = await self._transaction(settle)
+        try:
+            freed = await self._transaction(settle)
+        except _SomeStale:
+            exact = True
+            freed = await self._transaction(settle)
         woken = {
             move.queue for move, live in zip(moves, statuses[dead_start:], strict=True) if live and move.queue
         }
@@ -1218,6 +1240,11 @@ class SQLiteBackend(Backend):
             return removed
 
         return await self._transaction(sweep)
+
+
+class _SomeStale(Exception):
+    """A settle's statement took fewer rows than it named: its transaction is rolled back and
+    the settle runs again, finding out which leases were live (see `_settle_at_once`)."""
 
 
 def _leased(

@@ -256,6 +256,12 @@ WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_a
 -- them when some were stale), then changes exactly those rows: the same conditions, in the same
 -- write transaction. (grouped: a group's head gone makes its next message deliverable, which
 -- wakes waiters.)
+-- name: settle_queue
+-- A settle's queue: its id, and whether it holds grouped messages (an ack then reads whether a
+-- group's head went; the partial group index answers without a scan)
+SELECT id, EXISTS (SELECT 1 FROM conveyor_messages m WHERE m.queue_id = q.id AND m.group_id IS NOT NULL)
+FROM conveyor_queues q WHERE name = ?
+
 -- name: settle_live
 SELECT count(*), max(group_id IS NOT NULL) FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
