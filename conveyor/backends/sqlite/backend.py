@@ -965,7 +965,9 @@ class SQLiteBackend(Backend):
             handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
             seqs = json.dumps([row[0] for row in rows])
             deadline = now + visibility_timeout
-            if handed:
+            if len(handed) == len(rows):  # every row handed (a drain's usual lease): one token
+                conn.execute(Q["lease"], (handing, deadline, seqs))
+            elif handed:
                 params = {
                     "handed": json.dumps(handed),
                     "handed_token": handing,
@@ -979,6 +981,8 @@ class SQLiteBackend(Backend):
             return rows, handed
 
         rows, handed = await self._transaction(lease, lease=True)
+        if rows and len(handed) == len(rows):
+            return _leased(queue, rows, handing)
         return _leased(queue, rows, token, handing, set(handed))
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
