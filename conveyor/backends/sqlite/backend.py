@@ -991,7 +991,12 @@ class SQLiteBackend(Backend):
 
         groups = _token_groups(leases, 0)  # on the event loop: the writer thread limits a drain
 
+        exact = False  # True: which leases were live is read from the statement's rows
+
         def begin(conn: sqlite3.Connection) -> list[bool]:
+            """Usually every lease is live: the count of changed rows says so, with no row
+            fetched on this thread (each waits for the GIL). When fewer changed, _SomeStale
+            rolls this begin back and it runs again `exact` (as a settle does)."""
             statuses = [False] * len(leases)
             row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
             if row is None:
@@ -999,11 +1004,21 @@ class SQLiteBackend(Backend):
             now = self.clock.now()
             for token, seqs, items in groups:
                 params = {"seqs": seqs, "token": token, "queue_id": row[0], "now": now}
+                if not exact:
+                    if conn.execute(Q["begin_all"], params).rowcount != len(items):
+                        raise _SomeStale
+                    for index in items.values():
+                        statuses[index] = True
+                    continue
                 for (seq,) in conn.execute(Q["begin"], params):
                     statuses[items[seq]] = True
             return statuses
 
-        return await self._transaction(begin, lease=True)
+        try:
+            return await self._transaction(begin, lease=True)
+        except _SomeStale:
+            exact = True
+            return await self._transaction(begin, lease=True)
 
     async def _update_leases(self, statement: str, queue: str, leases: Sequence[Lease], **extra: Any) -> int:
         def update(conn: sqlite3.Connection) -> int:
@@ -1247,8 +1262,8 @@ class SQLiteBackend(Backend):
 
 
 class _SomeStale(Exception):
-    """A settle's statement took fewer rows than it named: its transaction is rolled back and
-    the settle runs again, finding out which leases were live (see `_settle_at_once`)."""
+    """A settle's or begin's statement took fewer rows than it named: its transaction is rolled
+    back and it runs again, finding out which leases were live (see `_settle_at_once`)."""
 
 
 def _leased(

@@ -237,6 +237,12 @@ WHERE seq IN (SELECT value FROM json_each(:seqs))
   AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
 RETURNING seq
 
+-- name: begin_all
+-- begin, for when every lease is live (its count of changed rows says so): no row returned
+UPDATE conveyor_messages SET lease_token = 'h' || substr(lease_token, 2)
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+  AND +queue_id = :queue_id AND lease_token = :token AND +visible_at > :now
+
 -- Leases name their row (seq, the rowid): no search of the id index. Rowids can be reused after a
 -- delete; the lease token, unique per delivery, is what proves the lease is live.
 
