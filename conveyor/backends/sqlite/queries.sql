@@ -258,16 +258,18 @@ WHERE seq = :seq AND queue_id = :queue_id AND lease_token = :token AND visible_a
 -- of rowids; the live leases are those the conditions match, the others are stale. The `+` keeps
 -- the planner on the rowid rather than scanning the queue's in-flight range.
 
--- An ack or a retry first counts its live leases in one row (settle_live; settle_live_seqs names
--- them when some were stale), then changes exactly those rows: the same conditions, in the same
--- write transaction. (grouped: a group's head gone makes its next message deliverable, which
--- wakes waiters.)
 -- name: settle_queue
 -- A settle's queue: its id, and whether it holds grouped messages (an ack then reads whether a
 -- group's head went; the partial group index answers without a scan)
 SELECT id, EXISTS (SELECT 1 FROM conveyor_messages m WHERE m.queue_id = q.id AND m.group_id IS NOT NULL)
 FROM conveyor_queues q WHERE name = ?
 
+-- An ack or a retry usually just runs: its count of changed rows equal to the leases it names
+-- says they were all live. When it is not (some were stale), the settle is rolled back and run
+-- again counting its live leases first in one row (settle_live; settle_live_seqs names them),
+-- then changing exactly those rows: the same conditions, in the same write transaction. An ack
+-- on a queue holding grouped messages always counts first: a group's head gone makes its next
+-- message deliverable, which wakes waiters.
 -- name: settle_live
 SELECT count(*), max(group_id IS NOT NULL) FROM conveyor_messages
 WHERE seq IN (SELECT value FROM json_each(:seqs))
