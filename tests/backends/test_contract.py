@@ -442,6 +442,21 @@ async def test_begin_hands_a_read_ahead_lease_over_so_that_its_expiry_counts(
     assert (again.attempts, again.lost) == (2, 1)
 
 
+async def test_a_begin_of_one_lease_whose_leases_partly_expired_hands_only_the_live_ones(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    await app.queue("orders").send_batch([{"n": n} for n in range(3)])
+    backend = await app.core.connected()
+    leased = await backend.lease_many("orders", 3, 0.5, handed=False)
+    assert len(leased) == 3 and all(is_ahead(m.lease_id) for m in leased)
+    assert await app.core.extend_leases("orders", [leased[0].lease_id, leased[2].lease_id], 30) == 2
+    await time_machine.advance(0.8)  # the middle one expired
+    ids = [m.lease_id for m in leased]
+    assert await app.core.begin("orders", ids) == [True, False, True]
+    handed = [handed_lease_id(leased[0].lease_id), handed_lease_id(leased[2].lease_id)]
+    assert (await app.queue("orders").ack(acks=handed)).ack_count == 2
+
+
 async def test_a_lease_ahead_hands_at_most_the_first_non_suspects_asked_and_their_ids_say_so(
     app: conveyor.App, time_machine: TimeMachine
 ) -> None:

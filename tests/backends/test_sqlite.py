@@ -4,6 +4,7 @@ durability settings and a versioned schema."""
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import sqlite3
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 import conveyor
 from conveyor.backends import from_url
+from conveyor.backends.base import is_ahead
 from conveyor.backends.sqlite import backend as sqlite_backend
 from conveyor.backends.sqlite.backend import SCHEMA_VERSION
 from conveyor.backends.sqlite.wake import WakeWatch
@@ -196,6 +198,53 @@ async def test_a_message_without_headers_stores_null(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert stored == [(None,), (None,), ('{"k":"v"}',)]
+
+
+async def test_a_lease_ahead_handing_every_message_hands_them_all_oldest_first(tmp_path: Path) -> None:
+    # a drain's usual lease: every row under the handed token, in its lease id and its row alike
+    async with conveyor.App(f"sqlite:///{tmp_path / 'q.db'}") as app:
+        await app.queue("jobs").send_batch([{"n": n} for n in range(4)])
+        backend = await app.core.connected()
+        leased = await backend.lease_ahead("jobs", 4, 30, hand_first=4)
+        assert [json.loads(m.body)["n"] for m in leased] == [0, 1, 2, 3]
+        assert [(m.attempts, m.lost, is_ahead(m.lease_id)) for m in leased] == [(1, 0, False)] * 4
+        conn = sqlite3.connect(tmp_path / "q.db")
+        try:
+            tokens = {token for (token,) in conn.execute("SELECT lease_token FROM conveyor_messages")}
+        finally:
+            conn.close()
+        assert tokens == {m.lease_id.split(".")[1] for m in leased}
+        assert (await app.queue("jobs").ack(acks=[m.lease_id for m in leased])).ack_count == 4
+
+
+async def test_a_settle_finding_stale_leases_runs_again_without_undoing_its_group(tmp_path: Path) -> None:
+    # A settle whose statement takes fewer rows than it names (one lease is stale) rolls back its
+    # own part of the group commit, not the send written with it, and runs again to learn which
+    # leases were live
+    async with conveyor.App(f"sqlite:///{tmp_path / 'q.db'}") as app:
+        queue = app.queue("jobs")
+        await queue.send_batch([{"n": n} for n in range(3)])
+        pulled = sorted(await queue.pull(batch_size=3), key=lambda m: m.body["n"])
+        assert (await queue.ack(acks=[pulled[0].lease_id])).ack_count == 1
+        backend = await app.core.connected()
+        held = threading.Event()
+        busy = asyncio.ensure_future(backend._run(held.wait))  # type: ignore[attr-defined]
+        await asyncio.sleep(0)  # the writer thread is taken first
+        send = asyncio.ensure_future(queue.send({"n": 3}))
+        settle = asyncio.ensure_future(queue.ack(acks=[m.lease_id for m in pulled]))
+        for _ in range(1000):  # both wait for the writer thread, to be written in one group
+            if len(backend._pending) == 2:  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.001)
+        assert len(backend._pending) == 2  # type: ignore[attr-defined]
+        commits = backend._commits  # type: ignore[attr-defined]
+        held.set()
+        await busy
+        await send
+        result = await settle
+        assert backend._commits - commits == 2  # type: ignore[attr-defined]  # the group, and the settle again
+        assert (result.ack_count, result.stale) == (2, [pulled[0].lease_id])
+        assert [m.body["n"] for m in await queue.pull(batch_size=10)] == [3]
 
 
 async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:

@@ -983,77 +983,50 @@ class SQLiteBackend(Backend):
 
         def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             now = self.clock.now()
-            picked = [seq for (seq,) in conn.execute(Q["lease_pick"], (queue, now, limit))]
-            if not picked:
-                return []
-            params = (token, now + visibility_timeout, json.dumps(picked))
-            rows = conn.execute(Q["lease"], params).fetchall()
-            # the batch keeps the picked order (oldest visible first), whatever RETURNING's order
-            position = {seq: index for index, seq in enumerate(picked)}
-            rows.sort(key=lambda row: position[row[0]])
+            rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
+            if rows:
+                seqs = json.dumps([row[0] for row in rows])
+                conn.execute(Q["lease"], (token, now + visibility_timeout, seqs))
             return rows
 
         rows = await self._transaction(lease, lease=True)
-        # the lease id format of make_row_lease_id, inlined: this runs per message
-        return [
-            LeasedMessage(
-                id_,
-                queue,
-                body,
-                kind,
-                sent,
-                attempts,
-                f"{id_}.{token}.{seq}",
-                _dead_letter(dead),
-                lost,
-                None if headers is None else load_headers(headers),
-                group,
-            )
-            for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
-        ]
+        return _leased(queue, rows, token)
 
     async def lease_ahead(
         self, queue: str, limit: int, visibility_timeout: float, *, hand_first: int
     ) -> list[LeasedMessage]:
         limit = self._drain_size(limit)
         token = new_token(handed=False)
+        handing = handed_token(token)
 
-        def lease(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        def lease(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[int]]:
             now = self.clock.now()
-            picked = conn.execute(Q["lease_pick_ahead"], (queue, now, limit)).fetchall()
-            if not picked:
-                return []
-            fresh = [seq for seq, lost in picked if lost == 0]
+            rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
+            if not rows:
+                return rows, []
+            fresh = [row[0] for row in rows if row[7] == 0]  # a suspect is not handed
             handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
-            params = {
-                "handed": json.dumps(handed),
-                "handed_token": handed_token(token),
-                "token": token,
-                "deadline": now + visibility_timeout,
-                "seqs": json.dumps([seq for seq, _ in picked]),
-            }
-            rows = conn.execute(Q["lease_handing"], params).fetchall()
-            position = {seq: index for index, (seq, _) in enumerate(picked)}
-            rows.sort(key=lambda row: position[row[0]])
-            return rows
+            seqs = json.dumps([row[0] for row in rows])
+            deadline = now + visibility_timeout
+            if len(handed) == len(rows):  # every row handed (a drain's usual lease): one token
+                conn.execute(Q["lease"], (handing, deadline, seqs))
+            elif handed:
+                params = {
+                    "handed": json.dumps(handed),
+                    "handed_token": handing,
+                    "token": token,
+                    "deadline": deadline,
+                    "seqs": seqs,
+                }
+                conn.execute(Q["lease_handing"], params)
+            else:
+                conn.execute(Q["lease"], (token, deadline, seqs))
+            return rows, handed
 
-        rows = await self._transaction(lease, lease=True)
-        return [
-            LeasedMessage(
-                id_,
-                queue,
-                body,
-                kind,
-                sent,
-                attempts,
-                f"{id_}.{tok}.{seq}",
-                _dead_letter(dead),
-                lost,
-                None if headers is None else load_headers(headers),
-                group,
-            )
-            for seq, id_, body, kind, sent, attempts, dead, lost, tok, headers, group in rows
-        ]
+        rows, handed = await self._transaction(lease, lease=True)
+        if rows and len(handed) == len(rows):
+            return _leased(queue, rows, handing)
+        return _leased(queue, rows, token, handing, set(handed))
 
     async def begin(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
         if not leases:
@@ -1061,7 +1034,12 @@ class SQLiteBackend(Backend):
 
         groups = _token_groups(leases, 0)  # on the event loop: the writer thread limits a drain
 
+        exact = False  # True: which leases were live is read from the statement's rows
+
         def begin(conn: sqlite3.Connection) -> list[bool]:
+            """Usually every lease is live: the count of changed rows says so, with no row
+            fetched on this thread (each waits for the GIL). When fewer changed, _SomeStale
+            rolls this begin back and it runs again `exact` (as a settle does)."""
             statuses = [False] * len(leases)
             row = conn.execute(Q["queue_by_name"], (queue,)).fetchone()
             if row is None:
@@ -1069,11 +1047,21 @@ class SQLiteBackend(Backend):
             now = self.clock.now()
             for token, seqs, items in groups:
                 params = {"seqs": seqs, "token": token, "queue_id": row[0], "now": now}
+                if not exact:
+                    if conn.execute(Q["begin_all"], params).rowcount != len(items):
+                        raise _SomeStale
+                    for index in items.values():
+                        statuses[index] = True
+                    continue
                 for (seq,) in conn.execute(Q["begin"], params):
                     statuses[items[seq]] = True
             return statuses
 
-        return await self._transaction(begin, lease=True)
+        try:
+            return await self._transaction(begin, lease=True)
+        except _SomeStale:
+            exact = True
+            return await self._transaction(begin, lease=True)
 
     async def _update_leases(self, statement: str, queue: str, leases: Sequence[Lease], **extra: Any) -> int:
         def update(conn: sqlite3.Connection) -> int:
@@ -1137,21 +1125,38 @@ class SQLiteBackend(Backend):
         dead_letter_queues = {move.queue for move in moves if move.queue is not None}
         records = [json.dumps(move.record.to_dict()) for move in moves]
 
+        exact = False  # True: every ack and retry counts its live leases first (see apply)
+
         def settle(conn: sqlite3.Connection) -> bool:
             """Apply the outcomes; True when a group's head went (its next is deliverable)."""
-            queue_id = self._queue_row(conn, queue)[0]
+            statuses[:] = [False] * len(outcomes)  # a settle run again starts afresh
+            row = conn.execute(Q["settle_queue"], (queue,)).fetchone()
+            if row is None:
+                raise QueueNotFound(queue)
+            queue_id, queue_grouped = row
             dlq_ids = {name: self._queue_row(conn, name)[0] for name in dead_letter_queues}
             now = self.clock.now()
             freed = False
 
             def apply(statement: str, groups: _TokenGroups, frees: bool, **extra: Any) -> None:
-                """Run `statement` once per token and mark the items it took. Which leases are
-                live is read first in one row (`settle_live`), not from the statement's rows one
-                by one: each row fetched on this thread waits for the GIL while the event loop
-                runs Python (handlers, the next batches), which slowed a drain's settles."""
+                """Run `statement` once per token and mark the items it took. Usually every
+                lease is live: the statement's count of changed rows says so, and no statement
+                reads them first. When it took fewer (some leases were stale: rare),
+                _SomeStale rolls this settle back and it runs again `exact`: which leases are
+                live is read first in one row (`settle_live`), then which ones when not all.
+                Never from the statement's rows one by one: each row fetched on this thread
+                waits for the GIL while the event loop runs Python (handlers, the next batches).
+                An ack on a queue holding grouped messages is exact too: whether a group's head
+                went is read in the same row."""
                 nonlocal freed
                 for token, seqs, items in groups:
                     params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now} | extra
+                    if not exact and not (frees and queue_grouped):
+                        if conn.execute(statement, params).rowcount != len(items):
+                            raise _SomeStale
+                        for index in items.values():
+                            statuses[index] = True
+                        continue
                     live, grouped = conn.execute(Q["settle_live"], params).fetchone()
                     if live == len(items):
                         for index in items.values():
@@ -1181,10 +1186,15 @@ class SQLiteBackend(Backend):
                         copies.append(
                             (move.new_id, dlq_id, body, content_type, now, now, record, copy_headers, group)
                         )
-            conn.executemany(Q["insert_message"], copies)
+            if copies:
+                conn.executemany(Q["insert_message"], copies)
             return freed
 
-        freed = await self._transaction(settle)
+        try:
+            freed = await self._transaction(settle)
+        except _SomeStale:
+            exact = True
+            freed = await self._transaction(settle)
         woken = {
             move.queue for move, live in zip(moves, statuses[dead_start:], strict=True) if live and move.queue
         }
@@ -1292,6 +1302,51 @@ class SQLiteBackend(Backend):
             return removed
 
         return await self._transaction(sweep)
+
+
+class _SomeStale(Exception):
+    """A settle's or begin's statement took fewer rows than it named: its transaction is rolled
+    back and it runs again, finding out which leases were live (see `_settle_at_once`)."""
+
+
+def _leased(
+    queue: str, rows: list[tuple[Any, ...]], token: str, handing: str = "", handed: set[int] | None = None
+) -> list[LeasedMessage]:
+    """A lease's messages, from lease_pick's rows (in their order): under `token`, or `handing`
+    for the rows in `handed`. Runs per message: make_row_lease_id's format is inlined."""
+    if not handed:
+        return [
+            LeasedMessage(
+                id_,
+                queue,
+                body,
+                kind,
+                sent,
+                attempts,
+                f"{id_}.{token}.{seq}",
+                None if dead is None else _dead_letter(dead),
+                lost,
+                None if headers is None else load_headers(headers),
+                group,
+            )
+            for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
+        ]
+    return [
+        LeasedMessage(
+            id_,
+            queue,
+            body,
+            kind,
+            sent,
+            attempts,
+            f"{id_}.{handing if seq in handed else token}.{seq}",
+            None if dead is None else _dead_letter(dead),
+            lost,
+            None if headers is None else load_headers(headers),
+            group,
+        )
+        for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
+    ]
 
 
 # (token, its rowids as a JSON array, rowid -> the item's index in the settle)
