@@ -582,3 +582,18 @@ async def test_worker_processes_share_a_queue_and_a_sigkill_loses_nothing(url: s
     assert len(set(done)) == len(done), "one delivery was handled twice"
     handled_twice = [message_id for message_id, count in Counter(m for m, _ in done).items() if count > 1]
     assert set(handled_twice) <= {message_id for message_id, attempts in done if attempts > 1}
+
+
+def test_a_log_is_snapshotted_again_only_after_twice_the_last_snapshot_in_new_records() -> None:
+    # every reader receives each snapshot: on a large backlog (100 MB snapshots) compacting at
+    # each doubling of the live bodies alone sent snapshots every few seconds while a worker drained
+    mb = 1024 * 1024
+    live, snapshot = 100 * mb, 110 * mb
+    assert not view.worth_compacting(live + 200 * mb, live, snapshot, 1.0)  # < 2 x 110 MB since
+    assert view.worth_compacting(live + 230 * mb, live, snapshot, 1.0)
+    # the readers' spread applies to it too
+    assert not view.worth_compacting(live + 230 * mb, live, snapshot, 1.5)
+    # without a snapshot seen, the size of the log and of its live bodies decide, as before
+    assert view.worth_compacting(3 * mb + view.COMPACT_MIN_BYTES, mb, 0, 1.0)
+    assert not view.worth_compacting(view.COMPACT_MIN_BYTES, mb, 0, 1.0)
+    assert not view.worth_compacting(50 * mb, 30 * mb, 0, 1.0)  # under twice the live bodies

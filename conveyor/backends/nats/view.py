@@ -50,6 +50,11 @@ log = logging.getLogger("conveyor.nats")
 APPLY_TIMEOUT_SECONDS = 30.0
 #: A log is compacted when it holds this much more than twice the size of the state.
 COMPACT_MIN_BYTES = 8 * 1024 * 1024
+#: ... and when the records written since the last snapshot are this many times its size: every
+#: reader receives each snapshot, so on a large backlog (a 100 MB snapshot at 1M messages)
+#: snapshots stay at most a third of what readers receive. Without it a draining 1M backlog was
+#: snapshotted every few seconds, and readers fell past the server's 10 s write deadline.
+SNAPSHOT_AMORTIZE = 2.0
 #: A snapshot is written in parts of this many bytes (under the server's 1 MB message limit).
 SNAPSHOT_PART_BYTES = 512 * 1024
 #: A compaction writes at most this many bytes of live bodies again to purge the records below them.
@@ -68,6 +73,18 @@ def record_position(reply: str) -> tuple[str, int, float]:
     tokens = reply.split(".")
     offset = 2 if len(tokens) >= 12 else 0
     return tokens[3 + offset], int(tokens[5 + offset]), int(tokens[7 + offset]) / 1_000_000_000
+
+
+def worth_compacting(log_bytes: int, live_bytes: int, snapshot_bytes: int, factor: float) -> bool:
+    """Whether a log of `log_bytes` (since its last snapshot: the live bodies, then every record
+    written after) is worth a snapshot: past COMPACT_MIN_BYTES, twice the live bodies, and
+    SNAPSHOT_AMORTIZE times the last snapshot's size in records written since; `factor` (1 to
+    1.5) spreads the readers that would all compact at once."""
+    return (
+        log_bytes > COMPACT_MIN_BYTES * factor
+        and log_bytes > 2 * live_bytes * factor
+        and log_bytes - live_bytes > SNAPSHOT_AMORTIZE * snapshot_bytes * factor
+    )
 
 
 class QueueView:
@@ -95,6 +112,8 @@ class QueueView:
         self._progress_ids = itertools.count()
         self._wake = asyncio.Event()
         self._log_bytes = 0
+        self._snapshot_bytes = 0  # the last snapshot seen written, all its parts
+        self._snapshot_parts_bytes = 0  # the parts of the one being written, so far
         self._compact_factor = random.uniform(1.0, 1.5)  # spreads compactions of several readers
         self._tasks: set[asyncio.Task[None]] = set()
         self._compacting = False
@@ -157,6 +176,7 @@ class QueueView:
         self._loading = None
         self._parts = {}
         self._log_bytes = 0
+        self._snapshot_bytes = self._snapshot_parts_bytes = 0
         self._cache.clear()  # a queue made again numbers its records from 1 again
         self._cache_bytes = 0
         self._spawn(self._resubscribe(self._generation))
@@ -263,6 +283,7 @@ class QueueView:
         if len(parts) < int(header["parts"]):
             return
         self.state = records.decode_state(self.queue, b"".join(parts[i] for i in range(len(parts))))
+        self._snapshot_bytes = sum(len(part) for part in parts.values())
         self.applied = base
         held, self._loading, self._parts = self._loading, None, {}
         for held_seq, held_timestamp, size, head in held:
@@ -352,8 +373,10 @@ class QueueView:
         elif op == "rehome":
             state.rehome(records.decode_rehome(record, seq))
         elif op == "snap":
+            self._snapshot_parts_bytes += size
             if int(header["part"]) == int(header["parts"]) - 1:
                 self._log_bytes = state.bytes  # someone compacted: about the live bodies are left
+                self._snapshot_bytes, self._snapshot_parts_bytes = self._snapshot_parts_bytes, 0
         else:
             log.error("queue %s: record %d has an unknown kind %r; skipped", self.log, seq, op)
         self.applied = seq
@@ -368,10 +391,8 @@ class QueueView:
             if not waiter.done():
                 waiter.set_result(None)
         self._log_bytes += size
-        if (
-            not self._compacting
-            and self._log_bytes > COMPACT_MIN_BYTES * self._compact_factor
-            and self._log_bytes > 2 * state.bytes * self._compact_factor
+        if not self._compacting and worth_compacting(
+            self._log_bytes, state.bytes, self._snapshot_bytes, self._compact_factor
         ):
             self._compacting = True
             self._spawn(self._compact())
