@@ -1314,23 +1314,7 @@ def _leased(
 ) -> list[LeasedMessage]:
     """A lease's messages, from lease_pick's rows (in their order): under `token`, or `handing`
     for the rows in `handed`. Runs per message: make_row_lease_id's format is inlined."""
-    if not handed:
-        return [
-            LeasedMessage(
-                id_,
-                queue,
-                body,
-                kind,
-                sent,
-                attempts,
-                f"{id_}.{token}.{seq}",
-                None if dead is None else _dead_letter(dead),
-                lost,
-                None if headers is None else load_headers(headers),
-                group,
-            )
-            for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
-        ]
+    handed = handed or set()
     return [
         LeasedMessage(
             id_,
