@@ -86,6 +86,9 @@ class _Queue:
     # head, is in the heap; the others wait off it until the head is gone (acked, dead-lettered,
     # deleted), so that a long group costs a lease nothing
     groups: dict[str, dict[str, None]] = field(default_factory=dict)
+    # the bytes of the bodies in `messages`, kept as they come and go: a bounded queue's send
+    # checks its room without summing every body
+    size: int = 0
 
     def schedule(self, message: _Message) -> None:
         message.version += 1
@@ -95,14 +98,19 @@ class _Queue:
 
     def add(self, message: _Message) -> None:
         self.messages[message.id] = message
-        if message.group is not None:
-            self.groups.setdefault(message.group, {})[message.id] = None
+        self.size += len(message.body)
+        if message.group is None:  # schedule() without its call: every send runs this
+            message.version += 1
+            heapq.heappush(self.heap, (message.visible_at, message.seq, message.id, message.version))
+            return
+        self.groups.setdefault(message.group, {})[message.id] = None
         self.schedule(message)
 
     def remove(self, message: _Message) -> bool:
         """Forget a message; the next of its group, if it was the head, becomes deliverable
         (then True: waiters are to be woken)."""
         del self.messages[message.id]
+        self.size -= len(message.body)
         if message.group is None:
             return False
         members = self.groups[message.group]
@@ -119,6 +127,7 @@ class _Queue:
         self.messages.clear()
         self.heap.clear()
         self.groups.clear()
+        self.size = 0
 
 
 class MemoryStore:
@@ -240,13 +249,13 @@ class MemoryBackend(Backend):
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         with self.store.lock:
-            if len(messages) == 1 and messages[0].dedup_id is None:
-                queue = self._queue(messages[0].queue)
-                if not queue.info.settings.bounded:  # nothing to claim or count: a lone send's path
-                    self._store(queue, messages[0], self.clock.now())
-                    return [messages[0].id]
-            targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
+            targets = {name: self._queue(name) for name in dict.fromkeys(m.queue for m in messages)}
             now = self.clock.now()
+            if all(m.dedup_id is None for m in messages) and not any(
+                queue.info.settings.bounded for queue in targets.values()
+            ):  # nothing to claim or count: every message is stored (once per id)
+                self._store(targets, messages, now)
+                return [m.id for m in messages]
             # deduplication first, changing nothing yet: a deduplicated message takes no room
             ids: list[str] = []
             stored: list[OutgoingMessage] = []
@@ -270,35 +279,41 @@ class MemoryBackend(Backend):
             for name, adding in backlog_added(stored).items():
                 queue = targets[name]
                 if queue.info.settings.bounded:
-                    held = (len(queue.messages), sum(len(m.body) for m in queue.messages.values()))
-                    check_room(name, queue.info.settings, held, adding)
+                    check_room(name, queue.info.settings, (len(queue.messages), queue.size), adding)
             for (name, dedup_id), claim in claims.items():
                 targets[name].dedup[dedup_id] = claim
-            for outgoing in stored:
-                self._store(targets[outgoing.queue], outgoing, now)
+            self._store(targets, stored, now)
             return ids
 
-    def _store(self, queue: _Queue, outgoing: OutgoingMessage, now: float) -> None:
-        """Add `outgoing` to `queue` unless its id is there already (an id is stored once, as on
-        every engine), and wake the queue's waiters. Under the store's lock."""
-        if outgoing.id in queue.messages:
-            return
-        delay = outgoing.delay_seconds
-        if delay is None:
-            delay = queue.info.settings.delivery_delay
-        message = _Message(
-            id=outgoing.id,
-            body=outgoing.body,
-            content_type=outgoing.content_type,
-            timestamp=now,
-            visible_at=now + delay,
-            seq=next(self.store.seq),
-            dead_letter=outgoing.dead_letter,
-            headers=outgoing.headers,
-            group=outgoing.group,
-        )
-        queue.add(message)
-        self.store.notify(queue.info.name)
+    def _store(self, targets: dict[str, _Queue], messages: Sequence[OutgoingMessage], now: float) -> None:
+        """Add each of `messages` to its queue in `targets` unless its id is there already (an id
+        is stored once, as on every engine), then wake the waiters of the queues that got one.
+        Under the store's lock."""
+        seq = self.store.seq
+        woken: set[str] = set()
+        for outgoing in messages:
+            queue = targets[outgoing.queue]
+            if outgoing.id in queue.messages:
+                continue
+            delay = outgoing.delay_seconds
+            if delay is None:
+                delay = queue.info.settings.delivery_delay
+            queue.add(
+                _Message(
+                    id=outgoing.id,
+                    body=outgoing.body,
+                    content_type=outgoing.content_type,
+                    timestamp=now,
+                    visible_at=now + delay,
+                    seq=next(seq),
+                    dead_letter=outgoing.dead_letter,
+                    headers=outgoing.headers,
+                    group=outgoing.group,
+                )
+            )
+            woken.add(outgoing.queue)
+        for name in woken:
+            self.store.notify(name)
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
@@ -310,10 +325,11 @@ class MemoryBackend(Backend):
             now = self.clock.now()
             token = new_token(handed)
             leased: list[LeasedMessage] = []
-            heap = state.heap
+            heap, messages, pop = state.heap, state.messages, heapq.heappop
+            until = now + visibility_timeout
             while heap and len(leased) < limit and heap[0][0] <= now:
-                _, _, message_id, version = heapq.heappop(heap)
-                message = state.messages.get(message_id)
+                _, _, message_id, version = pop(heap)
+                message = messages.get(message_id)
                 if message is None or message.version != version:
                     continue
                 if message.lease_token is not None:  # its last lease expired
@@ -322,21 +338,21 @@ class MemoryBackend(Backend):
                     message.lost += lost
                 message.attempts += 1
                 message.lease_token = token
-                message.visible_at = now + visibility_timeout
+                message.visible_at = until
                 state.schedule(message)
                 leased.append(
                     LeasedMessage(
-                        id=message.id,
-                        queue=queue,
-                        body=message.body,
-                        content_type=message.content_type,
-                        timestamp=message.timestamp,
-                        attempts=message.attempts,
-                        lease_id=make_lease_id(message.id, token),
-                        dead_letter=message.dead_letter,
-                        lost=message.lost,
-                        headers=message.headers,
-                        group=message.group,
+                        message_id,
+                        queue,
+                        message.body,
+                        message.content_type,
+                        message.timestamp,
+                        message.attempts,
+                        make_lease_id(message_id, token),
+                        message.dead_letter,
+                        message.lost,
+                        message.headers,
+                        message.group,
                     )
                 )
             return leased
