@@ -111,6 +111,8 @@ class _Queue:
         (then True: waiters are to be woken)."""
         del self.messages[message.id]
         self.size -= len(message.body)
+        if not self.messages:  # every entry left in the heap is stale: drop them at once
+            self.heap.clear()
         if message.group is None:
             return False
         members = self.groups[message.group]
@@ -339,7 +341,9 @@ class MemoryBackend(Backend):
                 message.attempts += 1
                 message.lease_token = token
                 message.visible_at = until
-                state.schedule(message)
+                # schedule() without its group check: only a group's head is ever in the heap
+                message.version += 1
+                heapq.heappush(heap, (until, message.seq, message_id, message.version))
                 leased.append(
                     LeasedMessage(
                         message_id,
