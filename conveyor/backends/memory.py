@@ -44,19 +44,21 @@ from conveyor.types import (
 
 @dataclass(slots=True)
 class _Message:
+    # what a send gives first, in this order: _store() passes them by position (keywords cost
+    # a send 0.3 us a message)
     id: str
     body: bytes
     content_type: ContentType
     timestamp: float
     visible_at: float
     seq: int
+    dead_letter: DeadLetterInfo | None = None
+    headers: dict[str, str] | None = None
+    group: str | None = None
     attempts: int = 0
     lease_token: str | None = None
     version: int = 0
-    dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
-    headers: dict[str, str] | None = None
-    group: str | None = None
 
     def stored(self, queue: str, now: float) -> StoredMessage:
         return StoredMessage(
@@ -302,15 +304,15 @@ class MemoryBackend(Backend):
                 delay = queue.info.settings.delivery_delay
             queue.add(
                 _Message(
-                    id=outgoing.id,
-                    body=outgoing.body,
-                    content_type=outgoing.content_type,
-                    timestamp=now,
-                    visible_at=now + delay,
-                    seq=next(seq),
-                    dead_letter=outgoing.dead_letter,
-                    headers=outgoing.headers,
-                    group=outgoing.group,
+                    outgoing.id,
+                    outgoing.body,
+                    outgoing.content_type,
+                    now,
+                    now + delay,
+                    next(seq),
+                    outgoing.dead_letter,
+                    outgoing.headers,
+                    outgoing.group,
                 )
             )
             woken.add(outgoing.queue)
