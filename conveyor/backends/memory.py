@@ -375,7 +375,7 @@ class MemoryBackend(Backend):
                 message.attempts += 1
                 message.lease_token = token
                 message.visible_at = until
-                # schedule() without its group check: only a group's head is ever in the heap
+                # schedule() without its group check: only a group's head is ever scheduled
                 message.version += 1
                 heapq.heappush(heap, (until, message.seq, message_id, message.version))
                 leased.append(
