@@ -10,6 +10,7 @@ import asyncio
 import heapq
 import itertools
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -44,19 +45,21 @@ from conveyor.types import (
 
 @dataclass(slots=True)
 class _Message:
+    # what a send gives first, in this order: _store() passes them by position (keywords cost
+    # a send 0.3 us a message)
     id: str
     body: bytes
     content_type: ContentType
     timestamp: float
     visible_at: float
     seq: int
+    dead_letter: DeadLetterInfo | None = None
+    headers: dict[str, str] | None = None
+    group: str | None = None
     attempts: int = 0
     lease_token: str | None = None
     version: int = 0
-    dead_letter: DeadLetterInfo | None = None
     lost: int = 0  # deliveries in a row without an outcome
-    headers: dict[str, str] | None = None
-    group: str | None = None
 
     def stored(self, queue: str, now: float) -> StoredMessage:
         return StoredMessage(
@@ -74,18 +77,29 @@ class _Message:
         )
 
 
+# (visible_at, seq, id, version) of a message's scheduling; stale once its version is not the message's
+_Entry = tuple[float, int, str, int]
+
+
 @dataclass(slots=True)
 class _Queue:
     info: QueueInfo
     messages: dict[str, _Message] = field(default_factory=dict)
     # (visible_at, seq, id, version); entries whose version is stale are skipped.
-    heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    heap: list[_Entry] = field(default_factory=list)
+    # a send's entries, in the order they fall due: one not before the last is appended here
+    # instead of pushed on the heap (a popleft takes no comparisons, a heappop of a backlog's
+    # heap ~16); the next due is the earlier of the two fronts
+    sent: deque[_Entry] = field(default_factory=deque)
     # dedup key (partitioning.dedup_key) -> (the first message's id, when the claim expires)
     dedup: dict[str, tuple[str, float]] = field(default_factory=dict)
     # group -> its messages' ids in send order (an ordered set): only the first, the group's
-    # head, is in the heap; the others wait off it until the head is gone (acked, dead-lettered,
+    # head, is scheduled; the others wait unscheduled until the head is gone (acked, dead-lettered,
     # deleted), so that a long group costs a lease nothing
     groups: dict[str, dict[str, None]] = field(default_factory=dict)
+    # the bytes of the bodies in `messages`, kept as they come and go: a bounded queue's send
+    # checks its room without summing every body
+    size: int = 0
 
     def schedule(self, message: _Message) -> None:
         message.version += 1
@@ -95,14 +109,40 @@ class _Queue:
 
     def add(self, message: _Message) -> None:
         self.messages[message.id] = message
-        if message.group is not None:
-            self.groups.setdefault(message.group, {})[message.id] = None
+        self.size += len(message.body)
+        if message.group is None:  # schedule() without its call: every send runs this
+            message.version += 1
+            entry = (message.visible_at, message.seq, message.id, message.version)
+            if not self.sent or entry >= self.sent[-1]:
+                self.sent.append(entry)
+            else:  # due before a message sent earlier (a shorter delay)
+                heapq.heappush(self.heap, entry)
+            return
+        self.groups.setdefault(message.group, {})[message.id] = None
         self.schedule(message)
+
+    def first(self) -> _Entry | None:
+        """The entry due first, stale or not; None when there is none."""
+        heap, sent = self.heap, self.sent
+        if sent and (not heap or sent[0] < heap[0]):
+            return sent[0]
+        return heap[0] if heap else None
+
+    def pop_due(self, now: float) -> _Entry | None:
+        """Take the entry due first if it is due at `now` (stale or not)."""
+        heap, sent = self.heap, self.sent
+        if sent and (not heap or sent[0] < heap[0]):
+            return sent.popleft() if sent[0][0] <= now else None
+        return heapq.heappop(heap) if heap and heap[0][0] <= now else None
 
     def remove(self, message: _Message) -> bool:
         """Forget a message; the next of its group, if it was the head, becomes deliverable
         (then True: waiters are to be woken)."""
         del self.messages[message.id]
+        self.size -= len(message.body)
+        if not self.messages:  # every entry left is stale: drop them at once
+            self.heap.clear()
+            self.sent.clear()
         if message.group is None:
             return False
         members = self.groups[message.group]
@@ -118,7 +158,9 @@ class _Queue:
     def clear(self) -> None:
         self.messages.clear()
         self.heap.clear()
+        self.sent.clear()
         self.groups.clear()
+        self.size = 0
 
 
 class MemoryStore:
@@ -240,13 +282,13 @@ class MemoryBackend(Backend):
 
     async def send_many(self, messages: Sequence[OutgoingMessage]) -> list[str]:
         with self.store.lock:
-            if len(messages) == 1 and messages[0].dedup_id is None:
-                queue = self._queue(messages[0].queue)
-                if not queue.info.settings.bounded:  # nothing to claim or count: a lone send's path
-                    self._store(queue, messages[0], self.clock.now())
-                    return [messages[0].id]
-            targets = {m.queue: self._queue(m.queue) for m in messages}  # all or nothing
+            targets = {name: self._queue(name) for name in dict.fromkeys(m.queue for m in messages)}
             now = self.clock.now()
+            if all(m.dedup_id is None for m in messages) and not any(
+                queue.info.settings.bounded for queue in targets.values()
+            ):  # nothing to claim or count: every message is stored (once per id)
+                self._store(targets, messages, now)
+                return [m.id for m in messages]
             # deduplication first, changing nothing yet: a deduplicated message takes no room
             ids: list[str] = []
             stored: list[OutgoingMessage] = []
@@ -270,35 +312,41 @@ class MemoryBackend(Backend):
             for name, adding in backlog_added(stored).items():
                 queue = targets[name]
                 if queue.info.settings.bounded:
-                    held = (len(queue.messages), sum(len(m.body) for m in queue.messages.values()))
-                    check_room(name, queue.info.settings, held, adding)
+                    check_room(name, queue.info.settings, (len(queue.messages), queue.size), adding)
             for (name, dedup_id), claim in claims.items():
                 targets[name].dedup[dedup_id] = claim
-            for outgoing in stored:
-                self._store(targets[outgoing.queue], outgoing, now)
+            self._store(targets, stored, now)
             return ids
 
-    def _store(self, queue: _Queue, outgoing: OutgoingMessage, now: float) -> None:
-        """Add `outgoing` to `queue` unless its id is there already (an id is stored once, as on
-        every engine), and wake the queue's waiters. Under the store's lock."""
-        if outgoing.id in queue.messages:
-            return
-        delay = outgoing.delay_seconds
-        if delay is None:
-            delay = queue.info.settings.delivery_delay
-        message = _Message(
-            id=outgoing.id,
-            body=outgoing.body,
-            content_type=outgoing.content_type,
-            timestamp=now,
-            visible_at=now + delay,
-            seq=next(self.store.seq),
-            dead_letter=outgoing.dead_letter,
-            headers=outgoing.headers,
-            group=outgoing.group,
-        )
-        queue.add(message)
-        self.store.notify(queue.info.name)
+    def _store(self, targets: dict[str, _Queue], messages: Sequence[OutgoingMessage], now: float) -> None:
+        """Add each of `messages` to its queue in `targets` unless its id is there already (an id
+        is stored once, as on every engine), then wake the waiters of the queues that got one.
+        Under the store's lock."""
+        seq = self.store.seq
+        woken: set[str] = set()
+        for outgoing in messages:
+            queue = targets[outgoing.queue]
+            if outgoing.id in queue.messages:
+                continue
+            delay = outgoing.delay_seconds
+            if delay is None:
+                delay = queue.info.settings.delivery_delay
+            queue.add(
+                _Message(
+                    outgoing.id,
+                    outgoing.body,
+                    outgoing.content_type,
+                    now,
+                    now + delay,
+                    next(seq),
+                    outgoing.dead_letter,
+                    outgoing.headers,
+                    outgoing.group,
+                )
+            )
+            woken.add(outgoing.queue)
+        for name in woken:
+            self.store.notify(name)
 
     async def lease_many(
         self, queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
@@ -310,10 +358,14 @@ class MemoryBackend(Backend):
             now = self.clock.now()
             token = new_token(handed)
             leased: list[LeasedMessage] = []
-            heap = state.heap
-            while heap and len(leased) < limit and heap[0][0] <= now:
-                _, _, message_id, version = heapq.heappop(heap)
-                message = state.messages.get(message_id)
+            heap, messages = state.heap, state.messages
+            until = now + visibility_timeout
+            while len(leased) < limit:
+                entry = state.pop_due(now)
+                if entry is None:
+                    break
+                _, _, message_id, version = entry
+                message = messages.get(message_id)
                 if message is None or message.version != version:
                     continue
                 if message.lease_token is not None:  # its last lease expired
@@ -322,21 +374,23 @@ class MemoryBackend(Backend):
                     message.lost += lost
                 message.attempts += 1
                 message.lease_token = token
-                message.visible_at = now + visibility_timeout
-                state.schedule(message)
+                message.visible_at = until
+                # schedule() without its group check: only a group's head is ever scheduled
+                message.version += 1
+                heapq.heappush(heap, (until, message.seq, message_id, message.version))
                 leased.append(
                     LeasedMessage(
-                        id=message.id,
-                        queue=queue,
-                        body=message.body,
-                        content_type=message.content_type,
-                        timestamp=message.timestamp,
-                        attempts=message.attempts,
-                        lease_id=make_lease_id(message.id, token),
-                        dead_letter=message.dead_letter,
-                        lost=message.lost,
-                        headers=message.headers,
-                        group=message.group,
+                        message_id,
+                        queue,
+                        message.body,
+                        message.content_type,
+                        message.timestamp,
+                        message.attempts,
+                        make_lease_id(message_id, token),
+                        message.dead_letter,
+                        message.lost,
+                        message.headers,
+                        message.group,
                     )
                 )
             return leased
@@ -535,12 +589,11 @@ class MemoryBackend(Backend):
             return removed
 
     def _next_due(self, state: _Queue, now: float) -> float | None:
-        heap = state.heap
-        while heap:
-            visible_at, _, message_id, version = heap[0]
+        while (entry := state.first()) is not None:
+            visible_at, _, message_id, version = entry
             message = state.messages.get(message_id)
             if message is None or message.version != version:
-                heapq.heappop(heap)
+                state.pop_due(visible_at)  # that stale entry
                 continue
             return visible_at
         return None

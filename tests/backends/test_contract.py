@@ -141,6 +141,24 @@ async def test_a_delayed_message_that_came_due_goes_before_later_sends(
     assert await pull_three(queue, in_one_batch) == ["early", "delayed", "late"]
 
 
+async def test_messages_come_due_in_order_of_when_they_are_due_whatever_order_they_were_sent_in(
+    app: conveyor.App, time_machine: TimeMachine
+) -> None:
+    queue = app.queue("orders")
+    await queue.send({"n": "longer"}, delay_seconds=0.6)
+    await queue.send({"n": "shorter"}, delay_seconds=0.3)
+    await queue.send({"n": "now"})
+    await time_machine.advance(0.8)
+    await queue.send({"n": "after"})
+    assert [message.body["n"] for message in await queue.peek()] == ["now", "shorter", "longer", "after"]
+    assert [message.body["n"] for message in await queue.pull(batch_size=4)] == [
+        "now",
+        "shorter",
+        "longer",
+        "after",
+    ]
+
+
 async def test_messages_moved_out_of_a_backlog_leave_the_rest_counted_and_in_order(app: conveyor.App) -> None:
     await app.create_queue("elsewhere")
     queue = app.queue("orders")

@@ -234,6 +234,26 @@ async def test_a_send_past_max_backlog_bytes_is_queue_full(app: conveyor.App) ->
     assert (await queue.stats()).total == 3
 
 
+async def test_the_bytes_a_message_held_are_free_again_once_it_is_gone(app: conveyor.App) -> None:
+    await app.create_queue("freed", max_backlog_bytes=25)
+    queue = app.queue("freed")
+    await queue.send("a" * 10, content_type="text")
+    deleted = await queue.send("b" * 10, content_type="text")
+    [pulled] = await queue.pull(batch_size=1)
+    assert (await queue.ack(acks=[pulled.lease_id])).ack_count == 1
+    assert await queue.delete(deleted)
+    await queue.send("c" * 10, content_type="text")  # the ack and the delete made room
+    await queue.send("d" * 10, content_type="text")
+    with pytest.raises(QueueFull) as raised:
+        await queue.send("e" * 10, content_type="text")
+    assert (raised.value.limit, raised.value.backlog) == ("max_backlog_bytes", 20)
+    assert await queue.purge() == 2
+    await queue.send("f" * 20, content_type="text")  # the purge freed it all
+    with pytest.raises(QueueFull) as raised:
+        await queue.send("g" * 10, content_type="text")
+    assert raised.value.backlog == 20
+
+
 async def test_only_the_group_committed_sends_that_do_not_fit_fail(app: conveyor.App) -> None:
     await app.create_queue("room", max_backlog_messages=5)
     queue = app.queue("room")
