@@ -140,9 +140,18 @@ def faststream(count: int, name: str) -> float:
 # -- SQLite ------------------------------------------------------------------------------------
 
 
-def _huey_sqlite(count: int, path: str, fsync: bool) -> float:
-    # WAL (Huey's default); fsync=True is synchronous=FULL, False is NORMAL: conveyor's two modes
-    app = _peer("huey").SqliteHuey("bench", filename=path, fsync=fsync)
+def _huey_sqlite(count: int, path: str, synchronous: int) -> float:
+    # WAL (Huey's default) with conveyor's mode: Huey's `fsync` offers FULL (True) or OFF (False)
+    # only, so its connections get the pragma as they are made (2 FULL, 1 NORMAL)
+    app = _peer("huey").SqliteHuey("bench", filename=path)
+    make_connection = app.storage._create_connection
+
+    def connection() -> Any:
+        conn = make_connection()
+        conn.execute(f"pragma synchronous={synchronous}")
+        return conn
+
+    app.storage._create_connection = connection
     task = app.task()(handle)
     try:
         return _rate(count, lambda n: task(click(n)))
@@ -154,11 +163,11 @@ def _huey_sqlite(count: int, path: str, fsync: bool) -> float:
 
 
 def huey_sqlite_full(count: int, name: str) -> float:
-    return _huey_sqlite(count, name, fsync=True)
+    return _huey_sqlite(count, name, synchronous=2)
 
 
 def huey_sqlite_normal(count: int, name: str) -> float:
-    return _huey_sqlite(count, name, fsync=False)
+    return _huey_sqlite(count, name, synchronous=1)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
