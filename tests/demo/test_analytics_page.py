@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 import re
+import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -68,8 +70,11 @@ async def old_clicks(pipeline: Pipeline, count: int, hours_ago: float) -> None:
     await pipeline.store.insert_clicks([click] * count)
 
 
-async def test_the_page_shows_the_stored_clicks(pipeline: Pipeline) -> None:
+async def test_the_page_shows_the_stored_clicks(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     await seeded(pipeline)
+    # One clock for both requests: the page and its fragment stamp the second they were drawn.
+    frozen = time.time()
+    monkeypatch.setattr(analytics, "time", SimpleNamespace(time=lambda: frozen))
     page = (await pipeline.client.get("/analytics")).text
     fragment = (await pipeline.client.get("/analytics?fragment=1")).text
     clicks = await pipeline.store.count_clicks()
