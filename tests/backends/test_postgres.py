@@ -385,6 +385,24 @@ async def test_lone_sends_in_a_row_keep_one_connection_and_a_pause_gives_it_back
     assert (await queue.stats()).backlog == 6
 
 
+async def test_a_kept_send_connection_goes_back_to_the_pool_when_sends_pause(
+    pg_url: str, make_pg_app: AppMaker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle producer holds no pool slot: the timer gives the kept connection back by itself."""
+    monkeypatch.setattr(send_line, "IDLE_SECONDS", 0.2)
+    app = await make_pg_app(f"{pg_url}&pool_size=2")
+    queue = app.queue("jobs")
+    pool = app.backend._pool  # type: ignore[attr-defined]
+    for n in range(3):
+        await queue.send({"n": n})
+    assert pool.get_stats()["pool_available"] < pool.get_stats()["pool_size"]  # one is kept
+    await asyncio.sleep(0.6)  # no send meanwhile: nothing else would give it back
+    stats = pool.get_stats()
+    assert stats["pool_available"] == stats["pool_size"]
+    await queue.send({"n": 3})  # the next send takes one again
+    assert (await queue.stats()).backlog == 4
+
+
 async def test_a_pool_of_one_connection_is_not_kept_for_sends(pg_url: str, make_pg_app: AppMaker) -> None:
     app = await make_pg_app(f"{pg_url}&pool_size=1&pool_timeout=3")
     queue = app.queue("jobs")
