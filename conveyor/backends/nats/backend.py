@@ -47,7 +47,14 @@ from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Location, Move, Settled
 from conveyor.backends.nats.view import QueueView, wait_any
 from conveyor.backends.partitioning import place
-from conveyor.errors import BackendUnavailable, MessageLeased, QueueAlreadyExists, QueueFull, QueueNotFound
+from conveyor.errors import (
+    BackendUnavailable,
+    MessageLeased,
+    QueueAlreadyExists,
+    QueueFull,
+    QueueNotFound,
+    StorageUnusable,
+)
 from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -150,6 +157,12 @@ class NatsBackend(Backend):
                 if not await self._heal_partition(log):
                     raise
                 await view.start()
+            except StorageUnusable:
+                if view.failed is None:
+                    raise
+                # a newer conveyor's record: kept, so that the log is read (and the reason
+                # logged) once, and every use of the queue raises StorageUnusable
+                return view
             if split_log(log)[1]:
                 await self._copy_meta(view)
         except BaseException:
@@ -717,8 +730,8 @@ class NatsBackend(Backend):
     ) -> list[LeasedMessage]:
         token = partitions.lease_token(split_log(view.log)[1], handed)
         header: dict[str, Any] = {"op": "lease", "tok": token, "n": limit, "vt": visibility_timeout}
-        if hand:
-            header["h"] = hand
+        if hand:  # declared: a reader of the base format would take these leases as read ahead
+            header["h"], header["v"] = hand, records.HANDING_FORMAT
         leased: list[tuple[LeasedMessage, Location]] = await self._command(view.log, header)
         return await self._with_bodies(view, leased)
 
@@ -961,6 +974,8 @@ class NatsBackend(Backend):
         held = {name: future.result() for name, future in self._views.items() if _ready(future)}
         removed = 0
         for name, view in held.items():
+            if view.failed is not None:  # read no further (a newer conveyor's record): not ours
+                continue
             try:
                 removed += await self._sweep_view(name, view)
             except QueueNotFound:
@@ -989,6 +1004,10 @@ class NatsBackend(Backend):
     async def _sweep_unread(self, name: str) -> int:
         view = await self._start_view(name, keep_swept=False)
         try:
+            if view.failed is not None:  # a newer conveyor's record: read again only once it changed
+                stream = await self.js.require_stream(name)
+                self._looked[name] = _Looked(stream.created, stream.last_seq, time.time(), float("inf"))
+                return 0
             removed = await self._sweep_view(name, view)
             await view.sync()
             now = view.now()
