@@ -1,7 +1,8 @@
 """NATS log formats across versions: a reader stops at a record or snapshot of a format newer than
 it reads (StorageUnusable naming the queue and both formats, logged once) and applies nothing
 from there on; a log of the base format (records without "v", as the previous release wrote
-them) is read as ever; lease ahead's handing records declare the format that introduced them."""
+them) is read as ever; lease ahead's handing records declare the format that introduced them,
+and `record_format=1` keeps a rolling upgrade's writers to the base format."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import pytest
 
 import conveyor
 from conveyor.backends.base import handed_token, is_ahead, new_token
-from conveyor.errors import StorageUnusable
+from conveyor.errors import InvalidURL, StorageUnusable
 from tests.support.engines import check_nats, nats_storage
 
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
 
 from conveyor.backends.nats import records
 from conveyor.backends.nats.backend import NatsBackend
+from conveyor.backends.nats.jetstream import parse_nats_url
 from conveyor.backends.nats.state import QueueState
 from conveyor.backends.nats.view import QueueView
 
@@ -45,6 +47,14 @@ def test_a_snapshot_of_a_newer_version_is_refused_as_too_new() -> None:
     snapshot["v"] = records.SNAPSHOT_VERSION + 1
     with pytest.raises(records.FormatTooNew, match=f"format {records.SNAPSHOT_VERSION + 1}"):
         records.decode_state("q", json.dumps(snapshot).encode())
+
+
+def test_record_format_is_a_url_option_up_to_the_newest() -> None:
+    assert parse_nats_url("nats://localhost").record_format == records.RECORD_FORMAT
+    assert parse_nats_url("nats://localhost?record_format=1").record_format == 1
+    for bad in ("0", str(NEWER), "1.5", "x"):
+        with pytest.raises(InvalidURL, match="record_format"):
+            parse_nats_url(f"nats://localhost?record_format={bad}")
 
 
 # -- on the machine's server ---------------------------------------------------------------------
@@ -174,3 +184,13 @@ async def test_a_handing_lease_declares_its_format_and_a_plain_one_none(url: str
         header = await _last_record(app, "orders")
         assert (header["op"], header["h"], header["v"]) == ("lease", 2, records.HANDING_FORMAT)
         assert records.HANDING_FORMAT == 2  # the format lease ahead's "h" came in
+
+
+async def test_record_format_1_hands_nothing_in_lease_records(url: str) -> None:
+    async with conveyor.App(f"{url}&record_format=1") as pinned, conveyor.App(url) as other:
+        await pinned.queue("orders").send_batch([{"n": n} for n in range(4)])
+        leased = await pinned.backend.lease_ahead("orders", 4, 30, hand_first=2)
+        assert all(is_ahead(m.lease_id) for m in leased)  # the worker begins what it starts
+        header = await _last_record(pinned, "orders")
+        assert "h" not in header and "v" not in header
+        assert await other.core.begin("orders", [m.lease_id for m in leased[:2]]) == [True, True]

@@ -1,6 +1,7 @@
 """nats:// — NATS JetStream >= 2.9 through nats-py: replicated, clustered queues.
 
-URL: `nats://[user:password@]host:4222[,host2:4222,...]?prefix=conveyor&replicas=1&duplicate_window=120`.
+URL: `nats://[user:password@]host:4222[,host2:4222,...]?prefix=conveyor&replicas=1&duplicate_window=120`
+(`&record_format=1` during a rolling upgrade: docs/nats.md, "Upgrades").
 
 Each queue is one JetStream stream holding the queue's log: every send and every outcome is a
 record, and a queue's state (what is visible, leased, delayed; attempts; dead-letter info) is
@@ -686,7 +687,11 @@ class NatsBackend(Backend):
         """Leased ahead, the first `hand_first` non-suspects handed in the lease record itself
         when it takes that many (state.QueueState.lease): the worker's begin of the batches it
         starts at once is saved. A partitioned queue: the first partition whose lease record
-        takes that many hands them (all or none each), and they come first in the list."""
+        takes that many hands them (all or none each), and they come first in the list. Under
+        `record_format=1` (readers of the base format still about) it hands none: the worker
+        begins what it starts."""
+        if self.options.record_format < records.HANDING_FORMAT:
+            hand_first = 0
         return await self._lease(queue, limit, visibility_timeout, False, hand_first)
 
     async def _lease(
