@@ -36,6 +36,8 @@ from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, PullConsu
 SNAPSHOT_VERSION = 5
 #: The newest record format this conveyor reads (a record without "v" is format 1, the base).
 #: 2: a lease record's "h" (lease ahead handing its first k in the record itself).
+#: A writer uses a format's records only up to the URL's `record_format` (a rolling upgrade pins
+#: the format the older release reads); docs/nats.md, "Upgrades", lists the formats.
 RECORD_FORMAT = 2
 #: The format of a lease record that hands its first k ("h"): a reader of format 1 ignores "h",
 #: so those leases stay read ahead to it and their settles are stale there.
