@@ -241,7 +241,9 @@ class StorageUnusable(ConveyorError):
     """The engine's storage is not a database conveyor can use as it is: a SQLite path that is a
     directory, a file that is not a database, a truncated or corrupt one, tables of conveyor's
     names that conveyor did not create, or a schema newer than this conveyor. The message names the
-    path; conveyor changed nothing."""
+    path; conveyor changed nothing. On NATS: a queue's log holds a record of a format newer than
+    this conveyor reads (docs/nats.md, "Upgrades"); the message names the queue, the record and
+    both formats, and this process reads no further record of that queue."""
 
     code = "storage_unusable"
 

@@ -1,6 +1,7 @@
 """nats:// — NATS JetStream >= 2.9 through nats-py: replicated, clustered queues.
 
-URL: `nats://[user:password@]host:4222[,host2:4222,...]?prefix=conveyor&replicas=1&duplicate_window=120`.
+URL: `nats://[user:password@]host:4222[,host2:4222,...]?prefix=conveyor&replicas=1&duplicate_window=120`
+(`&record_format=1` during a rolling upgrade: docs/nats.md, "Upgrades").
 
 Each queue is one JetStream stream holding the queue's log: every send and every outcome is a
 record, and a queue's state (what is visible, leased, delayed; attempts; dead-letter info) is
@@ -47,7 +48,14 @@ from conveyor.backends.nats.records import Outgoing
 from conveyor.backends.nats.state import Location, Move, Settled
 from conveyor.backends.nats.view import QueueView, wait_any
 from conveyor.backends.partitioning import place
-from conveyor.errors import BackendUnavailable, MessageLeased, QueueAlreadyExists, QueueFull, QueueNotFound
+from conveyor.errors import (
+    BackendUnavailable,
+    MessageLeased,
+    QueueAlreadyExists,
+    QueueFull,
+    QueueNotFound,
+    StorageUnusable,
+)
 from conveyor.limits import SWEEP_INTERVAL_SECONDS
 from conveyor.types import (
     SYSTEM_CLOCK,
@@ -150,6 +158,12 @@ class NatsBackend(Backend):
                 if not await self._heal_partition(log):
                     raise
                 await view.start()
+            except StorageUnusable:
+                if view.failed is None:
+                    raise
+                # a newer conveyor's record: kept, so that the log is read (and the reason
+                # logged) once, and every use of the queue raises StorageUnusable
+                return view
             if split_log(log)[1]:
                 await self._copy_meta(view)
         except BaseException:
@@ -673,7 +687,11 @@ class NatsBackend(Backend):
         """Leased ahead, the first `hand_first` non-suspects handed in the lease record itself
         when it takes that many (state.QueueState.lease): the worker's begin of the batches it
         starts at once is saved. A partitioned queue: the first partition whose lease record
-        takes that many hands them (all or none each), and they come first in the list."""
+        takes that many hands them (all or none each), and they come first in the list. Under
+        `record_format=1` (readers of the base format still about) it hands none: the worker
+        begins what it starts."""
+        if self.options.record_format < records.HANDING_FORMAT:
+            hand_first = 0
         return await self._lease(queue, limit, visibility_timeout, False, hand_first)
 
     async def _lease(
@@ -717,8 +735,8 @@ class NatsBackend(Backend):
     ) -> list[LeasedMessage]:
         token = partitions.lease_token(split_log(view.log)[1], handed)
         header: dict[str, Any] = {"op": "lease", "tok": token, "n": limit, "vt": visibility_timeout}
-        if hand:
-            header["h"] = hand
+        if hand:  # declared: a reader of the base format would take these leases as read ahead
+            header["h"], header["v"] = hand, records.HANDING_FORMAT
         leased: list[tuple[LeasedMessage, Location]] = await self._command(view.log, header)
         return await self._with_bodies(view, leased)
 
@@ -961,6 +979,8 @@ class NatsBackend(Backend):
         held = {name: future.result() for name, future in self._views.items() if _ready(future)}
         removed = 0
         for name, view in held.items():
+            if view.failed is not None:  # read no further (a newer conveyor's record): not ours
+                continue
             try:
                 removed += await self._sweep_view(name, view)
             except QueueNotFound:
@@ -989,6 +1009,10 @@ class NatsBackend(Backend):
     async def _sweep_unread(self, name: str) -> int:
         view = await self._start_view(name, keep_swept=False)
         try:
+            if view.failed is not None:  # a newer conveyor's record: read again only once it changed
+                stream = await self.js.require_stream(name)
+                self._looked[name] = _Looked(stream.created, stream.last_seq, time.time(), float("inf"))
+                return 0
             removed = await self._sweep_view(name, view)
             await view.sync()
             now = view.now()

@@ -39,6 +39,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from conveyor.backends import redact
 from conveyor.backends.nats import connecting
+from conveyor.backends.nats.records import RECORD_FORMAT
 from conveyor.errors import BackendUnavailable, CannotConnect, InvalidURL, QueueNotFound
 
 T = TypeVar("T")
@@ -66,7 +67,7 @@ STREAM_NOT_FOUND = 10059
 MESSAGE_NOT_FOUND = 10037
 STREAM_NAME_IN_USE = 10058
 WRONG_LAST_SEQUENCE = 10071
-URL_OPTIONS = ("prefix", "replicas", "duplicate_window")
+URL_OPTIONS = ("prefix", "replicas", "duplicate_window", "record_format")
 
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -100,10 +101,12 @@ class NatsURL:
     replicas: int
     duplicate_window: float
     where: str  # the servers, without credentials, for messages
+    #: the newest record format this process writes (a rolling upgrade pins the one before)
+    record_format: int = RECORD_FORMAT
 
 
 def parse_nats_url(url: str) -> NatsURL:
-    """`nats://[user:password@|token@]host[:port][,host2[:port]...][?prefix=&replicas=&duplicate_window=]`"""
+    """`nats://[user:password@|token@]host[:port][,host2[:port]...][?prefix=&replicas=&duplicate_window=&record_format=]`"""
     shown = redact(url)
     scheme, _, rest = url.partition("://")
     if scheme.lower() != "nats" or not rest:
@@ -139,8 +142,11 @@ def parse_nats_url(url: str) -> NatsURL:
     window = _number(
         options, "duplicate_window", DEFAULT_DUPLICATE_WINDOW_SECONDS, 1, MAX_DUPLICATE_WINDOW_SECONDS, shown
     )
+    record_format = _number(options, "record_format", RECORD_FORMAT, 1, RECORD_FORMAT, shown)
     where = ",".join(server.removeprefix("nats://") for server in servers)
-    return NatsURL(servers, user, password, token, prefix, int(replicas), float(window), where)
+    return NatsURL(
+        servers, user, password, token, prefix, int(replicas), float(window), where, int(record_format)
+    )
 
 
 def _number(options: dict[str, str], name: str, default: float, low: float, high: float, url: str) -> float:
@@ -151,7 +157,7 @@ def _number(options: dict[str, str], name: str, default: float, low: float, high
         value = float(text)
     except ValueError:
         raise InvalidURL(f"{name} must be a number in {url!r}, got {text!r}") from None
-    if not low <= value <= high or (name == "replicas" and value != int(value)):
+    if not low <= value <= high or (name in ("replicas", "record_format") and value != int(value)):
         raise InvalidURL(f"{name} must be between {low:g} and {high:g} in {url!r}, got {text!r}")
     return value
 

@@ -10,6 +10,11 @@ found again by its record's stream sequence and offset (`state.Location`) withou
 rest. Every other record is a header alone: a command (lease, extend, release, settle, purge,
 delete, move, moved, sweep) with the token its writer waits on, a queue's settings (`meta`), one part of
 a snapshot, or a `rehome` (bodies written again ahead of a compaction, in the send layout).
+
+Format: a record in the base format (1) declares none; a record that uses something a reader of
+an earlier format would misread declares the format that introduced it (`"v": 2`), so that a
+reader which does not know that format stops reading the log instead (`check_format`). Nothing
+is spent on records of the base format, which sends and most commands are.
 """
 
 from __future__ import annotations
@@ -29,7 +34,39 @@ from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, PullConsu
 # Read too: v2 (no `lost`), v3 (headers as an optional 13th / 9th item, the pull consumer 6th
 # setting), v4 (groups before headers, never on main: the group 13th / 9th, partitions 6th).
 SNAPSHOT_VERSION = 5
+#: The newest record format this conveyor reads (a record without "v" is format 1, the base).
+#: 2: a lease record's "h" (lease ahead handing its first k in the record itself).
+#: A writer uses a format's records only up to the URL's `record_format` (a rolling upgrade pins
+#: the format the older release reads); docs/nats.md, "Upgrades", lists the formats.
+RECORD_FORMAT = 2
+#: The format of a lease record that hands its first k ("h"): a reader of format 1 ignores "h",
+#: so those leases stay read ahead to it and their settles are stale there.
+HANDING_FORMAT = 2
 _CONTENT_TYPES: dict[str, ContentType] = {name: name for name in CONTENT_TYPES}
+
+
+class FormatTooNew(ValueError):
+    """A record or snapshot of a format newer than this conveyor reads; the message says what it
+    is, the format it is in and the newest this conveyor reads."""
+
+    def __init__(self, what: str, found: object, known: int, seq: int | None = None) -> None:
+        super().__init__(f"{what} in format {found!r} (this conveyor reads formats up to {known})")
+        self.found = found
+        self.known = known
+        self.seq = seq  # the record's stream sequence, where known
+
+
+def check_format(header: dict[str, Any], seq: int) -> None:
+    """FormatTooNew if record `seq`'s header declares a format (its "v") newer than RECORD_FORMAT."""
+    found = header.get("v", 1)
+    if type(found) is not int or not 1 <= found <= RECORD_FORMAT:
+        raise FormatTooNew(f"a {header.get('op')!r} record", found, RECORD_FORMAT, seq)
+
+
+def unknown_kind(header: dict[str, Any], seq: int) -> FormatTooNew:
+    """Record `seq` is of a kind this conveyor does not know: only a newer conveyor writes one."""
+    what = f"a record of a kind unknown here ({header.get('op')!r})"
+    return FormatTooNew(what, header.get("v", 1), RECORD_FORMAT, seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +369,8 @@ def encode_state(state: QueueState) -> bytes:
 def decode_state(name: str, data: bytes) -> QueueState:
     header = json.loads(data)
     version = header.get("v")
+    if type(version) is int and version > SNAPSHOT_VERSION:
+        raise FormatTooNew("a snapshot", version, SNAPSHOT_VERSION)
     if version not in (2, 3, 4, SNAPSHOT_VERSION):
         raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
     state = QueueState(name)

@@ -5,6 +5,11 @@ in order, at the server's timestamp of that record; then it applies each new rec
 server pushes it. A command (lease, settle, ...) is written to the log and its outcome is what
 this view computes when it applies that record, which every other process computes the same.
 
+A record or snapshot of a format newer than this conveyor reads (records.FormatTooNew: a newer
+conveyor wrote it) stops the reading: nothing from it on is applied, the reason is logged once,
+and every later use of the view raises StorageUnusable with it (`failed`), rather than apply
+records this version would misread.
+
 Records that vanish under a reader (a compaction purged them before it got there) make it read
 again from the snapshot; a stream deleted and made again under the same name is noticed by its
 creation time and read again too.
@@ -40,7 +45,7 @@ from conveyor.backends.nats import records
 from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, raise_if_cancelled, split_log
 from conveyor.backends.nats.records import Record
 from conveyor.backends.nats.state import ORDER_SHIFT, Location, QueueState
-from conveyor.errors import BackendUnavailable
+from conveyor.errors import BackendUnavailable, StorageUnusable
 from conveyor.types import DeadLetterInfo, LeasedMessage
 
 log = logging.getLogger("conveyor.nats")
@@ -98,6 +103,8 @@ class QueueView:
         self.state = QueueState(self.queue)
         self.applied = 0  # stream sequence of the last record applied
         self.created: str | None = None
+        #: why this log is read no further (a format newer than this conveyor's), else None
+        self.failed: str | None = None
         self._generation = 0
         self._subscription: Any = None
         self._first_seen: int | None = None
@@ -150,6 +157,8 @@ class QueueView:
                 return
             try:
                 self._receive(msg)
+            except records.FormatTooNew as exc:
+                self._stop(exc, msg.reply)
             except Exception:  # a bug here must not pass in silence: read everything again
                 log.exception(
                     "queue %s: applying record %s failed; reading the log again", self.log, msg.reply
@@ -180,6 +189,35 @@ class QueueView:
         self._cache.clear()  # a queue made again numbers its records from 1 again
         self._cache_bytes = 0
         self._spawn(self._resubscribe(self._generation))
+
+    def _stop(self, exc: records.FormatTooNew, reply: str) -> None:
+        """Read this log no further: a newer conveyor wrote a record (or snapshot: the record
+        `reply` delivered) this one would misread. Logged once; writers waiting here and every
+        later use raise StorageUnusable."""
+        seq = exc.seq if exc.seq is not None else record_position(reply)[1]
+        where = self.queue if self.log == self.queue else f"{self.queue} (log {self.log})"
+        self.failed = (
+            f"queue {where}: record {seq} of its log is {exc}: this process applies nothing of "
+            f"the queue's log from there on; upgrade it (docs/nats.md, 'Upgrades')"
+        )
+        self._generation += 1
+        log.error("%s", self.failed)
+        for future in self._results.values():
+            if not future.done():
+                future.set_exception(StorageUnusable(self.failed))
+        for _, _, waiter in self._progress:
+            if not waiter.done():
+                waiter.set_exception(StorageUnusable(self.failed))
+        self._progress = []
+        self._spawn(self._let_go())
+
+    async def _let_go(self) -> None:
+        """Stop following the log, and drop this process's consumer (it reads nothing now)."""
+        await self._unsubscribe()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.js.delete_consumer(self.log, consumer)
 
     async def _resubscribe(self, generation: int) -> None:
         """Follow the log again, trying until it works or this reading is superseded."""
@@ -234,10 +272,14 @@ class QueueView:
                 self.created = stream.created
             self._restart()
             return
+        reply = ""
         try:
             for msg in held:
-                _, seq, timestamp = record_position(msg.reply)
+                reply = msg.reply
+                _, seq, timestamp = record_position(reply)
                 self._take(seq, timestamp, msg.data)
+        except records.FormatTooNew as exc:
+            self._stop(exc, reply)
         except Exception:  # as in on_record: never in silence
             log.exception("queue %s: applying a record failed; reading the log again", self.log)
             self._restart()
@@ -293,9 +335,11 @@ class QueueView:
     # -- applying records --------------------------------------------------------------------
 
     def _apply(self, seq: int, timestamp: float, size: int, record: Record) -> None:
+        header = record.header
+        if "v" in header:  # a record in a format past the base: one this conveyor reads?
+            records.check_format(header, seq)
         state = self.state
         now = state.advance(timestamp)
-        header = record.header
         op = record.op
         result: Any = None
         if op == "send":
@@ -377,8 +421,8 @@ class QueueView:
             if int(header["part"]) == int(header["parts"]) - 1:
                 self._log_bytes = state.bytes  # someone compacted: about the live bodies are left
                 self._snapshot_bytes, self._snapshot_parts_bytes = self._snapshot_parts_bytes, 0
-        else:
-            log.error("queue %s: record %d has an unknown kind %r; skipped", self.log, seq, op)
+        else:  # only a newer conveyor writes one: applying what follows would drift
+            raise records.unknown_kind(header, seq)
         self.applied = seq
         waiting = header.get("tok")
         if waiting is not None:
@@ -407,6 +451,8 @@ class QueueView:
         return due is not None and due <= self.now()
 
     async def wait_applied(self, seq: int) -> None:
+        if self.failed is not None:
+            raise StorageUnusable(self.failed)
         if self.applied >= seq:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -421,6 +467,8 @@ class QueueView:
 
     async def sync(self) -> None:
         """Apply every record stored before this call (QueueNotFound if the queue is gone)."""
+        if self.failed is not None:
+            raise StorageUnusable(self.failed)
         stream = await self.js.require_stream(self.log)
         if stream.created != self.created:
             self.created = stream.created
@@ -435,6 +483,8 @@ class QueueView:
     async def submit(self, token: str, payload: bytes, msg_id: str) -> Any:
         """Write a record whose header carries `token` and return its outcome as this view
         applies it."""
+        if self.failed is not None:  # its outcome would never be known here
+            raise StorageUnusable(self.failed)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._results[token] = future
         try:
@@ -456,7 +506,7 @@ class QueueView:
 
         async def loop() -> None:
             await asyncio.sleep(random.uniform(0.5, 1.0) * interval)
-            while not self._closed:
+            while not self._closed and self.failed is None:
                 try:
                     await sweep()
                 except Exception as exc:  # the next one tries again
