@@ -26,7 +26,7 @@ from conveyor.consumer.spec import ConsumerSpec
 from conveyor.consumer.suspects import is_suspect, past_bound, unfinished_reason
 from conveyor.core import Core
 from conveyor.core.ids import new_message_id
-from conveyor.errors import BackendUnavailable, HandlerTimedOut
+from conveyor.errors import BackendUnavailable, HandlerTimedOut, StorageUnusable
 from conveyor.types import DeadLetter, LeasedMessage, QueueStats, Retry, Settlement
 
 log = logging.getLogger("conveyor.consumer")
@@ -168,10 +168,13 @@ class ConsumerRunner:
 
     def _lease_failed(self, exc: Exception, backoff: float) -> float:
         """Log a failed lease and return how long to wait before the next: an unreachable engine
-        gets one line per try and a growing pause; anything else its full traceback."""
+        or unusable storage gets one line per try and a growing pause; anything else its full
+        traceback."""
         backoff = min(max(backoff * 2, LEASE_RETRY_FIRST_SECONDS), LEASE_RETRY_MAX_SECONDS)
         if isinstance(exc, BackendUnavailable):
             log.warning("leasing from %s failed (%s); retrying in %.1fs", self.spec.queue, exc, backoff)
+        elif isinstance(exc, StorageUnusable):  # the operator's to fix, and its message says how
+            log.error("leasing from %s failed (%s); retrying in %.1fs", self.spec.queue, exc, backoff)
         else:
             log.exception("leasing from %s failed; retrying in %.1fs", self.spec.queue, backoff)
         return backoff

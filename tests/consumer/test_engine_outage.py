@@ -10,7 +10,7 @@ import pytest
 
 import conveyor
 from conveyor.consumer import runner
-from conveyor.errors import BackendUnavailable
+from conveyor.errors import BackendUnavailable, StorageUnusable
 from conveyor.types import LeasedMessage
 
 
@@ -86,4 +86,36 @@ async def test_an_unexpected_lease_error_is_logged_with_its_traceback(
         await run_until(app, failed)
     [first, *_] = [r for r in caplog.records if "leasing from jobs failed" in r.getMessage()]
     assert first.levelno == logging.ERROR and first.exc_info is not None
+    await app.close()
+
+
+async def test_unusable_storage_is_one_error_line_per_lease_try_without_a_traceback(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """E.g. a NATS log written in a newer record format: the message tells the operator what to do."""
+    monkeypatch.setattr(runner, "LEASE_RETRY_FIRST_SECONDS", 0.01)
+    app = conveyor.App("memory://")
+    tries = 0
+    tried_twice = asyncio.Event()
+
+    @app.consumer("jobs")
+    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
+        pass
+
+    async def unusable_lease(
+        queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
+    ) -> list[LeasedMessage]:
+        nonlocal tries
+        tries += 1
+        if tries == 2:
+            tried_twice.set()
+        raise StorageUnusable("queue jobs: record 7 is in format 3 (this conveyor reads up to 2); upgrade it")
+
+    monkeypatch.setattr(app.backend, "lease_many", unusable_lease)
+    with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
+        await run_until(app, tried_twice)
+    lines = [r for r in caplog.records if "leasing from jobs failed" in r.getMessage()]
+    assert len(lines) >= 2
+    assert all(r.levelno == logging.ERROR and r.exc_info is None for r in lines)
+    assert "format 3" in lines[0].getMessage()
     await app.close()
