@@ -1028,7 +1028,7 @@ class SQLiteBackend(Backend):
             rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
             if not rows:
                 return rows, []
-            fresh = [row[0] for row in rows if row[7] == 0]  # a suspect is not handed
+            fresh = [row[0] for row in rows if _lost(row) == 0]  # a suspect is not handed
             handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
             deadline = now + visibility_timeout
             if len(handed) == len(rows):  # every row handed (a drain's usual lease): one token
@@ -1330,7 +1330,7 @@ class SQLiteBackend(Backend):
 
 def _lease_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], token: str, deadline: float) -> None:
     """Lease the rows lease_pick read, all under `token`, in the same write transaction."""
-    fresh = all(row[10] for row in rows)  # read without a token: no counts to work out
+    fresh = all(row[8] is None for row in rows)  # plain rows: no token, so no counts to work out
     rows_params = _rows([row[0] for row in rows])
     statement = _statement("lease_fresh" if fresh else "lease", rows_params)
     conn.execute(statement, {"token": token, "deadline": deadline, **rows_params})
@@ -1356,13 +1356,18 @@ def _leased(
             sent,
             attempts,
             f"{id_}.{handing if seq in handed else token}.{seq}",
-            None if dead is None else _dead_letter(dead),
-            lost,
+            None if redelivery is None else _dead_letter(json.loads(redelivery)[1]),
+            0 if redelivery is None else json.loads(redelivery)[0],
             None if headers is None else load_headers(headers),
             group,
         )
-        for seq, id_, body, kind, sent, attempts, dead, lost, headers, group, _ in rows
+        for seq, id_, body, kind, sent, attempts, headers, group, redelivery in rows
     ]
+
+
+def _lost(row: tuple[Any, ...]) -> int:
+    """A lease_pick row's deliveries in a row without an outcome (see lease_pick)."""
+    return 0 if row[8] is None else int(json.loads(row[8])[0])
 
 
 # (token, its rows as statement parameters (`_rows`), rowid -> the item's index in the settle)

@@ -199,12 +199,15 @@ ON CONFLICT (id) DO NOTHING
 -- name: lease_pick
 -- a paused or missing queue matches no queue_id, so leases nothing; a grouped message is picked
 -- only as its group's head (no older message of its group is left: acked or dead-lettered), so a
--- group has one message out at a time and a retried or expired head keeps its place
+-- group has one message out at a time and a retried or expired head keeps its place.
+-- The last column is NULL for a plain row (no token, no dead-letter record, no lost delivery: a
+-- backlog's usual row), else [lost, dead_letter] as JSON: each column costs the writer thread
+-- (measured: these two in one 0.15 us a message less).
 SELECT seq, id, body, content_type, enqueued_at,
     attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1, 1) = 'r'),
-    dead_letter,
-    lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
-    headers, group_id, lease_token IS NULL
+    headers, group_id,
+    CASE WHEN lease_token IS NULL AND dead_letter IS NULL AND lost = 0 THEN NULL
+    ELSE json_array(lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'), dead_letter) END
 FROM conveyor_messages m
 WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
   AND visible_at <= ?
