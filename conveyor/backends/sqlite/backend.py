@@ -1028,7 +1028,8 @@ class SQLiteBackend(Backend):
             rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
             if not rows:
                 return rows, []
-            fresh = [row[0] for row in rows if _lost(row) == 0]  # a suspect is not handed
+            # a suspect is not handed (a plain row never is one: no call for it on this thread)
+            fresh = [row[0] for row in rows if row[8] is None or _lost(row) == 0]
             handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
             deadline = now + visibility_timeout
             if len(handed) == len(rows):  # every row handed (a drain's usual lease): one token
