@@ -1163,7 +1163,7 @@ class SQLiteBackend(Backend):
             freed = False
 
             def apply(name: str, groups: _TokenGroups, frees: bool, **extra: Any) -> None:
-                """Run `statement` once per token and mark the items it took. Usually every
+                """Run statement `name` once per token and mark the items it took. Usually every
                 lease is live: the statement's count of changed rows says so, and no statement
                 reads them first. When it took fewer (some leases were stale: rare),
                 _SomeStale rolls this settle back and it runs again `exact`: which leases are
@@ -1401,8 +1401,8 @@ def _statement(name: str, rows: dict[str, Any]) -> str:
 
 
 def _listed(params: dict[str, Any], seqs: Collection[int]) -> dict[str, Any]:
-    """`params` with its rows named as a JSON array (:seqs), for the statements that only take
-    that (the rare reads of which leases are live)."""
+    """`params` with its rows named as a JSON array (:seqs), for the statements that take only
+    that (rare: the reads of which leases are live, dead letters, begins found stale)."""
     return params if "seqs" in params else params | {"seqs": json.dumps(list(seqs))}
 
 
