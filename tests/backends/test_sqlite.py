@@ -24,6 +24,7 @@ from conveyor.backends.sqlite.wake import WakeWatch
 from conveyor.core.ids import new_message_id
 from conveyor.errors import InvalidURL, QueueFull
 from conveyor.limits import IDLE_POLL_SECONDS
+from conveyor.testing import FakeClock
 from conveyor.types import OutgoingMessage
 from tests.support.apps import TEST_LIMITS
 
@@ -245,6 +246,60 @@ async def test_a_settle_finding_stale_leases_runs_again_without_undoing_its_grou
         assert backend._commits - commits == 2  # type: ignore[attr-defined]  # the group, and the settle again
         assert (result.ack_count, result.stale) == (2, [pulled[0].lease_id])
         assert [m.body["n"] for m in await queue.pull(batch_size=10)] == [3]
+
+
+async def test_leases_and_settles_of_rows_between_other_queues_rows_touch_only_their_own(
+    tmp_path: Path,
+) -> None:
+    # Two queues' sends alternate, so a queue's rows are not every rowid between its first and
+    # last: a lease or a settle that named them by that range would take the other queue's too.
+    async with conveyor.App(f"sqlite:///{tmp_path / 'q.db'}") as app:
+        backend = await app.core.connected()
+        for name in ("a", "b"):
+            await app.create_queue(name)
+        for n in range(6):
+            await backend.send_many(
+                [
+                    OutgoingMessage(name, new_message_id(), json.dumps({"n": n}).encode(), "json")
+                    for name in ("a", "b")
+                ]
+            )
+        leased = await backend.lease_ahead("a", 6, 30, hand_first=6)
+        assert [json.loads(m.body)["n"] for m in leased] == list(range(6))
+        settled = await app.queue("a").ack(
+            acks=[m.lease_id for m in leased[:3]], retries=[m.lease_id for m in leased[3:]]
+        )
+        assert (settled.ack_count, settled.retry_count, settled.stale) == (3, 3, [])
+        assert (await app.queue("b").stats()).backlog == 6
+        others = await backend.lease_many("b", 10, 30)
+        assert [(json.loads(m.body)["n"], m.attempts) for m in others] == [(n, 1) for n in range(6)]
+        again = await backend.lease_many("a", 10, 30)
+        assert [(json.loads(m.body)["n"], m.attempts) for m in again] == [(n, 2) for n in range(3, 6)]
+
+
+async def test_a_lease_of_fresh_rows_and_rows_whose_lease_expired_counts_each_rightly(tmp_path: Path) -> None:
+    # one lease takes rows without a token (first delivery) and rows whose lease expired: a
+    # handed one (a delivery without an outcome: attempts up, lost up) and a read-ahead one
+    # (never handed: its attempt is given back)
+    clock = FakeClock()
+    async with conveyor.App(f"sqlite:///{tmp_path / 'q.db'}", clock=clock) as app:
+        await app.queue("jobs").send_batch([{"n": n} for n in range(4)])
+        backend = await app.core.connected()
+        handed = await backend.lease_many("jobs", 1, 10)
+        ahead = await backend.lease_many("jobs", 1, 10, handed=False)
+        assert [json.loads(m.body)["n"] for m in handed + ahead] == [0, 1]
+        clock.advance(11)
+        leased = await backend.lease_many("jobs", 10, 10)
+        counts = {json.loads(m.body)["n"]: (m.attempts, m.lost) for m in leased}
+        assert counts == {0: (2, 1), 1: (1, 0), 2: (1, 0), 3: (1, 0)}
+        conn = sqlite3.connect(tmp_path / "q.db")
+        try:  # the rows keep what the lease handed out (the next delivery counts from there)
+            stored = conn.execute("SELECT body, attempts, lost FROM conveyor_messages").fetchall()
+        finally:
+            conn.close()
+        assert {json.loads(body)["n"]: (attempts, lost) for body, attempts, lost in stored} == counts
+        stale = await app.queue("jobs").ack(acks=[m.lease_id for m in handed + leased])
+        assert (stale.ack_count, stale.stale) == (4, [handed[0].lease_id])
 
 
 async def test_reopening_a_file_keeps_its_messages(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qs, urlsplit
@@ -80,6 +80,10 @@ _Pending = tuple[
     Callable[[sqlite3.Connection], Any], asyncio.Future[Any], bool, asyncio.AbstractEventLoop, bool
 ]
 Q = load_named("conveyor.backends.sqlite", "queries.sql")
+# How the statements that take a set of rows name them: a JSON array of rowids, or the range
+# from :lo to :hi when the rows are every rowid in it (see `_by_range`).
+ROWS_LISTED = "seq IN (SELECT value FROM json_each(:seqs))"
+ROWS_IN_RANGE = "seq BETWEEN :lo AND :hi"
 SCHEMA_VERSION = 7
 MIGRATIONS = {
     1: Q["schema_v1"],
@@ -163,6 +167,27 @@ def _subscription(row: tuple[Any, ...]) -> Subscription:
 
 def _dead_letter(text: str | None) -> DeadLetterInfo | None:
     return None if text is None else DeadLetterInfo.from_dict(json.loads(text))
+
+
+def _ranged(statement: str) -> str:
+    """`statement` with its rows named by the range :lo to :hi instead of :seqs."""
+    if ROWS_LISTED not in statement:
+        raise ValueError(f"no {ROWS_LISTED!r} in {statement!r}")
+    return statement.replace(ROWS_LISTED, ROWS_IN_RANGE)
+
+
+# the statements that also come with their rows named by a range
+RANGED = {name: _ranged(Q[name]) for name in ("lease", "lease_fresh", "ack", "retry", "begin_all")}
+
+
+def _by_range(seqs: Collection[int]) -> tuple[int, int] | None:
+    """(lowest, highest) when `seqs` (distinct rowids) are every rowid from one to the other, as
+    the rows of a backlog leased in order usually are; else None. A range names exactly those
+    rows: no other row can have a rowid inside it."""
+    if not seqs:
+        return None
+    low, high = min(seqs), max(seqs)
+    return (low, high) if high - low + 1 == len(seqs) else None
 
 
 class SQLiteBackend(Backend):
@@ -985,8 +1010,7 @@ class SQLiteBackend(Backend):
             now = self.clock.now()
             rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
             if rows:
-                seqs = json.dumps([row[0] for row in rows])
-                conn.execute(Q["lease"], (token, now + visibility_timeout, seqs))
+                _lease_rows(conn, rows, token, now + visibility_timeout)
             return rows
 
         rows = await self._transaction(lease, lease=True)
@@ -1004,23 +1028,23 @@ class SQLiteBackend(Backend):
             rows = conn.execute(Q["lease_pick"], (queue, now, limit)).fetchall()
             if not rows:
                 return rows, []
-            fresh = [row[0] for row in rows if row[7] == 0]  # a suspect is not handed
+            # a suspect is not handed (a plain row never is one: no call for it on this thread)
+            fresh = [row[0] for row in rows if row[8] is None or _lost(row) == 0]
             handed = fresh[:hand_first] if hand_first > 0 and len(fresh) >= hand_first else []
-            seqs = json.dumps([row[0] for row in rows])
             deadline = now + visibility_timeout
             if len(handed) == len(rows):  # every row handed (a drain's usual lease): one token
-                conn.execute(Q["lease"], (handing, deadline, seqs))
+                _lease_rows(conn, rows, handing, deadline)
             elif handed:
                 params = {
                     "handed": json.dumps(handed),
                     "handed_token": handing,
                     "token": token,
                     "deadline": deadline,
-                    "seqs": seqs,
+                    "seqs": json.dumps([row[0] for row in rows]),
                 }
                 conn.execute(Q["lease_handing"], params)
             else:
-                conn.execute(Q["lease"], (token, deadline, seqs))
+                _lease_rows(conn, rows, token, deadline)
             return rows, handed
 
         rows, handed = await self._transaction(lease, lease=True)
@@ -1045,15 +1069,15 @@ class SQLiteBackend(Backend):
             if row is None:
                 return statuses
             now = self.clock.now()
-            for token, seqs, items in groups:
-                params = {"seqs": seqs, "token": token, "queue_id": row[0], "now": now}
+            for token, rows, items in groups:
+                params = {"token": token, "queue_id": row[0], "now": now, **rows}
                 if not exact:
-                    if conn.execute(Q["begin_all"], params).rowcount != len(items):
+                    if conn.execute(_statement("begin_all", rows), params).rowcount != len(items):
                         raise _SomeStale
                     for index in items.values():
                         statuses[index] = True
                     continue
-                for (seq,) in conn.execute(Q["begin"], params):
+                for (seq,) in conn.execute(Q["begin"], _listed(params, items)):
                     statuses[items[seq]] = True
             return statuses
 
@@ -1138,8 +1162,8 @@ class SQLiteBackend(Backend):
             now = self.clock.now()
             freed = False
 
-            def apply(statement: str, groups: _TokenGroups, frees: bool, **extra: Any) -> None:
-                """Run `statement` once per token and mark the items it took. Usually every
+            def apply(name: str, groups: _TokenGroups, frees: bool, **extra: Any) -> None:
+                """Run statement `name` once per token and mark the items it took. Usually every
                 lease is live: the statement's count of changed rows says so, and no statement
                 reads them first. When it took fewer (some leases were stale: rare),
                 _SomeStale rolls this settle back and it runs again `exact`: which leases are
@@ -1149,14 +1173,15 @@ class SQLiteBackend(Backend):
                 An ack on a queue holding grouped messages is exact too: whether a group's head
                 went is read in the same row."""
                 nonlocal freed
-                for token, seqs, items in groups:
-                    params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now} | extra
+                for token, rows, items in groups:
+                    params = {"token": token, "queue_id": queue_id, "now": now, **rows} | extra
                     if not exact and not (frees and queue_grouped):
-                        if conn.execute(statement, params).rowcount != len(items):
+                        if conn.execute(_statement(name, rows), params).rowcount != len(items):
                             raise _SomeStale
                         for index in items.values():
                             statuses[index] = True
                         continue
+                    params = _listed(params, items)
                     live, grouped = conn.execute(Q["settle_live"], params).fetchone()
                     if live == len(items):
                         for index in items.values():
@@ -1166,14 +1191,14 @@ class SQLiteBackend(Backend):
                             statuses[items[seq]] = True
                     if live:
                         freed = freed or (frees and bool(grouped))
-                        conn.execute(statement, params)
+                        conn.execute(Q[name], params)
 
-            apply(Q["ack"], ack_groups, frees=True)
+            apply("ack", ack_groups, frees=True)
             for delay, groups in retry_token_groups:
-                apply(Q["retry"], groups, frees=False, delay=delay)
+                apply("retry", groups, frees=False, delay=delay)
             copies = []
-            for token, seqs, items in dead_groups:  # dead letters are rare: their rows are kept
-                params = {"seqs": seqs, "token": token, "queue_id": queue_id, "now": now}
+            for token, rows, items in dead_groups:  # dead letters are rare: their rows are kept
+                params = _listed({"token": token, "queue_id": queue_id, "now": now, **rows}, items)
                 taken = conn.execute(Q["take_dead"], params).fetchall()
                 for seq, body, content_type, headers, group in taken:
                     index = items[seq]
@@ -1304,6 +1329,14 @@ class SQLiteBackend(Backend):
         return await self._transaction(sweep)
 
 
+def _lease_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]], token: str, deadline: float) -> None:
+    """Lease the rows lease_pick read, all under `token`, in the same write transaction."""
+    fresh = all(row[8] is None for row in rows)  # plain rows: no token, so no counts to work out
+    rows_params = _rows([row[0] for row in rows])
+    statement = _statement("lease_fresh" if fresh else "lease", rows_params)
+    conn.execute(statement, {"token": token, "deadline": deadline, **rows_params})
+
+
 class _SomeStale(Exception):
     """A settle's or begin's statement took fewer rows than it named: its transaction is rolled
     back and it runs again, finding out which leases were live (see `_settle_at_once`)."""
@@ -1324,17 +1357,22 @@ def _leased(
             sent,
             attempts,
             f"{id_}.{handing if seq in handed else token}.{seq}",
-            None if dead is None else _dead_letter(dead),
-            lost,
+            None if redelivery is None else _dead_letter(json.loads(redelivery)[1]),
+            0 if redelivery is None else json.loads(redelivery)[0],
             None if headers is None else load_headers(headers),
             group,
         )
-        for seq, id_, body, kind, sent, attempts, dead, lost, headers, group in rows
+        for seq, id_, body, kind, sent, attempts, headers, group, redelivery in rows
     ]
 
 
-# (token, its rowids as a JSON array, rowid -> the item's index in the settle)
-_TokenGroups = list[tuple[str, str, dict[int, int]]]
+def _lost(row: tuple[Any, ...]) -> int:
+    """A lease_pick row's deliveries in a row without an outcome (see lease_pick)."""
+    return 0 if row[8] is None else int(json.loads(row[8])[0])
+
+
+# (token, its rows as statement parameters (`_rows`), rowid -> the item's index in the settle)
+_TokenGroups = list[tuple[str, dict[str, Any], dict[int, int]]]
 
 
 def _token_groups(leases: Sequence[Lease], start: int, indexes: Sequence[int] | None = None) -> _TokenGroups:
@@ -1345,7 +1383,27 @@ def _token_groups(leases: Sequence[Lease], start: int, indexes: Sequence[int] | 
     for position, (_, token, seq) in enumerate(leases):
         index = start + position if indexes is None else indexes[position]
         by_token.setdefault(token, {}).setdefault(seq, index)
-    return [(token, json.dumps(list(items)), items) for token, items in by_token.items()]
+    return [(token, _rows(items), items) for token, items in by_token.items()]
+
+
+def _rows(seqs: Collection[int]) -> dict[str, Any]:
+    """The parameters naming the rows `seqs` (distinct rowids): :lo and :hi when they are every
+    rowid in that range (`_by_range`; the statement from `_statement`), else :seqs."""
+    span = _by_range(seqs)
+    if span is None:
+        return {"seqs": json.dumps(list(seqs))}
+    return {"lo": span[0], "hi": span[1]}
+
+
+def _statement(name: str, rows: dict[str, Any]) -> str:
+    """Statement `name` for the rows `rows` names (`_rows`)."""
+    return Q[name] if "seqs" in rows else RANGED[name]
+
+
+def _listed(params: dict[str, Any], seqs: Collection[int]) -> dict[str, Any]:
+    """`params` with its rows named as a JSON array (:seqs), for the statements that take only
+    that (rare: the reads of which leases are live, dead letters, begins found stale)."""
+    return params if "seqs" in params else params | {"seqs": json.dumps(list(seqs))}
 
 
 def _in_parts(outcomes: Outcomes, size: int) -> list[Outcomes]:

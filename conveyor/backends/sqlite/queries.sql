@@ -199,12 +199,15 @@ ON CONFLICT (id) DO NOTHING
 -- name: lease_pick
 -- a paused or missing queue matches no queue_id, so leases nothing; a grouped message is picked
 -- only as its group's head (no older message of its group is left: acked or dead-lettered), so a
--- group has one message out at a time and a retried or expired head keeps its place
+-- group has one message out at a time and a retried or expired head keeps its place.
+-- The last column is NULL for a plain row (no token, no dead-letter record, no lost delivery: a
+-- backlog's usual row), else [lost, dead_letter] as JSON: each column costs the writer thread
+-- (measured: these two in one 0.15 us a message less).
 SELECT seq, id, body, content_type, enqueued_at,
     attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1, 1) = 'r'),
-    dead_letter,
-    lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
-    headers, group_id
+    headers, group_id,
+    CASE WHEN lease_token IS NULL AND dead_letter IS NULL AND lost = 0 THEN NULL
+    ELSE json_array(lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'), dead_letter) END
 FROM conveyor_messages m
 WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
   AND visible_at <= ?
@@ -214,12 +217,21 @@ WHERE queue_id = (SELECT id FROM conveyor_queues WHERE name = ? AND paused = 0)
 ORDER BY visible_at, seq LIMIT ?
 
 -- SET reads the row's values from before the update (the counts as lease_pick read them).
+-- The rows are named by a JSON array of rowids (:seqs), or, when they are every rowid from :lo
+-- to :hi, by that range (backend.py `_by_range`: a range walk, no JSON to parse nor a search of
+-- the table per rowid; measured 0.2 us a message less for a lease, as much for an ack).
 -- name: lease
 UPDATE conveyor_messages
 SET attempts = attempts + 1 - (lease_token IS NOT NULL AND substr(lease_token, 1, 1) = 'r'),
     lost = lost + (lease_token IS NOT NULL AND substr(lease_token, 1, 1) <> 'r'),
-    lease_token = ?, visible_at = ?
-WHERE seq IN (SELECT value FROM json_each(?))
+    lease_token = :token, visible_at = :deadline
+WHERE seq IN (SELECT value FROM json_each(:seqs))
+
+-- name: lease_fresh
+-- lease, for rows lease_pick read without a token (a backlog's usual rows): no counts to work out
+-- (measured 0.2 us a message less)
+UPDATE conveyor_messages SET attempts = attempts + 1, lease_token = :token, visible_at = :deadline
+WHERE seq IN (SELECT value FROM json_each(:seqs))
 
 -- name: lease_handing
 -- lease, with the rows named by the second list handed (the first token) and the rest ahead
