@@ -29,7 +29,7 @@ from tests.support.polling import eventually
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
 
 from conveyor.backends.nats import backend as nats_backend
-from conveyor.backends.nats import records, view
+from conveyor.backends.nats import records, snapshots, view
 from conveyor.backends.nats.backend import NatsBackend
 from conveyor.backends.nats.jetstream import parse_nats_url
 from conveyor.backends.nats.records import Outgoing
@@ -110,7 +110,7 @@ def test_a_snapshot_holds_the_whole_state() -> None:
     state.settle(
         [], [(leased[0].id, "tok", 7.0)], [(leased[1].id, "tok", "dead1", "q-dlq", record)], "m", 104.0
     )
-    copy = records.decode_state("q", records.encode_state(state))
+    copy = snapshots.decode_state("q", snapshots.encode_state(state))
     assert copy.stats(105.0) == state.stats(105.0)
     assert [m.stored("q", 105.0, b"") for m in copy.peek(10)] == [
         m.stored("q", 105.0, b"") for m in state.peek(10)
@@ -130,7 +130,7 @@ def test_a_snapshot_keeps_groups_in_order_and_their_head_out() -> None:
     state.send([*grouped, _arrival(9)], 100.0, 1 << 20)
     [head, free] = state.lease(10, 30, "tok", 100.0)
     assert (head.id, head.group, free.id) == ("g0", "g", "id9")
-    copy = records.decode_state("q", records.encode_state(state))
+    copy = snapshots.decode_state("q", snapshots.encode_state(state))
     assert copy.lease(10, 30, "more", 101.0) == []  # g1 still waits for the head
     copy.settle([("g0", "tok")], [], [], "m", 102.0)
     [second] = copy.lease(10, 30, "next", 102.0)
@@ -145,7 +145,7 @@ def test_a_lease_record_hands_its_first_non_suspects_when_it_takes_that_many() -
     leased = state.lease(10, 30, "r-tok", 102.0, hand=2)
     assert [(m.id, m.lost) for m in leased] == [("id1", 0), ("id2", 0), ("id3", 0), ("id0", 1)]
     assert [m.lease_token for m in leased] == ["h-tok", "h-tok", "r-tok", "r-tok"]
-    copy = records.decode_state("q", records.encode_state(state))  # a snapshot keeps the kinds
+    copy = snapshots.decode_state("q", snapshots.encode_state(state))  # a snapshot keeps the kinds
     assert copy.begin([("id1", "h-tok"), ("id3", "r-tok")], 103.0) == [True, True]
     state.send([_arrival(n) for n in range(4, 7)], 110.0, 2 << 20)
     short = state.lease(10, 30, "r-few", 110.0, hand=4)  # takes 3: fewer than it would hand
@@ -155,10 +155,10 @@ def test_a_lease_record_hands_its_first_non_suspects_when_it_takes_that_many() -
 def test_records_and_snapshots_of_before_groups_read_as_ungrouped() -> None:
     state = QueueState("q")
     state.send([_arrival(n) for n in range(2)], 100.0, 1 << 20)
-    snapshot = json.loads(records.encode_state(state))
+    snapshot = json.loads(snapshots.encode_state(state))
     snapshot["v"] = 3
     snapshot["messages"] = [entry[:12] for entry in snapshot["messages"]]  # as v3 wrote them
-    old = records.decode_state("q", json.dumps(snapshot).encode())
+    old = snapshots.decode_state("q", json.dumps(snapshot).encode())
     assert [m.id for m in old.lease(10, 30, "tok", 101.0)] == ["id0", "id1"]
     # a send record of before groups: six items, or seven with a dedup id
     record = records.decode(
@@ -190,7 +190,7 @@ def test_a_snapshot_keeps_headers_and_groups_of_messages_and_of_dead_letters_on_
     [head] = state.lease(10, 30, "tok", 101.0)
     record = DeadLetterInfo(head.id, "q", 1, "boom", 102.0)
     state.settle([], [], [(head.id, "tok", "dead1", "q-dlq", record)], "m", 102.0)
-    copy = records.decode_state("q", records.encode_state(state))
+    copy = snapshots.decode_state("q", snapshots.encode_state(state))
     assert (copy.settings.pull_consumer, copy.settings.partitions) == (consumer, 4)
     [move] = copy.outbox.values()
     [dead] = move.copies
@@ -205,7 +205,7 @@ def test_snapshots_of_every_older_version_are_read() -> None:
     state.set_meta(QueueSettings(), False, 5.0)
     state.send([_arrival(0), Arrival("g0", "json", (7, 20, 20), group="g")], 100.0, 1 << 20)
     state.settle([], [], [], "m", 100.0)
-    current = json.loads(records.encode_state(state))
+    current = json.loads(snapshots.encode_state(state))
     pull = conveyor.PullConsumer(batch_size=3).to_dict()
 
     def older(version: int, extra: list[list[object]], settings_extra: list[object]) -> QueueState:
@@ -214,7 +214,7 @@ def test_snapshots_of_every_older_version_are_read() -> None:
         snapshot["messages"] = [
             entry[:12] + more for entry, more in zip(current["messages"], extra, strict=True)
         ]
-        return records.decode_state("q", json.dumps(snapshot).encode())
+        return snapshots.decode_state("q", json.dumps(snapshot).encode())
 
     # v3 as meta wrote it: headers an optional 13th item, the pull consumer the 6th setting
     meta = older(3, [[{"k": "v"}], []], [pull])
@@ -233,7 +233,7 @@ def test_snapshots_of_every_older_version_are_read() -> None:
     # v2: no `lost`, nothing after it
     plain = dict(current, v=2, settings=current["settings"][:2])
     plain["messages"] = [entry[:11] for entry in current["messages"]]
-    old = records.decode_state("q", json.dumps(plain).encode())
+    old = snapshots.decode_state("q", json.dumps(plain).encode())
     assert sorted(m.id for m in old.lease(10, 30, "t", 101.0)) == ["g0", "id0"]
 
 
@@ -247,7 +247,7 @@ def test_a_snapshot_keeps_headers_of_messages_and_of_dead_letters_on_their_way()
     [leased] = state.lease(1, 30, "tok", 101.0)
     record = DeadLetterInfo(leased.id, "q", 1, "boom", 102.0)
     state.settle([], [], [(leased.id, "tok", "dead1", "q-dlq", record)], "m", 102.0)
-    copy = records.decode_state("q", records.encode_state(state))
+    copy = snapshots.decode_state("q", snapshots.encode_state(state))
     assert [m.headers for m in copy.peek(10)] == [{"k": "id1"}]
     [move] = copy.outbox.values()
     [dead] = move.copies

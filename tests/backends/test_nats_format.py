@@ -21,7 +21,7 @@ from tests.support.engines import check_nats, nats_storage
 
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
 
-from conveyor.backends.nats import records
+from conveyor.backends.nats import records, snapshots
 from conveyor.backends.nats.backend import NatsBackend
 from conveyor.backends.nats.jetstream import parse_nats_url
 from conveyor.backends.nats.state import QueueState
@@ -43,10 +43,10 @@ def test_a_record_declares_a_format_only_past_the_base_and_a_newer_one_is_refuse
 
 
 def test_a_snapshot_of_a_newer_version_is_refused_as_too_new() -> None:
-    snapshot = json.loads(records.encode_state(QueueState("q")))
+    snapshot = json.loads(snapshots.encode_state(QueueState("q")))
     snapshot["v"] = records.SNAPSHOT_VERSION + 1
     with pytest.raises(records.FormatTooNew, match=f"format {records.SNAPSHOT_VERSION + 1}"):
-        records.decode_state("q", json.dumps(snapshot).encode())
+        snapshots.decode_state("q", json.dumps(snapshot).encode())
 
 
 def test_record_format_is_a_url_option_up_to_the_newest() -> None:

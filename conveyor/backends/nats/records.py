@@ -9,7 +9,8 @@ Bodies are raw bytes (never pickled, never base64); the header says how long eac
 found again by its record's stream sequence and offset (`state.Location`) without decoding the
 rest. Every other record is a header alone: a command (lease, extend, release, settle, purge,
 delete, move, moved, sweep) with the token its writer waits on, a queue's settings (`meta`), one part of
-a snapshot, or a `rehome` (bodies written again ahead of a compaction, in the send layout).
+a snapshot (the document itself: snapshots.py), or a `rehome` (bodies written again ahead of a
+compaction, in the send layout).
 
 Format: a record in the base format (1) declares none; a record that uses something a reader of
 an earlier format would misread declares the format that introduced it (`"v": 2`), so that a
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.backends.nats.state import Arrival, Location, Message, Move, QueueState
+from conveyor.backends.nats.state import Arrival, Location, Move
 from conveyor.headers import headers_size, load_headers
 from conveyor.limits import DEFAULT_DEDUP_WINDOW_SECONDS, DEFAULT_PARTITIONS
 from conveyor.types import CONTENT_TYPES, ContentType, DeadLetterInfo, PullConsumer, QueueSettings
@@ -115,11 +116,11 @@ def encode(header: dict[str, Any], blob: bytes | Sequence[bytes] = b"") -> bytes
     return b"".join((head, b"\n", *blob))
 
 
-def _dead(info: DeadLetterInfo | None) -> dict[str, Any] | None:
+def dead_letter_dict(info: DeadLetterInfo | None) -> dict[str, Any] | None:
     return None if info is None else info.to_dict()
 
 
-def _content_type(name: str) -> ContentType:
+def content_type_of(name: str) -> ContentType:
     kind = _CONTENT_TYPES.get(name)
     if kind is None:
         raise ValueError(f"unknown content type {name!r} in a NATS log record")
@@ -137,7 +138,7 @@ def send_entries(messages: Sequence[Outgoing]) -> list[list[Any]]:
 
 
 def _send_entry(m: Outgoing) -> list[Any]:
-    entry = [m.id, m.content_type, m.delay, len(m.body), _dead(m.dead_letter), m.timestamp]
+    entry = [m.id, m.content_type, m.delay, len(m.body), dead_letter_dict(m.dead_letter), m.timestamp]
     if m.group is not None:
         entry += [m.dedup_id, m.headers, m.group]
     elif m.headers is not None:
@@ -199,7 +200,7 @@ def _arrivals(entries: list[list[Any]], seq: int, offset: int) -> tuple[list[Arr
         arrivals.append(
             Arrival(
                 id=message_id,
-                content_type=_content_type(content_type),
+                content_type=content_type_of(content_type),
                 location=(seq, offset, length),
                 delay=delay,
                 dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
@@ -262,7 +263,7 @@ def encode_meta(settings: QueueSettings, paused: bool, created_at: float, copies
 def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     header = record.header
     # a queue created before deduplication has the default window
-    settings = _settings(
+    settings = queue_settings(
         header["delay"],
         header["retention"],
         header.get("dedup"),
@@ -274,7 +275,7 @@ def decode_meta(record: Record) -> tuple[QueueSettings, bool, float]:
     return settings, bool(header["paused"]), float(header["created"])
 
 
-def _settings(
+def queue_settings(
     delay: Any,
     retention: Any,
     dedup: Any = None,
@@ -294,150 +295,3 @@ def _settings(
         # a queue created before partitions has one
         partitions=DEFAULT_PARTITIONS if partitions is None else int(partitions),
     )
-
-
-# -- snapshots -----------------------------------------------------------------------------------
-
-
-def encode_state(state: QueueState) -> bytes:
-    """Everything `QueueState` holds as one JSON document (split into parts by the writer);
-    bodies stay in the log, named by their location."""
-    messages = [
-        [
-            m.id,
-            m.content_type,
-            m.timestamp,
-            m.visible_at,
-            m.order,
-            m.attempts,
-            m.lease_token,
-            _dead(m.dead_letter),
-            m.size,
-            m.record,
-            m.offset,
-            m.lost,
-            m.headers,
-            m.group,
-        ]
-        # in send order: a group's members are restored in it
-        for m in sorted(state.messages.values(), key=lambda m: m.order)
-    ]
-    moves = [
-        [
-            move.id,
-            move.destination,
-            move.started_at,
-            [
-                [
-                    c.id,
-                    c.content_type,
-                    c.delay,
-                    _dead(c.dead_letter),
-                    c.timestamp,
-                    *c.location,
-                    c.headers,
-                    c.group,
-                ]
-                for c in move.copies
-            ],
-        ]
-        for move in state.outbox.values()
-    ]
-    header = {
-        "v": SNAPSHOT_VERSION,
-        "settings": [
-            state.settings.delivery_delay,
-            state.settings.retention_seconds,
-            state.settings.max_backlog_messages,
-            state.settings.max_backlog_bytes,
-            state.settings.dedup_window_seconds,
-            None if state.settings.pull_consumer is None else state.settings.pull_consumer.to_dict(),
-            state.settings.partitions,
-        ],
-        "paused": state.paused,
-        "created": state.created_at,
-        "now": state.now,
-        "messages": messages,
-        "moves": moves,
-        "dedup": [[dedup_id, message_id, until] for dedup_id, (message_id, until) in state.dedup.items()],
-    }
-    if state.meta_seq:  # a partition's: which settings record of its queue it holds a copy of
-        header["mseq"] = state.meta_seq
-    return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def decode_state(name: str, data: bytes) -> QueueState:
-    header = json.loads(data)
-    version = header.get("v")
-    if type(version) is int and version > SNAPSHOT_VERSION:
-        raise FormatTooNew("a snapshot", version, SNAPSHOT_VERSION)
-    if version not in (2, 3, 4, SNAPSHOT_VERSION):
-        raise ValueError(f"unknown snapshot version {header.get('v')!r} in the log of queue {name!r}")
-    state = QueueState(name)
-    # settings: delay, retention, then (a snapshot from after them) the backlog limits and the
-    # dedup window, then the pull consumer; a snapshot from before deduplication has the default
-    # window, one from before pull consumers none
-    delay, retention, *rest = header["settings"]
-    most_messages, most_bytes, dedup, *extra = (*rest, None, None, None, None, None)[:5]
-    # the sixth setting: v3 the pull consumer, v4 (groups before headers) the partition count
-    pull, partitions = (None, extra[0]) if version == 4 else extra
-    settings = _settings(delay, retention, dedup, most_messages, most_bytes, pull, partitions)
-    state.set_meta(settings, bool(header["paused"]), header["created"])
-    state.now = float(header["now"])
-    # in send order (a snapshot before v4 may not be): a group's members are restored in it
-    for entry in sorted(header["messages"], key=lambda entry: entry[4]):
-        message_id, kind, timestamp, visible_at, order, attempts, token, dead, size, record = entry[:10]
-        offset = entry[10]
-        message = Message(
-            id=message_id,
-            content_type=_content_type(kind),
-            timestamp=timestamp,
-            visible_at=visible_at,
-            order=order,
-            size=size,
-            record=record,
-            offset=offset,
-            attempts=attempts,
-            lease_token=token,
-            dead_letter=None if dead is None else DeadLetterInfo.from_dict(dead),
-            lost=entry[11] if len(entry) > 11 else 0,
-            headers=_snapshot_headers(version, entry[12:]),
-            group=_snapshot_group(version, entry[12:]),
-        )
-        state.add(message)
-    for move_id, destination, started_at, entries in header["moves"]:
-        # a copy's items past the eighth: headers and group (see SNAPSHOT_VERSION)
-        copies = [
-            Arrival(
-                copy_id,
-                _content_type(kind),
-                (record, offset, size),
-                delay,
-                None if dead is None else DeadLetterInfo.from_dict(dead),
-                timestamp,
-                headers=_snapshot_headers(version, rest),
-                group=_snapshot_group(version, rest),
-            )
-            for copy_id, kind, delay, dead, timestamp, record, offset, size, *rest in entries
-        ]
-        state.outbox[move_id] = Move(move_id, destination, copies, started_at)
-    for dedup_id, message_id, until in header.get("dedup", ()):
-        state.dedup[dedup_id] = (message_id, until)
-    state.meta_seq = int(header.get("mseq", 0))
-    return state
-
-
-def _snapshot_headers(version: int, extra: Sequence[Any]) -> dict[str, str] | None:
-    """A snapshot entry's headers from its items past the fixed ones (see SNAPSHOT_VERSION)."""
-    if version == 4 or not extra or extra[0] is None:
-        return None
-    return load_headers(extra[0])
-
-
-def _snapshot_group(version: int, extra: Sequence[Any]) -> str | None:
-    """A snapshot entry's group from its items past the fixed ones (see SNAPSHOT_VERSION)."""
-    if version == 4:
-        return extra[0] if extra else None
-    if version == SNAPSHOT_VERSION and len(extra) > 1:
-        return str(extra[1]) if extra[1] is not None else None
-    return None

@@ -6,7 +6,8 @@ many attempts a message has had, what is visible. The rules are those of the mem
 method per record kind; `view.py` feeds the records in and `backend.py` reads the results.
 
 Per-message state lives in `Message` (attempts, lease token, dead-letter info) and nowhere else,
-so a change to how attempts or leases are counted is a change to this file.
+so a change to how attempts or leases are counted is a change to this file. Whatever changes a
+message's fields calls `_changing` first: a snapshot being written holds it as it was (`freeze`).
 
 Bodies are not held: a message knows where its body lies in the log (`Message.location`: the
 record's stream sequence, the offset in its payload, the length), and whoever needs a body (a
@@ -62,6 +63,25 @@ class Message:
     @property
     def location(self) -> Location:
         return self.record, self.offset, self.size
+
+    def copy(self) -> Message:
+        return Message(
+            self.id,
+            self.content_type,
+            self.timestamp,
+            self.visible_at,
+            self.order,
+            self.size,
+            self.record,
+            self.offset,
+            self.attempts,
+            self.lease_token,
+            self.version,
+            self.dead_letter,
+            self.lost,
+            self.headers,
+            self.group,
+        )
 
     def stored(self, queue: str, now: float, body: bytes) -> StoredMessage:
         return StoredMessage(
@@ -134,6 +154,29 @@ class Settled:
     moves: list[Move] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class FrozenState:
+    """A queue's state as it was when frozen (`QueueState.freeze`), for a snapshot written over
+    many turns of the event loop while records keep being applied. The lists are copies; a
+    message changed since is read from `before` (its copy from just before its first change),
+    one deleted since is still in `messages` (nothing changes a deleted message), one added since
+    is not. Outbox moves and dedup claims are replaced, never changed in place."""
+
+    settings: QueueSettings
+    paused: bool
+    created_at: float
+    now: float
+    meta_seq: int
+    messages: list[Message]
+    outbox: list[Move]
+    dedup: list[tuple[str, tuple[str, float]]]
+    before: dict[str, Message]
+
+    def message(self, message: Message) -> Message:
+        """`message` as it was when frozen."""
+        return self.before.get(message.id, message)
+
+
 #: a lease as records name it: (message id, token)
 LeaseKey = tuple[str, str]
 #: a dead letter as a settle record names it: (message id, token, copy's id, dead-letter queue
@@ -163,6 +206,40 @@ class QueueState:
         # a partition's log: the sequence of the queue's settings record its settings copy
         # (0: none yet, or not a partition)
         self.meta_seq = 0
+        # while frozen: messages changed since, as they were (see freeze)
+        self._before: dict[str, Message] | None = None
+        self._frozen_below = 0
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def freeze(self, orders_below: int) -> FrozenState:
+        """The state as it is now, kept so until `thaw` however records change it meanwhile:
+        every change to a message whose order is below `orders_below` (all of them now: the next
+        record's first order) first keeps a copy of it. Cheap: copies of the containers only."""
+        if self._before is not None:
+            raise RuntimeError(f"queue {self.name}: its state is frozen already")
+        self._before, self._frozen_below = {}, orders_below
+        return FrozenState(
+            self.settings,
+            self.paused,
+            self.created_at,
+            self.now,
+            self.meta_seq,
+            list(self.messages.values()),
+            list(self.outbox.values()),
+            list(self.dedup.items()),
+            self._before,
+        )
+
+    def thaw(self) -> None:
+        self._before = None
+
+    def _changing(self, message: Message) -> None:
+        """Called before a message's snapshotted fields change while frozen (see freeze); callers
+        check `_before` first (a lease or a settle changes many messages, nearly always unfrozen)."""
+        before = self._before
+        if before is not None and message.order < self._frozen_below and message.id not in before:
+            before[message.id] = message.copy()
 
     # -- time --------------------------------------------------------------------------------
 
@@ -316,6 +393,8 @@ class QueueState:
             message = self.messages.get(message_id)
             if message is None or message.version != version:
                 continue
+            if self._before is not None:
+                self._changing(message)
             if message.lease_token is not None:  # its last lease expired
                 refunded, lost = expired_lease_counts(message.lease_token)
                 message.attempts -= refunded
@@ -339,6 +418,8 @@ class QueueState:
         for lease in leases:
             message = self._live(lease, now)
             if message is not None and message.lease_token is not None:
+                if self._before is not None:
+                    self._changing(message)
                 message.lease_token = handed_token(message.lease_token)
             statuses.append(message is not None)
         return statuses
@@ -348,6 +429,8 @@ class QueueState:
         for lease in leases:
             message = self._live(lease, now)
             if message is not None:
+                if self._before is not None:
+                    self._changing(message)
                 message.visible_at = now + visibility_timeout
                 self.schedule(message)
                 renewed += 1
@@ -358,6 +441,8 @@ class QueueState:
         for lease in leases:
             message = self._live(lease, now)
             if message is not None:
+                if self._before is not None:
+                    self._changing(message)
                 message.attempts -= 1
                 message.lease_token = None
                 message.visible_at = now
@@ -386,6 +471,8 @@ class QueueState:
         for message_id, token, delay in retries:
             message = self._live((message_id, token), now)
             if message is not None:
+                if self._before is not None:
+                    self._changing(message)
                 message.lease_token = None
                 message.lost = 0  # the delivery ended with an outcome
                 message.visible_at = now + delay
@@ -474,14 +561,9 @@ class QueueState:
         for message_id, (record, offset, _) in bodies:
             message = self.messages.get(message_id)
             if message is not None:
+                if self._before is not None:
+                    self._changing(message)
                 message.record, message.offset = record, offset
-
-    def first_record_needed(self) -> float:
-        """The lowest stream sequence holding a body this state still points at (inf: none)."""
-        first = min((m.record for m in self.messages.values()), default=float("inf"))
-        for move in self.outbox.values():
-            first = min(first, min((c.location[0] for c in move.copies), default=first))
-        return first
 
     def moved(self, move_ids: Iterable[str]) -> None:
         for move_id in move_ids:

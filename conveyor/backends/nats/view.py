@@ -22,7 +22,10 @@ view writes the bodies of the oldest live messages again further on (a `rehome` 
 REHOME_MAX_BYTES), the state as a snapshot (JSON, in parts of SNAPSHOT_PART_BYTES), and purges the
 records below both the snapshot and every body still needed. Several processes may do this at
 once; a reader starting later loads a complete snapshot whose base is at or past where the log
-begins, and applies the records after that base.
+begins, and applies the records after that base. A large queue's snapshot takes seconds to encode
+or decode: both run a slice at a time (snapshots.py) while this view keeps applying records, the
+encoding of a state frozen at the snapshot's base (`QueueState.freeze`), the decoding while the
+records that come are held.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from conveyor.backends.base import make_lease_id, new_token
-from conveyor.backends.nats import records
+from conveyor.backends.nats import records, snapshots
 from conveyor.backends.nats.jetstream import JetStream, WrongLastSequence, raise_if_cancelled, split_log
 from conveyor.backends.nats.records import Record
 from conveyor.backends.nats.state import ORDER_SHIFT, Location, QueueState
@@ -114,6 +117,7 @@ class QueueView:
         # records (their header line only) held while looking for a snapshot to start from
         self._loading: list[tuple[int, float, int, bytes]] | None = None
         self._parts: dict[str, dict[int, bytes]] = {}
+        self._decoding = False  # a complete snapshot is being loaded
         self._results: dict[str, asyncio.Future[Any]] = {}
         self._progress: list[tuple[int, int, asyncio.Future[None]]] = []
         self._progress_ids = itertools.count()
@@ -184,6 +188,7 @@ class QueueView:
         self._held = None
         self._loading = None
         self._parts = {}
+        self._decoding = False
         self._log_bytes = 0
         self._snapshot_bytes = self._snapshot_parts_bytes = 0
         self._cache.clear()  # a queue made again numbers its records from 1 again
@@ -313,7 +318,7 @@ class QueueView:
         assert self._loading is not None and self._first_seen is not None
         end = data.find(b"\n")
         self._loading.append((seq, timestamp, len(data), data if end < 0 else data[: end + 1]))
-        if not data.startswith(_SNAP_PREFIX):
+        if self._decoding or not data.startswith(_SNAP_PREFIX):
             return
         record = self._decode(seq, data)
         header = record.header
@@ -324,13 +329,35 @@ class QueueView:
         parts[int(header["part"])] = bytes(record.blob)
         if len(parts) < int(header["parts"]):
             return
-        self.state = records.decode_state(self.queue, b"".join(parts[i] for i in range(len(parts))))
-        self._snapshot_bytes = sum(len(part) for part in parts.values())
-        self.applied = base
-        held, self._loading, self._parts = self._loading, None, {}
-        for held_seq, held_timestamp, size, head in held:
-            if held_seq > base:
-                self._apply(held_seq, held_timestamp, size, self._decode(held_seq, head))
+        data = b"".join(parts[i] for i in range(len(parts)))
+        self._parts, self._decoding = {}, True
+        self._spawn(self._load_snapshot(self._generation, seq, base, data))
+
+    async def _load_snapshot(self, generation: int, seq: int, base: int, data: bytes) -> None:
+        """Decode the snapshot record `seq` completed a slice at a time (a large one takes
+        seconds: the loop runs other tasks meanwhile, and the records that come are held), then
+        apply the held records after its base."""
+        try:
+            state = await snapshots.decode(self.queue, data)
+            if generation != self._generation:
+                return  # read again meanwhile
+            assert self._loading is not None
+            self.state = state
+            self._snapshot_bytes = len(data)
+            self.applied = base
+            held, self._loading, self._decoding = self._loading, None, False
+            for held_seq, held_timestamp, size, head in held:
+                if held_seq > base:
+                    self._apply(held_seq, held_timestamp, size, self._decode(held_seq, head))
+        except records.FormatTooNew as exc:  # as in on_record: a newer conveyor wrote it
+            if generation == self._generation:
+                if exc.seq is None:
+                    exc.seq = seq
+                self._stop(exc, "")
+        except Exception:  # as in on_record: never in silence
+            if generation == self._generation:
+                log.exception("queue %s: loading its snapshot failed; reading the log again", self.log)
+                self._restart()
 
     # -- applying records --------------------------------------------------------------------
 
@@ -584,16 +611,29 @@ class QueueView:
     # -- compaction --------------------------------------------------------------------------
 
     async def _compact(self) -> None:
+        generation = self._generation
         try:
             await self._rehome_oldest()
+            if generation != self._generation:
+                return  # read again meanwhile: the snapshot would be of another reading
+            # the state at `base`, encoded a slice at a time while the next records are applied
+            # (the freeze keeps them out of it)
             base = self.applied
             state = self.state
-            data = records.encode_state(state)
-            keep = int(min(state.first_record_needed(), base + 1))
+            frozen = state.freeze((base + 1) << ORDER_SHIFT)
+            try:
+                encoded = await snapshots.encode(frozen)
+            finally:
+                state.thaw()
+            if generation != self._generation:
+                return
+            data = encoded.data
+            keep = int(min(encoded.first_record, base + 1))
             snapshot = new_token()
-            parts = [data[i : i + SNAPSHOT_PART_BYTES] for i in range(0, len(data), SNAPSHOT_PART_BYTES)]
-            for index, part in enumerate(parts):
-                header = {"op": "snap", "base": base, "id": snapshot, "part": index, "parts": len(parts)}
+            count = -(-len(data) // SNAPSHOT_PART_BYTES)
+            for index in range(count):
+                part = data[index * SNAPSHOT_PART_BYTES : (index + 1) * SNAPSHOT_PART_BYTES]
+                header = {"op": "snap", "base": base, "id": snapshot, "part": index, "parts": count}
                 await self.js.publish(
                     self.log, "snap", records.encode(header, part), f"snap-{snapshot}-{index}"
                 )
@@ -623,9 +663,15 @@ class QueueView:
         so that the purge can go past those records."""
         by_record: dict[int, list[str]] = {}
         sizes: dict[int, int] = {}
-        for message in self.state.messages.values():
-            by_record.setdefault(message.record, []).append(message.id)
-            sizes[message.record] = sizes.get(message.record, 0) + message.size
+        # a slice at a time (records are applied meanwhile: current_bodies reads where each
+        # message lies then, and leaves out those gone)
+        messages = list(self.state.messages.values())
+        for start in range(0, len(messages), snapshots.SLICE):
+            for message in messages[start : start + snapshots.SLICE]:
+                by_record.setdefault(message.record, []).append(message.id)
+                sizes[message.record] = sizes.get(message.record, 0) + message.size
+            await asyncio.sleep(0)
+        del messages
         chosen: list[str] = []
         total = 0
         for seq in sorted(by_record):
