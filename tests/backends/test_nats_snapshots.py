@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,15 @@ import pytest
 
 import conveyor
 from conveyor.core.ids import new_message_id
+from conveyor.errors import StorageUnusable
 from conveyor.types import DeadLetterInfo, OutgoingMessage, QueueSettings
 from tests.support.engines import check_nats, nats_storage
 
 pytest.importorskip("nats", reason="the NATS engine needs: pip install 'conveyor[nats]'")
 
-from conveyor.backends.nats import snapshots, view
+from conveyor.backends.nats import records, snapshots, view
 from conveyor.backends.nats.backend import NatsBackend
-from conveyor.backends.nats.state import ORDER_SHIFT, Arrival, QueueState
+from conveyor.backends.nats.state import ORDER_SHIFT, Arrival, FrozenState, QueueState
 
 
 @pytest.fixture
@@ -199,3 +201,28 @@ async def test_compacting_a_large_queue_and_loading_its_snapshot_let_other_tasks
             assert [m.stored("large", now, b"") for m in loaded.peek(20_000)] == [
                 m.stored("large", now, b"") for m in the_view.state.peek(20_000)
             ]
+
+
+async def test_a_reader_loading_a_snapshot_of_a_newer_version_stops_loudly(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(view, "COMPACT_MIN_BYTES", 1 << 60)
+    encode = snapshots.encode
+
+    async def newer(frozen: FrozenState) -> snapshots.Snapshot:  # as a newer conveyor writes it
+        written = await encode(frozen)
+        document = json.loads(written.data)
+        document["v"] = records.SNAPSHOT_VERSION + 1
+        return snapshots.Snapshot(json.dumps(document).encode(), written.first_record)
+
+    async with conveyor.App(url) as app:
+        backend = app.backend
+        assert isinstance(backend, NatsBackend)
+        await app.queue("orders").send_batch([{"n": n} for n in range(10)])
+        monkeypatch.setattr(snapshots, "encode", newer)
+        await (await backend._synced("orders"))._compact()
+        async with conveyor.App(url) as fresh:
+            with pytest.raises(StorageUnusable, match=f"snapshot in format {records.SNAPSHOT_VERSION + 1}"):
+                await fresh.queue("orders").stats()
+            reader = await fresh.backend._views["orders"]  # type: ignore[attr-defined]
+            assert reader.state.messages == {}  # nothing of it applied
