@@ -64,58 +64,48 @@ async def test_leasing_from_an_unreachable_engine_backs_off_quietly_and_recovers
     await app.close()
 
 
-async def test_an_unexpected_lease_error_is_logged_with_its_traceback(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def lease_log_lines(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, error: Exception, tries: int
+) -> list[logging.LogRecord]:
+    """The lines a worker logs while every lease raises `error`, after `tries` tries."""
     monkeypatch.setattr(runner, "LEASE_RETRY_FIRST_SECONDS", 0.01)
     app = conveyor.App("memory://")
-    failed = asyncio.Event()
+    tried = 0
+    enough = asyncio.Event()
 
     @app.consumer("jobs")
     async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
         pass
 
-    async def broken_lease(
+    async def failing_lease(
         queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
     ) -> list[LeasedMessage]:
-        failed.set()
-        raise ValueError("a bug in the engine")
+        nonlocal tried
+        tried += 1
+        if tried >= tries:
+            enough.set()
+        raise error
 
-    monkeypatch.setattr(app.backend, "lease_many", broken_lease)
+    monkeypatch.setattr(app.backend, "lease_many", failing_lease)
     with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
-        await run_until(app, failed)
-    [first, *_] = [r for r in caplog.records if "leasing from jobs failed" in r.getMessage()]
-    assert first.levelno == logging.ERROR and first.exc_info is not None
+        await run_until(app, enough)
     await app.close()
+    return [r for r in caplog.records if "leasing from jobs failed" in r.getMessage()]
+
+
+async def test_an_unexpected_lease_error_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    [first, *_] = await lease_log_lines(caplog, monkeypatch, ValueError("a bug in the engine"), 1)
+    assert first.levelno == logging.ERROR and first.exc_info is not None
 
 
 async def test_unusable_storage_is_one_error_line_per_lease_try_without_a_traceback(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """E.g. a NATS log written in a newer record format: the message tells the operator what to do."""
-    monkeypatch.setattr(runner, "LEASE_RETRY_FIRST_SECONDS", 0.01)
-    app = conveyor.App("memory://")
-    tries = 0
-    tried_twice = asyncio.Event()
-
-    @app.consumer("jobs")
-    async def handle(batch: conveyor.MessageBatch, env: conveyor.Env) -> None:
-        pass
-
-    async def unusable_lease(
-        queue: str, limit: int, visibility_timeout: float, *, handed: bool = True
-    ) -> list[LeasedMessage]:
-        nonlocal tries
-        tries += 1
-        if tries == 2:
-            tried_twice.set()
-        raise StorageUnusable("queue jobs: record 7 is in format 3 (this conveyor reads up to 2); upgrade it")
-
-    monkeypatch.setattr(app.backend, "lease_many", unusable_lease)
-    with caplog.at_level(logging.WARNING, logger="conveyor.consumer"):
-        await run_until(app, tried_twice)
-    lines = [r for r in caplog.records if "leasing from jobs failed" in r.getMessage()]
+    error = StorageUnusable("queue jobs: record 7 is in format 3 (this conveyor reads up to 2); upgrade it")
+    lines = await lease_log_lines(caplog, monkeypatch, error, 2)
     assert len(lines) >= 2
     assert all(r.levelno == logging.ERROR and r.exc_info is None for r in lines)
     assert "format 3" in lines[0].getMessage()
-    await app.close()
